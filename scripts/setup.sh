@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs everything vnfpool needs to build and test, skipping what is already there.
+# Safe to run again: every step checks before it acts.
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: run as root (it installs Debian packages and the tests need CAP_BPF/CAP_NET_ADMIN)" >&2
+    exit 1
+fi
+
+# --- Debian packages -------------------------------------------------------------------------
+# bpftool: inspect pinned maps; iproute2/ethtool/iputils-ping: the network-namespace lab.
+debs=(bpftool iproute2 ethtool iputils-ping)
+missing=()
+for p in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    log "Debian packages present"
+fi
+
+# --- Rust toolchains ---------------------------------------------------------------------------
+# Userspace: stable (default). eBPF: the preinstalled nightly with rust-src for -Z build-std=core.
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+    log "adding rust-src to nightly"
+    rustup component add rust-src --toolchain nightly
+else
+    log "nightly rust-src present"
+fi
+
+# --- bpf-linker, built against the nightly's own libLLVM (see shared/TOOLCHAIN.md) ------------
+BPF_LINKER_VERSION=0.13.0
+if command -v bpf-linker >/dev/null && bpf-linker --version 2>/dev/null | grep -qx "bpf-linker $BPF_LINKER_VERSION"; then
+    log "bpf-linker $BPF_LINKER_VERSION present"
+else
+    sysroot="$(rustc +nightly --print sysroot)"
+    llvm="$(cd "$sysroot/lib" && ls libLLVM.so.*-rust-* | head -n1)"
+    llvm_major="$(sed -E 's/^libLLVM\.so\.([0-9]+).*/\1/' <<<"$llvm")"
+    # A lasting prefix: bpf-linker records $prefix/lib as its RUNPATH and needs the soname there.
+    prefix="${XDG_DATA_HOME:-$HOME/.local/share}/vnfpool/rust-llvm"
+    mkdir -p "$prefix/lib"
+    ln -sf "$sysroot/lib/$llvm" "$prefix/lib/libLLVM.so"
+    ln -sf "$sysroot/lib/$llvm" "$prefix/lib/$llvm"
+    log "building bpf-linker $BPF_LINKER_VERSION against $llvm (a few minutes)"
+    LLVM_PREFIX="$prefix" cargo +nightly install bpf-linker --version "$BPF_LINKER_VERSION" \
+        --no-default-features --features "llvm-$llvm_major" --locked --force
+fi
+bpf-linker --version | grep -qx "bpf-linker $BPF_LINKER_VERSION" || {
+    echo "setup.sh: bpf-linker $BPF_LINKER_VERSION does not run outside cargo" >&2
+    exit 1
+}
+
+# --- bpffs -------------------------------------------------------------------------------------
+if ! mountpoint -q /sys/fs/bpf; then
+    log "mounting bpffs at /sys/fs/bpf"
+    mount -t bpf bpf /sys/fs/bpf
+fi
+
+log "ready: $(rustc --version), $(rustc +nightly --version), $(bpf-linker --version), $(bpftool version | head -n1)"

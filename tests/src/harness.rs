@@ -1,0 +1,84 @@
+//! The XDP program loaded (unpinned, unattached) and run through `BPF_PROG_TEST_RUN`.
+
+use std::time::Duration;
+
+use aya::programs::{ProgramError, TestRun as _, TestRunOptions, Xdp};
+use vnfpool_common::maps;
+use vnfpool_daemon::dataplane::{AyaDataplane, LoadOptions};
+
+/// A freshly loaded program with empty maps of its own.
+pub struct Harness {
+    pub dp: AyaDataplane,
+}
+
+/// What one run returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub verdict: u32,
+    pub frame: Vec<u8>,
+}
+
+impl Harness {
+    /// Loads the program with a flow table of `flow_table_size` entries.
+    #[must_use]
+    pub fn with_flow_table(flow_table_size: u32) -> Self {
+        let opts = LoadOptions { pin_dir: None, flow_table_size, ..LoadOptions::default() };
+        let mut dp = AyaDataplane::load(&opts).expect("loading the XDP object (needs root and bpf-linker)");
+        let prog: &mut Xdp = dp
+            .ebpf_mut()
+            .program_mut(maps::PROGRAM)
+            .expect("program in object")
+            .try_into()
+            .expect("an XDP program");
+        prog.load().expect("verifier accepts the program");
+        Self { dp }
+    }
+
+    /// Loads the program with the default flow-table size.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_flow_table(maps::DEFAULT_FLOW_TABLE_SIZE)
+    }
+
+    fn prog(&mut self) -> &mut Xdp {
+        self.dp.ebpf_mut().program_mut(maps::PROGRAM).expect("program").try_into().expect("xdp")
+    }
+
+    /// Runs the program once on `frame`.
+    #[track_caller]
+    pub fn run(&mut self, frame: &[u8]) -> Run {
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..Default::default() };
+        let r = self.prog().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        Run { verdict: r.return_value, frame: out }
+    }
+
+    /// Runs the program `repeat` times on `frame` in one call; the kernel's average per run.
+    /// The frame is not restored between runs, so only frames whose every run takes the
+    /// same path (the program rewrites MACs only) measure what they claim.
+    pub fn time(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, ProgramError> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat, ..Default::default() };
+        Ok(self.prog().test_run(opts)?.duration)
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Name of an XDP verdict, for assertion messages.
+#[must_use]
+pub fn verdict_name(v: u32) -> &'static str {
+    match v {
+        0 => "XDP_ABORTED",
+        1 => "XDP_DROP",
+        2 => "XDP_PASS",
+        3 => "XDP_TX",
+        4 => "XDP_REDIRECT",
+        _ => "unknown",
+    }
+}

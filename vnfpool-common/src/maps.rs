@@ -1,0 +1,92 @@
+//! Map names, pin paths and capacities: the one list both sides use.
+//!
+//! The eBPF statics carry exactly these names (a test compares the built object with
+//! [`ALL`]); the kernel keeps at most 15 bytes of a map name, which a `const` assertion
+//! enforces here.
+
+/// VIP table, `HASH` [`crate::vip::VipKey`] → [`crate::vip::VipMeta`]. Written by the daemon.
+pub const VIPS: &str = "VNF_VIPS";
+/// VIP pre-filter, `ARRAY` of `u32` indexed by [`crate::vip::filter_index`]. Written by the daemon.
+pub const VIP_FILTER: &str = "VNF_VIP_FILTER";
+/// Live-slot selector per pool, mmap-able `ARRAY` of [`crate::pool::PoolSel`]. Written by the daemon.
+pub const POOLS: &str = "VNF_POOLS";
+/// Per pool and slot, mmap-able `ARRAY` of [`crate::pool::SlotMeta`]. Written by the daemon.
+pub const SLOTS: &str = "VNF_SLOTS";
+/// Per pool, slot and element, mmap-able `ARRAY` of [`crate::element::Element`]. Written by the daemon.
+pub const ELEMS: &str = "VNF_ELEMS";
+/// Maglev tables of every pool and slot, mmap-able `ARRAY` of [`crate::ring::RingChunk`]. Written by the daemon.
+pub const RING: &str = "VNF_RING";
+/// Flow affinity, `LRU_HASH` [`crate::flow::FlowKey`] → [`crate::flow::FlowValue`]. Written by the program.
+pub const FLOWS: &str = "VNF_FLOWS";
+/// Egress devices for `XDP_REDIRECT`, `DEVMAP_HASH` ifindex → ifindex. Written by the daemon.
+pub const TX_PORTS: &str = "VNF_TX_PORTS";
+/// Per-VIP counters, `PERCPU_ARRAY` of [`crate::stats::Counters`] indexed by pool. Written by the program.
+pub const VIP_STATS: &str = "VNF_VIP_STATS";
+/// Per-element counters, `PERCPU_ARRAY` of [`crate::stats::Counters`] indexed by
+/// [`crate::element::stats_index`]. Written by the program.
+pub const ELEM_STATS: &str = "VNF_ELEM_STATS";
+/// Per-reason counters, `PERCPU_ARRAY` of [`crate::stats::Counters`] indexed by
+/// [`crate::stats::Reason`]. Written by the program.
+pub const REASON_STATS: &str = "VNF_REASONS";
+
+/// Every map of the program, in the order the README documents them.
+pub const ALL: &[&str] = &[
+    VIPS,
+    VIP_FILTER,
+    POOLS,
+    SLOTS,
+    ELEMS,
+    RING,
+    FLOWS,
+    TX_PORTS,
+    VIP_STATS,
+    ELEM_STATS,
+    REASON_STATS,
+];
+
+/// The kernel keeps this many bytes of a map name (`BPF_OBJ_NAME_LEN` - 1).
+pub const MAX_NAME_LEN: usize = 15;
+
+const _: () = {
+    let mut i = 0;
+    while i < ALL.len() {
+        assert!(ALL[i].len() <= MAX_NAME_LEN, "map name longer than the kernel keeps");
+        i += 1;
+    }
+};
+
+/// Default directory (on a bpffs) where the maps, the program and its link are pinned.
+pub const PIN_DIR: &str = "/sys/fs/bpf/vnfpool";
+
+/// Name of the XDP program (the `#[xdp]` function).
+pub const PROGRAM: &str = "vnfpool";
+
+/// Most pools (VIPs) one program serves.
+pub const MAX_POOLS: u32 = 64;
+/// Mappings each pool keeps: the live one and the spare being prepared.
+pub const SLOTS_PER_POOL: u32 = 2;
+/// Most elements in one pool; element indices are below this and fit a `u16`.
+pub const MAX_ELEMENTS: u32 = 1024;
+/// Default flow-table capacity (the loader may set another).
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
+/// Default Maglev table size of a pool (a prime).
+pub const DEFAULT_RING_SIZE: u32 = 65_537;
+/// Default capacity of the ring arena, in [`crate::ring::RingChunk`]s: room for 16 pools of
+/// the default ring size in both slots. The loader may set another.
+pub const DEFAULT_RING_CHUNKS: u32 = 1 << 19;
+/// Entries of the VIP pre-filter (indexed by a 16-bit fold).
+pub const VIP_FILTER_SIZE: u32 = 1 << 16;
+/// Capacity of the VIP table: per pool one entry per port plus one address entry per protocol.
+pub const MAX_VIP_ENTRIES: u32 = 4096;
+/// Capacity of the egress device map.
+pub const MAX_TX_PORTS: u32 = 64;
+/// Entries of the slot table.
+pub const SLOT_ENTRIES: u32 = MAX_POOLS * SLOTS_PER_POOL;
+/// Entries of the element table (every element of every pool, in both slots).
+pub const ELEM_ENTRIES: u32 = MAX_POOLS * SLOTS_PER_POOL * MAX_ELEMENTS;
+/// Entries of the per-element counters (not per slot: counters survive a switch).
+pub const ELEM_STATS_ENTRIES: u32 = MAX_POOLS * MAX_ELEMENTS;
+
+/// `BPF_F_MMAPABLE`: the daemon writes these arrays through a shared mapping, in bulk, and
+/// flips the selector with one atomic store.
+pub const BPF_F_MMAPABLE: usize = 1 << 10;

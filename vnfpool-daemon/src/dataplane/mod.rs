@@ -1,0 +1,345 @@
+//! The kernel side of the Pool Manager: loading and pinning the XDP program and its maps, and
+//! writing pool mappings with an atomic switch. The only module of the daemon that uses aya.
+//!
+//! # The switch (DESIGN invariant 1)
+//! Each pool has two slots, each a complete mapping (Maglev table, element table, shape).
+//! [`AyaDataplane::apply`] writes the *spare* slot through shared mappings of the arrays, then
+//! switches with one aligned 64-bit atomic store into `VNF_POOLS`. The program reads that
+//! selector once per packet and then only the slot it names, so each packet sees the old
+//! mapping or the new one. Before a retired slot can be written again, `apply` waits for an RCU
+//! grace period (`membarrier(MEMBARRIER_CMD_GLOBAL)`, which calls `synchronize_rcu()`), so no
+//! program run that read the old selector is still reading the slot when it is rewritten.
+
+mod mmap;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, xdp::DevMapHash},
+};
+use vnfpool_common::{
+    element::{Element, STATE_UP},
+    maps,
+    pool::{PoolSel, SlotMeta, slot_index},
+    ring::{self, RingChunk},
+    vip::{self, VipKey, VipMeta},
+};
+
+pub use mmap::MappedArray;
+
+/// The XDP object built by `build.rs` from `vnfpool-ebpf`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vnfpool"));
+
+/// Errors of the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The object could not be loaded (verifier, missing privilege, bad pin).
+    #[error("loading the XDP object")]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
+    /// A map the object must have is missing or of another type.
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    /// An egress device could not be added to `VNF_TX_PORTS`.
+    #[error("adding ifindex {ifindex} to {}", maps::TX_PORTS)]
+    TxPort {
+        ifindex: u32,
+        #[source]
+        source: aya::maps::xdp::XdpMapError,
+    },
+    /// A map could not be mapped into memory.
+    #[error("mmap of map {name}")]
+    Mmap {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The mapping handed to `apply` is inconsistent.
+    #[error("pool {pool}: invalid mapping: {what}")]
+    InvalidMapping { pool: u32, what: String },
+    /// The ring arena has no room for another table of this size.
+    #[error("pool {pool}: no room for a {ring_size}-position table in the ring arena of {chunks} chunks")]
+    RingArenaFull { pool: u32, ring_size: u32, chunks: u32 },
+    /// Waiting for the RCU grace period failed.
+    #[error("waiting for an RCU grace period")]
+    Grace {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result of the data plane.
+pub type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// How to load the program.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Directory on a bpffs where every map is pinned (and adopted from, when already there);
+    /// `None` loads unpinned maps (tests of the program alone).
+    pub pin_dir: Option<PathBuf>,
+    /// Capacity of the flow-affinity table.
+    pub flow_table_size: u32,
+    /// Capacity of the Maglev arena, in chunks of four positions.
+    pub ring_chunks: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            pin_dir: Some(PathBuf::from(maps::PIN_DIR)),
+            flow_table_size: maps::DEFAULT_FLOW_TABLE_SIZE,
+            ring_chunks: maps::DEFAULT_RING_CHUNKS,
+        }
+    }
+}
+
+/// One complete mapping of a pool: what `apply` makes live in one switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// Maglev table: `ring_size` positions, each an element index whose element is up.
+    /// Empty when the pool has no up element (its VIP traffic is then dropped and counted).
+    pub ring: Vec<u16>,
+    /// Element table, by element index.
+    pub elements: Vec<Element>,
+}
+
+/// What one `apply` did, with its timings.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied {
+    /// Generation now live.
+    pub generation: u32,
+    /// Writing the spare slot.
+    pub prepare: Duration,
+    /// The switch itself (the atomic store).
+    pub switch: Duration,
+    /// Waiting until the retired slot may be reused.
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    offset: u32,
+    chunks_per_slot: u32,
+}
+
+/// The loaded program and its maps.
+pub struct AyaDataplane {
+    ebpf: Ebpf,
+    pools: MappedArray<PoolSel>,
+    slots: MappedArray<SlotMeta>,
+    elems: MappedArray<Element>,
+    ring: MappedArray<RingChunk>,
+    regions: HashMap<u32, Region>,
+    next_chunk: u32,
+    clock: fn() -> std::time::Instant,
+}
+
+impl AyaDataplane {
+    /// Loads the embedded program (it is not attached anywhere yet).
+    pub fn load(opts: &LoadOptions) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(maps::FLOWS, opts.flow_table_size)
+            .map_max_entries(maps::RING, opts.ring_chunks);
+        let pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
+            Some(dir) => maps::ALL.iter().map(|name| (*name, dir.join(name))).collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|source| DataplaneError::Load { source })?;
+        let pools = mapped(&mut ebpf, maps::POOLS, maps::MAX_POOLS)?;
+        let slots = mapped(&mut ebpf, maps::SLOTS, maps::SLOT_ENTRIES)?;
+        let elems = mapped(&mut ebpf, maps::ELEMS, maps::ELEM_ENTRIES)?;
+        let ring = mapped(&mut ebpf, maps::RING, opts.ring_chunks)?;
+        Ok(Self {
+            ebpf,
+            pools,
+            slots,
+            elems,
+            ring,
+            regions: HashMap::new(),
+            next_chunk: 0,
+            clock: std::time::Instant::now,
+        })
+    }
+
+    /// The loaded object, to attach or test-run the program.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Routes `port_be`/`proto` of `addr` to `pool`: adds the VIP entry, the address entry that
+    /// marks the address for fragments and ICMP errors, and their pre-filter counts.
+    pub fn add_vip(&mut self, pool: u32, addr: vnfpool_common::addr::Addr, port: u16, proto: u8) -> Result<()> {
+        let entries = [
+            (VipKey { addr, port_be: port.to_be(), proto, _pad: 0 }, VipMeta { pool, flags: 0 }),
+            (VipKey { addr, port_be: 0, proto, _pad: 0 }, VipMeta { pool, flags: vip::FLAG_ADDRESS }),
+        ];
+        for (key, meta) in entries {
+            let vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
+            if vips.get(&key, 0).is_ok() {
+                continue;
+            }
+            // Filter first, so that the VIP entry is never there without its filter bit.
+            let mut filter: Array<&mut MapData, u32> = map(&mut self.ebpf, maps::VIP_FILTER)?;
+            let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
+            let n = filter.get(&idx, 0).map_err(|source| DataplaneError::Map { name: maps::VIP_FILTER, source })?;
+            filter
+                .set(idx, n + 1, 0)
+                .map_err(|source| DataplaneError::Map { name: maps::VIP_FILTER, source })?;
+            let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
+            vips.insert(key, meta, 0).map_err(|source| DataplaneError::Map { name: maps::VIPS, source })?;
+        }
+        Ok(())
+    }
+
+    /// Lets the program redirect to `ifindex` (an element-facing interface other than ingress).
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        let mut ports: DevMapHash<&mut MapData> = map(&mut self.ebpf, maps::TX_PORTS)?;
+        ports
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|source| DataplaneError::TxPort { ifindex, source })
+    }
+
+    /// The live selector of `pool`.
+    pub fn live(&self, pool: u32) -> PoolSel {
+        self.pools.read(pool)
+    }
+
+    /// Makes `mapping` the live mapping of `pool` with one atomic switch (see the module docs).
+    pub fn apply(&mut self, pool: u32, mapping: &Mapping) -> Result<Applied> {
+        validate(pool, mapping)?;
+        let start = (self.clock)();
+        let ring_size = u32::try_from(mapping.ring.len()).expect("validated");
+        let live = self.pools.read(pool);
+        let spare = live.slot ^ 1;
+        let generation = live.generation.wrapping_add(1);
+
+        let region = self.region(pool, ring_size)?;
+        let ring_offset = region.offset + spare * region.chunks_per_slot;
+        let chunks: Vec<RingChunk> = mapping
+            .ring
+            .chunks(ring::LANES as usize)
+            .map(|c| {
+                let mut elements = [0u16; 4];
+                elements[..c.len()].copy_from_slice(c);
+                RingChunk { elements }
+            })
+            .collect();
+        self.ring.write_all(ring_offset, &chunks);
+
+        let first = vnfpool_common::element::elem_index(pool, spare, 0);
+        let old = self.slots.read(slot_index(pool, spare));
+        let count = u32::try_from(mapping.elements.len()).expect("validated");
+        self.elems.write_all(first, &mapping.elements);
+        // Clear entries the previous occupant of this slot had beyond the new count.
+        for i in count..old.elements.min(maps::MAX_ELEMENTS) {
+            self.elems.write(first + i, &Element::default());
+        }
+        self.slots.write(
+            slot_index(pool, spare),
+            &SlotMeta { ring_offset, ring_size, elements: count, generation },
+        );
+        let prepared = (self.clock)();
+
+        self.pools.store_atomic(pool, &PoolSel { slot: spare, generation });
+        let switched = (self.clock)();
+
+        grace_period().map_err(|source| DataplaneError::Grace { source })?;
+        let done = (self.clock)();
+        Ok(Applied {
+            generation,
+            prepare: prepared - start,
+            switch: switched - prepared,
+            grace: done - switched,
+        })
+    }
+
+    /// The arena region of `pool`, sized for `ring_size` positions per slot.
+    fn region(&mut self, pool: u32, ring_size: u32) -> Result<Region> {
+        let need = ring::chunks(ring_size);
+        if let Some(r) = self.regions.get(&pool)
+            && r.chunks_per_slot >= need
+        {
+            return Ok(*r);
+        }
+        // A larger table than before gets a fresh region; the old one is not reused (a pool's
+        // table size changes only by configuration, rarely).
+        let full = || DataplaneError::RingArenaFull { pool, ring_size, chunks: self.ring.len() };
+        let end = need.checked_mul(2).and_then(|n| n.checked_add(self.next_chunk)).ok_or_else(full)?;
+        if end > self.ring.len() {
+            return Err(full());
+        }
+        let r = Region { offset: self.next_chunk, chunks_per_slot: need };
+        self.next_chunk = end;
+        self.regions.insert(pool, r);
+        Ok(r)
+    }
+}
+
+fn validate(pool: u32, m: &Mapping) -> Result<()> {
+    let invalid = |what: String| Err(DataplaneError::InvalidMapping { pool, what });
+    if pool >= maps::MAX_POOLS {
+        return invalid(format!("pool index {pool} is not below {}", maps::MAX_POOLS));
+    }
+    if m.elements.len() > maps::MAX_ELEMENTS as usize {
+        return invalid(format!("{} elements, at most {}", m.elements.len(), maps::MAX_ELEMENTS));
+    }
+    if u32::try_from(m.ring.len()).is_err() {
+        return invalid("table too large".to_owned());
+    }
+    if let Some(pos) = m
+        .ring
+        .iter()
+        .position(|&i| m.elements.get(usize::from(i)).is_none_or(|e| e.state != STATE_UP))
+    {
+        return invalid(format!("table position {pos} names element {}, which is not up", m.ring[pos]));
+    }
+    Ok(())
+}
+
+/// Waits until every BPF program run that started before the call has finished: XDP runs
+/// inside an RCU read-side section, and `MEMBARRIER_CMD_GLOBAL` waits for an RCU grace period
+/// ([`kernel/sched/membarrier.c`](https://github.com/torvalds/linux/blob/v6.12/kernel/sched/membarrier.c#L598)).
+fn grace_period() -> std::io::Result<()> {
+    rustix::thread::membarrier(rustix::thread::MembarrierCommand::Global).map_err(std::io::Error::from)
+}
+
+fn map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+{
+    let m = ebpf
+        .map_mut(name)
+        .ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_owned() } })?;
+    T::try_from(m).map_err(|source| DataplaneError::Map { name, source })
+}
+
+fn mapped<T: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, entries: u32) -> Result<MappedArray<T>> {
+    let m = ebpf
+        .map(name)
+        .ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_owned() } })?;
+    let fd = match m {
+        aya::maps::Map::Array(data) => data.fd(),
+        _ => return Err(DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_owned() } }),
+    };
+    MappedArray::new(fd, entries).map_err(|source| DataplaneError::Mmap { name, source })
+}
+
+/// Path of a pinned map under `dir`.
+pub fn pin_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

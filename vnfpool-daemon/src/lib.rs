@@ -1,0 +1,5 @@
+//! vnfpool's Pool Manager: pure decision logic (`model`) and the one module that touches BPF
+//! (`dataplane`).
+#![deny(unsafe_code)]
+
+pub mod dataplane;
