@@ -1,32 +1,340 @@
-//! Packet fixtures run through BPF_PROG_TEST_RUN: map state, frame in, verdict and frame out.
+//! Packet fixtures run through BPF_PROG_TEST_RUN: for each case a map state, the input frame,
+//! the expected verdict and the exact expected output frame.
+//!
+//! BPF_PROG_TEST_RUN runs the program as if the frame arrived on the loopback device
+//! (ifindex 1), so an element whose egress is ifindex 1 gets `XDP_TX`.
 
 use std::net::IpAddr;
 
-use vnfpool_common::{element::{Element, STATE_UP}, vip::PROTO_TCP, addr};
+use vnfpool_common::{
+    addr,
+    element::{Element, STATE_DOWN, STATE_DRAINING, STATE_UP},
+    flow::{self, FlowKey},
+    maps,
+    ring,
+    stats::Reason,
+    vip::{PROTO_TCP, PROTO_UDP},
+};
 use vnfpool_daemon::dataplane::Mapping;
-use vnfpool_tests::{harness::{Harness, verdict_name}, packet::{Frame, L4, hex, with_macs, HOST_MAC}};
+use vnfpool_tests::{
+    harness::{Harness, Run, verdict_name},
+    packet::{Frame, HOST_MAC, L4, hex, ip_packet, with_macs},
+};
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
+const LOOPBACK: u32 = 1;
+
+const VIP4: &str = "10.10.0.100";
+const VIP6: &str = "fd00:10::100";
+const CLIENT4: &str = "10.0.0.2";
+const CLIENT6: &str = "fd00:1::2";
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+/// Pools of the fixtures: 0 = VIP4:8080/tcp, 1 = VIP4:5353/udp, 2 = VIP6:8080/tcp, 3 = VIP6:5353/udp.
+const POOLS: [(&str, u16, u8); 4] =
+    [(VIP4, TCP_PORT, PROTO_TCP), (VIP4, UDP_PORT, PROTO_UDP), (VIP6, TCP_PORT, PROTO_TCP), (VIP6, UDP_PORT, PROTO_UDP)];
+/// The smallest table size the Maglev builder allows; the fixtures fill it by hand.
+const RING: usize = 251;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
 }
 
-#[test]
-fn smoke_vip_tcp_is_sent_back_out_to_the_element() {
-    let mut h = Harness::new();
-    let e = Element { ifindex: 1, state: STATE_UP, dst_mac: [2, 0, 0, 0, 0xe1, 1], src_mac: HOST_MAC, _pad: [0; 4] };
-    h.dp.add_vip(0, addr::from_ip(ip("10.10.0.100")), 8080, PROTO_TCP).expect("add vip");
-    h.dp.apply(0, &Mapping { ring: vec![0; 251], elements: vec![e] }).expect("apply");
-    let frame = Frame::new(ip("10.0.0.2"), ip("10.10.0.100"), L4::Tcp { sport: 40000, dport: 8080 }).build();
-    let r = h.run(&frame);
-    let want = with_macs(&frame, e.dst_mac, e.src_mac);
-    // test_run's ingress ifindex is loopback (1), the element's interface here: XDP_TX.
-    assert_eq!(r.verdict, XDP_TX, "verdict {}\nout:\n{}", verdict_name(r.verdict), hex(&r.frame));
-    assert_eq!(r.frame, want, "\ngot:\n{}\nwant:\n{}", hex(&r.frame), hex(&want));
+fn mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0xe0, n]
+}
 
-    let other = Frame::new(ip("10.0.0.2"), ip("10.10.0.101"), L4::Tcp { sport: 40000, dport: 8080 }).build();
-    let r = h.run(&other);
-    assert_eq!((r.verdict, r.frame), (XDP_PASS, other));
+fn element(n: u8, state: u32) -> Element {
+    Element { ifindex: LOOPBACK, state, dst_mac: mac(n), src_mac: HOST_MAC, _pad: [0; 4] }
+}
+
+/// Every position of the table names `idx`.
+fn all_to(idx: u16) -> Vec<u16> {
+    vec![idx; RING]
+}
+
+/// The four pools, each with elements 0 and 1 up and every new flow to element 0.
+fn provision(h: &mut Harness) {
+    for (pool, (vip, port, proto)) in (0u32..).zip(POOLS) {
+        h.dp.add_vip(pool, addr::from_ip(ip(vip)), port, proto).expect("add vip");
+        let m = Mapping { ring: all_to(0), elements: vec![element(0, STATE_UP), element(1, STATE_UP)] };
+        h.dp.apply(pool, &m).expect("apply");
+    }
+}
+
+fn tcp4(sport: u16) -> Frame {
+    Frame::new(ip(CLIENT4), ip(VIP4), L4::Tcp { sport, dport: TCP_PORT })
+}
+fn udp4(sport: u16) -> Frame {
+    Frame::new(ip(CLIENT4), ip(VIP4), L4::Udp { sport, dport: UDP_PORT })
+}
+fn tcp6(sport: u16) -> Frame {
+    Frame::new(ip(CLIENT6), ip(VIP6), L4::Tcp { sport, dport: TCP_PORT })
+}
+fn udp6(sport: u16) -> Frame {
+    Frame::new(ip(CLIENT6), ip(VIP6), L4::Udp { sport, dport: UDP_PORT })
+}
+
+fn arp() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac(0xc1));
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac(0xc1));
+    f.extend_from_slice(&[10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 10, 10, 0, 100]);
+    f
+}
+
+/// What a fixture expects.
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    /// `XDP_PASS`, frame unmodified.
+    Pass,
+    /// `XDP_TX` to fixture element `n`: MACs rewritten, nothing else changed.
+    Tx(u8),
+    /// `XDP_DROP`, counted under the reason, frame unmodified.
+    Drop(Reason),
+}
+
+struct Case {
+    what: &'static str,
+    frame: Vec<u8>,
+    want: Want,
+}
+
+fn case(what: &'static str, frame: Vec<u8>, want: Want) -> Case {
+    Case { what, frame, want }
+}
+
+#[track_caller]
+fn check(h: &mut Harness, c: &Case) -> Run {
+    let before = match c.want {
+        Want::Drop(reason) => reason_packets(h, reason),
+        _ => 0,
+    };
+    let r = h.run(&c.frame);
+    let (verdict, frame) = match c.want {
+        Want::Pass => (XDP_PASS, c.frame.clone()),
+        Want::Tx(n) => (XDP_TX, with_macs(&c.frame, mac(n), HOST_MAC)),
+        Want::Drop(_) => (XDP_DROP, c.frame.clone()),
+    };
+    assert!(
+        r.verdict == verdict && r.frame == frame,
+        "{}: got {} want {}\nin:\n{}\ngot:\n{}\nwant:\n{}",
+        c.what,
+        verdict_name(r.verdict),
+        verdict_name(verdict),
+        hex(&c.frame),
+        hex(&r.frame),
+        hex(&frame)
+    );
+    if let Want::Drop(reason) = c.want {
+        assert_eq!(reason_packets(h, reason), before + 1, "{}: counted under {}", c.what, reason.name());
+    }
+    r
+}
+
+fn reason_packets(h: &Harness, reason: Reason) -> u64 {
+    h.dp.counters(maps::REASON_STATS, reason as u32).expect("read reasons").packets
+}
+
+#[test]
+fn fixtures() {
+    let mut h = Harness::new();
+    provision(&mut h);
+
+    let vlan = |mut f: Frame, tags: &[u16]| {
+        f.vlans = tags.to_vec();
+        f.build()
+    };
+    let frag = |mut f: Frame| {
+        f.fragment = true;
+        f.build()
+    };
+    let mut v4opts = tcp4(1001);
+    v4opts.ipv4_options = 3;
+    let mut v6ext = udp6(1002);
+    v6ext.ipv6_ext = 2;
+    let mut v6ext_many = udp6(1003);
+    v6ext_many.ipv6_ext = 5;
+
+    let cases = vec![
+        // Not for a VIP: passed, untouched.
+        case("non-VIP IPv4 TCP", Frame::new(ip(CLIENT4), ip("10.10.0.101"), L4::Tcp { sport: 1, dport: TCP_PORT }).build(), Want::Pass),
+        case("non-VIP IPv6 UDP", Frame::new(ip(CLIENT6), ip("fd00:10::101"), L4::Udp { sport: 1, dport: UDP_PORT }).build(), Want::Pass),
+        case("ARP", arp(), Want::Pass),
+        case("VIP address, other port", Frame::new(ip(CLIENT4), ip(VIP4), L4::Tcp { sport: 1, dport: 8081 }).build(), Want::Pass),
+        case("VIP address and port, other protocol", Frame::new(ip(CLIENT4), ip(VIP4), L4::Udp { sport: 1, dport: TCP_PORT }).build(), Want::Pass),
+        case("VIP address, port 0 (address entry only)", Frame::new(ip(CLIENT4), ip(VIP4), L4::Tcp { sport: 1, dport: 0 }).build(), Want::Pass),
+        case("three VLAN tags (more than parsed)", vlan(tcp4(1), &[1, 2, 3]), Want::Pass),
+        case("IPv6 with more extension headers than skipped", v6ext_many.build(), Want::Pass),
+        // VIP traffic: MACs rewritten, sent back out (element behind the ingress interface).
+        case("VIP IPv4 TCP", tcp4(2000).build(), Want::Tx(0)),
+        case("VIP IPv4 UDP", udp4(2000).build(), Want::Tx(0)),
+        case("VIP IPv6 TCP", tcp6(2000).build(), Want::Tx(0)),
+        case("VIP IPv6 UDP", udp6(2000).build(), Want::Tx(0)),
+        case("VIP behind one VLAN tag", vlan(tcp4(2001), &[100]), Want::Tx(0)),
+        case("VIP behind QinQ", vlan(udp6(2001), &[10, 100]), Want::Tx(0)),
+        case("VIP IPv4 with options", v4opts.build(), Want::Tx(0)),
+        case("VIP IPv6 with two extension headers", v6ext.build(), Want::Tx(0)),
+        // Fragments: no port to steer by; dropped when addressed to a VIP, else passed.
+        case("IPv4 fragment to a VIP", frag(tcp4(3000)), Want::Drop(Reason::Fragment)),
+        case("IPv6 fragment to a VIP", frag(udp6(3000)), Want::Drop(Reason::Fragment)),
+        case("IPv4 fragment to another host", frag(Frame::new(ip(CLIENT4), ip("10.10.0.9"), L4::Udp { sport: 1, dport: 2 })), Want::Pass),
+        // ICMP that is not an error is not VIP:port traffic.
+        case("ICMP echo to a VIP", icmp4_echo(), Want::Pass),
+    ];
+    for c in &cases {
+        check(&mut h, c);
+    }
+}
+
+fn icmp4_echo() -> Vec<u8> {
+    // An echo request (type 8) shaped like an error frame: the program must not read it as one.
+    Frame::new(ip(CLIENT4), ip(VIP4), L4::IcmpError { ty: 8, inner: vec![0; 28] }).build()
+}
+
+/// An ICMP error from a router about a packet an element sent VIP:port → client:cport.
+fn icmp_error_about(v6: bool, cport: u16, ty: u8) -> Vec<u8> {
+    let (vip, client) = if v6 { (VIP6, CLIENT6) } else { (VIP4, CLIENT4) };
+    let quoted = ip_packet(&Frame::new(ip(vip), ip(client), L4::Tcp { sport: TCP_PORT, dport: cport }));
+    let router = if v6 { "fd00:1::1" } else { "10.0.0.1" };
+    Frame::new(ip(router), ip(vip), L4::IcmpError { ty, inner: quoted[..quoted.len().min(if v6 { 48 } else { 28 })].to_vec() }).build()
+}
+
+#[test]
+fn icmp_errors_follow_their_flow() {
+    let mut h = Harness::new();
+    provision(&mut h);
+    // Flows of both families land on element 0, then new flows go to element 1: the ICMP
+    // errors must follow the flow table, not the Maglev table.
+    check(&mut h, &case("v4 flow", tcp4(4000).build(), Want::Tx(0)));
+    check(&mut h, &case("v6 flow", tcp6(4000).build(), Want::Tx(0)));
+    for pool in [0, 2] {
+        let m = Mapping { ring: all_to(1), elements: vec![element(0, STATE_UP), element(1, STATE_UP)] };
+        h.dp.apply(pool, &m).expect("apply");
+    }
+    let forwarded = reason_packets(&h, Reason::IcmpForwarded);
+    check(&mut h, &case("ICMPv4 unreachable about a known flow", icmp_error_about(false, 4000, 3), Want::Tx(0)));
+    check(&mut h, &case("ICMPv6 packet too big about a known flow", icmp_error_about(true, 4000, 2), Want::Tx(0)));
+    assert_eq!(reason_packets(&h, Reason::IcmpForwarded), forwarded + 2);
+    check(&mut h, &case("ICMPv4 error about an unknown flow", icmp_error_about(false, 4001, 11), Want::Drop(Reason::IcmpNoFlow)));
+    check(&mut h, &case("ICMPv6 error about an unknown flow", icmp_error_about(true, 4001, 1), Want::Drop(Reason::IcmpNoFlow)));
+    let not_vip = ip_packet(&Frame::new(ip("10.10.0.9"), ip(CLIENT4), L4::Udp { sport: 1, dport: 2 }));
+    let f = Frame::new(ip("10.0.0.1"), ip("10.10.0.9"), L4::IcmpError { ty: 3, inner: not_vip[..28].to_vec() }).build();
+    check(&mut h, &case("ICMP error about another host's packet", f, Want::Pass));
+}
+
+#[test]
+fn every_truncation_point_passes_untouched() {
+    let mut h = Harness::new();
+    provision(&mut h);
+    let mut v4opts = tcp4(5000);
+    v4opts.ipv4_options = 2;
+    let mut v6ext = udp6(5000);
+    v6ext.ipv6_ext = 2;
+    let frames = [
+        ("IPv4 TCP", tcp4(5000).build()),
+        ("IPv4 UDP", udp4(5000).build()),
+        ("IPv6 TCP", tcp6(5000).build()),
+        ("IPv4 TCP with options", v4opts.build()),
+        ("IPv6 UDP with extension headers", v6ext.build()),
+        ("QinQ IPv6 UDP", {
+            let mut f = udp6(5000);
+            f.vlans = vec![1, 2];
+            f.build()
+        }),
+        ("ICMPv4 error", icmp_error_about(false, 5000, 3)),
+        ("ICMPv6 error", icmp_error_about(true, 5000, 1)),
+    ];
+    for (what, full) in frames {
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.
+        for len in 14..full.len() {
+            let cut = &full[..len];
+            let r = h.run(cut);
+            assert!(
+                r.verdict == XDP_PASS && r.frame == cut,
+                "{what} cut to {len} of {} bytes: got {}\n{}",
+                full.len(),
+                verdict_name(r.verdict),
+                hex(&r.frame)
+            );
+        }
+        // And the whole frame is steered (so the cuts above were VIP traffic).
+        assert_eq!(h.run(&full).verdict, XDP_TX, "{what}, whole");
+    }
+}
+
+#[test]
+fn pool_without_usable_element_drops_and_counts() {
+    let mut h = Harness::new();
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
+    h.dp.apply(0, &Mapping { ring: vec![], elements: vec![element(0, STATE_DOWN)] }).expect("apply");
+    check(&mut h, &case("VIP with every element down", tcp4(6000).build(), Want::Drop(Reason::NoElement)));
+}
+
+#[test]
+fn element_behind_unknown_egress_is_dropped() {
+    let mut h = Harness::new();
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
+    let mut e = element(0, STATE_UP);
+    e.ifindex = 0x7fff_0000; // no such device in VNF_TX_PORTS
+    h.dp.apply(0, &Mapping { ring: all_to(0), elements: vec![e] }).expect("apply");
+    check(&mut h, &case("egress not in VNF_TX_PORTS", tcp4(6001).build(), Want::Drop(Reason::NoTxPort)));
+}
+
+#[test]
+fn flow_table_keeps_affinity_and_honours_element_states() {
+    let mut h = Harness::new();
+    provision(&mut h);
+    let elements = |s0, s1| vec![element(0, s0), element(1, s1)];
+    // Established on element 0.
+    check(&mut h, &case("first packet picks element 0", tcp4(7000).build(), Want::Tx(0)));
+    // New flows now go to 1; the established flow stays (flow-table hit).
+    h.dp.apply(0, &Mapping { ring: all_to(1), elements: elements(STATE_UP, STATE_UP) }).expect("apply");
+    check(&mut h, &case("flow hit keeps element 0", tcp4(7000).build(), Want::Tx(0)));
+    check(&mut h, &case("a new flow goes to element 1", tcp4(7001).build(), Want::Tx(1)));
+    // Draining element 0: its flow stays, no new flow gets it.
+    h.dp.apply(0, &Mapping { ring: all_to(1), elements: elements(STATE_DRAINING, STATE_UP) }).expect("apply");
+    check(&mut h, &case("draining element keeps its flow", tcp4(7000).build(), Want::Tx(0)));
+    check(&mut h, &case("draining element gets no new flow", tcp4(7002).build(), Want::Tx(1)));
+    // Element 0 down: its flow is re-picked from the table, and stays re-picked.
+    h.dp.apply(0, &Mapping { ring: all_to(1), elements: elements(STATE_DOWN, STATE_UP) }).expect("apply");
+    check(&mut h, &case("down element's flow is re-picked", tcp4(7000).build(), Want::Tx(1)));
+    let key = FlowKey {
+        src: addr::from_ip(ip(CLIENT4)),
+        sport_be: 7000u16.to_be(),
+        dport_be: TCP_PORT.to_be(),
+        pool: 0,
+        proto: PROTO_TCP,
+        _pad: 0,
+    };
+    assert_eq!(h.dp.flow(&key).expect("flow lookup").map(|v| v.element), Some(1), "flow entry rewritten");
+    // Element 0 back up with every new flow to it: the re-picked flow stays on 1.
+    h.dp.apply(0, &Mapping { ring: all_to(0), elements: elements(STATE_UP, STATE_UP) }).expect("apply");
+    check(&mut h, &case("re-picked flow stays when the old element returns", tcp4(7000).build(), Want::Tx(1)));
+}
+
+#[test]
+fn program_picks_the_position_the_flow_hash_names() {
+    // Every node computes the same hash and position: what lets nodes behind ECMP agree.
+    let mut h = Harness::new();
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
+    let elements: Vec<Element> = (0..7).map(|n| element(n, STATE_UP)).collect();
+    let table: Vec<u16> = (0..RING as u16).map(|p| p % 7).collect();
+    h.dp.apply(0, &Mapping { ring: table.clone(), elements }).expect("apply");
+    for sport in 10_000..10_500u16 {
+        let key = FlowKey {
+            src: addr::from_ip(ip(CLIENT4)),
+            sport_be: sport.to_be(),
+            dport_be: TCP_PORT.to_be(),
+            pool: 0,
+            proto: PROTO_TCP,
+            _pad: 0,
+        };
+        let want = table[ring::position(flow::hash(&key), RING as u32) as usize];
+        let r = h.run(&tcp4(sport).build());
+        assert_eq!((r.verdict, &r.frame[..6]), (XDP_TX, &mac(want as u8)[..]), "sport {sport}");
+    }
 }

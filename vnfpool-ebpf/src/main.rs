@@ -174,11 +174,7 @@ fn forward(ctx: &XdpContext, pkt: &Packet, pool: u32, idx: u32, e: &Element) -> 
     let Ok(eth) = pkt.ptr::<[u8; 12]>(0) else {
         return xdp_action::XDP_PASS;
     };
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&e.dst_mac);
-    macs[6..].copy_from_slice(&e.src_mac);
-    // SAFETY: `ptr` proved the 12 MAC bytes are inside the frame.
-    unsafe { eth.write_unaligned(macs) };
+    // Choose the action first: a frame we end up dropping leaves unmodified.
     let action = if e.ifindex as usize == ctx.ingress_ifindex() {
         xdp_action::XDP_TX
     } else {
@@ -187,6 +183,11 @@ fn forward(ctx: &XdpContext, pkt: &Packet, pool: u32, idx: u32, e: &Element) -> 
             Err(_) => return drop(pkt, Reason::NoTxPort),
         }
     };
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&e.dst_mac);
+    macs[6..].copy_from_slice(&e.src_mac);
+    // SAFETY: `ptr` proved the 12 MAC bytes are inside the frame.
+    unsafe { eth.write_unaligned(macs) };
     count(&VNF_VIP_STATS, pool, pkt);
     count(&VNF_ELEM_STATS, element::stats_index(pool, idx), pkt);
     action

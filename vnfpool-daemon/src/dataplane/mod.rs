@@ -20,13 +20,15 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, MapError, xdp::DevMapHash},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, xdp::DevMapHash},
 };
 use vnfpool_common::{
     element::{Element, STATE_UP},
+    flow::{FlowKey, FlowValue},
     maps,
     pool::{PoolSel, SlotMeta, slot_index},
     ring::{self, RingChunk},
+    stats::Counters,
     vip::{self, VipKey, VipMeta},
 };
 
@@ -212,6 +214,36 @@ impl AyaDataplane {
         ports
             .insert(ifindex, ifindex, None, 0)
             .map_err(|source| DataplaneError::TxPort { ifindex, source })
+    }
+
+    /// Counters at `index` of the per-CPU counter map `name`, summed over CPUs.
+    pub fn counters(&self, name: &'static str, index: u32) -> Result<Counters> {
+        let m = self.ebpf.map(name).ok_or(DataplaneError::Map {
+            name,
+            source: MapError::InvalidName { name: name.to_owned() },
+        })?;
+        let per_cpu: PerCpuArray<&MapData, Counters> =
+            PerCpuArray::try_from(m).map_err(|source| DataplaneError::Map { name, source })?;
+        let values = per_cpu.get(&index, 0).map_err(|source| DataplaneError::Map { name, source })?;
+        Ok(values.iter().fold(Counters::default(), |acc, c| Counters {
+            packets: acc.packets + c.packets,
+            bytes: acc.bytes + c.bytes,
+        }))
+    }
+
+    /// The flow-table entry of `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>> {
+        let m = self.ebpf.map(maps::FLOWS).ok_or(DataplaneError::Map {
+            name: maps::FLOWS,
+            source: MapError::InvalidName { name: maps::FLOWS.to_owned() },
+        })?;
+        let flows: BpfHashMap<&MapData, FlowKey, FlowValue> =
+            BpfHashMap::try_from(m).map_err(|source| DataplaneError::Map { name: maps::FLOWS, source })?;
+        match flows.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DataplaneError::Map { name: maps::FLOWS, source }),
+        }
     }
 
     /// The live selector of `pool`.

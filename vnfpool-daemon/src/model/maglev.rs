@@ -13,8 +13,10 @@
 //! holding the same pool computes the same table. For that reason [`name_key`] and the
 //! permutation hashes below are a cross-node, cross-release contract and must never change.
 
-use std::cmp::{Ordering, Reverse};
-use std::fmt;
+use std::{
+    cmp::{Ordering, Reverse},
+    fmt,
+};
 
 /// Smallest allowed table size (a prime).
 pub const MIN_RING_SIZE: u32 = 251;
@@ -383,8 +385,9 @@ pub fn moved(old: &[u16], new: &[u16]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::time::Instant;
+
+    use super::*;
 
     const M: u32 = DEFAULT_RING_SIZE;
 
@@ -444,6 +447,31 @@ mod tests {
             assert_eq!(name_key(name), want, "{name:?}");
         }
         assert_ne!(name_key("e1"), name_key("e2"));
+    }
+
+    /// Nodes on different releases must agree on the ring, so any change to the key hash, the
+    /// permutation hashes or the turn order shows up here.
+    #[test]
+    fn layout_is_pinned() {
+        let backends: Vec<Backend> = [("e0", 3), ("e1", 1), ("e2", 2)]
+            .into_iter()
+            .zip(0u16..)
+            .map(|((name, weight), index)| backend(name, index, weight))
+            .collect();
+        let small = build(&backends, MIN_RING_SIZE).unwrap();
+        assert_eq!(
+            small[..32],
+            [
+                0, 0, 2, 1, 1, 2, 2, 0, 1, 0, 2, 0, 0, 0, 0, 1, 2, 2, 2, 0, 0, 1, 2, 0, 0, 1, 0, 1, 2, 1, 2,
+                0
+            ]
+        );
+        let table = build(&backends, M).unwrap();
+        assert_eq!(table[..16], [2, 1, 1, 0, 2, 2, 0, 0, 2, 0, 1, 0, 0, 1, 0, 2]);
+        let digest = table.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &i| {
+            (h ^ u64::from(i)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        assert_eq!(digest, 0x069d_068e_d8b9_54df);
     }
 
     #[test]
@@ -619,19 +647,11 @@ mod tests {
 
     #[test]
     fn independent_of_input_order() {
-        for weights in [
-            vec![1; 10],
-            vec![1, 2, 3, 4, 5, 6, 0, 8],
-            vec![100, 1, 1, 7, 7],
-        ] {
+        for weights in [vec![1; 10], vec![1, 2, 3, 4, 5, 6, 0, 8], vec![100, 1, 1, 7, 7]] {
             let backends = pool("vnf-", &weights);
             let table = build(&backends, M).unwrap();
             for seed in 1..=5 {
-                assert_eq!(
-                    build(&shuffled(&backends, seed), M).unwrap(),
-                    table,
-                    "{seed}"
-                );
+                assert_eq!(build(&shuffled(&backends, seed), M).unwrap(), table, "{seed}");
             }
             let reversed: Vec<Backend> = backends.iter().rev().copied().collect();
             assert_eq!(build(&reversed, M).unwrap(), table);
@@ -696,10 +716,7 @@ mod tests {
                 "{n}"
             );
             // Any common weight is the same ring.
-            let heavy: Vec<Backend> = backends
-                .iter()
-                .map(|b| Backend { weight: 42, ..*b })
-                .collect();
+            let heavy: Vec<Backend> = backends.iter().map(|b| Backend { weight: 42, ..*b }).collect();
             assert_eq!(
                 build(&heavy, size).unwrap(),
                 reference_maglev(&pairs, size),
@@ -792,8 +809,7 @@ mod tests {
                 assert!(c >= m * w / total, "{weights:?} #{i}: {c}");
                 assert!(c <= (m + live) * w / total, "{weights:?} #{i}: {c}");
                 let share = f64::from(u32::try_from(c).unwrap()) / f64::from(size);
-                let want =
-                    f64::from(weights[i]) / weights.iter().map(|&w| f64::from(w)).sum::<f64>();
+                let want = f64::from(weights[i]) / weights.iter().map(|&w| f64::from(w)).sum::<f64>();
                 worst_pp = worst_pp.max((share - want).abs() * 100.0);
             }
             assert!(worst_pp < 0.5, "{weights:?}: {worst_pp} pp");
@@ -813,11 +829,7 @@ mod tests {
                 let backends = pool(prefix, &vec![1; usize::from(n)]);
                 let old = build(&backends, M).unwrap();
                 for gone in 0..n {
-                    let rest: Vec<Backend> = backends
-                        .iter()
-                        .copied()
-                        .filter(|b| b.index != gone)
-                        .collect();
+                    let rest: Vec<Backend> = backends.iter().copied().filter(|b| b.index != gone).collect();
                     let new = build(&rest, M).unwrap();
                     let orphaned = old.iter().filter(|&&i| i == gone).count();
                     let shuffled = old
@@ -874,11 +886,7 @@ mod tests {
             let backends = pool("e", &weights);
             let old = build(&backends, M).unwrap();
             for gone in backends.iter().map(|b| b.index) {
-                let rest: Vec<Backend> = backends
-                    .iter()
-                    .copied()
-                    .filter(|b| b.index != gone)
-                    .collect();
+                let rest: Vec<Backend> = backends.iter().copied().filter(|b| b.index != gone).collect();
                 let survivors: Vec<u16> = rest.iter().map(|b| b.index).collect();
                 let new = build(&rest, M).unwrap();
                 for (&o, &nw) in old.iter().zip(&new) {
@@ -922,10 +930,7 @@ mod tests {
 
     #[test]
     fn invalid_sizes_are_rejected_before_anything_else() {
-        assert_eq!(
-            build(&[], 65_536),
-            Err(RingError::NotPrime { size: 65_536 })
-        );
+        assert_eq!(build(&[], 65_536), Err(RingError::NotPrime { size: 65_536 }));
         assert_eq!(
             build(&equal(3), 250),
             Err(RingError::TooSmall {

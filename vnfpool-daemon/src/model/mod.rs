@@ -1,0 +1,3 @@
+//! Pure decision logic: values in, values out; no I/O, no clock, no BPF.
+
+pub mod maglev;
