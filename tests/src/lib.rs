@@ -3,3 +3,4 @@
 
 pub mod harness;
 pub mod packet;
+pub mod pins;

@@ -338,3 +338,73 @@ fn program_picks_the_position_the_flow_hash_names() {
         assert_eq!((r.verdict, &r.frame[..6]), (XDP_TX, &mac(want as u8)[..]), "sport {sport}");
     }
 }
+
+/// A table of `size` built by the daemon's Maglev builder over `weights` (element i = weight i).
+fn maglev(weights: &[u32], size: u32) -> Vec<u16> {
+    use vnfpool_daemon::model::maglev::{Backend, build, name_key};
+    let backends: Vec<Backend> = (0u16..)
+        .zip(weights)
+        .map(|(i, &weight)| Backend { key: name_key(&format!("e{i}")), index: i, weight })
+        .collect();
+    build(&backends, size).expect("maglev table")
+}
+
+/// The client address of synthetic flow `i` (distinct addresses and ports).
+fn synthetic(i: u32) -> Vec<u8> {
+    let a = std::net::Ipv4Addr::from(0x0a00_0000 | (i >> 4));
+    let sport = 1024 + (i & 0xf) as u16 * 997;
+    Frame::new(IpAddr::V4(a), ip(VIP4), L4::Tcp { sport, dport: TCP_PORT }).build()
+}
+
+#[test]
+fn weights_are_respected_over_100k_flows() {
+    const FLOWS: u32 = 100_000;
+    let weights = [1u32, 2, 3, 4];
+    let mut h = Harness::new();
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
+    let elements: Vec<Element> = (0..4).map(|n| element(n, STATE_UP)).collect();
+    h.dp.apply(0, &Mapping { ring: maglev(&weights, maps::DEFAULT_RING_SIZE), elements }).expect("apply");
+    let mut seen = [0u32; 4];
+    for i in 0..FLOWS {
+        let r = h.run(&synthetic(i));
+        assert_eq!(r.verdict, XDP_TX);
+        seen[usize::from(r.frame[5])] += 1;
+    }
+    let total: u32 = weights.iter().sum();
+    for (n, (&got, &w)) in seen.iter().zip(&weights).enumerate() {
+        let want = f64::from(FLOWS) * f64::from(w) / f64::from(total);
+        let off = (f64::from(got) / want - 1.0).abs();
+        println!("element {n}: weight {w}, {got} flows, {:.2}% off its share", off * 100.0);
+        assert!(off <= 0.02, "element {n}: {got} flows, want {want:.0} within 2%");
+    }
+}
+
+#[test]
+fn removing_one_of_n_moves_only_its_flows() {
+    const N: u8 = 5;
+    const FLOWS: u32 = 20_000;
+    let mut h = Harness::new();
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
+    let before = maglev(&[1; N as usize], maps::DEFAULT_RING_SIZE);
+    let mut elements: Vec<Element> = (0..N).map(|n| element(n, STATE_UP)).collect();
+    h.dp.apply(0, &Mapping { ring: before.clone(), elements: elements.clone() }).expect("apply");
+    let first: Vec<u8> = (0..FLOWS).map(|i| h.run(&synthetic(i)).frame[5]).collect();
+
+    // Element 2 fails: out of the table, its state down.
+    let after = maglev(&[1, 1, 0, 1, 1], maps::DEFAULT_RING_SIZE);
+    let moved = vnfpool_daemon::model::maglev::moved(&before, &after);
+    let bound = before.len() / usize::from(N) + before.len() / 100;
+    println!("table positions moved: {moved} of {} (bound {bound})", before.len());
+    assert!(moved <= bound, "{moved} positions moved, at most {bound}");
+    elements[2].state = STATE_DOWN;
+    h.dp.apply(0, &Mapping { ring: after, elements }).expect("apply");
+
+    for (i, &was) in (0..FLOWS).zip(&first) {
+        let now = h.run(&synthetic(i)).frame[5];
+        if was == 2 {
+            assert_ne!(now, 2, "flow {i} still on the failed element");
+        } else {
+            assert_eq!(now, was, "flow {i} of healthy element {was} moved to {now}");
+        }
+    }
+}
