@@ -3,8 +3,11 @@
 use std::time::Duration;
 
 use aya::programs::{ProgramError, TestRun as _, TestRunOptions, Xdp};
+use aya_obj::programs::XdpAttachType;
 use vnfpool_common::maps;
 use vnfpool_daemon::dataplane::{AyaDataplane, LoadOptions};
+
+use crate::pins::PinDir;
 
 /// A freshly loaded program with empty maps of its own.
 pub struct Harness {
@@ -47,11 +50,16 @@ impl Harness {
     /// Runs the program once on `frame`.
     #[track_caller]
     pub fn run(&mut self, frame: &[u8]) -> Run {
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..Default::default() };
-        let r = self.prog().test_run(opts).expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        Run { verdict: r.return_value, frame: out }
+        run(self.prog(), frame)
+    }
+
+    /// A second handle on the same loaded program (pinned into `pins`), for a thread that
+    /// runs packets while this harness writes mappings.
+    #[must_use]
+    pub fn second_handle(&mut self, pins: &PinDir) -> Xdp {
+        let path = pins.path().join(maps::PROGRAM);
+        self.prog().pin(&path).expect("pin program");
+        Xdp::from_pin(&path, XdpAttachType::Interface).expect("program from pin")
     }
 
     /// Runs the program `repeat` times on `frame` in one call; the kernel's average per run.
@@ -68,6 +76,16 @@ impl Default for Harness {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Runs `prog` once on `frame`.
+#[track_caller]
+pub fn run(prog: &Xdp, frame: &[u8]) -> Run {
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..Default::default() };
+    let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    Run { verdict: r.return_value, frame: out }
 }
 
 /// Name of an XDP verdict, for assertion messages.
