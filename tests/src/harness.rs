@@ -53,6 +53,13 @@ impl Harness {
         run(self.prog(), frame)
     }
 
+    /// A second handle on the loaded program, sharing its maps (no pin needed).
+    #[must_use]
+    pub fn program(&mut self) -> Xdp {
+        let info = self.prog().info().expect("program info");
+        Xdp::from_program_info(info, maps::PROGRAM.into(), XdpAttachType::Interface).expect("program handle")
+    }
+
     /// A second handle on the same loaded program (pinned into `pins`), for a thread that
     /// runs packets while this harness writes mappings.
     #[must_use]

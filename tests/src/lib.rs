@@ -2,5 +2,7 @@
 //! and network-namespace labs whose every object is removed on drop.
 
 pub mod harness;
+pub mod lab;
+pub mod netns;
 pub mod packet;
 pub mod pins;

@@ -37,6 +37,10 @@ pub use mmap::MappedArray;
 /// The XDP object built by `build.rs` from `vnfpool-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vnfpool"));
 
+/// Floor programs (`baseline_pass`, `baseline_tx`) for the benchmarks.
+#[cfg(feature = "bench")]
+pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vnfpool-baseline"));
+
 /// Errors of the data plane.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {

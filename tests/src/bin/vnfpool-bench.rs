@@ -1,0 +1,206 @@
+//! Per-packet cost of the data plane and the cost of a mapping switch, printed as tables.
+//! Run through `cargo xtask bench`; figures are recorded in BENCHMARKS.md.
+//!
+//! Every figure is the median of repeated runs, and every packet cost is set against a floor
+//! program (a bare `XDP_PASS` or `XDP_TX`) measured in the same run on the same frames.
+
+use std::{net::IpAddr, time::Duration};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf,
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
+use vnfpool_common::{
+    addr,
+    element::{Element, STATE_UP},
+    maps,
+    vip::PROTO_TCP,
+};
+use vnfpool_daemon::{
+    dataplane::{BASELINE_OBJECT, Mapping},
+    model::maglev::{self, Backend},
+};
+use vnfpool_tests::{
+    harness::Harness,
+    packet::{Frame, HOST_MAC, L4},
+};
+
+/// Samples per figure (the median is reported).
+const SAMPLES: usize = 15;
+/// Program runs per sample, for frames that take the same path every run.
+const REPEAT: u32 = 100_000;
+/// Distinct frames per sample, for new flows (one run each).
+const NEW_FLOWS: usize = 4_000;
+
+fn main() -> Result<()> {
+    let vip4: IpAddr = "10.10.0.100".parse()?;
+    let vip6: IpAddr = "fd00:10::100".parse()?;
+    let mut base = Ebpf::load(BASELINE_OBJECT).context("loading the floor programs")?;
+    for name in ["baseline_pass", "baseline_tx"] {
+        let p: &mut Xdp = base.program_mut(name).context("floor program")?.try_into()?;
+        p.load()?;
+    }
+    let floor = |base: &Ebpf, name: &'static str| -> Result<Xdp> {
+        // A second handle on the loaded floor program, so both can be borrowed at once.
+        let p: &Xdp = base.program(name).context("floor program")?.try_into()?;
+        let info = p.info()?;
+        Ok(Xdp::from_program_info(info, name.into(), aya_obj::programs::XdpAttachType::Interface)?)
+    };
+    let pass = floor(&base, "baseline_pass")?;
+    let tx = floor(&base, "baseline_tx")?;
+
+    let mut h = Harness::new();
+    let mut full = Harness::with_flow_table(4096);
+    for h in [&mut h, &mut full] {
+        provision(h, 0, vip4)?;
+        provision(h, 1, vip6)?;
+    }
+    let vnf = h.program();
+    let vnf_full = full.program();
+
+    let client4: IpAddr = "10.0.0.2".parse()?;
+    let client6: IpAddr = "fd00:1::2".parse()?;
+    let non_vip = Frame::new(client4, "10.10.0.101".parse()?, L4::Tcp { sport: 1000, dport: 8080 }).build();
+    let est4 = Frame::new(client4, vip4, L4::Tcp { sport: 1000, dport: 8080 }).build();
+    let est6 = Frame::new(client6, vip6, L4::Tcp { sport: 1000, dport: 8080 }).build();
+    let fresh = |start: u32| -> Vec<Vec<u8>> {
+        (start..start + NEW_FLOWS as u32)
+            .map(|i| {
+                let src = IpAddr::V4(std::net::Ipv4Addr::from(0x0c00_0000 | i));
+                Frame::new(src, vip4, L4::Tcp { sport: 1000, dport: 8080 }).build()
+            })
+            .collect()
+    };
+    // Fill the small table well past its capacity, so that every new flow evicts one.
+    for i in 0..4 {
+        median_single(&vnf_full, &fresh(1_000_000 + i * NEW_FLOWS as u32))?;
+    }
+
+    println!("vnfpool data plane: ns per packet (BPF_PROG_TEST_RUN, median of {SAMPLES} samples)\n");
+    println!("| case | floor | floor ns | vnfpool ns | above floor | ratio | target above floor |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    rows.push(("non-VIP IPv4 TCP", "XDP_PASS", median_repeat(&pass, &non_vip)?, median_repeat(&vnf, &non_vip)?, 10.0));
+    run_once(&vnf, &est4)?;
+    run_once(&vnf, &est6)?;
+    rows.push(("VIP IPv4 established (flow hit)", "XDP_TX", median_repeat(&tx, &est4)?, median_repeat(&vnf, &est4)?, 70.0));
+    rows.push(("VIP IPv6 established (flow hit)", "XDP_TX", median_repeat(&tx, &est6)?, median_repeat(&vnf, &est6)?, 70.0));
+    let mut next = 0;
+    let mut new_flow = |prog: &Xdp| -> Result<f64> {
+        let mut samples = Vec::with_capacity(SAMPLES);
+        for _ in 0..SAMPLES {
+            samples.push(median_single(prog, &fresh(next))?);
+            next += NEW_FLOWS as u32;
+        }
+        Ok(median(&mut samples))
+    };
+    let tx_single = {
+        let frames = fresh(50_000_000);
+        let mut s = (0..SAMPLES).map(|_| median_single(&tx, &frames)).collect::<Result<Vec<_>>>()?;
+        median(&mut s)
+    };
+    rows.push(("VIP IPv4 new flow (table not full)", "XDP_TX, 1 run/call", tx_single, new_flow(&vnf)?, 180.0));
+    rows.push(("VIP IPv4 new flow (table full, LRU eviction)", "XDP_TX, 1 run/call", tx_single, new_flow(&vnf_full)?, 180.0));
+    let mut all_ok = true;
+    for (case, floor_name, floor_ns, ns, target) in rows {
+        let above = ns - floor_ns;
+        let ok = above <= target;
+        all_ok &= ok;
+        println!(
+            "| {case} | {floor_name} | {floor_ns:.1} | {ns:.1} | {above:.1} | {:.2} | {target:.0} {} |",
+            ns / floor_ns,
+            if ok { "ok" } else { "MISSED" }
+        );
+    }
+
+    println!("\nmapping switch, 65537-position Maglev table, 100 elements (median of {SAMPLES})\n");
+    let (build, prepare, switch, grace) = switch_costs(&mut h)?;
+    println!("| step | median | target |");
+    println!("|---|---:|---:|");
+    println!("| build the Maglev table (pure) | {} | |", fmt(build));
+    println!("| write the spare slot (mmap) | {} | |", fmt(prepare));
+    println!("| preparation = build + write | {} | < 5 ms |", fmt(build + prepare));
+    println!("| switch (one atomic store) | {} | < 1 ms |", fmt(switch));
+    println!("| grace period before the old slot is reused (off the switch path) | {} | |", fmt(grace));
+    all_ok &= build + prepare < Duration::from_millis(5) && switch < Duration::from_millis(1);
+    println!("\n{}", if all_ok { "all targets met" } else { "SOME TARGETS MISSED" });
+    Ok(())
+}
+
+fn provision(h: &mut Harness, pool: u32, vip: IpAddr) -> Result<()> {
+    h.dp.add_vip(pool, addr::from_ip(vip), 8080, PROTO_TCP)?;
+    let elements: Vec<Element> = (0..3u8)
+        .map(|n| Element { ifindex: 1, state: STATE_UP, dst_mac: [2, 0, 0, 0, 0xe0, n], src_mac: HOST_MAC, _pad: [0; 4] })
+        .collect();
+    let ring = maglev::build(&backends(3), maps::DEFAULT_RING_SIZE)?;
+    h.dp.apply(pool, &Mapping { ring, elements })?;
+    Ok(())
+}
+
+fn backends(n: u16) -> Vec<Backend> {
+    (0..n).map(|i| Backend { key: maglev::name_key(&format!("e{i}")), index: i, weight: 1 }).collect()
+}
+
+fn switch_costs(h: &mut Harness) -> Result<(Duration, Duration, Duration, Duration)> {
+    let (mut build, mut prepare, mut switch, mut grace) = (vec![], vec![], vec![], vec![]);
+    let elements: Vec<Element> = (0..100u8)
+        .map(|n| Element { ifindex: 1, state: STATE_UP, dst_mac: [2, 0, 0, 0, 0xe1, n], src_mac: HOST_MAC, _pad: [0; 4] })
+        .collect();
+    for i in 0..SAMPLES {
+        let mut b = backends(100);
+        b[i % 100].weight = 0; // a different element out each time, as after a failure
+        let t = std::time::Instant::now();
+        let ring = maglev::build(&b, maps::DEFAULT_RING_SIZE)?;
+        build.push(t.elapsed());
+        let mut elements = elements.clone();
+        elements[i % 100].state = vnfpool_common::element::STATE_DOWN;
+        let applied = h.dp.apply(2, &Mapping { ring, elements })?;
+        prepare.push(applied.prepare);
+        switch.push(applied.switch);
+        grace.push(applied.grace);
+    }
+    Ok((median_d(&mut build), median_d(&mut prepare), median_d(&mut switch), median_d(&mut grace)))
+}
+
+fn run_once(prog: &Xdp, frame: &[u8]) -> Result<u32> {
+    let mut out = vec![0u8; frame.len() + 64];
+    let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..Default::default() };
+    Ok(prog.test_run(opts)?.return_value)
+}
+
+/// Median over samples of the kernel's per-run average for `REPEAT` runs of one frame.
+fn median_repeat(prog: &Xdp, frame: &[u8]) -> Result<f64> {
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let mut out = vec![0u8; frame.len() + 64];
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: REPEAT, ..Default::default() };
+        samples.push(prog.test_run(opts)?.duration.as_nanos() as f64);
+    }
+    Ok(median(&mut samples))
+}
+
+/// Median of single runs, one per frame (for frames that must each be new).
+fn median_single(prog: &Xdp, frames: &[Vec<u8>]) -> Result<f64> {
+    let mut ns = Vec::with_capacity(frames.len());
+    let mut out = vec![0u8; 256];
+    for f in frames {
+        let opts = TestRunOptions { data_in: Some(f), data_out: Some(&mut out), repeat: 1, ..Default::default() };
+        ns.push(prog.test_run(opts)?.duration.as_nanos() as f64);
+    }
+    Ok(median(&mut ns))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn median_d(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn fmt(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}

@@ -1,0 +1,384 @@
+//! A lab of namespaces for traffic through the XDP program: a client, the vnfpool host and `n`
+//! pool elements, each element on a veth pair of its own to the host (a bridge is no
+//! `XDP_REDIRECT` target). Everything is removed on drop.
+//!
+//! ```text
+//!  client ── 10.201.X.0/24 ── host (XDP on its client-facing end) ─┬─ 10.202.X.0/24 ── e1
+//!                                                                   ├─ 10.203.X.0/24 ── e2
+//!                                                                   └─ …
+//! ```
+//!
+//! Every element holds the VIP `10.200.X.100/32` on `lo` and answers on it: TCP `TCP_PORT`
+//! answers each line with `"<name>\n"`, UDP `UDP_PORT` each datagram with `"<name>"`. Replies
+//! go straight back through the host's routing (direct server return), never through XDP.
+
+use std::{
+    io::{self, ErrorKind, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    os::fd::AsFd as _,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    time::Duration,
+};
+
+use aya::programs::{Xdp, XdpMode};
+use rustix::{
+    event::{PollFd, PollFlags, Timespec, poll},
+    io::retry_on_intr,
+};
+use vnfpool_common::{element::Element, maps};
+use vnfpool_daemon::dataplane::AyaDataplane;
+
+use crate::netns::{Background, Link, Netns, Stop, VethPair};
+
+/// Port of every element's TCP service.
+pub const TCP_PORT: u16 = 8080;
+/// Port of every element's UDP service.
+pub const UDP_PORT: u16 = 5353;
+/// Bound of every socket operation of the lab's clients.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a server waits at most before it looks at its stop flag again.
+const SERVER_TICK: Duration = Duration::from_millis(50);
+/// How long `Lab::new` waits for a server to be listening.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most elements: their links take the second octets 202..=251.
+pub const MAX_ELEMENTS: usize = 50;
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+/// One pool element of a [`Lab`].
+#[derive(Debug)]
+pub struct LabElement {
+    /// Its name, which its services answer with: `e1`, `e2`, …
+    pub name: String,
+    /// Its namespace.
+    pub netns: Netns,
+    /// The host's end of its link, in the host namespace: the egress for its frames.
+    pub host_link: Link,
+    /// Its own end of the link, in its namespace.
+    pub link: Link,
+    /// Its address on the link (the host's end is `.1` of the same /24).
+    pub addr: Ipv4Addr,
+}
+
+/// Client, vnfpool host and elements in namespaces of their own; see the module docs.
+#[derive(Debug)]
+pub struct Lab {
+    // Held for their drops, which run in this order: servers (their sockets live in the
+    // element namespaces), then links, then namespaces.
+    _servers: Vec<Background>,
+    _links: Vec<VethPair>,
+    /// The client's namespace.
+    pub client: Netns,
+    /// The vnfpool host's namespace.
+    pub host: Netns,
+    /// The elements, `elements[i]` named `e{i+1}`.
+    pub elements: Vec<LabElement>,
+    /// The pool's virtual address, on every element's `lo`.
+    pub vip: Ipv4Addr,
+    /// The client's address.
+    pub client_addr: Ipv4Addr,
+    /// The client's end of its link.
+    pub client_link: Link,
+    /// The host's end of the client link, where the program is attached.
+    pub ingress: Link,
+}
+
+impl Lab {
+    /// Builds a lab with `n` elements, their services listening when it returns.
+    #[track_caller]
+    #[must_use]
+    pub fn new(n: usize) -> Self {
+        assert!((1..=MAX_ELEMENTS).contains(&n), "a lab has 1..={MAX_ELEMENTS} elements, not {n}");
+        // Namespaces keep labs apart already; distinct subnets per lab keep the addresses in
+        // test output apart too.
+        let seq = LABS.fetch_add(1, Ordering::Relaxed);
+        let x = ((std::process::id().wrapping_mul(31).wrapping_add(seq)) % 250 + 1) as u8;
+        let vip = Ipv4Addr::new(10, 200, x, 100);
+        let client_addr = Ipv4Addr::new(10, 201, x, 2);
+        let host_client_addr = Ipv4Addr::new(10, 201, x, 1);
+        let client_net = format!("10.201.{x}.0/24");
+
+        // Every guard is a local until the end, so a failure half-way removes what exists
+        // (locals drop in reverse order: servers, links, namespaces).
+        let client = Netns::new();
+        let host = Netns::new();
+        let element_ns: Vec<Netns> = (0..n).map(|_| Netns::new()).collect();
+        for ns in [&client, &host].into_iter().chain(&element_ns) {
+            // Before any link exists, so that every interface inherits it: replies leave the
+            // elements from the VIP, an address the host has no route to.
+            ns.sysctl("net.ipv4.conf.all.rp_filter", "0");
+            ns.sysctl("net.ipv4.conf.default.rp_filter", "0");
+        }
+        host.sysctl("net.ipv4.ip_forward", "1");
+
+        let mut links = Vec::with_capacity(n + 1);
+        links.push(VethPair::new(&client, &host));
+        let (client_link, ingress) = (links[0].a.clone(), links[0].b.clone());
+        client.ip(&["addr", "add", &format!("{client_addr}/24"), "dev", &client_link.name]);
+        host.ip(&["addr", "add", &format!("{host_client_addr}/24"), "dev", &ingress.name]);
+        client.ip(&["route", "add", &format!("{vip}/32"), "via", &host_client_addr.to_string()]);
+        // veth leaves transmit checksums to "hardware" (CHECKSUM_PARTIAL); once XDP redirects
+        // the frame, nothing finishes them and the element drops it (shared/TOOLCHAIN.md).
+        client.exec("ethtool", &["-K", &client_link.name, "tx", "off"]);
+
+        let mut elements = Vec::with_capacity(n);
+        for (i, netns) in element_ns.into_iter().enumerate() {
+            let octet = 202 + i as u8;
+            let addr = Ipv4Addr::new(10, octet, x, 2);
+            let gateway = Ipv4Addr::new(10, octet, x, 1);
+            links.push(VethPair::new(&netns, &host));
+            let (link, host_link) = (links[i + 1].a.clone(), links[i + 1].b.clone());
+            host.ip(&["addr", "add", &format!("{gateway}/24"), "dev", &host_link.name]);
+            netns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &link.name]);
+            netns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
+            netns.ip(&["route", "add", &client_net, "via", &gateway.to_string()]);
+            // Frames XDP_REDIRECTed into the host's end arrive only if this end has NAPI:
+            // GRO on gives it that (shared/TOOLCHAIN.md).
+            netns.exec("ethtool", &["-K", &link.name, "gro", "on"]);
+            elements.push(LabElement { name: format!("e{}", i + 1), netns, host_link, link, addr });
+        }
+
+        let mut servers = Vec::with_capacity(2 * n);
+        for e in &elements {
+            let (tx, rx) = mpsc::channel();
+            let (name, ready) = (e.name.clone(), tx.clone());
+            servers.push(e.netns.spawn(&format!("{}-tcp", e.name), move |stop| {
+                tcp_server(&name, SocketAddr::from((vip, TCP_PORT)), &ready, stop);
+            }));
+            let (name, ready) = (e.name.clone(), tx);
+            servers.push(e.netns.spawn(&format!("{}-udp", e.name), move |stop| {
+                udp_server(&name, SocketAddr::from((vip, UDP_PORT)), &ready, stop);
+            }));
+            for _ in 0..2 {
+                match rx.recv_timeout(READY_TIMEOUT) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => panic!("{e}"),
+                    // A server that failed before binding panicked; its drop reports it.
+                    Err(err) => panic!("waiting for the services of {}: {err}", e.name),
+                }
+            }
+        }
+
+        Self { _servers: servers, _links: links, client, host, elements, vip, client_addr, client_link, ingress }
+    }
+
+    /// Loads the program of `dp`, attaches it natively to the host's client-facing interface
+    /// and registers every element's egress as a redirect target. Both happen inside the host
+    /// namespace: the kernel resolves the ifindexes in the caller's namespace.
+    #[track_caller]
+    pub fn attach(&self, dp: &mut AyaDataplane) {
+        let ingress = self.ingress.name.as_str();
+        let egress: Vec<u32> = self.elements.iter().map(|e| e.host_link.ifindex).collect();
+        self.host.run(|| {
+            let prog: &mut Xdp = dp
+                .ebpf_mut()
+                .program_mut(maps::PROGRAM)
+                .expect("program in object")
+                .try_into()
+                .expect("an XDP program");
+            prog.load().expect("verifier accepts the program");
+            prog.attach(ingress, XdpMode::Driver)
+                .unwrap_or_else(|e| panic!("attaching natively to {ingress}: {e}"));
+            for ifindex in egress {
+                dp.add_tx_port(ifindex).unwrap_or_else(|e| panic!("add_tx_port({ifindex}): {e}"));
+            }
+        });
+    }
+
+    /// The element table entry of element `i` in `state`.
+    #[must_use]
+    pub fn element_entry(&self, i: usize, state: u32) -> Element {
+        let e = &self.elements[i];
+        Element { ifindex: e.host_link.ifindex, state, dst_mac: e.link.mac, src_mac: e.host_link.mac, _pad: [0; 4] }
+    }
+
+    /// Runs `f` inside the client namespace (sockets made there may be used from anywhere).
+    pub fn in_client<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.client.run(f)
+    }
+
+    /// `n` TCP connections from the client to the VIP's `port`, established, with
+    /// [`IO_TIMEOUT`] on every read and write.
+    #[track_caller]
+    #[must_use]
+    pub fn tcp_connect(&self, n: usize, port: u16) -> Vec<TcpStream> {
+        let to = SocketAddr::from((self.vip, port));
+        self.in_client(|| {
+            (0..n)
+                .map(|i| {
+                    let s = TcpStream::connect_timeout(&to, IO_TIMEOUT)
+                        .unwrap_or_else(|e| panic!("connection {i} to {to}: {e}"));
+                    s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+                    s.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+                    s.set_nodelay(true).expect("nodelay");
+                    s
+                })
+                .collect()
+        })
+    }
+
+    /// `n` UDP sockets of the client, each on its own port and connected to the VIP's `port`.
+    #[track_caller]
+    #[must_use]
+    pub fn udp_sockets(&self, n: usize, port: u16) -> Vec<UdpSocket> {
+        let to = SocketAddr::from((self.vip, port));
+        let from = SocketAddr::from((self.client_addr, 0));
+        self.in_client(|| {
+            (0..n)
+                .map(|_| {
+                    let s = UdpSocket::bind(from).expect("binding a client UDP socket");
+                    s.connect(to).expect("connecting a UDP socket");
+                    s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+                    s.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+                    s
+                })
+                .collect()
+        })
+    }
+}
+
+// === clients ===
+
+/// Sends one request line on a lab TCP connection.
+///
+/// # Errors
+/// As the write does (a reset connection, a timeout).
+pub fn send_ping(s: &mut TcpStream) -> io::Result<()> {
+    s.write_all(b"ping\n")
+}
+
+/// Reads one answer line (without its newline) from a lab TCP connection.
+///
+/// # Errors
+/// As the reads do (reset, timeout); `UnexpectedEof` when the connection closes first.
+pub fn read_line(s: &mut TcpStream) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(ErrorKind::UnexpectedEof.into());
+        }
+        line.extend_from_slice(&buf[..n]);
+        if let Some(end) = line.iter().position(|&b| b == b'\n') {
+            line.truncate(end);
+            return String::from_utf8(line).map_err(|e| io::Error::new(ErrorKind::InvalidData, e));
+        }
+    }
+}
+
+/// Asks every connection at once (all requests first, then all answers), so that timeouts
+/// overlap instead of adding up. One result per connection.
+pub fn ask_all<'a>(conns: impl IntoIterator<Item = &'a mut TcpStream>) -> Vec<io::Result<String>> {
+    let mut conns: Vec<(&mut TcpStream, io::Result<()>)> =
+        conns.into_iter().map(|s| {
+            let sent = send_ping(s);
+            (s, sent)
+        }).collect();
+    conns.iter_mut().map(|(s, sent)| match sent {
+        Ok(()) => read_line(s),
+        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    }).collect()
+}
+
+/// One request/answer on a lab UDP socket.
+///
+/// # Errors
+/// As the send or receive does (a timeout when no answer came).
+pub fn ask_udp(s: &UdpSocket) -> io::Result<String> {
+    s.send(b"ping")?;
+    let mut buf = [0u8; 64];
+    let n = s.recv(&mut buf)?;
+    String::from_utf8(buf[..n].to_vec()).map_err(|e| io::Error::new(ErrorKind::InvalidData, e))
+}
+
+// === servers ===
+
+type Ready = mpsc::Sender<Result<(), String>>;
+
+/// Answers every line of every connection with `"<name>\n"`, on one thread: a non-blocking
+/// listener and connections, waited on with `poll` for at most [`SERVER_TICK`] at a time.
+fn tcp_server(name: &str, addr: SocketAddr, ready: &Ready, stop: &Stop) {
+    let listener = match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("{name}: binding TCP {addr}: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let answer = format!("{name}\n");
+    let tick = Timespec::try_from(SERVER_TICK).expect("tick fits a timespec");
+    let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new();
+    while !stop.stopped() {
+        {
+            let mut fds: Vec<PollFd<'_>> = std::iter::once(listener.as_fd())
+                .chain(conns.iter().map(|(s, _)| s.as_fd()))
+                .map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN))
+                .collect();
+            retry_on_intr(|| poll(&mut fds, Some(&tick))).expect("poll");
+        }
+        loop {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(true).expect("non-blocking connection");
+                    conns.push((s, Vec::new()));
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                // The client gave up during the handshake; nothing to serve.
+                Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
+                Err(e) => panic!("{name}: accept on {addr}: {e}"),
+            }
+        }
+        conns.retain_mut(|(s, pending)| serve(s, pending, answer.as_bytes()));
+    }
+}
+
+/// Reads what one connection has and answers its complete lines; whether to keep it.
+fn serve(s: &mut TcpStream, pending: &mut Vec<u8>, answer: &[u8]) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // Reset by the client, or any other end of the connection.
+            Err(_) => return false,
+        }
+    }
+    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+        pending.drain(..=end);
+        // A few bytes into an empty send buffer; a client that never reads is dropped.
+        if s.write_all(answer).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Answers every datagram with `"<name>"`, receiving with a timeout of [`SERVER_TICK`].
+fn udp_server(name: &str, addr: SocketAddr, ready: &Ready, stop: &Stop) {
+    let sock = match UdpSocket::bind(addr).and_then(|s| s.set_read_timeout(Some(SERVER_TICK)).map(|()| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(format!("{name}: binding UDP {addr}: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut buf = [0u8; 1500];
+    while !stop.stopped() {
+        match sock.recv_from(&mut buf) {
+            Ok((_, peer)) => {
+                sock.send_to(name.as_bytes(), peer)
+                    .unwrap_or_else(|e| panic!("{name}: answering {peer}: {e}"));
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e) => panic!("{name}: receiving on UDP {addr}: {e}"),
+        }
+    }
+}
