@@ -11,6 +11,10 @@
 //! Every element holds the VIP `10.200.X.100/32` on `lo` and answers on it: TCP `TCP_PORT`
 //! answers each line with `"<name>\n"`, UDP `UDP_PORT` each datagram with `"<name>"`. Replies
 //! go straight back through the host's routing (direct server return), never through XDP.
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers fail by panicking with context (STYLE rule 15), every one of them"
+)]
 
 use std::{
     io::{self, ErrorKind, Read as _, Write as _},
@@ -27,6 +31,7 @@ use aya::programs::{Xdp, XdpMode};
 use rustix::{
     event::{PollFd, PollFlags, Timespec, poll},
     io::retry_on_intr,
+    process::{Resource, Rlimit, getrlimit, setrlimit},
 };
 use vnfpool_common::{element::Element, maps};
 use vnfpool_daemon::dataplane::AyaDataplane;
@@ -91,7 +96,11 @@ impl Lab {
     #[track_caller]
     #[must_use]
     pub fn new(n: usize) -> Self {
-        assert!((1..=MAX_ELEMENTS).contains(&n), "a lab has 1..={MAX_ELEMENTS} elements, not {n}");
+        assert!(
+            (1..=MAX_ELEMENTS).contains(&n),
+            "a lab has 1..={MAX_ELEMENTS} elements, not {n}"
+        );
+        raise_fd_limit();
         // Namespaces keep labs apart already; distinct subnets per lab keep the addresses in
         // test output apart too.
         let seq = LABS.fetch_add(1, Ordering::Relaxed);
@@ -117,9 +126,27 @@ impl Lab {
         let mut links = Vec::with_capacity(n + 1);
         links.push(VethPair::new(&client, &host));
         let (client_link, ingress) = (links[0].a.clone(), links[0].b.clone());
-        client.ip(&["addr", "add", &format!("{client_addr}/24"), "dev", &client_link.name]);
-        host.ip(&["addr", "add", &format!("{host_client_addr}/24"), "dev", &ingress.name]);
-        client.ip(&["route", "add", &format!("{vip}/32"), "via", &host_client_addr.to_string()]);
+        client.ip(&[
+            "addr",
+            "add",
+            &format!("{client_addr}/24"),
+            "dev",
+            &client_link.name,
+        ]);
+        host.ip(&[
+            "addr",
+            "add",
+            &format!("{host_client_addr}/24"),
+            "dev",
+            &ingress.name,
+        ]);
+        client.ip(&[
+            "route",
+            "add",
+            &format!("{vip}/32"),
+            "via",
+            &host_client_addr.to_string(),
+        ]);
         // veth leaves transmit checksums to "hardware" (CHECKSUM_PARTIAL); once XDP redirects
         // the frame, nothing finishes them and the element drops it (shared/TOOLCHAIN.md).
         client.exec("ethtool", &["-K", &client_link.name, "tx", "off"]);
@@ -138,7 +165,13 @@ impl Lab {
             // Frames XDP_REDIRECTed into the host's end arrive only if this end has NAPI:
             // GRO on gives it that (shared/TOOLCHAIN.md).
             netns.exec("ethtool", &["-K", &link.name, "gro", "on"]);
-            elements.push(LabElement { name: format!("e{}", i + 1), netns, host_link, link, addr });
+            elements.push(LabElement {
+                name: format!("e{}", i + 1),
+                netns,
+                host_link,
+                link,
+                addr,
+            });
         }
 
         let mut servers = Vec::with_capacity(2 * n);
@@ -146,11 +179,11 @@ impl Lab {
             let (tx, rx) = mpsc::channel();
             let (name, ready) = (e.name.clone(), tx.clone());
             servers.push(e.netns.spawn(&format!("{}-tcp", e.name), move |stop| {
-                tcp_server(&name, SocketAddr::from((vip, TCP_PORT)), &ready, stop);
+                tcp_server(&name, SocketAddr::from((vip, TCP_PORT)), ready, stop);
             }));
             let (name, ready) = (e.name.clone(), tx);
             servers.push(e.netns.spawn(&format!("{}-udp", e.name), move |stop| {
-                udp_server(&name, SocketAddr::from((vip, UDP_PORT)), &ready, stop);
+                udp_server(&name, SocketAddr::from((vip, UDP_PORT)), ready, stop);
             }));
             for _ in 0..2 {
                 match rx.recv_timeout(READY_TIMEOUT) {
@@ -162,7 +195,17 @@ impl Lab {
             }
         }
 
-        Self { _servers: servers, _links: links, client, host, elements, vip, client_addr, client_link, ingress }
+        Self {
+            _servers: servers,
+            _links: links,
+            client,
+            host,
+            elements,
+            vip,
+            client_addr,
+            client_link,
+            ingress,
+        }
     }
 
     /// Loads the program of `dp`, attaches it natively to the host's client-facing interface
@@ -183,7 +226,8 @@ impl Lab {
             prog.attach(ingress, XdpMode::Driver)
                 .unwrap_or_else(|e| panic!("attaching natively to {ingress}: {e}"));
             for ifindex in egress {
-                dp.add_tx_port(ifindex).unwrap_or_else(|e| panic!("add_tx_port({ifindex}): {e}"));
+                dp.add_tx_port(ifindex)
+                    .unwrap_or_else(|e| panic!("add_tx_port({ifindex}): {e}"));
             }
         });
     }
@@ -192,7 +236,13 @@ impl Lab {
     #[must_use]
     pub fn element_entry(&self, i: usize, state: u32) -> Element {
         let e = &self.elements[i];
-        Element { ifindex: e.host_link.ifindex, state, dst_mac: e.link.mac, src_mac: e.host_link.mac, _pad: [0; 4] }
+        Element {
+            ifindex: e.host_link.ifindex,
+            state,
+            dst_mac: e.link.mac,
+            src_mac: e.host_link.mac,
+            _pad: [0; 4],
+        }
     }
 
     /// Runs `f` inside the client namespace (sockets made there may be used from anywhere).
@@ -240,6 +290,27 @@ impl Lab {
     }
 }
 
+/// Raises this process's soft limit of open files to the hard limit: the process holds both
+/// ends of every lab connection (hundreds of client sockets, and the elements' servers run on
+/// its threads), close to the usual soft limit of 1024.
+fn raise_fd_limit() {
+    if let Rlimit {
+        current: Some(current),
+        maximum: Some(maximum),
+    } = getrlimit(Resource::Nofile)
+        && current < maximum
+    {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            },
+        )
+        .unwrap_or_else(|e| panic!("raising RLIMIT_NOFILE from {current} to {maximum}: {e}"));
+    }
+}
+
 // === clients ===
 
 /// Sends one request line on a lab TCP connection.
@@ -273,15 +344,20 @@ pub fn read_line(s: &mut TcpStream) -> io::Result<String> {
 /// Asks every connection at once (all requests first, then all answers), so that timeouts
 /// overlap instead of adding up. One result per connection.
 pub fn ask_all<'a>(conns: impl IntoIterator<Item = &'a mut TcpStream>) -> Vec<io::Result<String>> {
-    let mut conns: Vec<(&mut TcpStream, io::Result<()>)> =
-        conns.into_iter().map(|s| {
+    let mut conns: Vec<(&mut TcpStream, io::Result<()>)> = conns
+        .into_iter()
+        .map(|s| {
             let sent = send_ping(s);
             (s, sent)
-        }).collect();
-    conns.iter_mut().map(|(s, sent)| match sent {
-        Ok(()) => read_line(s),
-        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-    }).collect()
+        })
+        .collect();
+    conns
+        .iter_mut()
+        .map(|(s, sent)| match sent {
+            Ok(()) => read_line(s),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        })
+        .collect()
 }
 
 /// One request/answer on a lab UDP socket.
@@ -297,11 +373,12 @@ pub fn ask_udp(s: &UdpSocket) -> io::Result<String> {
 
 // === servers ===
 
+/// Where a server reports that it listens, or why it cannot.
 type Ready = mpsc::Sender<Result<(), String>>;
 
 /// Answers every line of every connection with `"<name>\n"`, on one thread: a non-blocking
 /// listener and connections, waited on with `poll` for at most [`SERVER_TICK`] at a time.
-fn tcp_server(name: &str, addr: SocketAddr, ready: &Ready, stop: &Stop) {
+fn tcp_server(name: &str, addr: SocketAddr, ready: Ready, stop: &Stop) {
     let listener = match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
         Ok(l) => l,
         Err(e) => {
@@ -309,7 +386,9 @@ fn tcp_server(name: &str, addr: SocketAddr, ready: &Ready, stop: &Stop) {
             return;
         }
     };
+    // Sent, and the sender dropped: a server that fails later cannot keep `Lab::new` waiting.
     let _ = ready.send(Ok(()));
+    drop(ready);
     let answer = format!("{name}\n");
     let tick = Timespec::try_from(SERVER_TICK).expect("tick fits a timespec");
     let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new();
@@ -361,7 +440,7 @@ fn serve(s: &mut TcpStream, pending: &mut Vec<u8>, answer: &[u8]) -> bool {
 }
 
 /// Answers every datagram with `"<name>"`, receiving with a timeout of [`SERVER_TICK`].
-fn udp_server(name: &str, addr: SocketAddr, ready: &Ready, stop: &Stop) {
+fn udp_server(name: &str, addr: SocketAddr, ready: Ready, stop: &Stop) {
     let sock = match UdpSocket::bind(addr).and_then(|s| s.set_read_timeout(Some(SERVER_TICK)).map(|()| s)) {
         Ok(s) => s,
         Err(e) => {
@@ -369,7 +448,9 @@ fn udp_server(name: &str, addr: SocketAddr, ready: &Ready, stop: &Stop) {
             return;
         }
     };
+    // Sent, and the sender dropped: a server that fails later cannot keep `Lab::new` waiting.
     let _ = ready.send(Ok(()));
+    drop(ready);
     let mut buf = [0u8; 1500];
     while !stop.stopped() {
         match sock.recv_from(&mut buf) {
@@ -377,7 +458,11 @@ fn udp_server(name: &str, addr: SocketAddr, ready: &Ready, stop: &Stop) {
                 sock.send_to(name.as_bytes(), peer)
                     .unwrap_or_else(|e| panic!("{name}: answering {peer}: {e}"));
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
             Err(e) => panic!("{name}: receiving on UDP {addr}: {e}"),
         }
     }

@@ -5,6 +5,10 @@
 //! namespace runs on a thread of its own that enters it first ([`Netns::run`],
 //! [`Netns::spawn`]). A socket keeps the namespace it was created in, so sockets made there may
 //! be handed back and used from any thread.
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers fail by panicking with context (STYLE rule 15), every one of them"
+)]
 
 use std::{
     any::Any,
@@ -69,6 +73,7 @@ pub fn try_command(program: &str, args: &[&str]) -> Result<String, String> {
 
 /// Runs `program args` and returns its stdout; panics with its stderr when it fails.
 #[track_caller]
+#[must_use]
 pub fn command(program: &str, args: &[&str]) -> String {
     try_command(program, args).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -113,7 +118,7 @@ impl Netns {
         let name = unique_name();
         {
             let _one = CREATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            command("ip", &["netns", "add", &name]);
+            let _ = command("ip", &["netns", "add", &name]);
         }
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"]);
@@ -132,21 +137,28 @@ impl Netns {
         Path::new(NETNS_RUN_DIR).join(&self.name)
     }
 
+    /// `ip -n <ns> args`.
+    #[track_caller]
+    pub fn ip(&self, args: &[&str]) {
+        let _ = self.ip_output(args);
+    }
+
     /// `ip -n <ns> args`; its stdout.
     #[track_caller]
-    pub fn ip(&self, args: &[&str]) -> String {
+    #[must_use]
+    pub fn ip_output(&self, args: &[&str]) -> String {
         let mut all = vec!["-n", self.name.as_str()];
         all.extend_from_slice(args);
         command("ip", &all)
     }
 
     /// `program args` inside the namespace (`ip netns exec`, which also mounts a fresh `/sys`
-    /// for the command); its stdout.
+    /// for the command).
     #[track_caller]
-    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+    pub fn exec(&self, program: &str, args: &[&str]) {
         let mut all = vec!["netns", "exec", self.name.as_str(), program];
         all.extend_from_slice(args);
-        command("ip", &all)
+        let _ = command("ip", &all);
     }
 
     /// Sets a sysctl of the namespace (`key` in dotted form).
@@ -159,7 +171,7 @@ impl Netns {
     #[track_caller]
     #[must_use]
     pub fn link(&self, name: &str) -> Link {
-        let out = self.ip(&["-o", "link", "show", "dev", name]);
+        let out = self.ip_output(&["-o", "link", "show", "dev", name]);
         parse_link(&out, &self.name, name).unwrap_or_else(|e| panic!("{e}: {out:?}"))
     }
 
@@ -179,7 +191,8 @@ impl Netns {
                     f()
                 })
                 .expect("spawning a thread");
-            t.join().unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+            t.join()
+                .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
         })
     }
 
@@ -200,7 +213,11 @@ impl Netns {
                 f(&theirs);
             })
             .expect("spawning a thread");
-        Background { what: format!("{what} in {}", self.name), stop, thread: Some(thread) }
+        Background {
+            what: format!("{what} in {}", self.name),
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -300,7 +317,10 @@ pub struct Link {
 /// `7: name@if6: <...> mtu 1500 ... \    link/ether 5e:2a:00:11:22:33 brd ff:ff:ff:ff:ff:ff ...`.
 fn parse_link(out: &str, netns: &str, name: &str) -> Result<Link, String> {
     let (index, _) = out.split_once(':').ok_or("no ifindex")?;
-    let ifindex = index.trim().parse().map_err(|e| format!("ifindex {index:?}: {e}"))?;
+    let ifindex = index
+        .trim()
+        .parse()
+        .map_err(|e| format!("ifindex {index:?}: {e}"))?;
     let mut words = out.split_whitespace();
     words.find(|w| *w == "link/ether").ok_or("no link/ether")?;
     let text = words.next().ok_or("no MAC after link/ether")?;
@@ -313,7 +333,12 @@ fn parse_link(out: &str, netns: &str, name: &str) -> Result<Link, String> {
     if parts.next().is_some() {
         return Err(format!("long MAC {text:?}"));
     }
-    Ok(Link { netns: netns.to_owned(), name: name.to_owned(), ifindex, mac })
+    Ok(Link {
+        netns: netns.to_owned(),
+        name: name.to_owned(),
+        ifindex,
+        mac,
+    })
 }
 
 /// A veth pair between two namespaces (or within one), both ends up, deleted on drop.
@@ -336,11 +361,32 @@ impl VethPair {
         let (a, b) = (unique_name(), unique_name());
         // Both ends are created in their namespaces directly: no link ever sits in the
         // namespace this process runs in.
-        ns_a.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b, "netns", ns_b.name()]);
+        ns_a.ip(&[
+            "link",
+            "add",
+            &a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            ns_b.name(),
+        ]);
         // The guard exists before anything else can fail, so the pair is removed either way.
         let mut pair = Self {
-            a: Link { netns: ns_a.name().to_owned(), name: a.clone(), ifindex: 0, mac: [0; 6] },
-            b: Link { netns: ns_b.name().to_owned(), name: b.clone(), ifindex: 0, mac: [0; 6] },
+            a: Link {
+                netns: ns_a.name().to_owned(),
+                name: a.clone(),
+                ifindex: 0,
+                mac: [0; 6],
+            },
+            b: Link {
+                netns: ns_b.name().to_owned(),
+                name: b.clone(),
+                ifindex: 0,
+                mac: [0; 6],
+            },
         };
         ns_a.ip(&["link", "set", &a, "up"]);
         ns_b.ip(&["link", "set", &b, "up"]);

@@ -62,7 +62,11 @@ fn mapping(lab: &Lab, states: [u32; 3]) -> Mapping {
     let up: Vec<usize> = (0..states.len()).filter(|&i| states[i] == STATE_UP).collect();
     Mapping {
         ring: table(lab, &up),
-        elements: states.iter().enumerate().map(|(i, &s)| lab.element_entry(i, s)).collect(),
+        elements: states
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| lab.element_entry(i, s))
+            .collect(),
     }
 }
 
@@ -108,7 +112,10 @@ struct Ports(HashSet<u16>);
 impl Ports {
     #[track_caller]
     fn add(&mut self, port: u16) {
-        assert!(self.0.insert(port), "the client reused source port {port}: not a new flow");
+        assert!(
+            self.0.insert(port),
+            "the client reused source port {port}: not a new flow"
+        );
     }
 }
 
@@ -127,12 +134,17 @@ fn open(lab: &Lab, ports: &mut Ports, n: usize, table: &[u16], what: &str) -> Ve
             let element = element_of(lab, answer, &format!("{what} connection {i} (port {port})"));
             let want = predicted(lab, table, POOL_TCP, PROTO_TCP, TCP_PORT, port);
             assert_eq!(
-                element, want,
+                element,
+                want,
                 "{what} connection {i} (port {port}) landed on e{} but the table names e{}",
                 element + 1,
                 want + 1
             );
-            Conn { stream, port, element }
+            Conn {
+                stream,
+                port,
+                element,
+            }
         })
         .collect()
 }
@@ -145,7 +157,13 @@ fn assert_kept<'a>(lab: &Lab, conns: impl IntoIterator<Item = &'a mut Conn>, wha
     let answers = lab::ask_all(conns.into_iter().map(|c| &mut c.stream));
     for ((port, element), answer) in want.into_iter().zip(&answers) {
         let got = element_of(lab, answer, &format!("{what}: port {port}"));
-        assert_eq!(got, element, "{what}: the flow from port {port} moved from e{} to e{}", element + 1, got + 1);
+        assert_eq!(
+            got,
+            element,
+            "{what}: the flow from port {port} moved from e{} to e{}",
+            element + 1,
+            got + 1
+        );
     }
 }
 
@@ -178,8 +196,11 @@ const POOL_TCP: u32 = 0;
 const POOL_UDP: u32 = 1;
 
 fn loaded(lab: &Lab) -> AyaDataplane {
-    let mut dp = AyaDataplane::load(&LoadOptions { pin_dir: None, ..LoadOptions::default() })
-        .expect("loading the XDP object (needs root)");
+    let mut dp = AyaDataplane::load(&LoadOptions {
+        pin_dir: None,
+        ..LoadOptions::default()
+    })
+    .expect("loading the XDP object (needs root)");
     lab.attach(&mut dp);
     dp
 }
@@ -190,7 +211,8 @@ fn tcp_spread_affinity_down_and_drain() {
     // Dropped before the lab: the program is detached before its namespaces go.
     let mut dp = loaded(&lab);
     let vip = IpAddr::V4(lab.vip);
-    dp.add_vip(POOL_TCP, addr::from_ip(vip), TCP_PORT, PROTO_TCP).expect("add_vip");
+    dp.add_vip(POOL_TCP, addr::from_ip(vip), TCP_PORT, PROTO_TCP)
+        .expect("add_vip");
     let mut ports = Ports::default();
 
     // All up: the spread follows the weights, every flow stays where it landed.
@@ -198,7 +220,11 @@ fn tcp_spread_affinity_down_and_drain() {
     dp.apply(POOL_TCP, &all_up).expect("apply: all up");
     let mut conns = open(&lab, &mut ports, TCP_FLOWS, &all_up.ring, "all up");
     let spread = counts(3, conns.iter().map(|c| c.element));
-    show(&lab, &format!("{TCP_FLOWS} TCP flows, weights {WEIGHTS:?}:"), &spread);
+    show(
+        &lab,
+        &format!("{TCP_FLOWS} TCP flows, weights {WEIGHTS:?}:"),
+        &spread,
+    );
     let sum: u32 = WEIGHTS.iter().sum();
     for (i, (&got, &w)) in spread.iter().zip(&WEIGHTS).enumerate() {
         let (share, want) = (percent(got, TCP_FLOWS), 100.0 * f64::from(w) / f64::from(sum));
@@ -241,7 +267,11 @@ fn tcp_spread_affinity_down_and_drain() {
     // e1 up again, e2 draining: e2 keeps its flows and gets no new ones.
     let e2_draining = mapping(&lab, [STATE_UP, STATE_DRAINING, STATE_UP]);
     dp.apply(POOL_TCP, &e2_draining).expect("apply: e2 draining");
-    assert_kept(&lab, rest.iter_mut().chain(&mut new_down), "e2 draining, existing flows");
+    assert_kept(
+        &lab,
+        rest.iter_mut().chain(&mut new_down),
+        "e2 draining, existing flows",
+    );
     let kept = counts(3, rest.iter().chain(&new_down).map(|c| c.element));
     show(&lab, "e2 draining, existing flows still answered:", &kept);
     let new_drain = open(&lab, &mut ports, NEW_FLOWS, &e2_draining.ring, "e2 draining, new");
@@ -254,7 +284,8 @@ fn tcp_spread_affinity_down_and_drain() {
 fn udp_spread_and_affinity() {
     let lab = Lab::new(WEIGHTS.len());
     let mut dp = loaded(&lab);
-    dp.add_vip(POOL_UDP, addr::from_ip(IpAddr::V4(lab.vip)), UDP_PORT, PROTO_UDP).expect("add_vip");
+    dp.add_vip(POOL_UDP, addr::from_ip(IpAddr::V4(lab.vip)), UDP_PORT, PROTO_UDP)
+        .expect("add_vip");
     let all_up = mapping(&lab, [STATE_UP; 3]);
     dp.apply(POOL_UDP, &all_up).expect("apply: all up");
 
@@ -265,18 +296,37 @@ fn udp_spread_and_affinity() {
         let port = s.local_addr().expect("local address").port();
         ports.add(port);
         let answers: Vec<usize> = (0..UDP_ROUNDS)
-            .map(|round| element_of(&lab, &lab::ask_udp(s), &format!("UDP socket {i} (port {port}) round {round}")))
+            .map(|round| {
+                element_of(
+                    &lab,
+                    &lab::ask_udp(s),
+                    &format!("UDP socket {i} (port {port}) round {round}"),
+                )
+            })
             .collect();
         assert!(
             answers.iter().all(|&e| e == answers[0]),
             "UDP socket {i} (port {port}) was answered by {answers:?} (element indices)"
         );
         let want = predicted(&lab, &all_up.ring, POOL_UDP, PROTO_UDP, UDP_PORT, port);
-        assert_eq!(answers[0], want, "UDP socket {i} (port {port}) landed on e{} but the table names e{}", answers[0] + 1, want + 1);
+        assert_eq!(
+            answers[0],
+            want,
+            "UDP socket {i} (port {port}) landed on e{} but the table names e{}",
+            answers[0] + 1,
+            want + 1
+        );
         first.push(answers[0]);
     }
     let spread = counts(3, first);
-    show(&lab, &format!("{UDP_SOCKETS} UDP sockets x {UDP_ROUNDS}, weights {WEIGHTS:?}:"), &spread);
+    show(
+        &lab,
+        &format!("{UDP_SOCKETS} UDP sockets x {UDP_ROUNDS}, weights {WEIGHTS:?}:"),
+        &spread,
+    );
     // 60 draws with p >= 1/4: an element missing has probability (3/4)^60 < 1e-7.
-    assert!(spread.iter().all(|&c| c > 0), "some element got no UDP flow: {spread:?}");
+    assert!(
+        spread.iter().all(|&c| c > 0),
+        "some element got no UDP flow: {spread:?}"
+    );
 }
