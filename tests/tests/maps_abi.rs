@@ -12,7 +12,7 @@ use vnfpool_common::{
     pool::{PoolSel, SlotMeta},
     ring::RingChunk,
     stats::{Counters, REASONS},
-    vip::{PROTO_TCP, VipKey, VipMeta},
+    vip::{PROTO_TCP, VipDirect, VipKey, VipMeta},
 };
 use vnfpool_daemon::dataplane::{AyaDataplane, LoadOptions, Mapping};
 use vnfpool_tests::pins::PinDir;
@@ -23,6 +23,7 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
     vec![
         (maps::VIPS, size_of::<VipKey>(), size_of::<VipMeta>(), maps::MAX_VIP_ENTRIES),
         (maps::VIP_FILTER, u32s, u32s, maps::VIP_FILTER_SIZE),
+        (maps::VIP_DIRECT, u32s, size_of::<VipDirect>(), maps::MAX_VIP_ENTRIES),
         (maps::POOLS, u32s, size_of::<PoolSel>(), maps::MAX_POOLS),
         (maps::SLOTS, u32s, size_of::<SlotMeta>(), maps::SLOT_ENTRIES),
         (maps::ELEMS, u32s, size_of::<Element>(), maps::ELEM_ENTRIES),
@@ -63,6 +64,7 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
     dp.apply(0, &Mapping { ring: vec![0; 251], elements: vec![e] }).expect("apply");
     for (name, field) in [
         (maps::VIPS, "port_be"),
+        (maps::VIP_DIRECT, "pool"),
         (maps::POOLS, "generation"),
         (maps::SLOTS, "ring_offset"),
         (maps::ELEMS, "dst_mac"),

@@ -408,3 +408,33 @@ fn removing_one_of_n_moves_only_its_flows() {
         }
     }
 }
+
+/// A destination on `addr` whose pre-filter entry is the same as that of `vip:port`/TCP.
+fn same_bucket(vip: &str, port: u16, other: &str) -> (IpAddr, u16) {
+    use vnfpool_common::vip::filter_index;
+    let (a, b) = (addr::from_ip(ip(vip)), addr::from_ip(ip(other)));
+    let want = filter_index(&a, port.to_be(), PROTO_TCP);
+    let port_be = port.to_be() ^ (filter_index(&b, port.to_be(), PROTO_TCP) ^ want) as u16;
+    assert_eq!(filter_index(&b, port_be, PROTO_TCP), want);
+    (ip(other), u16::from_be(port_be))
+}
+
+#[test]
+fn pre_filter_entries_with_one_or_several_vips() {
+    let mut h = Harness::new();
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
+    h.dp.apply(0, &Mapping { ring: all_to(0), elements: vec![element(0, STATE_UP)] }).expect("apply");
+    // One VIP in its entry: another destination folding there is compared away, not steered.
+    let (stranger, sport) = same_bucket(VIP4, TCP_PORT, "10.99.0.1");
+    let f = Frame::new(ip(CLIENT4), stranger, L4::Tcp { sport: 1, dport: sport }).build();
+    check(&mut h, &case("non-VIP in a one-VIP entry", f.clone(), Want::Pass));
+    check(&mut h, &case("the entry's VIP", tcp4(1).build(), Want::Tx(0)));
+    // A second VIP in the same entry: both are found through the hash table.
+    let (vip2, port2) = same_bucket(VIP4, TCP_PORT, "10.10.0.200");
+    h.dp.add_vip(1, addr::from_ip(vip2), port2, PROTO_TCP).expect("add colliding vip");
+    h.dp.apply(1, &Mapping { ring: all_to(1), elements: vec![element(0, STATE_UP), element(1, STATE_UP)] }).expect("apply");
+    check(&mut h, &case("first VIP of a shared entry", tcp4(2).build(), Want::Tx(0)));
+    let f2 = Frame::new(ip(CLIENT4), vip2, L4::Tcp { sport: 2, dport: port2 }).build();
+    check(&mut h, &case("second VIP of a shared entry", f2, Want::Tx(1)));
+    check(&mut h, &case("non-VIP in a shared entry", f, Want::Pass));
+}

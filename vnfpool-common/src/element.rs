@@ -30,6 +30,19 @@ pub struct Element {
 abi_type!(Element, 24);
 
 impl Element {
+    /// Destination then source MAC, the first 12 bytes of a frame sent to this element, as
+    /// three native words (one load and one store each on the fast path).
+    #[inline(always)]
+    #[must_use]
+    pub const fn macs(&self) -> [u32; 3] {
+        let (d, s) = (self.dst_mac, self.src_mac);
+        [
+            u32::from_ne_bytes([d[0], d[1], d[2], d[3]]),
+            u32::from_ne_bytes([d[4], d[5], s[0], s[1]]),
+            u32::from_ne_bytes([s[2], s[3], s[4], s[5]]),
+        ]
+    }
+
     /// Whether existing flows may stay on this element.
     #[inline(always)]
     #[must_use]

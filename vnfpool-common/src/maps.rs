@@ -8,6 +8,8 @@
 pub const VIPS: &str = "VNF_VIPS";
 /// VIP pre-filter, `ARRAY` of `u32` indexed by [`crate::vip::filter_index`]. Written by the daemon.
 pub const VIP_FILTER: &str = "VNF_VIP_FILTER";
+/// VIPs that own their pre-filter entry, `ARRAY` of [`crate::vip::VipDirect`]. Written by the daemon.
+pub const VIP_DIRECT: &str = "VNF_VIP_DIRECT";
 /// Live-slot selector per pool, mmap-able `ARRAY` of [`crate::pool::PoolSel`]. Written by the daemon.
 pub const POOLS: &str = "VNF_POOLS";
 /// Per pool and slot, mmap-able `ARRAY` of [`crate::pool::SlotMeta`]. Written by the daemon.
@@ -33,6 +35,7 @@ pub const REASON_STATS: &str = "VNF_REASONS";
 pub const ALL: &[&str] = &[
     VIPS,
     VIP_FILTER,
+    VIP_DIRECT,
     POOLS,
     SLOTS,
     ELEMS,

@@ -1,14 +1,18 @@
 //! The VIP table (`VNF_VIPS`) and its pre-filter (`VNF_VIP_FILTER`).
 //!
 //! A packet is a VIP packet when its destination address, destination port and L4 protocol
-//! match a [`VipKey`]. Before that hash lookup the program checks the pre-filter, a plain
-//! array indexed by [`filter_index`]: a zero there proves the packet is not for any VIP, at the
-//! cost of one inlined array access, which keeps non-VIP traffic within a few nanoseconds of
-//! a bare `XDP_PASS`.
+//! match a [`VipKey`]. The program first reads the pre-filter (`VNF_VIP_FILTER`), a plain
+//! array indexed by [`filter_index`], which costs one inlined array access:
+//! - 0: no VIP folds here, the packet is not for a VIP (the common case for other traffic,
+//!   which so stays within a few nanoseconds of a bare `XDP_PASS`);
+//! - `1..=MAX_VIP_ENTRIES`: exactly one VIP folds here, held at index `value - 1` of
+//!   `VNF_VIP_DIRECT`; the program compares it with the packet (no hash lookup);
+//! - [`FILTER_COLLISION`]: several VIPs fold here, the program looks the packet up in `VNF_VIPS`.
 //!
-//! Besides one entry per (VIP, port), the daemon adds one *address entry* per (VIP, protocol)
+//! Besides one entry per (VIP, port), `VNF_VIPS` holds one *address entry* per (VIP, protocol)
 //! with port 0 and [`FLAG_ADDRESS`]: it lets the program recognise IP fragments and ICMP errors
-//! that concern a VIP even though they carry no (outer) port.
+//! that concern a VIP even though they carry no (outer) port. Address entries are not in the
+//! pre-filter.
 
 use crate::{abi_type, addr::Addr};
 
@@ -47,9 +51,23 @@ pub struct VipMeta {
 }
 abi_type!(VipMeta, 8);
 
-/// Index into `VNF_VIP_FILTER` for a destination: a 16-bit fold of address, port and
-/// protocol. The daemon counts, at this index, the VIP entries that fold here (the value is a
-/// reference count, so removing one VIP never hides another).
+/// Pre-filter value: several VIPs fold into this entry; look the packet up in `VNF_VIPS`.
+pub const FILTER_COLLISION: u32 = u32::MAX;
+
+/// Value of `VNF_VIP_DIRECT`: the one VIP of a pre-filter entry, with its pool. 24 bytes.
+/// Written before the pre-filter entry points at it, and not rewritten until a grace period
+/// after nothing points at it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipDirect {
+    /// The VIP.
+    pub key: VipKey,
+    /// Its pool.
+    pub pool: u32,
+}
+abi_type!(VipDirect, 24);
+
+/// Index into `VNF_VIP_FILTER` for a destination: a 16-bit fold of address, port and protocol.
 #[inline(always)]
 #[must_use]
 pub const fn filter_index(addr: &Addr, port_be: u16, proto: u8) -> u32 {

@@ -25,7 +25,7 @@ use vnfpool_common::{
     pool::{self, PoolSel, SlotMeta},
     ring::{self, RingChunk},
     stats::{Counters, REASONS, Reason},
-    vip::{self, VipKey, VipMeta},
+    vip::{self, VipDirect, VipKey, VipMeta},
 };
 
 // Map sizes are the compile-time defaults of `vnfpool_common::maps`; the loader may change
@@ -34,9 +34,12 @@ use vnfpool_common::{
 /// Owner: daemon. VIP:port/proto → pool. Pinned.
 #[btf_map]
 static VNF_VIPS: HashMap<VipKey, VipMeta, { maps::MAX_VIP_ENTRIES as usize }> = HashMap::new();
-/// Owner: daemon. 16-bit fold of VIP:port/proto → number of VIP entries there (0 = surely not a VIP). Pinned.
+/// Owner: daemon. 16-bit fold of VIP:port/proto → 0 (no VIP), 1 + index into VNF_VIP_DIRECT, or collision. Pinned.
 #[btf_map]
 static VNF_VIP_FILTER: Array<u32, { maps::VIP_FILTER_SIZE as usize }> = Array::new();
+/// Owner: daemon. The single VIP of a pre-filter entry, compared in place of a hash lookup. Pinned.
+#[btf_map]
+static VNF_VIP_DIRECT: Array<VipDirect, { maps::MAX_VIP_ENTRIES as usize }> = Array::new();
 /// Owner: daemon (one atomic store per switch). pool → live slot. mmap-able, pinned.
 #[btf_map]
 static VNF_POOLS: Array<PoolSel, { maps::MAX_POOLS as usize }, { maps::BPF_F_MMAPABLE }> = Array::new();
@@ -92,14 +95,30 @@ pub fn vnfpool(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn vip_pool(addr: &Addr, port_be: u16, proto: u8) -> Option<u32> {
     // verifier: the index is masked to the filter's size inside filter_index.
-    match VNF_VIP_FILTER.get(vip::filter_index(addr, port_be, proto)) {
-        Some(&n) if n != 0 => {}
-        _ => return None,
+    let slot = *VNF_VIP_FILTER.get(vip::filter_index(addr, port_be, proto))?;
+    if slot == 0 {
+        return None;
     }
     let key = VipKey { addr: *addr, port_be, proto, _pad: 0 };
+    if slot != vip::FILTER_COLLISION {
+        // verifier: a bounded array lookup; a stale index just fails the comparison.
+        let d = VNF_VIP_DIRECT.get(slot - 1)?;
+        return same_vip(&d.key, &key).then_some(d.pool);
+    }
     // SAFETY: the value is copied out at once; no reference outlives the lookup.
     let meta = unsafe { *VNF_VIPS.get(key)? };
     (meta.flags & vip::FLAG_ADDRESS == 0).then_some(meta.pool)
+}
+
+/// Field-by-field equality (a derived `==` on arrays may become a `memcmp` call, which BPF lacks).
+#[inline(always)]
+fn same_vip(a: &VipKey, b: &VipKey) -> bool {
+    a.addr[0] == b.addr[0]
+        && a.addr[1] == b.addr[1]
+        && a.addr[2] == b.addr[2]
+        && a.addr[3] == b.addr[3]
+        && a.port_be == b.port_be
+        && a.proto == b.proto
 }
 
 /// A TCP or UDP packet.
@@ -171,7 +190,7 @@ fn element_at(pool: u32, slot: u32, idx: u32) -> Option<&'static Element> {
 /// Rewrites the MACs and sends the frame to `e`.
 #[inline(always)]
 fn forward(ctx: &XdpContext, pkt: &Packet, pool: u32, idx: u32, e: &Element) -> u32 {
-    let Ok(eth) = pkt.ptr::<[u8; 12]>(0) else {
+    let Ok(eth) = pkt.ptr::<[u32; 3]>(0) else {
         return xdp_action::XDP_PASS;
     };
     // Choose the action first: a frame we end up dropping leaves unmodified.
@@ -183,11 +202,9 @@ fn forward(ctx: &XdpContext, pkt: &Packet, pool: u32, idx: u32, e: &Element) -> 
             Err(_) => return drop(pkt, Reason::NoTxPort),
         }
     };
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&e.dst_mac);
-    macs[6..].copy_from_slice(&e.src_mac);
-    // SAFETY: `ptr` proved the 12 MAC bytes are inside the frame.
-    unsafe { eth.write_unaligned(macs) };
+    // SAFETY: `ptr` proved the 12 MAC bytes are inside the frame; the frame starts 4-aligned
+    // (after XDP_PACKET_HEADROOM), and the MACs sit 4-aligned in `Element` (offset 8).
+    unsafe { eth.write(e.macs()) };
     count(&VNF_VIP_STATS, pool, pkt);
     count(&VNF_ELEM_STATS, element::stats_index(pool, idx), pkt);
     action

@@ -29,7 +29,7 @@ use vnfpool_common::{
     pool::{PoolSel, SlotMeta, slot_index},
     ring::{self, RingChunk},
     stats::Counters,
-    vip::{self, VipKey, VipMeta},
+    vip::{self, VipDirect, VipKey, VipMeta},
 };
 
 pub use mmap::MappedArray;
@@ -74,6 +74,9 @@ pub enum DataplaneError {
     /// The mapping handed to `apply` is inconsistent.
     #[error("pool {pool}: invalid mapping: {what}")]
     InvalidMapping { pool: u32, what: String },
+    /// Every `VNF_VIP_DIRECT` slot is taken.
+    #[error("the VIP table is full ({} entries)", maps::MAX_VIP_ENTRIES)]
+    VipTableFull,
     /// The ring arena has no room for another table of this size.
     #[error("pool {pool}: no room for a {ring_size}-position table in the ring arena of {chunks} chunks")]
     RingArenaFull { pool: u32, ring_size: u32, chunks: u32 },
@@ -148,6 +151,11 @@ pub struct AyaDataplane {
     ring: MappedArray<RingChunk>,
     regions: HashMap<u32, Region>,
     next_chunk: u32,
+    /// VIP entries by pre-filter index.
+    vip_buckets: HashMap<u32, Vec<VipKey>>,
+    /// Pre-filter index → its `VNF_VIP_DIRECT` slot, for entries that hold one VIP.
+    vip_direct: HashMap<u32, u32>,
+    vip_direct_free: Vec<u32>,
     clock: fn() -> std::time::Instant,
 }
 
@@ -178,6 +186,9 @@ impl AyaDataplane {
             ring,
             regions: HashMap::new(),
             next_chunk: 0,
+            vip_buckets: HashMap::new(),
+            vip_direct: HashMap::new(),
+            vip_direct_free: (0..maps::MAX_VIP_ENTRIES).rev().collect(),
             clock: std::time::Instant::now,
         })
     }
@@ -187,27 +198,44 @@ impl AyaDataplane {
         &mut self.ebpf
     }
 
-    /// Routes `port_be`/`proto` of `addr` to `pool`: adds the VIP entry, the address entry that
-    /// marks the address for fragments and ICMP errors, and their pre-filter counts.
+    /// Routes `port`/`proto` of `addr` to `pool`: adds the VIP entry, the address entry that
+    /// marks the address for fragments and ICMP errors, and the pre-filter entry (see
+    /// `vnfpool_common::vip`). Adding a VIP that is already there changes nothing.
     pub fn add_vip(&mut self, pool: u32, addr: vnfpool_common::addr::Addr, port: u16, proto: u8) -> Result<()> {
-        let entries = [
-            (VipKey { addr, port_be: port.to_be(), proto, _pad: 0 }, VipMeta { pool, flags: 0 }),
-            (VipKey { addr, port_be: 0, proto, _pad: 0 }, VipMeta { pool, flags: vip::FLAG_ADDRESS }),
-        ];
-        for (key, meta) in entries {
-            let vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
-            if vips.get(&key, 0).is_ok() {
-                continue;
-            }
-            // Filter first, so that the VIP entry is never there without its filter bit.
-            let mut filter: Array<&mut MapData, u32> = map(&mut self.ebpf, maps::VIP_FILTER)?;
-            let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
-            let n = filter.get(&idx, 0).map_err(|source| DataplaneError::Map { name: maps::VIP_FILTER, source })?;
-            filter
-                .set(idx, n + 1, 0)
-                .map_err(|source| DataplaneError::Map { name: maps::VIP_FILTER, source })?;
-            let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
-            vips.insert(key, meta, 0).map_err(|source| DataplaneError::Map { name: maps::VIPS, source })?;
+        let key = VipKey { addr, port_be: port.to_be(), proto, _pad: 0 };
+        let address = VipKey { addr, port_be: 0, proto, _pad: 0 };
+        let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
+        if vips.get(&key, 0).is_ok() {
+            return Ok(());
+        }
+        let insert_err = |source| DataplaneError::Map { name: maps::VIPS, source };
+        // The hash entries first: a pre-filter collision value sends packets there.
+        vips.insert(key, VipMeta { pool, flags: 0 }, 0).map_err(insert_err)?;
+        vips.insert(address, VipMeta { pool, flags: vip::FLAG_ADDRESS }, 0).map_err(insert_err)?;
+
+        let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
+        let bucket = self.vip_buckets.entry(idx).or_default();
+        bucket.push(key);
+        let value = if bucket.len() == 1 {
+            let slot = self.vip_direct_free.pop().ok_or(DataplaneError::VipTableFull)?;
+            let mut direct: Array<&mut MapData, VipDirect> = map(&mut self.ebpf, maps::VIP_DIRECT)?;
+            direct
+                .set(slot, VipDirect { key, pool }, 0)
+                .map_err(|source| DataplaneError::Map { name: maps::VIP_DIRECT, source })?;
+            self.vip_direct.insert(idx, slot);
+            slot + 1
+        } else {
+            vip::FILTER_COLLISION
+        };
+        let mut filter: Array<&mut MapData, u32> = map(&mut self.ebpf, maps::VIP_FILTER)?;
+        filter.set(idx, value, 0).map_err(|source| DataplaneError::Map { name: maps::VIP_FILTER, source })?;
+        if value == vip::FILTER_COLLISION
+            && let Some(slot) = self.vip_direct.remove(&idx)
+        {
+            // Nothing points at the slot any more; reuse it only once no packet can still be
+            // comparing against it.
+            grace_period().map_err(|source| DataplaneError::Grace { source })?;
+            self.vip_direct_free.push(slot);
         }
         Ok(())
     }
