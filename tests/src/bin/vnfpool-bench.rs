@@ -51,7 +51,7 @@ fn main() -> Result<()> {
     let tx = floor(&base, "baseline_tx")?;
 
     let mut h = Harness::new();
-    let mut full = Harness::with_flow_table(4096);
+    let mut full = Harness::new();
     for h in [&mut h, &mut full] {
         provision(h, 0, vip4)?;
         provision(h, 1, vip6)?;
@@ -72,9 +72,11 @@ fn main() -> Result<()> {
             })
             .collect()
     };
-    // Fill the small table well past its capacity, so that every new flow evicts one.
-    for i in 0..4 {
-        median_single(&vnf_full, &fresh(1_000_000 + i * NEW_FLOWS as u32))?;
+    // Fill the second table past its capacity, so that every new flow evicts one.
+    let fill = maps::DEFAULT_FLOW_TABLE_SIZE + maps::DEFAULT_FLOW_TABLE_SIZE / 8;
+    eprintln!("filling a {}-entry flow table with {fill} flows…", maps::DEFAULT_FLOW_TABLE_SIZE);
+    for start in (0..fill).step_by(NEW_FLOWS) {
+        median_single(&vnf_full, &fresh(100_000_000 + start))?;
     }
 
     println!("vnfpool data plane: ns per packet (BPF_PROG_TEST_RUN, median of {SAMPLES} samples)\n");
@@ -100,15 +102,17 @@ fn main() -> Result<()> {
         let mut s = (0..SAMPLES).map(|_| median_single(&tx, &frames)).collect::<Result<Vec<_>>>()?;
         median(&mut s)
     };
-    rows.push(("VIP IPv4 new flow (table not full)", "XDP_TX, 1 run/call", tx_single, new_flow(&vnf)?, 180.0));
-    // The same frames again, now established: what one run per call costs on the hit path.
-    let again = {
+    let new_not_full = new_flow(&vnf)?;
+    let new_full = new_flow(&vnf_full)?;
+    // The first frames again, now established: what one run per call costs on the hit path.
+    let est_single = {
         let frames = fresh(0);
         let mut s = (0..SAMPLES).map(|_| median_single(&vnf, &frames)).collect::<Result<Vec<_>>>()?;
         median(&mut s)
     };
-    rows.push(("VIP IPv4 established, 1 run/call (for comparison)", "XDP_TX, 1 run/call", tx_single, again, 70.0));
-    rows.push(("VIP IPv4 new flow (table full, LRU eviction)", "XDP_TX, 1 run/call", tx_single, new_flow(&vnf_full)?, 180.0));
+    rows.push(("VIP IPv4 new flow (table not full)", "XDP_TX, 1 run/call", tx_single, new_not_full, 180.0));
+    rows.push(("VIP IPv4 new flow (table full, LRU eviction)", "XDP_TX, 1 run/call", tx_single, new_full, 180.0));
+    let est4_above = rows[1].3 - rows[1].2;
     let mut all_ok = true;
     for (case, floor_name, floor_ns, ns, target) in rows {
         let above = ns - floor_ns;
@@ -119,6 +123,19 @@ fn main() -> Result<()> {
             ns / floor_ns,
             if ok { "ok" } else { "MISSED" }
         );
+    }
+
+    println!(
+        "\nOne run per call leaves the caches colder than a repeated run: the same frames once \
+         established cost {est_single:.1} ns per call ({:.1} above the floor), against {est4_above:.1} \
+         above the floor in repeated runs. New-flow cost with that per-call penalty taken out \
+         (established, repeated + new minus established, both one run per call):\n",
+        est_single - tx_single
+    );
+    println!("| case | estimated ns above floor | target |");
+    println!("|---|---:|---:|");
+    for (case, ns) in [("new flow, table not full", new_not_full), ("new flow, table full", new_full)] {
+        println!("| {case} | {:.1} | 180 |", est4_above + ns - est_single);
     }
 
     println!("\nmapping switch, 65537-position Maglev table, 100 elements (median of {SAMPLES})\n");
