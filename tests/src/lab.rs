@@ -21,13 +21,14 @@ use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::AsFd as _,
     sync::{
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU16, AtomicU32, Ordering},
         mpsc,
     },
     time::Duration,
 };
 
 use aya::programs::{Xdp, XdpMode};
+use socket2::{Domain, Protocol, Socket, Type};
 use rustix::{
     event::{PollFd, PollFlags, Timespec, poll},
     io::retry_on_intr,
@@ -50,8 +51,9 @@ const SERVER_TICK: Duration = Duration::from_millis(50);
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most elements: their links take the second octets 202..=251.
 pub const MAX_ELEMENTS: usize = 50;
+/// First client source port a lab uses (outside the default ephemeral range).
+const FIRST_CLIENT_PORT: u16 = 20_000;
 
-static LABS: AtomicU32 = AtomicU32::new(0);
 
 /// One pool element of a [`Lab`].
 #[derive(Debug)]
@@ -89,6 +91,9 @@ pub struct Lab {
     pub client_link: Link,
     /// The host's end of the client link, where the program is attached.
     pub ingress: Link,
+    /// Next client source port: the client binds its ports itself, so that which flow lands
+    /// where (a function of the 5-tuple) is the same in every run.
+    next_port: AtomicU16,
 }
 
 impl Lab {
@@ -101,10 +106,10 @@ impl Lab {
             "a lab has 1..={MAX_ELEMENTS} elements, not {n}"
         );
         raise_fd_limit();
-        // Namespaces keep labs apart already; distinct subnets per lab keep the addresses in
-        // test output apart too.
-        let seq = LABS.fetch_add(1, Ordering::Relaxed);
-        let x = ((std::process::id().wrapping_mul(31).wrapping_add(seq)) % 250 + 1) as u8;
+        // Namespaces keep labs apart, so every lab uses the same addresses: with the client's
+        // source ports fixed too, each flow's 5-tuple, hence its element, is the same in every
+        // run, and the tests' spreads are reproducible.
+        let x = 1u8;
         let vip = Ipv4Addr::new(10, 200, x, 100);
         let client_addr = Ipv4Addr::new(10, 201, x, 2);
         let host_client_addr = Ipv4Addr::new(10, 201, x, 1);
@@ -205,7 +210,16 @@ impl Lab {
             client_addr,
             client_link,
             ingress,
+            next_port: AtomicU16::new(FIRST_CLIENT_PORT),
         }
+    }
+
+    /// `n` fresh client source ports.
+    fn client_ports(&self, n: usize) -> impl Iterator<Item = u16> {
+        let n = u16::try_from(n).expect("fewer than 2^16 ports");
+        let first = self.next_port.fetch_add(n, Ordering::Relaxed);
+        assert!(first.checked_add(n).is_some(), "client source ports exhausted");
+        first..first + n
     }
 
     /// Loads the program of `dp`, attaches it natively to the host's client-facing interface
@@ -256,11 +270,17 @@ impl Lab {
     #[must_use]
     pub fn tcp_connect(&self, n: usize, port: u16) -> Vec<TcpStream> {
         let to = SocketAddr::from((self.vip, port));
+        let ports: Vec<u16> = self.client_ports(n).collect();
         self.in_client(|| {
-            (0..n)
-                .map(|i| {
-                    let s = TcpStream::connect_timeout(&to, IO_TIMEOUT)
-                        .unwrap_or_else(|e| panic!("connection {i} to {to}: {e}"));
+            ports
+                .into_iter()
+                .map(|sport| {
+                    let from = SocketAddr::from((self.client_addr, sport));
+                    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("TCP socket");
+                    sock.bind(&from.into()).unwrap_or_else(|e| panic!("binding {from}: {e}"));
+                    sock.connect_timeout(&to.into(), IO_TIMEOUT)
+                        .unwrap_or_else(|e| panic!("connection from {from} to {to}: {e}"));
+                    let s = TcpStream::from(sock);
                     s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
                     s.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
                     s.set_nodelay(true).expect("nodelay");
@@ -275,11 +295,13 @@ impl Lab {
     #[must_use]
     pub fn udp_sockets(&self, n: usize, port: u16) -> Vec<UdpSocket> {
         let to = SocketAddr::from((self.vip, port));
-        let from = SocketAddr::from((self.client_addr, 0));
+        let ports: Vec<u16> = self.client_ports(n).collect();
         self.in_client(|| {
-            (0..n)
-                .map(|_| {
-                    let s = UdpSocket::bind(from).expect("binding a client UDP socket");
+            ports
+                .into_iter()
+                .map(|sport| {
+                    let from = SocketAddr::from((self.client_addr, sport));
+                    let s = UdpSocket::bind(from).unwrap_or_else(|e| panic!("binding {from}: {e}"));
                     s.connect(to).expect("connecting a UDP socket");
                     s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
                     s.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");

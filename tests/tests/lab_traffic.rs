@@ -31,13 +31,12 @@ const UDP_ROUNDS: usize = 3;
 /// Largest allowed gap, in percentage points, between an element's share of the flows and its
 /// share of the weight.
 ///
-/// Each flow's element is in effect a draw with p = weight/sum (the flow hash of a kernel-chosen
-/// source port, then a Maglev table whose shares are exact to within n/65537). For 300 flows
-/// the standard deviation of a share is sqrt(p(1-p)/300): 2.5 pp for e1 and e2 (p = 1/4),
-/// 2.9 pp for e3 (p = 1/2). ±8 pp is 3.2σ and 2.8σ: a correct data plane fails this check in
-/// under 1% of runs (0.14% + 0.14% + 0.56%), while a table that ignores the weights
-/// (33.3% each) misses e3's 50% by 16.7 pp and fails every time. The exact check is the other
-/// one: every flow lands on the element the table names for its hash.
+/// The lab's addresses and client ports are fixed, so the spread is the same in every run; the
+/// tolerance says how far 300 flows may stray from the weights. For 300 draws with
+/// p = weight/sum the standard deviation of a share is sqrt(p(1-p)/300): 2.5 pp for e1 and e2
+/// (p = 1/4), 2.9 pp for e3 (p = 1/2), so ±8 pp is about 3σ, while a table that ignored the
+/// weights (33.3% each) would miss e3's 50% by 16.7 pp. The exact check is the other one:
+/// every flow lands on the element the table names for its hash.
 const SHARE_TOLERANCE_PP: f64 = 8.0;
 
 fn names(lab: &Lab) -> Vec<&str> {

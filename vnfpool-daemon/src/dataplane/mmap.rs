@@ -94,7 +94,10 @@ impl<T: Pod> MappedArray<T> {
         // SAFETY: the entry is 8 bytes at an 8-aligned address inside the mapping (see `write`),
         // which is what AtomicU64 requires; the kernel side reads it with plain loads, which on
         // every architecture BPF runs on see either the old or the new aligned word.
-        let atomic = unsafe { &*self.slot(index).cast::<AtomicU64>() };
+        let ptr = self.slot(index);
+        assert!(ptr.align_offset(align_of::<AtomicU64>()) == 0, "entry {index} not 8-aligned");
+        #[expect(clippy::cast_ptr_alignment, reason = "alignment asserted just above")]
+        let atomic = unsafe { &*ptr.cast::<AtomicU64>() };
         atomic.store(u64::from_ne_bytes(word), Ordering::Release);
     }
 }

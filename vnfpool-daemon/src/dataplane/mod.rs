@@ -241,6 +241,8 @@ impl AyaDataplane {
     }
 
     /// Lets the program redirect to `ifindex` (an element-facing interface other than ingress).
+    /// The kernel resolves `ifindex` in the calling thread's network namespace: call this from
+    /// the namespace the interfaces live in, as for attaching the program.
     pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
         let mut ports: DevMapHash<&mut MapData> = map(&mut self.ebpf, maps::TX_PORTS)?;
         ports
