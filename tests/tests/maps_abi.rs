@@ -7,9 +7,9 @@ use aya::maps::MapInfo;
 use vnfpool_common::{
     addr,
     element::{Element, STATE_UP},
-    flow::{FlowKey, FlowValue},
+    flow::{self, FlowBucket, FlowCtl},
     maps,
-    pool::{PoolSel, SlotMeta},
+    pool::Pool,
     ring::RingChunk,
     stats::{Counters, REASONS},
     vip::{PROTO_TCP, VipDirect, VipKey, VipMeta},
@@ -24,11 +24,11 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
         (maps::VIPS, size_of::<VipKey>(), size_of::<VipMeta>(), maps::MAX_VIP_ENTRIES),
         (maps::VIP_FILTER, u32s, u32s, maps::VIP_FILTER_SIZE),
         (maps::VIP_DIRECT, u32s, size_of::<VipDirect>(), maps::MAX_VIP_ENTRIES),
-        (maps::POOLS, u32s, size_of::<PoolSel>(), maps::MAX_POOLS),
-        (maps::SLOTS, u32s, size_of::<SlotMeta>(), maps::SLOT_ENTRIES),
+        (maps::POOLS, u32s, size_of::<Pool>(), maps::MAX_POOLS),
         (maps::ELEMS, u32s, size_of::<Element>(), maps::ELEM_ENTRIES),
         (maps::RING, u32s, size_of::<RingChunk>(), 4096),
-        (maps::FLOWS, size_of::<FlowKey>(), size_of::<FlowValue>(), 8192),
+        (maps::FLOWS, u32s, size_of::<FlowBucket>(), flow::buckets(8192)),
+        (maps::FLOW_CTL, u32s, size_of::<FlowCtl>(), 1),
         // bpf_devmap_val: ifindex + program fd/id.
         (maps::TX_PORTS, u32s, 8, maps::MAX_TX_PORTS),
         (maps::VIP_STATS, u32s, size_of::<Counters>(), maps::MAX_POOLS),
@@ -66,10 +66,11 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
         (maps::VIPS, "port_be"),
         (maps::VIP_DIRECT, "pool"),
         (maps::POOLS, "generation"),
-        (maps::SLOTS, "ring_offset"),
+        (maps::POOLS, "ring_offset"),
         (maps::ELEMS, "dst_mac"),
         (maps::RING, "elements"),
         (maps::VIP_STATS, "packets"),
+        (maps::FLOW_CTL, "bucket_mask"),
     ] {
         let path = pins.path().join(name);
         let out = Command::new("bpftool")

@@ -310,7 +310,7 @@ fn flow_table_keeps_affinity_and_honours_element_states() {
         proto: PROTO_TCP,
         _pad: 0,
     };
-    assert_eq!(h.dp.flow(&key).expect("flow lookup").map(|v| v.element), Some(1), "flow entry rewritten");
+    assert_eq!(h.dp.flow(&key).expect("flow lookup"), Some(1), "flow entry rewritten");
     // Element 0 back up with every new flow to it: the re-picked flow stays on 1.
     h.dp.apply(0, &Mapping { ring: all_to(0), elements: elements(STATE_UP, STATE_UP) }).expect("apply");
     check(&mut h, &case("re-picked flow stays when the old element returns", tcp4(7000).build(), Want::Tx(1)));
@@ -437,4 +437,33 @@ fn pre_filter_entries_with_one_or_several_vips() {
     let f2 = Frame::new(ip(CLIENT4), vip2, L4::Tcp { sport: 2, dport: port2 }).build();
     check(&mut h, &case("second VIP of a shared entry", f2, Want::Tx(1)));
     check(&mut h, &case("non-VIP in a shared entry", f, Want::Pass));
+}
+
+#[test]
+fn full_flow_bucket_evicts_one_flow_and_keeps_the_others() {
+    // Eight flows fill the only bucket of an 8-flow table; a ninth takes the least recently
+    // used way (all equally recent here: way 0, the first flow's).
+    let mut h = Harness::with_flow_table(8);
+    provision(&mut h);
+    let key = |sport: u16| FlowKey {
+        src: addr::from_ip(ip(CLIENT4)),
+        sport_be: sport.to_be(),
+        dport_be: TCP_PORT.to_be(),
+        pool: 0,
+        proto: PROTO_TCP,
+        _pad: 0,
+    };
+    for sport in 8000..8008 {
+        check(&mut h, &case("filling the bucket", tcp4(sport).build(), Want::Tx(0)));
+    }
+    assert!((8000..8008).all(|p| h.dp.flow(&key(p)).expect("flow lookup") == Some(0)));
+    // New flows now go to element 1; the eight keep element 0.
+    let m = Mapping { ring: all_to(1), elements: vec![element(0, STATE_UP), element(1, STATE_UP)] };
+    h.dp.apply(0, &m).expect("apply");
+    check(&mut h, &case("ninth flow", tcp4(8008).build(), Want::Tx(1)));
+    let kept: Vec<u16> = (8000..8008).filter(|&p| h.dp.flow(&key(p)).expect("flow lookup").is_some()).collect();
+    assert_eq!(kept, (8001..8008).collect::<Vec<_>>(), "exactly one flow evicted, the oldest way's");
+    for sport in 8001..8008 {
+        check(&mut h, &case("kept flow stays", tcp4(sport).build(), Want::Tx(0)));
+    }
 }

@@ -10,16 +10,17 @@ pub const VIPS: &str = "VNF_VIPS";
 pub const VIP_FILTER: &str = "VNF_VIP_FILTER";
 /// VIPs that own their pre-filter entry, `ARRAY` of [`crate::vip::VipDirect`]. Written by the daemon.
 pub const VIP_DIRECT: &str = "VNF_VIP_DIRECT";
-/// Live-slot selector per pool, mmap-able `ARRAY` of [`crate::pool::PoolSel`]. Written by the daemon.
+/// Live slot and slot shapes per pool, mmap-able `ARRAY` of [`crate::pool::Pool`]. Written by the daemon.
 pub const POOLS: &str = "VNF_POOLS";
-/// Per pool and slot, mmap-able `ARRAY` of [`crate::pool::SlotMeta`]. Written by the daemon.
-pub const SLOTS: &str = "VNF_SLOTS";
 /// Per pool, slot and element, mmap-able `ARRAY` of [`crate::element::Element`]. Written by the daemon.
 pub const ELEMS: &str = "VNF_ELEMS";
 /// Maglev tables of every pool and slot, mmap-able `ARRAY` of [`crate::ring::RingChunk`]. Written by the daemon.
 pub const RING: &str = "VNF_RING";
-/// Flow affinity, `LRU_HASH` [`crate::flow::FlowKey`] → [`crate::flow::FlowValue`]. Written by the program.
+/// Flow affinity, `ARRAY` of [`crate::flow::FlowBucket`] (8-way set-associative). Written by the program.
 pub const FLOWS: &str = "VNF_FLOWS";
+/// The flow table's shape and clock, `ARRAY` of one [`crate::flow::FlowCtl`]. Written by the
+/// loader (shape, once) and the program (clock).
+pub const FLOW_CTL: &str = "VNF_FLOW_CTL";
 /// Egress devices for `XDP_REDIRECT`, `DEVMAP_HASH` ifindex → ifindex. Written by the daemon.
 pub const TX_PORTS: &str = "VNF_TX_PORTS";
 /// Per-VIP counters, `PERCPU_ARRAY` of [`crate::stats::Counters`] indexed by pool. Written by the program.
@@ -37,10 +38,10 @@ pub const ALL: &[&str] = &[
     VIP_FILTER,
     VIP_DIRECT,
     POOLS,
-    SLOTS,
     ELEMS,
     RING,
     FLOWS,
+    FLOW_CTL,
     TX_PORTS,
     VIP_STATS,
     ELEM_STATS,
@@ -70,7 +71,8 @@ pub const MAX_POOLS: u32 = 64;
 pub const SLOTS_PER_POOL: u32 = 2;
 /// Most elements in one pool; element indices are below this and fit a `u16`.
 pub const MAX_ELEMENTS: u32 = 1024;
-/// Default flow-table capacity (the loader may set another).
+/// Default flow-table capacity in flows (the loader may set another; it is rounded up to a
+/// power-of-two number of 8-flow buckets).
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 /// Default Maglev table size of a pool (a prime).
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
@@ -83,8 +85,6 @@ pub const VIP_FILTER_SIZE: u32 = 1 << 16;
 pub const MAX_VIP_ENTRIES: u32 = 4096;
 /// Capacity of the egress device map.
 pub const MAX_TX_PORTS: u32 = 64;
-/// Entries of the slot table.
-pub const SLOT_ENTRIES: u32 = MAX_POOLS * SLOTS_PER_POOL;
 /// Entries of the element table (every element of every pool, in both slots).
 pub const ELEM_ENTRIES: u32 = MAX_POOLS * SLOTS_PER_POOL * MAX_ELEMENTS;
 /// Entries of the per-element counters (not per slot: counters survive a switch).

@@ -1,10 +1,10 @@
-//! The slot selector (`VNF_POOLS`) and the per-slot metadata (`VNF_SLOTS`).
+//! The pool table (`VNF_POOLS`): per pool, which slot is live and the shape of each slot.
 
 use crate::abi_type;
 
-/// Value of `VNF_POOLS`, indexed by pool: which slot is live. 8 bytes, written by the daemon
-/// with one aligned 64-bit atomic store through the map's shared mapping: that store is the
-/// switch from one mapping to the next.
+/// Which slot of a pool is live: the first 8 bytes of [`Pool`], written by the daemon with one
+/// aligned 64-bit atomic store through the map's shared mapping. That store is the switch from
+/// one mapping to the next.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PoolSel {
@@ -15,8 +15,7 @@ pub struct PoolSel {
 }
 abi_type!(PoolSel, 8);
 
-/// Value of `VNF_SLOTS`, indexed by [`slot_index`]: the shape of one slot's mapping. 16 bytes,
-/// written only while the slot is spare.
+/// The shape of one slot's mapping. 16 bytes, written only while the slot is spare.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SlotMeta {
@@ -31,7 +30,28 @@ pub struct SlotMeta {
 }
 abi_type!(SlotMeta, 16);
 
-/// Index of a pool's slot in `VNF_SLOTS`.
+/// Value of `VNF_POOLS`, indexed by pool. 40 bytes: the selector and both slots' shapes share
+/// a cache line, so a packet learns the live slot and its table in one read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Pool {
+    /// The live slot.
+    pub sel: PoolSel,
+    /// The shape of slot 0 and of slot 1.
+    pub slots: [SlotMeta; 2],
+}
+abi_type!(Pool, 40);
+
+impl Pool {
+    /// Byte offset of `slots[slot]` in the value.
+    #[must_use]
+    pub const fn slot_offset(slot: u32) -> usize {
+        size_of::<PoolSel>() + (slot as usize & 1) * size_of::<SlotMeta>()
+    }
+}
+
+/// Index of a pool's slot: the element table of slot `s` of pool `p` starts at
+/// `slot_index(p, s) * MAX_ELEMENTS`.
 #[inline(always)]
 #[must_use]
 pub const fn slot_index(pool: u32, slot: u32) -> u32 {

@@ -11,8 +11,9 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_COMMON_LRU, xdp_action},
-    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    bindings::xdp_action,
+    btf_maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
@@ -20,9 +21,9 @@ use parse::{Packet, Parsed, Stop, Tuple};
 use vnfpool_common::{
     addr::Addr,
     element::{self, Element, STATE_UP},
-    flow::{self, FlowKey, FlowValue},
+    flow::{self, FlowBucket, FlowCtl, FlowKey},
     maps,
-    pool::{self, PoolSel, SlotMeta},
+    pool::Pool,
     ring::{self, RingChunk},
     stats::{Counters, REASONS, Reason},
     vip::{self, VipDirect, VipKey, VipMeta},
@@ -42,10 +43,7 @@ static VNF_VIP_FILTER: Array<u32, { maps::VIP_FILTER_SIZE as usize }> = Array::n
 static VNF_VIP_DIRECT: Array<VipDirect, { maps::MAX_VIP_ENTRIES as usize }> = Array::new();
 /// Owner: daemon (one atomic store per switch). pool → live slot. mmap-able, pinned.
 #[btf_map]
-static VNF_POOLS: Array<PoolSel, { maps::MAX_POOLS as usize }, { maps::BPF_F_MMAPABLE }> = Array::new();
-/// Owner: daemon (spare slot only). pool*2+slot → Maglev table shape. mmap-able, pinned.
-#[btf_map]
-static VNF_SLOTS: Array<SlotMeta, { maps::SLOT_ENTRIES as usize }, { maps::BPF_F_MMAPABLE }> = Array::new();
+static VNF_POOLS: Array<Pool, { maps::MAX_POOLS as usize }, { maps::BPF_F_MMAPABLE }> = Array::new();
 /// Owner: daemon (spare slot only). (pool*2+slot)*MAX_ELEMENTS+element → where to send. mmap-able, pinned.
 #[btf_map]
 static VNF_ELEMS: Array<Element, { maps::ELEM_ENTRIES as usize }, { maps::BPF_F_MMAPABLE }> = Array::new();
@@ -53,15 +51,14 @@ static VNF_ELEMS: Array<Element, { maps::ELEM_ENTRIES as usize }, { maps::BPF_F_
 #[btf_map]
 static VNF_RING: Array<RingChunk, { maps::DEFAULT_RING_CHUNKS as usize }, { maps::BPF_F_MMAPABLE }> =
     Array::new();
-/// Owner: program. Client flow → element, LRU with per-CPU free lists (a flow stays on one
-/// CPU under RSS, so per-CPU eviction costs no affinity). Pinned.
+/// Owner: program. Flow affinity: 8-way buckets of packed entries (see vnfpool_common::flow). Pinned.
 #[btf_map]
-static VNF_FLOWS: LruHashMap<
-    FlowKey,
-    FlowValue,
-    { maps::DEFAULT_FLOW_TABLE_SIZE as usize },
-    { BPF_F_NO_COMMON_LRU as usize },
-> = LruHashMap::new();
+static VNF_FLOWS: Array<FlowBucket, { flow::buckets(maps::DEFAULT_FLOW_TABLE_SIZE) as usize }> = Array::new();
+
+/// Owner: loader (bucket mask, once, before attach) and program (stamp). Pinned.
+#[btf_map]
+static VNF_FLOW_CTL: Array<FlowCtl, 1> = Array::new();
+
 /// Owner: daemon. ifindex → egress device for XDP_REDIRECT (the kernel keeps no BTF for device maps). Pinned.
 #[btf_map]
 static VNF_TX_PORTS: DevMapHash<{ maps::MAX_TX_PORTS as usize }> = DevMapHash::new();
@@ -135,45 +132,90 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
         proto: t.proto,
         _pad: 0,
     };
-    let Some(sel) = VNF_POOLS.get(pool) else {
+    let Some(p) = VNF_POOLS.get(pool) else {
         return drop(pkt, Reason::NoElement);
     };
     // The one read of the selector: from here on only this slot is used (atomic switch).
-    let slot = sel.slot & 1;
+    let slot = p.sel.slot & 1;
+    let h = flow::hash64(&key);
+    let Some(ctl) = VNF_FLOW_CTL.get_ptr_mut(0) else {
+        return drop(pkt, Reason::NoElement);
+    };
+    // SAFETY: a valid array value; aligned 4-byte loads.
+    let (mask, cached) = unsafe { ((*ctl).bucket_mask, u64::from((*ctl).stamp)) };
+    let Some(bucket) = VNF_FLOWS.get_ptr_mut(flow::bucket(h, mask)) else {
+        return drop(pkt, Reason::NoElement);
+    };
+    let fp = flow::fingerprint(h);
 
-    if let Some(v) = VNF_FLOWS.get_ptr(key) {
-        // SAFETY: a plain 4-byte read right after the lookup.
-        let idx = unsafe { (*v).element };
+    // SAFETY: `bucket` points at a value of the array, valid for the whole run.
+    let probe = unsafe { (*bucket).probe(fp, cached) };
+    if let Ok((way, entry)) = probe {
+        let idx = flow::entry_element(entry);
         if let Some(e) = element_at(pool, slot, idx)
             && e.keeps_flows()
         {
+            // A stamp at most as old as the last insert anywhere: recency only matters when an
+            // insert picks a victim, and every insert refreshes the clock first.
+            if flow::entry_stamp(entry) != cached {
+                store(bucket, way, flow::entry(fp, cached, idx));
+            }
             return forward(ctx, pkt, pool, idx, e);
         }
     }
 
-    let Some(idx) = pick(pool, slot, &key) else {
+    let Some(idx) = pick(p, slot, (h >> 32) as u32) else {
         return drop(pkt, Reason::NoElement);
     };
     match element_at(pool, slot, idx) {
         // The table holds only up elements of its own slot; the check guards a broken writer.
         Some(e) if e.state == STATE_UP => {
-            // Best effort: if the insert fails (it cannot for an LRU map short of ENOMEM), the
-            // next packet of the flow picks the same element from the same table.
-            let _ = VNF_FLOWS.insert(key, FlowValue { element: idx }, 0);
+            let now = flow::stamp(coarse_now());
+            if now != cached {
+                // SAFETY: as above; an aligned 4-byte store (a race between CPUs leaves one of
+                // two current stamps).
+                unsafe { core::ptr::write_volatile(&raw mut (*ctl).stamp, now as u32) };
+            }
+            // A flow re-picked keeps its way; a new one takes an empty or the oldest way.
+            let (Ok((way, _)) | Err(way)) = probe;
+            store(bucket, way, flow::entry(fp, now, idx));
             forward(ctx, pkt, pool, idx, e)
         }
         _ => drop(pkt, Reason::NoElement),
     }
 }
 
-/// The element a new flow gets from the live Maglev table of `pool`.
+/// The flow-table bucket of a flow hash, for paths that do not otherwise need `VNF_FLOW_CTL`.
 #[inline(always)]
-fn pick(pool: u32, slot: u32, key: &FlowKey) -> Option<u32> {
-    let meta = VNF_SLOTS.get(pool::slot_index(pool, slot))?;
+fn flow_bucket(h: u64) -> Option<*mut FlowBucket> {
+    let mask = VNF_FLOW_CTL.get(0)?.bucket_mask;
+    VNF_FLOWS.get_ptr_mut(flow::bucket(h, mask))
+}
+
+#[inline(always)]
+fn store(bucket: *mut FlowBucket, way: usize, entry: u64) {
+    // verifier: masked to the bucket's eight ways, so no bounds check (and no panic path)
+    // is generated.
+    let way = way & (flow::WAYS - 1);
+    // SAFETY: `bucket` is a valid array value; one aligned 8-byte store.
+    unsafe { core::ptr::write_volatile(&raw mut (*bucket).ways[way], entry) };
+}
+
+#[inline(always)]
+fn coarse_now() -> u64 {
+    // SAFETY: a helper without arguments or side effects.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// The element a new flow with Maglev hash `hash` gets from the live table of pool `p`.
+#[inline(always)]
+fn pick(p: &Pool, slot: u32, hash: u32) -> Option<u32> {
+    // verifier: `slot` is 0 or 1, the array's length.
+    let meta = &p.slots[(slot & 1) as usize];
     if meta.ring_size == 0 {
         return None;
     }
-    let pos = ring::position(flow::hash(key), meta.ring_size);
+    let pos = ring::position(hash, meta.ring_size);
     let chunk = VNF_RING.get(meta.ring_offset + pos / ring::LANES)?;
     // verifier: the lane is masked to 0..4, the array's length.
     Some(chunk.elements[(pos & (ring::LANES - 1)) as usize] as u32)
@@ -236,13 +278,16 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
         proto: quoted.proto,
         _pad: 0,
     };
-    let Some(sel) = VNF_POOLS.get(pool) else {
+    let Some(p) = VNF_POOLS.get(pool) else {
         return drop(pkt, Reason::IcmpNoFlow);
     };
-    let slot = sel.slot & 1;
-    if let Some(v) = VNF_FLOWS.get_ptr(key) {
-        // SAFETY: a plain 4-byte read right after the lookup.
-        let idx = unsafe { (*v).element };
+    let slot = p.sel.slot & 1;
+    let h = flow::hash64(&key);
+    if let Some(bucket) = flow_bucket(h)
+        // SAFETY: `bucket` points at a value of the array, valid for the whole run.
+        && let Ok((_, entry)) = unsafe { (*bucket).probe(flow::fingerprint(h), 0) }
+    {
+        let idx = flow::entry_element(entry);
         if let Some(e) = element_at(pool, slot, idx)
             && e.keeps_flows()
         {

@@ -85,11 +85,23 @@ impl<T: Pod> MappedArray<T> {
 }
 
 impl<T: Pod> MappedArray<T> {
-    /// Stores an 8-byte value with one atomic store: the switch of a live mapping.
-    pub fn store_atomic(&self, index: u32, value: &T) {
-        const { assert!(size_of::<T>() == 8) };
+    /// Writes `part` at byte `offset` of entry `index`, leaving the rest of the entry alone
+    /// (one slot's shape inside a pool entry); same race argument as `write`.
+    pub fn write_part<U: Pod>(&mut self, index: u32, offset: usize, part: &U) {
+        assert!(offset + size_of::<U>() <= size_of::<T>(), "part outside the entry");
+        // SAFETY: inside the entry (asserted) hence inside the mapping.
+        let dst = unsafe { self.slot(index).add(offset) };
+        assert!(dst.align_offset(align_of::<U>()) == 0, "part misaligned");
+        // SAFETY: in bounds and aligned (asserted above); U is plain old data.
+        unsafe { dst.cast::<U>().write(*part) }
+    }
+
+    /// Stores the 8-byte `value` over the first 8 bytes of entry `index` with one atomic
+    /// store: the switch of a live mapping.
+    pub fn store_atomic<U: Pod>(&self, index: u32, value: &U) {
+        const { assert!(size_of::<U>() == 8) };
         let mut word = [0u8; 8];
-        // SAFETY: T is Pod and exactly 8 bytes (asserted above).
+        // SAFETY: U is Pod and exactly 8 bytes (asserted above).
         unsafe { std::ptr::copy_nonoverlapping(std::ptr::from_ref(value).cast::<u8>(), word.as_mut_ptr(), 8) };
         // SAFETY: the entry is 8 bytes at an 8-aligned address inside the mapping (see `write`),
         // which is what AtomicU64 requires; the kernel side reads it with plain loads, which on

@@ -24,9 +24,9 @@ use aya::{
 };
 use vnfpool_common::{
     element::{Element, STATE_UP},
-    flow::{FlowKey, FlowValue},
+    flow::{self, FlowBucket, FlowCtl, FlowKey},
     maps,
-    pool::{PoolSel, SlotMeta, slot_index},
+    pool::{Pool, PoolSel, SlotMeta},
     ring::{self, RingChunk},
     stats::Counters,
     vip::{self, VipDirect, VipKey, VipMeta},
@@ -97,7 +97,8 @@ pub struct LoadOptions {
     /// Directory on a bpffs where every map is pinned (and adopted from, when already there);
     /// `None` loads unpinned maps (tests of the program alone).
     pub pin_dir: Option<PathBuf>,
-    /// Capacity of the flow-affinity table.
+    /// Capacity of the flow-affinity table, in flows (rounded up to a power-of-two number of
+    /// 8-flow buckets).
     pub flow_table_size: u32,
     /// Capacity of the Maglev arena, in chunks of four positions.
     pub ring_chunks: u32,
@@ -145,8 +146,8 @@ struct Region {
 /// The loaded program and its maps.
 pub struct AyaDataplane {
     ebpf: Ebpf,
-    pools: MappedArray<PoolSel>,
-    slots: MappedArray<SlotMeta>,
+    flow_buckets: u32,
+    pools: MappedArray<Pool>,
     elems: MappedArray<Element>,
     ring: MappedArray<RingChunk>,
     regions: HashMap<u32, Region>,
@@ -162,9 +163,10 @@ pub struct AyaDataplane {
 impl AyaDataplane {
     /// Loads the embedded program (it is not attached anywhere yet).
     pub fn load(opts: &LoadOptions) -> Result<Self> {
+        let flow_buckets = flow::buckets(opts.flow_table_size);
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(maps::FLOWS, opts.flow_table_size)
+            .map_max_entries(maps::FLOWS, flow_buckets)
             .map_max_entries(maps::RING, opts.ring_chunks);
         let pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => maps::ALL.iter().map(|name| (*name, dir.join(name))).collect(),
@@ -174,14 +176,17 @@ impl AyaDataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(|source| DataplaneError::Load { source })?;
+        // The flow table's shape, before anything can attach the program.
+        let mut ctl: Array<&mut MapData, FlowCtl> = map(&mut ebpf, maps::FLOW_CTL)?;
+        let shape = FlowCtl { bucket_mask: flow_buckets - 1, stamp: 0 };
+        ctl.set(0, shape, 0).map_err(|source| DataplaneError::Map { name: maps::FLOW_CTL, source })?;
         let pools = mapped(&mut ebpf, maps::POOLS, maps::MAX_POOLS)?;
-        let slots = mapped(&mut ebpf, maps::SLOTS, maps::SLOT_ENTRIES)?;
         let elems = mapped(&mut ebpf, maps::ELEMS, maps::ELEM_ENTRIES)?;
         let ring = mapped(&mut ebpf, maps::RING, opts.ring_chunks)?;
         Ok(Self {
             ebpf,
+            flow_buckets,
             pools,
-            slots,
             elems,
             ring,
             regions: HashMap::new(),
@@ -265,24 +270,24 @@ impl AyaDataplane {
         }))
     }
 
-    /// The flow-table entry of `key`, if any.
-    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>> {
+    /// The element the flow table holds for `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<u32>> {
         let m = self.ebpf.map(maps::FLOWS).ok_or(DataplaneError::Map {
             name: maps::FLOWS,
             source: MapError::InvalidName { name: maps::FLOWS.to_owned() },
         })?;
-        let flows: BpfHashMap<&MapData, FlowKey, FlowValue> =
-            BpfHashMap::try_from(m).map_err(|source| DataplaneError::Map { name: maps::FLOWS, source })?;
-        match flows.get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(DataplaneError::Map { name: maps::FLOWS, source }),
-        }
+        let flows: Array<&MapData, FlowBucket> =
+            Array::try_from(m).map_err(|source| DataplaneError::Map { name: maps::FLOWS, source })?;
+        let h = flow::hash64(key);
+        let bucket = flows
+            .get(&flow::bucket(h, self.flow_buckets - 1), 0)
+            .map_err(|source| DataplaneError::Map { name: maps::FLOWS, source })?;
+        Ok(bucket.probe(flow::fingerprint(h), 0).ok().map(|(_, e)| flow::entry_element(e)))
     }
 
     /// The live selector of `pool`.
     pub fn live(&self, pool: u32) -> PoolSel {
-        self.pools.read(pool)
+        self.pools.read(pool).sel
     }
 
     /// Makes `mapping` the live mapping of `pool` with one atomic switch (see the module docs).
@@ -290,7 +295,8 @@ impl AyaDataplane {
         validate(pool, mapping)?;
         let start = (self.clock)();
         let ring_size = u32::try_from(mapping.ring.len()).expect("validated");
-        let live = self.pools.read(pool);
+        let entry = self.pools.read(pool);
+        let live = entry.sel;
         let spare = live.slot ^ 1;
         let generation = live.generation.wrapping_add(1);
 
@@ -308,15 +314,16 @@ impl AyaDataplane {
         self.ring.write_all(ring_offset, &chunks);
 
         let first = vnfpool_common::element::elem_index(pool, spare, 0);
-        let old = self.slots.read(slot_index(pool, spare));
+        let old = entry.slots[spare as usize];
         let count = u32::try_from(mapping.elements.len()).expect("validated");
         self.elems.write_all(first, &mapping.elements);
         // Clear entries the previous occupant of this slot had beyond the new count.
         for i in count..old.elements.min(maps::MAX_ELEMENTS) {
             self.elems.write(first + i, &Element::default());
         }
-        self.slots.write(
-            slot_index(pool, spare),
+        self.pools.write_part(
+            pool,
+            Pool::slot_offset(spare),
             &SlotMeta { ring_offset, ring_size, elements: count, generation },
         );
         let prepared = (self.clock)();
