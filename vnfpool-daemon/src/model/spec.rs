@@ -1,0 +1,140 @@
+//! Validated configuration values: what `config::load` produces from the YAML and what every
+//! decision takes as input. Constructing these through `config` guarantees the invariants
+//! stated on each field; the model code relies on them without re-checking.
+
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub daemon: DaemonSpec,
+    /// Pools in file order; names are unique, VIP:port/protocol pairs are unique.
+    pub pools: Vec<PoolSpec>,
+}
+
+/// The `daemon:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSpec {
+    /// Interfaces the XDP program attaches to (ingress), at least one.
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    /// bpffs directory of the pins (default `/sys/fs/bpf/vnfpool`).
+    pub pin_dir: PathBuf,
+    /// Directory of the persisted pool state (default `/var/lib/vnfpool`).
+    pub state_dir: PathBuf,
+    /// Flow-table capacity in flows (default 1,048,576).
+    pub flow_table_size: u32,
+    /// Local control socket (default `/run/vnfpool/vnfpool.sock`, mode 0600).
+    pub socket: PathBuf,
+}
+
+/// How the program attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Driver mode only; failing that is an error.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+    /// Native, else generic with a warning.
+    Auto,
+}
+
+/// L4 protocol of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// One pool (`pools[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// Unique among pools; `[a-z0-9][a-z0-9_-]*`, at most 32 bytes.
+    pub name: String,
+    pub vip: IpAddr,
+    /// At least one, no duplicates, none is 0.
+    pub ports: Vec<u16>,
+    pub protocol: Protocol,
+    pub redundancy: RedundancySpec,
+    pub health: HealthSpec,
+    /// At least one; names unique within the pool; every address of the VIP's family.
+    pub elements: Vec<ElementSpec>,
+    /// Maglev table size: a prime (default 65537).
+    pub ring_size: u32,
+    /// Availability budget, if declared; `config` has checked that the health settings meet it.
+    pub budget: Option<Budget>,
+}
+
+/// `redundancy:` of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedundancySpec {
+    /// One active element (highest priority among healthy ones), the others standby (1:1 or 1:N).
+    ActiveStandby { preempt: bool },
+    /// `active` active elements (N), every other healthy element a hot standby (M).
+    NPlusM { active: u32, preempt: bool },
+    /// Every healthy element active, sharing flows by weight.
+    ActiveActive,
+}
+
+/// `health:` of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    pub check: CheckSpec,
+    /// At least 1 ms (10 ms and more recommended).
+    pub interval: Duration,
+    /// At least 1 ms.
+    pub timeout: Duration,
+    /// Consecutive successes that make a down element up; at least 1.
+    pub rise: u32,
+    /// Consecutive failures that make an up element down; at least 1.
+    pub fall: u32,
+}
+
+impl HealthSpec {
+    /// Worst-case detection time, as BFD and VRRP count theirs: `interval × fall + timeout`.
+    #[must_use]
+    pub fn worst_detection(&self) -> Duration {
+        self.interval * self.fall + self.timeout
+    }
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckSpec {
+    /// A TCP connection to the element's address and `port` completes.
+    Tcp { port: u16 },
+    /// `GET path` on the element's address and `port` answers `expect_status`.
+    Http { port: u16, path: String, expect_status: u16 },
+    /// `payload` sent to the element's address and `port` gets a reply (equal to `expect` when given).
+    Udp { port: u16, payload: Vec<u8>, expect: Option<Vec<u8>> },
+    /// `command` (program and arguments, not a shell line) exits with status 0; the element's
+    /// address is in the environment as `VNFPOOL_ELEMENT_ADDRESS`, its name as `VNFPOOL_ELEMENT`.
+    Exec { command: Vec<String> },
+}
+
+/// One element (`elements[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementSpec {
+    /// Unique within its pool; same character rules as pool names.
+    pub name: String,
+    pub address: IpAddr,
+    /// Higher wins the active role in `active-standby` and `n+m`; default 100.
+    pub priority: u32,
+    /// Share of new flows when active; 1..=1000, default 1.
+    pub weight: u32,
+    /// Shared-risk groups: kind (`host`, `rack`, `zone`, …) → value.
+    pub failure_domains: BTreeMap<String, String>,
+    /// The element's MAC, when not to be resolved from the neighbour table.
+    pub mac: Option<[u8; 6]>,
+    /// The egress interface, when not to be resolved from the routing table.
+    pub interface: Option<String>,
+}
+
+/// `budget:` of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Most time from a failure to its detection.
+    pub detect: Duration,
+    /// Most time from a decision to the data plane switched.
+    pub switch: Duration,
+}
