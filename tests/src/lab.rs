@@ -27,15 +27,14 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::{Xdp, XdpMode};
 use socket2::{Domain, Protocol, Socket, Type};
 use rustix::{
     event::{PollFd, PollFlags, Timespec, poll},
     io::retry_on_intr,
     process::{Resource, Rlimit, getrlimit, setrlimit},
 };
-use vnfpool_common::{element::Element, maps};
-use vnfpool_daemon::dataplane::AyaDataplane;
+use vnfpool_common::element::Element;
+use vnfpool_daemon::{dataplane::AyaDataplane, model::spec::XdpMode as SpecXdpMode};
 
 use crate::netns::{Background, Link, Netns, Stop, VethPair};
 
@@ -222,22 +221,16 @@ impl Lab {
         first..first + n
     }
 
-    /// Loads the program of `dp`, attaches it natively to the host's client-facing interface
-    /// and registers every element's egress as a redirect target. Both happen inside the host
-    /// namespace: the kernel resolves the ifindexes in the caller's namespace.
+    /// Attaches the program of `dp` natively to the host's client-facing interface (or adopts
+    /// the pinned attachment a previous `dp` left there) and registers every element's egress
+    /// as a redirect target. Both happen inside the host namespace: the kernel resolves the
+    /// ifindexes in the caller's namespace.
     #[track_caller]
     pub fn attach(&self, dp: &mut AyaDataplane) {
         let ingress = self.ingress.name.as_str();
         let egress: Vec<u32> = self.elements.iter().map(|e| e.host_link.ifindex).collect();
         self.host.run(|| {
-            let prog: &mut Xdp = dp
-                .ebpf_mut()
-                .program_mut(maps::PROGRAM)
-                .expect("program in object")
-                .try_into()
-                .expect("an XDP program");
-            prog.load().expect("verifier accepts the program");
-            prog.attach(ingress, XdpMode::Driver)
+            dp.attach(ingress, SpecXdpMode::Native)
                 .unwrap_or_else(|e| panic!("attaching natively to {ingress}: {e}"));
             for ifindex in egress {
                 dp.add_tx_port(ifindex)

@@ -62,6 +62,10 @@ const _: () = {
 /// Default directory (on a bpffs) where the maps, the program and its link are pinned.
 pub const PIN_DIR: &str = "/sys/fs/bpf/vnfpool";
 
+/// Pin of the XDP link on interface `ifname`, under [`PIN_DIR`]: `link_{ifname}`. The link keeps
+/// the program attached while no process holds it.
+pub const LINK_PIN_PREFIX: &str = "link_";
+
 /// Name of the XDP program (the `#[xdp]` function).
 pub const PROGRAM: &str = "vnfpool";
 

@@ -30,7 +30,7 @@ pub struct SlotMeta {
 }
 abi_type!(SlotMeta, 16);
 
-/// Value of `VNF_POOLS`, indexed by pool. 40 bytes: the selector and both slots' shapes share
+/// Value of `VNF_POOLS`, indexed by pool. 48 bytes: the selector and both slots' shapes share
 /// a cache line, so a packet learns the live slot and its table in one read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -39,10 +39,19 @@ pub struct Pool {
     pub sel: PoolSel,
     /// The shape of slot 0 and of slot 1.
     pub slots: [SlotMeta; 2],
+    /// First chunk of the pool's region of `VNF_RING` (slot `s` starts at
+    /// `ring_region + s * ring_region_chunks`). Read by the daemon only, to adopt the maps
+    /// after a restart.
+    pub ring_region: u32,
+    /// Chunks per slot in the pool's region; 0 before the pool's first mapping.
+    pub ring_region_chunks: u32,
 }
-abi_type!(Pool, 40);
+abi_type!(Pool, 48);
 
 impl Pool {
+    /// Byte offset of `ring_region` (followed by `ring_region_chunks`) in the value.
+    pub const REGION_OFFSET: usize = size_of::<PoolSel>() + 2 * size_of::<SlotMeta>();
+
     /// Byte offset of `slots[slot]` in the value.
     #[must_use]
     pub const fn slot_offset(slot: u32) -> usize {

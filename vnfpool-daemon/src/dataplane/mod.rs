@@ -20,6 +20,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
+    programs::Xdp,
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, xdp::DevMapHash},
 };
 use vnfpool_common::{
@@ -74,6 +75,31 @@ pub enum DataplaneError {
     /// The mapping handed to `apply` is inconsistent.
     #[error("pool {pool}: invalid mapping: {what}")]
     InvalidMapping { pool: u32, what: String },
+    /// A pinned map does not have the layout this build expects: adopting it would corrupt it.
+    #[error(
+        "pinned map {} has key/value/entries {found:?}, this build expects {expected:?}; \
+         remove the pins (the data plane stops) or run the matching build",
+        path.display()
+    )]
+    PinMismatch { path: PathBuf, found: (u32, u32, u32), expected: (u32, u32, u32) },
+    /// A pin could not be read, or the pin directory created.
+    #[error("pin {}", path.display())]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Attaching the program to an interface failed.
+    #[error("attaching to {interface} in {mode} mode")]
+    Attach {
+        interface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// Pinning or adopting the XDP link of an interface failed.
+    #[error("XDP link of {interface}: {what}")]
+    Link { interface: String, what: String },
     /// Every `VNF_VIP_DIRECT` slot is taken.
     #[error("the VIP table is full ({} entries)", maps::MAX_VIP_ENTRIES)]
     VipTableFull,
@@ -146,6 +172,8 @@ struct Region {
 /// The loaded program and its maps.
 pub struct AyaDataplane {
     ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    adopted: bool,
     flow_buckets: u32,
     pools: MappedArray<Pool>,
     elems: MappedArray<Element>,
@@ -161,9 +189,16 @@ pub struct AyaDataplane {
 }
 
 impl AyaDataplane {
-    /// Loads the embedded program (it is not attached anywhere yet).
+    /// Loads the embedded program (it is not attached anywhere yet). With a pin directory whose
+    /// maps are already pinned, adopts them after checking their layout: nothing in them is
+    /// cleared, so a running data plane keeps forwarding.
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let flow_buckets = flow::buckets(opts.flow_table_size);
+        let mut adopted = false;
+        if let Some(dir) = &opts.pin_dir {
+            std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Pin { path: dir.clone(), source })?;
+            adopted = check_pins(dir, &layout(flow_buckets, opts.ring_chunks))?;
+        }
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(maps::FLOWS, flow_buckets)
@@ -176,15 +211,20 @@ impl AyaDataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(|source| DataplaneError::Load { source })?;
-        // The flow table's shape, before anything can attach the program.
+        // The flow table's shape, before anything can attach the program (an adopted table
+        // has it already, and its size was checked above).
         let mut ctl: Array<&mut MapData, FlowCtl> = map(&mut ebpf, maps::FLOW_CTL)?;
-        let shape = FlowCtl { bucket_mask: flow_buckets - 1, stamp: 0 };
-        ctl.set(0, shape, 0).map_err(|source| DataplaneError::Map { name: maps::FLOW_CTL, source })?;
+        if !adopted {
+            let shape = FlowCtl { bucket_mask: flow_buckets - 1, stamp: 0 };
+            ctl.set(0, shape, 0).map_err(|source| DataplaneError::Map { name: maps::FLOW_CTL, source })?;
+        }
         let pools = mapped(&mut ebpf, maps::POOLS, maps::MAX_POOLS)?;
         let elems = mapped(&mut ebpf, maps::ELEMS, maps::ELEM_ENTRIES)?;
         let ring = mapped(&mut ebpf, maps::RING, opts.ring_chunks)?;
-        Ok(Self {
+        let mut dp = Self {
             ebpf,
+            pin_dir: opts.pin_dir.clone(),
+            adopted,
             flow_buckets,
             pools,
             elems,
@@ -195,7 +235,96 @@ impl AyaDataplane {
             vip_direct: HashMap::new(),
             vip_direct_free: (0..maps::MAX_VIP_ENTRIES).rev().collect(),
             clock: std::time::Instant::now,
-        })
+        };
+        if adopted {
+            dp.rebuild_bookkeeping()?;
+        }
+        Ok(dp)
+    }
+
+    /// Whether `load` adopted maps that were already pinned (a restart).
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Rebuilds what the writer keeps in memory from adopted maps: ring regions from
+    /// `VNF_POOLS`, the VIP pre-filter buckets from `VNF_VIPS` and `VNF_VIP_FILTER`.
+    fn rebuild_bookkeeping(&mut self) -> Result<()> {
+        for pool in 0..maps::MAX_POOLS {
+            let p = self.pools.read(pool);
+            if p.ring_region_chunks != 0 {
+                let r = Region { offset: p.ring_region, chunks_per_slot: p.ring_region_chunks };
+                self.next_chunk = self.next_chunk.max(r.offset + 2 * r.chunks_per_slot);
+                self.regions.insert(pool, r);
+            }
+        }
+        let vips: BpfHashMap<&MapData, VipKey, VipMeta> = map_ref(&self.ebpf, maps::VIPS)?;
+        let keys: Vec<VipKey> = vips
+            .iter()
+            .filter_map(std::result::Result::ok)
+            .filter(|(_, meta)| meta.flags & vip::FLAG_ADDRESS == 0)
+            .map(|(key, _)| key)
+            .collect();
+        let filter: Array<&MapData, u32> = map_ref(&self.ebpf, maps::VIP_FILTER)?;
+        for key in keys {
+            let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
+            self.vip_buckets.entry(idx).or_default().push(key);
+            let value = filter.get(&idx, 0).map_err(|source| DataplaneError::Map { name: maps::VIP_FILTER, source })?;
+            if value != 0 && value != vip::FILTER_COLLISION {
+                self.vip_direct.insert(idx, value - 1);
+            }
+        }
+        let used: std::collections::HashSet<u32> = self.vip_direct.values().copied().collect();
+        self.vip_direct_free.retain(|slot| !used.contains(slot));
+        Ok(())
+    }
+
+    /// Attaches the program to `interface` (in the calling thread's network namespace), or,
+    /// when a pinned link for it exists already (a restart), leaves that attachment as it is.
+    /// With a pin directory the new link is pinned there, so the program stays attached when
+    /// this process exits. Returns the mode used (`None` when an existing link was adopted).
+    pub fn attach(&mut self, interface: &str, mode: crate::model::spec::XdpMode) -> Result<Option<&'static str>> {
+        use aya::programs::{XdpMode as Mode, links::FdLink};
+        use crate::model::spec::XdpMode;
+
+        let link_pin = self.pin_dir.as_ref().map(|d| d.join(format!("{}{interface}", maps::LINK_PIN_PREFIX)));
+        if let Some(path) = &link_pin
+            && path.exists()
+        {
+            aya::programs::links::PinnedLink::from_pin(path)
+                .map_err(|e| DataplaneError::Link { interface: interface.to_owned(), what: e.to_string() })?;
+            return Ok(None);
+        }
+        let prog: &mut Xdp = program(&mut self.ebpf)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|source| DataplaneError::Attach { interface: interface.to_owned(), mode: "load", source })?;
+        }
+        let attempts: &[(Mode, &'static str)] = match mode {
+            XdpMode::Native => &[(Mode::Driver, "native")],
+            XdpMode::Generic => &[(Mode::Skb, "generic")],
+            XdpMode::Auto => &[(Mode::Driver, "native"), (Mode::Skb, "generic")],
+        };
+        let mut last = None;
+        for &(m, name) in attempts {
+            match prog.attach(interface, m) {
+                Ok(id) => {
+                    if let Some(path) = &link_pin {
+                        let link = prog
+                            .take_link(id)
+                            .map_err(|source| DataplaneError::Attach { interface: interface.to_owned(), mode: name, source })?;
+                        let fd_link = FdLink::try_from(link)
+                            .map_err(|e| DataplaneError::Link { interface: interface.to_owned(), what: e.to_string() })?;
+                        fd_link
+                            .pin(path)
+                            .map_err(|e| DataplaneError::Link { interface: interface.to_owned(), what: e.to_string() })?;
+                    }
+                    return Ok(Some(name));
+                }
+                Err(source) => last = Some((name, source)),
+            }
+        }
+        let (mode, source) = last.expect("at least one attach attempt");
+        Err(DataplaneError::Attach { interface: interface.to_owned(), mode, source })
     }
 
     /// The loaded object, to attach or test-run the program.
@@ -359,6 +488,8 @@ impl AyaDataplane {
         let r = Region { offset: self.next_chunk, chunks_per_slot: need };
         self.next_chunk = end;
         self.regions.insert(pool, r);
+        // Recorded in the pool's entry (which no packet reads) so that a restart can adopt it.
+        self.pools.write_part(pool, Pool::REGION_OFFSET, &[r.offset, r.chunks_per_slot]);
         Ok(r)
     }
 }
@@ -412,7 +543,64 @@ fn mapped<T: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, entries: u32) -> Res
     MappedArray::new(fd, entries).map_err(|source| DataplaneError::Mmap { name, source })
 }
 
-/// Path of a pinned map under `dir`.
-pub fn pin_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
+fn map_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<&'a aya::maps::Map, Error = MapError>,
+{
+    let m = ebpf
+        .map(name)
+        .ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_owned() } })?;
+    T::try_from(m).map_err(|source| DataplaneError::Map { name, source })
+}
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let invalid = || DataplaneError::Map {
+        name: maps::PROGRAM,
+        source: MapError::InvalidName { name: maps::PROGRAM.to_owned() },
+    };
+    ebpf.program_mut(maps::PROGRAM).ok_or_else(invalid)?.try_into().map_err(|_| invalid())
+}
+
+/// Key size, value size and entries of every map, as this build creates them.
+#[must_use]
+pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u32, u32))> {
+    use vnfpool_common::{stats::{Counters, REASONS}, vip::VipDirect};
+    let size = |n: usize| u32::try_from(n).expect("small type");
+    let u32s = size(size_of::<u32>());
+    let counters = size(size_of::<Counters>());
+    vec![
+        (maps::VIPS, (size(size_of::<VipKey>()), size(size_of::<VipMeta>()), maps::MAX_VIP_ENTRIES)),
+        (maps::VIP_FILTER, (u32s, u32s, maps::VIP_FILTER_SIZE)),
+        (maps::VIP_DIRECT, (u32s, size(size_of::<VipDirect>()), maps::MAX_VIP_ENTRIES)),
+        (maps::POOLS, (u32s, size(size_of::<Pool>()), maps::MAX_POOLS)),
+        (maps::ELEMS, (u32s, size(size_of::<Element>()), maps::ELEM_ENTRIES)),
+        (maps::RING, (u32s, size(size_of::<RingChunk>()), ring_chunks)),
+        (maps::FLOWS, (u32s, size(size_of::<FlowBucket>()), flow_buckets)),
+        (maps::FLOW_CTL, (u32s, size(size_of::<FlowCtl>()), 1)),
+        (maps::TX_PORTS, (u32s, 8, maps::MAX_TX_PORTS)),
+        (maps::VIP_STATS, (u32s, counters, maps::MAX_POOLS)),
+        (maps::ELEM_STATS, (u32s, counters, maps::ELEM_STATS_ENTRIES)),
+        (maps::REASON_STATS, (u32s, counters, REASONS)),
+    ]
+}
+
+/// Checks the maps already pinned in `dir` against `expected`; whether any was pinned.
+fn check_pins(dir: &Path, expected: &[(&'static str, (u32, u32, u32))]) -> Result<bool> {
+    let mut any = false;
+    for &(name, want) in expected {
+        let path = dir.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(DataplaneError::Pin { path, source }),
+            Ok(_) => {}
+        }
+        let info = aya::maps::MapInfo::from_pin(&path)
+            .map_err(|e| DataplaneError::Pin { path: path.clone(), source: std::io::Error::other(e) })?;
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        if found != want {
+            return Err(DataplaneError::PinMismatch { path, found, expected: want });
+        }
+        any = true;
+    }
+    Ok(any)
 }
