@@ -2,5 +2,6 @@
 //! (`dataplane`).
 #![deny(unsafe_code)]
 
+pub mod control;
 pub mod dataplane;
 pub mod model;
