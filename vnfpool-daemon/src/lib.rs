@@ -2,6 +2,8 @@
 //! (`dataplane`).
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod control;
 pub mod dataplane;
 pub mod model;
+pub mod telemetry;
