@@ -1,6 +1,12 @@
 //! Helpers for vnfpool's tests: frames built in code, the program under BPF_PROG_TEST_RUN,
 //! and network-namespace labs whose every object is removed on drop.
 
+#![expect(
+    clippy::missing_panics_doc,
+    clippy::missing_errors_doc,
+    reason = "test support: helpers fail by panicking with context (STYLE rule 15)"
+)]
+
 pub mod harness;
 pub mod lab;
 pub mod netns;

@@ -55,6 +55,9 @@ impl FlowBucket {
     /// Looks for fingerprint `fp` in one pass over the ways: `Ok((way, entry))` on a hit, else
     /// `Err(way)` naming the way a new flow takes at time `now` (a stamp): the first empty way,
     /// else the least recently used one (the lowest way among equally old ones).
+    ///
+    /// # Errors
+    /// `Err(way)` is a miss, not a failure: the way to insert into.
     #[inline(always)]
     pub fn probe(&self, fp: u64, now: u64) -> Result<(usize, u64), usize> {
         let (mut victim, mut victim_age, mut empty) = (0, 0, WAYS);

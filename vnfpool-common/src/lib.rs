@@ -23,6 +23,14 @@
 //! rewritten (XDP programs run inside an RCU read-side section).
 #![no_std]
 #![deny(missing_docs)]
+#![expect(
+    clippy::inline_always,
+    reason = "the XDP program calls these helpers on its fast path, where every call must be inlined"
+)]
+#![expect(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding fields are public so that both sides can build the values with literals"
+)]
 
 pub mod addr;
 pub mod element;

@@ -6,4 +6,5 @@ pub mod cli;
 pub mod control;
 pub mod dataplane;
 pub mod model;
+pub mod store;
 pub mod telemetry;

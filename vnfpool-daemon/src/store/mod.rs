@@ -1,0 +1,146 @@
+//! Persisted pool state (roles, drain deadlines, failover history): one JSON document in the
+//! state directory, replaced atomically. A crash at any instant leaves either the previous
+//! document or the new one, never a torn one: the new one is written to a temporary file in
+//! the same directory, flushed to disk, renamed over the old one, and the directory is flushed
+//! so the rename itself survives a power loss.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// File name of the state document in the state directory.
+pub const STATE_FILE: &str = "state.json";
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {what}", path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: not a state document this version can read", path.display())]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The state document of one daemon.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// A store in `dir` (created, mode 0700, when missing).
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::Io { path: dir.to_owned(), what: "creating the state directory", source })?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    /// Path of the state document.
+    #[must_use]
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// The saved state, or `None` when nothing was saved yet.
+    ///
+    /// # Errors
+    /// When the document cannot be read or decoded (the caller decides whether to start fresh).
+    pub fn load<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
+        let path = self.path();
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Io { path, what: "reading", source }),
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| StoreError::Decode { path, source })
+    }
+
+    /// Replaces the saved state with `state`, crash-safely (see the module docs).
+    ///
+    /// # Errors
+    /// When any step fails; the previous document is then still in place.
+    pub fn save<T: Serialize>(&self, state: &T) -> Result<(), StoreError> {
+        let path = self.path();
+        let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
+        let io = |what, source| StoreError::Io { path: tmp.clone(), what, source };
+        let bytes = serde_json::to_vec_pretty(state).expect("pool state serializes");
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| io("creating", e))?;
+        f.write_all(&bytes).map_err(|e| io("writing", e))?;
+        f.sync_all().map_err(|e| io("flushing", e))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(|source| StoreError::Io { path: path.clone(), what: "replacing", source })?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| StoreError::Io { path: self.dir.clone(), what: "flushing the directory", source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let p = std::env::temp_dir().join(format!("vnfp-store-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&p);
+            Self(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn saves_and_loads_and_nothing_before_the_first_save() {
+        let dir = TempDir::new("roundtrip");
+        let store = Store::open(&dir.0).expect("open");
+        assert_eq!(store.load::<Vec<u32>>().expect("load"), None);
+        store.save(&vec![1u32, 2, 3]).expect("save");
+        store.save(&vec![4u32]).expect("save again");
+        assert_eq!(store.load::<Vec<u32>>().expect("load"), Some(vec![4]));
+        let names: Vec<_> = fs::read_dir(&dir.0).expect("dir").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(STATE_FILE)], "no temporary file left behind");
+    }
+
+    #[test]
+    fn a_leftover_temporary_file_from_a_crash_is_ignored_and_replaced() {
+        let dir = TempDir::new("crash");
+        let store = Store::open(&dir.0).expect("open");
+        store.save(&"good").expect("save");
+        // A crash between writing the temporary file and the rename leaves it behind, torn.
+        fs::write(dir.0.join(format!(".{STATE_FILE}.tmp")), b"{\"tor").expect("torn temp");
+        assert_eq!(store.load::<String>().expect("load").as_deref(), Some("good"));
+        store.save(&"next").expect("save over the leftover");
+        assert_eq!(store.load::<String>().expect("load").as_deref(), Some("next"));
+    }
+
+    #[test]
+    fn a_corrupt_document_is_an_error_not_a_silent_fresh_start() {
+        let dir = TempDir::new("corrupt");
+        let store = Store::open(&dir.0).expect("open");
+        fs::write(store.path(), b"not json").expect("write");
+        assert!(matches!(store.load::<String>(), Err(StoreError::Decode { .. })));
+    }
+}
