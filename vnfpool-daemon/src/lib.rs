@@ -3,8 +3,11 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod health;
 pub mod model;
+pub mod resolve;
 pub mod store;
 pub mod telemetry;

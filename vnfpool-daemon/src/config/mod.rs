@@ -1,0 +1,1252 @@
+//! The YAML configuration: read once, validated once into [`crate::model::spec::Spec`].
+//!
+//! [`raw`] holds the file's shape and the configuration reference; `validate` checks every
+//! value and reports all problems of a file together, each with its position. The kernel-side
+//! checks (an element with no route, an interface that does not exist) are the daemon's, after
+//! loading.
+
+mod raw;
+mod validate;
+
+use std::{
+    borrow::Cow,
+    fmt, io,
+    path::{Path, PathBuf},
+};
+
+use serde_saphyr::{MessageFormatter as _, UserMessageFormatter};
+
+use crate::model::spec::Spec;
+
+/// Reads and validates the configuration file at `path`.
+///
+/// # Errors
+///
+/// Every problem found, in file order; an unreadable file is one [`ConfigError::Read`].
+pub fn load(path: &Path) -> Result<Spec, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        ConfigErrors(vec![ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        }])
+    })?;
+    parse(&text, path)
+}
+
+/// Validates the configuration `text`; `origin` is the file name the errors carry.
+///
+/// # Errors
+///
+/// A YAML syntax or shape error (one error, parsing stops there), else every semantic error,
+/// in file order.
+pub fn parse(text: &str, origin: &Path) -> Result<Spec, ConfigErrors> {
+    let raw: serde_saphyr::Spanned<raw::RawConfig> =
+        serde_saphyr::from_str(text).map_err(|err| ConfigErrors(vec![from_yaml(&err, origin)]))?;
+    validate::validate(&raw, origin).map_err(ConfigErrors)
+}
+
+/// A position in the file, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Position {
+    fn of(location: serde_saphyr::Location) -> Option<Self> {
+        (location.line() > 0).then(|| Self {
+            line: location.line(),
+            column: location.column(),
+        })
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// Everything wrong with a configuration file; never empty.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// One problem in a configuration file. Displayed as `{file}:{line}:{column}: {what}; expected
+/// {expected}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read (or is not UTF-8).
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The YAML parser stopped: a syntax error, a value of the wrong type, a missing key.
+    #[error("{}: {what}; expected {expected}", place(path, *position))]
+    Syntax {
+        path: PathBuf,
+        /// Known for all but a few parser-internal errors.
+        position: Option<Position>,
+        what: String,
+        expected: String,
+    },
+    /// A key the configuration does not have at this place.
+    #[error("{}:{position}: unknown key `{key}`; expected one of {}", path.display(), allowed.join(", "))]
+    UnknownKey {
+        path: PathBuf,
+        position: Position,
+        key: String,
+        allowed: Vec<&'static str>,
+    },
+    /// A number or duration outside its range.
+    #[error("{}:{position}: {what} {value} is out of range; expected {expected}", path.display())]
+    OutOfRange {
+        path: PathBuf,
+        position: Position,
+        /// The key, e.g. `weight`.
+        what: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// A name, address or VIP:port/protocol that must be unique is used again; `position` is
+    /// the second use.
+    #[error(
+        "{}:{position}: {what} is already used at line {}, column {}; expected {expected}",
+        path.display(),
+        first.line,
+        first.column
+    )]
+    Duplicate {
+        path: PathBuf,
+        position: Position,
+        what: String,
+        first: Position,
+        expected: &'static str,
+    },
+    /// The health settings cannot detect a failure within the pool's `budget.detect`.
+    #[error(
+        "{}:{position}: pool `{pool}`: worst-case detection {} exceeds the budget of {} by {}; \
+         expected interval x fall + timeout within the budget (lower interval, fall or timeout, \
+         or raise budget.detect)",
+        path.display(),
+        humantime::format_duration(*worst),
+        humantime::format_duration(*budget),
+        humantime::format_duration(worst.saturating_sub(*budget))
+    )]
+    Budget {
+        path: PathBuf,
+        position: Position,
+        pool: String,
+        worst: std::time::Duration,
+        budget: std::time::Duration,
+    },
+    /// Any other invalid value.
+    #[error("{}:{position}: {what}; expected {expected}", path.display())]
+    Invalid {
+        path: PathBuf,
+        position: Position,
+        what: String,
+        expected: String,
+    },
+}
+
+impl ConfigError {
+    /// The file the error is about.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Read { path, .. }
+            | Self::Syntax { path, .. }
+            | Self::UnknownKey { path, .. }
+            | Self::OutOfRange { path, .. }
+            | Self::Duplicate { path, .. }
+            | Self::Budget { path, .. }
+            | Self::Invalid { path, .. } => path,
+        }
+    }
+
+    /// Where in the file, when known.
+    #[must_use]
+    pub fn position(&self) -> Option<Position> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Syntax { position, .. } => *position,
+            Self::UnknownKey { position, .. }
+            | Self::OutOfRange { position, .. }
+            | Self::Duplicate { position, .. }
+            | Self::Budget { position, .. }
+            | Self::Invalid { position, .. } => Some(*position),
+        }
+    }
+}
+
+fn place(path: &Path, position: Option<Position>) -> String {
+    match position {
+        Some(position) => format!("{}:{position}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+/// Turns the YAML parser's error into ours, keeping its structure where it has one.
+fn from_yaml(err: &serde_saphyr::Error, path: &Path) -> ConfigError {
+    use serde_saphyr::Error as E;
+
+    // The position is where the value is used (an alias, not its anchor); the message is the
+    // original error's.
+    let position = err.location().and_then(Position::of);
+    let mut inner = err;
+    while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    let (what, expected): (String, Cow<'_, str>) = match inner {
+        E::SerdeUnknownField { field, expected, .. } => {
+            if let Some(position) = position {
+                return ConfigError::UnknownKey {
+                    path: path.to_owned(),
+                    position,
+                    key: sanitize(field),
+                    allowed: expected.clone(),
+                };
+            }
+            (
+                format!("unknown key `{}`", sanitize(field)),
+                format!("one of {}", expected.join(", ")).into(),
+            )
+        }
+        E::SerdeMissingField { field, .. } => (
+            format!("missing key `{field}`"),
+            format!("`{field}` in this mapping").into(),
+        ),
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => (
+            format!("unknown value `{}`", sanitize(variant)),
+            format!("one of {}", expected.join(", ")).into(),
+        ),
+        E::SerdeInvalidType {
+            unexpected, expected, ..
+        } => (
+            format!("invalid type: {}", sanitize(unexpected)),
+            sanitize(expected).into(),
+        ),
+        E::SerdeInvalidValue {
+            unexpected, expected, ..
+        } => (
+            format!("invalid value: {}", sanitize(unexpected)),
+            sanitize(expected).into(),
+        ),
+        E::InvalidScalar { ty, .. } => scalar_mismatch(ty),
+        E::InvalidBooleanStrict { .. } => ("not a boolean".to_owned(), "true or false".into()),
+        E::Unexpected { expected, .. } => (
+            "a value of the wrong shape".to_owned(),
+            match *expected {
+                "sequence start" => "a list, like [a, b] or `- ` items",
+                "mapping start" | "empty mapping start" => "a mapping of keys to values",
+                "string scalar" | "scalar" => "a single value, not a list or mapping",
+                other => other,
+            }
+            .into(),
+        ),
+        E::DuplicateMappingKey { key, .. } => (
+            match key {
+                Some(key) => format!("key `{}` repeated", sanitize(key)),
+                None => "key repeated".to_owned(),
+            },
+            "each key at most once per mapping".into(),
+        ),
+        E::Eof { .. } => (
+            "unexpected end of input".to_owned(),
+            "a complete document with `daemon` and `pools`".into(),
+        ),
+        E::MultipleDocuments { .. } => (
+            "more than one YAML document".to_owned(),
+            "a single document".into(),
+        ),
+        other => (
+            sanitize(&UserMessageFormatter.format_message(other)),
+            "well-formed YAML".into(),
+        ),
+    };
+    ConfigError::Syntax {
+        path: path.to_owned(),
+        position,
+        what,
+        expected: expected.into_owned(),
+    }
+}
+
+/// What was wrong and what was expected, for a scalar that did not parse as `ty`.
+fn scalar_mismatch(ty: &str) -> (String, Cow<'static, str>) {
+    match ty {
+        "bool" | "boolean" => ("not a boolean".to_owned(), "true or false".into()),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" | "isize" | "usize" => {
+            ("not an integer".to_owned(), "an integer".into())
+        }
+        "f32" | "f64" | "floating point" => ("not a number".to_owned(), "a number".into()),
+        other => (format!("not a valid {other}"), format!("a {other}").into()),
+    }
+}
+
+/// Keeps each error on one line: the text may quote the file.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_debug().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fmt::Write as _, net::IpAddr, time::Duration};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::spec::{
+        Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, PoolSpec, Protocol, RedundancySpec, XdpMode,
+    };
+
+    const ISSUE_EXAMPLE: &str = "\
+daemon:
+  interfaces: [eth0]              # where the XDP program attaches (ingress)
+  xdp_mode: auto                  # native | generic | auto (native, else generic with a warning)
+  pin_dir: /sys/fs/bpf/vnfpool    # default
+  state_dir: /var/lib/vnfpool     # default
+  flow_table_size: 1048576
+pools:
+  - name: web
+    vip: 10.10.0.100              # IPv4 or IPv6
+    ports: [8080]
+    protocol: tcp                 # tcp | udp
+    redundancy:
+      model: active-standby       # active-standby | n+m | active-active
+      active: 1                   # N, for n+m
+      preempt: true               # a returning higher-priority element takes over again
+    health:
+      check: tcp                  # tcp | http | udp | exec
+      port: 8080
+      interval: 10ms
+      timeout: 50ms
+      rise: 2
+      fall: 3
+    elements:
+      - { name: e1, address: 10.10.1.11, priority: 200, weight: 1, failure_domains: { host: h1, rack: r1, zone: z1 } }
+      - { name: e2, address: 10.10.1.12, priority: 100, weight: 1, failure_domains: { host: h2, rack: r2, zone: z1 } }
+";
+
+    /// A small valid file the error cases edit; one key per line so that positions are easy
+    /// to read off.
+    const BASE: &str = "\
+daemon: { interfaces: [eth0] }
+pools:
+  - name: web
+    vip: 10.0.0.1
+    ports: [80]
+    protocol: tcp
+    redundancy: { model: active-standby }
+    health: { check: tcp, port: 80, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }
+    elements:
+      - { name: e1, address: 10.0.1.1 }
+      - { name: e2, address: 10.0.1.2 }
+";
+
+    /// A second pool, appended to [`BASE`] (its lines are 12 to 20).
+    const SECOND: &str = "  - name: api
+    vip: 10.0.0.2
+    ports: [81]
+    protocol: tcp
+    redundancy: { model: active-active }
+    health: { check: tcp, port: 81, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }
+    elements:
+      - { name: e1, address: 10.0.2.1 }
+      - { name: e2, address: 10.0.2.2 }
+";
+
+    fn origin() -> &'static Path {
+        Path::new("pools.yaml")
+    }
+
+    /// `text` with its only occurrence of `from` replaced by `to`.
+    #[track_caller]
+    fn edit(text: &str, from: &str, to: &str) -> String {
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "`{from}` must occur once in\n{text}"
+        );
+        text.replacen(from, to, 1)
+    }
+
+    fn base(from: &str, to: &str) -> String {
+        edit(BASE, from, to)
+    }
+
+    fn two_pools(from: &str, to: &str) -> String {
+        edit(&format!("{BASE}{SECOND}"), from, to)
+    }
+
+    #[track_caller]
+    fn errors_of(text: &str) -> Vec<ConfigError> {
+        match parse(text, origin()) {
+            Ok(spec) => panic!("expected errors for\n{text}\ngot {spec:#?}"),
+            Err(ConfigErrors(errors)) => {
+                assert!(!errors.is_empty(), "ConfigErrors must not be empty");
+                errors
+            }
+        }
+    }
+
+    /// Name, address, priority and failure domains of an element with the default weight.
+    type ElementRow<'a> = (&'a str, &'a str, u32, &'a [(&'a str, &'a str)]);
+
+    fn elements(rows: &[ElementRow<'_>]) -> Vec<ElementSpec> {
+        rows.iter()
+            .map(|&(name, address, priority, domains)| ElementSpec {
+                name: name.to_owned(),
+                address: address.parse().expect("test address"),
+                priority,
+                weight: 1,
+                failure_domains: domains
+                    .iter()
+                    .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                mac: None,
+                interface: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn issue_example() {
+        let spec = parse(ISSUE_EXAMPLE, origin()).expect("the issue's example is valid");
+        let expected = Spec {
+            daemon: DaemonSpec {
+                interfaces: vec!["eth0".to_owned()],
+                xdp_mode: XdpMode::Auto,
+                pin_dir: PathBuf::from("/sys/fs/bpf/vnfpool"),
+                state_dir: PathBuf::from("/var/lib/vnfpool"),
+                flow_table_size: 1_048_576,
+                socket: PathBuf::from("/run/vnfpool/vnfpool.sock"),
+            },
+            pools: vec![PoolSpec {
+                name: "web".to_owned(),
+                vip: IpAddr::from([10, 10, 0, 100]),
+                ports: vec![8080],
+                protocol: Protocol::Tcp,
+                redundancy: RedundancySpec::ActiveStandby { preempt: true },
+                health: HealthSpec {
+                    check: CheckSpec::Tcp { port: 8080 },
+                    interval: Duration::from_millis(10),
+                    timeout: Duration::from_millis(50),
+                    rise: 2,
+                    fall: 3,
+                },
+                elements: elements(&[
+                    (
+                        "e1",
+                        "10.10.1.11",
+                        200,
+                        &[("host", "h1"), ("rack", "r1"), ("zone", "z1")],
+                    ),
+                    (
+                        "e2",
+                        "10.10.1.12",
+                        100,
+                        &[("host", "h2"), ("rack", "r2"), ("zone", "z1")],
+                    ),
+                ]),
+                ring_size: 65_537,
+                budget: None,
+            }],
+        };
+        assert_eq!(spec, expected);
+    }
+
+    #[test]
+    fn defaults() {
+        let spec = parse(BASE, origin()).expect("BASE is valid");
+        assert_eq!(
+            spec.daemon,
+            DaemonSpec {
+                interfaces: vec!["eth0".to_owned()],
+                xdp_mode: XdpMode::Auto,
+                pin_dir: PathBuf::from(vnfpool_common::maps::PIN_DIR),
+                state_dir: PathBuf::from("/var/lib/vnfpool"),
+                flow_table_size: vnfpool_common::maps::DEFAULT_FLOW_TABLE_SIZE,
+                socket: PathBuf::from("/run/vnfpool/vnfpool.sock"),
+            }
+        );
+        let pool = &spec.pools[0];
+        assert_eq!(pool.redundancy, RedundancySpec::ActiveStandby { preempt: true });
+        assert_eq!(pool.ring_size, crate::model::maglev::DEFAULT_RING_SIZE);
+        assert_eq!(pool.budget, None);
+        assert_eq!(
+            pool.elements,
+            elements(&[("e1", "10.0.1.1", 100, &[]), ("e2", "10.0.1.2", 100, &[])])
+        );
+
+        let http = base("{ check: tcp, port: 80,", "{ check: http, port: 80,");
+        let spec = parse(&http, origin()).expect("an http check with defaults is valid");
+        assert_eq!(
+            spec.pools[0].health.check,
+            CheckSpec::Http {
+                port: 80,
+                path: "/".to_owned(),
+                expect_status: 200
+            }
+        );
+    }
+
+    #[test]
+    fn example_file() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pools.yaml");
+        let spec = load(&path).unwrap_or_else(|errors| panic!("examples/pools.yaml is invalid:\n{errors}"));
+        let names: Vec<_> = spec.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["web", "web-api", "dns", "fw"]);
+        let [web, api, dns, fw] = &spec.pools[..] else {
+            unreachable!("four pools")
+        };
+        assert_eq!(
+            web.budget,
+            Some(Budget {
+                detect: Duration::from_millis(100),
+                switch: Duration::from_millis(1)
+            })
+        );
+        assert_eq!(web.health.worst_detection(), Duration::from_millis(80));
+        assert_eq!(api.vip, web.vip);
+        assert_eq!(api.ring_size, 4099);
+        assert_eq!(api.redundancy, RedundancySpec::ActiveActive);
+        assert_eq!(api.elements[0].mac, Some([0x02, 0x00, 0x0a, 0x0a, 0x01, 0x15]));
+        assert_eq!(api.elements[0].interface.as_deref(), Some("eth1"));
+        assert_eq!(api.elements[0].weight, 2);
+        assert_eq!(
+            dns.health.check,
+            CheckSpec::Udp {
+                port: 5353,
+                payload: b"ping\n".to_vec(),
+                expect: Some(b"pong\n".to_vec())
+            }
+        );
+        assert_eq!(
+            dns.redundancy,
+            RedundancySpec::NPlusM {
+                active: 2,
+                preempt: false
+            }
+        );
+        assert!(dns.vip.is_ipv6() && dns.elements.iter().all(|e| e.address.is_ipv6()));
+        assert_eq!(
+            fw.health.check,
+            CheckSpec::Exec {
+                command: vec!["/usr/local/bin/check-ike".to_owned(), "--quick".to_owned()]
+            }
+        );
+    }
+
+    #[test]
+    fn accepted_edges() {
+        for (what, text) in [
+            ("priority 0", base("name: e1,", "name: e1, priority: 0,")),
+            (
+                "priority u32::MAX",
+                base("name: e1,", "name: e1, priority: 4294967295,"),
+            ),
+            ("weight 1000", base("name: e1,", "name: e1, weight: 1000,")),
+            (
+                "unquoted MAC",
+                base("name: e1,", "name: e1, mac: 02:00:00:00:00:01,"),
+            ),
+            (
+                "n+m with N = all",
+                base("{ model: active-standby }", "{ model: n+m, active: 2 }"),
+            ),
+            (
+                "budget met exactly",
+                base(
+                    "elements:",
+                    "budget: { detect: 80ms, switch: 1ms }\n    elements:",
+                ),
+            ),
+            (
+                "shared VIP, other port",
+                two_pools("vip: 10.0.0.2", "vip: 10.0.0.1"),
+            ),
+            (
+                "shared VIP and port, other protocol",
+                two_pools(
+                    "vip: 10.0.0.2\n    ports: [81]\n    protocol: tcp",
+                    "vip: 10.0.0.1\n    ports: [80]\n    protocol: udp",
+                ),
+            ),
+            (
+                "empty pool list",
+                "daemon: { interfaces: [eth0] }\npools: []\n".to_owned(),
+            ),
+            (
+                "same element names in two pools",
+                two_pools("name: api", "name: api"),
+            ),
+        ] {
+            if let Err(errors) = parse(&text, origin()) {
+                panic!("{what}: expected valid, got\n{errors}\nfor\n{text}");
+            }
+        }
+    }
+
+    /// One bad file → exactly one error at `line:column` whose message contains `fragment`.
+    #[test]
+    #[expect(clippy::too_many_lines, reason = "one table of cases")]
+    fn bad_snippets() {
+        let cases: Vec<(&str, String, &str, &str)> = vec![
+            // The parser's errors (shape, type, unknown keys).
+            (
+                "unknown key at top level",
+                format!("{BASE}extra: 1\n"),
+                "12:1",
+                "unknown key `extra`; expected one of daemon, pools",
+            ),
+            (
+                "unknown key in daemon",
+                edit(BASE, "[eth0] }", "[eth0], mode: native }"),
+                "1:31",
+                "unknown key `mode`; expected one of interfaces, xdp_mode, pin_dir",
+            ),
+            (
+                "unknown key in a pool",
+                base("    protocol: tcp\n", "    protocol: tcp\n    colour: blue\n"),
+                "7:5",
+                "unknown key `colour`; expected one of name, vip, ports, protocol",
+            ),
+            (
+                "unknown key in an element",
+                base("address: 10.0.1.2 }", "address: 10.0.1.2, wieght: 2 }"),
+                "11:40",
+                "unknown key `wieght`; expected one of name, address, priority, weight",
+            ),
+            (
+                "unknown key in health",
+                base("rise: 2,", "rise: 2, retries: 1,"),
+                "8:77",
+                "unknown key `retries`",
+            ),
+            (
+                "unknown protocol",
+                base("protocol: tcp", "protocol: sctp"),
+                "6:15",
+                "unknown value `sctp`; expected one of tcp, udp",
+            ),
+            (
+                "unknown model",
+                base("model: active-standby", "model: n-plus-m"),
+                "7:26",
+                "unknown value `n-plus-m`; expected one of active-standby, n+m, active-active",
+            ),
+            (
+                "missing key",
+                base("    vip: 10.0.0.1\n", ""),
+                "3:5",
+                "missing key `vip` in this pool; expected the key `vip` in this mapping",
+            ),
+            (
+                "port not a number",
+                base("ports: [80]", "ports: [http]"),
+                "5:13",
+                "not an integer; expected an integer",
+            ),
+            (
+                "repeated key",
+                base("    protocol: tcp\n", "    protocol: tcp\n    protocol: udp\n"),
+                "7:5",
+                "key `protocol` repeated",
+            ),
+            (
+                "YAML syntax",
+                base("ports: [80]", "ports: [80"),
+                "6:13",
+                "; expected well-formed YAML",
+            ),
+            (
+                "empty file",
+                String::new(),
+                "1:1",
+                "no configuration; expected a mapping with `daemon` and `pools`",
+            ),
+            (
+                "ports not a list",
+                base("ports: [80]", "ports: 80"),
+                "5:12",
+                "a value of the wrong shape; expected a list",
+            ),
+            (
+                "preempt not a boolean",
+                base(
+                    "{ model: active-standby }",
+                    "{ model: n+m, active: 2, preempt: maybe }",
+                ),
+                "7:51",
+                "not a boolean; expected true or false",
+            ),
+            (
+                "only comments",
+                "# nothing yet\n".to_owned(),
+                "1:1",
+                "no configuration",
+            ),
+            (
+                "no pools",
+                "daemon: { interfaces: [eth0] }\n".to_owned(),
+                "1:1",
+                "missing key `pools` in the file",
+            ),
+            (
+                "no interfaces",
+                edit(BASE, "{ interfaces: [eth0] }", "{ xdp_mode: native }"),
+                "1:9",
+                "missing key `interfaces` in daemon",
+            ),
+            (
+                "element without address",
+                base("{ name: e2, address: 10.0.1.2 }", "{ name: e2 }"),
+                "11:9",
+                "missing key `address` in this element",
+            ),
+            (
+                "health without fall",
+                base(", fall: 3 }", " }"),
+                "8:13",
+                "missing key `fall` in health",
+            ),
+            (
+                "xdp_mode unknown",
+                edit(BASE, "[eth0] }", "[eth0], xdp_mode: offload }"),
+                "1:41",
+                "unknown value `offload`; expected one of native, generic, auto",
+            ),
+            // Semantic errors.
+            (
+                "duplicate pool name",
+                two_pools("name: api", "name: web"),
+                "12:11",
+                "pool name `web` is already used at line 3, column 11; expected a unique pool name",
+            ),
+            (
+                "duplicate element name",
+                base("name: e2", "name: e1"),
+                "11:17",
+                "element name `e1` is already used at line 10, column 17",
+            ),
+            (
+                "duplicate element address",
+                base("10.0.1.2", "10.0.1.1"),
+                "11:30",
+                "address 10.0.1.1 is already used at line 10, column 30",
+            ),
+            (
+                "VIP:port/protocol twice",
+                two_pools(
+                    "vip: 10.0.0.2\n    ports: [81]",
+                    "vip: 10.0.0.1\n    ports: [443, 80]",
+                ),
+                "14:18",
+                "10.0.0.1:80/tcp (pool `web`) is already used at line 5, column 13; expected each VIP, port and protocol in one pool only",
+            ),
+            (
+                "element of another family",
+                base("10.0.1.2", "2001:db8::2"),
+                "11:30",
+                "element address 2001:db8::2 is IPv6 but the VIP 10.0.0.1 is IPv4; expected an IPv4 address",
+            ),
+            (
+                "element address is the VIP",
+                base("10.0.1.2", "10.0.0.1"),
+                "11:30",
+                "element address 10.0.0.1 is the VIP",
+            ),
+            (
+                "multicast VIP",
+                base("vip: 10.0.0.1", "vip: 224.0.0.1"),
+                "4:10",
+                "VIP 224.0.0.1 is a multicast address; expected a unicast address",
+            ),
+            (
+                "VIP not an address",
+                base("vip: 10.0.0.1", "vip: 10.0.0.300"),
+                "4:10",
+                "VIP `10.0.0.300` is not an IP address",
+            ),
+            (
+                "weight 0",
+                base("name: e1,", "name: e1, weight: 0,"),
+                "10:29",
+                "weight 0 is out of range; expected 1..=1000",
+            ),
+            (
+                "weight 1001",
+                base("name: e1,", "name: e1, weight: 1001,"),
+                "10:29",
+                "weight 1001 is out of range; expected 1..=1000",
+            ),
+            (
+                "negative priority",
+                base("name: e1,", "name: e1, priority: -1,"),
+                "10:31",
+                "priority -1 is out of range; expected 0..=4294967295",
+            ),
+            (
+                "rise 0",
+                base("rise: 2", "rise: 0"),
+                "8:74",
+                "rise 0 is out of range; expected 1..=100",
+            ),
+            (
+                "fall 101",
+                base("fall: 3", "fall: 101"),
+                "8:83",
+                "fall 101 is out of range; expected 1..=100",
+            ),
+            (
+                "interval 0ms",
+                base("interval: 10ms", "interval: 0ms"),
+                "8:47",
+                "interval 0ms is out of range; expected 1ms..=1h",
+            ),
+            (
+                "bad duration",
+                base("timeout: 50ms", "timeout: 10 parsecs"),
+                "8:62",
+                "timeout `10 parsecs` is not a duration (unknown time unit \"parsecs\"",
+            ),
+            (
+                "duration without unit",
+                base("interval: 10ms", "interval: 10"),
+                "8:47",
+                "is not a duration (time unit needed",
+            ),
+            (
+                "bad MAC",
+                base("name: e1,", "name: e1, mac: \"aa:bb:cc:dd:ee\","),
+                "10:26",
+                "mac `aa:bb:cc:dd:ee` is not a MAC; expected a unicast MAC like aa:bb:cc:dd:ee:ff",
+            ),
+            (
+                "multicast MAC",
+                base("name: e1,", "name: e1, mac: \"01:00:5e:00:00:01\","),
+                "10:26",
+                "is a multicast MAC",
+            ),
+            (
+                "ring_size not prime",
+                base("    protocol: tcp\n", "    protocol: tcp\n    ring_size: 65536\n"),
+                "7:16",
+                "ring size 65536 is not prime; expected a prime between 251 and 1048573",
+            ),
+            (
+                "ring_size too small",
+                base("    protocol: tcp\n", "    protocol: tcp\n    ring_size: 7\n"),
+                "7:16",
+                "ring size 7 is below the minimum of 251",
+            ),
+            (
+                "n+m active > elements",
+                base("{ model: active-standby }", "{ model: n+m, active: 3 }"),
+                "7:39",
+                "active 3 is out of range; expected 1..=2 (the pool has 2 elements)",
+            ),
+            (
+                "n+m without active",
+                base("{ model: active-standby }", "{ model: n+m }"),
+                "7:26",
+                "model n+m without `active`",
+            ),
+            (
+                "active-standby with 2 active",
+                base(
+                    "{ model: active-standby }",
+                    "{ model: active-standby, active: 2 }",
+                ),
+                "7:50",
+                "active-standby has one active element, not 2",
+            ),
+            (
+                "active-active with preempt",
+                base(
+                    "{ model: active-standby }",
+                    "{ model: active-active, preempt: true }",
+                ),
+                "7:50",
+                "`preempt` does not apply to active-active",
+            ),
+            (
+                "port 0",
+                base("ports: [80]", "ports: [0]"),
+                "5:13",
+                "port 0 is out of range; expected 1..=65535",
+            ),
+            (
+                "port repeated",
+                base("ports: [80]", "ports: [80, 80]"),
+                "5:17",
+                "port 80 is already used at line 5, column 13",
+            ),
+            (
+                "no port",
+                base("ports: [80]", "ports: []"),
+                "5:12",
+                "no port; expected at least one port",
+            ),
+            (
+                "health port 65536",
+                base("port: 80,", "port: 65536,"),
+                "8:33",
+                "port 65536 is out of range; expected 1..=65535",
+            ),
+            (
+                "missing port for a tcp check",
+                base("port: 80, ", ""),
+                "8:22",
+                "a tcp check without `port`; expected `port: 1..=65535` in health",
+            ),
+            (
+                "exec with port",
+                base(
+                    "check: tcp, port: 80,",
+                    "check: exec, command: [/bin/true], port: 80,",
+                ),
+                "8:56",
+                "`port` does not apply to an exec check; expected only `command` with check: exec",
+            ),
+            (
+                "exec without command",
+                base("check: tcp, port: 80,", "check: exec,"),
+                "8:22",
+                "an exec check without `command`",
+            ),
+            (
+                "tcp with path",
+                base("port: 80,", "port: 80, path: /x,"),
+                "8:43",
+                "`path` does not apply to a tcp check; expected only `port` with check: tcp",
+            ),
+            (
+                "udp without payload",
+                base("check: tcp", "check: udp"),
+                "8:22",
+                "a udp check without `payload`",
+            ),
+            (
+                "http status 600",
+                base(
+                    "check: tcp, port: 80,",
+                    "check: http, port: 80, expect_status: 600,",
+                ),
+                "8:53",
+                "expect_status 600 is out of range; expected 100..=599",
+            ),
+            (
+                "http path relative",
+                base("check: tcp, port: 80,", "check: http, port: 80, path: healthz,"),
+                "8:44",
+                "path `healthz` is not an HTTP request path",
+            ),
+            (
+                "budget cannot be met",
+                base(
+                    "elements:",
+                    "budget: { detect: 50ms, switch: 1ms }\n    elements:",
+                ),
+                "9:23",
+                "pool `web`: worst-case detection 80ms exceeds the budget of 50ms by 30ms",
+            ),
+            (
+                "budget switch 0",
+                base("elements:", "budget: { detect: 1s, switch: 0s }\n    elements:"),
+                "9:35",
+                "budget.switch 0s is out of range; expected more than 0",
+            ),
+            (
+                "no element",
+                base(
+                    "    elements:\n      - { name: e1, address: 10.0.1.1 }\n      - { name: e2, address: 10.0.1.2 }\n",
+                    "    elements: []\n",
+                ),
+                "9:15",
+                "no element; expected at least one element",
+            ),
+            (
+                "pool name with capitals",
+                base("name: web", "name: Web"),
+                "3:11",
+                "pool name `Web` is not a valid name; expected [a-z0-9][a-z0-9_-]*, at most 32 bytes",
+            ),
+            (
+                "element name too long",
+                base("name: e2", &format!("name: {}", "e".repeat(33))),
+                "11:17",
+                "is not a valid name",
+            ),
+            (
+                "failure-domain kind",
+                base("name: e1,", "name: e1, failure_domains: { Host: h1 },"),
+                "10:40",
+                "failure-domain kind `Host` is not a valid name",
+            ),
+            (
+                "failure-domain value",
+                base("name: e1,", "name: e1, failure_domains: { host: \"\" },"),
+                "10:46",
+                "failure domain `host` has the value ``",
+            ),
+            (
+                "no interface",
+                edit(BASE, "[eth0]", "[]"),
+                "1:23",
+                "no interface to attach to",
+            ),
+            (
+                "bad interface",
+                edit(BASE, "[eth0]", "[eth0, \"a/b\"]"),
+                "1:30",
+                "`a/b` is not a valid interface name",
+            ),
+            (
+                "interface twice",
+                edit(BASE, "[eth0]", "[eth0, eth0]"),
+                "1:30",
+                "interface `eth0` is already used at line 1, column 24",
+            ),
+            (
+                "flow table too small",
+                edit(BASE, "[eth0] }", "[eth0], flow_table_size: 4 }"),
+                "1:48",
+                "flow_table_size 4 is out of range; expected 8..=67108864",
+            ),
+            (
+                "relative state_dir",
+                edit(BASE, "[eth0] }", "[eth0], state_dir: var/lib }"),
+                "1:42",
+                "state_dir `var/lib` is not an absolute path",
+            ),
+            (
+                "element interface",
+                base("name: e1,", "name: e1, interface: a-very-long-interface,"),
+                "10:32",
+                "is not a valid interface name",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (what, text, at, fragment) in &cases {
+            let errors = match parse(text, origin()) {
+                Ok(_) => {
+                    failures.push(format!("{what}: parsed without error"));
+                    continue;
+                }
+                Err(ConfigErrors(errors)) => errors,
+            };
+            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            let wanted = format!("pools.yaml:{at}: ");
+            if shown.len() != 1 || !shown[0].starts_with(&wanted) || !shown[0].contains(fragment) {
+                failures.push(format!(
+                    "{what}: want one error at {at} containing {fragment:?}, got:\n    {}",
+                    shown.join("\n    ")
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases failed:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    }
+
+    #[test]
+    fn several_errors_in_file_order() {
+        // Errors found by different checks (cross-pool names first, elements before health in
+        // the code) still come out in file order.
+        let text = two_pools("name: api", "name: web");
+        let text = edit(&text, "ports: [80]", "ports: [0]");
+        let text = edit(
+            &text,
+            "    health: { check: tcp, port: 81,",
+            "    health: { check: tcp, port: 81, path: /,",
+        );
+        let text = edit(
+            &text,
+            "{ name: e2, address: 10.0.2.2 }",
+            "{ name: e2, address: 10.0.2.2, weight: 0 }",
+        );
+        let text = edit(
+            &text,
+            "rise: 2, fall: 3 }\n    elements:\n      - { name: e1, address: 10.0.1.1 }",
+            "rise: 0, fall: 3 }\n    elements:\n      - { name: e1, address: 10.0.1.1 }",
+        );
+        let shown: Vec<String> = errors_of(&text).iter().map(ToString::to_string).collect();
+        let expected = [
+            "pools.yaml:5:13: port 0 is out of range; expected 1..=65535",
+            "pools.yaml:8:74: rise 0 is out of range; expected 1..=100",
+            "pools.yaml:12:11: pool name `web` is already used at line 3, column 11; expected a unique pool name",
+            "pools.yaml:17:43: `path` does not apply to a tcp check; expected only `port` with check: tcp",
+            "pools.yaml:20:48: weight 0 is out of range; expected 1..=1000",
+        ];
+        assert_eq!(shown, expected);
+        let errors = ConfigErrors(errors_of(&text));
+        assert_eq!(errors.to_string(), expected.join("\n"));
+    }
+
+    #[test]
+    fn too_many_pools() {
+        let mut text = String::from("daemon: { interfaces: [eth0] }\npools:\n");
+        for i in 0..=vnfpool_common::maps::MAX_POOLS {
+            writeln!(
+                text,
+                "  - {{ name: p{i}, vip: 10.1.{}.{}, ports: [80], protocol: tcp, redundancy: {{ model: active-active }}, \
+                 health: {{ check: tcp, port: 80, interval: 1s, timeout: 1s, rise: 1, fall: 1 }}, \
+                 elements: [{{ name: e, address: 10.2.0.1 }}] }}",
+                i / 250,
+                i % 250 + 1
+            )
+            .expect("writing to a String");
+        }
+        let shown: Vec<String> = errors_of(&text).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["pools.yaml:67:5: pool number 65, one too many; expected at most 64 pools"]
+        );
+    }
+
+    #[test]
+    fn too_many_elements() {
+        let mut text = base(
+            "    elements:\n      - { name: e1, address: 10.0.1.1 }\n      - { name: e2, address: 10.0.1.2 }\n",
+            "    elements:\n",
+        );
+        for i in 0..=vnfpool_common::maps::MAX_ELEMENTS {
+            writeln!(
+                text,
+                "      - {{ name: e{i}, address: 10.3.{}.{} }}",
+                i / 250,
+                i % 250 + 1
+            )
+            .expect("writing to a String");
+        }
+        let shown: Vec<String> = errors_of(&text).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "pools.yaml:1034:9: element number 1025 of the pool, one too many; expected at most 1024 elements per pool"
+            ]
+        );
+    }
+
+    #[test]
+    fn error_display_and_accessors() {
+        let errors = errors_of(&base("name: e2", "name: e1"));
+        assert_eq!(
+            errors[0].to_string(),
+            "pools.yaml:11:17: element name `e1` is already used at line 10, column 17; expected a unique \
+             element name within the pool"
+        );
+        assert_eq!(errors[0].path(), origin());
+        assert_eq!(errors[0].position(), Some(Position { line: 11, column: 17 }));
+        assert!(matches!(
+            &errors[0],
+            ConfigError::Duplicate {
+                first: Position { line: 10, column: 17 },
+                ..
+            }
+        ));
+
+        let errors = errors_of(&format!("{BASE}extra: 1\n"));
+        assert!(
+            matches!(&errors[0], ConfigError::UnknownKey { key, allowed, .. } if key == "extra" && allowed == &["daemon", "pools"]),
+            "{errors:?}"
+        );
+
+        // User text never breaks the one-error-per-line output.
+        let errors = errors_of(&base("name: web", "name: \"a\\nb\""));
+        assert_eq!(errors[0].to_string().lines().count(), 1, "{}", errors[0]);
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let path = Path::new("/nonexistent/vnfpool/pools.yaml");
+        let ConfigErrors(errors) = load(path).expect_err("a missing file is an error");
+        let [error] = &errors[..] else {
+            panic!("one error expected, got {errors:?}")
+        };
+        assert!(
+            matches!(error, ConfigError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{error:?}"
+        );
+        assert_eq!(error.position(), None);
+        assert!(
+            error
+                .to_string()
+                .starts_with("/nonexistent/vnfpool/pools.yaml: cannot read: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn budget_error_is_typed() {
+        let errors = errors_of(&base(
+            "elements:",
+            "budget: { detect: 50ms, switch: 1ms }\n    elements:",
+        ));
+        assert!(
+            matches!(
+                &errors[0],
+                ConfigError::Budget { pool, worst, budget, .. }
+                    if pool == "web" && *worst == Duration::from_millis(80) && *budget == Duration::from_millis(50)
+            ),
+            "{errors:?}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(text in any::<String>()) {
+            let _ = parse(&text, origin());
+        }
+
+        #[test]
+        fn parse_never_panics_on_yaml_like_text(text in "[a-z0-9:{}\\[\\],.\"' \n#&*!|>-]{0,300}") {
+            let _ = parse(&text, origin());
+        }
+
+        /// Damaged versions of a valid file reach the semantic checks, not only the parser.
+        #[test]
+        fn parse_never_panics_on_damaged_example(
+            at in 0..ISSUE_EXAMPLE.len(),
+            len in 0usize..20,
+            insert in "[a-z0-9:{}\\[\\], .\n-]{0,12}",
+        ) {
+            let mut text = ISSUE_EXAMPLE.to_owned();
+            let end = (at + len).min(text.len());
+            text.replace_range(at..end, &insert);
+            let _ = parse(&text, origin());
+        }
+    }
+}

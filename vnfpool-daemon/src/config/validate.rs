@@ -1,0 +1,1086 @@
+//! Raw YAML values → [`crate::model::spec`] values. Every check runs, whatever failed before
+//! it, so that one pass reports everything wrong with a file; checks that depend on a value
+//! that failed its own check (the VIP's family, the detection budget) are skipped rather than
+//! reported twice.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_saphyr::{Location, Spanned};
+use vnfpool_common::maps;
+
+use super::{
+    ConfigError, Position,
+    raw::{
+        DomainMap, RawBudget, RawCheck, RawConfig, RawDaemon, RawElement, RawHealth, RawModel, RawPool,
+        RawProtocol, RawRedundancy, RawXdpMode,
+    },
+    sanitize,
+};
+use crate::model::{
+    maglev,
+    spec::{
+        Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, PoolSpec, Protocol, RedundancySpec, Spec,
+        XdpMode,
+    },
+};
+
+const NAME_MAX: usize = 32;
+const NAME_RULE: &str = "[a-z0-9][a-z0-9_-]*, at most 32 bytes";
+/// `IFNAMSIZ` - 1.
+const IFNAME_MAX: usize = 15;
+const IFNAME_RULE: &str = "an interface name of 1 to 15 bytes without `/`, `:` or whitespace";
+const DOMAIN_VALUE_MAX: usize = 64;
+const DEFAULT_SOCKET: &str = "/run/vnfpool/vnfpool.sock";
+const DEFAULT_STATE_DIR: &str = "/var/lib/vnfpool";
+const FLOW_TABLE_MIN: i64 = 8;
+const FLOW_TABLE_MAX: i64 = 1 << 26;
+const PROBE_MIN: Duration = Duration::from_millis(1);
+/// Longer probe periods are certainly a mistake, and the bound keeps `interval × fall` far from
+/// overflowing.
+const PROBE_MAX: Duration = Duration::from_hours(1);
+const COUNT_MAX: i64 = 100;
+const WEIGHT_MAX: i64 = 1000;
+const DEFAULT_PRIORITY: u32 = 100;
+const DEFAULT_WEIGHT: u32 = 1;
+const DEFAULT_HTTP_PATH: &str = "/";
+const DEFAULT_HTTP_STATUS: u16 = 200;
+const DURATION_RULE: &str = "a duration such as 10ms, 1s or 1m 30s";
+
+/// Checks everything; `Err` holds every problem, in file order.
+pub(super) fn validate(raw: &Spanned<RawConfig>, path: &Path) -> Result<Spec, Vec<ConfigError>> {
+    let mut check = Checker {
+        path,
+        errors: Vec::new(),
+    };
+    let top = raw.referenced;
+    if raw.value.daemon.is_none() && raw.value.pools.is_none() {
+        // An empty file, or one with only comments.
+        return Err(vec![ConfigError::Invalid {
+            path: path.to_owned(),
+            position: Position { line: 1, column: 1 },
+            what: "no configuration".to_owned(),
+            expected: "a mapping with `daemon` and `pools` (see examples/pools.yaml)".to_owned(),
+        }]);
+    }
+    let daemon = check
+        .required(raw.value.daemon.as_ref(), top, "the file", "daemon")
+        .and_then(|daemon| check.daemon(daemon));
+    let pools = check
+        .required(raw.value.pools.as_ref(), top, "the file", "pools")
+        .map(|pools| check.pools(pools));
+    match (daemon, pools) {
+        (Some(daemon), Some(pools)) if check.errors.is_empty() => Ok(Spec { daemon, pools }),
+        _ => {
+            // Stable: errors at the same place keep the order they were found in.
+            check.errors.sort_by_key(ConfigError::position);
+            Err(check.errors)
+        }
+    }
+}
+
+/// Collects errors; each method checks one part of the file and returns its value when valid.
+struct Checker<'a> {
+    path: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+// === impl Checker: the sections ===
+
+impl Checker<'_> {
+    fn daemon(&mut self, raw: &Spanned<RawDaemon>) -> Option<DaemonSpec> {
+        let at = raw.referenced;
+        let raw = &raw.value;
+        let interfaces = self.required(raw.interfaces.as_ref(), at, "daemon", "interfaces");
+        let mut interfaces_ok = true;
+        if let Some(interfaces) = interfaces {
+            if interfaces.value.is_empty() {
+                self.invalid(
+                    interfaces.referenced,
+                    "no interface to attach to",
+                    "at least one interface in daemon.interfaces",
+                );
+                interfaces_ok = false;
+            }
+            let mut seen = HashMap::new();
+            for interface in &interfaces.value {
+                interfaces_ok &= self.ifname(interface);
+                interfaces_ok &= self.unique(
+                    &mut seen,
+                    interface.value.as_str(),
+                    interface,
+                    || format!("interface `{}`", sanitize(&interface.value)),
+                    "each interface once",
+                );
+            }
+        }
+        let xdp_mode = match raw.xdp_mode {
+            Some(RawXdpMode::Native) => XdpMode::Native,
+            Some(RawXdpMode::Generic) => XdpMode::Generic,
+            Some(RawXdpMode::Auto) | None => XdpMode::Auto,
+        };
+        let flow_table_size = match &raw.flow_table_size {
+            Some(size) => self.int(size, "flow_table_size", FLOW_TABLE_MIN, FLOW_TABLE_MAX),
+            None => Some(maps::DEFAULT_FLOW_TABLE_SIZE),
+        };
+        let pin_dir = self.absolute(raw.pin_dir.as_ref(), "pin_dir", maps::PIN_DIR);
+        let state_dir = self.absolute(raw.state_dir.as_ref(), "state_dir", DEFAULT_STATE_DIR);
+        let socket = self.absolute(raw.socket.as_ref(), "socket", DEFAULT_SOCKET);
+        if !interfaces_ok {
+            return None;
+        }
+        Some(DaemonSpec {
+            interfaces: interfaces?.value.iter().map(|i| i.value.clone()).collect(),
+            xdp_mode,
+            pin_dir: pin_dir?,
+            state_dir: state_dir?,
+            flow_table_size: flow_table_size?,
+            socket: socket?,
+        })
+    }
+
+    fn pools(&mut self, raw: &[Spanned<RawPool>]) -> Vec<PoolSpec> {
+        if let Some(extra) = raw.get(maps::MAX_POOLS as usize) {
+            self.invalid(
+                extra.referenced,
+                format!("pool number {}, one too many", maps::MAX_POOLS + 1),
+                format!("at most {} pools", maps::MAX_POOLS),
+            );
+        }
+        self.across_pools(raw);
+        raw.iter().filter_map(|pool| self.pool(pool)).collect()
+    }
+
+    /// What only shows across pools: names, VIP:port/protocol pairs, the VIP table's capacity.
+    /// Values that are missing or invalid are left to the pool's own checks.
+    fn across_pools(&mut self, raw: &[Spanned<RawPool>]) {
+        let mut names = HashMap::new();
+        let mut listeners: HashMap<(IpAddr, u16, Protocol), (Location, &str)> = HashMap::new();
+        let mut address_entries = HashSet::new();
+        let mut vip_entries: usize = 0;
+        let mut vip_table_full = false;
+        for pool in raw.iter().map(|pool| &pool.value) {
+            let name = pool.name.as_ref().map_or("", |name| name.value.as_str());
+            if let Some(spanned) = &pool.name {
+                self.unique(
+                    &mut names,
+                    name,
+                    spanned,
+                    || format!("pool name `{}`", sanitize(name)),
+                    "a unique pool name",
+                );
+            }
+            let (Some(vip), Some(ports), Some(protocol)) = (&pool.vip, &pool.ports, &pool.protocol) else {
+                continue;
+            };
+            let Ok(vip) = vip.value.trim().parse::<IpAddr>() else {
+                continue;
+            };
+            let protocol = self::protocol(protocol.value);
+            let mut ports_here = HashSet::new();
+            for port in &ports.value {
+                let Ok(number) = u16::try_from(port.value) else {
+                    continue;
+                };
+                if number == 0 || !ports_here.insert(number) {
+                    continue;
+                }
+                match listeners.get(&(vip, number, protocol)) {
+                    Some(&(first, owner)) => self.errors.push(ConfigError::Duplicate {
+                        path: self.path.to_owned(),
+                        position: position(port.referenced),
+                        what: format!(
+                            "{}/{} (pool `{}`)",
+                            SocketAddr::new(vip, number),
+                            ProtocolName(protocol),
+                            sanitize(owner)
+                        ),
+                        first: position(first),
+                        expected: "each VIP, port and protocol in one pool only",
+                    }),
+                    None => {
+                        listeners.insert((vip, number, protocol), (port.referenced, name));
+                    }
+                }
+            }
+            vip_entries += ports_here.len() + usize::from(address_entries.insert((vip, protocol)));
+            if vip_entries > maps::MAX_VIP_ENTRIES as usize && !vip_table_full {
+                vip_table_full = true;
+                self.invalid(
+                    ports.referenced,
+                    format!(
+                        "the VIP table is full at pool `{}` ({vip_entries} entries: one per port and one \
+                         per VIP and protocol)",
+                        sanitize(name)
+                    ),
+                    format!("at most {} entries in all pools", maps::MAX_VIP_ENTRIES),
+                );
+            }
+        }
+    }
+
+    fn pool(&mut self, raw: &Spanned<RawPool>) -> Option<PoolSpec> {
+        let at = raw.referenced;
+        let raw = &raw.value;
+        let name = self.required(raw.name.as_ref(), at, "this pool", "name");
+        let name_ok = name.is_some_and(|name| self.name(name, "pool name"));
+        let vip = self
+            .required(raw.vip.as_ref(), at, "this pool", "vip")
+            .and_then(|vip| self.address(vip, "VIP"));
+        let ports = self
+            .required(raw.ports.as_ref(), at, "this pool", "ports")
+            .and_then(|ports| self.ports(ports));
+        let protocol = self.required(raw.protocol.as_ref(), at, "this pool", "protocol");
+        let elements = self.required(raw.elements.as_ref(), at, "this pool", "elements");
+        let count = elements.map_or(0, |elements| elements.value.len());
+        let element_specs = elements.and_then(|elements| self.elements(elements, vip));
+        let ring_size = self.ring_size(raw.ring_size.as_ref(), count);
+        let redundancy = self
+            .required(raw.redundancy.as_ref(), at, "this pool", "redundancy")
+            .and_then(|redundancy| self.redundancy(redundancy, count));
+        let health = self
+            .required(raw.health.as_ref(), at, "this pool", "health")
+            .and_then(|health| self.health(health));
+        let budget = match &raw.budget {
+            Some(budget) => self
+                .budget(budget, health.as_ref(), name.map_or("", |n| &n.value))
+                .map(Some),
+            None => Some(None),
+        };
+        if !name_ok {
+            return None;
+        }
+        Some(PoolSpec {
+            name: name?.value.clone(),
+            vip: vip?,
+            ports: ports?,
+            protocol: self::protocol(protocol?.value),
+            redundancy: redundancy?,
+            health: health?,
+            elements: element_specs?,
+            ring_size: ring_size?,
+            budget: budget?,
+        })
+    }
+
+    fn ports(&mut self, raw: &Spanned<Vec<Spanned<i64>>>) -> Option<Vec<u16>> {
+        if raw.value.is_empty() {
+            self.invalid(raw.referenced, "no port", "at least one port");
+            return None;
+        }
+        let mut seen = HashMap::new();
+        let mut ports = Vec::with_capacity(raw.value.len());
+        let mut ok = true;
+        for port in &raw.value {
+            match self.int::<u16>(port, "port", 1, i64::from(u16::MAX)) {
+                Some(number) => {
+                    ok &= self.unique(
+                        &mut seen,
+                        number,
+                        port,
+                        || format!("port {number}"),
+                        "each port once per pool",
+                    );
+                    ports.push(number);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(ports)
+    }
+
+    fn ring_size(&mut self, raw: Option<&Spanned<i64>>, elements: usize) -> Option<u32> {
+        let Some(raw) = raw else {
+            return Some(maglev::DEFAULT_RING_SIZE);
+        };
+        let Ok(size) = u32::try_from(raw.value) else {
+            self.out_of_range(raw.referenced, "ring_size", raw.value, ring_rule());
+            return None;
+        };
+        if let Err(err) = maglev::validate_size(size) {
+            self.invalid(raw.referenced, err.to_string(), ring_rule());
+            return None;
+        }
+        if elements > size as usize {
+            self.invalid(
+                raw.referenced,
+                format!("ring size {size} is smaller than the pool's {elements} elements"),
+                "a ring at least as large as the number of elements",
+            );
+            return None;
+        }
+        Some(size)
+    }
+
+    fn redundancy(&mut self, raw: &Spanned<RawRedundancy>, elements: usize) -> Option<RedundancySpec> {
+        let model = self.required(raw.value.model.as_ref(), raw.referenced, "redundancy", "model")?;
+        let raw = &raw.value;
+        let preempt = raw.preempt.as_ref().is_none_or(|p| p.value);
+        match model.value {
+            RawModel::ActiveStandby => {
+                if let Some(active) = &raw.active
+                    && active.value != 1
+                {
+                    self.invalid(
+                        active.referenced,
+                        format!("active-standby has one active element, not {}", active.value),
+                        "`active: 1`, or model n+m for several active elements",
+                    );
+                    return None;
+                }
+                Some(RedundancySpec::ActiveStandby { preempt })
+            }
+            RawModel::NPlusM => {
+                let Some(active) = &raw.active else {
+                    self.invalid(
+                        model.referenced,
+                        "model n+m without `active`",
+                        "`active: N` in redundancy, 1 <= N <= the number of elements",
+                    );
+                    return None;
+                };
+                let most = u32::try_from(elements).unwrap_or(u32::MAX).max(1);
+                let active = match u32::try_from(active.value) {
+                    Ok(n) if (1..=most).contains(&n) => n,
+                    _ => {
+                        self.out_of_range(
+                            active.referenced,
+                            "active",
+                            active.value,
+                            format!("1..={most} (the pool has {elements} elements)"),
+                        );
+                        return None;
+                    }
+                };
+                Some(RedundancySpec::NPlusM { active, preempt })
+            }
+            RawModel::ActiveActive => {
+                let mut ok = true;
+                for (key, at) in [
+                    ("active", raw.active.as_ref().map(|a| a.referenced)),
+                    ("preempt", raw.preempt.as_ref().map(|p| p.referenced)),
+                ] {
+                    if let Some(at) = at {
+                        self.invalid(
+                            at,
+                            format!(
+                                "`{key}` does not apply to active-active (every healthy element is active)"
+                            ),
+                            format!("no `{key}` with model active-active"),
+                        );
+                        ok = false;
+                    }
+                }
+                ok.then_some(RedundancySpec::ActiveActive)
+            }
+        }
+    }
+
+    fn health(&mut self, raw: &Spanned<RawHealth>) -> Option<HealthSpec> {
+        let at = raw.referenced;
+        let raw = &raw.value;
+        let kind = self.required(raw.check.as_ref(), at, "health", "check");
+        let check = kind.and_then(|kind| self.check(raw, kind));
+        let interval = self
+            .required(raw.interval.as_ref(), at, "health", "interval")
+            .and_then(|interval| self.duration(interval, "interval", PROBE_MIN, PROBE_MAX));
+        let timeout = self
+            .required(raw.timeout.as_ref(), at, "health", "timeout")
+            .and_then(|timeout| self.duration(timeout, "timeout", PROBE_MIN, PROBE_MAX));
+        let rise = self
+            .required(raw.rise.as_ref(), at, "health", "rise")
+            .and_then(|rise| self.int(rise, "rise", 1, COUNT_MAX));
+        let fall = self
+            .required(raw.fall.as_ref(), at, "health", "fall")
+            .and_then(|fall| self.int(fall, "fall", 1, COUNT_MAX));
+        Some(HealthSpec {
+            check: check?,
+            interval: interval?,
+            timeout: timeout?,
+            rise: rise?,
+            fall: fall?,
+        })
+    }
+
+    /// The keys that depend on the kind of check.
+    fn check(&mut self, raw: &RawHealth, kind: &Spanned<RawCheck>) -> Option<CheckSpec> {
+        let allowed = check_keys(kind.value);
+        let mut ok = true;
+        for (key, at) in [
+            ("port", raw.port.as_ref().map(|v| v.referenced)),
+            ("path", raw.path.as_ref().map(|v| v.referenced)),
+            ("expect_status", raw.expect_status.as_ref().map(|v| v.referenced)),
+            ("payload", raw.payload.as_ref().map(|v| v.referenced)),
+            ("expect", raw.expect.as_ref().map(|v| v.referenced)),
+            ("command", raw.command.as_ref().map(|v| v.referenced)),
+        ] {
+            if let Some(at) = at
+                && !allowed.contains(&key)
+            {
+                self.invalid(
+                    at,
+                    format!("`{key}` does not apply to {}", CheckName(kind.value)),
+                    format!(
+                        "only {} with check: {}",
+                        backquoted(allowed),
+                        check_name(kind.value)
+                    ),
+                );
+                ok = false;
+            }
+        }
+
+        if kind.value == RawCheck::Exec {
+            let command = self.command(raw, kind);
+            return ok.then_some(CheckSpec::Exec { command: command? });
+        }
+        let port = if let Some(port) = &raw.port {
+            self.int(port, "port", 1, i64::from(u16::MAX))
+        } else {
+            self.missing(kind, "port", "`port: 1..=65535` in health");
+            None
+        };
+        let check = match kind.value {
+            RawCheck::Tcp => CheckSpec::Tcp { port: port? },
+            RawCheck::Http => {
+                let path = match &raw.path {
+                    Some(path) => self.http_path(path),
+                    None => Some(DEFAULT_HTTP_PATH.to_owned()),
+                };
+                let expect_status = match &raw.expect_status {
+                    Some(status) => self.int(status, "expect_status", 100, 599),
+                    None => Some(DEFAULT_HTTP_STATUS),
+                };
+                CheckSpec::Http {
+                    port: port?,
+                    path: path?,
+                    expect_status: expect_status?,
+                }
+            }
+            RawCheck::Udp => {
+                let payload = if let Some(payload) = &raw.payload {
+                    self.bytes(payload, "payload")
+                } else {
+                    self.missing(kind, "payload", "`payload: \"...\"` in health");
+                    None
+                };
+                let expect = match &raw.expect {
+                    Some(expect) => self.bytes(expect, "expect").map(Some),
+                    None => Some(None),
+                };
+                CheckSpec::Udp {
+                    port: port?,
+                    payload: payload?,
+                    expect: expect?,
+                }
+            }
+            RawCheck::Exec => unreachable!("returned above"),
+        };
+        ok.then_some(check)
+    }
+
+    fn command(&mut self, raw: &RawHealth, kind: &Spanned<RawCheck>) -> Option<Vec<String>> {
+        let Some(command) = &raw.command else {
+            self.missing(kind, "command", "`command: [program, args...]` in health");
+            return None;
+        };
+        let mut ok = match command.value.first() {
+            None => {
+                self.invalid(command.referenced, "empty command", "a program and its arguments");
+                false
+            }
+            Some(program) if program.value.is_empty() => {
+                self.invalid(program.referenced, "empty program name", "a program to run");
+                false
+            }
+            Some(_) => true,
+        };
+        for word in &command.value {
+            if word.value.contains('\0') {
+                self.invalid(
+                    word.referenced,
+                    "NUL character in the command",
+                    "text without NUL",
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| command.value.iter().map(|w| w.value.clone()).collect())
+    }
+
+    fn budget(
+        &mut self,
+        raw: &Spanned<RawBudget>,
+        health: Option<&HealthSpec>,
+        pool: &str,
+    ) -> Option<Budget> {
+        let positive = Duration::from_nanos(1);
+        let detect = self.required(raw.value.detect.as_ref(), raw.referenced, "budget", "detect");
+        let switch = self
+            .required(raw.value.switch.as_ref(), raw.referenced, "budget", "switch")
+            .and_then(|switch| self.duration(switch, "budget.switch", positive, Duration::MAX));
+        let detect = detect.and_then(|detect| {
+            let budget = self.duration(detect, "budget.detect", positive, Duration::MAX)?;
+            let worst = health?.worst_detection();
+            if worst > budget {
+                self.errors.push(ConfigError::Budget {
+                    path: self.path.to_owned(),
+                    position: position(detect.referenced),
+                    pool: sanitize(pool),
+                    worst,
+                    budget,
+                });
+                return None;
+            }
+            Some(budget)
+        });
+        Some(Budget {
+            detect: detect?,
+            switch: switch?,
+        })
+    }
+
+    fn elements(
+        &mut self,
+        raw: &Spanned<Vec<Spanned<RawElement>>>,
+        vip: Option<IpAddr>,
+    ) -> Option<Vec<ElementSpec>> {
+        if raw.value.is_empty() {
+            self.invalid(raw.referenced, "no element", "at least one element");
+            return None;
+        }
+        if let Some(extra) = raw.value.get(maps::MAX_ELEMENTS as usize) {
+            self.invalid(
+                extra.referenced,
+                format!(
+                    "element number {} of the pool, one too many",
+                    maps::MAX_ELEMENTS + 1
+                ),
+                format!("at most {} elements per pool", maps::MAX_ELEMENTS),
+            );
+        }
+        let mut names = HashMap::new();
+        let mut addresses = HashMap::new();
+        let mut elements = Vec::with_capacity(raw.value.len());
+        let mut ok = true;
+        for element in &raw.value {
+            if let Some(name) = &element.value.name {
+                ok &= self.unique(
+                    &mut names,
+                    name.value.as_str(),
+                    name,
+                    || format!("element name `{}`", sanitize(&name.value)),
+                    "a unique element name within the pool",
+                );
+            }
+            match self.element(element, vip) {
+                Some(spec) => {
+                    if let Some(address) = &element.value.address {
+                        ok &= self.unique(
+                            &mut addresses,
+                            spec.address,
+                            address,
+                            || format!("address {}", spec.address),
+                            "a distinct address for each element of the pool",
+                        );
+                    }
+                    elements.push(spec);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(elements)
+    }
+
+    fn element(&mut self, raw: &Spanned<RawElement>, vip: Option<IpAddr>) -> Option<ElementSpec> {
+        let at = raw.referenced;
+        let raw = &raw.value;
+        let name = self.required(raw.name.as_ref(), at, "this element", "name");
+        let name_ok = name.is_some_and(|name| self.name(name, "element name"));
+        let address = self
+            .required(raw.address.as_ref(), at, "this element", "address")
+            .and_then(|address| Some((address, self.address(address, "element address")?)))
+            .and_then(|(spanned, address)| self.element_address(spanned, address, vip));
+        let priority = match &raw.priority {
+            Some(priority) => self.int(priority, "priority", 0, i64::from(u32::MAX)),
+            None => Some(DEFAULT_PRIORITY),
+        };
+        let weight = match &raw.weight {
+            Some(weight) => self.int(weight, "weight", 1, WEIGHT_MAX),
+            None => Some(DEFAULT_WEIGHT),
+        };
+        let failure_domains = match &raw.failure_domains {
+            Some(domains) => self.domains(domains),
+            None => Some(BTreeMap::new()),
+        };
+        let mac = match &raw.mac {
+            Some(mac) => self.mac(mac).map(Some),
+            None => Some(None),
+        };
+        let interface = match &raw.interface {
+            Some(interface) => self.ifname(interface).then(|| Some(interface.value.clone())),
+            None => Some(None),
+        };
+        if !name_ok {
+            return None;
+        }
+        Some(ElementSpec {
+            name: name?.value.clone(),
+            address: address?,
+            priority: priority?,
+            weight: weight?,
+            failure_domains: failure_domains?,
+            mac: mac?,
+            interface: interface?,
+        })
+    }
+
+    /// An element's address, against the pool's VIP (when that one is valid).
+    fn element_address(
+        &mut self,
+        raw: &Spanned<String>,
+        address: IpAddr,
+        vip: Option<IpAddr>,
+    ) -> Option<IpAddr> {
+        let Some(vip) = vip else {
+            return Some(address);
+        };
+        if address.is_ipv4() != vip.is_ipv4() {
+            self.invalid(
+                raw.referenced,
+                format!(
+                    "element address {address} is {} but the VIP {vip} is {}",
+                    family(address),
+                    family(vip)
+                ),
+                format!("an {} address, like the VIP", family(vip)),
+            );
+            return None;
+        }
+        if address == vip {
+            self.invalid(
+                raw.referenced,
+                format!("element address {address} is the VIP"),
+                "the element's own address",
+            );
+            return None;
+        }
+        Some(address)
+    }
+
+    fn domains(&mut self, raw: &DomainMap) -> Option<BTreeMap<String, String>> {
+        let mut ok = true;
+        for (kind, value) in &raw.0 {
+            ok &= self.name(kind, "failure-domain kind");
+            let text = &value.value;
+            if text.is_empty() || text.len() > DOMAIN_VALUE_MAX || text.chars().any(char::is_control) {
+                self.invalid(
+                    value.referenced,
+                    format!(
+                        "failure domain `{}` has the value `{}`",
+                        sanitize(&kind.value),
+                        sanitize(text)
+                    ),
+                    format!("1 to {DOMAIN_VALUE_MAX} bytes of printable text"),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| {
+            raw.0
+                .iter()
+                .map(|(kind, value)| (kind.value.clone(), value.value.clone()))
+                .collect()
+        })
+    }
+}
+
+// === impl Checker: single values ===
+
+impl Checker<'_> {
+    fn invalid(&mut self, at: Location, what: impl Into<String>, expected: impl Into<String>) {
+        self.errors.push(ConfigError::Invalid {
+            path: self.path.to_owned(),
+            position: position(at),
+            what: what.into(),
+            expected: expected.into(),
+        });
+    }
+
+    fn out_of_range(&mut self, at: Location, what: &'static str, value: impl fmt::Display, expected: String) {
+        self.errors.push(ConfigError::OutOfRange {
+            path: self.path.to_owned(),
+            position: position(at),
+            what,
+            value: sanitize(&value.to_string()),
+            expected,
+        });
+    }
+
+    /// A key the reference calls required; its absence is reported at the mapping that lacks it.
+    fn required<'r, T>(
+        &mut self,
+        value: Option<&'r T>,
+        owner: Location,
+        section: &str,
+        key: &str,
+    ) -> Option<&'r T> {
+        if value.is_none() {
+            self.invalid(
+                owner,
+                format!("missing key `{key}` in {section}"),
+                format!("the key `{key}` in this mapping"),
+            );
+        }
+        value
+    }
+
+    /// A key the check kind needs is absent: reported at the `check:` value.
+    fn missing(&mut self, check: &Spanned<RawCheck>, key: &str, expected: &str) {
+        self.invalid(
+            check.referenced,
+            format!("{} without `{key}`", CheckName(check.value)),
+            expected,
+        );
+    }
+
+    /// Records the first place of `key`; a second one is an error (and `false`).
+    fn unique<K: std::hash::Hash + Eq, T>(
+        &mut self,
+        seen: &mut HashMap<K, Location>,
+        key: K,
+        at: &Spanned<T>,
+        what: impl FnOnce() -> String,
+        expected: &'static str,
+    ) -> bool {
+        let Some(&first) = seen.get(&key) else {
+            seen.insert(key, at.referenced);
+            return true;
+        };
+        self.errors.push(ConfigError::Duplicate {
+            path: self.path.to_owned(),
+            position: position(at.referenced),
+            what: what(),
+            first: position(first),
+            expected,
+        });
+        false
+    }
+
+    /// An integer in `min..=max`, converted to `T` (which holds that whole range).
+    fn int<T: TryFrom<i64>>(
+        &mut self,
+        raw: &Spanned<i64>,
+        what: &'static str,
+        min: i64,
+        max: i64,
+    ) -> Option<T> {
+        if (min..=max).contains(&raw.value)
+            && let Ok(value) = T::try_from(raw.value)
+        {
+            return Some(value);
+        }
+        self.out_of_range(raw.referenced, what, raw.value, format!("{min}..={max}"));
+        None
+    }
+
+    fn duration(
+        &mut self,
+        raw: &Spanned<String>,
+        what: &'static str,
+        min: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        let text = raw.value.trim();
+        let duration = match humantime::parse_duration(text) {
+            Ok(duration) => duration,
+            Err(err) => {
+                self.invalid(
+                    raw.referenced,
+                    format!("{what} `{}` is not a duration ({err})", sanitize(text)),
+                    DURATION_RULE,
+                );
+                return None;
+            }
+        };
+        if duration < min || duration > max {
+            let expected = if max == Duration::MAX {
+                "more than 0".to_owned()
+            } else {
+                format!(
+                    "{}..={}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                )
+            };
+            self.out_of_range(raw.referenced, what, text, expected);
+            return None;
+        }
+        Some(duration)
+    }
+
+    fn name(&mut self, raw: &Spanned<String>, what: &str) -> bool {
+        if is_name(&raw.value) {
+            return true;
+        }
+        self.invalid(
+            raw.referenced,
+            format!("{what} `{}` is not a valid name", sanitize(&raw.value)),
+            NAME_RULE,
+        );
+        false
+    }
+
+    fn ifname(&mut self, raw: &Spanned<String>) -> bool {
+        let name = &raw.value;
+        let ok = !name.is_empty()
+            && name.len() <= IFNAME_MAX
+            && name != "."
+            && name != ".."
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+        if !ok {
+            self.invalid(
+                raw.referenced,
+                format!("`{}` is not a valid interface name", sanitize(name)),
+                IFNAME_RULE,
+            );
+        }
+        ok
+    }
+
+    fn absolute(&mut self, raw: Option<&Spanned<String>>, what: &str, default: &str) -> Option<PathBuf> {
+        let Some(raw) = raw else {
+            return Some(PathBuf::from(default));
+        };
+        let path = PathBuf::from(&raw.value);
+        if path.is_absolute() {
+            return Some(path);
+        }
+        self.invalid(
+            raw.referenced,
+            format!("{what} `{}` is not an absolute path", sanitize(&raw.value)),
+            "an absolute path",
+        );
+        None
+    }
+
+    /// A unicast address: something a client can send to and an element can answer from.
+    fn address(&mut self, raw: &Spanned<String>, what: &str) -> Option<IpAddr> {
+        let text = raw.value.trim();
+        let Ok(address) = text.parse::<IpAddr>() else {
+            self.invalid(
+                raw.referenced,
+                format!("{what} `{}` is not an IP address", sanitize(text)),
+                "an IPv4 or IPv6 address, like 10.0.0.1 or 2001:db8::1",
+            );
+            return None;
+        };
+        let kind = if address.is_unspecified() {
+            "unspecified"
+        } else if address.is_multicast() {
+            "multicast"
+        } else if address.is_loopback() {
+            "loopback"
+        } else if matches!(address, IpAddr::V4(v4) if v4.is_broadcast()) {
+            "broadcast"
+        } else {
+            return Some(address);
+        };
+        self.invalid(
+            raw.referenced,
+            format!("{what} {address} is a {kind} address"),
+            "a unicast address",
+        );
+        None
+    }
+
+    fn mac(&mut self, raw: &Spanned<String>) -> Option<[u8; 6]> {
+        let text = raw.value.trim();
+        let problem = match parse_mac(text) {
+            Some(mac) if mac == [0; 6] => "the all-zero MAC",
+            Some(mac) if mac[0] & 1 == 1 => "a multicast MAC",
+            Some(mac) => return Some(mac),
+            None => "not a MAC",
+        };
+        self.invalid(
+            raw.referenced,
+            format!("mac `{}` is {problem}", sanitize(text)),
+            "a unicast MAC like aa:bb:cc:dd:ee:ff",
+        );
+        None
+    }
+
+    fn http_path(&mut self, raw: &Spanned<String>) -> Option<String> {
+        let path = &raw.value;
+        if path.starts_with('/') && !path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Some(path.clone());
+        }
+        self.invalid(
+            raw.referenced,
+            format!("path `{}` is not an HTTP request path", sanitize(path)),
+            "a path starting with `/`, without spaces",
+        );
+        None
+    }
+
+    fn bytes(&mut self, raw: &Spanned<String>, what: &str) -> Option<Vec<u8>> {
+        if raw.value.is_empty() {
+            self.invalid(raw.referenced, format!("empty {what}"), "at least one byte");
+            return None;
+        }
+        Some(raw.value.as_bytes().to_vec())
+    }
+}
+
+// === helpers ===
+
+fn position(at: Location) -> Position {
+    // Every value the checks point at comes from the parser with a position; `Spanned` loses it
+    // only under `flatten` or untagged enums, which `raw` does not use.
+    Position::of(at).unwrap_or(Position { line: 0, column: 0 })
+}
+
+fn is_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= NAME_MAX
+        && matches!(bytes[0], b'a'..=b'z' | b'0'..=b'9')
+        && bytes
+            .iter()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn ring_rule() -> String {
+    format!(
+        "a prime between {} and {}, e.g. {}",
+        maglev::MIN_RING_SIZE,
+        maglev::MAX_RING_SIZE,
+        maglev::DEFAULT_RING_SIZE
+    )
+}
+
+fn protocol(raw: RawProtocol) -> Protocol {
+    match raw {
+        RawProtocol::Tcp => Protocol::Tcp,
+        RawProtocol::Udp => Protocol::Udp,
+    }
+}
+
+fn family(address: IpAddr) -> &'static str {
+    if address.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+fn check_name(kind: RawCheck) -> &'static str {
+    match kind {
+        RawCheck::Tcp => "tcp",
+        RawCheck::Http => "http",
+        RawCheck::Udp => "udp",
+        RawCheck::Exec => "exec",
+    }
+}
+
+/// The optional keys of `health` each check takes.
+fn check_keys(kind: RawCheck) -> &'static [&'static str] {
+    match kind {
+        RawCheck::Tcp => &["port"],
+        RawCheck::Http => &["port", "path", "expect_status"],
+        RawCheck::Udp => &["port", "payload", "expect"],
+        RawCheck::Exec => &["command"],
+    }
+}
+
+fn backquoted(keys: &[&str]) -> String {
+    keys.iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "a tcp check", "an http check", …
+struct CheckName(RawCheck);
+
+impl fmt::Display for CheckName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let article = if matches!(self.0, RawCheck::Http | RawCheck::Exec) {
+            "an"
+        } else {
+            "a"
+        };
+        write!(f, "{article} {} check", check_name(self.0))
+    }
+}
+
+struct ProtocolName(Protocol);
+
+impl fmt::Display for ProtocolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["web", "0", "a-b_c", "e1", &"x".repeat(NAME_MAX)] {
+            assert!(is_name(good), "{good:?} is a name");
+        }
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "Web",
+            "a.b",
+            "a b",
+            "é",
+            &"x".repeat(NAME_MAX + 1),
+        ] {
+            assert!(!is_name(bad), "{bad:?} is not a name");
+        }
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("aa:bb:cc:dd:ee:ff"),
+            Some([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff])
+        );
+        assert_eq!(parse_mac("02:00:0A:0a:01:15"), Some([2, 0, 10, 10, 1, 21]));
+        for bad in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa-bb-cc-dd-ee-ff",
+            "a:bb:cc:dd:ee:ff0",
+            "+a:bb:cc:dd:ee:ff",
+            "gg:bb:cc:dd:ee:ff",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?} is not a MAC");
+        }
+    }
+}
