@@ -1,0 +1,1241 @@
+//! Pool state and the failover state machine: events in (probe outcomes, link events, operator
+//! drains, timer ticks), effects out (remap, record, persist). Time is always a parameter.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    health::{self, Cause, Health, HealthChange, HealthCounter, Now},
+    roles::{self, DrainView, ElementView, Role},
+    spec::PoolSpec,
+};
+
+/// Failover records kept in the pool state (the oldest go first).
+pub const HISTORY_LEN: usize = 64;
+
+/// How long a replaced active keeps its existing flows when a better element preempts it, unless
+/// the pool state says otherwise.
+pub const DEFAULT_FAILBACK_DRAIN: Duration = Duration::from_secs(30);
+
+/// Why [`PoolState::step`] refused an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("pool {pool}: no element at index {element} (the pool has {count})")]
+    UnknownElement {
+        pool: String,
+        element: usize,
+        count: usize,
+    },
+    #[error("pool {pool}: the state holds {state} elements and the spec {spec}; reconcile first")]
+    SpecMismatch { pool: String, state: usize, spec: usize },
+}
+
+pub type Result<T, E = StepError> = std::result::Result<T, E>;
+
+/// Something that happened to a pool. `element` is the element's index in `PoolSpec::elements`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A probe of the element finished: `ok` when the check passed.
+    Probe { element: usize, ok: bool },
+    /// The element-facing link went down: the element is down at once.
+    LinkDown { element: usize },
+    /// The link came back: probes must still rise before the element is up.
+    LinkUp { element: usize },
+    /// An operator drain: no new flows at once; existing flows may stay for `deadline` from now.
+    Drain { element: usize, deadline: Duration },
+    /// Ends an operator drain; the element is again subject to health and redundancy.
+    Undrain { element: usize },
+    /// Time passed: deadlines up to `now` fire. See [`PoolState::next_deadline`].
+    Tick,
+}
+
+impl Event {
+    fn element(self) -> Option<usize> {
+        match self {
+            Self::Probe { element, .. }
+            | Self::LinkDown { element }
+            | Self::LinkUp { element }
+            | Self::Drain { element, .. }
+            | Self::Undrain { element } => Some(element),
+            Self::Tick => None,
+        }
+    }
+}
+
+/// What the controller must do after a step, in this order. The remap comes first because the
+/// data-plane switch is on the failover's critical path; persisting can follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The data-plane state of some element changed: write the mapping from [`super::plan::plan`].
+    Remap,
+    /// An element stopped taking new flows, or lost its existing ones.
+    Record(FailoverRecord),
+    /// The pool state changed in a way that must survive a restart: save it. Probe counts alone
+    /// do not ask for it: a restored state restarts its runs, which delays a decision by at most
+    /// `rise` or `fall` probes and never changes a role by itself.
+    Persist,
+}
+
+/// Why an element lost flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// `fall` consecutive probes failed.
+    ProbeFailure,
+    /// Its link went down.
+    LinkDown,
+    /// An operator drained it: new flows go elsewhere, existing ones stay until the deadline.
+    Drained,
+    /// The operator drain reached its deadline: the remaining flows move.
+    DrainDeadline,
+    /// A better element took over its new flows (preemption, or a smaller active set).
+    Preempted,
+    /// The fail-back period after a preemption ended: the remaining flows move.
+    FailbackEnded,
+}
+
+/// One failover, as kept in the pool's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverRecord {
+    pub pool: String,
+    /// The element that lost flows.
+    pub element: String,
+    pub reason: Reason,
+    /// Its role before and after the decision.
+    pub from: Role,
+    pub to: Role,
+    /// Elements that became active in the same decision.
+    pub replaced_by: Vec<String>,
+    /// When the decision was taken.
+    pub decided_at: Now,
+    /// From the evidence (first failed probe of the run that crossed `fall`, or the link event)
+    /// to the decision; zero for operator actions and deadlines.
+    pub detection: Duration,
+}
+
+/// An operator's hold on an element.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Admin {
+    #[default]
+    Normal,
+    /// Drained: no new flows; existing flows until `until`, then out until undrained.
+    Draining { until: Now },
+}
+
+/// The state of one element of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElementState {
+    name: String,
+    health: HealthCounter,
+    admin: Admin,
+    role: Role,
+    /// Set while the element keeps existing flows after being replaced while healthy.
+    failback_until: Option<Now>,
+}
+
+impl ElementState {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            health: HealthCounter::new(),
+            admin: Admin::Normal,
+            role: Role::Out,
+            failback_until: None,
+        }
+    }
+
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[must_use]
+    pub fn health(&self) -> Health {
+        self.health.health()
+    }
+
+    #[must_use]
+    pub fn counter(&self) -> &HealthCounter {
+        &self.health
+    }
+
+    #[must_use]
+    pub fn admin(&self) -> Admin {
+        self.admin
+    }
+
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    #[must_use]
+    pub fn failback_until(&self) -> Option<Now> {
+        self.failback_until
+    }
+
+    fn view(&self, now: Now) -> ElementView {
+        ElementView {
+            health: self.health.health(),
+            drain: match self.admin {
+                Admin::Normal => DrainView::None,
+                Admin::Draining { until } if now < until => DrainView::Running,
+                Admin::Draining { .. } => DrainView::Done,
+            },
+            failback: self.failback_until.is_some_and(|until| now < until),
+        }
+    }
+}
+
+fn default_failback() -> Duration {
+    DEFAULT_FAILBACK_DRAIN
+}
+
+/// Everything the Pool Manager knows about one pool that is not configuration: health, operator
+/// drains, roles (hence backup status: the standbys), fail-back periods and recent failovers.
+/// Serializable, so the daemon can persist it and restore it after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolState {
+    /// How long a preempted active keeps its existing flows.
+    #[serde(default = "default_failback")]
+    pub failback_drain: Duration,
+    elements: Vec<ElementState>,
+    history: VecDeque<FailoverRecord>,
+}
+
+impl PoolState {
+    /// A fresh state for `spec`: every element unknown and out, until probes decide.
+    #[must_use]
+    pub fn new(spec: &PoolSpec) -> Self {
+        Self {
+            failback_drain: DEFAULT_FAILBACK_DRAIN,
+            elements: spec.elements.iter().map(|e| ElementState::new(&e.name)).collect(),
+            history: VecDeque::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn with_failback_drain(self, failback_drain: Duration) -> Self {
+        Self {
+            failback_drain,
+            ..self
+        }
+    }
+
+    /// Per element, in the order of `PoolSpec::elements`.
+    #[must_use]
+    pub fn elements(&self) -> &[ElementState] {
+        &self.elements
+    }
+
+    #[must_use]
+    pub fn roles(&self) -> Vec<Role> {
+        self.elements.iter().map(|e| e.role).collect()
+    }
+
+    /// Index of the element called `name`.
+    #[must_use]
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.elements.iter().position(|e| e.name == name)
+    }
+
+    /// The last [`HISTORY_LEN`] failovers, oldest first.
+    #[must_use]
+    pub fn history(&self) -> &VecDeque<FailoverRecord> {
+        &self.history
+    }
+
+    /// Whether the health of every element is decided. Until then the pool may lack actives
+    /// that it will have once the first probes have risen.
+    #[must_use]
+    pub fn is_settled(&self) -> bool {
+        self.elements.iter().all(|e| e.health() != Health::Unknown)
+    }
+
+    /// The earliest pending deadline (operator drain or fail-back period): the controller sends
+    /// [`Event::Tick`] then. `None` when nothing is pending.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Now> {
+        self.elements
+            .iter()
+            .filter_map(|e| match (e.role, e.admin) {
+                (Role::Draining, Admin::Draining { until }) => Some(until),
+                _ => e.failback_until,
+            })
+            .min()
+    }
+
+    /// Follows a changed element list (a reload, or a state restored under another
+    /// configuration): elements are matched by name, new ones start unknown and out, removed ones
+    /// are forgotten. Returns whether the list changed, in which case the indices moved and the
+    /// controller must write a new mapping; then send [`Event::Tick`] to decide roles.
+    pub fn reconcile(&mut self, spec: &PoolSpec) -> bool {
+        let same = self.elements.len() == spec.elements.len()
+            && self
+                .elements
+                .iter()
+                .zip(&spec.elements)
+                .all(|(s, e)| s.name == e.name);
+        if same {
+            return false;
+        }
+        let mut old: HashMap<String, ElementState> =
+            self.elements.drain(..).map(|e| (e.name.clone(), e)).collect();
+        self.elements = spec
+            .elements
+            .iter()
+            .map(|e| old.remove(&e.name).unwrap_or_else(|| ElementState::new(&e.name)))
+            .collect();
+        true
+    }
+
+    /// Moves every stored instant so that `from` (a time of the epoch the state was saved
+    /// under) becomes `to` (the same moment in the current epoch), saturating at the epoch.
+    /// For a restore after a restart: `from` is the save time plus the wall-clock time elapsed
+    /// since, `to` the current `now`.
+    pub fn rebase(&mut self, from: Now, to: Now) {
+        for e in &mut self.elements {
+            e.health.rebase(from, to);
+            if let Admin::Draining { until } = &mut e.admin {
+                *until = health::rebase(*until, from, to);
+            }
+            e.failback_until = e.failback_until.map(|t| health::rebase(t, from, to));
+        }
+        for r in &mut self.history {
+            r.decided_at = health::rebase(r.decided_at, from, to);
+        }
+    }
+
+    /// Applies `event` at `now` and decides the roles again.
+    ///
+    /// # Errors
+    /// [`StepError::SpecMismatch`] when the state does not hold one entry per element of `spec`
+    /// (see [`PoolState::reconcile`]); [`StepError::UnknownElement`] when the event names an
+    /// element the pool does not have. The state is unchanged in both cases.
+    pub fn step(&mut self, spec: &PoolSpec, event: Event, now: Now) -> Result<Vec<Effect>> {
+        let count = self.elements.len();
+        if count != spec.elements.len() {
+            return Err(StepError::SpecMismatch {
+                pool: spec.name.clone(),
+                state: count,
+                spec: spec.elements.len(),
+            });
+        }
+        if let Some(element) = event.element().filter(|&i| i >= count) {
+            return Err(StepError::UnknownElement {
+                pool: spec.name.clone(),
+                element,
+                count,
+            });
+        }
+
+        let before = self.roles();
+        let mut persist = false;
+        let mut change: Option<(usize, HealthChange)> = None;
+        match event {
+            Event::Probe { element, ok } => {
+                change = self.elements[element]
+                    .health
+                    .observe(&spec.health, ok, now)
+                    .map(|c| (element, c));
+            }
+            Event::LinkDown { element } => {
+                let counter = &mut self.elements[element].health;
+                persist = !counter.is_link_down();
+                change = counter.link_down(now).map(|c| (element, c));
+            }
+            Event::LinkUp { element } => persist = self.elements[element].health.link_up(),
+            Event::Drain { element, deadline } => {
+                let e = &mut self.elements[element];
+                e.admin = Admin::Draining {
+                    until: now.saturating_add(deadline),
+                };
+                e.failback_until = None;
+                persist = true;
+            }
+            Event::Undrain { element } => {
+                let e = &mut self.elements[element];
+                if let Admin::Draining { until } = e.admin {
+                    e.admin = Admin::Normal;
+                    // Flows kept by the drain were promised until its deadline: if the element
+                    // does not become active again, they keep that promise as a fail-back period.
+                    if e.role == Role::Draining && now < until {
+                        e.failback_until = Some(until);
+                    }
+                    persist = true;
+                }
+            }
+            Event::Tick => {}
+        }
+        persist |= change.is_some();
+
+        self.reassign(spec, now);
+        let after = self.roles();
+
+        let mut effects = Vec::new();
+        if before
+            .iter()
+            .zip(&after)
+            .any(|(b, a)| b.dataplane_state() != a.dataplane_state())
+        {
+            effects.push(Effect::Remap);
+        }
+        for record in self.records(spec, &before, change, now) {
+            if self.history.len() == HISTORY_LEN {
+                self.history.pop_front();
+            }
+            self.history.push_back(record.clone());
+            effects.push(Effect::Record(record));
+            persist = true;
+        }
+        if persist || before != after {
+            effects.push(Effect::Persist);
+        }
+        Ok(effects)
+    }
+
+    /// One record per element that lost flows between `before` and the current roles: an
+    /// active that no longer takes new flows, or a draining element that lost its existing ones.
+    fn records(
+        &self,
+        spec: &PoolSpec,
+        before: &[Role],
+        change: Option<(usize, HealthChange)>,
+        now: Now,
+    ) -> Vec<FailoverRecord> {
+        let replaced_by: Vec<String> = self
+            .elements
+            .iter()
+            .zip(before)
+            .filter(|&(e, &was)| e.role == Role::Active && was != Role::Active)
+            .map(|(e, _)| e.name.clone())
+            .collect();
+        let mut records = Vec::new();
+        for (i, (e, &was)) in self.elements.iter().zip(before).enumerate() {
+            let lost = match (was, e.role) {
+                (Role::Active, Role::Active) => false,
+                (Role::Active, _) => true,
+                (Role::Draining, to) => !to.keeps_flows(),
+                _ => false,
+            };
+            if !lost {
+                continue;
+            }
+            let (reason, since) = match change {
+                Some((j, c)) if j == i && c.to == Health::Down => {
+                    let reason = if c.cause == Cause::LinkDown {
+                        Reason::LinkDown
+                    } else {
+                        Reason::ProbeFailure
+                    };
+                    (reason, c.since)
+                }
+                _ => {
+                    let drained = matches!(e.admin, Admin::Draining { .. });
+                    let reason = match (was, drained) {
+                        (Role::Active, true) => Reason::Drained,
+                        (Role::Active, false) => Reason::Preempted,
+                        (_, true) => Reason::DrainDeadline,
+                        (_, false) => Reason::FailbackEnded,
+                    };
+                    (reason, now)
+                }
+            };
+            records.push(FailoverRecord {
+                pool: spec.name.clone(),
+                element: e.name.clone(),
+                reason,
+                from: was,
+                to: e.role,
+                replaced_by: replaced_by.clone(),
+                decided_at: now,
+                detection: now.saturating_sub(since),
+            });
+        }
+        records
+    }
+
+    /// Decides roles until they are a fixed point: a replaced active starts its fail-back period
+    /// in the first round, and with a zero period ends it in the second.
+    fn reassign(&mut self, spec: &PoolSpec, now: Now) {
+        let failback_until = now.saturating_add(self.failback_drain);
+        for _ in 0..4 {
+            let view: Vec<ElementView> = self.elements.iter().map(|e| e.view(now)).collect();
+            let current = self.roles();
+            let next = roles::assign(spec, &view, &current);
+            for (e, &role) in self.elements.iter_mut().zip(&next) {
+                e.role = role;
+                if role == Role::Draining && e.admin == Admin::Normal {
+                    e.failback_until.get_or_insert(failback_until);
+                } else {
+                    e.failback_until = None;
+                }
+            }
+            if next == current {
+                return;
+            }
+        }
+        debug_assert!(false, "roles did not settle in four rounds");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use vnfpool_common::element::{STATE_DRAINING, STATE_UP};
+
+    use super::*;
+    use crate::model::{
+        plan::{Mapping, Resolved, plan},
+        spec::RedundancySpec,
+        testutil::{AA, AS_PREEMPT, AS_STICKY, n_plus_m, pool},
+    };
+
+    fn secs(s: u64) -> Now {
+        Duration::from_secs(s)
+    }
+
+    /// A pool, its state and a clock.
+    struct Sim {
+        spec: PoolSpec,
+        state: PoolState,
+        now: Now,
+    }
+
+    impl Sim {
+        fn new(redundancy: RedundancySpec, elements: &[(&str, u32, u32)]) -> Self {
+            let spec = pool(redundancy, elements);
+            let state = PoolState::new(&spec);
+            Self {
+                spec,
+                state,
+                now: Duration::ZERO,
+            }
+        }
+
+        #[track_caller]
+        fn at(&mut self, now: Now, event: Event) -> Vec<Effect> {
+            self.now = now;
+            self.state
+                .step(&self.spec, event, now)
+                .unwrap_or_else(|e| panic!("step {event:?} at {now:?}: {e}"))
+        }
+
+        /// `rise` good probes of each element, one second apart, from `from`.
+        fn rise(&mut self, from: u64, elements: &[usize]) {
+            for k in 0..u64::from(self.spec.health.rise) {
+                for &element in elements {
+                    self.at(secs(from + k), Event::Probe { element, ok: true });
+                }
+            }
+        }
+
+        /// `fall` failed probes of `element`, one second apart, from `from`; the effects of the
+        /// last one.
+        fn fall(&mut self, from: u64, element: usize) -> Vec<Effect> {
+            let fall = u64::from(self.spec.health.fall);
+            for k in 0..fall - 1 {
+                let effects = self.at(secs(from + k), Event::Probe { element, ok: false });
+                assert!(effects.is_empty(), "before fall: {effects:?}");
+            }
+            self.at(secs(from + fall - 1), Event::Probe { element, ok: false })
+        }
+
+        /// Roles as letters: `A`ctive, `S`tandby, d`R`aining, `O`ut.
+        fn roles(&self) -> String {
+            self.state
+                .roles()
+                .iter()
+                .map(|r| match r {
+                    Role::Active => "A",
+                    Role::Standby => "S",
+                    Role::Draining => "R",
+                    Role::Out => "O",
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+
+        fn record(&self, element: &str, reason: Reason, from: Role, to: Role, by: &[&str]) -> FailoverRecord {
+            FailoverRecord {
+                pool: "p".to_owned(),
+                element: element.to_owned(),
+                reason,
+                from,
+                to,
+                replaced_by: by.iter().map(|&s| s.to_owned()).collect(),
+                decided_at: self.now,
+                detection: Duration::ZERO,
+            }
+        }
+    }
+
+    const PAIR: &[(&str, u32, u32)] = &[("a", 200, 1), ("b", 100, 1)];
+    const THREE: &[(&str, u32, u32)] = &[("a", 300, 1), ("b", 200, 1), ("c", 100, 1)];
+    const FOUR: &[(&str, u32, u32)] = &[("a", 400, 1), ("b", 300, 1), ("c", 200, 1), ("d", 100, 1)];
+
+    #[test]
+    fn elements_are_unknown_and_out_until_probes_rise() {
+        let mut sim = Sim::new(AS_PREEMPT, PAIR);
+        assert!(!sim.state.is_settled());
+        assert_eq!(sim.roles(), "O O");
+        assert_eq!(sim.at(secs(0), Event::Probe { element: 0, ok: true }), []);
+        assert_eq!(
+            sim.at(secs(1), Event::Probe { element: 0, ok: true }),
+            [Effect::Remap, Effect::Persist]
+        );
+        assert_eq!(sim.roles(), "A O");
+        sim.rise(2, &[1]);
+        assert_eq!(sim.roles(), "A S");
+        assert!(sim.state.is_settled());
+    }
+
+    #[test]
+    fn active_standby_1_1_fails_over_on_probes() {
+        let mut sim = Sim::new(AS_PREEMPT, PAIR);
+        sim.rise(0, &[0, 1]);
+        assert_eq!(sim.roles(), "A S");
+        let effects = sim.fall(10, 0);
+        let record = FailoverRecord {
+            detection: secs(2),
+            ..sim.record("a", Reason::ProbeFailure, Role::Active, Role::Out, &["b"])
+        };
+        assert_eq!(
+            effects,
+            [Effect::Remap, Effect::Record(record.clone()), Effect::Persist]
+        );
+        assert_eq!(sim.roles(), "O A");
+        assert_eq!(sim.state.history().iter().collect::<Vec<_>>(), [&record]);
+    }
+
+    #[test]
+    fn detection_time_runs_from_the_first_failed_probe_of_the_run() {
+        for (interval_ms, fall) in [(10, 1), (10, 3), (100, 3), (1_000, 5), (250, 2)] {
+            let interval = Duration::from_millis(interval_ms);
+            let mut sim = Sim::new(AA, PAIR);
+            sim.spec.health.interval = interval;
+            sim.spec.health.fall = fall;
+            sim.rise(0, &[0, 1]);
+            let mut t = secs(10);
+            // An earlier run of failures, broken by a success, does not count.
+            for _ in 1..fall {
+                sim.at(
+                    t,
+                    Event::Probe {
+                        element: 0,
+                        ok: false,
+                    },
+                );
+                t += interval;
+            }
+            sim.at(t, Event::Probe { element: 0, ok: true });
+            let mut first = None;
+            let mut records = Vec::new();
+            for _ in 0..fall {
+                t += interval;
+                first.get_or_insert(t);
+                for effect in sim.at(
+                    t,
+                    Event::Probe {
+                        element: 0,
+                        ok: false,
+                    },
+                ) {
+                    if let Effect::Record(r) = effect {
+                        records.push(r);
+                    }
+                }
+            }
+            let first = first.expect("fall >= 1");
+            assert_eq!(records.len(), 1, "{interval_ms} ms x {fall}");
+            assert_eq!(records[0].decided_at, t);
+            assert_eq!(
+                records[0].detection,
+                t.saturating_sub(first),
+                "{interval_ms} ms x {fall}"
+            );
+            assert_eq!(records[0].detection, interval * (fall - 1));
+        }
+    }
+
+    #[test]
+    fn link_down_fails_over_at_once_and_link_up_waits_for_probes() {
+        let mut sim = Sim::new(AS_PREEMPT, PAIR);
+        sim.rise(0, &[0, 1]);
+        let effects = sim.at(secs(10), Event::LinkDown { element: 0 });
+        let record = sim.record("a", Reason::LinkDown, Role::Active, Role::Out, &["b"]);
+        assert_eq!(effects, [Effect::Remap, Effect::Record(record), Effect::Persist]);
+        // Repeated: nothing new.
+        assert_eq!(sim.at(secs(10), Event::LinkDown { element: 0 }), []);
+        // A late probe result from before the link went down does not count.
+        assert_eq!(sim.at(secs(11), Event::Probe { element: 0, ok: true }), []);
+        assert_eq!(sim.at(secs(11), Event::Probe { element: 0, ok: true }), []);
+        assert_eq!(sim.at(secs(12), Event::LinkUp { element: 0 }), [Effect::Persist]);
+        assert_eq!(sim.roles(), "O A");
+        assert_eq!(sim.at(secs(13), Event::Probe { element: 0, ok: true }), []);
+        let effects = sim.at(secs(14), Event::Probe { element: 0, ok: true });
+        assert_eq!(sim.roles(), "A R", "preempts once risen");
+        assert_eq!(effects[0], Effect::Remap);
+    }
+
+    #[test]
+    fn preempting_element_takes_new_flows_and_the_old_active_drains_for_the_failback_period() {
+        for failback in [DEFAULT_FAILBACK_DRAIN, secs(5)] {
+            let mut sim = Sim::new(AS_PREEMPT, PAIR);
+            if failback != DEFAULT_FAILBACK_DRAIN {
+                sim.state = sim.state.clone().with_failback_drain(failback);
+            }
+            sim.rise(0, &[0, 1]);
+            sim.at(secs(10), Event::LinkDown { element: 0 });
+            sim.at(secs(20), Event::LinkUp { element: 0 });
+            sim.at(secs(21), Event::Probe { element: 0, ok: true });
+            let effects = sim.at(secs(22), Event::Probe { element: 0, ok: true });
+            let record = sim.record("b", Reason::Preempted, Role::Active, Role::Draining, &["a"]);
+            assert_eq!(effects, [Effect::Remap, Effect::Record(record), Effect::Persist]);
+            assert_eq!(sim.roles(), "A R");
+            let end = secs(22) + failback;
+            assert_eq!(sim.state.next_deadline(), Some(end));
+            let just_before = end
+                .checked_sub(Duration::from_millis(1))
+                .expect("after the epoch");
+            assert_eq!(sim.at(just_before, Event::Tick), []);
+            assert_eq!(sim.roles(), "A R");
+            let effects = sim.at(end, Event::Tick);
+            let record = sim.record("b", Reason::FailbackEnded, Role::Draining, Role::Standby, &[]);
+            assert_eq!(effects, [Effect::Remap, Effect::Record(record), Effect::Persist]);
+            assert_eq!(sim.roles(), "A S");
+            assert_eq!(sim.state.next_deadline(), None);
+        }
+    }
+
+    #[test]
+    fn failback_drained_element_takes_over_again_if_the_new_active_fails() {
+        let mut sim = Sim::new(AS_PREEMPT, PAIR);
+        sim.rise(0, &[0, 1]);
+        sim.at(secs(10), Event::LinkDown { element: 0 });
+        sim.at(secs(11), Event::LinkUp { element: 0 });
+        sim.rise(12, &[0]);
+        assert_eq!(sim.roles(), "A R");
+        sim.at(secs(15), Event::LinkDown { element: 0 });
+        assert_eq!(sim.roles(), "O A");
+        assert_eq!(sim.state.next_deadline(), None, "fail-back cancelled");
+    }
+
+    #[test]
+    fn zero_failback_period_makes_the_old_active_standby_at_once() {
+        let mut sim = Sim::new(AS_PREEMPT, PAIR);
+        sim.state.failback_drain = Duration::ZERO;
+        sim.rise(0, &[0, 1]);
+        sim.at(secs(10), Event::LinkDown { element: 0 });
+        sim.at(secs(11), Event::LinkUp { element: 0 });
+        sim.at(secs(12), Event::Probe { element: 0, ok: true });
+        let effects = sim.at(secs(13), Event::Probe { element: 0, ok: true });
+        let record = sim.record("b", Reason::Preempted, Role::Active, Role::Standby, &["a"]);
+        assert_eq!(effects, [Effect::Remap, Effect::Record(record), Effect::Persist]);
+        assert_eq!(sim.roles(), "A S");
+        assert_eq!(sim.state.next_deadline(), None);
+    }
+
+    #[test]
+    fn without_preemption_a_returning_element_stays_standby_until_the_active_fails() {
+        let mut sim = Sim::new(AS_STICKY, PAIR);
+        sim.rise(0, &[0, 1]);
+        sim.at(secs(10), Event::LinkDown { element: 0 });
+        sim.at(secs(11), Event::LinkUp { element: 0 });
+        sim.at(secs(12), Event::Probe { element: 0, ok: true });
+        // Out -> Standby changes nothing in the data plane.
+        assert_eq!(
+            sim.at(secs(13), Event::Probe { element: 0, ok: true }),
+            [Effect::Persist]
+        );
+        assert_eq!(sim.roles(), "S A");
+        for t in 14..100 {
+            assert_eq!(sim.at(secs(t), Event::Probe { element: 0, ok: true }), []);
+        }
+        let effects = sim.fall(100, 1);
+        assert_eq!(sim.roles(), "A O");
+        assert!(matches!(&effects[1], Effect::Record(r) if r.replaced_by == ["a"]));
+    }
+
+    #[test]
+    fn active_standby_1_n_follows_priority_and_breaks_ties_by_name() {
+        let mut sim = Sim::new(AS_PREEMPT, THREE);
+        sim.rise(0, &[0, 1, 2]);
+        assert_eq!(sim.roles(), "A S S");
+        sim.fall(10, 0);
+        assert_eq!(sim.roles(), "O A S");
+        sim.fall(20, 1);
+        assert_eq!(sim.roles(), "O O A");
+        sim.fall(30, 2);
+        assert_eq!(sim.roles(), "O O O");
+
+        let tied = &[("c", 100, 1), ("a", 100, 1), ("b", 100, 1)];
+        let mut sim = Sim::new(AS_PREEMPT, tied);
+        // The best first: otherwise the first to rise is active until the best preempts it.
+        sim.rise(0, &[1, 0, 2]);
+        assert_eq!(sim.roles(), "S A S");
+        sim.at(secs(10), Event::LinkDown { element: 1 });
+        assert_eq!(sim.roles(), "S O A");
+    }
+
+    #[test]
+    fn standby_failure_does_not_remap() {
+        let mut sim = Sim::new(AS_PREEMPT, THREE);
+        sim.rise(0, &[0, 1, 2]);
+        assert_eq!(sim.fall(10, 2), [Effect::Persist]);
+        assert_eq!(sim.roles(), "A S O");
+        assert!(sim.state.history().is_empty());
+    }
+
+    #[test]
+    fn n_plus_m_promotes_the_best_standby_in_the_same_step() {
+        let mut sim = Sim::new(n_plus_m(2, true), FOUR);
+        sim.rise(0, &[0, 1, 2, 3]);
+        assert_eq!(sim.roles(), "A A S S");
+        let effects = sim.fall(10, 0);
+        let record = FailoverRecord {
+            detection: secs(2),
+            ..sim.record("a", Reason::ProbeFailure, Role::Active, Role::Out, &["c"])
+        };
+        assert_eq!(effects, [Effect::Remap, Effect::Record(record), Effect::Persist]);
+        assert_eq!(sim.roles(), "O A A S");
+        sim.at(secs(20), Event::LinkDown { element: 2 });
+        assert_eq!(sim.roles(), "O A O A");
+        // Fewer healthy than N: every healthy element is active.
+        sim.at(secs(21), Event::LinkDown { element: 3 });
+        assert_eq!(sim.roles(), "O A O O");
+        // Without preemption, returning elements refill free places by priority.
+        let mut sim = Sim::new(n_plus_m(2, false), FOUR);
+        sim.rise(0, &[2, 3]);
+        assert_eq!(sim.roles(), "O O A A");
+        sim.rise(5, &[0, 1]);
+        assert_eq!(sim.roles(), "S S A A");
+        sim.at(secs(10), Event::LinkDown { element: 3 });
+        assert_eq!(sim.roles(), "A S A O");
+    }
+
+    #[test]
+    fn active_active_uses_every_healthy_undrained_element() {
+        let mut sim = Sim::new(AA, FOUR);
+        sim.rise(0, &[0, 1, 2, 3]);
+        assert_eq!(sim.roles(), "A A A A");
+        let effects = sim.fall(10, 1);
+        assert!(matches!(&effects[1], Effect::Record(r) if r.replaced_by.is_empty()));
+        assert_eq!(sim.roles(), "A O A A");
+        sim.at(
+            secs(20),
+            Event::Drain {
+                element: 3,
+                deadline: secs(60),
+            },
+        );
+        assert_eq!(sim.roles(), "A O A R");
+        sim.rise(30, &[1]);
+        assert_eq!(sim.roles(), "A A A R");
+    }
+
+    #[test]
+    fn drain_keeps_flows_until_the_deadline_then_out_until_undrained() {
+        let mut sim = Sim::new(AA, THREE);
+        sim.rise(0, &[0, 1, 2]);
+        let effects = sim.at(
+            secs(10),
+            Event::Drain {
+                element: 1,
+                deadline: secs(30),
+            },
+        );
+        let record = sim.record("b", Reason::Drained, Role::Active, Role::Draining, &[]);
+        assert_eq!(effects, [Effect::Remap, Effect::Record(record), Effect::Persist]);
+        assert_eq!(sim.roles(), "A R A");
+        assert_eq!(sim.state.next_deadline(), Some(secs(40)));
+        // Drain is not failure: probes keep counting, failures still take it out.
+        assert_eq!(sim.at(secs(20), Event::Probe { element: 1, ok: true }), []);
+        assert_eq!(sim.at(secs(39), Event::Tick), []);
+        let effects = sim.at(secs(40), Event::Tick);
+        let record = sim.record("b", Reason::DrainDeadline, Role::Draining, Role::Out, &[]);
+        assert_eq!(effects, [Effect::Remap, Effect::Record(record), Effect::Persist]);
+        assert_eq!(sim.roles(), "A O A");
+        assert_eq!(sim.state.next_deadline(), None);
+        assert_eq!(sim.at(secs(41), Event::Tick), []);
+        assert_eq!(
+            sim.at(secs(50), Event::Undrain { element: 1 }),
+            [Effect::Remap, Effect::Persist]
+        );
+        assert_eq!(sim.roles(), "A A A");
+        // Undraining an element that is not drained changes nothing.
+        assert_eq!(sim.at(secs(51), Event::Undrain { element: 1 }), []);
+
+        // Undrained while down: out until probes rise.
+        sim.at(
+            secs(60),
+            Event::Drain {
+                element: 2,
+                deadline: secs(5),
+            },
+        );
+        sim.at(secs(61), Event::LinkDown { element: 2 });
+        assert_eq!(sim.roles(), "A A O");
+        sim.at(secs(62), Event::LinkUp { element: 2 });
+        assert_eq!(sim.at(secs(70), Event::Undrain { element: 2 }), [Effect::Persist]);
+        assert_eq!(sim.roles(), "A A O");
+        sim.rise(71, &[2]);
+        assert_eq!(sim.roles(), "A A A");
+    }
+
+    #[test]
+    fn draining_the_active_hands_new_flows_to_the_standby() {
+        let mut sim = Sim::new(AS_STICKY, PAIR);
+        sim.rise(0, &[0, 1]);
+        let effects = sim.at(
+            secs(10),
+            Event::Drain {
+                element: 0,
+                deadline: secs(30),
+            },
+        );
+        let record = sim.record("a", Reason::Drained, Role::Active, Role::Draining, &["b"]);
+        assert_eq!(effects, [Effect::Remap, Effect::Record(record), Effect::Persist]);
+        assert_eq!(sim.roles(), "R A");
+        // Undrained before its deadline: b stays active (no preemption) and a keeps its flows
+        // until the drain's deadline, as promised, then stands by.
+        assert_eq!(sim.at(secs(20), Event::Undrain { element: 0 }), [Effect::Persist]);
+        assert_eq!(sim.roles(), "R A");
+        assert_eq!(sim.state.next_deadline(), Some(secs(40)));
+        sim.at(secs(40), Event::Tick);
+        assert_eq!(sim.roles(), "S A");
+    }
+
+    #[test]
+    fn drain_with_zero_deadline_is_out_at_once() {
+        let mut sim = Sim::new(AA, PAIR);
+        sim.rise(0, &[0, 1]);
+        let effects = sim.at(
+            secs(10),
+            Event::Drain {
+                element: 0,
+                deadline: Duration::ZERO,
+            },
+        );
+        let record = sim.record("a", Reason::Drained, Role::Active, Role::Out, &[]);
+        assert_eq!(effects, [Effect::Remap, Effect::Record(record), Effect::Persist]);
+    }
+
+    #[test]
+    fn bad_events_are_errors_and_change_nothing() {
+        let mut sim = Sim::new(AA, PAIR);
+        sim.rise(0, &[0, 1]);
+        let saved = sim.state.clone();
+        for event in [
+            Event::Probe {
+                element: 2,
+                ok: false,
+            },
+            Event::LinkDown { element: 7 },
+            Event::LinkUp { element: usize::MAX },
+            Event::Drain {
+                element: 2,
+                deadline: secs(1),
+            },
+            Event::Undrain { element: 2 },
+        ] {
+            let err = sim
+                .state
+                .step(&sim.spec, event, secs(5))
+                .expect_err("unknown element");
+            assert!(
+                matches!(err, StepError::UnknownElement { count: 2, .. }),
+                "{event:?}: {err}"
+            );
+            assert_eq!(sim.state, saved);
+        }
+        let bigger = pool(AA, THREE);
+        assert_eq!(
+            sim.state.step(&bigger, Event::Tick, secs(5)),
+            Err(StepError::SpecMismatch {
+                pool: "p".to_owned(),
+                state: 2,
+                spec: 3
+            })
+        );
+        assert_eq!(
+            StepError::UnknownElement {
+                pool: "p".to_owned(),
+                element: 2,
+                count: 2
+            }
+            .to_string(),
+            "pool p: no element at index 2 (the pool has 2)"
+        );
+    }
+
+    #[test]
+    fn history_keeps_the_last_records() {
+        let mut sim = Sim::new(AS_PREEMPT, PAIR);
+        sim.state.failback_drain = Duration::ZERO;
+        sim.rise(0, &[0, 1]);
+        for k in 0..50 {
+            let t = 10 + k * 10;
+            sim.at(secs(t), Event::LinkDown { element: 0 });
+            sim.at(secs(t + 1), Event::LinkUp { element: 0 });
+            sim.rise(t + 2, &[0]);
+        }
+        // Each round: a link-down, then a preemption.
+        assert_eq!(sim.state.history().len(), HISTORY_LEN);
+        let last = sim.state.history().back().expect("records");
+        assert_eq!((last.element.as_str(), last.reason), ("b", Reason::Preempted));
+        assert_eq!(last.decided_at, secs(10 + 49 * 10 + 3));
+    }
+
+    #[test]
+    fn restored_state_keeps_roles_without_flapping() {
+        let mut sim = Sim::new(AS_PREEMPT, THREE);
+        sim.rise(0, &[0, 1, 2]);
+        sim.at(secs(10), Event::LinkDown { element: 0 });
+        sim.at(secs(11), Event::LinkUp { element: 0 });
+        sim.rise(12, &[0]);
+        sim.at(
+            secs(15),
+            Event::Drain {
+                element: 2,
+                deadline: secs(100),
+            },
+        );
+        assert_eq!(sim.roles(), "A R R");
+        let json = serde_json::to_string(&sim.state).expect("serializing the pool state");
+        let mut restored: PoolState = serde_json::from_str(&json).expect("deserializing the pool state");
+        assert_eq!(restored, sim.state);
+        assert_eq!(restored.step(&sim.spec, Event::Tick, secs(16)), Ok(vec![]));
+        assert_eq!(restored.roles(), sim.state.roles());
+        for t in 17..20 {
+            for element in 0..3 {
+                let effects = restored
+                    .step(&sim.spec, Event::Probe { element, ok: true }, secs(t))
+                    .expect("probe");
+                assert_eq!(effects, []);
+            }
+        }
+        // The saved form names roles and reasons as the API does.
+        assert!(json.contains("\"role\":\"draining\""), "{json}");
+        assert!(json.contains("\"reason\":\"link-down\""), "{json}");
+    }
+
+    #[test]
+    fn rebase_moves_deadlines_to_the_new_epoch() {
+        let mut sim = Sim::new(AS_PREEMPT, PAIR);
+        sim.rise(0, &[0, 1]);
+        sim.at(
+            secs(1_000),
+            Event::Drain {
+                element: 1,
+                deadline: secs(60),
+            },
+        );
+        sim.at(secs(1_001), Event::LinkDown { element: 0 });
+        sim.at(secs(1_002), Event::LinkUp { element: 0 });
+        sim.rise(1_003, &[0]);
+        assert_eq!(sim.roles(), "A R");
+        let mut state = sim.state.clone();
+        // Saved at 1_005; the daemon restarts 10 s later with a new epoch, at now = 3 s.
+        state.rebase(secs(1_015), secs(3));
+        assert_eq!(state.next_deadline(), Some(secs(1_060 - 1_012)));
+        assert_eq!(state.history().back().map(|r| r.decided_at), Some(secs(0)));
+        assert_eq!(state.step(&sim.spec, Event::Tick, secs(47)), Ok(vec![]));
+        let effects = state.step(&sim.spec, Event::Tick, secs(48)).expect("tick");
+        assert_eq!(effects.first(), Some(&Effect::Remap));
+        assert_eq!(state.roles(), [Role::Active, Role::Out]);
+    }
+
+    #[test]
+    fn reconcile_matches_elements_by_name() {
+        let mut sim = Sim::new(AS_PREEMPT, THREE);
+        sim.rise(0, &[0, 1, 2]);
+        assert!(!sim.state.reconcile(&sim.spec));
+        let spec = pool(AS_PREEMPT, &[("c", 100, 1), ("new", 400, 1), ("a", 300, 1)]);
+        assert!(sim.state.reconcile(&spec));
+        assert_eq!(sim.state.position("a"), Some(2));
+        assert_eq!(sim.state.position("b"), None);
+        sim.spec = spec;
+        assert_eq!(sim.roles(), "S O A");
+        assert_eq!(sim.at(secs(10), Event::Tick), []);
+        sim.rise(11, &[1]);
+        assert_eq!(sim.roles(), "S A R");
+    }
+
+    // === properties ===
+
+    fn redundancy() -> impl Strategy<Value = RedundancySpec> {
+        prop_oneof![
+            any::<bool>().prop_map(|preempt| RedundancySpec::ActiveStandby { preempt }),
+            (1u32..4, any::<bool>()).prop_map(|(active, preempt)| RedundancySpec::NPlusM { active, preempt }),
+            Just(RedundancySpec::ActiveActive),
+        ]
+    }
+
+    /// An event on element `e % n`, with `dt` milliseconds before it.
+    fn event() -> impl Strategy<Value = (u64, usize, u8, u64)> {
+        (0u64..1_500, 0usize..5, 0u8..16, 0u64..5_000)
+    }
+
+    fn make_event((_, e, kind, ms): (u64, usize, u8, u64), n: usize) -> Event {
+        let element = e % n;
+        match kind {
+            0..=5 => Event::Probe { element, ok: true },
+            6..=9 => Event::Probe { element, ok: false },
+            10 => Event::LinkDown { element },
+            11 => Event::LinkUp { element },
+            12 => Event::Drain {
+                element,
+                deadline: Duration::from_millis(ms),
+            },
+            13 => Event::Undrain { element },
+            _ => Event::Tick,
+        }
+    }
+
+    const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+    fn resolved(n: usize) -> Vec<Resolved> {
+        (0..n)
+            .map(|i| Resolved {
+                ifindex: 2,
+                dst_mac: [2, 0, 0, 0, 0, i as u8],
+                src_mac: [2, 0, 0, 0, 1, 0],
+            })
+            .collect()
+    }
+
+    fn limit(redundancy: RedundancySpec) -> usize {
+        match redundancy {
+            RedundancySpec::ActiveStandby { .. } => 1,
+            RedundancySpec::NPlusM { active, .. } => active as usize,
+            RedundancySpec::ActiveActive => usize::MAX,
+        }
+    }
+
+    fn sticky(redundancy: RedundancySpec) -> bool {
+        matches!(
+            redundancy,
+            RedundancySpec::ActiveActive
+                | RedundancySpec::ActiveStandby { preempt: false }
+                | RedundancySpec::NPlusM { preempt: false, .. }
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_event_sequence_keeps_the_invariants(
+            redundancy in redundancy(),
+            elements in prop::collection::vec((0u32..3, 1u32..4), 1..=5),
+            rise in 1u32..4,
+            fall in 1u32..4,
+            failback_ms in prop_oneof![Just(0u64), 1u64..5_000],
+            events in prop::collection::vec(event(), 0..80),
+        ) {
+            let named: Vec<(&str, u32, u32)> =
+                elements.iter().zip(NAMES).map(|(&(p, w), name)| (name, p, w)).collect();
+            let mut spec = pool(redundancy, &named);
+            spec.health.rise = rise;
+            spec.health.fall = fall;
+            let n = named.len();
+            let resolved = resolved(n);
+            let mut state = PoolState::new(&spec).with_failback_drain(Duration::from_millis(failback_ms));
+            let mut now = Duration::ZERO;
+            let mut old_plan: Mapping = plan(&spec, &state, &resolved).expect("plan");
+            for raw in events {
+                now += Duration::from_millis(raw.0);
+                let event = make_event(raw, n);
+                let old = state.clone();
+                let effects = state.step(&spec, event, now).expect("step");
+                let new_plan = plan(&spec, &state, &resolved).expect("plan");
+
+                let states = |m: &Mapping| m.elements.iter().map(|e| e.state).collect::<Vec<_>>();
+                // Remap exactly when the data plane must change.
+                let remap = effects.contains(&Effect::Remap);
+                prop_assert_eq!(remap, states(&old_plan) != states(&new_plan), "{:?}", event);
+                if !remap {
+                    prop_assert_eq!(&old_plan.ring, &new_plan.ring);
+                }
+                if old.roles() != state.roles() {
+                    prop_assert_eq!(effects.last(), Some(&Effect::Persist));
+                }
+
+                let mut eligible = 0;
+                for (i, e) in state.elements().iter().enumerate() {
+                    // (1) Only an up element carries flows.
+                    if e.health() != Health::Up {
+                        prop_assert!(!e.role().keeps_flows(), "{} {:?}", i, e);
+                    }
+                    // (2) Only actives are in the table; a draining element keeps its state.
+                    let in_ring = new_plan.ring.contains(&(i as u16));
+                    prop_assert_eq!(in_ring, e.role() == Role::Active, "{}", i);
+                    if e.role() == Role::Draining {
+                        prop_assert_eq!(new_plan.elements[i].state, STATE_DRAINING);
+                    }
+                    // (3) Flows of healthy elements never move: an active that stays up and
+                    // undrained keeps its flows (and stays up unless preempted).
+                    let was = &old.elements()[i];
+                    if was.role() == Role::Active
+                        && was.health() == Health::Up
+                        && e.health() == Health::Up
+                        && e.admin() == Admin::Normal
+                    {
+                        if sticky(redundancy) {
+                            prop_assert_eq!(new_plan.elements[i].state, STATE_UP, "{} {:?}", i, event);
+                        } else if failback_ms > 0 {
+                            prop_assert!(new_plan.elements[i].keeps_flows(), "{} {:?}", i, event);
+                        }
+                    }
+                    // A draining element keeps its flows until its deadline, whatever else happens.
+                    if was.role() == Role::Draining && e.health() == Health::Up {
+                        // The latest promise: a new drain's deadline, the drain an undrain
+                        // ended, or the running fail-back period.
+                        let until = match (was.admin(), e.admin()) {
+                            (_, Admin::Draining { until }) | (Admin::Draining { until }, Admin::Normal) => Some(until),
+                            (Admin::Normal, Admin::Normal) => was.failback_until(),
+                        };
+                        if until.is_some_and(|u| now < u) {
+                            prop_assert!(e.role().keeps_flows(), "{} {:?}", i, event);
+                        }
+                    }
+                    let view = e.view(now);
+                    eligible += usize::from(view.eligible());
+                }
+                // (4), (5) At most one active (active-standby), N (n+m): exactly as many as
+                // there are eligible elements, up to that.
+                let actives = state.roles().iter().filter(|&&r| r == Role::Active).count();
+                prop_assert_eq!(actives, limit(redundancy).min(eligible));
+
+                // Nothing happens between events but deadlines.
+                if let Some(deadline) = state.next_deadline() {
+                    prop_assert!(deadline > now);
+                }
+                let mut idle = state.clone();
+                prop_assert_eq!(idle.step(&spec, Event::Tick, now).expect("tick"), vec![]);
+
+                prop_assert!(state.history().len() <= HISTORY_LEN);
+                for effect in &effects {
+                    if let Effect::Record(r) = effect {
+                        prop_assert!(r.from.keeps_flows());
+                        prop_assert_eq!(r.decided_at, now);
+                    }
+                }
+                old_plan = new_plan;
+            }
+
+            // (6) A restored state is the same state: same roles, and no flapping.
+            let json = serde_json::to_string(&state).expect("serializing");
+            let mut restored: PoolState = serde_json::from_str(&json).expect("deserializing");
+            prop_assert_eq!(&restored, &state);
+            prop_assert_eq!(restored.step(&spec, Event::Tick, now).expect("tick"), vec![]);
+            prop_assert_eq!(restored.roles(), state.roles());
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! From roles to the values the data plane holds: the Maglev table and the element table.
+
+use std::fmt;
+
+use vnfpool_common::{
+    element::{Element, STATE_ABSENT, STATE_DOWN, STATE_DRAINING, STATE_UP},
+    maps::MAX_ELEMENTS,
+};
+
+use super::{
+    failover::PoolState,
+    maglev::{self, Backend, RingError},
+    roles::Role,
+    spec::PoolSpec,
+};
+
+/// Where packets for one element go, as resolved by the controller (routes, neighbours).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// Egress interface.
+    pub ifindex: u32,
+    /// The element's MAC.
+    pub dst_mac: [u8; 6],
+    /// The egress interface's MAC.
+    pub src_mac: [u8; 6],
+}
+
+/// One complete mapping of a pool, as the data plane takes it in one switch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mapping {
+    /// Maglev table of `ring_size` element indices, all of active elements; empty when the pool
+    /// has no active element.
+    pub ring: Vec<u16>,
+    /// Element table, indexed like `PoolSpec::elements`.
+    pub elements: Vec<Element>,
+}
+
+/// Why a mapping cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("pool {pool}: {resolved} resolved elements for {elements} elements")]
+    Resolved {
+        pool: String,
+        resolved: usize,
+        elements: usize,
+    },
+    #[error("pool {pool}: the state holds {state} elements and the spec {spec}")]
+    State { pool: String, state: usize, spec: usize },
+    #[error("pool {pool}: {count} elements, the data plane holds at most {max}")]
+    TooManyElements { pool: String, count: usize, max: u32 },
+    #[error("pool {pool}: cannot build the Maglev table")]
+    Ring {
+        pool: String,
+        #[source]
+        source: RingError,
+    },
+}
+
+/// The mapping for the pool's current roles: actives are up and share the Maglev table by
+/// weight (key `name_key(name)`, index = position in the pool); draining elements keep their
+/// flows outside the table; every other element is down.
+///
+/// # Errors
+/// When `resolved` or `state` does not hold one entry per element of `spec`, when the pool has
+/// more elements than the data plane holds, or when the table cannot be built (bad size, or two
+/// names with the same key).
+pub fn plan(spec: &PoolSpec, state: &PoolState, resolved: &[Resolved]) -> Result<Mapping, PlanError> {
+    let count = spec.elements.len();
+    let pool = || spec.name.clone();
+    if resolved.len() != count {
+        return Err(PlanError::Resolved {
+            pool: pool(),
+            resolved: resolved.len(),
+            elements: count,
+        });
+    }
+    if state.elements().len() != count {
+        return Err(PlanError::State {
+            pool: pool(),
+            state: state.elements().len(),
+            spec: count,
+        });
+    }
+    if count > MAX_ELEMENTS as usize {
+        return Err(PlanError::TooManyElements {
+            pool: pool(),
+            count,
+            max: MAX_ELEMENTS,
+        });
+    }
+    let roles = state.roles();
+    let backends: Vec<Backend> = spec
+        .elements
+        .iter()
+        .zip(&roles)
+        .zip(0u16..)
+        .filter(|&((_, &role), _)| role == Role::Active)
+        .map(|((e, _), index)| Backend {
+            key: maglev::name_key(&e.name),
+            index,
+            weight: e.weight,
+        })
+        .collect();
+    let ring = maglev::build(&backends, spec.ring_size)
+        .map_err(|source| PlanError::Ring { pool: pool(), source })?;
+    let elements = resolved
+        .iter()
+        .zip(&roles)
+        .map(|(r, role)| Element {
+            ifindex: r.ifindex,
+            state: role.dataplane_state(),
+            dst_mac: r.dst_mac,
+            src_mac: r.src_mac,
+            _pad: [0; 4],
+        })
+        .collect();
+    Ok(Mapping { ring, elements })
+}
+
+/// An element whose data-plane state changed (`STATE_ABSENT` when it did not exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange {
+    pub index: usize,
+    pub from: u32,
+    pub to: u32,
+}
+
+/// What a new mapping changes, for the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappingDiff {
+    pub states: Vec<StateChange>,
+    /// Elements in the same state with another interface or MAC.
+    pub rewired: Vec<usize>,
+    /// Table positions that now name another element (or none).
+    pub moved: usize,
+    /// Table size after the change.
+    pub ring_len: usize,
+}
+
+impl MappingDiff {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.rewired.is_empty() && self.moved == 0
+    }
+}
+
+fn state_name(state: u32) -> &'static str {
+    match state {
+        STATE_ABSENT => "absent",
+        STATE_UP => "up",
+        STATE_DRAINING => "draining",
+        STATE_DOWN => "down",
+        _ => "invalid",
+    }
+}
+
+impl fmt::Display for MappingDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("no change");
+        }
+        let mut sep = "";
+        for c in &self.states {
+            write!(
+                f,
+                "{sep}#{} {} -> {}",
+                c.index,
+                state_name(c.from),
+                state_name(c.to)
+            )?;
+            sep = ", ";
+        }
+        for i in &self.rewired {
+            write!(f, "{sep}#{i} rewired")?;
+            sep = ", ";
+        }
+        write!(f, "{sep}{} of {} positions moved", self.moved, self.ring_len)
+    }
+}
+
+/// What changes from `old` to `new`.
+#[must_use]
+pub fn diff(old: &Mapping, new: &Mapping) -> MappingDiff {
+    let absent = Element::default();
+    let mut out = MappingDiff {
+        ring_len: new.ring.len(),
+        ..MappingDiff::default()
+    };
+    for index in 0..old.elements.len().max(new.elements.len()) {
+        let o = old.elements.get(index).unwrap_or(&absent);
+        let n = new.elements.get(index).unwrap_or(&absent);
+        if o.state != n.state {
+            out.states.push(StateChange {
+                index,
+                from: o.state,
+                to: n.state,
+            });
+        } else if o != n {
+            out.rewired.push(index);
+        }
+    }
+    out.moved = (0..old.ring.len().max(new.ring.len()))
+        .filter(|&i| old.ring.get(i) != new.ring.get(i))
+        .count();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{
+        failover::Event,
+        maglev::MIN_RING_SIZE,
+        testutil::{AA, AS_PREEMPT, pool},
+    };
+
+    fn resolved(n: usize) -> Vec<Resolved> {
+        (0..n)
+            .map(|i| Resolved {
+                ifindex: 10 + i as u32,
+                dst_mac: [2, 0, 0, 0, 0, i as u8],
+                src_mac: [2, 0, 0, 0, 1, 0],
+            })
+            .collect()
+    }
+
+    /// Brings every element listed up (rise 2), from `t` seconds.
+    fn up(spec: &PoolSpec, state: &mut PoolState, t: u64, elements: &[usize]) {
+        for k in 0..2 {
+            for &element in elements {
+                state
+                    .step(
+                        spec,
+                        Event::Probe { element, ok: true },
+                        Duration::from_secs(t + k),
+                    )
+                    .expect("probe");
+            }
+        }
+    }
+
+    fn states(m: &Mapping) -> Vec<u32> {
+        m.elements.iter().map(|e| e.state).collect()
+    }
+
+    fn counts(ring: &[u16], n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|i| ring.iter().filter(|&&x| usize::from(x) == i).count())
+            .collect()
+    }
+
+    #[test]
+    fn roles_become_states_and_only_actives_are_in_the_table() {
+        let elements = &[("a", 400, 1), ("b", 300, 1), ("c", 200, 1), ("d", 100, 1)];
+        let spec = pool(AS_PREEMPT, elements);
+        let mut state = PoolState::new(&spec);
+        let res = resolved(4);
+
+        let empty = plan(&spec, &state, &res).expect("plan");
+        assert_eq!(empty.ring, Vec::<u16>::new(), "no active, no table");
+        assert_eq!(states(&empty), [STATE_DOWN; 4]);
+
+        up(&spec, &mut state, 0, &[1, 2]);
+        state
+            .step(&spec, Event::LinkDown { element: 3 }, Duration::from_secs(5))
+            .expect("link");
+        up(&spec, &mut state, 6, &[0]);
+        assert_eq!(
+            state.roles(),
+            [Role::Active, Role::Draining, Role::Standby, Role::Out]
+        );
+        let m = plan(&spec, &state, &res).expect("plan");
+        assert_eq!(states(&m), [STATE_UP, STATE_DRAINING, STATE_DOWN, STATE_DOWN]);
+        assert_eq!(m.ring, vec![0; MIN_RING_SIZE as usize]);
+        for (e, r) in m.elements.iter().zip(&res) {
+            assert_eq!(
+                (e.ifindex, e.dst_mac, e.src_mac, e._pad),
+                (r.ifindex, r.dst_mac, r.src_mac, [0; 4])
+            );
+        }
+    }
+
+    #[test]
+    fn actives_share_the_table_by_weight() {
+        let elements = &[("a", 100, 1), ("b", 100, 2), ("c", 100, 3), ("d", 100, 4)];
+        let spec = pool(AA, elements);
+        let mut state = PoolState::new(&spec);
+        up(&spec, &mut state, 0, &[0, 1, 2]);
+        let m = plan(&spec, &state, &resolved(4)).expect("plan");
+        let size = MIN_RING_SIZE as usize;
+        let counts = counts(&m.ring, 4);
+        assert_eq!(counts.iter().sum::<usize>(), size);
+        for (i, w) in [1, 2, 3].into_iter().enumerate() {
+            assert!(counts[i] >= size * w / 6, "{counts:?}");
+            assert!(counts[i] <= (size + 3) * w / 6, "{counts:?}");
+        }
+        assert_eq!(counts[3], 0, "unknown elements are not in the table");
+        // The table is the Maglev table of the actives, keyed by name.
+        let backends: Vec<Backend> = (0..3u16)
+            .map(|i| Backend {
+                key: maglev::name_key(elements[usize::from(i)].0),
+                index: i,
+                weight: elements[usize::from(i)].2,
+            })
+            .collect();
+        assert_eq!(m.ring, maglev::build(&backends, spec.ring_size).expect("ring"));
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let spec = pool(AA, &[("a", 1, 1), ("b", 1, 1)]);
+        let state = PoolState::new(&spec);
+        assert_eq!(
+            plan(&spec, &state, &resolved(1)),
+            Err(PlanError::Resolved {
+                pool: "p".to_owned(),
+                resolved: 1,
+                elements: 2
+            })
+        );
+        let other = pool(AA, &[("a", 1, 1)]);
+        assert!(matches!(
+            plan(&other, &state, &resolved(1)),
+            Err(PlanError::State {
+                state: 2,
+                spec: 1,
+                ..
+            })
+        ));
+        let mut bad_size = spec.clone();
+        bad_size.ring_size = 256;
+        let err = plan(&bad_size, &state, &resolved(2)).expect_err("not prime");
+        assert_eq!(
+            err,
+            PlanError::Ring {
+                pool: "p".to_owned(),
+                source: RingError::NotPrime { size: 256 }
+            }
+        );
+        let source = std::error::Error::source(&err).expect("source");
+        assert_eq!(source.to_string(), "ring size 256 is not prime");
+    }
+
+    #[test]
+    fn diff_summarizes_changes() {
+        let spec = pool(AS_PREEMPT, &[("a", 2, 1), ("b", 1, 1)]);
+        let mut state = PoolState::new(&spec);
+        let res = resolved(2);
+        up(&spec, &mut state, 0, &[0, 1]);
+        let before = plan(&spec, &state, &res).expect("plan");
+        assert!(diff(&before, &before).is_empty(), "same input, empty delta");
+        assert_eq!(diff(&before, &before).to_string(), "no change");
+
+        state
+            .step(&spec, Event::LinkDown { element: 0 }, Duration::from_secs(9))
+            .expect("link");
+        let after = plan(&spec, &state, &res).expect("plan");
+        let d = diff(&before, &after);
+        assert_eq!(
+            d.states,
+            [
+                StateChange {
+                    index: 0,
+                    from: STATE_UP,
+                    to: STATE_DOWN
+                },
+                StateChange {
+                    index: 1,
+                    from: STATE_DOWN,
+                    to: STATE_UP
+                },
+            ]
+        );
+        assert_eq!(d.moved, MIN_RING_SIZE as usize);
+        assert_eq!(
+            d.to_string(),
+            "#0 up -> down, #1 down -> up, 251 of 251 positions moved"
+        );
+
+        let mut rewired = after.clone();
+        rewired.elements[1].dst_mac[5] = 0x42;
+        let d = diff(&after, &rewired);
+        assert_eq!((d.states.len(), d.rewired.as_slice(), d.moved), (0, &[1][..], 0));
+
+        let d = diff(&Mapping::default(), &after);
+        assert_eq!(d.states.len(), 2);
+        assert_eq!(d.states[0].from, STATE_ABSENT);
+        assert_eq!(d.moved, MIN_RING_SIZE as usize);
+        let d = diff(&after, &Mapping::default());
+        assert_eq!((d.moved, d.ring_len), (MIN_RING_SIZE as usize, 0));
+    }
+}
