@@ -1,0 +1,207 @@
+//! Failure detection I/O: active probes, their schedule, and link state from netlink.
+//!
+//! A probe produces an [`Outcome`] and nothing else; rise/fall counting and every decision
+//! taken on outcomes live in `model`. [`check`] runs one probe, [`spawn_probers`] runs them on a
+//! fixed schedule per element, and [`link::watch_links`] reports interface state changes.
+
+pub mod exec;
+pub mod http;
+pub mod link;
+mod schedule;
+pub mod tcp;
+pub mod udp;
+
+#[cfg(test)]
+pub(crate) mod testnet;
+
+use std::{
+    error::Error as _,
+    fmt::Write as _,
+    io,
+    net::{IpAddr, SocketAddr},
+    process::ExitStatus,
+    time::Duration,
+};
+
+use tokio::time::{self, Instant};
+
+pub use self::schedule::{ProbeReport, ProbeTarget, spawn_probers};
+use crate::model::spec::CheckSpec;
+
+/// The result of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub ok: bool,
+    /// From the start of the probe to its success or failure.
+    pub latency: Duration,
+    /// Why the probe failed (`None` when `ok`).
+    pub detail: Option<String>,
+}
+
+impl Outcome {
+    #[must_use]
+    pub fn success(latency: Duration) -> Self {
+        Self {
+            ok: true,
+            latency,
+            detail: None,
+        }
+    }
+
+    #[must_use]
+    pub fn failure(latency: Duration, detail: String) -> Self {
+        Self {
+            ok: false,
+            latency,
+            detail: Some(detail),
+        }
+    }
+
+    fn from_result(result: Result<(), ProbeError>, latency: Duration) -> Self {
+        match result {
+            Ok(()) => Self::success(latency),
+            Err(error) => Self::failure(latency, error_chain(&error)),
+        }
+    }
+}
+
+/// Why a probe failed. [`check`] turns it into [`Outcome::detail`] (with its sources).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("no answer within {after:?}")]
+    TimedOut { after: Duration },
+    #[error("TCP connect to {addr}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("HTTP {stage} with {addr}")]
+    Http {
+        addr: SocketAddr,
+        stage: &'static str,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("building the HTTP request for path {path:?}")]
+    HttpRequest {
+        path: String,
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("HTTP status {got}, expected {expected}")]
+    Status { expected: u16, got: u16 },
+    #[error("UDP {op} with {addr}")]
+    Udp {
+        addr: SocketAddr,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("UDP port unreachable at {addr} (ICMP)")]
+    PortUnreachable { addr: SocketAddr },
+    #[error("UDP reply from {addr} differs from the expected bytes")]
+    UnexpectedReply { addr: SocketAddr },
+    #[error("the exec check has an empty command")]
+    EmptyCommand,
+    #[error("starting {program:?}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("waiting for {program:?}")]
+    Wait {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{program:?} failed: {status}")]
+    Exit { program: String, status: ExitStatus },
+    #[error("the previous probe is still running after {running:?}")]
+    Overrun { running: Duration },
+}
+
+/// Runs one probe of `spec` against the element `name` at `target`.
+///
+/// Every failure, including an I/O error or `timeout` passing, is an `Outcome` with `ok: false`
+/// and a `detail`; this never panics on I/O. The probe uses a fresh connection or socket.
+pub async fn check(spec: &CheckSpec, target: IpAddr, name: &str, timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let result = match spec {
+        CheckSpec::Tcp { port } => within(timeout, tcp::probe(SocketAddr::new(target, *port))).await,
+        CheckSpec::Http {
+            port,
+            path,
+            expect_status,
+        } => {
+            within(
+                timeout,
+                http::probe(SocketAddr::new(target, *port), path, *expect_status),
+            )
+            .await
+        }
+        CheckSpec::Udp {
+            port,
+            payload,
+            expect,
+        } => {
+            within(
+                timeout,
+                udp::probe(SocketAddr::new(target, *port), payload, expect.as_deref()),
+            )
+            .await
+        }
+        // The exec probe enforces `timeout` itself so that it can kill and reap the child.
+        CheckSpec::Exec { command } => exec::probe(command, target, name, timeout).await,
+    };
+    Outcome::from_result(result, start.elapsed())
+}
+
+async fn within(
+    timeout: Duration,
+    probe: impl Future<Output = Result<(), ProbeError>>,
+) -> Result<(), ProbeError> {
+    time::timeout(timeout, probe)
+        .await
+        .unwrap_or(Err(ProbeError::TimedOut { after: timeout }))
+}
+
+/// `error: source: source…`, for the one line an operator reads.
+fn error_chain(error: &ProbeError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    #[tokio::test]
+    async fn detail_carries_the_source_chain() {
+        let outcome = check(
+            &CheckSpec::Exec {
+                command: vec!["/nonexistent/vnfpool-check".to_owned()],
+            },
+            LOCALHOST,
+            "e1",
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(!outcome.ok);
+        let detail = outcome.detail.expect("a failure has a detail");
+        assert!(
+            detail.starts_with("starting \"/nonexistent/vnfpool-check\": "),
+            "{detail}"
+        );
+    }
+}

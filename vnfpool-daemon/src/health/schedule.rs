@@ -1,0 +1,542 @@
+//! The probe schedule: one task per element, probes started on a fixed clock.
+//!
+//! Each element's task starts a probe every `interval` (`tokio::time::interval`, missed ticks
+//! skipped) and keeps at most one probe in flight. A probe runs concurrently with the clock, so a
+//! slow probe does not shift the next start.
+//!
+//! **A tick that finds the previous probe still running is reported as a failure**
+//! ([`ProbeError::Overrun`], `at` = that tick), and no second probe is started. The previous
+//! probe still reports its own outcome when it ends (bounded by `timeout`). This keeps one report
+//! per interval whatever the timeout, so `fall` consecutive failures take `interval × fall` to
+//! accumulate, as `HealthSpec::worst_detection` and DESIGN.md ("Detection time = interval x
+//! fall") count them. Skipping the tick instead would let a hung element (say a frozen one behind
+//! an HTTP check with a 1 s timeout and a 10 ms interval) take `timeout × fall` to detect. The
+//! price: with `timeout > interval`, an element that answers slower than `interval` gets a
+//! failure for each interval it overran, followed by the success of the slow probe.
+//!
+//! A probe ending at the very instant of a tick is taken first, so that a probe as long as the
+//! interval is not an overrun.
+
+use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+    time::{self, Instant, MissedTickBehavior},
+};
+
+use super::{Outcome, ProbeError, check, error_chain};
+use crate::model::spec::{CheckSpec, ElementSpec, HealthSpec, PoolSpec};
+
+/// `tokio::time::interval` panics on a zero period; config validation already requires 1 ms.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// What to probe, for one element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTarget {
+    /// Index of the pool in `Spec::pools`.
+    pub pool: usize,
+    /// Index of the element in its pool's `elements`.
+    pub element: usize,
+    pub name: String,
+    pub address: IpAddr,
+    pub check: CheckSpec,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl ProbeTarget {
+    #[must_use]
+    pub fn new(pool: usize, element: usize, health: &HealthSpec, spec: &ElementSpec) -> Self {
+        Self {
+            pool,
+            element,
+            name: spec.name.clone(),
+            address: spec.address,
+            check: health.check.clone(),
+            interval: health.interval,
+            timeout: health.timeout,
+        }
+    }
+
+    /// One target per element of every pool, indexed as in `pools`.
+    #[must_use]
+    pub fn for_pools(pools: &[PoolSpec]) -> Vec<Self> {
+        pools
+            .iter()
+            .enumerate()
+            .flat_map(|(pool, spec)| {
+                spec.elements
+                    .iter()
+                    .enumerate()
+                    .map(move |(element, element_spec)| Self::new(pool, element, &spec.health, element_spec))
+            })
+            .collect()
+    }
+}
+
+/// One probe's outcome, or one overrun tick's failure (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    pub pool: usize,
+    pub element: usize,
+    pub outcome: Outcome,
+    /// When the probe started (for an overrun, the tick that found the previous one running).
+    pub at: Instant,
+}
+
+type ProbeFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+type ProbeFn = dyn Fn(Arc<ProbeTarget>) -> ProbeFuture + Send + Sync;
+
+/// Spawns one prober task per target on the current runtime; each sends its reports on `tx`.
+///
+/// The tasks stop when `shutdown` becomes `true`, when its sender is dropped, or when `tx`'s
+/// receiver is dropped; a probe in flight is then dropped (an exec child is killed). A full
+/// channel holds the task back (no report is dropped) while still honouring `shutdown`.
+#[must_use = "the tasks run until shutdown; keep the handles to wait for them"]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "owning them leaves the copies with the tasks only: the report channel closes when the last prober ends"
+)]
+pub fn spawn_probers(
+    targets: Vec<ProbeTarget>,
+    tx: mpsc::Sender<ProbeReport>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let probe: Arc<ProbeFn> = Arc::new(|target: Arc<ProbeTarget>| -> ProbeFuture {
+        Box::pin(async move { check(&target.check, target.address, &target.name, target.timeout).await })
+    });
+    spawn_with(targets, &tx, &shutdown, &probe)
+}
+
+fn spawn_with(
+    targets: Vec<ProbeTarget>,
+    tx: &mpsc::Sender<ProbeReport>,
+    shutdown: &watch::Receiver<bool>,
+    probe: &Arc<ProbeFn>,
+) -> Vec<JoinHandle<()>> {
+    targets
+        .into_iter()
+        .map(|target| {
+            tokio::spawn(run(
+                Arc::new(target),
+                Arc::clone(probe),
+                tx.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect()
+}
+
+struct InFlight {
+    probe: ProbeFuture,
+    started: Instant,
+}
+
+async fn run(
+    target: Arc<ProbeTarget>,
+    probe: Arc<ProbeFn>,
+    tx: mpsc::Sender<ProbeReport>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = time::interval(target.interval.max(MIN_INTERVAL));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut in_flight: Option<InFlight> = None;
+    loop {
+        let (outcome, at) = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|&stop| stop) => return,
+            finished = finish(&mut in_flight) => finished,
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                if let Some(InFlight { started, .. }) = &in_flight {
+                    let running = now - *started;
+                    (Outcome::failure(running, error_chain(&ProbeError::Overrun { running })), now)
+                } else {
+                    in_flight = Some(InFlight { probe: probe(Arc::clone(&target)), started: now });
+                    continue;
+                }
+            }
+        };
+        let report = ProbeReport {
+            pool: target.pool,
+            element: target.element,
+            outcome,
+            at,
+        };
+        let sent = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|&stop| stop) => false,
+            sent = tx.send(report) => sent.is_ok(),
+        };
+        if !sent {
+            return;
+        }
+    }
+}
+
+/// Completes with the in-flight probe's outcome and start time, leaving `None`; never completes
+/// when nothing is in flight.
+async fn finish(in_flight: &mut Option<InFlight>) -> (Outcome, Instant) {
+    let Some(InFlight { probe, started }) = in_flight else {
+        return std::future::pending().await;
+    };
+    let outcome = probe.as_mut().await;
+    let started = *started;
+    *in_flight = None;
+    (outcome, started)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::Ipv4Addr,
+        sync::atomic::{AtomicUsize, Ordering},
+    };
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn target(interval: Duration, timeout: Duration, check: CheckSpec) -> ProbeTarget {
+        ProbeTarget {
+            pool: 3,
+            element: 7,
+            name: "e7".to_owned(),
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            check,
+            interval,
+            timeout,
+        }
+    }
+
+    /// A probe that takes `latencies[i]` (the last one repeating) for its i-th run and succeeds.
+    fn fake(latencies: &'static [u64]) -> Arc<ProbeFn> {
+        let runs = Arc::new(AtomicUsize::new(0));
+        Arc::new(move |_target: Arc<ProbeTarget>| -> ProbeFuture {
+            let run = runs.fetch_add(1, Ordering::Relaxed);
+            let latency = MS * u32::try_from(latencies[run.min(latencies.len() - 1)]).expect("small");
+            Box::pin(async move {
+                time::sleep(latency).await;
+                Outcome::success(latency)
+            })
+        })
+    }
+
+    struct Probers {
+        rx: mpsc::Receiver<ProbeReport>,
+        stop: watch::Sender<bool>,
+        tasks: Vec<JoinHandle<()>>,
+        start: Instant,
+    }
+
+    fn start(target: ProbeTarget, probe: &Arc<ProbeFn>, capacity: usize) -> Probers {
+        let (tx, rx) = mpsc::channel(capacity);
+        let (stop, shutdown) = watch::channel(false);
+        let start = Instant::now();
+        let tasks = spawn_with(vec![target], &tx, &shutdown, probe);
+        Probers {
+            rx,
+            stop,
+            tasks,
+            start,
+        }
+    }
+
+    impl Probers {
+        /// The next `n` reports as (ms after start, ok, latency ms).
+        async fn next(&mut self, n: usize) -> Vec<(u128, bool, u128)> {
+            let mut reports = Vec::new();
+            for _ in 0..n {
+                let report = self.rx.recv().await.expect("a report");
+                assert_eq!((report.pool, report.element), (3, 7));
+                reports.push((
+                    (report.at - self.start).as_millis(),
+                    report.outcome.ok,
+                    report.outcome.latency.as_millis(),
+                ));
+            }
+            reports
+        }
+
+        async fn stop(self) {
+            self.stop.send(true).expect("the probers listen");
+            for task in self.tasks {
+                time::timeout(Duration::from_secs(1), task)
+                    .await
+                    .expect("the prober stops at once")
+                    .expect("the prober did not panic");
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn probes_start_on_a_fixed_schedule() {
+        let mut probers = start(
+            target(10 * MS, 5 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[3]),
+            16,
+        );
+
+        let reports = probers.next(10).await;
+
+        let expected: Vec<_> = (0..10).map(|k| (k * 10, true, 3)).collect();
+        assert_eq!(reports, expected);
+        probers.stop().await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_slow_probe_does_not_shift_the_schedule() {
+        // 7 ms, then 9 ms, then 2 ms: starts stay on the 10 ms grid.
+        let mut probers = start(
+            target(10 * MS, 9 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[7, 9, 2]),
+            16,
+        );
+
+        let reports = probers.next(4).await;
+
+        assert_eq!(
+            reports,
+            [(0, true, 7), (10, true, 9), (20, true, 2), (30, true, 2)]
+        );
+        probers.stop().await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_probe_ending_on_the_tick_is_not_an_overrun() {
+        let mut probers = start(
+            target(10 * MS, 10 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[10]),
+            16,
+        );
+
+        let reports = probers.next(5).await;
+
+        let expected: Vec<_> = (0..5).map(|k| (k * 10, true, 10)).collect();
+        assert_eq!(reports, expected);
+        probers.stop().await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_tick_finding_the_previous_probe_running_reports_a_failure() {
+        let mut probers = start(
+            target(10 * MS, 100 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[25]),
+            16,
+        );
+
+        let reports = probers.next(6).await;
+
+        // The probe started at 0 overruns the ticks at 10 and 20 and then reports its own
+        // success; the next one starts at the tick of 30.
+        assert_eq!(
+            reports,
+            [
+                (10, false, 10),
+                (20, false, 20),
+                (0, true, 25),
+                (40, false, 10),
+                (50, false, 20),
+                (30, true, 25)
+            ]
+        );
+        probers.stop().await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn overrun_detail_says_why() {
+        let mut probers = start(
+            target(10 * MS, 100 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[15]),
+            16,
+        );
+
+        let report = probers.rx.recv().await.expect("a report");
+
+        assert_eq!(
+            report.outcome.detail.as_deref(),
+            Some("the previous probe is still running after 10ms")
+        );
+        probers.stop().await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn shutdown_stops_a_prober_in_a_probe_or_blocked_on_a_full_channel() {
+        // In a probe: it would take an hour.
+        let probers = start(
+            target(10 * MS, 100 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[3_600_000]),
+            16,
+        );
+        time::sleep(5 * MS).await;
+        probers.stop().await;
+
+        // Blocked on send: nobody reads the one-slot channel.
+        let probers = start(
+            target(10 * MS, 5 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[1]),
+            1,
+        );
+        time::sleep(100 * MS).await;
+        probers.stop().await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn dropping_the_shutdown_sender_or_the_receiver_stops_the_prober() {
+        let Probers {
+            rx: _rx,
+            stop,
+            mut tasks,
+            ..
+        } = start(
+            target(10 * MS, 5 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[1]),
+            16,
+        );
+        drop(stop);
+        time::timeout(Duration::from_secs(1), tasks.remove(0))
+            .await
+            .expect("stops")
+            .expect("no panic");
+
+        let Probers {
+            rx,
+            stop: _stop,
+            mut tasks,
+            ..
+        } = start(
+            target(10 * MS, 5 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[1]),
+            16,
+        );
+        drop(rx);
+        time::timeout(Duration::from_secs(1), tasks.remove(0))
+            .await
+            .expect("stops")
+            .expect("no panic");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn targets_come_from_the_pools() {
+        let health = HealthSpec {
+            check: CheckSpec::Tcp { port: 80 },
+            interval: 10 * MS,
+            timeout: 5 * MS,
+            rise: 2,
+            fall: 3,
+        };
+        let element = |name: &str, last: u8| ElementSpec {
+            name: name.to_owned(),
+            address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
+            priority: 100,
+            weight: 1,
+            failure_domains: std::collections::BTreeMap::new(),
+            mac: None,
+            interface: None,
+        };
+        let pool = |elements| PoolSpec {
+            name: "p".to_owned(),
+            vip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            ports: vec![80],
+            protocol: crate::model::spec::Protocol::Tcp,
+            redundancy: crate::model::spec::RedundancySpec::ActiveActive,
+            health: health.clone(),
+            elements,
+            ring_size: 65537,
+            budget: None,
+        };
+        let pools = [
+            pool(vec![element("a", 1)]),
+            pool(vec![element("b", 2), element("c", 3)]),
+        ];
+
+        let targets = ProbeTarget::for_pools(&pools);
+
+        let keys: Vec<_> = targets
+            .iter()
+            .map(|t| (t.pool, t.element, t.name.as_str(), t.address))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (0, 0, "a", IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
+                (1, 0, "b", IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
+                (1, 1, "c", IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3))),
+            ]
+        );
+        assert!(
+            targets
+                .iter()
+                .all(|t| t.check == health.check && t.interval == health.interval)
+        );
+    }
+
+    /// Real sockets and real time: a TCP server probed every 10 ms for about 200 ms, then
+    /// stopped. Bounds are loose because the machine may be busy; the paused-clock tests above
+    /// pin the exact schedule.
+    #[tokio::test(flavor = "current_thread")]
+    async fn probes_a_real_server_every_10_ms_and_see_it_stop() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("binding a listener");
+        let port = listener.local_addr().expect("listener address").port();
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(stream);
+            }
+        });
+        let (tx, mut rx) = mpsc::channel(64);
+        let (stop, shutdown) = watch::channel(false);
+        let started = Instant::now();
+        let tasks = spawn_probers(
+            vec![target(10 * MS, 50 * MS, CheckSpec::Tcp { port })],
+            tx,
+            shutdown,
+        );
+
+        let mut up = Vec::new();
+        while let Ok(Some(report)) = time::timeout_at(started + 200 * MS, rx.recv()).await {
+            up.push(report);
+        }
+        server.abort();
+        let _ = server.await;
+        let stopped = Instant::now();
+        let mut down = Vec::new();
+        while let Ok(Some(report)) = time::timeout_at(stopped + 100 * MS, rx.recv()).await {
+            down.push(report);
+        }
+        stop.send(true).expect("the probers listen");
+        for task in tasks {
+            task.await.expect("the prober did not panic");
+        }
+
+        // A busy machine starts some probes late (the next one still starts on the grid, so a
+        // short gap follows a long one): check the rate, and that nothing stalled.
+        assert!((10..=21).contains(&up.len()), "{} reports in 200 ms", up.len());
+        assert!(up.iter().all(|report| report.outcome.ok), "{up:#?}");
+        let gaps: Vec<Duration> = up.windows(2).map(|pair| pair[1].at - pair[0].at).collect();
+        assert!(gaps.iter().all(|gap| *gap < 100 * MS), "gaps {gaps:?}");
+        let mean = gaps.iter().sum::<Duration>() / u32::try_from(gaps.len()).expect("few gaps");
+        assert!(
+            (8 * MS..=16 * MS).contains(&mean),
+            "mean gap {mean:?} in {gaps:?}"
+        );
+
+        let after: Vec<_> = down.iter().filter(|report| report.at > stopped).collect();
+        assert!(
+            after.len() >= 3,
+            "{} reports in the 100 ms after the stop",
+            after.len()
+        );
+        assert!(after.iter().all(|report| !report.outcome.ok), "{after:#?}");
+        let detail = after[0]
+            .outcome
+            .detail
+            .as_deref()
+            .expect("a failure has a detail");
+        assert!(detail.contains("Connection refused"), "{detail}");
+    }
+}
