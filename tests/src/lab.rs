@@ -73,8 +73,9 @@ pub struct LabElement {
 #[derive(Debug)]
 pub struct Lab {
     // Held for their drops, which run in this order: servers (their sockets live in the
-    // element namespaces), then links, then namespaces.
-    _servers: Vec<Background>,
+    // element namespaces), then links, then namespaces. `servers[i]` are element i's; empty
+    // while stopped.
+    servers: Vec<Vec<Background>>,
     _links: Vec<VethPair>,
     /// The client's namespace.
     pub client: Netns,
@@ -178,29 +179,10 @@ impl Lab {
             });
         }
 
-        let mut servers = Vec::with_capacity(2 * n);
-        for e in &elements {
-            let (tx, rx) = mpsc::channel();
-            let (name, ready) = (e.name.clone(), tx.clone());
-            servers.push(e.netns.spawn(&format!("{}-tcp", e.name), move |stop| {
-                tcp_server(&name, SocketAddr::from((vip, TCP_PORT)), ready, stop);
-            }));
-            let (name, ready) = (e.name.clone(), tx);
-            servers.push(e.netns.spawn(&format!("{}-udp", e.name), move |stop| {
-                udp_server(&name, SocketAddr::from((vip, UDP_PORT)), ready, stop);
-            }));
-            for _ in 0..2 {
-                match rx.recv_timeout(READY_TIMEOUT) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => panic!("{e}"),
-                    // A server that failed before binding panicked; its drop reports it.
-                    Err(err) => panic!("waiting for the services of {}: {err}", e.name),
-                }
-            }
-        }
+        let servers = elements.iter().map(|e| start_services(e, vip)).collect();
 
         Self {
-            _servers: servers,
+            servers,
             _links: links,
             client,
             host,
@@ -211,6 +193,18 @@ impl Lab {
             ingress,
             next_port: AtomicU16::new(FIRST_CLIENT_PORT),
         }
+    }
+
+    /// Stops element `i`'s TCP and UDP services (its connections are closed, new ones refused:
+    /// a failed element as its health checks see it). Returns once they are gone.
+    pub fn stop_services(&mut self, i: usize) {
+        self.servers[i].clear();
+    }
+
+    /// Starts element `i`'s services again; returns once they listen.
+    pub fn start_services(&mut self, i: usize) {
+        assert!(self.servers[i].is_empty(), "services of {} already running", self.elements[i].name);
+        self.servers[i] = start_services(&self.elements[i], self.vip);
     }
 
     /// `n` fresh client source ports.
@@ -303,6 +297,31 @@ impl Lab {
                 .collect()
         })
     }
+}
+
+/// Starts element `e`'s services and waits until they listen. TCP listens on every address
+/// (accepted connections answer from the address they were made to, the VIP for client
+/// traffic), so health checks can reach it on the element's own address too; UDP listens on
+/// the VIP only, so that replies leave from the VIP (direct server return).
+fn start_services(e: &LabElement, vip: Ipv4Addr) -> Vec<Background> {
+    let (tx, rx) = mpsc::channel();
+    let (name, ready) = (e.name.clone(), tx.clone());
+    let tcp = e.netns.spawn(&format!("{}-tcp", e.name), move |stop| {
+        tcp_server(&name, SocketAddr::from((Ipv4Addr::UNSPECIFIED, TCP_PORT)), ready, stop);
+    });
+    let (name, ready) = (e.name.clone(), tx);
+    let udp = e.netns.spawn(&format!("{}-udp", e.name), move |stop| {
+        udp_server(&name, SocketAddr::from((vip, UDP_PORT)), ready, stop);
+    });
+    for _ in 0..2 {
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{e}"),
+            // A server that failed before binding panicked; its drop reports it.
+            Err(err) => panic!("waiting for the services of {}: {err}", e.name),
+        }
+    }
+    vec![tcp, udp]
 }
 
 /// Raises this process's soft limit of open files to the hard limit: the process holds both

@@ -7,6 +7,7 @@
     reason = "test support: helpers fail by panicking with context (STYLE rule 15)"
 )]
 
+pub mod daemon;
 pub mod harness;
 pub mod lab;
 pub mod netns;

@@ -2,10 +2,12 @@
 //! (`dataplane`).
 #![deny(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod entry;
 pub mod health;
 pub mod model;
 pub mod resolve;

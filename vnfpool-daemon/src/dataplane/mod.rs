@@ -374,6 +374,60 @@ impl AyaDataplane {
         Ok(())
     }
 
+    /// Stops routing `port`/`proto` of `addr`: removes its pre-filter share first (so no packet
+    /// is sent to a missing entry), then the VIP entry, and the address entry once no other
+    /// port of that address and protocol remains. Removing a VIP that is not there changes
+    /// nothing.
+    pub fn remove_vip(&mut self, addr: vnfpool_common::addr::Addr, port: u16, proto: u8) -> Result<()> {
+        let key = VipKey { addr, port_be: port.to_be(), proto, _pad: 0 };
+        let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
+        let Some(bucket) = self.vip_buckets.get_mut(&idx) else { return Ok(()) };
+        let Some(at) = bucket.iter().position(|k| *k == key) else { return Ok(()) };
+        bucket.swap_remove(at);
+        let rest = bucket.clone();
+        // The pre-filter entry: now naming the one VIP left (in a fresh direct slot), or none.
+        let value = match rest.as_slice() {
+            [] => 0,
+            [only] => {
+                let meta: BpfHashMap<&MapData, VipKey, VipMeta> = map_ref(&self.ebpf, maps::VIPS)?;
+                let pool = meta.get(only, 0).map_err(|source| DataplaneError::Map { name: maps::VIPS, source })?.pool;
+                let slot = self.vip_direct_free.pop().ok_or(DataplaneError::VipTableFull)?;
+                let mut direct: Array<&mut MapData, VipDirect> = map(&mut self.ebpf, maps::VIP_DIRECT)?;
+                direct
+                    .set(slot, VipDirect { key: *only, pool }, 0)
+                    .map_err(|source| DataplaneError::Map { name: maps::VIP_DIRECT, source })?;
+                slot + 1
+            }
+            _ => vip::FILTER_COLLISION,
+        };
+        let mut filter: Array<&mut MapData, u32> = map(&mut self.ebpf, maps::VIP_FILTER)?;
+        filter.set(idx, value, 0).map_err(|source| DataplaneError::Map { name: maps::VIP_FILTER, source })?;
+        let old_direct = if value == 0 || value == vip::FILTER_COLLISION {
+            self.vip_direct.remove(&idx)
+        } else {
+            self.vip_direct.insert(idx, value - 1)
+        };
+        if rest.is_empty() {
+            self.vip_buckets.remove(&idx);
+        }
+        // No packet can still be reading the old direct slot or the removed entries after this.
+        grace_period().map_err(|source| DataplaneError::Grace { source })?;
+        if let Some(slot) = old_direct {
+            self.vip_direct_free.push(slot);
+        }
+        let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
+        let gone = |r: std::result::Result<(), MapError>| match r {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(DataplaneError::Map { name: maps::VIPS, source }),
+        };
+        gone(vips.remove(&key))?;
+        let same_address = self.vip_buckets.values().flatten().any(|k| k.addr == addr && k.proto == proto);
+        if !same_address {
+            gone(vips.remove(&VipKey { addr, port_be: 0, proto, _pad: 0 }))?;
+        }
+        Ok(())
+    }
+
     /// Lets the program redirect to `ifindex` (an element-facing interface other than ingress).
     /// The kernel resolves `ifindex` in the calling thread's network namespace: call this from
     /// the namespace the interfaces live in, as for attaching the program.

@@ -206,6 +206,11 @@ pub struct PoolState {
     pub failback_drain: Duration,
     elements: Vec<ElementState>,
     history: VecDeque<FailoverRecord>,
+    /// Whether a mapping of this pool has reached the data plane, so that elements may carry
+    /// flows. Until then nothing carries anything: an active replaced by a better element that
+    /// rose later needs no fail-back drain, and no role change is a failover.
+    #[serde(default)]
+    carrying: bool,
 }
 
 impl PoolState {
@@ -216,6 +221,7 @@ impl PoolState {
             failback_drain: DEFAULT_FAILBACK_DRAIN,
             elements: spec.elements.iter().map(|e| ElementState::new(&e.name)).collect(),
             history: VecDeque::new(),
+            carrying: false,
         }
     }
 
@@ -248,6 +254,18 @@ impl PoolState {
     #[must_use]
     pub fn history(&self) -> &VecDeque<FailoverRecord> {
         &self.history
+    }
+
+    /// Records that the pool's mapping is about to reach the data plane: from now on elements
+    /// carry flows, replaced actives drain for the fail-back period and lost roles are failovers.
+    pub fn mark_carrying(&mut self) {
+        self.carrying = true;
+    }
+
+    /// Whether [`Self::mark_carrying`] was called (for this state or the one it was restored from).
+    #[must_use]
+    pub fn is_carrying(&self) -> bool {
+        self.carrying
     }
 
     /// Whether the health of every element is decided. Until then the pool may lack actives
@@ -385,7 +403,8 @@ impl PoolState {
         {
             effects.push(Effect::Remap);
         }
-        for record in self.records(spec, &before, change, now) {
+        let records = if self.carrying { self.records(spec, &before, change, now) } else { Vec::new() };
+        for record in records {
             if self.history.len() == HISTORY_LEN {
                 self.history.pop_front();
             }
@@ -467,7 +486,14 @@ impl PoolState {
         for _ in 0..4 {
             let view: Vec<ElementView> = self.elements.iter().map(|e| e.view(now)).collect();
             let current = self.roles();
-            let next = roles::assign(spec, &view, &current);
+            // Before anything carries flows, the current actives hold nothing to protect: pick
+            // the best elements afresh, as if none were active.
+            let held: Vec<Role> = if self.carrying {
+                current.clone()
+            } else {
+                current.iter().map(|&r| if r == Role::Out { r } else { Role::Standby }).collect()
+            };
+            let next = roles::assign(spec, &view, &held);
             for (e, &role) in self.elements.iter_mut().zip(&next) {
                 e.role = role;
                 if role == Role::Draining && e.admin == Admin::Normal {
@@ -500,6 +526,30 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    #[test]
+    fn before_the_first_mapping_a_later_rising_better_element_just_takes_the_role() {
+        // Elements rise one by one at start-up, worst first: until the mapping reaches the data
+        // plane nothing carries flows, so nobody drains and nothing is a failover.
+        let spec = pool(AS_PREEMPT, &[("e1", 300, 1), ("e2", 200, 1), ("e3", 100, 1)]);
+        let mut state = PoolState::new(&spec);
+        let mut effects = Vec::new();
+        for (t, element) in [2, 1, 0].into_iter().enumerate() {
+            for k in 0..u64::from(spec.health.rise) {
+                let now = secs(10 * t as u64 + k);
+                effects.extend(state.step(&spec, Event::Probe { element, ok: true }, now).expect("step"));
+            }
+        }
+        assert_eq!(state.roles(), vec![Role::Active, Role::Standby, Role::Standby]);
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Record(_))), "no failover before carrying: {effects:?}");
+        assert!(state.history().is_empty());
+        // Once carrying, the same preemption drains the replaced active.
+        state.mark_carrying();
+        let mut effects = state.step(&spec, Event::LinkDown { element: 0 }, secs(100)).expect("step");
+        effects.extend(state.step(&spec, Event::Tick, secs(100)).expect("step"));
+        assert_eq!(state.roles()[1], Role::Active);
+        assert!(effects.iter().any(|e| matches!(e, Effect::Record(r) if r.element == "e1")), "{effects:?}");
+    }
+
     /// A pool, its state and a clock.
     struct Sim {
         spec: PoolSpec,
@@ -510,7 +560,9 @@ mod tests {
     impl Sim {
         fn new(redundancy: RedundancySpec, elements: &[(&str, u32, u32)]) -> Self {
             let spec = pool(redundancy, elements);
-            let state = PoolState::new(&spec);
+            // A pool whose mapping is in the data plane (the case the daemon runs in after start-up).
+            let mut state = PoolState::new(&spec);
+            state.mark_carrying();
             Self {
                 spec,
                 state,
@@ -1147,6 +1199,7 @@ mod tests {
             let n = named.len();
             let resolved = resolved(n);
             let mut state = PoolState::new(&spec).with_failback_drain(Duration::from_millis(failback_ms));
+            state.mark_carrying();
             let mut now = Duration::ZERO;
             let mut old_plan: Mapping = plan(&spec, &state, &resolved).expect("plan");
             for raw in events {

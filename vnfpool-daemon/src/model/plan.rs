@@ -256,6 +256,7 @@ mod tests {
         let elements = &[("a", 400, 1), ("b", 300, 1), ("c", 200, 1), ("d", 100, 1)];
         let spec = pool(AS_PREEMPT, elements);
         let mut state = PoolState::new(&spec);
+        state.mark_carrying();
         let res = resolved(4);
 
         let empty = plan(&spec, &state, &res).expect("plan");

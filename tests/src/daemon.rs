@@ -1,0 +1,206 @@
+//! The `vnfpool` daemon run as a real process inside a lab's vnfpool-host namespace, with its
+//! pins, state and control socket in places of its own; killed (SIGKILL) on drop.
+
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use vnfpool_daemon::control::{self, Request, Response, Status};
+
+use crate::{lab::Lab, pins::PinDir};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A scratch directory for one daemon's config, state, socket and log; removed on drop.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    #[must_use]
+    pub fn new() -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("vnfp-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        Self { path }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Where one daemon keeps its things.
+pub struct Places {
+    pub scratch: Scratch,
+    pub pins: PinDir,
+}
+
+impl Places {
+    #[must_use]
+    pub fn new() -> Self {
+        Self { scratch: Scratch::new(), pins: PinDir::new() }
+    }
+
+    #[must_use]
+    pub fn config(&self) -> PathBuf {
+        self.scratch.path.join("pools.yaml")
+    }
+
+    #[must_use]
+    pub fn socket(&self) -> PathBuf {
+        self.scratch.path.join("vnfpool.sock")
+    }
+
+    #[must_use]
+    pub fn log(&self) -> PathBuf {
+        self.scratch.path.join("daemon.log")
+    }
+
+    /// The `daemon:` section for a lab: XDP on the host's client-facing interface.
+    #[must_use]
+    pub fn daemon_section(&self, lab: &Lab) -> String {
+        format!(
+            "daemon:\n  interfaces: [{}]\n  xdp_mode: native\n  pin_dir: {}\n  state_dir: {}\n  socket: {}\n  flow_table_size: 65536\n",
+            lab.ingress.name,
+            self.pins.path().display(),
+            self.scratch.path.join("state").display(),
+            self.socket().display(),
+        )
+    }
+
+    /// An `elements:` list for the lab's elements with these priorities (name, address, the
+    /// host-side interface and the element's MAC given, so nothing needs resolving).
+    #[must_use]
+    pub fn elements(lab: &Lab, priorities: &[u32]) -> String {
+        let mut out = String::from("    elements:\n");
+        for (e, p) in lab.elements.iter().zip(priorities) {
+            let m = e.link.mac;
+            out += &format!(
+                "      - {{ name: {}, address: {}, priority: {p}, interface: {}, mac: \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\" }}\n",
+                e.name, e.addr, e.host_link.name, m[0], m[1], m[2], m[3], m[4], m[5]
+            );
+        }
+        out
+    }
+}
+
+impl Default for Places {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `binary daemon --config <places.config()>` in the lab's host namespace (only the
+    /// network namespace: the pins stay on the host's bpffs), and waits until its control
+    /// socket answers.
+    #[must_use]
+    pub fn start(binary: &Path, lab: &Lab, places: &Places) -> Self {
+        let log = std::fs::File::create(places.log()).expect("daemon log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", lab.host.name()))
+            .arg(binary)
+            .args(["daemon", "--config"])
+            .arg(places.config())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning the daemon");
+        let mut daemon = Self { child, socket: places.socket(), log: places.log() };
+        daemon.wait_until("control socket answers", Duration::from_secs(20), |_| true);
+        daemon
+    }
+
+    /// The daemon's status, or `None` while its socket does not answer.
+    #[must_use]
+    pub fn status(&self) -> Option<Status> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        match rt.block_on(control::request(&self.socket, &Request::Status)) {
+            Ok(Response::Status(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Sends a request and returns the answer.
+    #[must_use]
+    pub fn request(&self, request: &Request) -> Response {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(control::request(&self.socket, request)).unwrap_or_else(|e| panic!("{e}\n{}", self.log_text()))
+    }
+
+    /// Polls the status until `ready` holds (every 5 ms), or panics with the daemon's log
+    /// after `timeout`; panics at once if the daemon exits.
+    pub fn wait_until(&mut self, what: &str, timeout: Duration, ready: impl Fn(&Status) -> bool) -> Status {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("the daemon exited ({status}) while waiting for: {what}\n{}", self.log_text());
+            }
+            if let Some(s) = self.status()
+                && ready(&s)
+            {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "not within {timeout:?}: {what}\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The daemon's log so far.
+    #[must_use]
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// SIGKILL, as a crash: nothing is cleaned up by the daemon.
+    pub fn kill(mut self) -> ExitStatus {
+        let _ = self.child.kill();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The role of `element` in `pool`, from a status.
+#[must_use]
+pub fn role<'a>(status: &'a Status, pool: &str, element: &str) -> Option<&'a str> {
+    status
+        .pools
+        .iter()
+        .find(|p| p.name == pool)?
+        .elements
+        .iter()
+        .find(|e| e.name == element)
+        .map(|e| e.role.as_str())
+}

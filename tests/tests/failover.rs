@@ -1,0 +1,132 @@
+//! The Pool Manager as a process, in the lab: it probes the elements, elects the active, and
+//! fails over when the active's service stops or its link goes down. Each case measures the
+//! gap a client sees (UDP request every millisecond through the VIP) and checks it against
+//! interval x fall + 50 ms.
+
+use std::{
+    net::UdpSocket,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use vnfpool_tests::{
+    daemon::{Daemon, Places, role},
+    lab::{Lab, TCP_PORT, UDP_PORT},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vnfpool-under-test");
+const INTERVAL_MS: u64 = 10;
+const FALL: u64 = 3;
+
+/// A UDP pool on the lab's VIP, active-standby by priority (e1 > e2 > e3), probed over TCP.
+fn config(lab: &Lab, places: &Places, preempt: bool) -> String {
+    format!(
+        "{}pools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n    redundancy: {{ model: active-standby, preempt: {preempt} }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: {INTERVAL_MS}ms, timeout: 50ms, rise: 2, fall: {FALL} }}\n{}",
+        places.daemon_section(lab),
+        lab.vip,
+        Places::elements(lab, &[300, 200, 100]),
+    )
+}
+
+/// Asks the VIP every millisecond from one client socket (one flow) until `done` holds for the
+/// answers so far or `limit` passes; returns (time, answering element) per answer.
+fn probe_until(sock: &UdpSocket, limit: Duration, done: impl Fn(&[(Instant, String)]) -> bool) -> Vec<(Instant, String)> {
+    sock.set_read_timeout(Some(Duration::from_millis(1))).expect("timeout");
+    let start = Instant::now();
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 64];
+    while start.elapsed() < limit && !done(&answers) {
+        let _ = sock.send(b"ping");
+        if let Ok(n) = sock.recv(&mut buf) {
+            answers.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+    }
+    answers
+}
+
+/// The gap between the last answer from `from` and the first later answer from `to`.
+fn gap(answers: &[(Instant, String)], from: &str, to: &str) -> Duration {
+    let last_from = answers.iter().rposition(|(_, e)| e == from).expect("answers from the old active");
+    let first_to = answers[last_from..].iter().find(|(_, e)| e == to).expect("answers from the new active");
+    first_to.0 - answers[last_from].0
+}
+
+fn ready(lab: &Lab, places: &Places) -> (Daemon, UdpSocket, Vec<(Instant, String)>) {
+    std::fs::write(places.config(), config(lab, places, true)).expect("config");
+    let mut daemon = Daemon::start(std::path::Path::new(BIN), lab, places);
+    daemon.wait_until("e1 active, e2 and e3 standby", Duration::from_secs(10), |s| {
+        role(s, "dns", "e1") == Some("active") && role(s, "dns", "e2") == Some("standby") && role(s, "dns", "e3") == Some("standby")
+    });
+    let sock = lab.udp_sockets(1, UDP_PORT).pop().expect("a socket");
+    let answers = probe_until(&sock, Duration::from_secs(2), |a| a.len() >= 20);
+    assert!(answers.len() >= 20 && answers.iter().all(|(_, e)| e == "e1"), "all traffic on e1: {answers:?}");
+    (daemon, sock, answers)
+}
+
+fn bound() -> Duration {
+    Duration::from_millis(INTERVAL_MS * FALL + 50)
+}
+
+#[test]
+fn failover_when_the_active_service_stops() {
+    let mut lab = Lab::new(3);
+    let places = Places::new();
+    let (mut daemon, sock, mut answers) = ready(&lab, &places);
+    lab.stop_services(0);
+    answers.extend(probe_until(&sock, Duration::from_secs(3), |a| a.last().is_some_and(|(_, e)| e == "e2")));
+    let g = gap(&answers, "e1", "e2");
+    println!("service stop: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
+    assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
+    let s = daemon.wait_until("e2 active", Duration::from_secs(2), |s| role(s, "dns", "e2") == Some("active"));
+    let f = &s.pools[0].failovers;
+    assert!(f.iter().any(|f| f.element == "e1"), "failover recorded: {f:?}");
+
+    // e1 returns: with preemption it takes over new flows; our flow stays on e2 (fail-back
+    // drain keeps e2's flows), so the client sees no loss.
+    lab.start_services(0);
+    daemon.wait_until("e1 active again, e2 draining", Duration::from_secs(3), |s| {
+        role(s, "dns", "e1") == Some("active") && role(s, "dns", "e2") == Some("draining")
+    });
+    let after = probe_until(&sock, Duration::from_millis(300), |_| false);
+    assert!(after.len() > 200 && after.iter().all(|(_, e)| e == "e2"), "the flow stays on e2 while it drains: {} answers", after.len());
+}
+
+#[test]
+fn failover_when_the_active_link_goes_down() {
+    let lab = Lab::new(3);
+    let places = Places::new();
+    let (mut daemon, sock, mut answers) = ready(&lab, &places);
+    let link = lab.elements[0].host_link.name.clone();
+    lab.host.ip(&["link", "set", "dev", &link, "down"]);
+    answers.extend(probe_until(&sock, Duration::from_secs(3), |a| a.last().is_some_and(|(_, e)| e == "e2")));
+    let g = gap(&answers, "e1", "e2");
+    println!("link down: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
+    assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
+    let s = daemon.wait_until("e2 active", Duration::from_secs(2), |s| role(s, "dns", "e2") == Some("active"));
+    assert!(s.pools[0].failovers.iter().any(|f| f.element == "e1" && f.reason.contains("Link")), "{:?}", s.pools[0].failovers);
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_status_2_and_nothing_attached() {
+    let lab = Lab::new(1);
+    let places = Places::new();
+    let bad = config(&lab, &places, true).replace("rise: 2", "rise: 0");
+    std::fs::write(places.config(), bad).expect("config");
+    let validate = Command::new(BIN).arg("validate").arg(places.config()).output().expect("validate");
+    assert_eq!(validate.status.code(), Some(2), "validate: {validate:?}");
+    let msg = String::from_utf8_lossy(&validate.stderr);
+    assert!(msg.contains("pools.yaml:") && msg.contains("rise"), "says where and what: {msg}");
+
+    let run = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.host.name()))
+        .arg(BIN)
+        .args(["daemon", "--config"])
+        .arg(places.config())
+        .output()
+        .expect("daemon");
+    assert_eq!(run.status.code(), Some(2), "daemon: {run:?}");
+    let pins: Vec<_> = std::fs::read_dir(places.pins.path()).expect("pin dir").collect();
+    assert!(pins.is_empty(), "nothing pinned: {pins:?}");
+    let xdp = lab.host.ip_output(&["-d", "link", "show", "dev", &lab.ingress.name]);
+    assert!(!xdp.contains("xdp"), "nothing attached:\n{xdp}");
+}

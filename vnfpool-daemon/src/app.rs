@@ -1,0 +1,778 @@
+//! The Pool Manager: configuration → resolution → data plane → probes → decisions → map writes.
+//!
+//! One task (the controller) owns the pool states and the data plane; probes, the link watcher
+//! and the control socket feed it through channels. Decisions are the pure
+//! [`PoolState::step`]; the controller only carries out their effects, in order: write the
+//! mapping (the failover's critical path), log the failover, persist the state.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
+    time::Instant,
+};
+use tracing::{error, info, warn};
+use vnfpool_common::{
+    addr,
+    element::{self as dp_element, Element},
+    maps,
+    vip::{PROTO_TCP, PROTO_UDP},
+};
+
+use crate::{
+    config::{self, ConfigErrors},
+    control::{self, BudgetStatus, ElementStatus, FailoverStatus, PoolStatus, Request, Response, Status},
+    dataplane::{self, AyaDataplane, DataplaneError, LoadOptions},
+    health::{
+        ProbeReport, ProbeTarget,
+        link::{self, LinkEvent},
+        spawn_probers,
+    },
+    model::{
+        failover::{Effect, Event, FailoverRecord, PoolState},
+        health::{Health, Now},
+        plan::{self, Mapping, Resolved},
+        roles::Role,
+        spec::{PoolSpec, Protocol, RedundancySpec, Spec},
+    },
+    resolve::{self, ResolveError},
+    store::{Store, StoreError},
+};
+
+/// A drain without a deadline lasts this long (until undrained, in practice).
+const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Failovers kept per pool for `vnfpool status`.
+const STATUS_HISTORY: usize = 16;
+
+/// Why the daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The configuration is wrong (exit status 2).
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// An element cannot be reached the way L2 direct server return needs (exit status 2).
+    #[error("pool {pool}, element {element} ({address}): {source}")]
+    Resolve {
+        pool: String,
+        element: String,
+        address: IpAddr,
+        #[source]
+        source: ResolveError,
+    },
+    #[error("data plane")]
+    Dataplane(#[from] DataplaneError),
+    #[error("state store")]
+    Store(#[from] StoreError),
+    #[error("control socket")]
+    Control(#[from] control::ControlError),
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pool {pool}: more than {max} {what}")]
+    Capacity { pool: String, what: &'static str, max: u32 },
+    #[error("planning the mapping")]
+    Plan(#[from] plan::PlanError),
+}
+
+impl AppError {
+    /// Whether the error is the operator's input (exit status 2) rather than the system's.
+    #[must_use]
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Config(_) | Self::Resolve { .. } | Self::Capacity { .. })
+    }
+}
+
+/// What survives a restart, in the state directory.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    /// Wall clock at the save, for rebasing the states' instants.
+    saved_unix: Duration,
+    /// The controller's clock at the save.
+    saved_now: Now,
+    pools: BTreeMap<String, PersistedPool>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PersistedPool {
+    /// Data-plane pool index (stable across reloads and restarts).
+    index: u32,
+    /// Data-plane element index by element name (stable likewise: flow-table entries name it).
+    slots: BTreeMap<String, u32>,
+    state: PoolState,
+}
+
+/// A failover as `status` shows it: the decision's record plus the measured switch.
+#[derive(Debug, Clone)]
+struct Switched {
+    record: FailoverRecord,
+    switch: Duration,
+    at: SystemTime,
+}
+
+/// One pool at run time.
+struct PoolRt {
+    spec: PoolSpec,
+    index: u32,
+    /// Data-plane element index of each element, by position in `spec.elements`.
+    slots: Vec<u32>,
+    resolved: Vec<Resolved>,
+    state: PoolState,
+    /// Whether this process has written the pool's VIPs and a mapping yet.
+    live: bool,
+    /// Until the pool is live: when to go live even if some element's health is still
+    /// undecided (the first health round has had time to finish).
+    live_after: Now,
+    recent: VecDeque<Switched>,
+}
+
+/// The controller's state.
+struct App {
+    config_path: PathBuf,
+    spec: Spec,
+    dp: AyaDataplane,
+    store: Store,
+    epoch: Instant,
+    pools: Vec<PoolRt>,
+    /// Stops the current probers (replaced on reload).
+    probers: watch::Sender<bool>,
+    reports: mpsc::Sender<ProbeReport>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. The data plane stays attached and pinned when it
+/// returns (or crashes): only probing and decisions stop.
+///
+/// # Errors
+/// When the configuration cannot be carried out (see [`AppError::is_config`]) or a system call
+/// the daemon cannot do without fails at start-up.
+pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
+    let epoch = Instant::now();
+    let resolved = resolve_all(&spec).await?;
+    let store = Store::open(&spec.daemon.state_dir)?;
+    let persisted: Persisted = match store.load() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => {
+            warn!(error = %e, "ignoring the saved pool state; starting from probes");
+            Persisted::default()
+        }
+    };
+
+    let opts = LoadOptions {
+        pin_dir: Some(spec.daemon.pin_dir.clone()),
+        flow_table_size: spec.daemon.flow_table_size,
+        ..LoadOptions::default()
+    };
+    let mut dp = AyaDataplane::load(&opts)?;
+    for interface in &spec.daemon.interfaces {
+        match dp.attach(interface, spec.daemon.xdp_mode)? {
+            None => info!(%interface, "adopted the pinned XDP attachment"),
+            Some(mode) => {
+                if mode == "generic" && spec.daemon.xdp_mode == crate::model::spec::XdpMode::Auto {
+                    warn!(%interface, "native XDP unavailable; attached in generic mode (slower)");
+                }
+                info!(%interface, mode, "attached");
+            }
+        }
+    }
+    for ifindex in resolved.iter().flatten().map(|r| r.ifindex).collect::<BTreeSet<_>>() {
+        dp.add_tx_port(ifindex)?;
+    }
+
+    let now = epoch.elapsed();
+    let rebase = persisted_rebase(&persisted, now);
+    let adopted = dp.adopted();
+    let mut taken_pools: BTreeSet<u32> = BTreeSet::new();
+    let mut pools = Vec::with_capacity(spec.pools.len());
+    for (pool_spec, resolved) in spec.pools.iter().zip(resolved) {
+        let saved = persisted.pools.get(&pool_spec.name);
+        let index = saved.map(|p| p.index).filter(|i| !taken_pools.contains(i));
+        let index = match index {
+            Some(i) => i,
+            None => free_index(&taken_pools, maps::MAX_POOLS, &pool_spec.name, "pools")?,
+        };
+        taken_pools.insert(index);
+        let empty = BTreeMap::new();
+        let slots = assign_slots(pool_spec, saved.map_or(&empty, |p| &p.slots))?;
+        let state = match saved {
+            Some(p) => {
+                let mut state = p.state.clone();
+                if let Some((from, to)) = rebase {
+                    state.rebase(from, to);
+                }
+                state.reconcile(pool_spec);
+                state
+            }
+            None => PoolState::new(pool_spec),
+        };
+        pools.push(PoolRt {
+            live_after: now + first_round(pool_spec),
+            spec: pool_spec.clone(),
+            index,
+            slots,
+            resolved,
+            state,
+            live: false,
+            recent: VecDeque::new(),
+        });
+    }
+
+    let (reports_tx, mut reports) = mpsc::channel(1024);
+    let (probers, _) = watch::channel(false);
+    let mut app = App { config_path, spec, dp, store, epoch, pools, probers, reports: reports_tx };
+
+    // A restart under a saved state with adopted maps: the roles are known, write the same
+    // mapping again at once (flows stay in the adopted flow table). Otherwise wait for probes.
+    for i in 0..app.pools.len() {
+        if adopted && app.pools[i].state.is_carrying() {
+            app.remap(i, now)?;
+        }
+    }
+    app.start_probers();
+
+    let (links_tx, mut links) = mpsc::channel(256);
+    tokio::spawn(async move {
+        if let Err(e) = link::watch_links(links_tx).await {
+            error!(error = %e, "link watcher stopped; link failures are detected by probes only");
+        }
+    });
+    app.initial_link_states().await;
+
+    let listener = control::bind(&app.spec.daemon.socket)?;
+    let (commands_tx, mut commands) = mpsc::channel(64);
+    tokio::spawn(control::serve(listener, commands_tx));
+
+    let signal_err = |source| AppError::Io { what: "installing signal handlers", source };
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(signal_err)?;
+    info!(pools = app.pools.len(), socket = %app.spec.daemon.socket.display(), "vnfpool running");
+
+    loop {
+        let deadline = app.next_deadline();
+        tokio::select! {
+            biased;
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            Some(event) = links.recv() => app.link_event(&event),
+            Some(report) = reports.recv() => app.probe(&report),
+            Some(cmd) = commands.recv() => {
+                let response = app.command(cmd.request).await;
+                let _ = cmd.reply.send(response);
+            }
+            _ = sighup.recv() => {
+                match app.reload().await {
+                    Ok(message) => info!(%message, "reloaded on SIGHUP"),
+                    Err(message) => error!(%message, "reload refused; the running configuration stays"),
+                }
+            }
+            () = sleep_until(deadline) => app.tick(),
+        }
+    }
+    let _ = app.probers.send(true);
+    info!("stopping; the data plane stays attached and keeps forwarding");
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `(from, to)` for [`PoolState::rebase`]: the saved clock advanced by the wall-clock time
+/// since the save becomes the current clock.
+fn persisted_rebase(p: &Persisted, now: Now) -> Option<(Now, Now)> {
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    let since = wall.checked_sub(p.saved_unix)?;
+    Some((p.saved_now + since, now))
+}
+
+/// Time for every element of a pool to have its health decided once: enough probes for the
+/// longer of a rise or a fall run, each up to its timeout, plus slack for scheduling.
+fn first_round(spec: &PoolSpec) -> Duration {
+    let h = &spec.health;
+    (h.interval + h.timeout) * (h.rise.max(h.fall) + 1) + Duration::from_millis(100)
+}
+
+fn free_index(taken: &BTreeSet<u32>, max: u32, pool: &str, what: &'static str) -> Result<u32, AppError> {
+    (0..max)
+        .find(|i| !taken.contains(i))
+        .ok_or_else(|| AppError::Capacity { pool: pool.to_owned(), what, max })
+}
+
+/// Data-plane element indices for `spec`'s elements: the saved one by name when there is one,
+/// else the lowest free.
+fn assign_slots(spec: &PoolSpec, saved: &BTreeMap<String, u32>) -> Result<Vec<u32>, AppError> {
+    let names: BTreeSet<&str> = spec.elements.iter().map(|e| e.name.as_str()).collect();
+    let mut taken: BTreeSet<u32> =
+        saved.iter().filter(|(name, _)| names.contains(name.as_str())).map(|(_, &i)| i).collect();
+    spec.elements
+        .iter()
+        .map(|e| match saved.get(&e.name) {
+            Some(&i) => Ok(i),
+            None => {
+                let i = free_index(&taken, maps::MAX_ELEMENTS, &spec.name, "elements")?;
+                taken.insert(i);
+                Ok(i)
+            }
+        })
+        .collect()
+}
+
+async fn resolve_all(spec: &Spec) -> Result<Vec<Vec<Resolved>>, AppError> {
+    let mut all = Vec::with_capacity(spec.pools.len());
+    for pool in &spec.pools {
+        let mut resolved = Vec::with_capacity(pool.elements.len());
+        for e in &pool.elements {
+            let r = resolve::resolve(e.address, e.interface.as_deref(), e.mac).await.map_err(|source| {
+                AppError::Resolve { pool: pool.name.clone(), element: e.name.clone(), address: e.address, source }
+            })?;
+            resolved.push(Resolved { ifindex: r.ifindex, dst_mac: r.dst_mac, src_mac: r.src_mac });
+        }
+        all.push(resolved);
+    }
+    Ok(all)
+}
+
+fn proto(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => PROTO_TCP,
+        Protocol::Udp => PROTO_UDP,
+    }
+}
+
+/// The plan's mapping (indexed by position in the pool) in data-plane element indices.
+fn to_dataplane(m: Mapping, slots: &[u32]) -> dataplane::Mapping {
+    let len = slots.iter().max().map_or(0, |&m| m as usize + 1);
+    let mut elements = vec![Element::default(); len];
+    for (e, &slot) in m.elements.into_iter().zip(slots) {
+        elements[slot as usize] = e;
+    }
+    let ring = m.ring.into_iter().map(|pos| slots[usize::from(pos)] as u16).collect();
+    dataplane::Mapping { ring, elements }
+}
+
+// === impl App ===
+
+impl App {
+    fn now(&self) -> Now {
+        self.epoch.elapsed()
+    }
+
+    fn start_probers(&mut self) {
+        let (stop, stopped) = watch::channel(false);
+        let _ = std::mem::replace(&mut self.probers, stop).send(true);
+        let targets = ProbeTarget::for_pools(&self.pools.iter().map(|p| p.spec.clone()).collect::<Vec<_>>());
+        // The tasks run until told to stop; their handles are not needed.
+        drop(spawn_probers(targets, self.reports.clone(), stopped));
+    }
+
+    async fn initial_link_states(&mut self) {
+        let mut down = Vec::new();
+        for (p, pool) in self.pools.iter().enumerate() {
+            for (e, r) in pool.resolved.iter().enumerate() {
+                if matches!(link::link_state(r.ifindex).await, Ok(false)) {
+                    down.push((p, e));
+                }
+            }
+        }
+        for (p, e) in down {
+            self.step(p, Event::LinkDown { element: e }, self.now());
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.pools
+            .iter()
+            .filter_map(|p| if p.live { p.state.next_deadline() } else { Some(p.live_after) })
+            .min()
+            .map(|d| self.epoch + d)
+    }
+
+    fn probe(&mut self, report: &ProbeReport) {
+        if report.pool < self.pools.len() && report.element < self.pools[report.pool].spec.elements.len() {
+            self.step(report.pool, Event::Probe { element: report.element, ok: report.outcome.ok }, self.now());
+        }
+    }
+
+    fn link_event(&mut self, event: &LinkEvent) {
+        let now = self.now();
+        let hits: Vec<(usize, usize)> = self
+            .pools
+            .iter()
+            .enumerate()
+            .flat_map(|(p, pool)| {
+                pool.resolved.iter().enumerate().filter(|(_, r)| r.ifindex == event.ifindex).map(move |(e, _)| (p, e))
+            })
+            .collect();
+        for (p, e) in hits {
+            let ev = if event.up { Event::LinkUp { element: e } } else { Event::LinkDown { element: e } };
+            info!(interface = %event.name, up = event.up, pool = %self.pools[p].spec.name, "link change");
+            self.step(p, ev, now);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        for p in 0..self.pools.len() {
+            if !self.pools[p].live {
+                if now >= self.pools[p].live_after {
+                    self.go_live(p, now);
+                }
+            } else if self.pools[p].state.next_deadline().is_some_and(|d| d <= now) {
+                self.step(p, Event::Tick, now);
+            }
+        }
+    }
+
+    /// The pool's first mapping: from now on its elements carry flows. Taken once every
+    /// element's health is decided, or when the first round is over (undecided elements are
+    /// not used until they rise).
+    fn go_live(&mut self, p: usize, now: Now) {
+        self.pools[p].state.mark_carrying();
+        match self.remap(p, now) {
+            Ok(()) => {
+                let pool = &self.pools[p];
+                let active: Vec<&str> = pool
+                    .state
+                    .elements()
+                    .iter()
+                    .filter(|e| e.role() == Role::Active)
+                    .map(|e| e.name())
+                    .collect();
+                info!(pool = %pool.spec.name, ?active, "pool live");
+            }
+            Err(e) => error!(pool = %self.pools[p].spec.name, error = %e, "first mapping not written; retrying on the next event"),
+        }
+        if let Err(e) = self.save() {
+            error!(error = %e, "pool state not saved");
+        }
+    }
+
+    /// One decision and its effects. Errors are logged: a failed write keeps the last good
+    /// mapping in the data plane (fail static), and the next event retries.
+    fn step(&mut self, p: usize, event: Event, now: Now) {
+        let decided = Instant::now();
+        let pool = &mut self.pools[p];
+        let effects = match pool.state.step(&pool.spec, event, now) {
+            Ok(effects) => effects,
+            Err(e) => {
+                error!(error = %e, "decision refused");
+                return;
+            }
+        };
+        if !self.pools[p].live {
+            // Before the first mapping: decisions accumulate; the pool goes live once settled.
+            if self.pools[p].state.is_settled() {
+                self.go_live(p, now);
+            }
+            return;
+        }
+        let mut switch = None;
+        let mut persist = false;
+        for effect in effects {
+            match effect {
+                Effect::Remap => match self.remap(p, now) {
+                    Ok(()) => switch = Some(decided.elapsed()),
+                    Err(e) => error!(pool = %self.pools[p].spec.name, error = %e, "mapping not written; the previous one stays"),
+                },
+                Effect::Record(record) => {
+                    let switch = switch.unwrap_or_default();
+                    info!(
+                        pool = %record.pool,
+                        element = %record.element,
+                        reason = ?record.reason,
+                        from = ?record.from,
+                        to = ?record.to,
+                        replaced_by = ?record.replaced_by,
+                        detection_ms = record.detection.as_secs_f64() * 1e3,
+                        switch_us = switch.as_secs_f64() * 1e6,
+                        "failover"
+                    );
+                    let pool = &mut self.pools[p];
+                    pool.recent.push_back(Switched { record, switch, at: SystemTime::now() });
+                    while pool.recent.len() > STATUS_HISTORY {
+                        pool.recent.pop_front();
+                    }
+                }
+                Effect::Persist => persist = true,
+            }
+        }
+        if persist && let Err(e) = self.save() {
+            error!(error = %e, "pool state not saved");
+        }
+    }
+
+    /// Writes the pool's mapping (and, the first time, its VIPs).
+    fn remap(&mut self, p: usize, _now: Now) -> Result<(), AppError> {
+        let pool = &self.pools[p];
+        let mapping = to_dataplane(plan::plan(&pool.spec, &pool.state, &pool.resolved)?, &pool.slots);
+        let applied = self.dp.apply(pool.index, &mapping)?;
+        let pool = &mut self.pools[p];
+        if !pool.live {
+            let vip = addr::from_ip(pool.spec.vip);
+            for &port in &pool.spec.ports {
+                self.dp.add_vip(pool.index, vip, port, proto(pool.spec.protocol))?;
+            }
+            pool.live = true;
+        }
+        info!(
+            pool = %pool.spec.name,
+            generation = applied.generation,
+            prepare_us = applied.prepare.as_secs_f64() * 1e6,
+            switch_us = applied.switch.as_secs_f64() * 1e6,
+            "mapping switched"
+        );
+        Ok(())
+    }
+
+    fn save(&self) -> Result<(), StoreError> {
+        let persisted = Persisted {
+            saved_unix: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
+            saved_now: self.now(),
+            pools: self
+                .pools
+                .iter()
+                .map(|p| {
+                    let slots = p.spec.elements.iter().zip(&p.slots).map(|(e, &s)| (e.name.clone(), s)).collect();
+                    (p.spec.name.clone(), PersistedPool { index: p.index, slots, state: p.state.clone() })
+                })
+                .collect(),
+        };
+        self.store.save(&persisted)
+    }
+
+    async fn command(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => Response::Status(self.status()),
+            Request::Drain { pool, element, deadline } => {
+                self.admin(&pool, &element, |e| Event::Drain { element: e, deadline: deadline.unwrap_or(FOREVER) })
+            }
+            Request::Undrain { pool, element } => self.admin(&pool, &element, |e| Event::Undrain { element: e }),
+            Request::Reload => match self.reload().await {
+                Ok(message) => Response::Ok { message },
+                Err(message) => Response::Error { message },
+            },
+        }
+    }
+
+    fn admin(&mut self, pool: &str, element: &str, event: impl Fn(usize) -> Event) -> Response {
+        let Some(p) = self.pools.iter().position(|p| p.spec.name == pool) else {
+            return Response::Error { message: format!("no pool {pool}") };
+        };
+        let Some(e) = self.pools[p].state.position(element) else {
+            return Response::Error { message: format!("pool {pool} has no element {element}") };
+        };
+        self.step(p, event(e), self.now());
+        let role = self.pools[p].state.elements()[e].role();
+        Response::Ok { message: format!("{pool}/{element}: {}", role_name(role)) }
+    }
+
+    /// Re-reads the configuration and applies the difference; on any error nothing changes.
+    async fn reload(&mut self) -> Result<String, String> {
+        let spec = config::load(&self.config_path).map_err(|e| e.to_string())?;
+        if spec.daemon != self.spec.daemon {
+            return Err("the daemon section changed; it takes effect on restart only".to_owned());
+        }
+        let resolved = resolve_all(&spec).await.map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        // Plan everything before writing anything.
+        let old: HashMap<String, usize> = self.pools.iter().enumerate().map(|(i, p)| (p.spec.name.clone(), i)).collect();
+        let kept: BTreeSet<u32> =
+            spec.pools.iter().filter_map(|p| old.get(&p.name)).map(|&i| self.pools[i].index).collect();
+        let mut taken = kept.clone();
+        let mut next = Vec::with_capacity(spec.pools.len());
+        for (pool_spec, resolved) in spec.pools.iter().zip(resolved) {
+            let prev = old.get(&pool_spec.name).map(|&i| &self.pools[i]);
+            let index = match prev {
+                Some(p) => p.index,
+                None => {
+                    let i = free_index(&taken, maps::MAX_POOLS, &pool_spec.name, "pools").map_err(|e| e.to_string())?;
+                    taken.insert(i);
+                    i
+                }
+            };
+            let saved: BTreeMap<String, u32> = prev
+                .map(|p| p.spec.elements.iter().zip(&p.slots).map(|(e, &s)| (e.name.clone(), s)).collect())
+                .unwrap_or_default();
+            let slots = assign_slots(pool_spec, &saved).map_err(|e| e.to_string())?;
+            let mut state = prev.map_or_else(|| PoolState::new(pool_spec), |p| p.state.clone());
+            state.reconcile(pool_spec);
+            let recent = prev.map(|p| p.recent.clone()).unwrap_or_default();
+            let live = prev.is_some_and(|p| p.live && p.spec.vip == pool_spec.vip && p.spec.ports == pool_spec.ports && p.spec.protocol == pool_spec.protocol);
+            next.push(PoolRt { live_after: self.now() + first_round(pool_spec), spec: pool_spec.clone(), index, slots, resolved, state, live, recent });
+        }
+        // Withdraw the VIPs of removed or re-addressed pools, and clear removed pools.
+        for pool in &self.pools {
+            let still = next.iter().find(|n| n.spec.name == pool.spec.name);
+            if pool.live && still.is_none_or(|n| !n.live) {
+                let vip = addr::from_ip(pool.spec.vip);
+                for &port in &pool.spec.ports {
+                    self.dp.remove_vip(vip, port, proto(pool.spec.protocol)).map_err(|e| e.to_string())?;
+                }
+            }
+            if still.is_none() {
+                self.dp.apply(pool.index, &dataplane::Mapping { ring: Vec::new(), elements: Vec::new() }).map_err(|e| e.to_string())?;
+            }
+        }
+        for ifindex in next.iter().flat_map(|p| p.resolved.iter().map(|r| r.ifindex)).collect::<BTreeSet<_>>() {
+            self.dp.add_tx_port(ifindex).map_err(|e| e.to_string())?;
+        }
+        let changed: Vec<bool> = next
+            .iter()
+            .map(|n| self.pools.iter().find(|o| o.spec.name == n.spec.name).is_none_or(|o| o.spec != n.spec))
+            .collect();
+        self.pools = next;
+        self.spec = spec;
+        let now = self.now();
+        for (p, changed) in changed.into_iter().enumerate() {
+            if changed {
+                self.step(p, Event::Tick, now);
+                if self.pools[p].live
+                    && let Err(e) = self.remap(p, now)
+                {
+                    error!(pool = %self.pools[p].spec.name, error = %e, "mapping not written after reload");
+                }
+            }
+        }
+        self.start_probers();
+        if let Err(e) = self.save() {
+            error!(error = %e, "pool state not saved");
+        }
+        Ok(format!("reloaded {} pools", self.pools.len()))
+    }
+
+    fn status(&self) -> Status {
+        let pools = self
+            .pools
+            .iter()
+            .map(|p| {
+                let vip_counters = self.dp.counters(maps::VIP_STATS, p.index).unwrap_or_default();
+                let elements = p
+                    .spec
+                    .elements
+                    .iter()
+                    .zip(p.state.elements())
+                    .zip(&p.slots)
+                    .map(|((e, s), &slot)| {
+                        let c = self
+                            .dp
+                            .counters(maps::ELEM_STATS, dp_element::stats_index(p.index, slot))
+                            .unwrap_or_default();
+                        ElementStatus {
+                            name: e.name.clone(),
+                            address: e.address.to_string(),
+                            role: role_name(s.role()).to_owned(),
+                            health: match s.health() {
+                                Health::Up => "up",
+                                Health::Down => "down",
+                                Health::Unknown => "unknown",
+                            }
+                            .to_owned(),
+                            packets: c.packets,
+                            bytes: c.bytes,
+                        }
+                    })
+                    .collect();
+                PoolStatus {
+                    name: p.spec.name.clone(),
+                    vip: p.spec.vip.to_string(),
+                    ports: p.spec.ports.clone(),
+                    protocol: match p.spec.protocol {
+                        Protocol::Tcp => "tcp",
+                        Protocol::Udp => "udp",
+                    }
+                    .to_owned(),
+                    model: match p.spec.redundancy {
+                        RedundancySpec::ActiveStandby { .. } => "active-standby".to_owned(),
+                        RedundancySpec::NPlusM { active, .. } => format!("n+m (N={active})"),
+                        RedundancySpec::ActiveActive => "active-active".to_owned(),
+                    },
+                    generation: self.dp.live(p.index).generation,
+                    packets: vip_counters.packets,
+                    bytes: vip_counters.bytes,
+                    elements,
+                    failovers: p
+                        .recent
+                        .iter()
+                        .map(|s| FailoverStatus {
+                            element: s.record.element.clone(),
+                            reason: format!("{:?}", s.record.reason),
+                            detection: s.record.detection,
+                            switch: s.switch,
+                            at_unix: s.at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
+                        })
+                        .collect(),
+                    budget: p.spec.budget.map(|b| BudgetStatus {
+                        detect: b.detect,
+                        switch: b.switch,
+                        worst_detection: p.spec.health.worst_detection(),
+                    }),
+                }
+            })
+            .collect();
+        Status { pools }
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Active => "active",
+        Role::Standby => "standby",
+        Role::Draining => "draining",
+        Role::Out => "out",
+    }
+}
+
+/// `vnfpool status` as a table.
+#[must_use]
+pub fn render_status(status: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for p in &status.pools {
+        let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
+        let _ = writeln!(
+            out,
+            "pool {}  {}:{}/{}  {}  generation {}  {} packets",
+            p.name,
+            p.vip,
+            ports.join(","),
+            p.protocol,
+            p.model,
+            p.generation,
+            p.packets
+        );
+        let _ = writeln!(out, "  {:<16} {:<40} {:<9} {:<8} {:>12}", "ELEMENT", "ADDRESS", "ROLE", "HEALTH", "PACKETS");
+        for e in &p.elements {
+            let _ = writeln!(out, "  {:<16} {:<40} {:<9} {:<8} {:>12}", e.name, e.address, e.role, e.health, e.packets);
+        }
+        if let Some(b) = &p.budget {
+            let _ = writeln!(
+                out,
+                "  budget: detect {:?} (worst case of the health settings {:?}), switch {:?}",
+                b.detect, b.worst_detection, b.switch
+            );
+        }
+        for f in p.failovers.iter().rev().take(5) {
+            let _ = writeln!(
+                out,
+                "  failover: {} {} detection {:.1} ms, decision to switch {:.3} ms",
+                f.element,
+                f.reason,
+                f.detection.as_secs_f64() * 1e3,
+                f.switch.as_secs_f64() * 1e3
+            );
+        }
+        out.push('\n');
+    }
+    out
+}

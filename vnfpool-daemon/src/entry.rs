@@ -1,0 +1,106 @@
+//! The `vnfpool` command: what `main` runs. Kept in the library so that every binary that is
+//! `vnfpool` (the daemon crate's, and the test crate's copy that integration tests spawn) is
+//! the same code.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::{
+    cli::{Cli, Command},
+    config,
+    control::{self, Request, Response},
+    telemetry,
+};
+
+/// Exit status of a bad configuration (the same as `EX_USAGE`-style "your input is wrong").
+const EXIT_CONFIG: u8 = 2;
+
+/// Parses the command line and runs it.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Validate { config } => match config::load(&config) {
+            Ok(spec) => {
+                println!("{}: valid ({} pools)", config.display(), spec.pools.len());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Daemon { config } => {
+            // Load and validate before touching BPF or binding anything.
+            let spec = match config::load(&config) {
+                Ok(spec) => spec,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            run_daemon(config, spec)
+        }
+        Command::Status { json, socket } => client(&socket, &Request::Status, json),
+        Command::Drain { pool, element, deadline, socket } => {
+            client(&socket, &Request::Drain { pool, element, deadline }, false)
+        }
+        Command::Undrain { pool, element, socket } => client(&socket, &Request::Undrain { pool, element }, false),
+        Command::Reload { socket } => client(&socket, &Request::Reload, false),
+    }
+}
+
+fn run_daemon(config: std::path::PathBuf, spec: crate::model::spec::Spec) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vnfpool: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::app::run(config, spec)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_config() => {
+            eprintln!("vnfpool: {:#}", anyhow::Error::from(e));
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("vnfpool: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(socket: &std::path::Path, request: &Request, json: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vnfpool: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(control::request(socket, request)) {
+        Ok(Response::Ok { message }) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Status(status)) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status).expect("status serializes"));
+            } else {
+                print!("{}", crate::app::render_status(&status));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Error { message }) => {
+            eprintln!("vnfpool: {message}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("vnfpool: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
+        }
+    }
+}
