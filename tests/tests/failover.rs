@@ -130,3 +130,81 @@ fn a_bad_configuration_is_refused_with_status_2_and_nothing_attached() {
     let xdp = lab.host.ip_output(&["-d", "link", "show", "dev", &lab.ingress.name]);
     assert!(!xdp.contains("xdp"), "nothing attached:\n{xdp}");
 }
+
+/// Sends one request per millisecond for `span`, then collects late answers for 100 ms;
+/// returns (requests sent, answers by element).
+fn exchange(sock: &UdpSocket, span: Duration) -> (usize, std::collections::BTreeMap<String, usize>) {
+    sock.set_read_timeout(Some(Duration::from_millis(1))).expect("timeout");
+    let mut buf = [0u8; 64];
+    let mut got = std::collections::BTreeMap::new();
+    let (start, mut sent) = (Instant::now(), 0);
+    let mut last_send = start - Duration::from_millis(1);
+    while start.elapsed() < span + Duration::from_millis(100) {
+        if start.elapsed() < span && last_send.elapsed() >= Duration::from_millis(1) {
+            sock.send(b"ping").expect("send");
+            sent += 1;
+            last_send = Instant::now();
+        }
+        if let Ok(n) = sock.recv(&mut buf) {
+            *got.entry(String::from_utf8_lossy(&buf[..n]).into_owned()).or_insert(0) += 1;
+        }
+    }
+    (sent, got)
+}
+
+#[test]
+fn a_killed_and_restarted_daemon_loses_no_packet_of_established_flows() {
+    let lab = Lab::new(3);
+    let places = Places::new();
+    let (daemon, sock, _) = ready(&lab, &places);
+    let generation = daemon.status().expect("status").pools[0].generation;
+    let status = daemon.kill();
+    assert!(!status.success(), "killed");
+
+    // No daemon: the pinned data plane keeps forwarding.
+    let (sent, got) = exchange(&sock, Duration::from_millis(300));
+    assert_eq!(got.get("e1").copied(), Some(sent), "with the daemon dead: {sent} sent, answers {got:?}");
+
+    // Restarted: it adopts the pins and the saved state, and the flow never notices.
+    let restarted = std::thread::scope(|s| {
+        let traffic = s.spawn(|| exchange(&sock, Duration::from_millis(1500)));
+        let mut d = Daemon::start(std::path::Path::new(BIN), &lab, &places);
+        let st = d.wait_until("e1 active after the restart", Duration::from_secs(5), |s| role(s, "dns", "e1") == Some("active"));
+        let (sent, got) = traffic.join().expect("traffic thread");
+        assert_eq!(got.get("e1").copied(), Some(sent), "across the restart: {sent} sent, answers {got:?}\n{}", d.log_text());
+        (d, st)
+    });
+    let (daemon, status) = restarted;
+    assert!(status.pools[0].generation > generation, "the restarted daemon wrote its mapping on top of the adopted one");
+    assert!(daemon.log_text().contains("adopted the pinned XDP attachment"), "{}", daemon.log_text());
+}
+
+#[test]
+fn a_drained_active_keeps_its_flows_until_the_deadline() {
+    let lab = Lab::new(3);
+    let places = Places::new();
+    let (mut daemon, sock, _) = ready(&lab, &places);
+    // Taken before the request, so that it is no later than the daemon's start of the deadline.
+    let drained = Instant::now();
+    let answer = daemon.request(&vnfpool_daemon::control::Request::Drain {
+        pool: "dns".into(),
+        element: "e1".into(),
+        deadline: Some(Duration::from_millis(600)),
+    });
+    assert!(matches!(answer, vnfpool_daemon::control::Response::Ok { .. }), "{answer:?}");
+    // New flows go to e2 at once; the existing flow stays on e1 with no loss.
+    let fresh = lab.udp_sockets(20, UDP_PORT);
+    for s in &fresh {
+        s.send(b"ping").expect("send");
+        let mut buf = [0u8; 16];
+        let n = s.recv(&mut buf).expect("answer");
+        assert_eq!(&buf[..n], b"e2", "a new flow while e1 drains");
+    }
+    let (sent, got) = exchange(&sock, Duration::from_millis(200));
+    assert_eq!(got.get("e1").copied(), Some(sent), "the old flow stays on e1: {got:?}");
+    // After the deadline it moves.
+    daemon.wait_until("e1 out after its deadline", Duration::from_secs(3), |s| role(s, "dns", "e1") == Some("out"));
+    assert!(drained.elapsed() >= Duration::from_millis(600), "not before the deadline");
+    let (_, got) = exchange(&sock, Duration::from_millis(50));
+    assert!(got.contains_key("e2") && !got.contains_key("e1"), "after the deadline: {got:?}");
+}
