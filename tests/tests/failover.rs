@@ -208,3 +208,90 @@ fn a_drained_active_keeps_its_flows_until_the_deadline() {
     let (_, got) = exchange(&sock, Duration::from_millis(50));
     assert!(got.contains_key("e2") && !got.contains_key("e1"), "after the deadline: {got:?}");
 }
+
+/// A UDP pool with `redundancy` over the lab elements listed in `members` (by index).
+fn pool_config(lab: &Lab, places: &Places, redundancy: &str, members: &[usize]) -> String {
+    let all = Places::elements(lab, &[300, 200, 100]);
+    let mut lines = all.lines();
+    let mut elements = format!("{}\n", lines.next().expect("header"));
+    for (i, line) in lines.enumerate() {
+        if members.contains(&i) {
+            elements += line;
+            elements.push('\n');
+        }
+    }
+    format!(
+        "{}pools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n    redundancy: {redundancy}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: {INTERVAL_MS}ms, timeout: 50ms, rise: 2, fall: {FALL} }}\n{elements}",
+        places.daemon_section(lab),
+        lab.vip,
+    )
+}
+
+/// One answer per socket: the element that serves its flow.
+fn owners(socks: &[UdpSocket]) -> Vec<String> {
+    socks
+        .iter()
+        .map(|s| {
+            s.send(b"ping").expect("send");
+            let mut buf = [0u8; 16];
+            let n = s.recv(&mut buf).expect("answer");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn reload_adding_an_element_moves_no_existing_flow() {
+    let lab = Lab::new(3);
+    let places = Places::new();
+    std::fs::write(places.config(), pool_config(&lab, &places, "{ model: active-active }", &[0, 1])).expect("config");
+    let mut daemon = Daemon::start(std::path::Path::new(BIN), &lab, &places);
+    daemon.wait_until("e1 and e2 active", Duration::from_secs(10), |s| {
+        role(s, "dns", "e1") == Some("active") && role(s, "dns", "e2") == Some("active")
+    });
+    let old = lab.udp_sockets(60, UDP_PORT);
+    let before = owners(&old);
+    assert!(before.iter().any(|e| e == "e1") && before.iter().any(|e| e == "e2"), "{before:?}");
+
+    std::fs::write(places.config(), pool_config(&lab, &places, "{ model: active-active }", &[0, 1, 2])).expect("config");
+    let answer = daemon.request(&vnfpool_daemon::control::Request::Reload);
+    assert!(matches!(answer, vnfpool_daemon::control::Response::Ok { .. }), "{answer:?}\n{}", daemon.log_text());
+    daemon.wait_until("e3 active", Duration::from_secs(5), |s| role(s, "dns", "e3") == Some("active"));
+    assert_eq!(owners(&old), before, "existing flows kept their elements across the reload");
+    let new = owners(&lab.udp_sockets(60, UDP_PORT));
+    assert!(new.iter().any(|e| e == "e3"), "new flows reach the added element: {new:?}");
+
+    // A bad file is refused and changes nothing.
+    std::fs::write(places.config(), "pools: [").expect("config");
+    let answer = daemon.request(&vnfpool_daemon::control::Request::Reload);
+    assert!(matches!(answer, vnfpool_daemon::control::Response::Error { ref message } if message.contains("pools.yaml")), "{answer:?}");
+    assert_eq!(owners(&old), before, "flows unchanged after a refused reload");
+    assert_eq!(role(&daemon.status().expect("status"), "dns", "e3"), Some("active"));
+}
+
+#[test]
+fn n_plus_m_promotes_a_standby_in_the_same_decision() {
+    let mut lab = Lab::new(3);
+    let places = Places::new();
+    std::fs::write(places.config(), pool_config(&lab, &places, "{ model: n+m, active: 2 }", &[0, 1, 2])).expect("config");
+    let mut daemon = Daemon::start(std::path::Path::new(BIN), &lab, &places);
+    daemon.wait_until("e1, e2 active; e3 standby", Duration::from_secs(10), |s| {
+        role(s, "dns", "e1") == Some("active") && role(s, "dns", "e2") == Some("active") && role(s, "dns", "e3") == Some("standby")
+    });
+    let socks = lab.udp_sockets(40, UDP_PORT);
+    let before = owners(&socks);
+    assert!(!before.iter().any(|e| e == "e3"), "the standby carries nothing: {before:?}");
+    lab.stop_services(0);
+    let s = daemon.wait_until("e3 promoted", Duration::from_secs(3), |s| role(s, "dns", "e3") == Some("active"));
+    assert_eq!(role(&s, "dns", "e2"), Some("active"));
+    let record = s.pools[0].failovers.iter().find(|f| f.element == "e1").expect("e1's failover recorded");
+    assert!(record.reason.contains("Probe"), "{record:?}");
+    let after = owners(&socks);
+    for (b, a) in before.iter().zip(&after) {
+        if b == "e2" {
+            assert_eq!(a, "e2", "a flow of the healthy active moved");
+        } else {
+            assert_ne!(a, "e1", "a flow stayed on the failed element");
+        }
+    }
+}
