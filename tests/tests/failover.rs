@@ -44,6 +44,26 @@ fn probe_until(sock: &UdpSocket, limit: Duration, done: impl Fn(&[(Instant, Stri
     answers
 }
 
+/// Probes the VIP on one thread while `inject` runs on this one, from once the probing is
+/// under way until `to` has answered 5 times in a row; returns every answer. The gap is then
+/// what the client saw, whatever the injection itself cost.
+fn around(sock: &UdpSocket, to: &str, inject: impl FnOnce()) -> Vec<(Instant, String)> {
+    let progress = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let prober = s.spawn(|| {
+            probe_until(sock, Duration::from_secs(5), |a| {
+                progress.store(a.len(), std::sync::atomic::Ordering::Relaxed);
+                a.len() >= 5 && a[a.len() - 5..].iter().all(|(_, e)| e == to)
+            })
+        });
+        while progress.load(std::sync::atomic::Ordering::Relaxed) < 20 {
+            std::thread::yield_now();
+        }
+        inject();
+        prober.join().expect("prober")
+    })
+}
+
 /// The gap between the last answer from `from` and the first later answer from `to`.
 fn gap(answers: &[(Instant, String)], from: &str, to: &str) -> Duration {
     let last_from = answers.iter().rposition(|(_, e)| e == from).expect("answers from the old active");
@@ -71,9 +91,8 @@ fn bound() -> Duration {
 fn failover_when_the_active_service_stops() {
     let mut lab = Lab::new(3);
     let places = Places::new();
-    let (mut daemon, sock, mut answers) = ready(&lab, &places);
-    lab.stop_services(0);
-    answers.extend(probe_until(&sock, Duration::from_secs(3), |a| a.last().is_some_and(|(_, e)| e == "e2")));
+    let (mut daemon, sock, _) = ready(&lab, &places);
+    let answers = around(&sock, "e2", || lab.stop_services(0));
     let g = gap(&answers, "e1", "e2");
     println!("service stop: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
     assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
@@ -95,10 +114,9 @@ fn failover_when_the_active_service_stops() {
 fn failover_when_the_active_link_goes_down() {
     let lab = Lab::new(3);
     let places = Places::new();
-    let (mut daemon, sock, mut answers) = ready(&lab, &places);
+    let (mut daemon, sock, _) = ready(&lab, &places);
     let link = lab.elements[0].host_link.name.clone();
-    lab.host.ip(&["link", "set", "dev", &link, "down"]);
-    answers.extend(probe_until(&sock, Duration::from_secs(3), |a| a.last().is_some_and(|(_, e)| e == "e2")));
+    let answers = around(&sock, "e2", || lab.host.ip(&["link", "set", "dev", &link, "down"]));
     let g = gap(&answers, "e1", "e2");
     println!("link down: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
     assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
@@ -294,4 +312,70 @@ fn n_plus_m_promotes_a_standby_in_the_same_decision() {
             assert_ne!(a, "e1", "a flow stayed on the failed element");
         }
     }
+}
+
+/// An element service process (see the `vnfpool-lab-service` binary), killed on drop.
+struct ServiceProc(std::process::Child);
+
+impl ServiceProc {
+    fn start(lab: &Lab, i: usize, port: u16) -> Self {
+        use std::io::BufRead as _;
+        let e = &lab.elements[i];
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", e.netns.name(), env!("CARGO_BIN_EXE_vnfpool-lab-service"), "--name", &e.name])
+            .args(["--udp", &format!("{}:{port}", lab.vip), "--udp", &format!("{}:{port}", e.addr)])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("service process");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        assert_eq!(line.trim(), "ready", "service of {}", e.name);
+        Self(child)
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.0.id().to_string()]).status().expect("kill");
+        assert!(status.success(), "kill {sig}");
+    }
+}
+
+impl Drop for ServiceProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn failover_when_the_active_is_frozen() {
+    const PORT: u16 = 5354;
+    let lab = Lab::new(3);
+    let places = Places::new();
+    let services: Vec<ServiceProc> = (0..3).map(|i| ServiceProc::start(&lab, i, PORT)).collect();
+    // A frozen process still completes TCP handshakes in the kernel: only a request/response
+    // check sees a freeze.
+    let yaml = format!(
+        "{}pools:\n  - name: dns\n    vip: {}\n    ports: [{PORT}]\n    protocol: udp\n    redundancy: {{ model: active-standby, preempt: true }}\n    health: {{ check: udp, port: {PORT}, payload: \"ping\", interval: {INTERVAL_MS}ms, timeout: 50ms, rise: 2, fall: {FALL} }}\n{}",
+        places.daemon_section(&lab),
+        lab.vip,
+        Places::elements(&lab, &[300, 200, 100]),
+    );
+    std::fs::write(places.config(), yaml).expect("config");
+    let mut daemon = Daemon::start(std::path::Path::new(BIN), &lab, &places);
+    daemon.wait_until("e1 active", Duration::from_secs(10), |s| role(s, "dns", "e1") == Some("active"));
+    let sock = UdpSocket::bind((lab.client_addr, 0)).ok();
+    // The client socket lives in the client namespace.
+    let sock = sock.map_or_else(|| lab.in_client(|| {
+        let s = UdpSocket::bind((lab.client_addr, 0)).expect("bind");
+        s.connect((lab.vip, PORT)).expect("connect");
+        s
+    }), |s| s);
+    let first = probe_until(&sock, Duration::from_secs(2), |a| a.len() >= 20);
+    assert!(first.iter().all(|(_, e)| e == "e1"), "{first:?}");
+    let answers = around(&sock, "e2", || services[0].signal("-STOP"));
+    let g = gap(&answers, "e1", "e2");
+    println!("freeze: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
+    assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
+    services[0].signal("-CONT");
 }
