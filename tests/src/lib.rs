@@ -13,3 +13,5 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod pins;
+pub mod service;
+pub mod traffic;

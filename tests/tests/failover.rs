@@ -5,6 +5,7 @@
 
 use std::{
     net::UdpSocket,
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -12,6 +13,8 @@ use std::{
 use vnfpool_tests::{
     daemon::{Daemon, Places, role},
     lab::{Lab, TCP_PORT, UDP_PORT},
+    service::ServiceProc,
+    traffic::{around, exchange, gap, owners, probe_until},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_vnfpool-under-test");
@@ -26,49 +29,6 @@ fn config(lab: &Lab, places: &Places, preempt: bool) -> String {
         lab.vip,
         Places::elements(lab, &[300, 200, 100]),
     )
-}
-
-/// Asks the VIP every millisecond from one client socket (one flow) until `done` holds for the
-/// answers so far or `limit` passes; returns (time, answering element) per answer.
-fn probe_until(sock: &UdpSocket, limit: Duration, done: impl Fn(&[(Instant, String)]) -> bool) -> Vec<(Instant, String)> {
-    sock.set_read_timeout(Some(Duration::from_millis(1))).expect("timeout");
-    let start = Instant::now();
-    let mut answers = Vec::new();
-    let mut buf = [0u8; 64];
-    while start.elapsed() < limit && !done(&answers) {
-        let _ = sock.send(b"ping");
-        if let Ok(n) = sock.recv(&mut buf) {
-            answers.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
-        }
-    }
-    answers
-}
-
-/// Probes the VIP on one thread while `inject` runs on this one, from once the probing is
-/// under way until `to` has answered 5 times in a row; returns every answer. The gap is then
-/// what the client saw, whatever the injection itself cost.
-fn around(sock: &UdpSocket, to: &str, inject: impl FnOnce()) -> Vec<(Instant, String)> {
-    let progress = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        let prober = s.spawn(|| {
-            probe_until(sock, Duration::from_secs(5), |a| {
-                progress.store(a.len(), std::sync::atomic::Ordering::Relaxed);
-                a.len() >= 5 && a[a.len() - 5..].iter().all(|(_, e)| e == to)
-            })
-        });
-        while progress.load(std::sync::atomic::Ordering::Relaxed) < 20 {
-            std::thread::yield_now();
-        }
-        inject();
-        prober.join().expect("prober")
-    })
-}
-
-/// The gap between the last answer from `from` and the first later answer from `to`.
-fn gap(answers: &[(Instant, String)], from: &str, to: &str) -> Duration {
-    let last_from = answers.iter().rposition(|(_, e)| e == from).expect("answers from the old active");
-    let first_to = answers[last_from..].iter().find(|(_, e)| e == to).expect("answers from the new active");
-    first_to.0 - answers[last_from].0
 }
 
 fn ready(lab: &Lab, places: &Places) -> (Daemon, UdpSocket, Vec<(Instant, String)>) {
@@ -149,27 +109,6 @@ fn a_bad_configuration_is_refused_with_status_2_and_nothing_attached() {
     assert!(!xdp.contains("xdp"), "nothing attached:\n{xdp}");
 }
 
-/// Sends one request per millisecond for `span`, then collects late answers for 100 ms;
-/// returns (requests sent, answers by element).
-fn exchange(sock: &UdpSocket, span: Duration) -> (usize, std::collections::BTreeMap<String, usize>) {
-    sock.set_read_timeout(Some(Duration::from_millis(1))).expect("timeout");
-    let mut buf = [0u8; 64];
-    let mut got = std::collections::BTreeMap::new();
-    let (start, mut sent) = (Instant::now(), 0);
-    let mut last_send = start - Duration::from_millis(1);
-    while start.elapsed() < span + Duration::from_millis(100) {
-        if start.elapsed() < span && last_send.elapsed() >= Duration::from_millis(1) {
-            sock.send(b"ping").expect("send");
-            sent += 1;
-            last_send = Instant::now();
-        }
-        if let Ok(n) = sock.recv(&mut buf) {
-            *got.entry(String::from_utf8_lossy(&buf[..n]).into_owned()).or_insert(0) += 1;
-        }
-    }
-    (sent, got)
-}
-
 #[test]
 fn a_killed_and_restarted_daemon_loses_no_packet_of_established_flows() {
     let lab = Lab::new(3);
@@ -245,19 +184,6 @@ fn pool_config(lab: &Lab, places: &Places, redundancy: &str, members: &[usize]) 
     )
 }
 
-/// One answer per socket: the element that serves its flow.
-fn owners(socks: &[UdpSocket]) -> Vec<String> {
-    socks
-        .iter()
-        .map(|s| {
-            s.send(b"ping").expect("send");
-            let mut buf = [0u8; 16];
-            let n = s.recv(&mut buf).expect("answer");
-            String::from_utf8_lossy(&buf[..n]).into_owned()
-        })
-        .collect()
-}
-
 #[test]
 fn reload_adding_an_element_moves_no_existing_flow() {
     let lab = Lab::new(3);
@@ -314,45 +240,12 @@ fn n_plus_m_promotes_a_standby_in_the_same_decision() {
     }
 }
 
-/// An element service process (see the `vnfpool-lab-service` binary), killed on drop.
-struct ServiceProc(std::process::Child);
-
-impl ServiceProc {
-    fn start(lab: &Lab, i: usize, port: u16) -> Self {
-        use std::io::BufRead as _;
-        let e = &lab.elements[i];
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", e.netns.name(), env!("CARGO_BIN_EXE_vnfpool-lab-service"), "--name", &e.name])
-            .args(["--udp", &format!("{}:{port}", lab.vip), "--udp", &format!("{}:{port}", e.addr)])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("service process");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-        assert_eq!(line.trim(), "ready", "service of {}", e.name);
-        Self(child)
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([sig, &self.0.id().to_string()]).status().expect("kill");
-        assert!(status.success(), "kill {sig}");
-    }
-}
-
-impl Drop for ServiceProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn failover_when_the_active_is_frozen() {
     const PORT: u16 = 5354;
     let lab = Lab::new(3);
     let places = Places::new();
-    let services: Vec<ServiceProc> = (0..3).map(|i| ServiceProc::start(&lab, i, PORT)).collect();
+    let services: Vec<ServiceProc> = (0..3).map(|i| ServiceProc::start(Path::new(env!("CARGO_BIN_EXE_vnfpool-lab-service")), &lab, i, PORT)).collect();
     // A frozen process still completes TCP handshakes in the kernel: only a request/response
     // check sees a freeze.
     let yaml = format!(

@@ -1,0 +1,89 @@
+//! Client traffic through a lab's VIP, and what the client sees of a failover.
+
+use std::{
+    net::UdpSocket,
+    time::{Duration, Instant},
+};
+
+/// Asks the VIP every millisecond from one client socket (one flow) until `done` holds for the
+/// answers so far or `limit` passes; returns (time, answering element) per answer.
+#[must_use]
+pub fn probe_until(sock: &UdpSocket, limit: Duration, done: impl Fn(&[(Instant, String)]) -> bool) -> Vec<(Instant, String)> {
+    sock.set_read_timeout(Some(Duration::from_millis(1))).expect("timeout");
+    let start = Instant::now();
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 64];
+    while start.elapsed() < limit && !done(&answers) {
+        let _ = sock.send(b"ping");
+        if let Ok(n) = sock.recv(&mut buf) {
+            answers.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+    }
+    answers
+}
+
+/// Probes the VIP on one thread while `inject` runs on this one, from once the probing is
+/// under way until `to` has answered 5 times in a row; returns every answer. The gap is then
+/// what the client saw, whatever the injection itself cost.
+#[must_use]
+pub fn around(sock: &UdpSocket, to: &str, inject: impl FnOnce()) -> Vec<(Instant, String)> {
+    let progress = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let prober = s.spawn(|| {
+            probe_until(sock, Duration::from_secs(5), |a| {
+                progress.store(a.len(), std::sync::atomic::Ordering::Relaxed);
+                a.len() >= 5 && a[a.len() - 5..].iter().all(|(_, e)| e == to)
+            })
+        });
+        while progress.load(std::sync::atomic::Ordering::Relaxed) < 20 {
+            std::thread::yield_now();
+        }
+        inject();
+        prober.join().expect("prober")
+    })
+}
+
+/// The gap between the last answer from `from` and the first later answer from `to`.
+#[must_use]
+pub fn gap(answers: &[(Instant, String)], from: &str, to: &str) -> Duration {
+    let last_from = answers.iter().rposition(|(_, e)| e == from).expect("answers from the old active");
+    let first_to = answers[last_from..].iter().find(|(_, e)| e == to).expect("answers from the new active");
+    first_to.0 - answers[last_from].0
+}
+
+/// Sends one request per millisecond for `span`, then collects late answers for 100 ms;
+/// returns (requests sent, answers by element).
+#[must_use]
+pub fn exchange(sock: &UdpSocket, span: Duration) -> (usize, std::collections::BTreeMap<String, usize>) {
+    sock.set_read_timeout(Some(Duration::from_millis(1))).expect("timeout");
+    let mut buf = [0u8; 64];
+    let mut got = std::collections::BTreeMap::new();
+    let (start, mut sent) = (Instant::now(), 0);
+    let mut last_send = start - Duration::from_millis(1);
+    while start.elapsed() < span + Duration::from_millis(100) {
+        if start.elapsed() < span && last_send.elapsed() >= Duration::from_millis(1) {
+            sock.send(b"ping").expect("send");
+            sent += 1;
+            last_send = Instant::now();
+        }
+        if let Ok(n) = sock.recv(&mut buf) {
+            *got.entry(String::from_utf8_lossy(&buf[..n]).into_owned()).or_insert(0) += 1;
+        }
+    }
+    (sent, got)
+}
+
+/// One answer per socket: the element that serves its flow.
+#[must_use]
+pub fn owners(socks: &[UdpSocket]) -> Vec<String> {
+    socks
+        .iter()
+        .map(|s| {
+            s.send(b"ping").expect("send");
+            let mut buf = [0u8; 16];
+            let n = s.recv(&mut buf).expect("answer");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .collect()
+}
+
