@@ -178,6 +178,12 @@ impl Daemon {
         s
     }
 
+    /// The daemon's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, as a crash: nothing is cleaned up by the daemon.
     pub fn kill(mut self) -> ExitStatus {
         let _ = self.child.kill();

@@ -6,11 +6,12 @@ use std::{path::Path, process::Command};
 use crate::lab::Lab;
 
 /// An element service process (see the `vnfpool-lab-service` binary), killed on drop.
-pub struct ServiceProc(std::process::Child);
+pub struct ServiceProc(Option<std::process::Child>);
 
 impl ServiceProc {
     /// Starts element `i`'s UDP service on `port` (the VIP's, for traffic, and the element's
-    /// own address, for health checks) and waits until it is bound.
+    /// own address, for health checks) and a TCP listener on the element's address and `port`
+    /// (for TCP checks), and waits until they are bound.
     #[must_use]
     pub fn start(binary: &Path, lab: &Lab, i: usize, port: u16) -> Self {
         use std::io::BufRead as _;
@@ -20,6 +21,7 @@ impl ServiceProc {
             .arg(binary)
             .args(["--name", &e.name])
             .args(["--udp", &format!("{}:{port}", lab.vip), "--udp", &format!("{}:{port}", e.addr)])
+            .args(["--tcp", &format!("{}:{port}", e.addr)])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -27,20 +29,29 @@ impl ServiceProc {
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
         assert_eq!(line.trim(), "ready", "service of {}", e.name);
-        Self(child)
+        Self(Some(child))
+    }
+
+    /// A stand-in for a service that was stopped: owns no process.
+    #[must_use]
+    pub fn dead() -> Self {
+        Self(None)
     }
 
     /// Sends `sig` (as `kill` takes it: `-STOP`, `-CONT`).
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([sig, &self.0.id().to_string()]).status().expect("kill");
+        let child = self.0.as_ref().expect("a running service");
+        let status = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill");
         assert!(status.success(), "kill {sig}");
     }
 }
 
 impl Drop for ServiceProc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -57,6 +57,9 @@ fn failover_when_the_active_service_stops() {
     println!("service stop: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
     assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
     let s = daemon.wait_until("e2 active", Duration::from_secs(2), |s| role(s, "dns", "e2") == Some("active"));
+    if std::env::var_os("VNFPOOL_TEST_LOG").is_some() {
+        println!("{}", daemon.log_text());
+    }
     let f = &s.pools[0].failovers;
     assert!(f.iter().any(|f| f.element == "e1"), "failover recorded: {f:?}");
 

@@ -19,19 +19,28 @@ enum Task {
     /// TCP and UDP traffic through the VIP, fails and drains elements, prints what happened,
     /// and removes the lab.
     Demo,
-    /// Per-packet cost and mapping-switch cost, as tables (see BENCHMARKS.md).
+    /// Per-packet cost, mapping-switch cost, failover gaps and daemon cost, as tables
+    /// (see BENCHMARKS.md).
     Bench,
 }
 
 fn main() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let args: &[&str] = match Cli::parse().task {
-        Task::Demo => &["test", "--release", "-p", "vnfpool-tests", "--test", "lab_traffic", "--", "--nocapture"],
-        Task::Bench => &["run", "--release", "-p", "vnfpool-tests", "--bin", "vnfpool-bench"],
+    let steps: &[&[&str]] = match Cli::parse().task {
+        Task::Demo => &[&["test", "--release", "-p", "vnfpool-tests", "--test", "lab_traffic", "--", "--nocapture"]],
+        Task::Bench => &[
+            // Every binary of the test crate: the failover benchmark runs the daemon and the
+            // element services as processes of their own.
+            &["build", "--release", "-p", "vnfpool-tests", "--bins"],
+            &["run", "--release", "-p", "vnfpool-tests", "--bin", "vnfpool-bench"],
+            &["run", "--release", "-p", "vnfpool-tests", "--bin", "vnfpool-failover-bench"],
+        ],
     };
-    let status = Command::new(&cargo).args(args).status().with_context(|| format!("running {cargo}"))?;
-    if !status.success() {
-        bail!("{cargo} {} failed: {status}", args.join(" "));
+    for args in steps {
+        let status = Command::new(&cargo).args(*args).status().with_context(|| format!("running {cargo}"))?;
+        if !status.success() {
+            bail!("{cargo} {} failed: {status}", args.join(" "));
+        }
     }
     Ok(())
 }

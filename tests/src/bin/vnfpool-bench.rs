@@ -147,7 +147,7 @@ fn main() -> Result<()> {
     println!("| write the spare slot (mmap) | {} | |", fmt(prepare));
     println!("| preparation = build + write | {} | < 5 ms |", fmt(build + prepare));
     println!("| switch (one atomic store) | {} | < 1 ms |", fmt(switch));
-    println!("| grace period before the old slot is reused (off the switch path) | {} | |", fmt(grace));
+    println!("| wait for the previous switch's grace period before writing (switches back to back) | {} | |", fmt(grace));
     all_ok &= build + prepare < Duration::from_millis(5) && switch < Duration::from_millis(1);
     println!("\n{}", if all_ok { "all targets met" } else { "SOME TARGETS MISSED" });
     Ok(())

@@ -8,7 +8,9 @@
 //! selector once per packet and then only the slot it names, so each packet sees the old
 //! mapping or the new one. Before a retired slot can be written again, `apply` waits for an RCU
 //! grace period (`membarrier(MEMBARRIER_CMD_GLOBAL)`, which calls `synchronize_rcu()`), so no
-//! program run that read the old selector is still reading the slot when it is rewritten.
+//! program run that read the old selector is still reading the slot when it is rewritten. The
+//! grace period starts right after the switch on a thread of its own, so the switch itself
+//! never waits for it.
 
 mod mmap;
 
@@ -159,7 +161,8 @@ pub struct Applied {
     pub prepare: Duration,
     /// The switch itself (the atomic store).
     pub switch: Duration,
-    /// Waiting until the retired slot may be reused.
+    /// Waiting, before the write, for what was left of the previous switch's grace period
+    /// (zero unless switches follow each other within a grace period).
     pub grace: Duration,
 }
 
@@ -185,6 +188,7 @@ pub struct AyaDataplane {
     /// Pre-filter index → its `VNF_VIP_DIRECT` slot, for entries that hold one VIP.
     vip_direct: HashMap<u32, u32>,
     vip_direct_free: Vec<u32>,
+    retirer: Retirer,
     clock: fn() -> std::time::Instant,
 }
 
@@ -234,6 +238,7 @@ impl AyaDataplane {
             vip_buckets: HashMap::new(),
             vip_direct: HashMap::new(),
             vip_direct_free: (0..maps::MAX_VIP_ENTRIES).rev().collect(),
+            retirer: Retirer::new(),
             clock: std::time::Instant::now,
         };
         if adopted {
@@ -368,7 +373,8 @@ impl AyaDataplane {
         {
             // Nothing points at the slot any more; reuse it only once no packet can still be
             // comparing against it.
-            grace_period().map_err(|source| DataplaneError::Grace { source })?;
+            self.retirer.retire();
+            self.retirer.wait().map_err(|source| DataplaneError::Grace { source })?;
             self.vip_direct_free.push(slot);
         }
         Ok(())
@@ -411,7 +417,8 @@ impl AyaDataplane {
             self.vip_buckets.remove(&idx);
         }
         // No packet can still be reading the old direct slot or the removed entries after this.
-        grace_period().map_err(|source| DataplaneError::Grace { source })?;
+        self.retirer.retire();
+        self.retirer.wait().map_err(|source| DataplaneError::Grace { source })?;
         if let Some(slot) = old_direct {
             self.vip_direct_free.push(slot);
         }
@@ -477,6 +484,10 @@ impl AyaDataplane {
     pub fn apply(&mut self, pool: u32, mapping: &Mapping) -> Result<Applied> {
         validate(pool, mapping)?;
         let start = (self.clock)();
+        // The spare slot was live before the previous switch: wait out that switch's grace period
+        // (usually long over) before writing it.
+        self.retirer.wait().map_err(|source| DataplaneError::Grace { source })?;
+        let written = (self.clock)();
         let ring_size = u32::try_from(mapping.ring.len()).expect("validated");
         let entry = self.pools.read(pool);
         let live = entry.sel;
@@ -513,14 +524,13 @@ impl AyaDataplane {
 
         self.pools.store_atomic(pool, &PoolSel { slot: spare, generation });
         let switched = (self.clock)();
-
-        grace_period().map_err(|source| DataplaneError::Grace { source })?;
-        let done = (self.clock)();
+        // The retired slot is written again only after this grace period, which runs meanwhile.
+        self.retirer.retire();
         Ok(Applied {
             generation,
-            prepare: prepared - start,
+            prepare: prepared - written,
             switch: switched - prepared,
-            grace: done - switched,
+            grace: written - start,
         })
     }
 
@@ -567,6 +577,61 @@ fn validate(pool: u32, m: &Mapping) -> Result<()> {
         return invalid(format!("table position {pos} names element {}, which is not up", m.ring[pos]));
     }
     Ok(())
+}
+
+/// Waits for RCU grace periods on a thread of its own: a switch returns as soon as the
+/// selector is stored, and the next write to a retired slot waits only for whatever is left of
+/// the grace period that followed the switch (usually nothing).
+struct Retirer {
+    requests: std::sync::mpsc::Sender<u64>,
+    /// The last request whose grace period has passed, and the error of the last wait if any.
+    done: std::sync::Arc<(std::sync::Mutex<(u64, Option<std::io::ErrorKind>)>, std::sync::Condvar)>,
+    requested: u64,
+}
+
+impl Retirer {
+    fn new() -> Self {
+        let (requests, rx) = std::sync::mpsc::channel::<u64>();
+        let done = std::sync::Arc::new((std::sync::Mutex::new((0, None)), std::sync::Condvar::new()));
+        let shared = std::sync::Arc::clone(&done);
+        std::thread::Builder::new()
+            .name("vnfpool-retire".into())
+            .spawn(move || {
+                while let Ok(mut n) = rx.recv() {
+                    // Requests made meanwhile are covered by this one grace period too.
+                    while let Ok(later) = rx.try_recv() {
+                        n = n.max(later);
+                    }
+                    let result = grace_period();
+                    let (lock, cv) = &*shared;
+                    let mut state = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *state = (n, result.err().map(|e| e.kind()));
+                    cv.notify_all();
+                }
+            })
+            .expect("spawning the grace-period thread");
+        Self { requests, done, requested: 0 }
+    }
+
+    /// Starts a grace period for everything switched so far.
+    fn retire(&mut self) {
+        self.requested += 1;
+        // The thread lives as long as the sender; a send cannot fail before drop.
+        let _ = self.requests.send(self.requested);
+    }
+
+    /// Waits until the grace period of the last `retire` has passed.
+    fn wait(&self) -> std::io::Result<()> {
+        let (lock, cv) = &*self.done;
+        let mut state = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while state.0 < self.requested {
+            state = cv.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        match state.1 {
+            Some(kind) => Err(std::io::Error::new(kind, "membarrier(MEMBARRIER_CMD_GLOBAL)")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Waits until every BPF program run that started before the call has finished: XDP runs

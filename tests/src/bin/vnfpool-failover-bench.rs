@@ -1,0 +1,203 @@
+//! Failover as a client sees it, with the real daemon in the lab: the gap in answers to a UDP
+//! request sent every millisecond, over repeated failovers of each kind (service stop, link
+//! down, freeze), the requests lost on fail-back and on drain, and the daemon's CPU and memory
+//! while it probes 100 elements every 10 ms. Run through `cargo xtask bench` (release build);
+//! figures go to BENCHMARKS.md.
+
+use std::{
+    net::UdpSocket,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use vnfpool_daemon::control::{Request, Response};
+use vnfpool_tests::{
+    daemon::{Daemon, Places, role},
+    lab::{Lab, TCP_PORT},
+    service::ServiceProc,
+    traffic::{around, exchange, gap},
+};
+
+const ROUNDS: usize = 20;
+const PORT: u16 = 5354;
+const INTERVAL_MS: u64 = 10;
+const FALL: u64 = 3;
+
+fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let path = exe.parent().expect("bin dir").join(name);
+    assert!(path.exists(), "{} missing: build the workspace's binaries first (cargo xtask bench does)", path.display());
+    path
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    ServiceStop,
+    LinkDown,
+    Freeze,
+}
+
+/// The pool; `check` is `tcp` (sees a stopped service or a dead link at once: RST or no route)
+/// or `udp` (a request/response check, the only kind that sees a frozen process).
+fn config(lab: &Lab, places: &Places, check: &str) -> String {
+    let extra = if check == "udp" { ", payload: \"ping\"" } else { "" };
+    format!(
+        "{}pools:\n  - name: dns\n    vip: {}\n    ports: [{PORT}]\n    protocol: udp\n    redundancy: {{ model: active-standby, preempt: true }}\n    health: {{ check: {check}, port: {PORT}{extra}, interval: {INTERVAL_MS}ms, timeout: 50ms, rise: 2, fall: {FALL} }}\n{}",
+        places.daemon_section(lab),
+        lab.vip,
+        Places::elements(lab, &[300, 200, 100]),
+    )
+}
+
+fn client(lab: &Lab) -> UdpSocket {
+    lab.in_client(|| {
+        let s = UdpSocket::bind((lab.client_addr, 0)).expect("bind");
+        s.connect((lab.vip, PORT)).expect("connect");
+        s
+    })
+}
+
+struct Round {
+    gap: Duration,
+    failback_lost: usize,
+}
+
+fn rounds(kind: Kind, daemon_bin: &Path, service_bin: &Path) -> Vec<Round> {
+    let lab = Lab::new(3);
+    let places = Places::new();
+    let mut services: Vec<ServiceProc> = (0..3).map(|i| ServiceProc::start(service_bin, &lab, i, PORT)).collect();
+    let check = if matches!(kind, Kind::Freeze) { "udp" } else { "tcp" };
+    std::fs::write(places.config(), config(&lab, &places, check)).expect("config");
+    let mut daemon = Daemon::start(daemon_bin, &lab, &places);
+    let link = lab.elements[0].host_link.name.clone();
+    let mut out = Vec::new();
+    for _ in 0..ROUNDS {
+        daemon.wait_until("e1 active", Duration::from_secs(10), |s| role(s, "dns", "e1") == Some("active"));
+        // A new flow each round: it lands on e1, the active.
+        let sock = client(&lab);
+        let answers = around(&sock, "e2", || match kind {
+            Kind::ServiceStop => drop(std::mem::replace(&mut services[0], ServiceProc::dead())),
+            Kind::LinkDown => lab.host.ip(&["link", "set", "dev", &link, "down"]),
+            Kind::Freeze => services[0].signal("-STOP"),
+        });
+        let g = gap(&answers, "e1", "e2");
+        // Fail-back: e1 returns and takes over new flows; this flow must lose nothing.
+        let restore = || match kind {
+            Kind::ServiceStop => {}
+            Kind::LinkDown => lab.host.ip(&["link", "set", "dev", &link, "up"]),
+            Kind::Freeze => services[0].signal("-CONT"),
+        };
+        let (sent, got) = std::thread::scope(|s| {
+            let traffic = s.spawn(|| exchange(&sock, Duration::from_millis(800)));
+            restore();
+            traffic.join().expect("traffic")
+        });
+        if matches!(kind, Kind::ServiceStop) {
+            services[0] = ServiceProc::start(service_bin, &lab, 0, PORT);
+        }
+        let answered: usize = got.values().sum();
+        out.push(Round { gap: g, failback_lost: sent.saturating_sub(answered) });
+    }
+    out
+}
+
+fn drain_lost(daemon_bin: &Path, service_bin: &Path) -> usize {
+    let lab = Lab::new(3);
+    let places = Places::new();
+    let _services: Vec<ServiceProc> = (0..3).map(|i| ServiceProc::start(service_bin, &lab, i, PORT)).collect();
+    std::fs::write(places.config(), config(&lab, &places, "tcp")).expect("config");
+    let mut daemon = Daemon::start(daemon_bin, &lab, &places);
+    daemon.wait_until("e1 active", Duration::from_secs(10), |s| role(s, "dns", "e1") == Some("active"));
+    let sock = client(&lab);
+    let (sent, got) = std::thread::scope(|s| {
+        let traffic = s.spawn(|| exchange(&sock, Duration::from_millis(1000)));
+        let answer = daemon.request(&Request::Drain { pool: "dns".into(), element: "e1".into(), deadline: None });
+        assert!(matches!(answer, Response::Ok { .. }), "{answer:?}");
+        traffic.join().expect("traffic")
+    });
+    sent - got.values().sum::<usize>()
+}
+
+/// CPU (share of one core) and resident memory of a daemon probing 100 elements every 10 ms.
+fn daemon_cost(daemon_bin: &Path) -> (f64, u64) {
+    let lab = Lab::new(1);
+    let places = Places::new();
+    let e = &lab.elements[0];
+    let mut elements = String::from("    elements:\n");
+    let m = e.link.mac;
+    let mac = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+    let base = e.addr.octets();
+    for i in 0..100u8 {
+        let addr = std::net::Ipv4Addr::new(base[0], base[1], base[2], 10 + i);
+        if i > 0 {
+            e.netns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &e.link.name]);
+        }
+        let addr = if i == 0 { e.addr } else { addr };
+        elements += &format!("      - {{ name: m{i}, address: {addr}, interface: {}, mac: \"{mac}\" }}\n", e.host_link.name);
+    }
+    let yaml = format!(
+        "{}pools:\n  - name: many\n    vip: {}\n    ports: [{TCP_PORT}]\n    protocol: tcp\n    redundancy: {{ model: active-active }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }}\n{elements}",
+        places.daemon_section(&lab),
+        lab.vip
+    );
+    std::fs::write(places.config(), yaml).expect("config");
+    let mut daemon = Daemon::start(daemon_bin, &lab, &places);
+    daemon.wait_until("100 elements up", Duration::from_secs(20), |s| {
+        s.pools[0].elements.iter().filter(|e| e.role == "active").count() == 100
+    });
+    let pid = daemon.pid();
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    // Measure a fixed window of steady state (the daemon, not the test, is being timed).
+    daemon.wait_until("10 s of steady state", Duration::from_secs(30), |_| t0.elapsed() >= Duration::from_secs(10));
+    let ticks = cpu_ticks(pid) - c0;
+    let per_sec = 100.0; // USER_HZ on Linux
+    let cpu = ticks as f64 / per_sec / t0.elapsed().as_secs_f64();
+    (cpu, rss_kib(pid))
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let daemon_bin = sibling("vnfpool-under-test");
+    let service_bin = sibling("vnfpool-lab-service");
+    println!("failover as a client sees it: UDP request every 1 ms, probes every {INTERVAL_MS} ms, fall {FALL}, {ROUNDS} failovers per kind\n");
+    println!("| failure | check | median gap | p99 gap | max gap | target (median) | requests lost on fail-back |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for kind in [Kind::ServiceStop, Kind::LinkDown, Kind::Freeze] {
+        let rs = rounds(kind, &daemon_bin, &service_bin);
+        let mut gaps: Vec<Duration> = rs.iter().map(|r| r.gap).collect();
+        gaps.sort();
+        let p99 = gaps[((gaps.len() * 99).div_ceil(100)).saturating_sub(1)];
+        let lost: usize = rs.iter().map(|r| r.failback_lost).sum();
+        let median = gaps[gaps.len() / 2];
+        let check = if matches!(kind, Kind::Freeze) { "udp" } else { "tcp" };
+        println!(
+            "| {kind:?} | {check} | {:.1} ms | {:.1} ms | {:.1} ms | < 35 ms {} | {lost} |",
+            ms(median),
+            ms(p99),
+            ms(*gaps.last().expect("rounds")),
+            if median < Duration::from_millis(35) { "ok" } else { "MISSED" }
+        );
+    }
+    println!("\nrequests lost while the active is drained (1 s of traffic): {}", drain_lost(&daemon_bin, &service_bin));
+    let (cpu, rss) = daemon_cost(&daemon_bin);
+    println!("\ndaemon probing 100 elements every 10 ms (TCP checks): {:.1}% of one core, {:.1} MiB resident", cpu * 100.0, rss as f64 / 1024.0);
+}
