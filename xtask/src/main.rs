@@ -19,6 +19,11 @@ enum Task {
     /// TCP and UDP traffic through the VIP, fails and drains elements, prints what happened,
     /// and removes the lab.
     Demo,
+    /// The lab by hand for a demo of the daemon: `up`, `ask`, `fail eN`, `heal eN`, `down`.
+    Lab {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Per-packet cost, mapping-switch cost, failover gaps and daemon cost, as tables
     /// (see BENCHMARKS.md).
     Bench,
@@ -26,7 +31,22 @@ enum Task {
 
 fn main() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let steps: &[&[&str]] = match Cli::parse().task {
+    let task = Cli::parse().task;
+    if let Task::Lab { args } = &task {
+        let build = ["build", "--release", "-p", "vnfpool-daemon", "-p", "vnfpool-tests", "--bins"];
+        let status = Command::new(&cargo).args(build).status().with_context(|| format!("running {cargo}"))?;
+        if !status.success() {
+            bail!("{cargo} {} failed: {status}", build.join(" "));
+        }
+        let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vnfpool-lab");
+        let status = Command::new(&lab).args(args).status().with_context(|| format!("running {}", lab.display()))?;
+        if !status.success() {
+            bail!("vnfpool-lab {} failed: {status}", args.join(" "));
+        }
+        return Ok(());
+    }
+    let steps: &[&[&str]] = match task {
+        Task::Lab { .. } => unreachable!("handled above"),
         Task::Demo => &[&["test", "--release", "-p", "vnfpool-tests", "--test", "lab_traffic", "--", "--nocapture"]],
         Task::Bench => &[
             // Every binary of the test crate: the failover benchmark runs the daemon and the
