@@ -64,6 +64,18 @@ fn provision(h: &mut Harness) {
     }
 }
 
+/// The flow-table key of `tcp4(sport)`.
+fn tcp4_key(sport: u16) -> FlowKey {
+    FlowKey {
+        src: addr::from_ip(ip(CLIENT4)),
+        sport_be: sport.to_be(),
+        dport_be: TCP_PORT.to_be(),
+        pool: 0,
+        proto: PROTO_TCP,
+        _pad: 0,
+    }
+}
+
 fn tcp4(sport: u16) -> Frame {
     Frame::new(ip(CLIENT4), ip(VIP4), L4::Tcp { sport, dport: TCP_PORT })
 }
@@ -302,15 +314,7 @@ fn flow_table_keeps_affinity_and_honours_element_states() {
     // Element 0 down: its flow is re-picked from the table, and stays re-picked.
     h.dp.apply(0, &Mapping { ring: all_to(1), elements: elements(STATE_DOWN, STATE_UP) }).expect("apply");
     check(&mut h, &case("down element's flow is re-picked", tcp4(7000).build(), Want::Tx(1)));
-    let key = FlowKey {
-        src: addr::from_ip(ip(CLIENT4)),
-        sport_be: 7000u16.to_be(),
-        dport_be: TCP_PORT.to_be(),
-        pool: 0,
-        proto: PROTO_TCP,
-        _pad: 0,
-    };
-    assert_eq!(h.dp.flow(&key).expect("flow lookup"), Some(1), "flow entry rewritten");
+    assert_eq!(h.dp.flow(&tcp4_key(7000)).expect("flow lookup"), Some(1), "flow entry rewritten");
     // Element 0 back up with every new flow to it: the re-picked flow stays on 1.
     h.dp.apply(0, &Mapping { ring: all_to(0), elements: elements(STATE_UP, STATE_UP) }).expect("apply");
     check(&mut h, &case("re-picked flow stays when the old element returns", tcp4(7000).build(), Want::Tx(1)));
@@ -325,15 +329,7 @@ fn program_picks_the_position_the_flow_hash_names() {
     let table: Vec<u16> = (0..RING as u16).map(|p| p % 7).collect();
     h.dp.apply(0, &Mapping { ring: table.clone(), elements }).expect("apply");
     for sport in 10_000..10_500u16 {
-        let key = FlowKey {
-            src: addr::from_ip(ip(CLIENT4)),
-            sport_be: sport.to_be(),
-            dport_be: TCP_PORT.to_be(),
-            pool: 0,
-            proto: PROTO_TCP,
-            _pad: 0,
-        };
-        let want = table[ring::position(flow::hash(&key), RING as u32) as usize];
+        let want = table[ring::position(flow::hash(&tcp4_key(sport)), RING as u32) as usize];
         let r = h.run(&tcp4(sport).build());
         assert_eq!((r.verdict, &r.frame[..6]), (XDP_TX, &mac(want as u8)[..]), "sport {sport}");
     }
@@ -445,14 +441,7 @@ fn full_flow_bucket_evicts_one_flow_and_keeps_the_others() {
     // used way (all equally recent here: way 0, the first flow's).
     let mut h = Harness::with_flow_table(8);
     provision(&mut h);
-    let key = |sport: u16| FlowKey {
-        src: addr::from_ip(ip(CLIENT4)),
-        sport_be: sport.to_be(),
-        dport_be: TCP_PORT.to_be(),
-        pool: 0,
-        proto: PROTO_TCP,
-        _pad: 0,
-    };
+    let key = tcp4_key;
     for sport in 8000..8008 {
         check(&mut h, &case("filling the bucket", tcp4(sport).build(), Want::Tx(0)));
     }
