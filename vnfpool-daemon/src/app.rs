@@ -47,7 +47,7 @@ use crate::{
 };
 
 /// A drain without a deadline lasts this long (until undrained, in practice).
-const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+const FOREVER: Duration = Duration::from_hours(87600);
 /// Failovers kept per pool for `vnfpool status`.
 const STATUS_HISTORY: usize = 16;
 
@@ -64,7 +64,7 @@ pub enum AppError {
         element: String,
         address: IpAddr,
         #[source]
-        source: ResolveError,
+        source: Box<ResolveError>,
     },
     #[error("data plane")]
     Dataplane(#[from] DataplaneError),
@@ -154,6 +154,7 @@ struct App {
 /// # Errors
 /// When the configuration cannot be carried out (see [`AppError::is_config`]) or a system call
 /// the daemon cannot do without fails at start-up.
+#[expect(clippy::too_many_lines, reason = "the start-up sequence reads best in one place, in order")]
 pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
     let epoch = Instant::now();
     let resolved = resolve_all(&spec).await?;
@@ -318,13 +319,10 @@ fn assign_slots(spec: &PoolSpec, saved: &BTreeMap<String, u32>) -> Result<Vec<u3
         saved.iter().filter(|(name, _)| names.contains(name.as_str())).map(|(_, &i)| i).collect();
     spec.elements
         .iter()
-        .map(|e| match saved.get(&e.name) {
-            Some(&i) => Ok(i),
-            None => {
-                let i = free_index(&taken, maps::MAX_ELEMENTS, &spec.name, "elements")?;
-                taken.insert(i);
-                Ok(i)
-            }
+        .map(|e| if let Some(&i) = saved.get(&e.name) { Ok(i) } else {
+            let i = free_index(&taken, maps::MAX_ELEMENTS, &spec.name, "elements")?;
+            taken.insert(i);
+            Ok(i)
         })
         .collect()
 }
@@ -335,7 +333,12 @@ async fn resolve_all(spec: &Spec) -> Result<Vec<Vec<Resolved>>, AppError> {
         let mut resolved = Vec::with_capacity(pool.elements.len());
         for e in &pool.elements {
             let r = resolve::resolve(e.address, e.interface.as_deref(), e.mac).await.map_err(|source| {
-                AppError::Resolve { pool: pool.name.clone(), element: e.name.clone(), address: e.address, source }
+                AppError::Resolve {
+                    pool: pool.name.clone(),
+                    element: e.name.clone(),
+                    address: e.address,
+                    source: Box::new(source),
+                }
             })?;
             resolved.push(Resolved { ifindex: r.ifindex, dst_mac: r.dst_mac, src_mac: r.src_mac });
         }
@@ -448,7 +451,7 @@ impl App {
                     .elements()
                     .iter()
                     .filter(|e| e.role() == Role::Active)
-                    .map(|e| e.name())
+                    .map(super::model::failover::ElementState::name)
                     .collect();
                 info!(pool = %pool.spec.name, ?active, "pool live");
             }
@@ -593,13 +596,10 @@ impl App {
         let mut next = Vec::with_capacity(spec.pools.len());
         for (pool_spec, resolved) in spec.pools.iter().zip(resolved) {
             let prev = old.get(&pool_spec.name).map(|&i| &self.pools[i]);
-            let index = match prev {
-                Some(p) => p.index,
-                None => {
-                    let i = free_index(&taken, maps::MAX_POOLS, &pool_spec.name, "pools").map_err(|e| e.to_string())?;
-                    taken.insert(i);
-                    i
-                }
+            let index = if let Some(p) = prev { p.index } else {
+                let i = free_index(&taken, maps::MAX_POOLS, &pool_spec.name, "pools").map_err(|e| e.to_string())?;
+                taken.insert(i);
+                i
             };
             let saved: BTreeMap<String, u32> = prev
                 .map(|p| p.spec.elements.iter().zip(&p.slots).map(|(e, &s)| (e.name.clone(), s)).collect())

@@ -35,11 +35,13 @@ impl<T: Pod> MappedArray<T> {
     }
 
     /// Number of values.
+    #[must_use] 
     pub fn len(&self) -> u32 {
         self.entries
     }
 
     /// Whether the array has no values.
+    #[must_use] 
     pub fn is_empty(&self) -> bool {
         self.entries == 0
     }
@@ -77,6 +79,7 @@ impl<T: Pod> MappedArray<T> {
     }
 
     /// Reads a value (for inspection; may race with a concurrent writer of the same entry).
+    #[must_use] 
     pub fn read(&self, index: u32) -> T {
         let src = self.slot(index).cast::<T>();
         // SAFETY: bounds and alignment as in `write`; a volatile read of plain-old-data.

@@ -248,6 +248,7 @@ impl AyaDataplane {
     }
 
     /// Whether `load` adopted maps that were already pinned (a restart).
+    #[must_use] 
     pub fn adopted(&self) -> bool {
         self.adopted
     }
@@ -476,6 +477,7 @@ impl AyaDataplane {
     }
 
     /// The live selector of `pool`.
+    #[must_use] 
     pub fn live(&self, pool: u32) -> PoolSel {
         self.pools.read(pool).sel
     }
@@ -579,13 +581,16 @@ fn validate(pool: u32, m: &Mapping) -> Result<()> {
     Ok(())
 }
 
+/// The last retire request whose grace period has passed, and the error of its wait if any.
+type Retired = (u64, Option<std::io::ErrorKind>);
+
 /// Waits for RCU grace periods on a thread of its own: a switch returns as soon as the
 /// selector is stored, and the next write to a retired slot waits only for whatever is left of
 /// the grace period that followed the switch (usually nothing).
 struct Retirer {
     requests: std::sync::mpsc::Sender<u64>,
     /// The last request whose grace period has passed, and the error of the last wait if any.
-    done: std::sync::Arc<(std::sync::Mutex<(u64, Option<std::io::ErrorKind>)>, std::sync::Condvar)>,
+    done: std::sync::Arc<(std::sync::Mutex<Retired>, std::sync::Condvar)>,
     requested: u64,
 }
 
