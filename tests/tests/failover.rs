@@ -110,6 +110,27 @@ fn a_bad_configuration_is_refused_with_status_2_and_nothing_attached() {
     assert!(pins.is_empty(), "nothing pinned: {pins:?}");
     let xdp = lab.host.ip_output(&["-d", "link", "show", "dev", &lab.ingress.name]);
     assert!(!xdp.contains("xdp"), "nothing attached:\n{xdp}");
+
+    // An element the host has no route to: found only by asking the kernel, still reported
+    // with its place in the file, and still exit status 2 with nothing attached.
+    let unroutable = format!(
+        "{}pools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n    redundancy: {{ model: active-active }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }}\n    elements:\n      - {{ name: far, address: 10.99.99.2 }}\n",
+        places.daemon_section(&lab),
+        lab.vip
+    );
+    std::fs::write(places.config(), unroutable).expect("config");
+    let run = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.host.name()))
+        .arg(BIN)
+        .args(["daemon", "--config"])
+        .arg(places.config())
+        .output()
+        .expect("daemon");
+    let msg = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "daemon: {msg}");
+    assert!(msg.contains("pools.yaml:16:") && msg.contains("no route"), "says where and what: {msg}");
+    let xdp = lab.host.ip_output(&["-d", "link", "show", "dev", &lab.ingress.name]);
+    assert!(!xdp.contains("xdp"), "nothing attached:\n{xdp}");
 }
 
 #[test]

@@ -58,8 +58,10 @@ pub enum AppError {
     #[error("{0}")]
     Config(ConfigErrors),
     /// An element cannot be reached the way L2 direct server return needs (exit status 2).
-    #[error("pool {pool}, element {element} ({address}): {source}")]
+    #[error("{at}pool {pool}, element {element} ({address}): {source}; expected an element on a directly connected network")]
     Resolve {
+        /// `file:line:column: ` of the element's address, when known.
+        at: String,
         pool: String,
         element: String,
         address: IpAddr,
@@ -157,7 +159,7 @@ struct App {
 #[expect(clippy::too_many_lines, reason = "the start-up sequence reads best in one place, in order")]
 pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
     let epoch = Instant::now();
-    let resolved = resolve_all(&spec).await?;
+    let resolved = resolve_all(&spec, &config_path).await?;
     let store = Store::open(&spec.daemon.state_dir)?;
     let persisted: Persisted = match store.load() {
         Ok(p) => p.unwrap_or_default(),
@@ -327,13 +329,17 @@ fn assign_slots(spec: &PoolSpec, saved: &BTreeMap<String, u32>) -> Result<Vec<u3
         .collect()
 }
 
-async fn resolve_all(spec: &Spec) -> Result<Vec<Vec<Resolved>>, AppError> {
+async fn resolve_all(spec: &Spec, config_path: &std::path::Path) -> Result<Vec<Vec<Resolved>>, AppError> {
+    let text = std::fs::read_to_string(config_path).unwrap_or_default();
     let mut all = Vec::with_capacity(spec.pools.len());
     for pool in &spec.pools {
         let mut resolved = Vec::with_capacity(pool.elements.len());
         for e in &pool.elements {
             let r = resolve::resolve(e.address, e.interface.as_deref(), e.mac).await.map_err(|source| {
                 AppError::Resolve {
+                    at: config::element_address_position(&text, &pool.name, &e.name)
+                        .map(|p| format!("{}:{p}: ", config_path.display()))
+                        .unwrap_or_default(),
                     pool: pool.name.clone(),
                     element: e.name.clone(),
                     address: e.address,
@@ -587,7 +593,7 @@ impl App {
         if spec.daemon != self.spec.daemon {
             return Err("the daemon section changed; it takes effect on restart only".to_owned());
         }
-        let resolved = resolve_all(&spec).await.map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        let resolved = resolve_all(&spec, &self.config_path).await.map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
         // Plan everything before writing anything.
         let old: HashMap<String, usize> = self.pools.iter().enumerate().map(|(i, p)| (p.spec.name.clone(), i)).collect();
         let kept: BTreeSet<u32> =

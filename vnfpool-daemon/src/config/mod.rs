@@ -45,6 +45,20 @@ pub fn parse(text: &str, origin: &Path) -> Result<Spec, ConfigErrors> {
     validate::validate(&raw, origin).map_err(ConfigErrors)
 }
 
+/// Where element `element` of pool `pool` gives its address in the configuration `text`: for
+/// errors that only the kernel can find (no route to the element), so that they too point
+/// into the file.
+#[must_use]
+pub fn element_address_position(text: &str, pool: &str, element: &str) -> Option<Position> {
+    let raw: serde_saphyr::Spanned<raw::RawConfig> = serde_saphyr::from_str(text).ok()?;
+    let pools = raw.value.pools.as_ref()?;
+    let p = pools.iter().find(|p| p.value.name.as_ref().is_some_and(|n| n.value == pool))?;
+    let elements = p.value.elements.as_ref()?;
+    let e = elements.value.iter().find(|e| e.value.name.as_ref().is_some_and(|n| n.value == element))?;
+    let at = e.value.address.as_ref().map_or(e.referenced, |a| a.referenced);
+    Position::of(at)
+}
+
 /// A position in the file, 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {

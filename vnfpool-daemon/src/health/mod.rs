@@ -120,6 +120,8 @@ pub enum ProbeError {
     Exit { program: String, status: ExitStatus },
     #[error("the previous probe is still running after {running:?}")]
     Overrun { running: Duration },
+    #[error("no answer after {running:?}, where the element usually answers within {expected:?}")]
+    Late { running: Duration, expected: Duration },
 }
 
 /// Runs one probe of `spec` against the element `name` at `target`.

@@ -16,6 +16,16 @@
 //!
 //! A probe ending at the very instant of a tick is taken first, so that a probe as long as the
 //! interval is not an overrun.
+//!
+//! **A probe much later than the element usually answers is reported as a failure at once**
+//! ([`ProbeError::Late`]), once per probe, without waiting for the next tick: when it has run
+//! for [`LATE_FACTOR`] times the element's smoothed latency of successful probes (at least
+//! [`MIN_LATE`], at most half the interval and never beyond `timeout`). A frozen element is
+//! silent, and this is what tells it from a slow one one interval earlier: the `fall` failures
+//! of a silent element then accumulate within `interval × (fall − 1)` of its first unanswered
+//! probe. A slow element is not failed by it: its late probe still reports its success, which
+//! ends the run of failures, and its smoothed latency grows to the new level within a few
+//! probes. Until an element has answered once, only ticks count.
 
 use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
@@ -30,6 +40,10 @@ use crate::model::spec::{CheckSpec, ElementSpec, HealthSpec, PoolSpec};
 
 /// `tokio::time::interval` panics on a zero period; config validation already requires 1 ms.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
+/// A probe is late after this many times the element's smoothed latency…
+pub const LATE_FACTOR: u32 = 4;
+/// …and never before this long.
+pub const MIN_LATE: Duration = Duration::from_millis(2);
 
 /// What to probe, for one element.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +145,28 @@ fn spawn_with(
 struct InFlight {
     probe: ProbeFuture,
     started: Instant,
+    /// When this probe counts as late (`None`: it never does, or it already did).
+    late_at: Option<Instant>,
+}
+
+/// When a probe started at `started` becomes late, given the element's smoothed latency.
+fn late_at(started: Instant, srtt: Option<Duration>, target: &ProbeTarget) -> Option<Instant> {
+    let srtt = srtt?;
+    let limit = (target.interval / 2).min(target.timeout);
+    let after = (srtt * LATE_FACTOR).max(MIN_LATE);
+    (after < limit).then(|| started + after)
+}
+
+/// Sleeps until `late` (when the in-flight probe becomes late, and how long it will have run
+/// by then); never completes when `None`.
+async fn until_late(late: Option<(Instant, Duration)>) -> Duration {
+    match late {
+        Some((at, running)) => {
+            time::sleep_until(at).await;
+            running
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn run(
@@ -142,20 +178,37 @@ async fn run(
     let mut ticker = time::interval(target.interval.max(MIN_INTERVAL));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut in_flight: Option<InFlight> = None;
+    // Smoothed latency of successful probes (an EWMA with weight 1/8, as TCP's SRTT).
+    let mut srtt: Option<Duration> = None;
     loop {
+        let late = in_flight.as_ref().and_then(|f| f.late_at.map(|at| (at, at - f.started)));
         let (outcome, at) = tokio::select! {
             biased;
             _ = shutdown.wait_for(|&stop| stop) => return,
-            finished = finish(&mut in_flight) => finished,
+            finished = finish(&mut in_flight) => {
+                if finished.0.ok {
+                    let sample = finished.0.latency;
+                    srtt = Some(srtt.map_or(sample, |s| s - s / 8 + sample / 8));
+                }
+                finished
+            }
             _ = ticker.tick() => {
                 let now = Instant::now();
                 if let Some(InFlight { started, .. }) = &in_flight {
                     let running = now - *started;
                     (Outcome::failure(running, error_chain(&ProbeError::Overrun { running })), now)
                 } else {
-                    in_flight = Some(InFlight { probe: probe(Arc::clone(&target)), started: now });
+                    let late_at = late_at(now, srtt, &target);
+                    in_flight = Some(InFlight { probe: probe(Arc::clone(&target)), started: now, late_at });
                     continue;
                 }
+            }
+            running = until_late(late) => {
+                if let Some(f) = &mut in_flight {
+                    f.late_at = None;
+                }
+                let expected = srtt.unwrap_or_default();
+                (Outcome::failure(running, error_chain(&ProbeError::Late { running, expected })), Instant::now())
             }
         };
         let report = ProbeReport {
@@ -178,7 +231,7 @@ async fn run(
 /// Completes with the in-flight probe's outcome and start time, leaving `None`; never completes
 /// when nothing is in flight.
 async fn finish(in_flight: &mut Option<InFlight>) -> (Outcome, Instant) {
-    let Some(InFlight { probe, started }) = in_flight else {
+    let Some(InFlight { probe, started, .. }) = in_flight else {
         return std::future::pending().await;
     };
     let outcome = probe.as_mut().await;
@@ -343,6 +396,42 @@ mod tests {
                 (30, true, 25)
             ]
         );
+        probers.stop().await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_silent_element_is_late_long_before_the_next_tick() {
+        // Answers in 1 ms three times, then never (a freeze): the fourth probe (at 30) is late
+        // at 34 (4 x 1 ms), then the ticks of 40 and 50 find it still running.
+        let mut probers = start(
+            target(10 * MS, 100 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[1, 1, 1, 1000]),
+            16,
+        );
+
+        let reports = probers.next(6).await;
+
+        assert_eq!(
+            reports,
+            [(0, true, 1), (10, true, 1), (20, true, 1), (34, false, 4), (40, false, 10), (50, false, 20)]
+        );
+        probers.stop().await;
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_slow_answer_ends_the_run_its_lateness_started() {
+        // A 6 ms answer after 1 ms ones is late at 4 ms, then reports its success; the smoothed
+        // latency grows (to 1.6 ms), so 6 ms answers are no longer late (4 x 1.6 > half the
+        // interval: only ticks count).
+        let mut probers = start(
+            target(10 * MS, 100 * MS, CheckSpec::Tcp { port: 1 }),
+            &fake(&[1, 1, 6]),
+            16,
+        );
+
+        let reports = probers.next(5).await;
+
+        assert_eq!(reports, [(0, true, 1), (10, true, 1), (24, false, 4), (20, true, 6), (30, true, 6)]);
         probers.stop().await;
     }
 
