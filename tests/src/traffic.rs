@@ -43,6 +43,34 @@ pub fn around(sock: &UdpSocket, to: &str, inject: impl FnOnce()) -> Vec<(Instant
     })
 }
 
+/// Like [`around`], for a failover whose successor is not known in advance: probes until 5
+/// answers in a row come from elements other than `from`.
+#[must_use]
+pub fn around_away(sock: &UdpSocket, from: &str, inject: impl FnOnce()) -> Vec<(Instant, String)> {
+    let progress = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let prober = s.spawn(|| {
+            probe_until(sock, Duration::from_secs(5), |a| {
+                progress.store(a.len(), std::sync::atomic::Ordering::Relaxed);
+                a.len() >= 5 && a[a.len() - 5..].iter().all(|(_, e)| e != from)
+            })
+        });
+        while progress.load(std::sync::atomic::Ordering::Relaxed) < 20 {
+            std::thread::yield_now();
+        }
+        inject();
+        prober.join().expect("prober")
+    })
+}
+
+/// The gap between the last answer from `from` and the first later answer from another element.
+#[must_use]
+pub fn gap_away(answers: &[(Instant, String)], from: &str) -> Duration {
+    let last_from = answers.iter().rposition(|(_, e)| e == from).expect("answers from the old element");
+    let next = answers[last_from..].iter().find(|(_, e)| e != from).expect("answers from another element");
+    next.0 - answers[last_from].0
+}
+
 /// The gap between the last answer from `from` and the first later answer from `to`.
 #[must_use]
 pub fn gap(answers: &[(Instant, String)], from: &str, to: &str) -> Duration {

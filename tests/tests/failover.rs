@@ -14,7 +14,7 @@ use vnfpool_tests::{
     daemon::{Daemon, Places, role},
     lab::{Lab, TCP_PORT, UDP_PORT},
     service::ServiceProc,
-    traffic::{around, exchange, gap, owners, probe_until},
+    traffic::{around, around_away, exchange, gap, gap_away, owners, probe_until},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_vnfpool-under-test");
@@ -235,6 +235,15 @@ fn reload_adding_an_element_moves_no_existing_flow() {
     assert!(matches!(answer, vnfpool_daemon::control::Response::Error { ref message } if message.contains("pools.yaml")), "{answer:?}");
     assert_eq!(owners(&old), before, "flows unchanged after a refused reload");
     assert_eq!(role(&daemon.status().expect("status"), "dns", "e3"), Some("active"));
+
+    // SIGHUP reloads too: e3 leaves the pool; flows of e1 and e2 stay where they were.
+    std::fs::write(places.config(), pool_config(&lab, &places, "{ model: active-active }", &[0, 1])).expect("config");
+    let hup = Command::new("kill").args(["-HUP", &daemon.pid().to_string()]).status().expect("kill");
+    assert!(hup.success());
+    daemon.wait_until("e3 gone after SIGHUP", Duration::from_secs(5), |s| role(s, "dns", "e3").is_none());
+    for (now, was) in owners(&old).iter().zip(&before) {
+        assert_eq!(now, was, "a flow of e1 or e2 moved when e3 left");
+    }
 }
 
 #[test]
@@ -249,7 +258,11 @@ fn n_plus_m_promotes_a_standby_in_the_same_decision() {
     let socks = lab.udp_sockets(40, UDP_PORT);
     let before = owners(&socks);
     assert!(!before.iter().any(|e| e == "e3"), "the standby carries nothing: {before:?}");
-    lab.stop_services(0);
+    let on_e1 = before.iter().position(|e| e == "e1").expect("a flow on e1");
+    let answers = around_away(&socks[on_e1], "e1", || lab.stop_services(0));
+    let g = gap_away(&answers, "e1");
+    println!("n+m, active's service stopped: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
+    assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
     let s = daemon.wait_until("e3 promoted", Duration::from_secs(3), |s| role(s, "dns", "e3") == Some("active"));
     assert_eq!(role(&s, "dns", "e2"), Some("active"));
     let record = s.pools[0].failovers.iter().find(|f| f.element == "e1").expect("e1's failover recorded");

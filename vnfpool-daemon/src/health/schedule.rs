@@ -188,7 +188,7 @@ async fn run(
             finished = finish(&mut in_flight) => {
                 if finished.0.ok {
                     let sample = finished.0.latency;
-                    srtt = Some(srtt.map_or(sample, |s| s - s / 8 + sample / 8));
+                    srtt = Some(srtt.map_or(sample, |s| s.saturating_sub(s / 8) + sample / 8));
                 }
                 finished
             }
