@@ -103,6 +103,18 @@ impl Default for Places {
     }
 }
 
+/// `binary daemon --config <places.config()>` in the lab's host namespace (only the network
+/// namespace: the pins stay on the host's bpffs).
+#[must_use]
+pub fn command(binary: &Path, lab: &Lab, places: &Places) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", lab.host.name()))
+        .arg(binary)
+        .args(["daemon", "--config"])
+        .arg(places.config());
+    c
+}
+
 /// A running daemon.
 pub struct Daemon {
     child: Child,
@@ -117,11 +129,7 @@ impl Daemon {
     #[must_use]
     pub fn start(binary: &Path, lab: &Lab, places: &Places) -> Self {
         let log = std::fs::File::create(places.log()).expect("daemon log");
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", lab.host.name()))
-            .arg(binary)
-            .args(["daemon", "--config"])
-            .arg(places.config())
+        let child = command(binary, lab, places)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

@@ -23,16 +23,15 @@ pub fn probe_until(sock: &UdpSocket, limit: Duration, done: impl Fn(&[(Instant, 
 }
 
 /// Probes the VIP on one thread while `inject` runs on this one, from once the probing is
-/// under way until `to` has answered 5 times in a row; returns every answer. The gap is then
-/// what the client saw, whatever the injection itself cost.
-#[must_use]
-pub fn around(sock: &UdpSocket, to: &str, inject: impl FnOnce()) -> Vec<(Instant, String)> {
+/// under way until 5 answers in a row come from elements `settled` accepts; returns every
+/// answer. The gap is then what the client saw, whatever the injection itself cost.
+fn around_until(sock: &UdpSocket, settled: impl Fn(&str) -> bool + Sync, inject: impl FnOnce()) -> Vec<(Instant, String)> {
     let progress = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         let prober = s.spawn(|| {
             probe_until(sock, Duration::from_secs(5), |a| {
                 progress.store(a.len(), std::sync::atomic::Ordering::Relaxed);
-                a.len() >= 5 && a[a.len() - 5..].iter().all(|(_, e)| e == to)
+                a.len() >= 5 && a[a.len() - 5..].iter().all(|(_, e)| settled(e))
             })
         });
         while progress.load(std::sync::atomic::Ordering::Relaxed) < 20 {
@@ -43,40 +42,36 @@ pub fn around(sock: &UdpSocket, to: &str, inject: impl FnOnce()) -> Vec<(Instant
     })
 }
 
-/// Like [`around`], for a failover whose successor is not known in advance: probes until 5
-/// answers in a row come from elements other than `from`.
+/// [`around_until`] `to` answers 5 times in a row.
+#[must_use]
+pub fn around(sock: &UdpSocket, to: &str, inject: impl FnOnce()) -> Vec<(Instant, String)> {
+    around_until(sock, |e| e == to, inject)
+}
+
+/// [`around_until`] elements other than `from` answer 5 times in a row: for a failover whose
+/// successor is not known in advance.
 #[must_use]
 pub fn around_away(sock: &UdpSocket, from: &str, inject: impl FnOnce()) -> Vec<(Instant, String)> {
-    let progress = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        let prober = s.spawn(|| {
-            probe_until(sock, Duration::from_secs(5), |a| {
-                progress.store(a.len(), std::sync::atomic::Ordering::Relaxed);
-                a.len() >= 5 && a[a.len() - 5..].iter().all(|(_, e)| e != from)
-            })
-        });
-        while progress.load(std::sync::atomic::Ordering::Relaxed) < 20 {
-            std::thread::yield_now();
-        }
-        inject();
-        prober.join().expect("prober")
-    })
+    around_until(sock, |e| e != from, inject)
+}
+
+/// The gap between the last answer from `from` and the first later answer `next` accepts.
+fn gap_until(answers: &[(Instant, String)], from: &str, next: impl Fn(&str) -> bool) -> Duration {
+    let last_from = answers.iter().rposition(|(_, e)| e == from).expect("answers from the old element");
+    let first = answers[last_from..].iter().find(|(_, e)| next(e)).expect("answers from the new element");
+    first.0 - answers[last_from].0
 }
 
 /// The gap between the last answer from `from` and the first later answer from another element.
 #[must_use]
 pub fn gap_away(answers: &[(Instant, String)], from: &str) -> Duration {
-    let last_from = answers.iter().rposition(|(_, e)| e == from).expect("answers from the old element");
-    let next = answers[last_from..].iter().find(|(_, e)| e != from).expect("answers from another element");
-    next.0 - answers[last_from].0
+    gap_until(answers, from, |e| e != from)
 }
 
 /// The gap between the last answer from `from` and the first later answer from `to`.
 #[must_use]
 pub fn gap(answers: &[(Instant, String)], from: &str, to: &str) -> Duration {
-    let last_from = answers.iter().rposition(|(_, e)| e == from).expect("answers from the old active");
-    let first_to = answers[last_from..].iter().find(|(_, e)| e == to).expect("answers from the new active");
-    first_to.0 - answers[last_from].0
+    gap_until(answers, from, |e| e == to)
 }
 
 /// Sends one request per millisecond for `span`, then collects late answers for 100 ms;

@@ -98,13 +98,7 @@ fn a_bad_configuration_is_refused_with_status_2_and_nothing_attached() {
     let msg = String::from_utf8_lossy(&validate.stderr);
     assert!(msg.contains("pools.yaml:") && msg.contains("rise"), "says where and what: {msg}");
 
-    let run = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lab.host.name()))
-        .arg(BIN)
-        .args(["daemon", "--config"])
-        .arg(places.config())
-        .output()
-        .expect("daemon");
+    let run = vnfpool_tests::daemon::command(Path::new(BIN), &lab, &places).output().expect("daemon");
     assert_eq!(run.status.code(), Some(2), "daemon: {run:?}");
     let pins: Vec<_> = std::fs::read_dir(places.pins.path()).expect("pin dir").collect();
     assert!(pins.is_empty(), "nothing pinned: {pins:?}");
@@ -119,13 +113,7 @@ fn a_bad_configuration_is_refused_with_status_2_and_nothing_attached() {
         lab.vip
     );
     std::fs::write(places.config(), unroutable).expect("config");
-    let run = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lab.host.name()))
-        .arg(BIN)
-        .args(["daemon", "--config"])
-        .arg(places.config())
-        .output()
-        .expect("daemon");
+    let run = vnfpool_tests::daemon::command(Path::new(BIN), &lab, &places).output().expect("daemon");
     let msg = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "daemon: {msg}");
     assert!(msg.contains("pools.yaml:16:") && msg.contains("no route"), "says where and what: {msg}");

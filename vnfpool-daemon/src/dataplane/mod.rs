@@ -448,12 +448,7 @@ impl AyaDataplane {
 
     /// Counters at `index` of the per-CPU counter map `name`, summed over CPUs.
     pub fn counters(&self, name: &'static str, index: u32) -> Result<Counters> {
-        let m = self.ebpf.map(name).ok_or(DataplaneError::Map {
-            name,
-            source: MapError::InvalidName { name: name.to_owned() },
-        })?;
-        let per_cpu: PerCpuArray<&MapData, Counters> =
-            PerCpuArray::try_from(m).map_err(|source| DataplaneError::Map { name, source })?;
+        let per_cpu: PerCpuArray<&MapData, Counters> = map_ref(&self.ebpf, name)?;
         let values = per_cpu.get(&index, 0).map_err(|source| DataplaneError::Map { name, source })?;
         Ok(values.iter().fold(Counters::default(), |acc, c| Counters {
             packets: acc.packets + c.packets,
@@ -463,12 +458,7 @@ impl AyaDataplane {
 
     /// The element the flow table holds for `key`, if any.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<u32>> {
-        let m = self.ebpf.map(maps::FLOWS).ok_or(DataplaneError::Map {
-            name: maps::FLOWS,
-            source: MapError::InvalidName { name: maps::FLOWS.to_owned() },
-        })?;
-        let flows: Array<&MapData, FlowBucket> =
-            Array::try_from(m).map_err(|source| DataplaneError::Map { name: maps::FLOWS, source })?;
+        let flows: Array<&MapData, FlowBucket> = map_ref(&self.ebpf, maps::FLOWS)?;
         let h = flow::hash64(key);
         let bucket = flows
             .get(&flow::bucket(h, self.flow_buckets - 1), 0)
@@ -646,23 +636,23 @@ fn grace_period() -> std::io::Result<()> {
     rustix::thread::membarrier(rustix::thread::MembarrierCommand::Global).map_err(std::io::Error::from)
 }
 
+/// The error for a map or program the object does not have (or has of another kind).
+fn missing(name: &'static str) -> DataplaneError {
+    DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_owned() } }
+}
+
 fn map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T>
 where
     T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
 {
-    let m = ebpf
-        .map_mut(name)
-        .ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_owned() } })?;
+    let m = ebpf.map_mut(name).ok_or_else(|| missing(name))?;
     T::try_from(m).map_err(|source| DataplaneError::Map { name, source })
 }
 
 fn mapped<T: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, entries: u32) -> Result<MappedArray<T>> {
-    let m = ebpf
-        .map(name)
-        .ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_owned() } })?;
-    let fd = match m {
+    let fd = match ebpf.map(name).ok_or_else(|| missing(name))? {
         aya::maps::Map::Array(data) => data.fd(),
-        _ => return Err(DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_owned() } }),
+        _ => return Err(missing(name)),
     };
     MappedArray::new(fd, entries).map_err(|source| DataplaneError::Mmap { name, source })
 }
@@ -671,18 +661,15 @@ fn map_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<T>
 where
     T: TryFrom<&'a aya::maps::Map, Error = MapError>,
 {
-    let m = ebpf
-        .map(name)
-        .ok_or(DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_owned() } })?;
+    let m = ebpf.map(name).ok_or_else(|| missing(name))?;
     T::try_from(m).map_err(|source| DataplaneError::Map { name, source })
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    let invalid = || DataplaneError::Map {
-        name: maps::PROGRAM,
-        source: MapError::InvalidName { name: maps::PROGRAM.to_owned() },
-    };
-    ebpf.program_mut(maps::PROGRAM).ok_or_else(invalid)?.try_into().map_err(|_| invalid())
+    ebpf.program_mut(maps::PROGRAM)
+        .ok_or_else(|| missing(maps::PROGRAM))?
+        .try_into()
+        .map_err(|_| missing(maps::PROGRAM))
 }
 
 /// Key size, value size and entries of every map, as this build creates them.
