@@ -20,7 +20,11 @@ fn main() -> anyhow::Result<()> {
         .as_str()
         .to_owned();
     aya_build::build_ebpf(
-        [Package { name: ebpf.name.as_str(), root_dir: &root_dir, ..Default::default() }],
+        [Package {
+            name: ebpf.name.as_str(),
+            root_dir: &root_dir,
+            ..Default::default()
+        }],
         Toolchain::default(),
     )
 }

@@ -51,7 +51,10 @@ pub struct Places {
 impl Places {
     #[must_use]
     pub fn new() -> Self {
-        Self { scratch: Scratch::new(), pins: PinDir::new() }
+        Self {
+            scratch: Scratch::new(),
+            pins: PinDir::new(),
+        }
     }
 
     #[must_use]
@@ -136,7 +139,11 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("spawning the daemon");
-        let mut daemon = Self { child, socket: places.socket(), log: places.log() };
+        let mut daemon = Self {
+            child,
+            socket: places.socket(),
+            log: places.log(),
+        };
         daemon.wait_until("control socket answers", Duration::from_secs(20), |_| true);
         daemon
     }
@@ -144,7 +151,10 @@ impl Daemon {
     /// The daemon's status, or `None` while its socket does not answer.
     #[must_use]
     pub fn status(&self) -> Option<Status> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         match rt.block_on(control::request(&self.socket, &Request::Status)) {
             Ok(Response::Status(s)) => Some(s),
             _ => None,
@@ -154,8 +164,12 @@ impl Daemon {
     /// Sends a request and returns the answer.
     #[must_use]
     pub fn request(&self, request: &Request) -> Response {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(control::request(&self.socket, request)).unwrap_or_else(|e| panic!("{e}\n{}", self.log_text()))
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(control::request(&self.socket, request))
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log_text()))
     }
 
     /// Polls the status until `ready` holds (every 5 ms), or panics with the daemon's log
@@ -164,14 +178,21 @@ impl Daemon {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("the daemon exited ({status}) while waiting for: {what}\n{}", self.log_text());
+                panic!(
+                    "the daemon exited ({status}) while waiting for: {what}\n{}",
+                    self.log_text()
+                );
             }
             if let Some(s) = self.status()
                 && ready(&s)
             {
                 return s;
             }
-            assert!(start.elapsed() < timeout, "not within {timeout:?}: {what}\n{}", self.log_text());
+            assert!(
+                start.elapsed() < timeout,
+                "not within {timeout:?}: {what}\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }

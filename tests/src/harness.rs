@@ -25,7 +25,11 @@ impl Harness {
     /// Loads the program with a flow table of `flow_table_size` entries.
     #[must_use]
     pub fn with_flow_table(flow_table_size: u32) -> Self {
-        let opts = LoadOptions { pin_dir: None, flow_table_size, ..LoadOptions::default() };
+        let opts = LoadOptions {
+            pin_dir: None,
+            flow_table_size,
+            ..LoadOptions::default()
+        };
         let mut dp = AyaDataplane::load(&opts).expect("loading the XDP object (needs root and bpf-linker)");
         let prog: &mut Xdp = dp
             .ebpf_mut()
@@ -44,7 +48,12 @@ impl Harness {
     }
 
     fn prog(&mut self) -> &mut Xdp {
-        self.dp.ebpf_mut().program_mut(maps::PROGRAM).expect("program").try_into().expect("xdp")
+        self.dp
+            .ebpf_mut()
+            .program_mut(maps::PROGRAM)
+            .expect("program")
+            .try_into()
+            .expect("xdp")
     }
 
     /// Runs the program once on `frame`.
@@ -74,7 +83,12 @@ impl Harness {
     /// same path (the program rewrites MACs only) measure what they claim.
     pub fn time(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, ProgramError> {
         let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat, ..Default::default() };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        };
         Ok(self.prog().test_run(opts)?.duration)
     }
 }
@@ -89,10 +103,18 @@ impl Default for Harness {
 #[track_caller]
 pub fn run(prog: &Xdp, frame: &[u8]) -> Run {
     let mut out = vec![0u8; frame.len() + 256];
-    let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..Default::default() };
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat: 1,
+        ..Default::default()
+    };
     let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
     out.truncate(r.data_size_out as usize);
-    Run { verdict: r.return_value, frame: out }
+    Run {
+        verdict: r.return_value,
+        frame: out,
+    }
 }
 
 /// Name of an XDP verdict, for assertion messages.

@@ -27,12 +27,12 @@ use std::{
     time::Duration,
 };
 
-use socket2::{Domain, Protocol, Socket, Type};
 use rustix::{
     event::{PollFd, PollFlags, Timespec, poll},
     io::retry_on_intr,
     process::{Resource, Rlimit, getrlimit, setrlimit},
 };
+use socket2::{Domain, Protocol, Socket, Type};
 use vnfpool_common::element::Element;
 use vnfpool_daemon::{dataplane::AyaDataplane, model::spec::XdpMode as SpecXdpMode};
 
@@ -52,7 +52,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_ELEMENTS: usize = 50;
 /// First client source port a lab uses (outside the default ephemeral range).
 const FIRST_CLIENT_PORT: u16 = 20_000;
-
 
 /// One pool element of a [`Lab`].
 #[derive(Debug)]
@@ -203,7 +202,11 @@ impl Lab {
 
     /// Starts element `i`'s services again; returns once they listen.
     pub fn start_services(&mut self, i: usize) {
-        assert!(self.servers[i].is_empty(), "services of {} already running", self.elements[i].name);
+        assert!(
+            self.servers[i].is_empty(),
+            "services of {} already running",
+            self.elements[i].name
+        );
         self.servers[i] = start_services(&self.elements[i], self.vip);
     }
 
@@ -263,8 +266,10 @@ impl Lab {
                 .into_iter()
                 .map(|sport| {
                     let from = SocketAddr::from((self.client_addr, sport));
-                    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("TCP socket");
-                    sock.bind(&from.into()).unwrap_or_else(|e| panic!("binding {from}: {e}"));
+                    let sock =
+                        Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("TCP socket");
+                    sock.bind(&from.into())
+                        .unwrap_or_else(|e| panic!("binding {from}: {e}"));
                     sock.connect_timeout(&to.into(), IO_TIMEOUT)
                         .unwrap_or_else(|e| panic!("connection from {from} to {to}: {e}"));
                     let s = TcpStream::from(sock);
@@ -307,7 +312,12 @@ fn start_services(e: &LabElement, vip: Ipv4Addr) -> Vec<Background> {
     let (tx, rx) = mpsc::channel();
     let (name, ready) = (e.name.clone(), tx.clone());
     let tcp = e.netns.spawn(&format!("{}-tcp", e.name), move |stop| {
-        tcp_server(&name, SocketAddr::from((Ipv4Addr::UNSPECIFIED, TCP_PORT)), ready, stop);
+        tcp_server(
+            &name,
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, TCP_PORT)),
+            ready,
+            stop,
+        );
     });
     let (name, ready) = (e.name.clone(), tx);
     let udp = e.netns.spawn(&format!("{}-udp", e.name), move |stop| {

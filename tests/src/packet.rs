@@ -63,7 +63,11 @@ impl Frame {
         f.extend_from_slice(&self.src_mac);
         let ethertype: u16 = if self.src.is_ipv4() { 0x0800 } else { 0x86DD };
         for (i, vid) in self.vlans.iter().enumerate() {
-            let tpid: u16 = if i == 0 && self.vlans.len() > 1 { 0x88A8 } else { 0x8100 };
+            let tpid: u16 = if i == 0 && self.vlans.len() > 1 {
+                0x88A8
+            } else {
+                0x8100
+            };
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&vid.to_be_bytes());
         }

@@ -20,14 +20,21 @@ impl ServiceProc {
             .args(["netns", "exec", e.netns.name()])
             .arg(binary)
             .args(["--name", &e.name])
-            .args(["--udp", &format!("{}:{port}", lab.vip), "--udp", &format!("{}:{port}", e.addr)])
+            .args([
+                "--udp",
+                &format!("{}:{port}", lab.vip),
+                "--udp",
+                &format!("{}:{port}", e.addr),
+            ])
             .args(["--tcp", &format!("{}:{port}", e.addr)])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("service process");
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
         assert_eq!(line.trim(), "ready", "service of {}", e.name);
         Self(Some(child))
     }
@@ -41,7 +48,10 @@ impl ServiceProc {
     /// Sends `sig` (as `kill` takes it: `-STOP`, `-CONT`).
     pub fn signal(&self, sig: &str) {
         let child = self.0.as_ref().expect("a running service");
-        let status = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("kill");
+        let status = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success(), "kill {sig}");
     }
 }
@@ -54,4 +64,3 @@ impl Drop for ServiceProc {
         }
     }
 }
-

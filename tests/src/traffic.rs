@@ -8,8 +8,13 @@ use std::{
 /// Asks the VIP every millisecond from one client socket (one flow) until `done` holds for the
 /// answers so far or `limit` passes; returns (time, answering element) per answer.
 #[must_use]
-pub fn probe_until(sock: &UdpSocket, limit: Duration, done: impl Fn(&[(Instant, String)]) -> bool) -> Vec<(Instant, String)> {
-    sock.set_read_timeout(Some(Duration::from_millis(1))).expect("timeout");
+pub fn probe_until(
+    sock: &UdpSocket,
+    limit: Duration,
+    done: impl Fn(&[(Instant, String)]) -> bool,
+) -> Vec<(Instant, String)> {
+    sock.set_read_timeout(Some(Duration::from_millis(1)))
+        .expect("timeout");
     let start = Instant::now();
     let mut answers = Vec::new();
     let mut buf = [0u8; 64];
@@ -25,7 +30,11 @@ pub fn probe_until(sock: &UdpSocket, limit: Duration, done: impl Fn(&[(Instant, 
 /// Probes the VIP on one thread while `inject` runs on this one, from once the probing is
 /// under way until 5 answers in a row come from elements `settled` accepts; returns every
 /// answer. The gap is then what the client saw, whatever the injection itself cost.
-fn around_until(sock: &UdpSocket, settled: impl Fn(&str) -> bool + Sync, inject: impl FnOnce()) -> Vec<(Instant, String)> {
+fn around_until(
+    sock: &UdpSocket,
+    settled: impl Fn(&str) -> bool + Sync,
+    inject: impl FnOnce(),
+) -> Vec<(Instant, String)> {
     let progress = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         let prober = s.spawn(|| {
@@ -57,8 +66,14 @@ pub fn around_away(sock: &UdpSocket, from: &str, inject: impl FnOnce()) -> Vec<(
 
 /// The gap between the last answer from `from` and the first later answer `next` accepts.
 fn gap_until(answers: &[(Instant, String)], from: &str, next: impl Fn(&str) -> bool) -> Duration {
-    let last_from = answers.iter().rposition(|(_, e)| e == from).expect("answers from the old element");
-    let first = answers[last_from..].iter().find(|(_, e)| next(e)).expect("answers from the new element");
+    let last_from = answers
+        .iter()
+        .rposition(|(_, e)| e == from)
+        .expect("answers from the old element");
+    let first = answers[last_from..]
+        .iter()
+        .find(|(_, e)| next(e))
+        .expect("answers from the new element");
     first.0 - answers[last_from].0
 }
 
@@ -78,7 +93,8 @@ pub fn gap(answers: &[(Instant, String)], from: &str, to: &str) -> Duration {
 /// returns (requests sent, answers by element).
 #[must_use]
 pub fn exchange(sock: &UdpSocket, span: Duration) -> (usize, std::collections::BTreeMap<String, usize>) {
-    sock.set_read_timeout(Some(Duration::from_millis(1))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(1)))
+        .expect("timeout");
     let mut buf = [0u8; 64];
     let mut got = std::collections::BTreeMap::new();
     let (start, mut sent) = (Instant::now(), 0);
@@ -90,7 +106,8 @@ pub fn exchange(sock: &UdpSocket, span: Duration) -> (usize, std::collections::B
             last_send = Instant::now();
         }
         if let Ok(n) = sock.recv(&mut buf) {
-            *got.entry(String::from_utf8_lossy(&buf[..n]).into_owned()).or_insert(0) += 1;
+            *got.entry(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .or_insert(0) += 1;
         }
     }
     (sent, got)
@@ -109,4 +126,3 @@ pub fn owners(socks: &[UdpSocket]) -> Vec<String> {
         })
         .collect()
 }
-

@@ -29,8 +29,17 @@ const SWITCHES: u32 = 300;
 
 fn mapping(t: u32) -> Mapping {
     let tag = t as u8;
-    let e = |i: u8| Element { ifindex: 1, state: STATE_UP, dst_mac: [2, tag, tag, tag, tag, i], src_mac: HOST_MAC, _pad: [0; 4] };
-    Mapping { ring: vec![(t % 2) as u16; maps::DEFAULT_RING_SIZE as usize], elements: vec![e(0), e(1)] }
+    let e = |i: u8| Element {
+        ifindex: 1,
+        state: STATE_UP,
+        dst_mac: [2, tag, tag, tag, tag, i],
+        src_mac: HOST_MAC,
+        _pad: [0; 4],
+    };
+    Mapping {
+        ring: vec![(t % 2) as u16; maps::DEFAULT_RING_SIZE as usize],
+        elements: vec![e(0), e(1)],
+    }
 }
 
 #[test]
@@ -38,7 +47,8 @@ fn packets_never_see_a_mix_of_two_mappings() {
     let vip: IpAddr = "10.10.0.100".parse().expect("address");
     let pins = PinDir::new();
     let mut h = Harness::new();
-    h.dp.add_vip(0, addr::from_ip(vip), 8080, PROTO_TCP).expect("add vip");
+    h.dp.add_vip(0, addr::from_ip(vip), 8080, PROTO_TCP)
+        .expect("add vip");
     h.dp.apply(0, &mapping(0)).expect("apply");
     let reader = h.second_handle(&pins);
     let done = AtomicBool::new(false);
@@ -51,7 +61,15 @@ fn packets_never_see_a_mix_of_two_mappings() {
             while !done.load(Ordering::Acquire) {
                 i += 1;
                 let src = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 | i));
-                let frame = Frame::new(src, vip, L4::Tcp { sport: 1000, dport: 8080 }).build();
+                let frame = Frame::new(
+                    src,
+                    vip,
+                    L4::Tcp {
+                        sport: 1000,
+                        dport: 8080,
+                    },
+                )
+                .build();
                 let out = run(&reader, &frame);
                 let m = &out.frame[..6];
                 let consistent = out.verdict == XDP_TX
@@ -73,6 +91,13 @@ fn packets_never_see_a_mix_of_two_mappings() {
         r.join().expect("reader thread")
     });
     println!("{SWITCHES} switches; packets per mapping parity: {seen:?}");
-    assert!(mixes.is_empty(), "packets saw a mix of mappings:\n{}", mixes.join("\n"));
-    assert!(seen[0] > 0 && seen[1] > 0, "the reader ran during both kinds of mapping: {seen:?}");
+    assert!(
+        mixes.is_empty(),
+        "packets saw a mix of mappings:\n{}",
+        mixes.join("\n")
+    );
+    assert!(
+        seen[0] > 0 && seen[1] > 0,
+        "the reader ran during both kinds of mapping: {seen:?}"
+    );
 }

@@ -35,11 +35,16 @@ fn ready(lab: &Lab, places: &Places) -> (Daemon, UdpSocket, Vec<(Instant, String
     std::fs::write(places.config(), config(lab, places, true)).expect("config");
     let mut daemon = Daemon::start(std::path::Path::new(BIN), lab, places);
     daemon.wait_until("e1 active, e2 and e3 standby", Duration::from_secs(10), |s| {
-        role(s, "dns", "e1") == Some("active") && role(s, "dns", "e2") == Some("standby") && role(s, "dns", "e3") == Some("standby")
+        role(s, "dns", "e1") == Some("active")
+            && role(s, "dns", "e2") == Some("standby")
+            && role(s, "dns", "e3") == Some("standby")
     });
     let sock = lab.udp_sockets(1, UDP_PORT).pop().expect("a socket");
     let answers = probe_until(&sock, Duration::from_secs(2), |a| a.len() >= 20);
-    assert!(answers.len() >= 20 && answers.iter().all(|(_, e)| e == "e1"), "all traffic on e1: {answers:?}");
+    assert!(
+        answers.len() >= 20 && answers.iter().all(|(_, e)| e == "e1"),
+        "all traffic on e1: {answers:?}"
+    );
     (daemon, sock, answers)
 }
 
@@ -54,9 +59,20 @@ fn failover_when_the_active_service_stops() {
     let (mut daemon, sock, _) = ready(&lab, &places);
     let answers = around(&sock, "e2", || lab.stop_services(0));
     let g = gap(&answers, "e1", "e2");
-    println!("service stop: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
-    assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
-    let s = daemon.wait_until("e2 active", Duration::from_secs(2), |s| role(s, "dns", "e2") == Some("active"));
+    println!(
+        "service stop: client-visible gap {:.1} ms (bound {:?})",
+        g.as_secs_f64() * 1e3,
+        bound()
+    );
+    assert!(
+        g <= bound(),
+        "gap {g:?} over {:?}\n{}",
+        bound(),
+        daemon.log_text()
+    );
+    let s = daemon.wait_until("e2 active", Duration::from_secs(2), |s| {
+        role(s, "dns", "e2") == Some("active")
+    });
     if std::env::var_os("VNFPOOL_TEST_LOG").is_some() {
         println!("{}", daemon.log_text());
     }
@@ -70,7 +86,11 @@ fn failover_when_the_active_service_stops() {
         role(s, "dns", "e1") == Some("active") && role(s, "dns", "e2") == Some("draining")
     });
     let after = probe_until(&sock, Duration::from_millis(300), |_| false);
-    assert!(after.len() > 200 && after.iter().all(|(_, e)| e == "e2"), "the flow stays on e2 while it drains: {} answers", after.len());
+    assert!(
+        after.len() > 200 && after.iter().all(|(_, e)| e == "e2"),
+        "the flow stays on e2 while it drains: {} answers",
+        after.len()
+    );
 }
 
 #[test]
@@ -79,12 +99,32 @@ fn failover_when_the_active_link_goes_down() {
     let places = Places::new();
     let (mut daemon, sock, _) = ready(&lab, &places);
     let link = lab.elements[0].host_link.name.clone();
-    let answers = around(&sock, "e2", || lab.host.ip(&["link", "set", "dev", &link, "down"]));
+    let answers = around(&sock, "e2", || {
+        lab.host.ip(&["link", "set", "dev", &link, "down"])
+    });
     let g = gap(&answers, "e1", "e2");
-    println!("link down: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
-    assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
-    let s = daemon.wait_until("e2 active", Duration::from_secs(2), |s| role(s, "dns", "e2") == Some("active"));
-    assert!(s.pools[0].failovers.iter().any(|f| f.element == "e1" && f.reason.contains("Link")), "{:?}", s.pools[0].failovers);
+    println!(
+        "link down: client-visible gap {:.1} ms (bound {:?})",
+        g.as_secs_f64() * 1e3,
+        bound()
+    );
+    assert!(
+        g <= bound(),
+        "gap {g:?} over {:?}\n{}",
+        bound(),
+        daemon.log_text()
+    );
+    let s = daemon.wait_until("e2 active", Duration::from_secs(2), |s| {
+        role(s, "dns", "e2") == Some("active")
+    });
+    assert!(
+        s.pools[0]
+            .failovers
+            .iter()
+            .any(|f| f.element == "e1" && f.reason.contains("Link")),
+        "{:?}",
+        s.pools[0].failovers
+    );
 }
 
 #[test]
@@ -93,16 +133,27 @@ fn a_bad_configuration_is_refused_with_status_2_and_nothing_attached() {
     let places = Places::new();
     let bad = config(&lab, &places, true).replace("rise: 2", "rise: 0");
     std::fs::write(places.config(), bad).expect("config");
-    let validate = Command::new(BIN).arg("validate").arg(places.config()).output().expect("validate");
+    let validate = Command::new(BIN)
+        .arg("validate")
+        .arg(places.config())
+        .output()
+        .expect("validate");
     assert_eq!(validate.status.code(), Some(2), "validate: {validate:?}");
     let msg = String::from_utf8_lossy(&validate.stderr);
-    assert!(msg.contains("pools.yaml:") && msg.contains("rise"), "says where and what: {msg}");
+    assert!(
+        msg.contains("pools.yaml:") && msg.contains("rise"),
+        "says where and what: {msg}"
+    );
 
-    let run = vnfpool_tests::daemon::command(Path::new(BIN), &lab, &places).output().expect("daemon");
+    let run = vnfpool_tests::daemon::command(Path::new(BIN), &lab, &places)
+        .output()
+        .expect("daemon");
     assert_eq!(run.status.code(), Some(2), "daemon: {run:?}");
     let pins: Vec<_> = std::fs::read_dir(places.pins.path()).expect("pin dir").collect();
     assert!(pins.is_empty(), "nothing pinned: {pins:?}");
-    let xdp = lab.host.ip_output(&["-d", "link", "show", "dev", &lab.ingress.name]);
+    let xdp = lab
+        .host
+        .ip_output(&["-d", "link", "show", "dev", &lab.ingress.name]);
     assert!(!xdp.contains("xdp"), "nothing attached:\n{xdp}");
 
     // An element the host has no route to: found only by asking the kernel, still reported
@@ -113,11 +164,18 @@ fn a_bad_configuration_is_refused_with_status_2_and_nothing_attached() {
         lab.vip
     );
     std::fs::write(places.config(), unroutable).expect("config");
-    let run = vnfpool_tests::daemon::command(Path::new(BIN), &lab, &places).output().expect("daemon");
+    let run = vnfpool_tests::daemon::command(Path::new(BIN), &lab, &places)
+        .output()
+        .expect("daemon");
     let msg = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "daemon: {msg}");
-    assert!(msg.contains("pools.yaml:16:") && msg.contains("no route"), "says where and what: {msg}");
-    let xdp = lab.host.ip_output(&["-d", "link", "show", "dev", &lab.ingress.name]);
+    assert!(
+        msg.contains("pools.yaml:16:") && msg.contains("no route"),
+        "says where and what: {msg}"
+    );
+    let xdp = lab
+        .host
+        .ip_output(&["-d", "link", "show", "dev", &lab.ingress.name]);
     assert!(!xdp.contains("xdp"), "nothing attached:\n{xdp}");
 }
 
@@ -132,20 +190,38 @@ fn a_killed_and_restarted_daemon_loses_no_packet_of_established_flows() {
 
     // No daemon: the pinned data plane keeps forwarding.
     let (sent, got) = exchange(&sock, Duration::from_millis(300));
-    assert_eq!(got.get("e1").copied(), Some(sent), "with the daemon dead: {sent} sent, answers {got:?}");
+    assert_eq!(
+        got.get("e1").copied(),
+        Some(sent),
+        "with the daemon dead: {sent} sent, answers {got:?}"
+    );
 
     // Restarted: it adopts the pins and the saved state, and the flow never notices.
     let restarted = std::thread::scope(|s| {
         let traffic = s.spawn(|| exchange(&sock, Duration::from_millis(1500)));
         let mut d = Daemon::start(std::path::Path::new(BIN), &lab, &places);
-        let st = d.wait_until("e1 active after the restart", Duration::from_secs(5), |s| role(s, "dns", "e1") == Some("active"));
+        let st = d.wait_until("e1 active after the restart", Duration::from_secs(5), |s| {
+            role(s, "dns", "e1") == Some("active")
+        });
         let (sent, got) = traffic.join().expect("traffic thread");
-        assert_eq!(got.get("e1").copied(), Some(sent), "across the restart: {sent} sent, answers {got:?}\n{}", d.log_text());
+        assert_eq!(
+            got.get("e1").copied(),
+            Some(sent),
+            "across the restart: {sent} sent, answers {got:?}\n{}",
+            d.log_text()
+        );
         (d, st)
     });
     let (daemon, status) = restarted;
-    assert!(status.pools[0].generation > generation, "the restarted daemon wrote its mapping on top of the adopted one");
-    assert!(daemon.log_text().contains("adopted the pinned XDP attachment"), "{}", daemon.log_text());
+    assert!(
+        status.pools[0].generation > generation,
+        "the restarted daemon wrote its mapping on top of the adopted one"
+    );
+    assert!(
+        daemon.log_text().contains("adopted the pinned XDP attachment"),
+        "{}",
+        daemon.log_text()
+    );
 }
 
 #[test]
@@ -160,7 +236,10 @@ fn a_drained_active_keeps_its_flows_until_the_deadline() {
         element: "e1".into(),
         deadline: Some(Duration::from_millis(600)),
     });
-    assert!(matches!(answer, vnfpool_daemon::control::Response::Ok { .. }), "{answer:?}");
+    assert!(
+        matches!(answer, vnfpool_daemon::control::Response::Ok { .. }),
+        "{answer:?}"
+    );
     // New flows go to e2 at once; the existing flow stays on e1 with no loss.
     let fresh = lab.udp_sockets(20, UDP_PORT);
     for s in &fresh {
@@ -170,12 +249,24 @@ fn a_drained_active_keeps_its_flows_until_the_deadline() {
         assert_eq!(&buf[..n], b"e2", "a new flow while e1 drains");
     }
     let (sent, got) = exchange(&sock, Duration::from_millis(200));
-    assert_eq!(got.get("e1").copied(), Some(sent), "the old flow stays on e1: {got:?}");
+    assert_eq!(
+        got.get("e1").copied(),
+        Some(sent),
+        "the old flow stays on e1: {got:?}"
+    );
     // After the deadline it moves.
-    daemon.wait_until("e1 out after its deadline", Duration::from_secs(3), |s| role(s, "dns", "e1") == Some("out"));
-    assert!(drained.elapsed() >= Duration::from_millis(600), "not before the deadline");
+    daemon.wait_until("e1 out after its deadline", Duration::from_secs(3), |s| {
+        role(s, "dns", "e1") == Some("out")
+    });
+    assert!(
+        drained.elapsed() >= Duration::from_millis(600),
+        "not before the deadline"
+    );
     let (_, got) = exchange(&sock, Duration::from_millis(50));
-    assert!(got.contains_key("e2") && !got.contains_key("e1"), "after the deadline: {got:?}");
+    assert!(
+        got.contains_key("e2") && !got.contains_key("e1"),
+        "after the deadline: {got:?}"
+    );
 }
 
 /// A UDP pool with `redundancy` over the lab elements listed in `members` (by index).
@@ -200,35 +291,74 @@ fn pool_config(lab: &Lab, places: &Places, redundancy: &str, members: &[usize]) 
 fn reload_adding_an_element_moves_no_existing_flow() {
     let lab = Lab::new(3);
     let places = Places::new();
-    std::fs::write(places.config(), pool_config(&lab, &places, "{ model: active-active }", &[0, 1])).expect("config");
+    std::fs::write(
+        places.config(),
+        pool_config(&lab, &places, "{ model: active-active }", &[0, 1]),
+    )
+    .expect("config");
     let mut daemon = Daemon::start(std::path::Path::new(BIN), &lab, &places);
     daemon.wait_until("e1 and e2 active", Duration::from_secs(10), |s| {
         role(s, "dns", "e1") == Some("active") && role(s, "dns", "e2") == Some("active")
     });
     let old = lab.udp_sockets(60, UDP_PORT);
     let before = owners(&old);
-    assert!(before.iter().any(|e| e == "e1") && before.iter().any(|e| e == "e2"), "{before:?}");
+    assert!(
+        before.iter().any(|e| e == "e1") && before.iter().any(|e| e == "e2"),
+        "{before:?}"
+    );
 
-    std::fs::write(places.config(), pool_config(&lab, &places, "{ model: active-active }", &[0, 1, 2])).expect("config");
+    std::fs::write(
+        places.config(),
+        pool_config(&lab, &places, "{ model: active-active }", &[0, 1, 2]),
+    )
+    .expect("config");
     let answer = daemon.request(&vnfpool_daemon::control::Request::Reload);
-    assert!(matches!(answer, vnfpool_daemon::control::Response::Ok { .. }), "{answer:?}\n{}", daemon.log_text());
-    daemon.wait_until("e3 active", Duration::from_secs(5), |s| role(s, "dns", "e3") == Some("active"));
-    assert_eq!(owners(&old), before, "existing flows kept their elements across the reload");
+    assert!(
+        matches!(answer, vnfpool_daemon::control::Response::Ok { .. }),
+        "{answer:?}\n{}",
+        daemon.log_text()
+    );
+    daemon.wait_until("e3 active", Duration::from_secs(5), |s| {
+        role(s, "dns", "e3") == Some("active")
+    });
+    assert_eq!(
+        owners(&old),
+        before,
+        "existing flows kept their elements across the reload"
+    );
     let new = owners(&lab.udp_sockets(60, UDP_PORT));
-    assert!(new.iter().any(|e| e == "e3"), "new flows reach the added element: {new:?}");
+    assert!(
+        new.iter().any(|e| e == "e3"),
+        "new flows reach the added element: {new:?}"
+    );
 
     // A bad file is refused and changes nothing.
     std::fs::write(places.config(), "pools: [").expect("config");
     let answer = daemon.request(&vnfpool_daemon::control::Request::Reload);
-    assert!(matches!(answer, vnfpool_daemon::control::Response::Error { ref message } if message.contains("pools.yaml")), "{answer:?}");
+    assert!(
+        matches!(answer, vnfpool_daemon::control::Response::Error { ref message } if message.contains("pools.yaml")),
+        "{answer:?}"
+    );
     assert_eq!(owners(&old), before, "flows unchanged after a refused reload");
-    assert_eq!(role(&daemon.status().expect("status"), "dns", "e3"), Some("active"));
+    assert_eq!(
+        role(&daemon.status().expect("status"), "dns", "e3"),
+        Some("active")
+    );
 
     // SIGHUP reloads too: e3 leaves the pool; flows of e1 and e2 stay where they were.
-    std::fs::write(places.config(), pool_config(&lab, &places, "{ model: active-active }", &[0, 1])).expect("config");
-    let hup = Command::new("kill").args(["-HUP", &daemon.pid().to_string()]).status().expect("kill");
+    std::fs::write(
+        places.config(),
+        pool_config(&lab, &places, "{ model: active-active }", &[0, 1]),
+    )
+    .expect("config");
+    let hup = Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .expect("kill");
     assert!(hup.success());
-    daemon.wait_until("e3 gone after SIGHUP", Duration::from_secs(5), |s| role(s, "dns", "e3").is_none());
+    daemon.wait_until("e3 gone after SIGHUP", Duration::from_secs(5), |s| {
+        role(s, "dns", "e3").is_none()
+    });
     for (now, was) in owners(&old).iter().zip(&before) {
         assert_eq!(now, was, "a flow of e1 or e2 moved when e3 left");
     }
@@ -238,22 +368,46 @@ fn reload_adding_an_element_moves_no_existing_flow() {
 fn n_plus_m_promotes_a_standby_in_the_same_decision() {
     let mut lab = Lab::new(3);
     let places = Places::new();
-    std::fs::write(places.config(), pool_config(&lab, &places, "{ model: n+m, active: 2 }", &[0, 1, 2])).expect("config");
+    std::fs::write(
+        places.config(),
+        pool_config(&lab, &places, "{ model: n+m, active: 2 }", &[0, 1, 2]),
+    )
+    .expect("config");
     let mut daemon = Daemon::start(std::path::Path::new(BIN), &lab, &places);
     daemon.wait_until("e1, e2 active; e3 standby", Duration::from_secs(10), |s| {
-        role(s, "dns", "e1") == Some("active") && role(s, "dns", "e2") == Some("active") && role(s, "dns", "e3") == Some("standby")
+        role(s, "dns", "e1") == Some("active")
+            && role(s, "dns", "e2") == Some("active")
+            && role(s, "dns", "e3") == Some("standby")
     });
     let socks = lab.udp_sockets(40, UDP_PORT);
     let before = owners(&socks);
-    assert!(!before.iter().any(|e| e == "e3"), "the standby carries nothing: {before:?}");
+    assert!(
+        !before.iter().any(|e| e == "e3"),
+        "the standby carries nothing: {before:?}"
+    );
     let on_e1 = before.iter().position(|e| e == "e1").expect("a flow on e1");
     let answers = around_away(&socks[on_e1], "e1", || lab.stop_services(0));
     let g = gap_away(&answers, "e1");
-    println!("n+m, active's service stopped: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
-    assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
-    let s = daemon.wait_until("e3 promoted", Duration::from_secs(3), |s| role(s, "dns", "e3") == Some("active"));
+    println!(
+        "n+m, active's service stopped: client-visible gap {:.1} ms (bound {:?})",
+        g.as_secs_f64() * 1e3,
+        bound()
+    );
+    assert!(
+        g <= bound(),
+        "gap {g:?} over {:?}\n{}",
+        bound(),
+        daemon.log_text()
+    );
+    let s = daemon.wait_until("e3 promoted", Duration::from_secs(3), |s| {
+        role(s, "dns", "e3") == Some("active")
+    });
     assert_eq!(role(&s, "dns", "e2"), Some("active"));
-    let record = s.pools[0].failovers.iter().find(|f| f.element == "e1").expect("e1's failover recorded");
+    let record = s.pools[0]
+        .failovers
+        .iter()
+        .find(|f| f.element == "e1")
+        .expect("e1's failover recorded");
     assert!(record.reason.contains("Probe"), "{record:?}");
     let after = owners(&socks);
     for (b, a) in before.iter().zip(&after) {
@@ -270,7 +424,16 @@ fn failover_when_the_active_is_frozen() {
     const PORT: u16 = 5354;
     let lab = Lab::new(3);
     let places = Places::new();
-    let services: Vec<ServiceProc> = (0..3).map(|i| ServiceProc::start(Path::new(env!("CARGO_BIN_EXE_vnfpool-lab-service")), &lab, i, PORT)).collect();
+    let services: Vec<ServiceProc> = (0..3)
+        .map(|i| {
+            ServiceProc::start(
+                Path::new(env!("CARGO_BIN_EXE_vnfpool-lab-service")),
+                &lab,
+                i,
+                PORT,
+            )
+        })
+        .collect();
     // A frozen process still completes TCP handshakes in the kernel: only a request/response
     // check sees a freeze.
     let yaml = format!(
@@ -281,19 +444,35 @@ fn failover_when_the_active_is_frozen() {
     );
     std::fs::write(places.config(), yaml).expect("config");
     let mut daemon = Daemon::start(std::path::Path::new(BIN), &lab, &places);
-    daemon.wait_until("e1 active", Duration::from_secs(10), |s| role(s, "dns", "e1") == Some("active"));
+    daemon.wait_until("e1 active", Duration::from_secs(10), |s| {
+        role(s, "dns", "e1") == Some("active")
+    });
     let sock = UdpSocket::bind((lab.client_addr, 0)).ok();
     // The client socket lives in the client namespace.
-    let sock = sock.map_or_else(|| lab.in_client(|| {
-        let s = UdpSocket::bind((lab.client_addr, 0)).expect("bind");
-        s.connect((lab.vip, PORT)).expect("connect");
-        s
-    }), |s| s);
+    let sock = sock.map_or_else(
+        || {
+            lab.in_client(|| {
+                let s = UdpSocket::bind((lab.client_addr, 0)).expect("bind");
+                s.connect((lab.vip, PORT)).expect("connect");
+                s
+            })
+        },
+        |s| s,
+    );
     let first = probe_until(&sock, Duration::from_secs(2), |a| a.len() >= 20);
     assert!(first.iter().all(|(_, e)| e == "e1"), "{first:?}");
     let answers = around(&sock, "e2", || services[0].signal("-STOP"));
     let g = gap(&answers, "e1", "e2");
-    println!("freeze: client-visible gap {:.1} ms (bound {:?})", g.as_secs_f64() * 1e3, bound());
-    assert!(g <= bound(), "gap {g:?} over {:?}\n{}", bound(), daemon.log_text());
+    println!(
+        "freeze: client-visible gap {:.1} ms (bound {:?})",
+        g.as_secs_f64() * 1e3,
+        bound()
+    );
+    assert!(
+        g <= bound(),
+        "gap {g:?} over {:?}\n{}",
+        bound(),
+        daemon.log_text()
+    );
     services[0].signal("-CONT");
 }

@@ -21,9 +21,19 @@ use vnfpool_tests::pins::PinDir;
 fn expected() -> Vec<(&'static str, usize, usize, u32)> {
     let u32s = size_of::<u32>();
     vec![
-        (maps::VIPS, size_of::<VipKey>(), size_of::<VipMeta>(), maps::MAX_VIP_ENTRIES),
+        (
+            maps::VIPS,
+            size_of::<VipKey>(),
+            size_of::<VipMeta>(),
+            maps::MAX_VIP_ENTRIES,
+        ),
         (maps::VIP_FILTER, u32s, u32s, maps::VIP_FILTER_SIZE),
-        (maps::VIP_DIRECT, u32s, size_of::<VipDirect>(), maps::MAX_VIP_ENTRIES),
+        (
+            maps::VIP_DIRECT,
+            u32s,
+            size_of::<VipDirect>(),
+            maps::MAX_VIP_ENTRIES,
+        ),
         (maps::POOLS, u32s, size_of::<Pool>(), maps::MAX_POOLS),
         (maps::ELEMS, u32s, size_of::<Element>(), maps::ELEM_ENTRIES),
         (maps::RING, u32s, size_of::<RingChunk>(), 4096),
@@ -32,7 +42,12 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
         // bpf_devmap_val: ifindex + program fd/id.
         (maps::TX_PORTS, u32s, 8, maps::MAX_TX_PORTS),
         (maps::VIP_STATS, u32s, size_of::<Counters>(), maps::MAX_POOLS),
-        (maps::ELEM_STATS, u32s, size_of::<Counters>(), maps::ELEM_STATS_ENTRIES),
+        (
+            maps::ELEM_STATS,
+            u32s,
+            size_of::<Counters>(),
+            maps::ELEM_STATS_ENTRIES,
+        ),
         (maps::REASON_STATS, u32s, size_of::<Counters>(), REASONS),
     ]
 }
@@ -40,17 +55,28 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
 #[test]
 fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
     let pins = PinDir::new();
-    let opts = LoadOptions { pin_dir: Some(pins.path().to_owned()), flow_table_size: 8192, ring_chunks: 4096 };
+    let opts = LoadOptions {
+        pin_dir: Some(pins.path().to_owned()),
+        flow_table_size: 8192,
+        ring_chunks: 4096,
+    };
     let mut dp = AyaDataplane::load(&opts).expect("load with pins");
 
     let in_object: BTreeSet<&str> = dp.ebpf_mut().maps().map(|(name, _)| name).collect();
     let in_abi: BTreeSet<&str> = maps::ALL.iter().copied().collect();
-    assert_eq!(in_object, in_abi, "maps of the object vs vnfpool_common::maps::ALL");
+    assert_eq!(
+        in_object, in_abi,
+        "maps of the object vs vnfpool_common::maps::ALL"
+    );
 
     for (name, key, value, entries) in expected() {
         let info = MapInfo::from_pin(pins.path().join(name)).unwrap_or_else(|e| panic!("{name} pinned: {e}"));
         assert_eq!(
-            (info.key_size() as usize, info.value_size() as usize, info.max_entries()),
+            (
+                info.key_size() as usize,
+                info.value_size() as usize,
+                info.max_entries()
+            ),
             (key, value, entries),
             "{name}: key size, value size, max entries"
         );
@@ -59,9 +85,23 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
 
     // Give the BTF-typed maps an entry, then read them back the way an operator would.
     let vip: IpAddr = "10.10.0.100".parse().expect("address");
-    dp.add_vip(0, addr::from_ip(vip), 8080, PROTO_TCP).expect("add vip");
-    let e = Element { ifindex: 1, state: STATE_UP, dst_mac: [2, 0, 0, 0, 0, 1], src_mac: [2, 0, 0, 0, 0, 2], _pad: [0; 4] };
-    dp.apply(0, &Mapping { ring: vec![0; 251], elements: vec![e] }).expect("apply");
+    dp.add_vip(0, addr::from_ip(vip), 8080, PROTO_TCP)
+        .expect("add vip");
+    let e = Element {
+        ifindex: 1,
+        state: STATE_UP,
+        dst_mac: [2, 0, 0, 0, 0, 1],
+        src_mac: [2, 0, 0, 0, 0, 2],
+        _pad: [0; 4],
+    };
+    dp.apply(
+        0,
+        &Mapping {
+            ring: vec![0; 251],
+            elements: vec![e],
+        },
+    )
+    .expect("apply");
     for (name, field) in [
         (maps::VIPS, "port_be"),
         (maps::VIP_DIRECT, "pool"),
@@ -79,7 +119,16 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
             .output()
             .expect("run bpftool (installed by scripts/setup.sh)");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "bpftool map dump {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains(&format!("\"{field}\"")), "{name}: bpftool shows no field {field}:\n{}", &text[..text.len().min(600)]);
+        assert!(
+            out.status.success(),
+            "bpftool map dump {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("\"{field}\"")),
+            "{name}: bpftool shows no field {field}:\n{}",
+            &text[..text.len().min(600)]
+        );
     }
 }

@@ -10,8 +10,7 @@ use vnfpool_common::{
     addr,
     element::{Element, STATE_DOWN, STATE_DRAINING, STATE_UP},
     flow::{self, FlowKey},
-    maps,
-    ring,
+    maps, ring,
     stats::Reason,
     vip::{PROTO_TCP, PROTO_UDP},
 };
@@ -33,8 +32,12 @@ const CLIENT6: &str = "fd00:1::2";
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
 /// Pools of the fixtures: 0 = VIP4:8080/tcp, 1 = VIP4:5353/udp, 2 = VIP6:8080/tcp, 3 = VIP6:5353/udp.
-const POOLS: [(&str, u16, u8); 4] =
-    [(VIP4, TCP_PORT, PROTO_TCP), (VIP4, UDP_PORT, PROTO_UDP), (VIP6, TCP_PORT, PROTO_TCP), (VIP6, UDP_PORT, PROTO_UDP)];
+const POOLS: [(&str, u16, u8); 4] = [
+    (VIP4, TCP_PORT, PROTO_TCP),
+    (VIP4, UDP_PORT, PROTO_UDP),
+    (VIP6, TCP_PORT, PROTO_TCP),
+    (VIP6, UDP_PORT, PROTO_UDP),
+];
 /// The smallest table size the Maglev builder allows; the fixtures fill it by hand.
 const RING: usize = 251;
 
@@ -47,7 +50,13 @@ fn mac(n: u8) -> [u8; 6] {
 }
 
 fn element(n: u8, state: u32) -> Element {
-    Element { ifindex: LOOPBACK, state, dst_mac: mac(n), src_mac: HOST_MAC, _pad: [0; 4] }
+    Element {
+        ifindex: LOOPBACK,
+        state,
+        dst_mac: mac(n),
+        src_mac: HOST_MAC,
+        _pad: [0; 4],
+    }
 }
 
 /// Every position of the table names `idx`.
@@ -58,8 +67,12 @@ fn all_to(idx: u16) -> Vec<u16> {
 /// The four pools, each with elements 0 and 1 up and every new flow to element 0.
 fn provision(h: &mut Harness) {
     for (pool, (vip, port, proto)) in (0u32..).zip(POOLS) {
-        h.dp.add_vip(pool, addr::from_ip(ip(vip)), port, proto).expect("add vip");
-        let m = Mapping { ring: all_to(0), elements: vec![element(0, STATE_UP), element(1, STATE_UP)] };
+        h.dp.add_vip(pool, addr::from_ip(ip(vip)), port, proto)
+            .expect("add vip");
+        let m = Mapping {
+            ring: all_to(0),
+            elements: vec![element(0, STATE_UP), element(1, STATE_UP)],
+        };
         h.dp.apply(pool, &m).expect("apply");
     }
 }
@@ -77,16 +90,44 @@ fn tcp4_key(sport: u16) -> FlowKey {
 }
 
 fn tcp4(sport: u16) -> Frame {
-    Frame::new(ip(CLIENT4), ip(VIP4), L4::Tcp { sport, dport: TCP_PORT })
+    Frame::new(
+        ip(CLIENT4),
+        ip(VIP4),
+        L4::Tcp {
+            sport,
+            dport: TCP_PORT,
+        },
+    )
 }
 fn udp4(sport: u16) -> Frame {
-    Frame::new(ip(CLIENT4), ip(VIP4), L4::Udp { sport, dport: UDP_PORT })
+    Frame::new(
+        ip(CLIENT4),
+        ip(VIP4),
+        L4::Udp {
+            sport,
+            dport: UDP_PORT,
+        },
+    )
 }
 fn tcp6(sport: u16) -> Frame {
-    Frame::new(ip(CLIENT6), ip(VIP6), L4::Tcp { sport, dport: TCP_PORT })
+    Frame::new(
+        ip(CLIENT6),
+        ip(VIP6),
+        L4::Tcp {
+            sport,
+            dport: TCP_PORT,
+        },
+    )
 }
 fn udp6(sport: u16) -> Frame {
-    Frame::new(ip(CLIENT6), ip(VIP6), L4::Udp { sport, dport: UDP_PORT })
+    Frame::new(
+        ip(CLIENT6),
+        ip(VIP6),
+        L4::Udp {
+            sport,
+            dport: UDP_PORT,
+        },
+    )
 }
 
 fn arp() -> Vec<u8> {
@@ -142,13 +183,21 @@ fn check(h: &mut Harness, c: &Case) -> Run {
         hex(&frame)
     );
     if let Want::Drop(reason) = c.want {
-        assert_eq!(reason_packets(h, reason), before + 1, "{}: counted under {}", c.what, reason.name());
+        assert_eq!(
+            reason_packets(h, reason),
+            before + 1,
+            "{}: counted under {}",
+            c.what,
+            reason.name()
+        );
     }
     r
 }
 
 fn reason_packets(h: &Harness, reason: Reason) -> u64 {
-    h.dp.counters(maps::REASON_STATS, reason as u32).expect("read reasons").packets
+    h.dp.counters(maps::REASON_STATS, reason as u32)
+        .expect("read reasons")
+        .packets
 }
 
 #[test]
@@ -173,14 +222,74 @@ fn fixtures() {
 
     let cases = vec![
         // Not for a VIP: passed, untouched.
-        case("non-VIP IPv4 TCP", Frame::new(ip(CLIENT4), ip("10.10.0.101"), L4::Tcp { sport: 1, dport: TCP_PORT }).build(), Want::Pass),
-        case("non-VIP IPv6 UDP", Frame::new(ip(CLIENT6), ip("fd00:10::101"), L4::Udp { sport: 1, dport: UDP_PORT }).build(), Want::Pass),
+        case(
+            "non-VIP IPv4 TCP",
+            Frame::new(
+                ip(CLIENT4),
+                ip("10.10.0.101"),
+                L4::Tcp {
+                    sport: 1,
+                    dport: TCP_PORT,
+                },
+            )
+            .build(),
+            Want::Pass,
+        ),
+        case(
+            "non-VIP IPv6 UDP",
+            Frame::new(
+                ip(CLIENT6),
+                ip("fd00:10::101"),
+                L4::Udp {
+                    sport: 1,
+                    dport: UDP_PORT,
+                },
+            )
+            .build(),
+            Want::Pass,
+        ),
         case("ARP", arp(), Want::Pass),
-        case("VIP address, other port", Frame::new(ip(CLIENT4), ip(VIP4), L4::Tcp { sport: 1, dport: 8081 }).build(), Want::Pass),
-        case("VIP address and port, other protocol", Frame::new(ip(CLIENT4), ip(VIP4), L4::Udp { sport: 1, dport: TCP_PORT }).build(), Want::Pass),
-        case("VIP address, port 0 (address entry only)", Frame::new(ip(CLIENT4), ip(VIP4), L4::Tcp { sport: 1, dport: 0 }).build(), Want::Pass),
-        case("three VLAN tags (more than parsed)", vlan(tcp4(1), &[1, 2, 3]), Want::Pass),
-        case("IPv6 with more extension headers than skipped", v6ext_many.build(), Want::Pass),
+        case(
+            "VIP address, other port",
+            Frame::new(
+                ip(CLIENT4),
+                ip(VIP4),
+                L4::Tcp {
+                    sport: 1,
+                    dport: 8081,
+                },
+            )
+            .build(),
+            Want::Pass,
+        ),
+        case(
+            "VIP address and port, other protocol",
+            Frame::new(
+                ip(CLIENT4),
+                ip(VIP4),
+                L4::Udp {
+                    sport: 1,
+                    dport: TCP_PORT,
+                },
+            )
+            .build(),
+            Want::Pass,
+        ),
+        case(
+            "VIP address, port 0 (address entry only)",
+            Frame::new(ip(CLIENT4), ip(VIP4), L4::Tcp { sport: 1, dport: 0 }).build(),
+            Want::Pass,
+        ),
+        case(
+            "three VLAN tags (more than parsed)",
+            vlan(tcp4(1), &[1, 2, 3]),
+            Want::Pass,
+        ),
+        case(
+            "IPv6 with more extension headers than skipped",
+            v6ext_many.build(),
+            Want::Pass,
+        ),
         // VIP traffic: MACs rewritten, sent back out (element behind the ingress interface).
         case("VIP IPv4 TCP", tcp4(2000).build(), Want::Tx(0)),
         case("VIP IPv4 UDP", udp4(2000).build(), Want::Tx(0)),
@@ -191,9 +300,25 @@ fn fixtures() {
         case("VIP IPv4 with options", v4opts.build(), Want::Tx(0)),
         case("VIP IPv6 with two extension headers", v6ext.build(), Want::Tx(0)),
         // Fragments: no port to steer by; dropped when addressed to a VIP, else passed.
-        case("IPv4 fragment to a VIP", frag(tcp4(3000)), Want::Drop(Reason::Fragment)),
-        case("IPv6 fragment to a VIP", frag(udp6(3000)), Want::Drop(Reason::Fragment)),
-        case("IPv4 fragment to another host", frag(Frame::new(ip(CLIENT4), ip("10.10.0.9"), L4::Udp { sport: 1, dport: 2 })), Want::Pass),
+        case(
+            "IPv4 fragment to a VIP",
+            frag(tcp4(3000)),
+            Want::Drop(Reason::Fragment),
+        ),
+        case(
+            "IPv6 fragment to a VIP",
+            frag(udp6(3000)),
+            Want::Drop(Reason::Fragment),
+        ),
+        case(
+            "IPv4 fragment to another host",
+            frag(Frame::new(
+                ip(CLIENT4),
+                ip("10.10.0.9"),
+                L4::Udp { sport: 1, dport: 2 },
+            )),
+            Want::Pass,
+        ),
         // ICMP that is not an error is not VIP:port traffic.
         case("ICMP echo to a VIP", icmp4_echo(), Want::Pass),
     ];
@@ -204,15 +329,38 @@ fn fixtures() {
 
 fn icmp4_echo() -> Vec<u8> {
     // An echo request (type 8) shaped like an error frame: the program must not read it as one.
-    Frame::new(ip(CLIENT4), ip(VIP4), L4::IcmpError { ty: 8, inner: vec![0; 28] }).build()
+    Frame::new(
+        ip(CLIENT4),
+        ip(VIP4),
+        L4::IcmpError {
+            ty: 8,
+            inner: vec![0; 28],
+        },
+    )
+    .build()
 }
 
 /// An ICMP error from a router about a packet an element sent VIP:port → client:cport.
 fn icmp_error_about(v6: bool, cport: u16, ty: u8) -> Vec<u8> {
     let (vip, client) = if v6 { (VIP6, CLIENT6) } else { (VIP4, CLIENT4) };
-    let quoted = ip_packet(&Frame::new(ip(vip), ip(client), L4::Tcp { sport: TCP_PORT, dport: cport }));
+    let quoted = ip_packet(&Frame::new(
+        ip(vip),
+        ip(client),
+        L4::Tcp {
+            sport: TCP_PORT,
+            dport: cport,
+        },
+    ));
     let router = if v6 { "fd00:1::1" } else { "10.0.0.1" };
-    Frame::new(ip(router), ip(vip), L4::IcmpError { ty, inner: quoted[..quoted.len().min(if v6 { 48 } else { 28 })].to_vec() }).build()
+    Frame::new(
+        ip(router),
+        ip(vip),
+        L4::IcmpError {
+            ty,
+            inner: quoted[..quoted.len().min(if v6 { 48 } else { 28 })].to_vec(),
+        },
+    )
+    .build()
 }
 
 #[test]
@@ -224,18 +372,64 @@ fn icmp_errors_follow_their_flow() {
     check(&mut h, &case("v4 flow", tcp4(4000).build(), Want::Tx(0)));
     check(&mut h, &case("v6 flow", tcp6(4000).build(), Want::Tx(0)));
     for pool in [0, 2] {
-        let m = Mapping { ring: all_to(1), elements: vec![element(0, STATE_UP), element(1, STATE_UP)] };
+        let m = Mapping {
+            ring: all_to(1),
+            elements: vec![element(0, STATE_UP), element(1, STATE_UP)],
+        };
         h.dp.apply(pool, &m).expect("apply");
     }
     let forwarded = reason_packets(&h, Reason::IcmpForwarded);
-    check(&mut h, &case("ICMPv4 unreachable about a known flow", icmp_error_about(false, 4000, 3), Want::Tx(0)));
-    check(&mut h, &case("ICMPv6 packet too big about a known flow", icmp_error_about(true, 4000, 2), Want::Tx(0)));
+    check(
+        &mut h,
+        &case(
+            "ICMPv4 unreachable about a known flow",
+            icmp_error_about(false, 4000, 3),
+            Want::Tx(0),
+        ),
+    );
+    check(
+        &mut h,
+        &case(
+            "ICMPv6 packet too big about a known flow",
+            icmp_error_about(true, 4000, 2),
+            Want::Tx(0),
+        ),
+    );
     assert_eq!(reason_packets(&h, Reason::IcmpForwarded), forwarded + 2);
-    check(&mut h, &case("ICMPv4 error about an unknown flow", icmp_error_about(false, 4001, 11), Want::Drop(Reason::IcmpNoFlow)));
-    check(&mut h, &case("ICMPv6 error about an unknown flow", icmp_error_about(true, 4001, 1), Want::Drop(Reason::IcmpNoFlow)));
-    let not_vip = ip_packet(&Frame::new(ip("10.10.0.9"), ip(CLIENT4), L4::Udp { sport: 1, dport: 2 }));
-    let f = Frame::new(ip("10.0.0.1"), ip("10.10.0.9"), L4::IcmpError { ty: 3, inner: not_vip[..28].to_vec() }).build();
-    check(&mut h, &case("ICMP error about another host's packet", f, Want::Pass));
+    check(
+        &mut h,
+        &case(
+            "ICMPv4 error about an unknown flow",
+            icmp_error_about(false, 4001, 11),
+            Want::Drop(Reason::IcmpNoFlow),
+        ),
+    );
+    check(
+        &mut h,
+        &case(
+            "ICMPv6 error about an unknown flow",
+            icmp_error_about(true, 4001, 1),
+            Want::Drop(Reason::IcmpNoFlow),
+        ),
+    );
+    let not_vip = ip_packet(&Frame::new(
+        ip("10.10.0.9"),
+        ip(CLIENT4),
+        L4::Udp { sport: 1, dport: 2 },
+    ));
+    let f = Frame::new(
+        ip("10.0.0.1"),
+        ip("10.10.0.9"),
+        L4::IcmpError {
+            ty: 3,
+            inner: not_vip[..28].to_vec(),
+        },
+    )
+    .build();
+    check(
+        &mut h,
+        &case("ICMP error about another host's packet", f, Want::Pass),
+    );
 }
 
 #[test]
@@ -281,19 +475,49 @@ fn every_truncation_point_passes_untouched() {
 #[test]
 fn pool_without_usable_element_drops_and_counts() {
     let mut h = Harness::new();
-    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
-    h.dp.apply(0, &Mapping { ring: vec![], elements: vec![element(0, STATE_DOWN)] }).expect("apply");
-    check(&mut h, &case("VIP with every element down", tcp4(6000).build(), Want::Drop(Reason::NoElement)));
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP)
+        .expect("add vip");
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: vec![],
+            elements: vec![element(0, STATE_DOWN)],
+        },
+    )
+    .expect("apply");
+    check(
+        &mut h,
+        &case(
+            "VIP with every element down",
+            tcp4(6000).build(),
+            Want::Drop(Reason::NoElement),
+        ),
+    );
 }
 
 #[test]
 fn element_behind_unknown_egress_is_dropped() {
     let mut h = Harness::new();
-    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP)
+        .expect("add vip");
     let mut e = element(0, STATE_UP);
     e.ifindex = 0x7fff_0000; // no such device in VNF_TX_PORTS
-    h.dp.apply(0, &Mapping { ring: all_to(0), elements: vec![e] }).expect("apply");
-    check(&mut h, &case("egress not in VNF_TX_PORTS", tcp4(6001).build(), Want::Drop(Reason::NoTxPort)));
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: all_to(0),
+            elements: vec![e],
+        },
+    )
+    .expect("apply");
+    check(
+        &mut h,
+        &case(
+            "egress not in VNF_TX_PORTS",
+            tcp4(6001).build(),
+            Want::Drop(Reason::NoTxPort),
+        ),
+    );
 }
 
 #[test]
@@ -302,36 +526,113 @@ fn flow_table_keeps_affinity_and_honours_element_states() {
     provision(&mut h);
     let elements = |s0, s1| vec![element(0, s0), element(1, s1)];
     // Established on element 0.
-    check(&mut h, &case("first packet picks element 0", tcp4(7000).build(), Want::Tx(0)));
+    check(
+        &mut h,
+        &case("first packet picks element 0", tcp4(7000).build(), Want::Tx(0)),
+    );
     // New flows now go to 1; the established flow stays (flow-table hit).
-    h.dp.apply(0, &Mapping { ring: all_to(1), elements: elements(STATE_UP, STATE_UP) }).expect("apply");
-    check(&mut h, &case("flow hit keeps element 0", tcp4(7000).build(), Want::Tx(0)));
-    check(&mut h, &case("a new flow goes to element 1", tcp4(7001).build(), Want::Tx(1)));
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: all_to(1),
+            elements: elements(STATE_UP, STATE_UP),
+        },
+    )
+    .expect("apply");
+    check(
+        &mut h,
+        &case("flow hit keeps element 0", tcp4(7000).build(), Want::Tx(0)),
+    );
+    check(
+        &mut h,
+        &case("a new flow goes to element 1", tcp4(7001).build(), Want::Tx(1)),
+    );
     // Draining element 0: its flow stays, no new flow gets it.
-    h.dp.apply(0, &Mapping { ring: all_to(1), elements: elements(STATE_DRAINING, STATE_UP) }).expect("apply");
-    check(&mut h, &case("draining element keeps its flow", tcp4(7000).build(), Want::Tx(0)));
-    check(&mut h, &case("draining element gets no new flow", tcp4(7002).build(), Want::Tx(1)));
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: all_to(1),
+            elements: elements(STATE_DRAINING, STATE_UP),
+        },
+    )
+    .expect("apply");
+    check(
+        &mut h,
+        &case("draining element keeps its flow", tcp4(7000).build(), Want::Tx(0)),
+    );
+    check(
+        &mut h,
+        &case(
+            "draining element gets no new flow",
+            tcp4(7002).build(),
+            Want::Tx(1),
+        ),
+    );
     // Element 0 down: its flow is re-picked from the table, and stays re-picked.
-    h.dp.apply(0, &Mapping { ring: all_to(1), elements: elements(STATE_DOWN, STATE_UP) }).expect("apply");
-    check(&mut h, &case("down element's flow is re-picked", tcp4(7000).build(), Want::Tx(1)));
-    assert_eq!(h.dp.flow(&tcp4_key(7000)).expect("flow lookup"), Some(1), "flow entry rewritten");
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: all_to(1),
+            elements: elements(STATE_DOWN, STATE_UP),
+        },
+    )
+    .expect("apply");
+    check(
+        &mut h,
+        &case(
+            "down element's flow is re-picked",
+            tcp4(7000).build(),
+            Want::Tx(1),
+        ),
+    );
+    assert_eq!(
+        h.dp.flow(&tcp4_key(7000)).expect("flow lookup"),
+        Some(1),
+        "flow entry rewritten"
+    );
     // Element 0 back up with every new flow to it: the re-picked flow stays on 1.
-    h.dp.apply(0, &Mapping { ring: all_to(0), elements: elements(STATE_UP, STATE_UP) }).expect("apply");
-    check(&mut h, &case("re-picked flow stays when the old element returns", tcp4(7000).build(), Want::Tx(1)));
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: all_to(0),
+            elements: elements(STATE_UP, STATE_UP),
+        },
+    )
+    .expect("apply");
+    check(
+        &mut h,
+        &case(
+            "re-picked flow stays when the old element returns",
+            tcp4(7000).build(),
+            Want::Tx(1),
+        ),
+    );
 }
 
 #[test]
 fn program_picks_the_position_the_flow_hash_names() {
     // Every node computes the same hash and position: what lets nodes behind ECMP agree.
     let mut h = Harness::new();
-    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP)
+        .expect("add vip");
     let elements: Vec<Element> = (0..7).map(|n| element(n, STATE_UP)).collect();
     let table: Vec<u16> = (0..RING as u16).map(|p| p % 7).collect();
-    h.dp.apply(0, &Mapping { ring: table.clone(), elements }).expect("apply");
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: table.clone(),
+            elements,
+        },
+    )
+    .expect("apply");
     for sport in 10_000..10_500u16 {
         let want = table[ring::position(flow::hash(&tcp4_key(sport)), RING as u32) as usize];
         let r = h.run(&tcp4(sport).build());
-        assert_eq!((r.verdict, &r.frame[..6]), (XDP_TX, &mac(want as u8)[..]), "sport {sport}");
+        assert_eq!(
+            (r.verdict, &r.frame[..6]),
+            (XDP_TX, &mac(want as u8)[..]),
+            "sport {sport}"
+        );
     }
 }
 
@@ -340,7 +641,11 @@ fn maglev(weights: &[u32], size: u32) -> Vec<u16> {
     use vnfpool_daemon::model::maglev::{Backend, build, name_key};
     let backends: Vec<Backend> = (0u16..)
         .zip(weights)
-        .map(|(i, &weight)| Backend { key: name_key(&format!("e{i}")), index: i, weight })
+        .map(|(i, &weight)| Backend {
+            key: name_key(&format!("e{i}")),
+            index: i,
+            weight,
+        })
         .collect();
     build(&backends, size).expect("maglev table")
 }
@@ -349,7 +654,15 @@ fn maglev(weights: &[u32], size: u32) -> Vec<u16> {
 fn synthetic(i: u32) -> Vec<u8> {
     let a = std::net::Ipv4Addr::from(0x0a00_0000 | (i >> 4));
     let sport = 1024 + (i & 0xf) as u16 * 997;
-    Frame::new(IpAddr::V4(a), ip(VIP4), L4::Tcp { sport, dport: TCP_PORT }).build()
+    Frame::new(
+        IpAddr::V4(a),
+        ip(VIP4),
+        L4::Tcp {
+            sport,
+            dport: TCP_PORT,
+        },
+    )
+    .build()
 }
 
 #[test]
@@ -357,9 +670,17 @@ fn weights_are_respected_over_100k_flows() {
     const FLOWS: u32 = 100_000;
     let weights = [1u32, 2, 3, 4];
     let mut h = Harness::new();
-    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP)
+        .expect("add vip");
     let elements: Vec<Element> = (0..4).map(|n| element(n, STATE_UP)).collect();
-    h.dp.apply(0, &Mapping { ring: maglev(&weights, maps::DEFAULT_RING_SIZE), elements }).expect("apply");
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: maglev(&weights, maps::DEFAULT_RING_SIZE),
+            elements,
+        },
+    )
+    .expect("apply");
     let mut seen = [0u32; 4];
     for i in 0..FLOWS {
         let r = h.run(&synthetic(i));
@@ -370,7 +691,10 @@ fn weights_are_respected_over_100k_flows() {
     for (n, (&got, &w)) in seen.iter().zip(&weights).enumerate() {
         let want = f64::from(FLOWS) * f64::from(w) / f64::from(total);
         let off = (f64::from(got) / want - 1.0).abs();
-        println!("element {n}: weight {w}, {got} flows, {:.2}% off its share", off * 100.0);
+        println!(
+            "element {n}: weight {w}, {got} flows, {:.2}% off its share",
+            off * 100.0
+        );
         assert!(off <= 0.02, "element {n}: {got} flows, want {want:.0} within 2%");
     }
 }
@@ -380,20 +704,38 @@ fn removing_one_of_n_moves_only_its_flows() {
     const N: u8 = 5;
     const FLOWS: u32 = 20_000;
     let mut h = Harness::new();
-    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP)
+        .expect("add vip");
     let before = maglev(&[1; N as usize], maps::DEFAULT_RING_SIZE);
     let mut elements: Vec<Element> = (0..N).map(|n| element(n, STATE_UP)).collect();
-    h.dp.apply(0, &Mapping { ring: before.clone(), elements: elements.clone() }).expect("apply");
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: before.clone(),
+            elements: elements.clone(),
+        },
+    )
+    .expect("apply");
     let first: Vec<u8> = (0..FLOWS).map(|i| h.run(&synthetic(i)).frame[5]).collect();
 
     // Element 2 fails: out of the table, its state down.
     let after = maglev(&[1, 1, 0, 1, 1], maps::DEFAULT_RING_SIZE);
     let moved = vnfpool_daemon::model::maglev::moved(&before, &after);
     let bound = before.len() / usize::from(N) + before.len() / 100;
-    println!("table positions moved: {moved} of {} (bound {bound})", before.len());
+    println!(
+        "table positions moved: {moved} of {} (bound {bound})",
+        before.len()
+    );
     assert!(moved <= bound, "{moved} positions moved, at most {bound}");
     elements[2].state = STATE_DOWN;
-    h.dp.apply(0, &Mapping { ring: after, elements }).expect("apply");
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: after,
+            elements,
+        },
+    )
+    .expect("apply");
 
     for (i, &was) in (0..FLOWS).zip(&first) {
         let now = h.run(&synthetic(i)).frame[5];
@@ -418,19 +760,54 @@ fn same_bucket(vip: &str, port: u16, other: &str) -> (IpAddr, u16) {
 #[test]
 fn pre_filter_entries_with_one_or_several_vips() {
     let mut h = Harness::new();
-    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP).expect("add vip");
-    h.dp.apply(0, &Mapping { ring: all_to(0), elements: vec![element(0, STATE_UP)] }).expect("apply");
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP)
+        .expect("add vip");
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: all_to(0),
+            elements: vec![element(0, STATE_UP)],
+        },
+    )
+    .expect("apply");
     // One VIP in its entry: another destination folding there is compared away, not steered.
     let (stranger, sport) = same_bucket(VIP4, TCP_PORT, "10.99.0.1");
-    let f = Frame::new(ip(CLIENT4), stranger, L4::Tcp { sport: 1, dport: sport }).build();
+    let f = Frame::new(
+        ip(CLIENT4),
+        stranger,
+        L4::Tcp {
+            sport: 1,
+            dport: sport,
+        },
+    )
+    .build();
     check(&mut h, &case("non-VIP in a one-VIP entry", f.clone(), Want::Pass));
     check(&mut h, &case("the entry's VIP", tcp4(1).build(), Want::Tx(0)));
     // A second VIP in the same entry: both are found through the hash table.
     let (vip2, port2) = same_bucket(VIP4, TCP_PORT, "10.10.0.200");
-    h.dp.add_vip(1, addr::from_ip(vip2), port2, PROTO_TCP).expect("add colliding vip");
-    h.dp.apply(1, &Mapping { ring: all_to(1), elements: vec![element(0, STATE_UP), element(1, STATE_UP)] }).expect("apply");
-    check(&mut h, &case("first VIP of a shared entry", tcp4(2).build(), Want::Tx(0)));
-    let f2 = Frame::new(ip(CLIENT4), vip2, L4::Tcp { sport: 2, dport: port2 }).build();
+    h.dp.add_vip(1, addr::from_ip(vip2), port2, PROTO_TCP)
+        .expect("add colliding vip");
+    h.dp.apply(
+        1,
+        &Mapping {
+            ring: all_to(1),
+            elements: vec![element(0, STATE_UP), element(1, STATE_UP)],
+        },
+    )
+    .expect("apply");
+    check(
+        &mut h,
+        &case("first VIP of a shared entry", tcp4(2).build(), Want::Tx(0)),
+    );
+    let f2 = Frame::new(
+        ip(CLIENT4),
+        vip2,
+        L4::Tcp {
+            sport: 2,
+            dport: port2,
+        },
+    )
+    .build();
     check(&mut h, &case("second VIP of a shared entry", f2, Want::Tx(1)));
     check(&mut h, &case("non-VIP in a shared entry", f, Want::Pass));
 }
@@ -443,15 +820,27 @@ fn full_flow_bucket_evicts_one_flow_and_keeps_the_others() {
     provision(&mut h);
     let key = tcp4_key;
     for sport in 8000..8008 {
-        check(&mut h, &case("filling the bucket", tcp4(sport).build(), Want::Tx(0)));
+        check(
+            &mut h,
+            &case("filling the bucket", tcp4(sport).build(), Want::Tx(0)),
+        );
     }
     assert!((8000..8008).all(|p| h.dp.flow(&key(p)).expect("flow lookup") == Some(0)));
     // New flows now go to element 1; the eight keep element 0.
-    let m = Mapping { ring: all_to(1), elements: vec![element(0, STATE_UP), element(1, STATE_UP)] };
+    let m = Mapping {
+        ring: all_to(1),
+        elements: vec![element(0, STATE_UP), element(1, STATE_UP)],
+    };
     h.dp.apply(0, &m).expect("apply");
     check(&mut h, &case("ninth flow", tcp4(8008).build(), Want::Tx(1)));
-    let kept: Vec<u16> = (8000..8008).filter(|&p| h.dp.flow(&key(p)).expect("flow lookup").is_some()).collect();
-    assert_eq!(kept, (8001..8008).collect::<Vec<_>>(), "exactly one flow evicted, the oldest way's");
+    let kept: Vec<u16> = (8000..8008)
+        .filter(|&p| h.dp.flow(&key(p)).expect("flow lookup").is_some())
+        .collect();
+    assert_eq!(
+        kept,
+        (8001..8008).collect::<Vec<_>>(),
+        "exactly one flow evicted, the oldest way's"
+    );
     for sport in 8001..8008 {
         check(&mut h, &case("kept flow stays", tcp4(sport).build(), Want::Tx(0)));
     }

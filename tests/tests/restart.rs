@@ -18,7 +18,10 @@ use vnfpool_tests::{
 
 /// The element that answers each connection (`None` where none did).
 fn answers(conns: &mut [std::net::TcpStream]) -> Vec<Option<String>> {
-    lab::ask_all(conns.iter_mut()).into_iter().map(Result::ok).collect()
+    lab::ask_all(conns.iter_mut())
+        .into_iter()
+        .map(Result::ok)
+        .collect()
 }
 
 fn mapping(lab: &Lab, states: &[u32]) -> Mapping {
@@ -32,7 +35,11 @@ fn mapping(lab: &Lab, states: &[u32]) -> Mapping {
         .collect();
     Mapping {
         ring: maglev::build(&backends, maglev::DEFAULT_RING_SIZE).expect("table"),
-        elements: states.iter().enumerate().map(|(i, &s)| lab.element_entry(i, s)).collect(),
+        elements: states
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| lab.element_entry(i, s))
+            .collect(),
     }
 }
 
@@ -40,40 +47,66 @@ fn mapping(lab: &Lab, states: &[u32]) -> Mapping {
 fn data_plane_outlives_its_loader_and_is_adopted() {
     let lab = Lab::new(3);
     let pins = PinDir::new();
-    let opts = LoadOptions { pin_dir: Some(pins.path().to_owned()), ..LoadOptions::default() };
+    let opts = LoadOptions {
+        pin_dir: Some(pins.path().to_owned()),
+        ..LoadOptions::default()
+    };
 
     let mut first = AyaDataplane::load(&opts).expect("first load");
     assert!(!first.adopted(), "fresh pins");
     lab.attach(&mut first);
-    first.add_vip(0, addr::from_ip(lab.vip.into()), TCP_PORT, PROTO_TCP).expect("add vip");
+    first
+        .add_vip(0, addr::from_ip(lab.vip.into()), TCP_PORT, PROTO_TCP)
+        .expect("add vip");
     first.apply(0, &mapping(&lab, &[STATE_UP; 3])).expect("apply");
     let generation = first.live(0).generation;
 
     let mut conns = lab.tcp_connect(30, TCP_PORT);
     let before = answers(&mut conns);
-    assert!(before.iter().all(Option::is_some), "answers through the VIP: {before:?}");
+    assert!(
+        before.iter().all(Option::is_some),
+        "answers through the VIP: {before:?}"
+    );
     let on_e1 = before.iter().filter(|b| b.as_deref() == Some("e1")).count();
-    assert!(on_e1 > 0 && on_e1 < before.len(), "connections on e1 and elsewhere: {before:?}");
+    assert!(
+        on_e1 > 0 && on_e1 < before.len(),
+        "connections on e1 and elsewhere: {before:?}"
+    );
 
     // The loader goes away (as on kill -9: nothing is unpinned or detached).
     drop(first);
     let during = answers(&mut conns);
-    assert_eq!(during, before, "every connection answered by the same element with no loader");
+    assert_eq!(
+        during, before,
+        "every connection answered by the same element with no loader"
+    );
 
     // A new loader adopts: same generation, same attachment, same flows.
     let mut second = AyaDataplane::load(&opts).expect("second load adopts the pins");
     assert!(second.adopted());
     lab.attach(&mut second);
-    assert_eq!(second.live(0).generation, generation, "the live mapping was not touched");
+    assert_eq!(
+        second.live(0).generation,
+        generation,
+        "the live mapping was not touched"
+    );
     assert_eq!(answers(&mut conns), before, "flows unchanged after adoption");
     // Re-adding the same VIP changes nothing; a new mapping applies on top of the adopted one.
-    second.add_vip(0, addr::from_ip(lab.vip.into()), TCP_PORT, PROTO_TCP).expect("re-add vip");
-    let applied = second.apply(0, &mapping(&lab, &[STATE_DOWN, STATE_UP, STATE_UP])).expect("apply");
+    second
+        .add_vip(0, addr::from_ip(lab.vip.into()), TCP_PORT, PROTO_TCP)
+        .expect("re-add vip");
+    let applied = second
+        .apply(0, &mapping(&lab, &[STATE_DOWN, STATE_UP, STATE_UP]))
+        .expect("apply");
     assert_eq!(applied.generation, generation + 1);
     let after = answers(&mut conns);
     for (b, a) in before.iter().zip(&after) {
         if b.as_deref() == Some("e1") {
-            assert_ne!(a.as_deref(), Some("e1"), "a flow stayed on the element marked down");
+            assert_ne!(
+                a.as_deref(),
+                Some("e1"),
+                "a flow stayed on the element marked down"
+            );
         } else {
             assert_eq!(a, b, "a flow of a healthy element moved after the adopted switch");
         }
@@ -83,13 +116,24 @@ fn data_plane_outlives_its_loader_and_is_adopted() {
 #[test]
 fn pins_of_another_layout_are_refused_untouched() {
     let pins = PinDir::new();
-    let opts = LoadOptions { pin_dir: Some(pins.path().to_owned()), flow_table_size: 4096, ..LoadOptions::default() };
+    let opts = LoadOptions {
+        pin_dir: Some(pins.path().to_owned()),
+        flow_table_size: 4096,
+        ..LoadOptions::default()
+    };
     let first = AyaDataplane::load(&opts).expect("first load");
     drop(first);
-    let other = LoadOptions { flow_table_size: 8192, ..opts };
+    let other = LoadOptions {
+        flow_table_size: 8192,
+        ..opts
+    };
     match AyaDataplane::load(&other) {
         Err(DataplaneError::PinMismatch { path, .. }) => {
-            assert!(path.ends_with(vnfpool_common::maps::FLOWS), "the flow table differs: {}", path.display());
+            assert!(
+                path.ends_with(vnfpool_common::maps::FLOWS),
+                "the flow table differs: {}",
+                path.display()
+            );
         }
         Err(e) => panic!("expected a layout mismatch, got {e}"),
         Ok(_) => panic!("adopted pins of another layout"),

@@ -218,19 +218,34 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_are_never_zero() {
-        for (h, stamp, element) in [(0u64, 0u64, 0u32), (u64::MAX, 255, 1023), (0x1234_5678_9abc_def0, 17, 5)] {
+        for (h, stamp, element) in [
+            (0u64, 0u64, 0u32),
+            (u64::MAX, 255, 1023),
+            (0x1234_5678_9abc_def0, 17, 5),
+        ] {
             let fp = fingerprint(h);
             let e = entry(fp, stamp, element);
             assert_ne!(e, 0);
-            assert_eq!((entry_fingerprint(e), entry_stamp(e), entry_element(e)), (fp, stamp, element));
+            assert_eq!(
+                (entry_fingerprint(e), entry_stamp(e), entry_element(e)),
+                (fp, stamp, element)
+            );
         }
     }
 
     #[test]
     fn probe_matches_the_fingerprint_only() {
         let b = bucket(&[(fingerprint(1 << 40), 3, 7), (fingerprint(2 << 40), 3, 9)]);
-        assert_eq!(b.probe(fingerprint(2 << 40), 3).map(|(w, e)| (w, entry_element(e))), Ok((1, 9)));
-        assert_eq!(b.probe(fingerprint(3 << 40), 3), Err(2), "a miss names the first empty way");
+        assert_eq!(
+            b.probe(fingerprint(2 << 40), 3)
+                .map(|(w, e)| (w, entry_element(e))),
+            Ok((1, 9))
+        );
+        assert_eq!(
+            b.probe(fingerprint(3 << 40), 3),
+            Err(2),
+            "a miss names the first empty way"
+        );
         // An empty way never matches: fingerprints have their top bit set.
         assert_eq!(FlowBucket::default().probe(fingerprint(0), 0), Err(0));
     }
@@ -248,15 +263,31 @@ mod tests {
         let mut holed = with_stamps([3, 3, 3, 2, 3, 3, 3, 3]);
         holed.ways[5] = 0;
         assert_eq!(holed.probe(miss, 10), Err(5), "an empty way before an older one");
-        assert_eq!(with_stamps([10; WAYS]).probe(miss, 10), Err(0), "equally recent: the lowest way");
-        assert_eq!(with_stamps([3, 3, 3, 2, 3, 3, 3, 3]).probe(miss, 4), Err(3), "the oldest stamp");
+        assert_eq!(
+            with_stamps([10; WAYS]).probe(miss, 10),
+            Err(0),
+            "equally recent: the lowest way"
+        );
+        assert_eq!(
+            with_stamps([3, 3, 3, 2, 3, 3, 3, 3]).probe(miss, 4),
+            Err(3),
+            "the oldest stamp"
+        );
         // Across the wrap: at now = 4, stamp 250 is 10 units old, stamp 2 only 2.
         assert_eq!(with_stamps([3, 3, 3, 2, 3, 3, 250, 3]).probe(miss, 4), Err(6));
     }
 
     #[test]
     fn buckets_are_a_power_of_two_holding_at_least_the_entries() {
-        for (entries, want) in [(0, 1), (1, 1), (8, 1), (9, 2), (8192, 1024), (1 << 20, 1 << 17), (1_000_000, 1 << 17)] {
+        for (entries, want) in [
+            (0, 1),
+            (1, 1),
+            (8, 1),
+            (9, 2),
+            (8192, 1024),
+            (1 << 20, 1 << 17),
+            (1_000_000, 1 << 17),
+        ] {
             assert_eq!(buckets(entries), want, "{entries} entries");
         }
     }

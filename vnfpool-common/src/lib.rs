@@ -44,9 +44,7 @@ pub mod vip;
 /// Declares that a map type is plain old data for aya, with its size checked at compile time.
 macro_rules! abi_type {
     ($ty:ty, $size:expr) => {
-        const _: () = assert!(
-            ::core::mem::size_of::<$ty>() == $size && ::core::mem::align_of::<$ty>() <= 8
-        );
+        const _: () = assert!(::core::mem::size_of::<$ty>() == $size && ::core::mem::align_of::<$ty>() <= 8);
         // SAFETY: the type is `#[repr(C)]`, made only of integers and byte arrays, and its
         // size assertion above proves it has no implicit padding.
         #[cfg(feature = "user")]

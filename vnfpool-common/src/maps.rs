@@ -54,7 +54,10 @@ pub const MAX_NAME_LEN: usize = 15;
 const _: () = {
     let mut i = 0;
     while i < ALL.len() {
-        assert!(ALL[i].len() <= MAX_NAME_LEN, "map name longer than the kernel keeps");
+        assert!(
+            ALL[i].len() <= MAX_NAME_LEN,
+            "map name longer than the kernel keeps"
+        );
         i += 1;
     }
 };

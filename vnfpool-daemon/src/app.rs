@@ -58,7 +58,9 @@ pub enum AppError {
     #[error("{0}")]
     Config(ConfigErrors),
     /// An element cannot be reached the way L2 direct server return needs (exit status 2).
-    #[error("{at}pool {pool}, element {element} ({address}): {source}; expected an element on a directly connected network")]
+    #[error(
+        "{at}pool {pool}, element {element} ({address}): {source}; expected an element on a directly connected network"
+    )]
     Resolve {
         /// `file:line:column: ` of the element's address, when known.
         at: String,
@@ -81,7 +83,11 @@ pub enum AppError {
         source: std::io::Error,
     },
     #[error("pool {pool}: more than {max} {what}")]
-    Capacity { pool: String, what: &'static str, max: u32 },
+    Capacity {
+        pool: String,
+        what: &'static str,
+        max: u32,
+    },
     #[error("planning the mapping")]
     Plan(#[from] plan::PlanError),
 }
@@ -90,7 +96,10 @@ impl AppError {
     /// Whether the error is the operator's input (exit status 2) rather than the system's.
     #[must_use]
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::Config(_) | Self::Resolve { .. } | Self::Capacity { .. })
+        matches!(
+            self,
+            Self::Config(_) | Self::Resolve { .. } | Self::Capacity { .. }
+        )
     }
 }
 
@@ -156,7 +165,10 @@ struct App {
 /// # Errors
 /// When the configuration cannot be carried out (see [`AppError::is_config`]) or a system call
 /// the daemon cannot do without fails at start-up.
-#[expect(clippy::too_many_lines, reason = "the start-up sequence reads best in one place, in order")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the start-up sequence reads best in one place, in order"
+)]
 pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
     let epoch = Instant::now();
     let resolved = resolve_all(&spec, &config_path).await?;
@@ -186,7 +198,12 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
             }
         }
     }
-    for ifindex in resolved.iter().flatten().map(|r| r.ifindex).collect::<BTreeSet<_>>() {
+    for ifindex in resolved
+        .iter()
+        .flatten()
+        .map(|r| r.ifindex)
+        .collect::<BTreeSet<_>>()
+    {
         dp.add_tx_port(ifindex)?;
     }
 
@@ -230,7 +247,16 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
 
     let (reports_tx, mut reports) = mpsc::channel(1024);
     let (probers, _) = watch::channel(false);
-    let mut app = App { config_path, spec, dp, store, epoch, pools, probers, reports: reports_tx };
+    let mut app = App {
+        config_path,
+        spec,
+        dp,
+        store,
+        epoch,
+        pools,
+        probers,
+        reports: reports_tx,
+    };
 
     // A restart under a saved state with adopted maps: the roles are known, write the same
     // mapping again at once (flows stay in the adopted flow table). Otherwise wait for probes.
@@ -253,7 +279,10 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
     let (commands_tx, mut commands) = mpsc::channel(64);
     tokio::spawn(control::serve(listener, commands_tx));
 
-    let signal_err = |source| AppError::Io { what: "installing signal handlers", source };
+    let signal_err = |source| AppError::Io {
+        what: "installing signal handlers",
+        source,
+    };
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(signal_err)?;
@@ -310,21 +339,32 @@ fn first_round(spec: &PoolSpec) -> Duration {
 fn free_index(taken: &BTreeSet<u32>, max: u32, pool: &str, what: &'static str) -> Result<u32, AppError> {
     (0..max)
         .find(|i| !taken.contains(i))
-        .ok_or_else(|| AppError::Capacity { pool: pool.to_owned(), what, max })
+        .ok_or_else(|| AppError::Capacity {
+            pool: pool.to_owned(),
+            what,
+            max,
+        })
 }
 
 /// Data-plane element indices for `spec`'s elements: the saved one by name when there is one,
 /// else the lowest free.
 fn assign_slots(spec: &PoolSpec, saved: &BTreeMap<String, u32>) -> Result<Vec<u32>, AppError> {
     let names: BTreeSet<&str> = spec.elements.iter().map(|e| e.name.as_str()).collect();
-    let mut taken: BTreeSet<u32> =
-        saved.iter().filter(|(name, _)| names.contains(name.as_str())).map(|(_, &i)| i).collect();
+    let mut taken: BTreeSet<u32> = saved
+        .iter()
+        .filter(|(name, _)| names.contains(name.as_str()))
+        .map(|(_, &i)| i)
+        .collect();
     spec.elements
         .iter()
-        .map(|e| if let Some(&i) = saved.get(&e.name) { Ok(i) } else {
-            let i = free_index(&taken, maps::MAX_ELEMENTS, &spec.name, "elements")?;
-            taken.insert(i);
-            Ok(i)
+        .map(|e| {
+            if let Some(&i) = saved.get(&e.name) {
+                Ok(i)
+            } else {
+                let i = free_index(&taken, maps::MAX_ELEMENTS, &spec.name, "elements")?;
+                taken.insert(i);
+                Ok(i)
+            }
         })
         .collect()
 }
@@ -335,8 +375,9 @@ async fn resolve_all(spec: &Spec, config_path: &std::path::Path) -> Result<Vec<V
     for pool in &spec.pools {
         let mut resolved = Vec::with_capacity(pool.elements.len());
         for e in &pool.elements {
-            let r = resolve::resolve(e.address, e.interface.as_deref(), e.mac).await.map_err(|source| {
-                AppError::Resolve {
+            let r = resolve::resolve(e.address, e.interface.as_deref(), e.mac)
+                .await
+                .map_err(|source| AppError::Resolve {
                     at: config::element_address_position(&text, &pool.name, &e.name)
                         .map(|p| format!("{}:{p}: ", config_path.display()))
                         .unwrap_or_default(),
@@ -344,9 +385,12 @@ async fn resolve_all(spec: &Spec, config_path: &std::path::Path) -> Result<Vec<V
                     element: e.name.clone(),
                     address: e.address,
                     source: Box::new(source),
-                }
-            })?;
-            resolved.push(Resolved { ifindex: r.ifindex, dst_mac: r.dst_mac, src_mac: r.src_mac });
+                })?;
+            resolved.push(Resolved {
+                ifindex: r.ifindex,
+                dst_mac: r.dst_mac,
+                src_mac: r.src_mac,
+            });
         }
         all.push(resolved);
     }
@@ -367,7 +411,11 @@ fn to_dataplane(m: Mapping, slots: &[u32]) -> dataplane::Mapping {
     for (e, &slot) in m.elements.into_iter().zip(slots) {
         elements[slot as usize] = e;
     }
-    let ring = m.ring.into_iter().map(|pos| slots[usize::from(pos)] as u16).collect();
+    let ring = m
+        .ring
+        .into_iter()
+        .map(|pos| slots[usize::from(pos)] as u16)
+        .collect();
     dataplane::Mapping { ring, elements }
 }
 
@@ -403,14 +451,27 @@ impl App {
     fn next_deadline(&self) -> Option<Instant> {
         self.pools
             .iter()
-            .filter_map(|p| if p.live { p.state.next_deadline() } else { Some(p.live_after) })
+            .filter_map(|p| {
+                if p.live {
+                    p.state.next_deadline()
+                } else {
+                    Some(p.live_after)
+                }
+            })
             .min()
             .map(|d| self.epoch + d)
     }
 
     fn probe(&mut self, report: &ProbeReport) {
         if report.pool < self.pools.len() && report.element < self.pools[report.pool].spec.elements.len() {
-            self.step(report.pool, Event::Probe { element: report.element, ok: report.outcome.ok }, self.now());
+            self.step(
+                report.pool,
+                Event::Probe {
+                    element: report.element,
+                    ok: report.outcome.ok,
+                },
+                self.now(),
+            );
         }
     }
 
@@ -421,11 +482,19 @@ impl App {
             .iter()
             .enumerate()
             .flat_map(|(p, pool)| {
-                pool.resolved.iter().enumerate().filter(|(_, r)| r.ifindex == event.ifindex).map(move |(e, _)| (p, e))
+                pool.resolved
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.ifindex == event.ifindex)
+                    .map(move |(e, _)| (p, e))
             })
             .collect();
         for (p, e) in hits {
-            let ev = if event.up { Event::LinkUp { element: e } } else { Event::LinkDown { element: e } };
+            let ev = if event.up {
+                Event::LinkUp { element: e }
+            } else {
+                Event::LinkDown { element: e }
+            };
             info!(interface = %event.name, up = event.up, pool = %self.pools[p].spec.name, "link change");
             self.step(p, ev, now);
         }
@@ -461,7 +530,9 @@ impl App {
                     .collect();
                 info!(pool = %pool.spec.name, ?active, "pool live");
             }
-            Err(e) => error!(pool = %self.pools[p].spec.name, error = %e, "first mapping not written; retrying on the next event"),
+            Err(e) => {
+                error!(pool = %self.pools[p].spec.name, error = %e, "first mapping not written; retrying on the next event")
+            }
         }
         if let Err(e) = self.save() {
             error!(error = %e, "pool state not saved");
@@ -493,7 +564,9 @@ impl App {
             match effect {
                 Effect::Remap => match self.remap(p, now) {
                     Ok(()) => switch = Some(decided.elapsed()),
-                    Err(e) => error!(pool = %self.pools[p].spec.name, error = %e, "mapping not written; the previous one stays"),
+                    Err(e) => {
+                        error!(pool = %self.pools[p].spec.name, error = %e, "mapping not written; the previous one stays")
+                    }
                 },
                 Effect::Record(record) => {
                     let switch = switch.unwrap_or_default();
@@ -509,7 +582,11 @@ impl App {
                         "failover"
                     );
                     let pool = &mut self.pools[p];
-                    pool.recent.push_back(Switched { record, switch, at: SystemTime::now() });
+                    pool.recent.push_back(Switched {
+                        record,
+                        switch,
+                        at: SystemTime::now(),
+                    });
                     while pool.recent.len() > STATUS_HISTORY {
                         pool.recent.pop_front();
                     }
@@ -531,7 +608,8 @@ impl App {
         if !pool.live {
             let vip = addr::from_ip(pool.spec.vip);
             for &port in &pool.spec.ports {
-                self.dp.add_vip(pool.index, vip, port, proto(pool.spec.protocol))?;
+                self.dp
+                    .add_vip(pool.index, vip, port, proto(pool.spec.protocol))?;
             }
             pool.live = true;
         }
@@ -553,8 +631,21 @@ impl App {
                 .pools
                 .iter()
                 .map(|p| {
-                    let slots = p.spec.elements.iter().zip(&p.slots).map(|(e, &s)| (e.name.clone(), s)).collect();
-                    (p.spec.name.clone(), PersistedPool { index: p.index, slots, state: p.state.clone() })
+                    let slots = p
+                        .spec
+                        .elements
+                        .iter()
+                        .zip(&p.slots)
+                        .map(|(e, &s)| (e.name.clone(), s))
+                        .collect();
+                    (
+                        p.spec.name.clone(),
+                        PersistedPool {
+                            index: p.index,
+                            slots,
+                            state: p.state.clone(),
+                        },
+                    )
                 })
                 .collect(),
         };
@@ -564,10 +655,17 @@ impl App {
     async fn command(&mut self, request: Request) -> Response {
         match request {
             Request::Status => Response::Status(self.status()),
-            Request::Drain { pool, element, deadline } => {
-                self.admin(&pool, &element, |e| Event::Drain { element: e, deadline: deadline.unwrap_or(FOREVER) })
+            Request::Drain {
+                pool,
+                element,
+                deadline,
+            } => self.admin(&pool, &element, |e| Event::Drain {
+                element: e,
+                deadline: deadline.unwrap_or(FOREVER),
+            }),
+            Request::Undrain { pool, element } => {
+                self.admin(&pool, &element, |e| Event::Undrain { element: e })
             }
-            Request::Undrain { pool, element } => self.admin(&pool, &element, |e| Event::Undrain { element: e }),
             Request::Reload => match self.reload().await {
                 Ok(message) => Response::Ok { message },
                 Err(message) => Response::Error { message },
@@ -577,14 +675,20 @@ impl App {
 
     fn admin(&mut self, pool: &str, element: &str, event: impl Fn(usize) -> Event) -> Response {
         let Some(p) = self.pools.iter().position(|p| p.spec.name == pool) else {
-            return Response::Error { message: format!("no pool {pool}") };
+            return Response::Error {
+                message: format!("no pool {pool}"),
+            };
         };
         let Some(e) = self.pools[p].state.position(element) else {
-            return Response::Error { message: format!("pool {pool} has no element {element}") };
+            return Response::Error {
+                message: format!("pool {pool} has no element {element}"),
+            };
         };
         self.step(p, event(e), self.now());
         let role = self.pools[p].state.elements()[e].role();
-        Response::Ok { message: format!("{pool}/{element}: {}", role_name(role)) }
+        Response::Ok {
+            message: format!("{pool}/{element}: {}", role_name(role)),
+        }
     }
 
     /// Re-reads the configuration and applies the difference; on any error nothing changes.
@@ -593,29 +697,64 @@ impl App {
         if spec.daemon != self.spec.daemon {
             return Err("the daemon section changed; it takes effect on restart only".to_owned());
         }
-        let resolved = resolve_all(&spec, &self.config_path).await.map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        let resolved = resolve_all(&spec, &self.config_path)
+            .await
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
         // Plan everything before writing anything.
-        let old: HashMap<String, usize> = self.pools.iter().enumerate().map(|(i, p)| (p.spec.name.clone(), i)).collect();
-        let kept: BTreeSet<u32> =
-            spec.pools.iter().filter_map(|p| old.get(&p.name)).map(|&i| self.pools[i].index).collect();
+        let old: HashMap<String, usize> = self
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.spec.name.clone(), i))
+            .collect();
+        let kept: BTreeSet<u32> = spec
+            .pools
+            .iter()
+            .filter_map(|p| old.get(&p.name))
+            .map(|&i| self.pools[i].index)
+            .collect();
         let mut taken = kept.clone();
         let mut next = Vec::with_capacity(spec.pools.len());
         for (pool_spec, resolved) in spec.pools.iter().zip(resolved) {
             let prev = old.get(&pool_spec.name).map(|&i| &self.pools[i]);
-            let index = if let Some(p) = prev { p.index } else {
-                let i = free_index(&taken, maps::MAX_POOLS, &pool_spec.name, "pools").map_err(|e| e.to_string())?;
+            let index = if let Some(p) = prev {
+                p.index
+            } else {
+                let i = free_index(&taken, maps::MAX_POOLS, &pool_spec.name, "pools")
+                    .map_err(|e| e.to_string())?;
                 taken.insert(i);
                 i
             };
             let saved: BTreeMap<String, u32> = prev
-                .map(|p| p.spec.elements.iter().zip(&p.slots).map(|(e, &s)| (e.name.clone(), s)).collect())
+                .map(|p| {
+                    p.spec
+                        .elements
+                        .iter()
+                        .zip(&p.slots)
+                        .map(|(e, &s)| (e.name.clone(), s))
+                        .collect()
+                })
                 .unwrap_or_default();
             let slots = assign_slots(pool_spec, &saved).map_err(|e| e.to_string())?;
             let mut state = prev.map_or_else(|| PoolState::new(pool_spec), |p| p.state.clone());
             state.reconcile(pool_spec);
             let recent = prev.map(|p| p.recent.clone()).unwrap_or_default();
-            let live = prev.is_some_and(|p| p.live && p.spec.vip == pool_spec.vip && p.spec.ports == pool_spec.ports && p.spec.protocol == pool_spec.protocol);
-            next.push(PoolRt { live_after: self.now() + first_round(pool_spec), spec: pool_spec.clone(), index, slots, resolved, state, live, recent });
+            let live = prev.is_some_and(|p| {
+                p.live
+                    && p.spec.vip == pool_spec.vip
+                    && p.spec.ports == pool_spec.ports
+                    && p.spec.protocol == pool_spec.protocol
+            });
+            next.push(PoolRt {
+                live_after: self.now() + first_round(pool_spec),
+                spec: pool_spec.clone(),
+                index,
+                slots,
+                resolved,
+                state,
+                live,
+                recent,
+            });
         }
         // Withdraw the VIPs of removed or re-addressed pools, and clear removed pools.
         for pool in &self.pools {
@@ -623,19 +762,38 @@ impl App {
             if pool.live && still.is_none_or(|n| !n.live) {
                 let vip = addr::from_ip(pool.spec.vip);
                 for &port in &pool.spec.ports {
-                    self.dp.remove_vip(vip, port, proto(pool.spec.protocol)).map_err(|e| e.to_string())?;
+                    self.dp
+                        .remove_vip(vip, port, proto(pool.spec.protocol))
+                        .map_err(|e| e.to_string())?;
                 }
             }
             if still.is_none() {
-                self.dp.apply(pool.index, &dataplane::Mapping { ring: Vec::new(), elements: Vec::new() }).map_err(|e| e.to_string())?;
+                self.dp
+                    .apply(
+                        pool.index,
+                        &dataplane::Mapping {
+                            ring: Vec::new(),
+                            elements: Vec::new(),
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
             }
         }
-        for ifindex in next.iter().flat_map(|p| p.resolved.iter().map(|r| r.ifindex)).collect::<BTreeSet<_>>() {
+        for ifindex in next
+            .iter()
+            .flat_map(|p| p.resolved.iter().map(|r| r.ifindex))
+            .collect::<BTreeSet<_>>()
+        {
             self.dp.add_tx_port(ifindex).map_err(|e| e.to_string())?;
         }
         let changed: Vec<bool> = next
             .iter()
-            .map(|n| self.pools.iter().find(|o| o.spec.name == n.spec.name).is_none_or(|o| o.spec != n.spec))
+            .map(|n| {
+                self.pools
+                    .iter()
+                    .find(|o| o.spec.name == n.spec.name)
+                    .is_none_or(|o| o.spec != n.spec)
+            })
             .collect();
         self.pools = next;
         self.spec = spec;
@@ -757,9 +915,17 @@ pub fn render_status(status: &Status) -> String {
             p.generation,
             p.packets
         );
-        let _ = writeln!(out, "  {:<16} {:<40} {:<9} {:<8} {:>12}", "ELEMENT", "ADDRESS", "ROLE", "HEALTH", "PACKETS");
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<40} {:<9} {:<8} {:>12}",
+            "ELEMENT", "ADDRESS", "ROLE", "HEALTH", "PACKETS"
+        );
         for e in &p.elements {
-            let _ = writeln!(out, "  {:<16} {:<40} {:<9} {:<8} {:>12}", e.name, e.address, e.role, e.health, e.packets);
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<40} {:<9} {:<8} {:>12}",
+                e.name, e.address, e.role, e.health, e.packets
+            );
         }
         if let Some(b) = &p.budget {
             let _ = writeln!(

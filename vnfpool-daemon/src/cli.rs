@@ -87,10 +87,19 @@ mod tests {
 
     #[test]
     fn drain_takes_a_human_deadline() {
-        let cli = Cli::try_parse_from(["vnfpool", "drain", "web", "e2", "--deadline", "30s"]).expect("parses");
+        let cli =
+            Cli::try_parse_from(["vnfpool", "drain", "web", "e2", "--deadline", "30s"]).expect("parses");
         match cli.command {
-            Command::Drain { pool, element, deadline, .. } => {
-                assert_eq!((pool.as_str(), element.as_str(), deadline), ("web", "e2", Some(Duration::from_secs(30))));
+            Command::Drain {
+                pool,
+                element,
+                deadline,
+                ..
+            } => {
+                assert_eq!(
+                    (pool.as_str(), element.as_str(), deadline),
+                    ("web", "e2", Some(Duration::from_secs(30)))
+                );
             }
             other => panic!("parsed as {other:?}"),
         }

@@ -44,10 +44,25 @@ pub fn main() -> ExitCode {
             run_daemon(config, spec)
         }
         Command::Status { json, socket } => client(&socket, &Request::Status, json),
-        Command::Drain { pool, element, deadline, socket } => {
-            client(&socket, &Request::Drain { pool, element, deadline }, false)
-        }
-        Command::Undrain { pool, element, socket } => client(&socket, &Request::Undrain { pool, element }, false),
+        Command::Drain {
+            pool,
+            element,
+            deadline,
+            socket,
+        } => client(
+            &socket,
+            &Request::Drain {
+                pool,
+                element,
+                deadline,
+            },
+            false,
+        ),
+        Command::Undrain {
+            pool,
+            element,
+            socket,
+        } => client(&socket, &Request::Undrain { pool, element }, false),
         Command::Reload { socket } => client(&socket, &Request::Reload, false),
     }
 }
@@ -88,7 +103,10 @@ fn client(socket: &std::path::Path, request: &Request, json: bool) -> ExitCode {
         }
         Ok(Response::Status(status)) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&status).expect("status serializes"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).expect("status serializes")
+                );
             } else {
                 print!("{}", crate::app::render_status(&status));
             }

@@ -96,7 +96,12 @@ fn vip_pool(addr: &Addr, port_be: u16, proto: u8) -> Option<u32> {
     if slot == 0 {
         return None;
     }
-    let key = VipKey { addr: *addr, port_be, proto, _pad: 0 };
+    let key = VipKey {
+        addr: *addr,
+        port_be,
+        proto,
+        _pad: 0,
+    };
     if slot != vip::FILTER_COLLISION {
         // verifier: a bounded array lookup; a stale index just fails the comparison.
         let d = VNF_VIP_DIRECT.get(slot - 1)?;
@@ -255,7 +260,12 @@ fn forward(ctx: &XdpContext, pkt: &Packet, pool: u32, idx: u32, e: &Element) -> 
 /// An IP fragment: dropped when its destination address is a VIP's, passed otherwise.
 #[inline(always)]
 fn fragment(pkt: &Packet, t: &Tuple) -> u32 {
-    let key = VipKey { addr: t.dst, port_be: 0, proto: t.proto, _pad: 0 };
+    let key = VipKey {
+        addr: t.dst,
+        port_be: 0,
+        proto: t.proto,
+        _pad: 0,
+    };
     if VNF_VIPS.get_ptr(key).is_some() {
         return drop(pkt, Reason::Fragment);
     }

@@ -48,7 +48,10 @@ pub struct Packet {
 impl Packet {
     #[inline(always)]
     pub fn new(ctx: &XdpContext) -> Self {
-        Self { start: ctx.data(), end: ctx.data_end() }
+        Self {
+            start: ctx.data(),
+            end: ctx.data_end(),
+        }
     }
 
     /// Frame length in bytes.
@@ -152,7 +155,13 @@ fn ipv4(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
     let l4 = l3 + ihl;
     if frag & IP_MF_OFFSET != 0 {
         return if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
-            Ok(Parsed::Fragment(Tuple { src, dst, sport_be: 0, dport_be: 0, proto }))
+            Ok(Parsed::Fragment(Tuple {
+                src,
+                dst,
+                sport_be: 0,
+                dport_be: 0,
+                proto,
+            }))
         } else {
             Err(Stop::NotOurs)
         };
@@ -160,7 +169,13 @@ fn ipv4(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => {
             let (sport_be, dport_be) = ports(pkt, l4, proto)?;
-            Ok(Parsed::L4(Tuple { src, dst, sport_be, dport_be, proto }))
+            Ok(Parsed::L4(Tuple {
+                src,
+                dst,
+                sport_be,
+                dport_be,
+                proto,
+            }))
         }
         IPPROTO_ICMP => icmp4_error(pkt, l4),
         _ => Err(Stop::NotOurs),
@@ -188,13 +203,23 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH => {
                 let ext = pkt.load::<[u8; 2]>(l4)?;
                 // AH counts 4-byte units minus 2; the others 8-byte units minus 1.
-                l4 += if next == IPPROTO_AH { (ext[1] as usize + 2) * 4 } else { (ext[1] as usize + 1) * 8 };
+                l4 += if next == IPPROTO_AH {
+                    (ext[1] as usize + 2) * 4
+                } else {
+                    (ext[1] as usize + 1) * 8
+                };
                 next = ext[0];
             }
             IPPROTO_FRAGMENT => {
                 let proto = pkt.load::<[u8; 2]>(l4)?[0];
                 return if is_l4(proto) {
-                    Ok(Parsed::Fragment(Tuple { src, dst, sport_be: 0, dport_be: 0, proto }))
+                    Ok(Parsed::Fragment(Tuple {
+                        src,
+                        dst,
+                        sport_be: 0,
+                        dport_be: 0,
+                        proto,
+                    }))
                 } else {
                     Err(Stop::NotOurs)
                 };
@@ -205,7 +230,13 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
     match next {
         IPPROTO_TCP | IPPROTO_UDP => {
             let (sport_be, dport_be) = ports(pkt, l4, next)?;
-            Ok(Parsed::L4(Tuple { src, dst, sport_be, dport_be, proto: next }))
+            Ok(Parsed::L4(Tuple {
+                src,
+                dst,
+                sport_be,
+                dport_be,
+                proto: next,
+            }))
         }
         IPPROTO_ICMPV6 => icmp6_error(pkt, l4),
         _ => Err(Stop::NotOurs),

@@ -33,13 +33,27 @@ fn main() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let task = Cli::parse().task;
     if let Task::Lab { args } = &task {
-        let build = ["build", "--release", "-p", "vnfpool-daemon", "-p", "vnfpool-tests", "--bins"];
-        let status = Command::new(&cargo).args(build).status().with_context(|| format!("running {cargo}"))?;
+        let build = [
+            "build",
+            "--release",
+            "-p",
+            "vnfpool-daemon",
+            "-p",
+            "vnfpool-tests",
+            "--bins",
+        ];
+        let status = Command::new(&cargo)
+            .args(build)
+            .status()
+            .with_context(|| format!("running {cargo}"))?;
         if !status.success() {
             bail!("{cargo} {} failed: {status}", build.join(" "));
         }
         let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vnfpool-lab");
-        let status = Command::new(&lab).args(args).status().with_context(|| format!("running {}", lab.display()))?;
+        let status = Command::new(&lab)
+            .args(args)
+            .status()
+            .with_context(|| format!("running {}", lab.display()))?;
         if !status.success() {
             bail!("vnfpool-lab {} failed: {status}", args.join(" "));
         }
@@ -47,17 +61,43 @@ fn main() -> Result<()> {
     }
     let steps: &[&[&str]] = match task {
         Task::Lab { .. } => unreachable!("handled above"),
-        Task::Demo => &[&["test", "--release", "-p", "vnfpool-tests", "--test", "lab_traffic", "--", "--nocapture"]],
+        Task::Demo => &[&[
+            "test",
+            "--release",
+            "-p",
+            "vnfpool-tests",
+            "--test",
+            "lab_traffic",
+            "--",
+            "--nocapture",
+        ]],
         Task::Bench => &[
             // Every binary of the test crate: the failover benchmark runs the daemon and the
             // element services as processes of their own.
             &["build", "--release", "-p", "vnfpool-tests", "--bins"],
-            &["run", "--release", "-p", "vnfpool-tests", "--bin", "vnfpool-bench"],
-            &["run", "--release", "-p", "vnfpool-tests", "--bin", "vnfpool-failover-bench"],
+            &[
+                "run",
+                "--release",
+                "-p",
+                "vnfpool-tests",
+                "--bin",
+                "vnfpool-bench",
+            ],
+            &[
+                "run",
+                "--release",
+                "-p",
+                "vnfpool-tests",
+                "--bin",
+                "vnfpool-failover-bench",
+            ],
         ],
     };
     for args in steps {
-        let status = Command::new(&cargo).args(*args).status().with_context(|| format!("running {cargo}"))?;
+        let status = Command::new(&cargo)
+            .args(*args)
+            .status()
+            .with_context(|| format!("running {cargo}"))?;
         if !status.success() {
             bail!("{cargo} {} failed: {status}", args.join(" "));
         }

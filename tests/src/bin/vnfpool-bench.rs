@@ -45,7 +45,11 @@ fn main() -> Result<()> {
         // A second handle on the loaded floor program, so both can be borrowed at once.
         let p: &Xdp = base.program(name).context("floor program")?.try_into()?;
         let info = p.info()?;
-        Ok(Xdp::from_program_info(info, name.into(), aya_obj::programs::XdpAttachType::Interface)?)
+        Ok(Xdp::from_program_info(
+            info,
+            name.into(),
+            aya_obj::programs::XdpAttachType::Interface,
+        )?)
     };
     let pass = floor(&base, "baseline_pass")?;
     let tx = floor(&base, "baseline_tx")?;
@@ -61,20 +65,55 @@ fn main() -> Result<()> {
 
     let client4: IpAddr = "10.0.0.2".parse()?;
     let client6: IpAddr = "fd00:1::2".parse()?;
-    let non_vip = Frame::new(client4, "10.10.0.101".parse()?, L4::Tcp { sport: 1000, dport: 8080 }).build();
-    let est4 = Frame::new(client4, vip4, L4::Tcp { sport: 1000, dport: 8080 }).build();
-    let est6 = Frame::new(client6, vip6, L4::Tcp { sport: 1000, dport: 8080 }).build();
+    let non_vip = Frame::new(
+        client4,
+        "10.10.0.101".parse()?,
+        L4::Tcp {
+            sport: 1000,
+            dport: 8080,
+        },
+    )
+    .build();
+    let est4 = Frame::new(
+        client4,
+        vip4,
+        L4::Tcp {
+            sport: 1000,
+            dport: 8080,
+        },
+    )
+    .build();
+    let est6 = Frame::new(
+        client6,
+        vip6,
+        L4::Tcp {
+            sport: 1000,
+            dport: 8080,
+        },
+    )
+    .build();
     let fresh = |start: u32| -> Vec<Vec<u8>> {
         (start..start + NEW_FLOWS as u32)
             .map(|i| {
                 let src = IpAddr::V4(std::net::Ipv4Addr::from(0x0c00_0000 | i));
-                Frame::new(src, vip4, L4::Tcp { sport: 1000, dport: 8080 }).build()
+                Frame::new(
+                    src,
+                    vip4,
+                    L4::Tcp {
+                        sport: 1000,
+                        dport: 8080,
+                    },
+                )
+                .build()
             })
             .collect()
     };
     // Fill the second table past its capacity, so that every new flow evicts one.
     let fill = maps::DEFAULT_FLOW_TABLE_SIZE + maps::DEFAULT_FLOW_TABLE_SIZE / 8;
-    eprintln!("filling a {}-entry flow table with {fill} flows…", maps::DEFAULT_FLOW_TABLE_SIZE);
+    eprintln!(
+        "filling a {}-entry flow table with {fill} flows…",
+        maps::DEFAULT_FLOW_TABLE_SIZE
+    );
     for start in (0..fill).step_by(NEW_FLOWS) {
         median_single(&vnf_full, &fresh(100_000_000 + start))?;
     }
@@ -83,11 +122,29 @@ fn main() -> Result<()> {
     println!("| case | floor | floor ns | vnfpool ns | above floor | ratio | target above floor |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
-    rows.push(("non-VIP IPv4 TCP", "XDP_PASS", median_repeat(&pass, &non_vip)?, median_repeat(&vnf, &non_vip)?, 10.0));
+    rows.push((
+        "non-VIP IPv4 TCP",
+        "XDP_PASS",
+        median_repeat(&pass, &non_vip)?,
+        median_repeat(&vnf, &non_vip)?,
+        10.0,
+    ));
     run_once(&vnf, &est4)?;
     run_once(&vnf, &est6)?;
-    rows.push(("VIP IPv4 established (flow hit)", "XDP_TX", median_repeat(&tx, &est4)?, median_repeat(&vnf, &est4)?, 70.0));
-    rows.push(("VIP IPv6 established (flow hit)", "XDP_TX", median_repeat(&tx, &est6)?, median_repeat(&vnf, &est6)?, 70.0));
+    rows.push((
+        "VIP IPv4 established (flow hit)",
+        "XDP_TX",
+        median_repeat(&tx, &est4)?,
+        median_repeat(&vnf, &est4)?,
+        70.0,
+    ));
+    rows.push((
+        "VIP IPv6 established (flow hit)",
+        "XDP_TX",
+        median_repeat(&tx, &est6)?,
+        median_repeat(&vnf, &est6)?,
+        70.0,
+    ));
     // One-run-per-call figures drift with what ran just before, so the cases take turns within
     // every sample (after one warm-up round) rather than running one after the other.
     let established = fresh(0);
@@ -109,10 +166,26 @@ fn main() -> Result<()> {
             est_s.push(sample[3]);
         }
     }
-    let (tx_single, new_not_full, new_full, est_single) =
-        (median(&mut tx_s), median(&mut new_s), median(&mut full_s), median(&mut est_s));
-    rows.push(("VIP IPv4 new flow (table not full)", "XDP_TX, 1 run/call", tx_single, new_not_full, 180.0));
-    rows.push(("VIP IPv4 new flow (table full, LRU eviction)", "XDP_TX, 1 run/call", tx_single, new_full, 180.0));
+    let (tx_single, new_not_full, new_full, est_single) = (
+        median(&mut tx_s),
+        median(&mut new_s),
+        median(&mut full_s),
+        median(&mut est_s),
+    );
+    rows.push((
+        "VIP IPv4 new flow (table not full)",
+        "XDP_TX, 1 run/call",
+        tx_single,
+        new_not_full,
+        180.0,
+    ));
+    rows.push((
+        "VIP IPv4 new flow (table full, LRU eviction)",
+        "XDP_TX, 1 run/call",
+        tx_single,
+        new_full,
+        180.0,
+    ));
     let est4_above = rows[1].3 - rows[1].2;
     let mut all_ok = true;
     for (case, floor_name, floor_ns, ns, target) in rows {
@@ -135,7 +208,10 @@ fn main() -> Result<()> {
     );
     println!("| case | estimated ns above floor | target |");
     println!("|---|---:|---:|");
-    for (case, ns) in [("new flow, table not full", new_not_full), ("new flow, table full", new_full)] {
+    for (case, ns) in [
+        ("new flow, table not full", new_not_full),
+        ("new flow, table full", new_full),
+    ] {
         println!("| {case} | {:.1} | 180 |", est4_above + ns - est_single);
     }
 
@@ -145,18 +221,37 @@ fn main() -> Result<()> {
     println!("|---|---:|---:|");
     println!("| build the Maglev table (pure) | {} | |", fmt(build));
     println!("| write the spare slot (mmap) | {} | |", fmt(prepare));
-    println!("| preparation = build + write | {} | < 5 ms |", fmt(build + prepare));
+    println!(
+        "| preparation = build + write | {} | < 5 ms |",
+        fmt(build + prepare)
+    );
     println!("| switch (one atomic store) | {} | < 1 ms |", fmt(switch));
-    println!("| wait for the previous switch's grace period before writing (switches back to back) | {} | |", fmt(grace));
+    println!(
+        "| wait for the previous switch's grace period before writing (switches back to back) | {} | |",
+        fmt(grace)
+    );
     all_ok &= build + prepare < Duration::from_millis(5) && switch < Duration::from_millis(1);
-    println!("\n{}", if all_ok { "all targets met" } else { "SOME TARGETS MISSED" });
+    println!(
+        "\n{}",
+        if all_ok {
+            "all targets met"
+        } else {
+            "SOME TARGETS MISSED"
+        }
+    );
     Ok(())
 }
 
 fn provision(h: &mut Harness, pool: u32, vip: IpAddr) -> Result<()> {
     h.dp.add_vip(pool, addr::from_ip(vip), 8080, PROTO_TCP)?;
     let elements: Vec<Element> = (0..3u8)
-        .map(|n| Element { ifindex: 1, state: STATE_UP, dst_mac: [2, 0, 0, 0, 0xe0, n], src_mac: HOST_MAC, _pad: [0; 4] })
+        .map(|n| Element {
+            ifindex: 1,
+            state: STATE_UP,
+            dst_mac: [2, 0, 0, 0, 0xe0, n],
+            src_mac: HOST_MAC,
+            _pad: [0; 4],
+        })
         .collect();
     let ring = maglev::build(&backends(3), maps::DEFAULT_RING_SIZE)?;
     h.dp.apply(pool, &Mapping { ring, elements })?;
@@ -164,13 +259,25 @@ fn provision(h: &mut Harness, pool: u32, vip: IpAddr) -> Result<()> {
 }
 
 fn backends(n: u16) -> Vec<Backend> {
-    (0..n).map(|i| Backend { key: maglev::name_key(&format!("e{i}")), index: i, weight: 1 }).collect()
+    (0..n)
+        .map(|i| Backend {
+            key: maglev::name_key(&format!("e{i}")),
+            index: i,
+            weight: 1,
+        })
+        .collect()
 }
 
 fn switch_costs(h: &mut Harness) -> Result<(Duration, Duration, Duration, Duration)> {
     let (mut build, mut prepare, mut switch, mut grace) = (vec![], vec![], vec![], vec![]);
     let elements: Vec<Element> = (0..100u8)
-        .map(|n| Element { ifindex: 1, state: STATE_UP, dst_mac: [2, 0, 0, 0, 0xe1, n], src_mac: HOST_MAC, _pad: [0; 4] })
+        .map(|n| Element {
+            ifindex: 1,
+            state: STATE_UP,
+            dst_mac: [2, 0, 0, 0, 0xe1, n],
+            src_mac: HOST_MAC,
+            _pad: [0; 4],
+        })
         .collect();
     for i in 0..SAMPLES {
         let mut b = backends(100);
@@ -185,12 +292,22 @@ fn switch_costs(h: &mut Harness) -> Result<(Duration, Duration, Duration, Durati
         switch.push(applied.switch);
         grace.push(applied.grace);
     }
-    Ok((median_d(&mut build), median_d(&mut prepare), median_d(&mut switch), median_d(&mut grace)))
+    Ok((
+        median_d(&mut build),
+        median_d(&mut prepare),
+        median_d(&mut switch),
+        median_d(&mut grace),
+    ))
 }
 
 fn run_once(prog: &Xdp, frame: &[u8]) -> Result<u32> {
     let mut out = vec![0u8; frame.len() + 64];
-    let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: 1, ..Default::default() };
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat: 1,
+        ..Default::default()
+    };
     Ok(prog.test_run(opts)?.return_value)
 }
 
@@ -199,7 +316,12 @@ fn median_repeat(prog: &Xdp, frame: &[u8]) -> Result<f64> {
     let mut samples = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         let mut out = vec![0u8; frame.len() + 64];
-        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat: REPEAT, ..Default::default() };
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: REPEAT,
+            ..Default::default()
+        };
         samples.push(prog.test_run(opts)?.duration.as_nanos() as f64);
     }
     Ok(median(&mut samples))
@@ -210,7 +332,12 @@ fn median_single(prog: &Xdp, frames: &[Vec<u8>]) -> Result<f64> {
     let mut ns = Vec::with_capacity(frames.len());
     let mut out = vec![0u8; 256];
     for f in frames {
-        let opts = TestRunOptions { data_in: Some(f), data_out: Some(&mut out), repeat: 1, ..Default::default() };
+        let opts = TestRunOptions {
+            data_in: Some(f),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
         ns.push(prog.test_run(opts)?.duration.as_nanos() as f64);
     }
     Ok(median(&mut ns))

@@ -26,7 +26,11 @@ const FALL: u64 = 3;
 fn sibling(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let path = exe.parent().expect("bin dir").join(name);
-    assert!(path.exists(), "{} missing: build the workspace's binaries first (cargo xtask bench does)", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace's binaries first (cargo xtask bench does)",
+        path.display()
+    );
     path
 }
 
@@ -65,14 +69,22 @@ struct Round {
 fn rounds(kind: Kind, daemon_bin: &Path, service_bin: &Path) -> Vec<Round> {
     let lab = Lab::new(3);
     let places = Places::new();
-    let mut services: Vec<ServiceProc> = (0..3).map(|i| ServiceProc::start(service_bin, &lab, i, PORT)).collect();
-    let check = if matches!(kind, Kind::Freeze) { "udp" } else { "tcp" };
+    let mut services: Vec<ServiceProc> = (0..3)
+        .map(|i| ServiceProc::start(service_bin, &lab, i, PORT))
+        .collect();
+    let check = if matches!(kind, Kind::Freeze) {
+        "udp"
+    } else {
+        "tcp"
+    };
     std::fs::write(places.config(), config(&lab, &places, check)).expect("config");
     let mut daemon = Daemon::start(daemon_bin, &lab, &places);
     let link = lab.elements[0].host_link.name.clone();
     let mut out = Vec::new();
     for _ in 0..ROUNDS {
-        daemon.wait_until("e1 active", Duration::from_secs(10), |s| role(s, "dns", "e1") == Some("active"));
+        daemon.wait_until("e1 active", Duration::from_secs(10), |s| {
+            role(s, "dns", "e1") == Some("active")
+        });
         // A new flow each round: it lands on e1, the active.
         let sock = client(&lab);
         let answers = around(&sock, "e2", || match kind {
@@ -96,7 +108,10 @@ fn rounds(kind: Kind, daemon_bin: &Path, service_bin: &Path) -> Vec<Round> {
             services[0] = ServiceProc::start(service_bin, &lab, 0, PORT);
         }
         let answered: usize = got.values().sum();
-        out.push(Round { gap: g, failback_lost: sent.saturating_sub(answered) });
+        out.push(Round {
+            gap: g,
+            failback_lost: sent.saturating_sub(answered),
+        });
     }
     out
 }
@@ -104,14 +119,22 @@ fn rounds(kind: Kind, daemon_bin: &Path, service_bin: &Path) -> Vec<Round> {
 fn drain_lost(daemon_bin: &Path, service_bin: &Path) -> usize {
     let lab = Lab::new(3);
     let places = Places::new();
-    let _services: Vec<ServiceProc> = (0..3).map(|i| ServiceProc::start(service_bin, &lab, i, PORT)).collect();
+    let _services: Vec<ServiceProc> = (0..3)
+        .map(|i| ServiceProc::start(service_bin, &lab, i, PORT))
+        .collect();
     std::fs::write(places.config(), config(&lab, &places, "tcp")).expect("config");
     let mut daemon = Daemon::start(daemon_bin, &lab, &places);
-    daemon.wait_until("e1 active", Duration::from_secs(10), |s| role(s, "dns", "e1") == Some("active"));
+    daemon.wait_until("e1 active", Duration::from_secs(10), |s| {
+        role(s, "dns", "e1") == Some("active")
+    });
     let sock = client(&lab);
     let (sent, got) = std::thread::scope(|s| {
         let traffic = s.spawn(|| exchange(&sock, Duration::from_millis(1000)));
-        let answer = daemon.request(&Request::Drain { pool: "dns".into(), element: "e1".into(), deadline: None });
+        let answer = daemon.request(&Request::Drain {
+            pool: "dns".into(),
+            element: "e1".into(),
+            deadline: None,
+        });
         assert!(matches!(answer, Response::Ok { .. }), "{answer:?}");
         traffic.join().expect("traffic")
     });
@@ -125,15 +148,22 @@ fn daemon_cost(daemon_bin: &Path) -> (f64, u64) {
     let e = &lab.elements[0];
     let mut elements = String::from("    elements:\n");
     let m = e.link.mac;
-    let mac = format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+    let mac = format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    );
     let base = e.addr.octets();
     for i in 0..100u8 {
         let addr = std::net::Ipv4Addr::new(base[0], base[1], base[2], 10 + i);
         if i > 0 {
-            e.netns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &e.link.name]);
+            e.netns
+                .ip(&["addr", "add", &format!("{addr}/24"), "dev", &e.link.name]);
         }
         let addr = if i == 0 { e.addr } else { addr };
-        elements += &format!("      - {{ name: m{i}, address: {addr}, interface: {}, mac: \"{mac}\" }}\n", e.host_link.name);
+        elements += &format!(
+            "      - {{ name: m{i}, address: {addr}, interface: {}, mac: \"{mac}\" }}\n",
+            e.host_link.name
+        );
     }
     let yaml = format!(
         "{}pools:\n  - name: many\n    vip: {}\n    ports: [{TCP_PORT}]\n    protocol: tcp\n    redundancy: {{ model: active-active }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }}\n{elements}",
@@ -148,7 +178,9 @@ fn daemon_cost(daemon_bin: &Path) -> (f64, u64) {
     let pid = daemon.pid();
     let (t0, c0) = (Instant::now(), cpu_ticks(pid));
     // Measure a fixed window of steady state (the daemon, not the test, is being timed).
-    daemon.wait_until("10 s of steady state", Duration::from_secs(30), |_| t0.elapsed() >= Duration::from_secs(10));
+    daemon.wait_until("10 s of steady state", Duration::from_secs(30), |_| {
+        t0.elapsed() >= Duration::from_secs(10)
+    });
     let ticks = cpu_ticks(pid) - c0;
     let per_sec = 100.0; // USER_HZ on Linux
     let cpu = ticks as f64 / per_sec / t0.elapsed().as_secs_f64();
@@ -178,8 +210,12 @@ fn ms(d: Duration) -> f64 {
 fn main() {
     let daemon_bin = sibling("vnfpool-under-test");
     let service_bin = sibling("vnfpool-lab-service");
-    println!("failover as a client sees it: UDP request every 1 ms, probes every {INTERVAL_MS} ms, fall {FALL}, {ROUNDS} failovers per kind\n");
-    println!("| failure | check | median gap | p99 gap | max gap | target (median) | requests lost on fail-back |");
+    println!(
+        "failover as a client sees it: UDP request every 1 ms, probes every {INTERVAL_MS} ms, fall {FALL}, {ROUNDS} failovers per kind\n"
+    );
+    println!(
+        "| failure | check | median gap | p99 gap | max gap | target (median) | requests lost on fail-back |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|");
     for kind in [Kind::ServiceStop, Kind::LinkDown, Kind::Freeze] {
         let rs = rounds(kind, &daemon_bin, &service_bin);
@@ -188,16 +224,31 @@ fn main() {
         let p99 = gaps[((gaps.len() * 99).div_ceil(100)).saturating_sub(1)];
         let lost: usize = rs.iter().map(|r| r.failback_lost).sum();
         let median = gaps[gaps.len() / 2];
-        let check = if matches!(kind, Kind::Freeze) { "udp" } else { "tcp" };
+        let check = if matches!(kind, Kind::Freeze) {
+            "udp"
+        } else {
+            "tcp"
+        };
         println!(
             "| {kind:?} | {check} | {:.1} ms | {:.1} ms | {:.1} ms | < 35 ms {} | {lost} |",
             ms(median),
             ms(p99),
             ms(*gaps.last().expect("rounds")),
-            if median < Duration::from_millis(35) { "ok" } else { "MISSED" }
+            if median < Duration::from_millis(35) {
+                "ok"
+            } else {
+                "MISSED"
+            }
         );
     }
-    println!("\nrequests lost while the active is drained (1 s of traffic): {}", drain_lost(&daemon_bin, &service_bin));
+    println!(
+        "\nrequests lost while the active is drained (1 s of traffic): {}",
+        drain_lost(&daemon_bin, &service_bin)
+    );
     let (cpu, rss) = daemon_cost(&daemon_bin);
-    println!("\ndaemon probing 100 elements every 10 ms (TCP checks): {:.1}% of one core, {:.1} MiB resident", cpu * 100.0, rss as f64 / 1024.0);
+    println!(
+        "\ndaemon probing 100 elements every 10 ms (TCP checks): {:.1}% of one core, {:.1} MiB resident",
+        cpu * 100.0,
+        rss as f64 / 1024.0
+    );
 }

@@ -18,8 +18,12 @@ fn main() {
     while let Some(arg) = it.next() {
         match (arg.as_str(), it.next()) {
             ("--name", Some(v)) => name = Some(v.clone()),
-            ("--udp", Some(v)) => sockets.push(UdpSocket::bind(v.as_str()).unwrap_or_else(|e| panic!("binding {v}: {e}"))),
-            ("--tcp", Some(v)) => listeners.push(TcpListener::bind(v.as_str()).unwrap_or_else(|e| panic!("binding {v}: {e}"))),
+            ("--udp", Some(v)) => {
+                sockets.push(UdpSocket::bind(v.as_str()).unwrap_or_else(|e| panic!("binding {v}: {e}")))
+            }
+            ("--tcp", Some(v)) => {
+                listeners.push(TcpListener::bind(v.as_str()).unwrap_or_else(|e| panic!("binding {v}: {e}")))
+            }
             _ => panic!("usage: vnfpool-lab-service --name NAME [--udp ADDR:PORT]… [--tcp ADDR:PORT]…"),
         }
     }

@@ -26,13 +26,24 @@ fn element_ns(i: usize) -> String {
 }
 
 fn run(program: &str, args: &[&str]) {
-    let status = Command::new(program).args(args).status().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(status.success(), "{program} {} failed: {status}", args.join(" "));
 }
 
 fn output(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(out.status.success(), "{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -58,7 +69,10 @@ fn mac(netns: &str, dev: &str) -> String {
 /// Where the lab keeps its files: `target/lab` next to the binaries.
 fn dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target dir").join("lab")
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("lab")
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -73,7 +87,12 @@ fn start_service(i: usize) {
         .args(["netns", "exec", &e])
         .arg(sibling("vnfpool-lab-service"))
         .args(["--name", &format!("e{}", i + 1)])
-        .args(["--udp", &format!("{VIP}:{UDP_PORT}"), "--udp", &format!("{addr}:{UDP_PORT}")])
+        .args([
+            "--udp",
+            &format!("{VIP}:{UDP_PORT}"),
+            "--udp",
+            &format!("{addr}:{UDP_PORT}"),
+        ])
         .args(["--tcp", &format!("{addr}:{TCP_PORT}")])
         // Never closed by us: `vnfpool-lab-service` exits when its stdin closes, so hand it a
         // pipe whose writer is this process's own copy, kept by the child `sleep infinity`.
@@ -92,7 +111,11 @@ fn start_service(i: usize) {
         .stderr(Stdio::null())
         .spawn()
         .expect("holder");
-    std::fs::write(dir().join(format!("e{}.pid", i + 1)), format!("{} {}\n", child.id(), holder.id())).expect("pid file");
+    std::fs::write(
+        dir().join(format!("e{}.pid", i + 1)),
+        format!("{} {}\n", child.id(), holder.id()),
+    )
+    .expect("pid file");
 }
 
 fn stop_service(i: usize) {
@@ -109,15 +132,40 @@ fn up() {
     std::fs::create_dir_all(dir()).expect("lab dir");
     run("ip", &["netns", "add", CLIENT]);
     run("ip", &["netns", "add", HOST]);
-    run("ip", &["link", "add", "vnfp-lab-c0", "netns", CLIENT, "type", "veth", "peer", "name", "vnfp-lab-c1", "netns", HOST]);
-    ns(CLIENT, &["ip", "addr", "add", "10.201.9.2/24", "dev", "vnfp-lab-c0"]);
-    ns(HOST, &["ip", "addr", "add", "10.201.9.1/24", "dev", "vnfp-lab-c1"]);
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            "vnfp-lab-c0",
+            "netns",
+            CLIENT,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vnfp-lab-c1",
+            "netns",
+            HOST,
+        ],
+    );
+    ns(
+        CLIENT,
+        &["ip", "addr", "add", "10.201.9.2/24", "dev", "vnfp-lab-c0"],
+    );
+    ns(
+        HOST,
+        &["ip", "addr", "add", "10.201.9.1/24", "dev", "vnfp-lab-c1"],
+    );
     for n in [CLIENT, HOST] {
         ns(n, &["ip", "link", "set", "lo", "up"]);
     }
     ns(CLIENT, &["ip", "link", "set", "vnfp-lab-c0", "up"]);
     ns(HOST, &["ip", "link", "set", "vnfp-lab-c1", "up"]);
-    ns(CLIENT, &["ip", "route", "add", &format!("{VIP}/32"), "via", "10.201.9.1"]);
+    ns(
+        CLIENT,
+        &["ip", "route", "add", &format!("{VIP}/32"), "via", "10.201.9.1"],
+    );
     quiet(CLIENT, &["ethtool", "-K", "vnfp-lab-c0", "tx", "off"]);
     ns(HOST, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     let mut elements = String::new();
@@ -125,16 +173,37 @@ fn up() {
         let e = element_ns(i);
         let (here, there) = (format!("vnfp-lab-h{}", i + 1), format!("vnfp-lab-x{}", i + 1));
         run("ip", &["netns", "add", &e]);
-        run("ip", &["link", "add", &there, "netns", &e, "type", "veth", "peer", "name", &here, "netns", HOST]);
+        run(
+            "ip",
+            &[
+                "link", "add", &there, "netns", &e, "type", "veth", "peer", "name", &here, "netns", HOST,
+            ],
+        );
         let net = 202 + i;
-        ns(HOST, &["ip", "addr", "add", &format!("10.{net}.9.1/24"), "dev", &here]);
-        ns(&e, &["ip", "addr", "add", &format!("10.{net}.9.2/24"), "dev", &there]);
+        ns(
+            HOST,
+            &["ip", "addr", "add", &format!("10.{net}.9.1/24"), "dev", &here],
+        );
+        ns(
+            &e,
+            &["ip", "addr", "add", &format!("10.{net}.9.2/24"), "dev", &there],
+        );
         ns(&e, &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
         for dev in ["lo", there.as_str()] {
             ns(&e, &["ip", "link", "set", dev, "up"]);
         }
         ns(HOST, &["ip", "link", "set", &here, "up"]);
-        ns(&e, &["ip", "route", "add", "10.201.9.0/24", "via", &format!("10.{net}.9.1")]);
+        ns(
+            &e,
+            &[
+                "ip",
+                "route",
+                "add",
+                "10.201.9.0/24",
+                "via",
+                &format!("10.{net}.9.1"),
+            ],
+        );
         quiet(&e, &["ethtool", "-K", &there, "gro", "on"]);
         ns(&e, &["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0"]);
         start_service(i);
@@ -153,10 +222,20 @@ fn up() {
     );
     std::fs::write(d.join("pools.yaml"), config).expect("config");
     let bin = sibling("vnfpool");
-    println!("lab up: client {CLIENT}, vnfpool host {HOST}, elements vnfp-lab-e1..e3, VIP {VIP}:{UDP_PORT}/udp");
+    println!(
+        "lab up: client {CLIENT}, vnfpool host {HOST}, elements vnfp-lab-e1..e3, VIP {VIP}:{UDP_PORT}/udp"
+    );
     println!("configuration: {}\n", d.join("pools.yaml").display());
-    println!("run the daemon in the host namespace:\n  nsenter --net=/run/netns/{HOST} {} daemon --config {} &", bin.display(), d.join("pools.yaml").display());
-    println!("then:\n  {} status --socket {}", bin.display(), d.join("vnfpool.sock").display());
+    println!(
+        "run the daemon in the host namespace:\n  nsenter --net=/run/netns/{HOST} {} daemon --config {} &",
+        bin.display(),
+        d.join("pools.yaml").display()
+    );
+    println!(
+        "then:\n  {} status --socket {}",
+        bin.display(),
+        d.join("vnfpool.sock").display()
+    );
     println!("  cargo xtask lab ask          # requests through the VIP: who answers");
     println!("  cargo xtask lab fail e1      # stop e1's service; `heal e1` restarts it");
     println!("  cargo xtask lab down");
@@ -165,7 +244,9 @@ fn up() {
 fn down() {
     // A daemon started on the lab's configuration would outlive its interfaces.
     // (Matched by the file's tail, whichever path it was started with.)
-    let _ = Command::new("pkill").args(["-f", "daemon --config .*lab/pools.yaml"]).status();
+    let _ = Command::new("pkill")
+        .args(["-f", "daemon --config .*lab/pools.yaml"])
+        .status();
     for i in 0..ELEMENTS {
         stop_service(i);
         let _ = Command::new("ip").args(["netns", "del", &element_ns(i)]).status();
@@ -181,7 +262,8 @@ fn down() {
 /// 20 requests on 20 flows through the VIP, from the client namespace.
 fn ask() {
     let handle = std::thread::spawn(|| {
-        let f = std::fs::File::open(format!("/run/netns/{CLIENT}")).expect("client namespace (is the lab up?)");
+        let f =
+            std::fs::File::open(format!("/run/netns/{CLIENT}")).expect("client namespace (is the lab up?)");
         rustix::thread::move_into_link_name_space(
             std::os::fd::AsFd::as_fd(&f),
             Some(rustix::thread::LinkNameSpaceType::Network),
@@ -190,7 +272,8 @@ fn ask() {
         let mut seen = std::collections::BTreeMap::<String, usize>::new();
         for _ in 0..20 {
             let s = UdpSocket::bind("10.201.9.2:0").expect("bind");
-            s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
             s.send_to(b"ping", (VIP, UDP_PORT)).expect("send");
             let mut buf = [0u8; 32];
             let who = match s.recv(&mut buf) {

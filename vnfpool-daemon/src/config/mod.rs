@@ -52,9 +52,14 @@ pub fn parse(text: &str, origin: &Path) -> Result<Spec, ConfigErrors> {
 pub fn element_address_position(text: &str, pool: &str, element: &str) -> Option<Position> {
     let raw: serde_saphyr::Spanned<raw::RawConfig> = serde_saphyr::from_str(text).ok()?;
     let pools = raw.value.pools.as_ref()?;
-    let p = pools.iter().find(|p| p.value.name.as_ref().is_some_and(|n| n.value == pool))?;
+    let p = pools
+        .iter()
+        .find(|p| p.value.name.as_ref().is_some_and(|n| n.value == pool))?;
     let elements = p.value.elements.as_ref()?;
-    let e = elements.value.iter().find(|e| e.value.name.as_ref().is_some_and(|n| n.value == element))?;
+    let e = elements
+        .value
+        .iter()
+        .find(|e| e.value.name.as_ref().is_some_and(|n| n.value == element))?;
     let at = e.value.address.as_ref().map_or(e.referenced, |a| a.referenced);
     Position::of(at)
 }

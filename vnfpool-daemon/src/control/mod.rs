@@ -29,7 +29,11 @@ pub enum Request {
     /// The state of every pool.
     Status,
     /// No new flows to `element`; its flows stay until they end or `deadline` passes.
-    Drain { pool: String, element: String, deadline: Option<Duration> },
+    Drain {
+        pool: String,
+        element: String,
+        deadline: Option<Duration>,
+    },
     /// Ends a drain.
     Undrain { pool: String, element: String },
     /// Re-reads the configuration file and applies the difference.
@@ -134,7 +138,11 @@ pub enum ControlError {
 
 /// Binds the socket at `path` (replacing a stale one), mode 0600.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    let io = |what, source| ControlError::Io { path: path.to_owned(), what, source };
+    let io = |what, source| ControlError::Io {
+        path: path.to_owned(),
+        what,
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io("creating its directory", e))?;
     }
@@ -143,14 +151,17 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         _ => {}
     }
     let listener = UnixListener::bind(path).map_err(|e| io("binding", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| io("setting mode 0600", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io("setting mode 0600", e))?;
     Ok(listener)
 }
 
 /// Serves connections until the controller's channel closes.
 pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let commands = commands.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, commands).await {
@@ -163,15 +174,23 @@ pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>) {
 async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let n = BufReader::new(read.take(MAX_REQUEST as u64)).read_line(&mut line).await?;
+    let n = BufReader::new(read.take(MAX_REQUEST as u64))
+        .read_line(&mut line)
+        .await?;
     let response = match serde_json::from_str::<Request>(&line[..n]) {
-        Err(e) => Response::Error { message: format!("malformed request: {e}") },
+        Err(e) => Response::Error {
+            message: format!("malformed request: {e}"),
+        },
         Ok(request) => {
             let (reply, answer) = oneshot::channel();
             if commands.send(Command { request, reply }).await.is_err() {
-                Response::Error { message: "the daemon is shutting down".to_owned() }
+                Response::Error {
+                    message: "the daemon is shutting down".to_owned(),
+                }
             } else {
-                answer.await.unwrap_or(Response::Error { message: "the daemon is shutting down".to_owned() })
+                answer.await.unwrap_or(Response::Error {
+                    message: "the daemon is shutting down".to_owned(),
+                })
             }
         }
     };
@@ -183,20 +202,34 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) -> std::io:
 
 /// Sends `request` to the daemon at `path` and waits for its answer.
 pub async fn request(path: &Path, request: &Request) -> Result<Response, ControlError> {
-    let io = |what, source| ControlError::Io { path: path.to_owned(), what, source };
+    let io = |what, source| ControlError::Io {
+        path: path.to_owned(),
+        what,
+        source,
+    };
     let exchange = async {
-        let stream = UnixStream::connect(path).await.map_err(|e| io("connecting (is the daemon running?)", e))?;
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| io("connecting (is the daemon running?)", e))?;
         let (read, mut write) = stream.into_split();
         let mut out = serde_json::to_vec(request).expect("requests serialize");
         out.push(b'\n');
         write.write_all(&out).await.map_err(|e| io("sending", e))?;
         let mut line = String::new();
-        BufReader::new(read).read_line(&mut line).await.map_err(|e| io("receiving", e))?;
-        serde_json::from_str(&line).map_err(|source| ControlError::Protocol { path: path.to_owned(), source })
+        BufReader::new(read)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| io("receiving", e))?;
+        serde_json::from_str(&line).map_err(|source| ControlError::Protocol {
+            path: path.to_owned(),
+            source,
+        })
     };
     tokio::time::timeout(CLIENT_TIMEOUT, exchange)
         .await
-        .map_err(|_| ControlError::Timeout { path: path.to_owned() })?
+        .map_err(|_| ControlError::Timeout {
+            path: path.to_owned(),
+        })?
 }
 
 #[cfg(test)]
@@ -214,12 +247,32 @@ mod tests {
         let server = tokio::spawn(serve(listener, tx));
         let controller = tokio::spawn(async move {
             let cmd = rx.recv().await.expect("a command");
-            assert_eq!(cmd.request, Request::Drain { pool: "web".into(), element: "e2".into(), deadline: Some(Duration::from_secs(30)) });
-            cmd.reply.send(Response::Ok { message: "draining".into() }).expect("client waiting");
+            assert_eq!(
+                cmd.request,
+                Request::Drain {
+                    pool: "web".into(),
+                    element: "e2".into(),
+                    deadline: Some(Duration::from_secs(30))
+                }
+            );
+            cmd.reply
+                .send(Response::Ok {
+                    message: "draining".into(),
+                })
+                .expect("client waiting");
         });
-        let request = Request::Drain { pool: "web".into(), element: "e2".into(), deadline: Some(Duration::from_secs(30)) };
+        let request = Request::Drain {
+            pool: "web".into(),
+            element: "e2".into(),
+            deadline: Some(Duration::from_secs(30)),
+        };
         let answer = super::request(&path, &request).await.expect("answer");
-        assert_eq!(answer, Response::Ok { message: "draining".into() });
+        assert_eq!(
+            answer,
+            Response::Ok {
+                message: "draining".into()
+            }
+        );
         controller.await.expect("controller");
         server.abort();
         std::fs::remove_dir_all(&dir).expect("cleanup");
@@ -233,11 +286,17 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         let server = tokio::spawn(serve(listener, tx));
         let mut stream = UnixStream::connect(&path).await.expect("connect");
-        stream.write_all(b"{\"request\":\"explode\"}\n").await.expect("send");
+        stream
+            .write_all(b"{\"request\":\"explode\"}\n")
+            .await
+            .expect("send");
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line).await.expect("answer");
         let answer: Response = serde_json::from_str(&line).expect("json");
-        assert!(matches!(answer, Response::Error { ref message } if message.contains("malformed")), "{answer:?}");
+        assert!(
+            matches!(answer, Response::Error { ref message } if message.contains("malformed")),
+            "{answer:?}"
+        );
         server.abort();
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }

@@ -31,23 +31,32 @@ impl<T: Pod> MappedArray<T> {
         let stride = size_of::<T>().next_multiple_of(8);
         let len = stride * entries as usize;
         let map = MmapOptions::new().len(len).map_raw(fd.as_fd().as_raw_fd())?;
-        Ok(Self { map, entries, stride, _marker: std::marker::PhantomData })
+        Ok(Self {
+            map,
+            entries,
+            stride,
+            _marker: std::marker::PhantomData,
+        })
     }
 
     /// Number of values.
-    #[must_use] 
+    #[must_use]
     pub fn len(&self) -> u32 {
         self.entries
     }
 
     /// Whether the array has no values.
-    #[must_use] 
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.entries == 0
     }
 
     fn slot(&self, index: u32) -> *mut u8 {
-        assert!(index < self.entries, "index {index} out of {} entries", self.entries);
+        assert!(
+            index < self.entries,
+            "index {index} out of {} entries",
+            self.entries
+        );
         // SAFETY: index < entries, so the offset lies inside the mapping of stride * entries bytes.
         unsafe { self.map.as_mut_ptr().add(index as usize * self.stride) }
     }
@@ -65,7 +74,10 @@ impl<T: Pod> MappedArray<T> {
     /// Writes consecutive values starting at `first`.
     pub fn write_all(&mut self, first: u32, values: &[T]) {
         let count = u32::try_from(values.len()).expect("fewer than 2^32 values");
-        assert!(first.checked_add(count).is_some_and(|end| end <= self.entries), "range out of bounds");
+        assert!(
+            first.checked_add(count).is_some_and(|end| end <= self.entries),
+            "range out of bounds"
+        );
         if self.stride == size_of::<T>() {
             let dst = self.slot(first).cast::<T>();
             // SAFETY: bounds checked above; the stride equals the size, so the values are
@@ -79,7 +91,7 @@ impl<T: Pod> MappedArray<T> {
     }
 
     /// Reads a value (for inspection; may race with a concurrent writer of the same entry).
-    #[must_use] 
+    #[must_use]
     pub fn read(&self, index: u32) -> T {
         let src = self.slot(index).cast::<T>();
         // SAFETY: bounds and alignment as in `write`; a volatile read of plain-old-data.
@@ -91,7 +103,10 @@ impl<T: Pod> MappedArray<T> {
     /// Writes `part` at byte `offset` of entry `index`, leaving the rest of the entry alone
     /// (one slot's shape inside a pool entry); same race argument as `write`.
     pub fn write_part<U: Pod>(&mut self, index: u32, offset: usize, part: &U) {
-        assert!(offset + size_of::<U>() <= size_of::<T>(), "part outside the entry");
+        assert!(
+            offset + size_of::<U>() <= size_of::<T>(),
+            "part outside the entry"
+        );
         // SAFETY: inside the entry (asserted) hence inside the mapping.
         let dst = unsafe { self.slot(index).add(offset) };
         assert!(dst.align_offset(align_of::<U>()) == 0, "part misaligned");
@@ -105,12 +120,17 @@ impl<T: Pod> MappedArray<T> {
         const { assert!(size_of::<U>() == 8) };
         let mut word = [0u8; 8];
         // SAFETY: U is Pod and exactly 8 bytes (asserted above).
-        unsafe { std::ptr::copy_nonoverlapping(std::ptr::from_ref(value).cast::<u8>(), word.as_mut_ptr(), 8) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(std::ptr::from_ref(value).cast::<u8>(), word.as_mut_ptr(), 8)
+        };
         // SAFETY: the entry is 8 bytes at an 8-aligned address inside the mapping (see `write`),
         // which is what AtomicU64 requires; the kernel side reads it with plain loads, which on
         // every architecture BPF runs on see either the old or the new aligned word.
         let ptr = self.slot(index);
-        assert!(ptr.align_offset(align_of::<AtomicU64>()) == 0, "entry {index} not 8-aligned");
+        assert!(
+            ptr.align_offset(align_of::<AtomicU64>()) == 0,
+            "entry {index} not 8-aligned"
+        );
         #[expect(clippy::cast_ptr_alignment, reason = "alignment asserted just above")]
         let atomic = unsafe { &*ptr.cast::<AtomicU64>() };
         atomic.store(u64::from_ne_bytes(word), Ordering::Release);

@@ -22,9 +22,10 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::Xdp,
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, xdp::DevMapHash},
+    programs::Xdp,
 };
+pub use mmap::MappedArray;
 use vnfpool_common::{
     element::{Element, STATE_UP},
     flow::{self, FlowBucket, FlowCtl, FlowKey},
@@ -35,14 +36,13 @@ use vnfpool_common::{
     vip::{self, VipDirect, VipKey, VipMeta},
 };
 
-pub use mmap::MappedArray;
-
 /// The XDP object built by `build.rs` from `vnfpool-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vnfpool"));
 
 /// Floor programs (`baseline_pass`, `baseline_tx`) for the benchmarks.
 #[cfg(feature = "bench")]
-pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vnfpool-baseline"));
+pub static BASELINE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vnfpool-baseline"));
 
 /// Errors of the data plane.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,11 @@ pub enum DataplaneError {
          remove the pins (the data plane stops) or run the matching build",
         path.display()
     )]
-    PinMismatch { path: PathBuf, found: (u32, u32, u32), expected: (u32, u32, u32) },
+    PinMismatch {
+        path: PathBuf,
+        found: (u32, u32, u32),
+        expected: (u32, u32, u32),
+    },
     /// A pin could not be read, or the pin directory created.
     #[error("pin {}", path.display())]
     Pin {
@@ -200,7 +204,10 @@ impl AyaDataplane {
         let flow_buckets = flow::buckets(opts.flow_table_size);
         let mut adopted = false;
         if let Some(dir) = &opts.pin_dir {
-            std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Pin { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| DataplaneError::Pin {
+                path: dir.clone(),
+                source,
+            })?;
             adopted = check_pins(dir, &layout(flow_buckets, opts.ring_chunks))?;
         }
         let mut loader = EbpfLoader::new();
@@ -214,13 +221,21 @@ impl AyaDataplane {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|source| DataplaneError::Load { source })?;
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|source| DataplaneError::Load { source })?;
         // The flow table's shape, before anything can attach the program (an adopted table
         // has it already, and its size was checked above).
         let mut ctl: Array<&mut MapData, FlowCtl> = map(&mut ebpf, maps::FLOW_CTL)?;
         if !adopted {
-            let shape = FlowCtl { bucket_mask: flow_buckets - 1, stamp: 0 };
-            ctl.set(0, shape, 0).map_err(|source| DataplaneError::Map { name: maps::FLOW_CTL, source })?;
+            let shape = FlowCtl {
+                bucket_mask: flow_buckets - 1,
+                stamp: 0,
+            };
+            ctl.set(0, shape, 0).map_err(|source| DataplaneError::Map {
+                name: maps::FLOW_CTL,
+                source,
+            })?;
         }
         let pools = mapped(&mut ebpf, maps::POOLS, maps::MAX_POOLS)?;
         let elems = mapped(&mut ebpf, maps::ELEMS, maps::ELEM_ENTRIES)?;
@@ -248,7 +263,7 @@ impl AyaDataplane {
     }
 
     /// Whether `load` adopted maps that were already pinned (a restart).
-    #[must_use] 
+    #[must_use]
     pub fn adopted(&self) -> bool {
         self.adopted
     }
@@ -259,7 +274,10 @@ impl AyaDataplane {
         for pool in 0..maps::MAX_POOLS {
             let p = self.pools.read(pool);
             if p.ring_region_chunks != 0 {
-                let r = Region { offset: p.ring_region, chunks_per_slot: p.ring_region_chunks };
+                let r = Region {
+                    offset: p.ring_region,
+                    chunks_per_slot: p.ring_region_chunks,
+                };
                 self.next_chunk = self.next_chunk.max(r.offset + 2 * r.chunks_per_slot);
                 self.regions.insert(pool, r);
             }
@@ -275,7 +293,10 @@ impl AyaDataplane {
         for key in keys {
             let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
             self.vip_buckets.entry(idx).or_default().push(key);
-            let value = filter.get(&idx, 0).map_err(|source| DataplaneError::Map { name: maps::VIP_FILTER, source })?;
+            let value = filter.get(&idx, 0).map_err(|source| DataplaneError::Map {
+                name: maps::VIP_FILTER,
+                source,
+            })?;
             if value != 0 && value != vip::FILTER_COLLISION {
                 self.vip_direct.insert(idx, value - 1);
             }
@@ -289,21 +310,35 @@ impl AyaDataplane {
     /// when a pinned link for it exists already (a restart), leaves that attachment as it is.
     /// With a pin directory the new link is pinned there, so the program stays attached when
     /// this process exits. Returns the mode used (`None` when an existing link was adopted).
-    pub fn attach(&mut self, interface: &str, mode: crate::model::spec::XdpMode) -> Result<Option<&'static str>> {
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: crate::model::spec::XdpMode,
+    ) -> Result<Option<&'static str>> {
         use aya::programs::{XdpMode as Mode, links::FdLink};
+
         use crate::model::spec::XdpMode;
 
-        let link_pin = self.pin_dir.as_ref().map(|d| d.join(format!("{}{interface}", maps::LINK_PIN_PREFIX)));
+        let link_pin = self
+            .pin_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}{interface}", maps::LINK_PIN_PREFIX)));
         if let Some(path) = &link_pin
             && path.exists()
         {
-            aya::programs::links::PinnedLink::from_pin(path)
-                .map_err(|e| DataplaneError::Link { interface: interface.to_owned(), what: e.to_string() })?;
+            aya::programs::links::PinnedLink::from_pin(path).map_err(|e| DataplaneError::Link {
+                interface: interface.to_owned(),
+                what: e.to_string(),
+            })?;
             return Ok(None);
         }
         let prog: &mut Xdp = program(&mut self.ebpf)?;
         if prog.fd().is_err() {
-            prog.load().map_err(|source| DataplaneError::Attach { interface: interface.to_owned(), mode: "load", source })?;
+            prog.load().map_err(|source| DataplaneError::Attach {
+                interface: interface.to_owned(),
+                mode: "load",
+                source,
+            })?;
         }
         let attempts: &[(Mode, &'static str)] = match mode {
             XdpMode::Native => &[(Mode::Driver, "native")],
@@ -315,14 +350,19 @@ impl AyaDataplane {
             match prog.attach(interface, m) {
                 Ok(id) => {
                     if let Some(path) = &link_pin {
-                        let link = prog
-                            .take_link(id)
-                            .map_err(|source| DataplaneError::Attach { interface: interface.to_owned(), mode: name, source })?;
-                        let fd_link = FdLink::try_from(link)
-                            .map_err(|e| DataplaneError::Link { interface: interface.to_owned(), what: e.to_string() })?;
-                        fd_link
-                            .pin(path)
-                            .map_err(|e| DataplaneError::Link { interface: interface.to_owned(), what: e.to_string() })?;
+                        let link = prog.take_link(id).map_err(|source| DataplaneError::Attach {
+                            interface: interface.to_owned(),
+                            mode: name,
+                            source,
+                        })?;
+                        let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
+                            interface: interface.to_owned(),
+                            what: e.to_string(),
+                        })?;
+                        fd_link.pin(path).map_err(|e| DataplaneError::Link {
+                            interface: interface.to_owned(),
+                            what: e.to_string(),
+                        })?;
                     }
                     return Ok(Some(name));
                 }
@@ -330,7 +370,11 @@ impl AyaDataplane {
             }
         }
         let (mode, source) = last.expect("at least one attach attempt");
-        Err(DataplaneError::Attach { interface: interface.to_owned(), mode, source })
+        Err(DataplaneError::Attach {
+            interface: interface.to_owned(),
+            mode,
+            source,
+        })
     }
 
     /// The loaded object, to attach or test-run the program.
@@ -341,17 +385,45 @@ impl AyaDataplane {
     /// Routes `port`/`proto` of `addr` to `pool`: adds the VIP entry, the address entry that
     /// marks the address for fragments and ICMP errors, and the pre-filter entry (see
     /// `vnfpool_common::vip`). Adding a VIP that is already there changes nothing.
-    pub fn add_vip(&mut self, pool: u32, addr: vnfpool_common::addr::Addr, port: u16, proto: u8) -> Result<()> {
-        let key = VipKey { addr, port_be: port.to_be(), proto, _pad: 0 };
-        let address = VipKey { addr, port_be: 0, proto, _pad: 0 };
+    pub fn add_vip(
+        &mut self,
+        pool: u32,
+        addr: vnfpool_common::addr::Addr,
+        port: u16,
+        proto: u8,
+    ) -> Result<()> {
+        let key = VipKey {
+            addr,
+            port_be: port.to_be(),
+            proto,
+            _pad: 0,
+        };
+        let address = VipKey {
+            addr,
+            port_be: 0,
+            proto,
+            _pad: 0,
+        };
         let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
         if vips.get(&key, 0).is_ok() {
             return Ok(());
         }
-        let insert_err = |source| DataplaneError::Map { name: maps::VIPS, source };
+        let insert_err = |source| DataplaneError::Map {
+            name: maps::VIPS,
+            source,
+        };
         // The hash entries first: a pre-filter collision value sends packets there.
-        vips.insert(key, VipMeta { pool, flags: 0 }, 0).map_err(insert_err)?;
-        vips.insert(address, VipMeta { pool, flags: vip::FLAG_ADDRESS }, 0).map_err(insert_err)?;
+        vips.insert(key, VipMeta { pool, flags: 0 }, 0)
+            .map_err(insert_err)?;
+        vips.insert(
+            address,
+            VipMeta {
+                pool,
+                flags: vip::FLAG_ADDRESS,
+            },
+            0,
+        )
+        .map_err(insert_err)?;
 
         let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
         let bucket = self.vip_buckets.entry(idx).or_default();
@@ -361,21 +433,29 @@ impl AyaDataplane {
             let mut direct: Array<&mut MapData, VipDirect> = map(&mut self.ebpf, maps::VIP_DIRECT)?;
             direct
                 .set(slot, VipDirect { key, pool }, 0)
-                .map_err(|source| DataplaneError::Map { name: maps::VIP_DIRECT, source })?;
+                .map_err(|source| DataplaneError::Map {
+                    name: maps::VIP_DIRECT,
+                    source,
+                })?;
             self.vip_direct.insert(idx, slot);
             slot + 1
         } else {
             vip::FILTER_COLLISION
         };
         let mut filter: Array<&mut MapData, u32> = map(&mut self.ebpf, maps::VIP_FILTER)?;
-        filter.set(idx, value, 0).map_err(|source| DataplaneError::Map { name: maps::VIP_FILTER, source })?;
+        filter.set(idx, value, 0).map_err(|source| DataplaneError::Map {
+            name: maps::VIP_FILTER,
+            source,
+        })?;
         if value == vip::FILTER_COLLISION
             && let Some(slot) = self.vip_direct.remove(&idx)
         {
             // Nothing points at the slot any more; reuse it only once no packet can still be
             // comparing against it.
             self.retirer.retire();
-            self.retirer.wait().map_err(|source| DataplaneError::Grace { source })?;
+            self.retirer
+                .wait()
+                .map_err(|source| DataplaneError::Grace { source })?;
             self.vip_direct_free.push(slot);
         }
         Ok(())
@@ -386,10 +466,19 @@ impl AyaDataplane {
     /// port of that address and protocol remains. Removing a VIP that is not there changes
     /// nothing.
     pub fn remove_vip(&mut self, addr: vnfpool_common::addr::Addr, port: u16, proto: u8) -> Result<()> {
-        let key = VipKey { addr, port_be: port.to_be(), proto, _pad: 0 };
+        let key = VipKey {
+            addr,
+            port_be: port.to_be(),
+            proto,
+            _pad: 0,
+        };
         let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
-        let Some(bucket) = self.vip_buckets.get_mut(&idx) else { return Ok(()) };
-        let Some(at) = bucket.iter().position(|k| *k == key) else { return Ok(()) };
+        let Some(bucket) = self.vip_buckets.get_mut(&idx) else {
+            return Ok(());
+        };
+        let Some(at) = bucket.iter().position(|k| *k == key) else {
+            return Ok(());
+        };
         bucket.swap_remove(at);
         let rest = bucket.clone();
         // The pre-filter entry: now naming the one VIP left (in a fresh direct slot), or none.
@@ -397,18 +486,30 @@ impl AyaDataplane {
             [] => 0,
             [only] => {
                 let meta: BpfHashMap<&MapData, VipKey, VipMeta> = map_ref(&self.ebpf, maps::VIPS)?;
-                let pool = meta.get(only, 0).map_err(|source| DataplaneError::Map { name: maps::VIPS, source })?.pool;
+                let pool = meta
+                    .get(only, 0)
+                    .map_err(|source| DataplaneError::Map {
+                        name: maps::VIPS,
+                        source,
+                    })?
+                    .pool;
                 let slot = self.vip_direct_free.pop().ok_or(DataplaneError::VipTableFull)?;
                 let mut direct: Array<&mut MapData, VipDirect> = map(&mut self.ebpf, maps::VIP_DIRECT)?;
                 direct
                     .set(slot, VipDirect { key: *only, pool }, 0)
-                    .map_err(|source| DataplaneError::Map { name: maps::VIP_DIRECT, source })?;
+                    .map_err(|source| DataplaneError::Map {
+                        name: maps::VIP_DIRECT,
+                        source,
+                    })?;
                 slot + 1
             }
             _ => vip::FILTER_COLLISION,
         };
         let mut filter: Array<&mut MapData, u32> = map(&mut self.ebpf, maps::VIP_FILTER)?;
-        filter.set(idx, value, 0).map_err(|source| DataplaneError::Map { name: maps::VIP_FILTER, source })?;
+        filter.set(idx, value, 0).map_err(|source| DataplaneError::Map {
+            name: maps::VIP_FILTER,
+            source,
+        })?;
         let old_direct = if value == 0 || value == vip::FILTER_COLLISION {
             self.vip_direct.remove(&idx)
         } else {
@@ -419,19 +520,33 @@ impl AyaDataplane {
         }
         // No packet can still be reading the old direct slot or the removed entries after this.
         self.retirer.retire();
-        self.retirer.wait().map_err(|source| DataplaneError::Grace { source })?;
+        self.retirer
+            .wait()
+            .map_err(|source| DataplaneError::Grace { source })?;
         if let Some(slot) = old_direct {
             self.vip_direct_free.push(slot);
         }
         let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
         let gone = |r: std::result::Result<(), MapError>| match r {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DataplaneError::Map { name: maps::VIPS, source }),
+            Err(source) => Err(DataplaneError::Map {
+                name: maps::VIPS,
+                source,
+            }),
         };
         gone(vips.remove(&key))?;
-        let same_address = self.vip_buckets.values().flatten().any(|k| k.addr == addr && k.proto == proto);
+        let same_address = self
+            .vip_buckets
+            .values()
+            .flatten()
+            .any(|k| k.addr == addr && k.proto == proto);
         if !same_address {
-            gone(vips.remove(&VipKey { addr, port_be: 0, proto, _pad: 0 }))?;
+            gone(vips.remove(&VipKey {
+                addr,
+                port_be: 0,
+                proto,
+                _pad: 0,
+            }))?;
         }
         Ok(())
     }
@@ -449,7 +564,9 @@ impl AyaDataplane {
     /// Counters at `index` of the per-CPU counter map `name`, summed over CPUs.
     pub fn counters(&self, name: &'static str, index: u32) -> Result<Counters> {
         let per_cpu: PerCpuArray<&MapData, Counters> = map_ref(&self.ebpf, name)?;
-        let values = per_cpu.get(&index, 0).map_err(|source| DataplaneError::Map { name, source })?;
+        let values = per_cpu
+            .get(&index, 0)
+            .map_err(|source| DataplaneError::Map { name, source })?;
         Ok(values.iter().fold(Counters::default(), |acc, c| Counters {
             packets: acc.packets + c.packets,
             bytes: acc.bytes + c.bytes,
@@ -462,12 +579,18 @@ impl AyaDataplane {
         let h = flow::hash64(key);
         let bucket = flows
             .get(&flow::bucket(h, self.flow_buckets - 1), 0)
-            .map_err(|source| DataplaneError::Map { name: maps::FLOWS, source })?;
-        Ok(bucket.probe(flow::fingerprint(h), 0).ok().map(|(_, e)| flow::entry_element(e)))
+            .map_err(|source| DataplaneError::Map {
+                name: maps::FLOWS,
+                source,
+            })?;
+        Ok(bucket
+            .probe(flow::fingerprint(h), 0)
+            .ok()
+            .map(|(_, e)| flow::entry_element(e)))
     }
 
     /// The live selector of `pool`.
-    #[must_use] 
+    #[must_use]
     pub fn live(&self, pool: u32) -> PoolSel {
         self.pools.read(pool).sel
     }
@@ -478,7 +601,9 @@ impl AyaDataplane {
         let start = (self.clock)();
         // The spare slot was live before the previous switch: wait out that switch's grace period
         // (usually long over) before writing it.
-        self.retirer.wait().map_err(|source| DataplaneError::Grace { source })?;
+        self.retirer
+            .wait()
+            .map_err(|source| DataplaneError::Grace { source })?;
         let written = (self.clock)();
         let ring_size = u32::try_from(mapping.ring.len()).expect("validated");
         let entry = self.pools.read(pool);
@@ -510,11 +635,22 @@ impl AyaDataplane {
         self.pools.write_part(
             pool,
             Pool::slot_offset(spare),
-            &SlotMeta { ring_offset, ring_size, elements: count, generation },
+            &SlotMeta {
+                ring_offset,
+                ring_size,
+                elements: count,
+                generation,
+            },
         );
         let prepared = (self.clock)();
 
-        self.pools.store_atomic(pool, &PoolSel { slot: spare, generation });
+        self.pools.store_atomic(
+            pool,
+            &PoolSel {
+                slot: spare,
+                generation,
+            },
+        );
         let switched = (self.clock)();
         // The retired slot is written again only after this grace period, which runs meanwhile.
         self.retirer.retire();
@@ -536,16 +672,27 @@ impl AyaDataplane {
         }
         // A larger table than before gets a fresh region; the old one is not reused (a pool's
         // table size changes only by configuration, rarely).
-        let full = || DataplaneError::RingArenaFull { pool, ring_size, chunks: self.ring.len() };
-        let end = need.checked_mul(2).and_then(|n| n.checked_add(self.next_chunk)).ok_or_else(full)?;
+        let full = || DataplaneError::RingArenaFull {
+            pool,
+            ring_size,
+            chunks: self.ring.len(),
+        };
+        let end = need
+            .checked_mul(2)
+            .and_then(|n| n.checked_add(self.next_chunk))
+            .ok_or_else(full)?;
         if end > self.ring.len() {
             return Err(full());
         }
-        let r = Region { offset: self.next_chunk, chunks_per_slot: need };
+        let r = Region {
+            offset: self.next_chunk,
+            chunks_per_slot: need,
+        };
         self.next_chunk = end;
         self.regions.insert(pool, r);
         // Recorded in the pool's entry (which no packet reads) so that a restart can adopt it.
-        self.pools.write_part(pool, Pool::REGION_OFFSET, &[r.offset, r.chunks_per_slot]);
+        self.pools
+            .write_part(pool, Pool::REGION_OFFSET, &[r.offset, r.chunks_per_slot]);
         Ok(r)
     }
 }
@@ -556,7 +703,11 @@ fn validate(pool: u32, m: &Mapping) -> Result<()> {
         return invalid(format!("pool index {pool} is not below {}", maps::MAX_POOLS));
     }
     if m.elements.len() > maps::MAX_ELEMENTS as usize {
-        return invalid(format!("{} elements, at most {}", m.elements.len(), maps::MAX_ELEMENTS));
+        return invalid(format!(
+            "{} elements, at most {}",
+            m.elements.len(),
+            maps::MAX_ELEMENTS
+        ));
     }
     if u32::try_from(m.ring.len()).is_err() {
         return invalid("table too large".to_owned());
@@ -566,7 +717,10 @@ fn validate(pool: u32, m: &Mapping) -> Result<()> {
         .iter()
         .position(|&i| m.elements.get(usize::from(i)).is_none_or(|e| e.state != STATE_UP))
     {
-        return invalid(format!("table position {pos} names element {}, which is not up", m.ring[pos]));
+        return invalid(format!(
+            "table position {pos} names element {}, which is not up",
+            m.ring[pos]
+        ));
     }
     Ok(())
 }
@@ -605,7 +759,11 @@ impl Retirer {
                 }
             })
             .expect("spawning the grace-period thread");
-        Self { requests, done, requested: 0 }
+        Self {
+            requests,
+            done,
+            requested: 0,
+        }
     }
 
     /// Starts a grace period for everything switched so far.
@@ -638,7 +796,12 @@ fn grace_period() -> std::io::Result<()> {
 
 /// The error for a map or program the object does not have (or has of another kind).
 fn missing(name: &'static str) -> DataplaneError {
-    DataplaneError::Map { name, source: MapError::InvalidName { name: name.to_owned() } }
+    DataplaneError::Map {
+        name,
+        source: MapError::InvalidName {
+            name: name.to_owned(),
+        },
+    }
 }
 
 fn map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T>
@@ -675,16 +838,32 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 /// Key size, value size and entries of every map, as this build creates them.
 #[must_use]
 pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u32, u32))> {
-    use vnfpool_common::{stats::{Counters, REASONS}, vip::VipDirect};
+    use vnfpool_common::{
+        stats::{Counters, REASONS},
+        vip::VipDirect,
+    };
     let size = |n: usize| u32::try_from(n).expect("small type");
     let u32s = size(size_of::<u32>());
     let counters = size(size_of::<Counters>());
     vec![
-        (maps::VIPS, (size(size_of::<VipKey>()), size(size_of::<VipMeta>()), maps::MAX_VIP_ENTRIES)),
+        (
+            maps::VIPS,
+            (
+                size(size_of::<VipKey>()),
+                size(size_of::<VipMeta>()),
+                maps::MAX_VIP_ENTRIES,
+            ),
+        ),
         (maps::VIP_FILTER, (u32s, u32s, maps::VIP_FILTER_SIZE)),
-        (maps::VIP_DIRECT, (u32s, size(size_of::<VipDirect>()), maps::MAX_VIP_ENTRIES)),
+        (
+            maps::VIP_DIRECT,
+            (u32s, size(size_of::<VipDirect>()), maps::MAX_VIP_ENTRIES),
+        ),
         (maps::POOLS, (u32s, size(size_of::<Pool>()), maps::MAX_POOLS)),
-        (maps::ELEMS, (u32s, size(size_of::<Element>()), maps::ELEM_ENTRIES)),
+        (
+            maps::ELEMS,
+            (u32s, size(size_of::<Element>()), maps::ELEM_ENTRIES),
+        ),
         (maps::RING, (u32s, size(size_of::<RingChunk>()), ring_chunks)),
         (maps::FLOWS, (u32s, size(size_of::<FlowBucket>()), flow_buckets)),
         (maps::FLOW_CTL, (u32s, size(size_of::<FlowCtl>()), 1)),
@@ -705,11 +884,17 @@ fn check_pins(dir: &Path, expected: &[(&'static str, (u32, u32, u32))]) -> Resul
             Err(source) => return Err(DataplaneError::Pin { path, source }),
             Ok(_) => {}
         }
-        let info = aya::maps::MapInfo::from_pin(&path)
-            .map_err(|e| DataplaneError::Pin { path: path.clone(), source: std::io::Error::other(e) })?;
+        let info = aya::maps::MapInfo::from_pin(&path).map_err(|e| DataplaneError::Pin {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
         let found = (info.key_size(), info.value_size(), info.max_entries());
         if found != want {
-            return Err(DataplaneError::PinMismatch { path, found, expected: want });
+            return Err(DataplaneError::PinMismatch {
+                path,
+                found,
+                expected: want,
+            });
         }
         any = true;
     }

@@ -181,7 +181,9 @@ async fn run(
     // Smoothed latency of successful probes (an EWMA with weight 1/8, as TCP's SRTT).
     let mut srtt: Option<Duration> = None;
     loop {
-        let late = in_flight.as_ref().and_then(|f| f.late_at.map(|at| (at, at - f.started)));
+        let late = in_flight
+            .as_ref()
+            .and_then(|f| f.late_at.map(|at| (at, at - f.started)));
         let (outcome, at) = tokio::select! {
             biased;
             _ = shutdown.wait_for(|&stop| stop) => return,
@@ -413,7 +415,14 @@ mod tests {
 
         assert_eq!(
             reports,
-            [(0, true, 1), (10, true, 1), (20, true, 1), (34, false, 4), (40, false, 10), (50, false, 20)]
+            [
+                (0, true, 1),
+                (10, true, 1),
+                (20, true, 1),
+                (34, false, 4),
+                (40, false, 10),
+                (50, false, 20)
+            ]
         );
         probers.stop().await;
     }
@@ -431,7 +440,16 @@ mod tests {
 
         let reports = probers.next(5).await;
 
-        assert_eq!(reports, [(0, true, 1), (10, true, 1), (24, false, 4), (20, true, 6), (30, true, 6)]);
+        assert_eq!(
+            reports,
+            [
+                (0, true, 1),
+                (10, true, 1),
+                (24, false, 4),
+                (20, true, 6),
+                (30, true, 6)
+            ]
+        );
         probers.stop().await;
     }
 

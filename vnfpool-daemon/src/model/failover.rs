@@ -403,7 +403,11 @@ impl PoolState {
         {
             effects.push(Effect::Remap);
         }
-        let records = if self.carrying { self.records(spec, &before, change, now) } else { Vec::new() };
+        let records = if self.carrying {
+            self.records(spec, &before, change, now)
+        } else {
+            Vec::new()
+        };
         for record in records {
             if self.history.len() == HISTORY_LEN {
                 self.history.pop_front();
@@ -491,7 +495,10 @@ impl PoolState {
             let held: Vec<Role> = if self.carrying {
                 current.clone()
             } else {
-                current.iter().map(|&r| if r == Role::Out { r } else { Role::Standby }).collect()
+                current
+                    .iter()
+                    .map(|&r| if r == Role::Out { r } else { Role::Standby })
+                    .collect()
             };
             let next = roles::assign(spec, &view, &held);
             for (e, &role) in self.elements.iter_mut().zip(&next) {
@@ -536,18 +543,32 @@ mod tests {
         for (t, element) in [2, 1, 0].into_iter().enumerate() {
             for k in 0..u64::from(spec.health.rise) {
                 let now = secs(10 * t as u64 + k);
-                effects.extend(state.step(&spec, Event::Probe { element, ok: true }, now).expect("step"));
+                effects.extend(
+                    state
+                        .step(&spec, Event::Probe { element, ok: true }, now)
+                        .expect("step"),
+                );
             }
         }
         assert_eq!(state.roles(), vec![Role::Active, Role::Standby, Role::Standby]);
-        assert!(!effects.iter().any(|e| matches!(e, Effect::Record(_))), "no failover before carrying: {effects:?}");
+        assert!(
+            !effects.iter().any(|e| matches!(e, Effect::Record(_))),
+            "no failover before carrying: {effects:?}"
+        );
         assert!(state.history().is_empty());
         // Once carrying, the same preemption drains the replaced active.
         state.mark_carrying();
-        let mut effects = state.step(&spec, Event::LinkDown { element: 0 }, secs(100)).expect("step");
+        let mut effects = state
+            .step(&spec, Event::LinkDown { element: 0 }, secs(100))
+            .expect("step");
         effects.extend(state.step(&spec, Event::Tick, secs(100)).expect("step"));
         assert_eq!(state.roles()[1], Role::Active);
-        assert!(effects.iter().any(|e| matches!(e, Effect::Record(r) if r.element == "e1")), "{effects:?}");
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Record(r) if r.element == "e1")),
+            "{effects:?}"
+        );
     }
 
     /// A pool, its state and a clock.

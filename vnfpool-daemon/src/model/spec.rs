@@ -104,9 +104,17 @@ pub enum CheckSpec {
     /// A TCP connection to the element's address and `port` completes.
     Tcp { port: u16 },
     /// `GET path` on the element's address and `port` answers `expect_status`.
-    Http { port: u16, path: String, expect_status: u16 },
+    Http {
+        port: u16,
+        path: String,
+        expect_status: u16,
+    },
     /// `payload` sent to the element's address and `port` gets a reply (equal to `expect` when given).
-    Udp { port: u16, payload: Vec<u8>, expect: Option<Vec<u8>> },
+    Udp {
+        port: u16,
+        payload: Vec<u8>,
+        expect: Option<Vec<u8>>,
+    },
     /// `command` (program and arguments, not a shell line) exits with status 0; the element's
     /// address is in the environment as `VNFPOOL_ELEMENT_ADDRESS`, its name as `VNFPOOL_ELEMENT`.
     Exec { command: Vec<String> },

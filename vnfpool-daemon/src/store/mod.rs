@@ -50,7 +50,11 @@ impl Store {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| StoreError::Io { path: dir.to_owned(), what: "creating the state directory", source })?;
+            .map_err(|source| StoreError::Io {
+                path: dir.to_owned(),
+                what: "creating the state directory",
+                source,
+            })?;
         Ok(Self { dir: dir.to_owned() })
     }
 
@@ -69,9 +73,17 @@ impl Store {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StoreError::Io { path, what: "reading", source }),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path,
+                    what: "reading",
+                    source,
+                });
+            }
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(|source| StoreError::Decode { path, source })
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Decode { path, source })
     }
 
     /// Replaces the saved state with `state`, crash-safely (see the module docs).
@@ -81,16 +93,33 @@ impl Store {
     pub fn save<T: Serialize>(&self, state: &T) -> Result<(), StoreError> {
         let path = self.path();
         let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
-        let io = |what, source| StoreError::Io { path: tmp.clone(), what, source };
+        let io = |what, source| StoreError::Io {
+            path: tmp.clone(),
+            what,
+            source,
+        };
         let bytes = serde_json::to_vec_pretty(state).expect("pool state serializes");
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| io("creating", e))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| io("creating", e))?;
         f.write_all(&bytes).map_err(|e| io("writing", e))?;
         f.sync_all().map_err(|e| io("flushing", e))?;
         drop(f);
-        fs::rename(&tmp, &path).map_err(|source| StoreError::Io { path: path.clone(), what: "replacing", source })?;
+        fs::rename(&tmp, &path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            what: "replacing",
+            source,
+        })?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|source| StoreError::Io { path: self.dir.clone(), what: "flushing the directory", source })
+            .map_err(|source| StoreError::Io {
+                path: self.dir.clone(),
+                what: "flushing the directory",
+                source,
+            })
     }
 }
 
@@ -120,8 +149,15 @@ mod tests {
         store.save(&vec![1u32, 2, 3]).expect("save");
         store.save(&vec![4u32]).expect("save again");
         assert_eq!(store.load::<Vec<u32>>().expect("load"), Some(vec![4]));
-        let names: Vec<_> = fs::read_dir(&dir.0).expect("dir").map(|e| e.expect("entry").file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from(STATE_FILE)], "no temporary file left behind");
+        let names: Vec<_> = fs::read_dir(&dir.0)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from(STATE_FILE)],
+            "no temporary file left behind"
+        );
     }
 
     #[test]
