@@ -449,6 +449,8 @@ pools:
                     .iter()
                     .map(|&(k, v)| (k.to_owned(), v.to_owned()))
                     .collect(),
+                srlg: Vec::new(),
+                site: None,
                 mac: None,
                 interface: None,
             })
@@ -496,7 +498,9 @@ pools:
                 ]),
                 ring_size: 65_537,
                 budget: None,
+                placement: std::sync::Arc::default(),
             }],
+            placement: std::sync::Arc::default(),
         };
         assert_eq!(spec, expected);
     }

@@ -75,7 +75,11 @@ pub(super) fn validate(raw: &Spanned<RawConfig>, path: &Path) -> Result<Spec, Ve
         .required(raw.value.pools.as_ref(), top, "the file", "pools")
         .map(|pools| check.pools(pools));
     match (daemon, pools) {
-        (Some(daemon), Some(pools)) if check.errors.is_empty() => Ok(Spec { daemon, pools }),
+        (Some(daemon), Some(pools)) if check.errors.is_empty() => Ok(Spec {
+            daemon,
+            pools,
+            placement: std::sync::Arc::default(),
+        }),
         _ => {
             // Stable: errors at the same place keep the order they were found in.
             check.errors.sort_by_key(ConfigError::position);
@@ -265,6 +269,7 @@ impl Checker<'_> {
             elements: element_specs?,
             ring_size: ring_size?,
             budget: budget?,
+            placement: std::sync::Arc::default(),
         })
     }
 
@@ -635,6 +640,8 @@ impl Checker<'_> {
             priority: priority?,
             weight: weight?,
             failure_domains: failure_domains?,
+            srlg: Vec::new(),
+            site: None,
             mac: mac?,
             interface: interface?,
         })

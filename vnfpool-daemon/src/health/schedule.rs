@@ -541,6 +541,8 @@ mod tests {
             priority: 100,
             weight: 1,
             failure_domains: std::collections::BTreeMap::new(),
+            srlg: Vec::new(),
+            site: None,
             mac: None,
             interface: None,
         };
@@ -554,6 +556,7 @@ mod tests {
             elements,
             ring_size: 65537,
             budget: None,
+            placement: std::sync::Arc::default(),
         };
         let pools = [
             pool(vec![element("a", 1)]),

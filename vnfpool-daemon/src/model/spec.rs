@@ -2,7 +2,7 @@
 //! decision takes as input. Constructing these through `config` guarantees the invariants
 //! stated on each field; the model code relies on them without re-checking.
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc, time::Duration};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +10,38 @@ pub struct Spec {
     pub daemon: DaemonSpec,
     /// Pools in file order; names are unique, VIP:port/protocol pairs are unique.
     pub pools: Vec<PoolSpec>,
+    /// The `placement:` section; every pool holds the same one.
+    pub placement: Arc<PlacementSpec>,
+}
+
+/// The `placement:` section: what backup selection weighs (draft 5.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlacementSpec {
+    /// Weight of sharing one failure-domain kind (`host`, `rack`, …), 0..=1,000,000; a kind not
+    /// listed weighs 1. The key `srlg` weighs each shared-risk link group two elements share.
+    pub weights: BTreeMap<String, u32>,
+    /// Topology cost from a site to another (ALTO-style cost map), 0..=1,000,000, as written:
+    /// directional; a pair not given is unknown, except a site to itself, which costs 0.
+    /// Every element's `site` is a key here (possibly with no costs).
+    pub costs: BTreeMap<String, BTreeMap<String, u32>>,
+}
+
+impl PlacementSpec {
+    /// Weight of sharing the failure-domain kind `kind` (`srlg` for one shared link group).
+    #[must_use]
+    pub fn weight(&self, kind: &str) -> u32 {
+        self.weights.get(kind).copied().unwrap_or(1)
+    }
+
+    /// The cost from site `from` to site `to`, if known.
+    #[must_use]
+    pub fn cost(&self, from: &str, to: &str) -> Option<u32> {
+        match self.costs.get(from).and_then(|row| row.get(to)) {
+            Some(&c) => Some(c),
+            None if from == to => Some(0),
+            None => None,
+        }
+    }
 }
 
 /// The `daemon:` section.
@@ -63,6 +95,8 @@ pub struct PoolSpec {
     pub ring_size: u32,
     /// Availability budget, if declared; `config` has checked that the health settings meet it.
     pub budget: Option<Budget>,
+    /// The configuration's `placement:` section (shared by every pool).
+    pub placement: Arc<PlacementSpec>,
 }
 
 /// `redundancy:` of a pool.
@@ -132,6 +166,10 @@ pub struct ElementSpec {
     pub weight: u32,
     /// Shared-risk groups: kind (`host`, `rack`, `zone`, …) → value.
     pub failure_domains: BTreeMap<String, String>,
+    /// Shared-risk link groups the element depends on; sorted, no repeats.
+    pub srlg: Vec<String>,
+    /// The element's site, a key of [`PlacementSpec::costs`]; `None` when not placed.
+    pub site: Option<String>,
     /// The element's MAC, when not to be resolved from the neighbour table.
     pub mac: Option<[u8; 6]>,
     /// The egress interface, when not to be resolved from the routing table.

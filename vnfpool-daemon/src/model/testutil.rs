@@ -40,12 +40,15 @@ pub(crate) fn pool(redundancy: RedundancySpec, elements: &[(&str, u32, u32)]) ->
                 priority,
                 weight,
                 failure_domains: BTreeMap::new(),
+                srlg: Vec::new(),
+                site: None,
                 mac: None,
                 interface: None,
             })
             .collect(),
         ring_size: MIN_RING_SIZE,
         budget: None,
+        placement: std::sync::Arc::default(),
     }
 }
 
