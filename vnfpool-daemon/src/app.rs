@@ -38,6 +38,7 @@ use crate::{
     model::{
         failover::{Effect, Event, FailoverRecord, PoolState},
         health::{Health, Now},
+        placement::Backup,
         plan::{self, Mapping, Resolved},
         roles::Role,
         spec::{PoolSpec, Protocol, RedundancySpec, Spec},
@@ -144,6 +145,8 @@ struct PoolRt {
     /// undecided (the first health round has had time to finish).
     live_after: Now,
     recent: VecDeque<Switched>,
+    /// Policy violations raised since start.
+    violations: u64,
 }
 
 /// The controller's state.
@@ -242,6 +245,7 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
             state,
             live: false,
             recent: VecDeque::new(),
+            violations: 0,
         });
     }
 
@@ -531,7 +535,7 @@ impl App {
                 info!(pool = %pool.spec.name, ?active, "pool live");
             }
             Err(e) => {
-                error!(pool = %self.pools[p].spec.name, error = %e, "first mapping not written; retrying on the next event")
+                error!(pool = %self.pools[p].spec.name, error = %e, "first mapping not written; retrying on the next event");
             }
         }
         if let Err(e) = self.save() {
@@ -565,7 +569,7 @@ impl App {
                 Effect::Remap => match self.remap(p, now) {
                     Ok(()) => switch = Some(decided.elapsed()),
                     Err(e) => {
-                        error!(pool = %self.pools[p].spec.name, error = %e, "mapping not written; the previous one stays")
+                        error!(pool = %self.pools[p].spec.name, error = %e, "mapping not written; the previous one stays");
                     }
                 },
                 Effect::Record(record) => {
@@ -590,6 +594,11 @@ impl App {
                     while pool.recent.len() > STATUS_HISTORY {
                         pool.recent.pop_front();
                     }
+                }
+                Effect::PolicyViolation(b) => {
+                    let pool = &mut self.pools[p];
+                    pool.violations += 1;
+                    warn!(pool = %pool.spec.name, active = %b.active, backup = %b.explain(), "policy_violation: the backup shares a risk with its active");
                 }
                 Effect::Persist => persist = true,
             }
@@ -691,16 +700,9 @@ impl App {
         }
     }
 
-    /// Re-reads the configuration and applies the difference; on any error nothing changes.
-    async fn reload(&mut self) -> Result<String, String> {
-        let spec = config::load(&self.config_path).map_err(|e| e.to_string())?;
-        if spec.daemon != self.spec.daemon {
-            return Err("the daemon section changed; it takes effect on restart only".to_owned());
-        }
-        let resolved = resolve_all(&spec, &self.config_path)
-            .await
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-        // Plan everything before writing anything.
+    /// The pools of `spec` at run time, keeping the indices, slots, state and history of the
+    /// pools that stay.
+    fn plan_reload(&self, spec: &Spec, resolved: Vec<Vec<Resolved>>) -> Result<Vec<PoolRt>, String> {
         let old: HashMap<String, usize> = self
             .pools
             .iter()
@@ -754,8 +756,23 @@ impl App {
                 state,
                 live,
                 recent,
+                violations: prev.map_or(0, |p| p.violations),
             });
         }
+        Ok(next)
+    }
+
+    /// Re-reads the configuration and applies the difference; on any error nothing changes.
+    async fn reload(&mut self) -> Result<String, String> {
+        let spec = config::load(&self.config_path).map_err(|e| e.to_string())?;
+        if spec.daemon != self.spec.daemon {
+            return Err("the daemon section changed; it takes effect on restart only".to_owned());
+        }
+        let resolved = resolve_all(&spec, &self.config_path)
+            .await
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+        // Plan everything before writing anything.
+        let next = self.plan_reload(&spec, resolved)?;
         // Withdraw the VIPs of removed or re-addressed pools, and clear removed pools.
         for pool in &self.pools {
             let still = next.iter().find(|n| n.spec.name == pool.spec.name);
@@ -828,6 +845,7 @@ impl App {
                     .zip(p.state.elements())
                     .zip(&p.slots)
                     .map(|((e, s), &slot)| {
+                        let backup = p.state.backups().iter().find(|b| b.active == e.name);
                         let c = self
                             .dp
                             .counters(maps::ELEM_STATS, dp_element::stats_index(p.index, slot))
@@ -844,6 +862,8 @@ impl App {
                             .to_owned(),
                             packets: c.packets,
                             bytes: c.bytes,
+                            backup: backup.map(Backup::explain),
+                            policy_violation: backup.is_some_and(Backup::is_violation),
                         }
                     })
                     .collect();
@@ -881,6 +901,7 @@ impl App {
                         switch: b.switch,
                         worst_detection: p.spec.health.worst_detection(),
                     }),
+                    policy_violations: p.violations,
                 }
             })
             .collect();
@@ -926,6 +947,19 @@ pub fn render_status(status: &Status) -> String {
                 "  {:<16} {:<40} {:<9} {:<8} {:>12}",
                 e.name, e.address, e.role, e.health, e.packets
             );
+        }
+        for e in &p.elements {
+            if let Some(backup) = &e.backup {
+                let flag = if e.policy_violation {
+                    "  POLICY VIOLATION"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "  backup of {}: {backup}{flag}", e.name);
+            }
+        }
+        if p.policy_violations > 0 {
+            let _ = writeln!(out, "  policy violations since start: {}", p.policy_violations);
         }
         if let Some(b) = &p.budget {
             let _ = writeln!(

@@ -75,6 +75,9 @@ pub struct PoolStatus {
     pub failovers: Vec<FailoverStatus>,
     /// Detection budget and the worst-case detection of the health settings, if a budget is set.
     pub budget: Option<BudgetStatus>,
+    /// Policy violations raised since the daemon started (a backup sharing a risk with its active).
+    #[serde(default)]
+    pub policy_violations: u64,
 }
 
 /// One element.
@@ -88,6 +91,12 @@ pub struct ElementStatus {
     pub health: String,
     pub packets: u64,
     pub bytes: u64,
+    /// For an active: its backup and why it was chosen (`e3: no shared risk, site cost 2`).
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// For an active: its backup shares a risk with it.
+    #[serde(default)]
+    pub policy_violation: bool,
 }
 
 /// One failover.

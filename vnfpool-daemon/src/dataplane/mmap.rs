@@ -121,7 +121,7 @@ impl<T: Pod> MappedArray<T> {
         let mut word = [0u8; 8];
         // SAFETY: U is Pod and exactly 8 bytes (asserted above).
         unsafe {
-            std::ptr::copy_nonoverlapping(std::ptr::from_ref(value).cast::<u8>(), word.as_mut_ptr(), 8)
+            std::ptr::copy_nonoverlapping(std::ptr::from_ref(value).cast::<u8>(), word.as_mut_ptr(), 8);
         };
         // SAFETY: the entry is 8 bytes at an 8-aligned address inside the mapping (see `write`),
         // which is what AtomicU64 requires; the kernel side reads it with plain loads, which on

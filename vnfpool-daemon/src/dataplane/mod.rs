@@ -25,6 +25,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, xdp::DevMapHash},
     programs::Xdp,
 };
+pub use mmap::MappedArray;
 use vnfpool_common::{
     element::{Element, STATE_UP},
     flow::{self, FlowBucket, FlowCtl, FlowKey},
@@ -34,8 +35,6 @@ use vnfpool_common::{
     stats::Counters,
     vip::{self, VipDirect, VipKey, VipMeta},
 };
-
-pub use mmap::MappedArray;
 
 /// The XDP object built by `build.rs` from `vnfpool-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vnfpool"));
@@ -316,8 +315,9 @@ impl AyaDataplane {
         interface: &str,
         mode: crate::model::spec::XdpMode,
     ) -> Result<Option<&'static str>> {
-        use crate::model::spec::XdpMode;
         use aya::programs::{XdpMode as Mode, links::FdLink};
+
+        use crate::model::spec::XdpMode;
 
         let link_pin = self
             .pin_dir

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     health::{self, Cause, Health, HealthChange, HealthCounter, Now},
+    placement::{self, Backup},
     roles::{self, DrainView, ElementView, Role},
     spec::PoolSpec,
 };
@@ -74,6 +75,9 @@ pub enum Effect {
     Remap,
     /// An element stopped taking new flows, or lost its existing ones.
     Record(FailoverRecord),
+    /// A live element's backup shares a risk with it because no risk-free standby exists (or
+    /// the standbys' capacity went to other actives): raised once per active and backup.
+    PolicyViolation(Backup),
     /// The pool state changed in a way that must survive a restart: save it. Probe counts alone
     /// do not ask for it: a restored state restarts its runs, which delays a decision by at most
     /// `rise` or `fall` probes and never changes a role by itself.
@@ -136,6 +140,9 @@ pub struct ElementState {
     role: Role,
     /// Set while the element keeps existing flows after being replaced while healthy.
     failback_until: Option<Now>,
+    /// The failed active this element took over from as its backup; kept while it is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stand_in: Option<String>,
 }
 
 impl ElementState {
@@ -146,6 +153,7 @@ impl ElementState {
             admin: Admin::Normal,
             role: Role::Out,
             failback_until: None,
+            stand_in: None,
         }
     }
 
@@ -188,6 +196,7 @@ impl ElementState {
                 Admin::Draining { .. } => DrainView::Done,
             },
             failback: self.failback_until.is_some_and(|until| now < until),
+            stand_in: None,
         }
     }
 }
@@ -211,6 +220,12 @@ pub struct PoolState {
     /// rose later needs no fail-back drain, and no role change is a failover.
     #[serde(default)]
     carrying: bool,
+    /// The backup of every active, as of the last role change (see [`placement`]).
+    #[serde(default)]
+    backups: Vec<Backup>,
+    /// The [`Self::candidates`] `backups` were chosen from; `None` until the first placement.
+    #[serde(default)]
+    placed: Option<(Vec<usize>, Vec<usize>)>,
 }
 
 impl PoolState {
@@ -222,6 +237,8 @@ impl PoolState {
             elements: spec.elements.iter().map(|e| ElementState::new(&e.name)).collect(),
             history: VecDeque::new(),
             carrying: false,
+            backups: Vec::new(),
+            placed: None,
         }
     }
 
@@ -248,6 +265,12 @@ impl PoolState {
     #[must_use]
     pub fn position(&self, name: &str) -> Option<usize> {
         self.elements.iter().position(|e| e.name == name)
+    }
+
+    /// The backup of every active (in element order), as of the last role change or tick.
+    #[must_use]
+    pub fn backups(&self) -> &[Backup] {
+        &self.backups
     }
 
     /// The last [`HISTORY_LEN`] failovers, oldest first.
@@ -394,6 +417,13 @@ impl PoolState {
 
         self.reassign(spec, now);
         let after = self.roles();
+        // Placement is decided again when the actives or the candidates change, and on ticks
+        // (which follow reloads): not on every probe.
+        let violations = if self.placed != Some(self.candidates()) || event == Event::Tick {
+            self.place(spec)
+        } else {
+            Vec::new()
+        };
 
         let mut effects = Vec::new();
         if before
@@ -416,10 +446,84 @@ impl PoolState {
             effects.push(Effect::Record(record));
             persist = true;
         }
+        effects.extend(violations.into_iter().map(Effect::PolicyViolation));
         if persist || before != after {
             effects.push(Effect::Persist);
         }
         Ok(effects)
+    }
+
+    /// Chooses the backup of every active among the eligible others and returns the
+    /// violations that were not there before.
+    fn place(&mut self, spec: &PoolSpec) -> Vec<Backup> {
+        let (actives, standbys) = self.candidates();
+        let backups = placement::choose(spec, &actives, &standbys);
+        self.placed = Some((actives, standbys));
+        let fresh = backups
+            .iter()
+            .filter(|b| {
+                b.is_violation()
+                    && !self
+                        .backups
+                        .iter()
+                        .any(|old| old.is_violation() && old.active == b.active && old.backup == b.backup)
+            })
+            .cloned()
+            .collect();
+        self.backups = backups;
+        fresh
+    }
+
+    /// The actives, and the elements that may back them up: healthy, not drained, not active.
+    fn candidates(&self) -> (Vec<usize>, Vec<usize>) {
+        let mut actives = Vec::new();
+        let mut standbys = Vec::new();
+        for (i, e) in self.elements.iter().enumerate() {
+            if e.role == Role::Active {
+                actives.push(i);
+            } else if e.health() == Health::Up && e.admin == Admin::Normal {
+                standbys.push(i);
+            }
+        }
+        (actives, standbys)
+    }
+
+    /// The views of every element at `now`, stand-ins holding the priority of the active they
+    /// replace while it is not eligible.
+    fn views(&self, spec: &PoolSpec, now: Now) -> Vec<ElementView> {
+        let mut views: Vec<ElementView> = self.elements.iter().map(|e| e.view(now)).collect();
+        for (i, e) in self.elements.iter().enumerate() {
+            let Some(x) = e.stand_in.as_deref().and_then(|name| self.position(name)) else {
+                continue;
+            };
+            if !views[x].eligible() {
+                views[i].stand_in = Some(spec.elements[x].priority);
+            }
+        }
+        views
+    }
+
+    /// An active that loses its place hands it to its backup: the backup stands in for it.
+    fn hand_over(&mut self, views: &[ElementView]) {
+        for x in 0..self.elements.len() {
+            if self.elements[x].role != Role::Active || views[x].eligible() {
+                continue;
+            }
+            let name = &self.elements[x].name;
+            let Some(b) = self
+                .backups
+                .iter()
+                .find(|b| &b.active == name)
+                .and_then(|b| b.backup.as_deref())
+                .and_then(|backup| self.position(backup))
+            else {
+                continue;
+            };
+            let taker = &self.elements[b];
+            if views[b].eligible() && taker.role != Role::Active && taker.stand_in.is_none() {
+                self.elements[b].stand_in = Some(name.clone());
+            }
+        }
     }
 
     /// One record per element that lost flows between `before` and the current roles: an
@@ -488,7 +592,8 @@ impl PoolState {
     fn reassign(&mut self, spec: &PoolSpec, now: Now) {
         let failback_until = now.saturating_add(self.failback_drain);
         for _ in 0..4 {
-            let view: Vec<ElementView> = self.elements.iter().map(|e| e.view(now)).collect();
+            self.hand_over(&self.elements.iter().map(|e| e.view(now)).collect::<Vec<_>>());
+            let view = self.views(spec, now);
             let current = self.roles();
             // Before anything carries flows, the current actives hold nothing to protect: pick
             // the best elements afresh, as if none were active.
@@ -503,6 +608,9 @@ impl PoolState {
             let next = roles::assign(spec, &view, &held);
             for (e, &role) in self.elements.iter_mut().zip(&next) {
                 e.role = role;
+                if role != Role::Active {
+                    e.stand_in = None;
+                }
                 if role == Role::Draining && e.admin == Admin::Normal {
                     e.failback_until.get_or_insert(failback_until);
                 } else {
@@ -833,6 +941,118 @@ mod tests {
         let effects = sim.fall(100, 1);
         assert_eq!(sim.roles(), "A O");
         assert!(matches!(&effects[1], Effect::Record(r) if r.replaced_by == ["a"]));
+    }
+
+    /// Places each element on a host (`h…`) and a site, with the given site costs.
+    fn place(sim: &mut Sim, hosts: &[(&str, &str)], costs: &[(&str, &str, u32)]) {
+        for (e, &(host, site)) in sim.spec.elements.iter_mut().zip(hosts) {
+            e.failure_domains = [("host".to_owned(), host.to_owned())].into();
+            e.site = Some(site.to_owned());
+        }
+        let mut placement = crate::model::spec::PlacementSpec::default();
+        for &(from, to, c) in costs {
+            placement
+                .costs
+                .entry(from.to_owned())
+                .or_default()
+                .insert(to.to_owned(), c);
+        }
+        sim.spec.placement = std::sync::Arc::new(placement);
+    }
+
+    fn backup_of(sim: &Sim, active: &str) -> Option<String> {
+        sim.state
+            .backups()
+            .iter()
+            .find(|b| b.active == active)
+            .and_then(|b| b.backup.clone())
+    }
+
+    #[test]
+    fn the_backup_of_a_failed_active_takes_over_and_gives_back_on_preemption() {
+        // a and b share host h1: c, on h2, backs a up although b has the higher priority.
+        let mut sim = Sim::new(AS_PREEMPT, THREE);
+        place(&mut sim, &[("h1", "s1"), ("h1", "s1"), ("h2", "s1")], &[]);
+        sim.rise(0, &[0, 1, 2]);
+        assert_eq!(sim.roles(), "A S S");
+        assert_eq!(backup_of(&sim, "a").as_deref(), Some("c"));
+        let effects = sim.fall(10, 0);
+        assert_eq!(sim.roles(), "O S A", "the backup, not the next by priority");
+        assert!(matches!(&effects[1], Effect::Record(r) if r.replaced_by == ["c"]));
+        // c stands in for a: b, healthy and of higher priority, does not preempt it.
+        for t in 20..30 {
+            sim.at(secs(t), Event::Probe { element: 1, ok: true });
+        }
+        sim.at(secs(30), Event::Tick);
+        assert_eq!(sim.roles(), "O S A");
+        assert_eq!(backup_of(&sim, "c").as_deref(), Some("b"));
+        // a returns and takes its place back; c keeps its flows for the fail-back period.
+        sim.rise(40, &[0]);
+        assert_eq!(sim.roles(), "A S R");
+    }
+
+    #[test]
+    fn without_preemption_the_backup_keeps_the_place() {
+        let mut sim = Sim::new(AS_STICKY, THREE);
+        place(&mut sim, &[("h1", "s1"), ("h1", "s1"), ("h2", "s1")], &[]);
+        sim.rise(0, &[0, 1, 2]);
+        sim.fall(10, 0);
+        assert_eq!(sim.roles(), "O S A");
+        sim.rise(20, &[0]);
+        assert_eq!(sim.roles(), "S S A");
+    }
+
+    #[test]
+    fn n_plus_m_promotes_each_failed_actives_own_backup() {
+        // Actives a (h1) and b (h2); standbys c (h1) and d (h2): a's backup is d, b's is c.
+        let four = &[("a", 400, 1), ("b", 300, 1), ("c", 200, 1), ("d", 100, 1)];
+        let mut sim = Sim::new(n_plus_m(2, true), four);
+        place(
+            &mut sim,
+            &[("h1", "s1"), ("h2", "s1"), ("h1", "s1"), ("h2", "s1")],
+            &[],
+        );
+        sim.rise(0, &[0, 1, 2, 3]);
+        assert_eq!(sim.roles(), "A A S S");
+        assert_eq!(backup_of(&sim, "a").as_deref(), Some("d"));
+        assert_eq!(backup_of(&sim, "b").as_deref(), Some("c"));
+        sim.at(secs(10), Event::LinkDown { element: 0 });
+        assert_eq!(sim.roles(), "O A S A");
+    }
+
+    #[test]
+    fn a_topology_change_moves_only_backup_roles_and_a_violation_is_raised_once() {
+        let mut sim = Sim::new(AS_PREEMPT, THREE);
+        place(
+            &mut sim,
+            &[("h1", "s1"), ("h2", "s2"), ("h3", "s3")],
+            &[("s1", "s2", 5), ("s1", "s3", 1)],
+        );
+        sim.rise(0, &[0, 1, 2]);
+        assert_eq!(backup_of(&sim, "a").as_deref(), Some("c"));
+        assert_eq!(sim.state.backups()[0].explain(), "c: no shared risk, site cost 1");
+        // The costs change (a reload): the same roles, no remap, another backup.
+        place(
+            &mut sim,
+            &[("h1", "s1"), ("h2", "s2"), ("h3", "s3")],
+            &[("s1", "s2", 1), ("s1", "s3", 5)],
+        );
+        let effects = sim.at(secs(10), Event::Tick);
+        assert!(!effects.contains(&Effect::Remap), "{effects:?}");
+        assert_eq!(sim.roles(), "A S S");
+        assert_eq!(backup_of(&sim, "a").as_deref(), Some("b"));
+        // Everything on one host: b is the least bad and a violation, raised once.
+        place(
+            &mut sim,
+            &[("h1", "s1"), ("h1", "s2"), ("h1", "s3")],
+            &[("s1", "s2", 1), ("s1", "s3", 5)],
+        );
+        let effects = sim.at(secs(11), Event::Tick);
+        assert!(
+            matches!(effects.as_slice(), [Effect::PolicyViolation(b)] if b.backup.as_deref() == Some("b")),
+            "{effects:?}"
+        );
+        assert_eq!(sim.at(secs(12), Event::Tick), []);
     }
 
     #[test]
@@ -1211,10 +1431,15 @@ mod tests {
             fall in 1u32..4,
             failback_ms in prop_oneof![Just(0u64), 1u64..5_000],
             events in prop::collection::vec(event(), 0..80),
+            hosts in prop::collection::vec(0u8..3, 5),
         ) {
             let named: Vec<(&str, u32, u32)> =
                 elements.iter().zip(NAMES).map(|(&(p, w), name)| (name, p, w)).collect();
             let mut spec = pool(redundancy, &named);
+            // Shared hosts make backups differ from the next by priority: stand-ins happen.
+            for (e, host) in spec.elements.iter_mut().zip(&hosts) {
+                e.failure_domains = [("host".to_owned(), format!("h{host}"))].into();
+            }
             spec.health.rise = rise;
             spec.health.fall = fall;
             let n = named.len();

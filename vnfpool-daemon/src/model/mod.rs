@@ -3,6 +3,7 @@
 pub mod failover;
 pub mod health;
 pub mod maglev;
+pub mod placement;
 pub mod plan;
 pub mod roles;
 pub mod spec;

@@ -64,6 +64,10 @@ pub struct ElementView {
     /// A fail-back period is running: the element was replaced while healthy and keeps its
     /// existing flows until the period ends.
     pub failback: bool,
+    /// The element stands in for a failed active whose backup it was (see
+    /// [`super::placement`]): it ranks with that active's priority, ahead of equals, until the
+    /// active is eligible again.
+    pub stand_in: Option<u32>,
 }
 
 impl ElementView {
@@ -88,7 +92,8 @@ fn policy(redundancy: RedundancySpec) -> (usize, bool) {
 /// The roles the pool should have now. `view` and `current` are indexed like `spec.elements`;
 /// a missing entry reads as an unknown element that is out.
 ///
-/// - Active: the best eligible elements (higher priority, then lower name), up to 1
+/// - Active: the best eligible elements (higher priority, then lower name; a stand-in ranks with
+///   the priority it holds, ahead of equals), up to 1
 ///   (`active-standby`), N (`n+m`) or all (`active-active`). Without preemption the current
 ///   actives keep their role while eligible, and only free places go to the best others.
 /// - Draining: healthy elements that keep existing flows without taking new ones: an operator
@@ -104,7 +109,15 @@ pub fn assign(spec: &PoolSpec, view: &[ElementView], current: &[Role]) -> Vec<Ro
     let (limit, preempt) = policy(spec.redundancy);
 
     let mut candidates: Vec<usize> = (0..n).filter(|&i| view_of(i).eligible()).collect();
-    candidates.sort_by_key(|&i| (Reverse(spec.elements[i].priority), spec.elements[i].name.as_str()));
+    candidates.sort_by_key(|&i| {
+        let own = spec.elements[i].priority;
+        let held = view_of(i).stand_in;
+        (
+            Reverse(held.map_or(own, |p| p.max(own))),
+            held.is_none(),
+            spec.elements[i].name.as_str(),
+        )
+    });
 
     let mut selected = vec![false; n];
     let mut count = 0;
@@ -299,11 +312,13 @@ mod tests {
                 Just(DrainView::Done)
             ],
             any::<bool>(),
+            prop::option::of(0u32..4),
         )
-            .prop_map(|(health, drain, failback)| ElementView {
+            .prop_map(|(health, drain, failback, stand_in)| ElementView {
                 health,
                 drain,
                 failback,
+                stand_in,
             })
     }
 
