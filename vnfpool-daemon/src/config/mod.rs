@@ -1,9 +1,10 @@
 //! The YAML configuration: read once, validated once into [`crate::model::spec::Spec`].
 //!
 //! [`raw`] holds the file's shape and the configuration reference; `validate` checks every
-//! value and reports all problems of a file together, each with its position. The kernel-side
-//! checks (an element with no route, an interface that does not exist) are the daemon's, after
-//! loading.
+//! value and reports all problems of a file together, each with its position. A topology kept
+//! in a file of its own (`placement.topology: path`) is read by [`load`] (through
+//! [`parse_with`]) and its errors point into that file. The kernel-side checks (an element with
+//! no route, an interface that does not exist) are the daemon's, after loading.
 
 mod raw;
 mod validate;
@@ -18,7 +19,8 @@ use serde_saphyr::{MessageFormatter as _, UserMessageFormatter};
 
 use crate::model::spec::Spec;
 
-/// Reads and validates the configuration file at `path`.
+/// Reads and validates the configuration file at `path`, and the topology file it names, if
+/// any (so a reload reads that one again too).
 ///
 /// # Errors
 ///
@@ -30,20 +32,45 @@ pub fn load(path: &Path) -> Result<Spec, ConfigErrors> {
             source,
         }])
     })?;
-    parse(&text, path)
+    parse_with(&text, path, &|file| std::fs::read_to_string(file))
 }
 
-/// Validates the configuration `text`; `origin` is the file name the errors carry.
+/// Validates the configuration `text`; `origin` is the file name the errors carry. Reads no
+/// file: a topology given as a file path is a [`ConfigError::ReadTopology`] (use [`load`] or
+/// [`parse_with`]).
+///
+/// # Errors
+///
+/// As [`parse_with`].
+pub fn parse(text: &str, origin: &Path) -> Result<Spec, ConfigErrors> {
+    parse_with(text, origin, &|_| {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "files are read by `config::load` only",
+        ))
+    })
+}
+
+/// Validates the configuration `text`; `origin` is the file name the errors carry, and
+/// `read_file` gives the contents of the topology file the configuration names, at its path
+/// resolved against `origin`'s directory.
 ///
 /// # Errors
 ///
 /// A YAML syntax or shape error (one error, parsing stops there), else every semantic error,
-/// in file order.
-pub fn parse(text: &str, origin: &Path) -> Result<Spec, ConfigErrors> {
-    let raw: serde_saphyr::Spanned<raw::RawConfig> =
-        serde_saphyr::from_str(text).map_err(|err| ConfigErrors(vec![from_yaml(&err, origin)]))?;
-    validate::validate(&raw, origin).map_err(ConfigErrors)
+/// in file order, followed by those of the topology file (which name that file).
+pub fn parse_with(
+    text: &str,
+    origin: &Path,
+    read_file: &dyn Fn(&Path) -> io::Result<String>,
+) -> Result<Spec, ConfigErrors> {
+    let raw: serde_saphyr::Spanned<raw::RawConfig> = serde_saphyr::from_str(text)
+        .map_err(|err| ConfigErrors(vec![from_yaml(&err, origin, CONFIG_DOCUMENT)]))?;
+    validate::validate(&raw, origin, read_file).map_err(ConfigErrors)
 }
+
+/// What a configuration file holds, for a parser error that ends too early.
+const CONFIG_DOCUMENT: &str = "a complete document with `daemon` and `pools`";
 
 /// Where element `element` of pool `pool` gives its address in the configuration `text`: for
 /// errors that only the kernel can find (no route to the element), so that they too point
@@ -174,6 +201,22 @@ pub enum ConfigError {
         worst: std::time::Duration,
         budget: std::time::Duration,
     },
+    /// The topology file named at `position` (`placement.topology`) cannot be read (or is not
+    /// UTF-8). Errors inside it are the other variants, with its path.
+    #[error(
+        "{}:{position}: cannot read the topology file {}: {source}; expected a readable file (a \
+         relative path is from the configuration's directory)",
+        path.display(),
+        file.display()
+    )]
+    ReadTopology {
+        path: PathBuf,
+        position: Position,
+        /// The topology file, resolved against the configuration's directory.
+        file: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// Any other invalid value.
     #[error("{}:{position}: {what}; expected {expected}", path.display())]
     Invalid {
@@ -195,6 +238,7 @@ impl ConfigError {
             | Self::OutOfRange { path, .. }
             | Self::Duplicate { path, .. }
             | Self::Budget { path, .. }
+            | Self::ReadTopology { path, .. }
             | Self::Invalid { path, .. } => path,
         }
     }
@@ -209,6 +253,7 @@ impl ConfigError {
             | Self::OutOfRange { position, .. }
             | Self::Duplicate { position, .. }
             | Self::Budget { position, .. }
+            | Self::ReadTopology { position, .. }
             | Self::Invalid { position, .. } => Some(*position),
         }
     }
@@ -221,8 +266,9 @@ fn place(path: &Path, position: Option<Position>) -> String {
     }
 }
 
-/// Turns the YAML parser's error into ours, keeping its structure where it has one.
-fn from_yaml(err: &serde_saphyr::Error, path: &Path) -> ConfigError {
+/// Turns the YAML parser's error into ours, keeping its structure where it has one; `document`
+/// is what the file should hold, for an error that ends too early.
+fn from_yaml(err: &serde_saphyr::Error, path: &Path, document: &str) -> ConfigError {
     use serde_saphyr::Error as E;
 
     // The position is where the value is used (an alias, not its anchor); the message is the
@@ -288,10 +334,7 @@ fn from_yaml(err: &serde_saphyr::Error, path: &Path) -> ConfigError {
             },
             "each key at most once per mapping".into(),
         ),
-        E::Eof { .. } => (
-            "unexpected end of input".to_owned(),
-            "a complete document with `daemon` and `pools`".into(),
-        ),
+        E::Eof { .. } => ("unexpected end of input".to_owned(), document.to_owned().into()),
         E::MultipleDocuments { .. } => (
             "more than one YAML document".to_owned(),
             "a single document".into(),
@@ -336,13 +379,14 @@ fn sanitize(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::{fmt::Write as _, net::IpAddr, time::Duration};
+    use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr, sync::Arc, time::Duration};
 
     use proptest::prelude::*;
 
     use super::*;
     use crate::model::spec::{
-        Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, PoolSpec, Protocol, RedundancySpec, XdpMode,
+        Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, PlacementSpec, PoolSpec, Protocol,
+        RedundancySpec, XdpMode,
     };
 
     const ISSUE_EXAMPLE: &str = "\
@@ -401,6 +445,23 @@ pools:
       - { name: e2, address: 10.0.2.2 }
 ";
 
+    /// A `placement:` section, appended to [`BASE`] (its lines are 12 to 17).
+    const PLACEMENT: &str = "\
+placement:
+  weights: { host: 100, rack: 10, srlg: 50 }
+  topology:
+    site-a: { site-a: 0, site-b: 2 }
+    site-b: { site-a: 2, site-c: 5 }
+    site-c: {}
+";
+
+    /// The costs of [`PLACEMENT`]'s topology, as a topology file.
+    const SITES: &str = "\
+site-a: { site-a: 0, site-b: 2 }
+site-b: { site-a: 2, site-c: 5 }
+site-c: {}
+";
+
     fn origin() -> &'static Path {
         Path::new("pools.yaml")
     }
@@ -422,6 +483,63 @@ pools:
 
     fn two_pools(from: &str, to: &str) -> String {
         edit(&format!("{BASE}{SECOND}"), from, to)
+    }
+
+    fn placed(from: &str, to: &str) -> String {
+        edit(&format!("{BASE}{PLACEMENT}"), from, to)
+    }
+
+    /// [`BASE`] with e1 at `site-b` and a `placement:` whose topology is the file `file`
+    /// (written at line 13, column 13).
+    fn with_topology_file(file: &str) -> String {
+        format!(
+            "{}placement:\n  topology: {file}\n",
+            base("name: e1,", "name: e1, site: site-b,")
+        )
+    }
+
+    /// [`PLACEMENT`]'s topology.
+    fn sites() -> BTreeMap<String, BTreeMap<String, u32>> {
+        [
+            ("site-a", &[("site-a", 0), ("site-b", 2)][..]),
+            ("site-b", &[("site-a", 2), ("site-c", 5)]),
+            ("site-c", &[]),
+        ]
+        .iter()
+        .map(|&(from, row)| {
+            let row = row.iter().map(|&(to, cost)| (to.to_owned(), cost)).collect();
+            (from.to_owned(), row)
+        })
+        .collect()
+    }
+
+    /// A directory under the system's temporary directory, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("vnfp-config-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("creating a temporary directory");
+            Self(dir)
+        }
+
+        #[track_caller]
+        fn write(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).expect("writing a temporary file");
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn shown(errors: &[ConfigError]) -> Vec<String> {
+        errors.iter().map(ToString::to_string).collect()
     }
 
     #[track_caller]
@@ -630,6 +748,24 @@ pools:
                 "same element names in two pools",
                 two_pools("name: api", "name: api"),
             ),
+            ("empty placement", format!("{BASE}placement: {{}}\n")),
+            (
+                "empty topology, no site",
+                format!("{BASE}placement: {{ topology: {{}} }}\n"),
+            ),
+            (
+                "weights and costs at their bounds",
+                placed("host: 100, rack: 10", "host: 0, rack: 1000000").replace("5 }", "1000000 }"),
+            ),
+            ("no SRLG", base("name: e1,", "name: e1, srlg: [],")),
+            (
+                "quoted number as failure-domain value",
+                base("name: e1,", "name: e1, failure_domains: { rack: \"3\" },"),
+            ),
+            (
+                "site of an empty row",
+                placed("name: e1,", "name: e1, site: site-c,"),
+            ),
         ] {
             if let Err(errors) = parse(&text, origin()) {
                 panic!("{what}: expected valid, got\n{errors}\nfor\n{text}");
@@ -647,7 +783,7 @@ pools:
                 "unknown key at top level",
                 format!("{BASE}extra: 1\n"),
                 "12:1",
-                "unknown key `extra`; expected one of daemon, pools",
+                "unknown key `extra`; expected one of daemon, pools, placement",
             ),
             (
                 "unknown key in daemon",
@@ -1040,6 +1176,161 @@ pools:
                 "10:46",
                 "failure domain `host` has the value ``",
             ),
+            // Placement, SRLGs and sites.
+            (
+                "element site not in the topology",
+                placed("name: e1,", "name: e1, site: site-d,"),
+                "10:27",
+                "unknown site `site-d`; expected a site of placement.topology: `site-a`, `site-b`, `site-c`",
+            ),
+            (
+                "element site without a topology",
+                base("name: e1,", "name: e1, site: site-a,"),
+                "10:27",
+                "unknown site `site-a`: there is no placement.topology; expected a site of placement.topology, \
+                 or no `site`",
+            ),
+            (
+                "negative cost",
+                placed("site-b: 2 }", "site-b: -2 }"),
+                "15:34",
+                "negative cost -2 from `site-a` to `site-b`; expected a cost 0..=1000000",
+            ),
+            (
+                "cost too high",
+                placed("site-c: 5 }", "site-c: 1000001 }"),
+                "16:34",
+                "cost 1000001 is out of range; expected 0..=1000000",
+            ),
+            (
+                "fractional cost",
+                placed("site-c: 5 }", "site-c: 2.5 }"),
+                "16:34",
+                "not an integer; expected an integer",
+            ),
+            (
+                "text cost",
+                placed("site-c: 5 }", "site-c: \"x\" }"),
+                "16:34",
+                "not an integer; expected an integer",
+            ),
+            (
+                "cost to an unknown site",
+                placed("site-c: 5 }", "site-d: 5 }"),
+                "16:26",
+                "cost from `site-b` to unknown site `site-d`; expected a site that is a key of the topology: \
+                 `site-a`, `site-b`, `site-c`",
+            ),
+            (
+                "site name with capitals",
+                placed("    site-c: {}\n", "    site-c: {}\n    Site-D: {}\n"),
+                "18:5",
+                "site name `Site-D` is not a valid name",
+            ),
+            (
+                "costs of a site not a mapping",
+                placed("site-c: {}", "site-c: 3"),
+                "17:13",
+                "site `site-c` is an integer, not a mapping; expected its costs: a mapping of site to cost",
+            ),
+            (
+                "topology neither a mapping nor a path",
+                placed(
+                    "  topology:\n    site-a: { site-a: 0, site-b: 2 }\n    site-b: { site-a: 2, site-c: 5 }\n    site-c: {}\n",
+                    "  topology: [site-a, site-b]\n",
+                ),
+                "14:13",
+                "placement.topology is a list, not a mapping or a file path",
+            ),
+            (
+                "weight kind with capitals",
+                placed("host: 100", "Host: 100"),
+                "13:14",
+                "weight kind `Host` is not a valid name; expected a failure-domain kind ([a-z0-9][a-z0-9_-]*, \
+                 at most 32 bytes) or `srlg`",
+            ),
+            (
+                "weight too high",
+                placed("rack: 10,", "rack: 1000001,"),
+                "13:31",
+                "placement weight 1000001 is out of range; expected 0..=1000000",
+            ),
+            (
+                "negative weight",
+                placed("rack: 10,", "rack: -1,"),
+                "13:31",
+                "placement weight -1 is out of range; expected 0..=1000000",
+            ),
+            (
+                "weights not a mapping",
+                placed("{ host: 100, rack: 10, srlg: 50 }", "[host, rack]"),
+                "13:12",
+                "placement.weights is a list, not a mapping; expected a mapping of failure-domain kind or \
+                 `srlg` to weight 0..=1000000",
+            ),
+            (
+                "unknown key in placement",
+                placed("  weights:", "  costs: {}\n  weights:"),
+                "13:3",
+                "unknown key `costs`; expected one of weights, topology",
+            ),
+            (
+                "srlg not a list",
+                base("name: e1,", "name: e1, srlg: fiber-7,"),
+                "10:27",
+                "a value of the wrong shape; expected a list, like [a, b] or `- ` items",
+            ),
+            (
+                "srlg entry a number",
+                base("name: e1,", "name: e1, srlg: [fiber-7, 7],"),
+                "10:37",
+                "srlg entry is an integer, not a string; expected a string (quote a value YAML reads as a \
+                 number, boolean or null, like \"3\" or \"no\")",
+            ),
+            (
+                "srlg entry empty",
+                base("name: e1,", "name: e1, srlg: [\"\"],"),
+                "10:28",
+                "srlg entry has the value ``; expected 1 to 64 bytes of printable text",
+            ),
+            (
+                "failure_domains a list",
+                base("name: e1,", "name: e1, failure_domains: [host, h1],"),
+                "10:38",
+                "failure_domains is a list, not a mapping; expected a mapping of failure-domain kind to string \
+                 value, like { host: h1, rack: r1 }",
+            ),
+            (
+                "failure_domains a string",
+                base("name: e1,", "name: e1, failure_domains: h1,"),
+                "10:38",
+                "failure_domains is a string, not a mapping",
+            ),
+            (
+                "failure-domain value a number",
+                base("name: e1,", "name: e1, failure_domains: { host: h1, rack: 3 },"),
+                "10:56",
+                "failure domain `rack` is an integer, not a string; expected a string (quote a value YAML reads \
+                 as a number, boolean or null, like \"3\" or \"no\")",
+            ),
+            (
+                "failure-domain value a boolean",
+                base("name: e1,", "name: e1, failure_domains: { zone: no },"),
+                "10:46",
+                "failure domain `zone` is a boolean, not a string",
+            ),
+            (
+                "failure-domain value null",
+                base("name: e1,", "name: e1, failure_domains: { zone: ~ },"),
+                "10:46",
+                "failure domain `zone` is null, not a string",
+            ),
+            (
+                "failure-domain value a mapping",
+                base("name: e1,", "name: e1, failure_domains: { rack: { row: r1 } },"),
+                "10:46",
+                "failure domain `rack` is a mapping, not a string",
+            ),
             (
                 "no interface",
                 edit(BASE, "[eth0]", "[]"),
@@ -1203,7 +1494,7 @@ pools:
 
         let errors = errors_of(&format!("{BASE}extra: 1\n"));
         assert!(
-            matches!(&errors[0], ConfigError::UnknownKey { key, allowed, .. } if key == "extra" && allowed == &["daemon", "pools"]),
+            matches!(&errors[0], ConfigError::UnknownKey { key, allowed, .. } if key == "extra" && allowed == &["daemon", "pools", "placement"]),
             "{errors:?}"
         );
 
@@ -1248,6 +1539,216 @@ pools:
         );
     }
 
+    #[test]
+    fn placement_srlg_and_site() {
+        let text = edit(
+            &format!("{BASE}{SECOND}{PLACEMENT}"),
+            "{ name: e1, address: 10.0.1.1 }",
+            "{ name: e1, address: 10.0.1.1, failure_domains: { host: h1, rack: r1 }, srlg: [fiber-7, duct-2, fiber-7], site: site-a }",
+        );
+        let text = edit(
+            &text,
+            "{ name: e2, address: 10.0.2.2 }",
+            "{ name: e2, address: 10.0.2.2, srlg: [\"3\"], site: site-c }",
+        );
+        let spec = parse(&text, origin()).unwrap_or_else(|errors| panic!("expected valid, got\n{errors}"));
+        let expected = PlacementSpec {
+            weights: [("host", 100), ("rack", 10), ("srlg", 50)]
+                .iter()
+                .map(|&(kind, weight)| (kind.to_owned(), weight))
+                .collect(),
+            costs: sites(),
+        };
+        assert_eq!(*spec.placement, expected);
+        for pool in &spec.pools {
+            assert!(
+                Arc::ptr_eq(&pool.placement, &spec.placement),
+                "pool {} holds the configuration's placement",
+                pool.name
+            );
+        }
+        assert_eq!(spec.placement.weight("host"), 100);
+        assert_eq!(spec.placement.weight("zone"), 1);
+        assert_eq!(spec.placement.cost("site-a", "site-b"), Some(2));
+        assert_eq!(spec.placement.cost("site-c", "site-c"), Some(0));
+        assert_eq!(spec.placement.cost("site-c", "site-a"), None);
+
+        let [web, api] = &spec.pools[..] else {
+            unreachable!("two pools")
+        };
+        let e1 = &web.elements[0];
+        assert_eq!(e1.srlg, ["duct-2", "fiber-7"]);
+        assert_eq!(e1.site.as_deref(), Some("site-a"));
+        assert_eq!(
+            e1.failure_domains,
+            [("host", "h1"), ("rack", "r1")]
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        );
+        assert_eq!((web.elements[1].srlg.len(), &web.elements[1].site), (0, &None));
+        assert_eq!(api.elements[1].srlg, ["3"]);
+        assert_eq!(api.elements[1].site.as_deref(), Some("site-c"));
+
+        // Without a `placement:` section, every pool shares the default one.
+        let spec = parse(&format!("{BASE}{SECOND}"), origin()).expect("valid");
+        assert_eq!(*spec.placement, PlacementSpec::default());
+        assert!(Arc::ptr_eq(&spec.pools[0].placement, &spec.pools[1].placement));
+    }
+
+    #[test]
+    fn topology_file_through_parse_with() {
+        let text = with_topology_file("sites/topology.yaml");
+        let read = |path: &Path| {
+            if path == Path::new("/etc/vnfpool/sites/topology.yaml") {
+                Ok(SITES.to_owned())
+            } else {
+                Err(io::Error::from(io::ErrorKind::NotFound))
+            }
+        };
+        // Relative to the configuration's directory.
+        let spec = parse_with(&text, Path::new("/etc/vnfpool/pools.yaml"), &read)
+            .unwrap_or_else(|errors| panic!("expected valid, got\n{errors}"));
+        assert_eq!(spec.placement.costs, sites());
+        assert_eq!(spec.pools[0].elements[0].site.as_deref(), Some("site-b"));
+        // An absolute path as it is.
+        let text = with_topology_file("/etc/vnfpool/sites/topology.yaml");
+        let spec = parse_with(&text, Path::new("/srv/pools.yaml"), &read)
+            .unwrap_or_else(|errors| panic!("expected valid, got\n{errors}"));
+        assert_eq!(spec.placement.costs, sites());
+
+        // `parse` reads no file.
+        let errors = errors_of(&with_topology_file("topology.yaml"));
+        assert_eq!(
+            shown(&errors),
+            [
+                "pools.yaml:13:13: cannot read the topology file topology.yaml: files are read by \
+                 `config::load` only; expected a readable file (a relative path is from the configuration's \
+                 directory)"
+            ]
+        );
+    }
+
+    /// Errors in the topology file point into it; the configuration's own come first.
+    #[test]
+    fn topology_file_errors() {
+        let cases: Vec<(&str, String, &str, Vec<&str>)> = vec![
+            (
+                "costs",
+                with_topology_file("sites.yaml"),
+                "site-a: { site-a: 0, site-b: -2 }\nsite-b: { site-a: 2, site-c: 5 }\nSite-C: {}\n",
+                vec![
+                    "sites.yaml:1:30: negative cost -2 from `site-a` to `site-b`; expected a cost 0..=1000000",
+                    "sites.yaml:2:22: cost from `site-b` to unknown site `site-c`; expected a site that is a key \
+                     of the topology: `Site-C`, `site-a`, `site-b`",
+                    "sites.yaml:3:1: site name `Site-C` is not a valid name; expected [a-z0-9][a-z0-9_-]*, at \
+                     most 32 bytes",
+                ],
+            ),
+            (
+                "syntax",
+                with_topology_file("sites.yaml"),
+                "site-a: { site-b: 2\n",
+                vec!["sites.yaml:1:9: unclosed bracket '{'; expected well-formed YAML"],
+            ),
+            (
+                "not a mapping",
+                with_topology_file("sites.yaml"),
+                "- site-a\n- site-b\n",
+                vec![
+                    "sites.yaml:1:1: the topology file is a list, not a mapping; expected a mapping of site to \
+                     its costs, like site-a: { site-b: 2 }",
+                ],
+            ),
+            (
+                "empty",
+                with_topology_file("sites.yaml"),
+                "# no sites yet\n",
+                vec![
+                    "sites.yaml:1:1: no topology; expected a mapping of site to its costs, like site-a: { \
+                     site-b: 2 }",
+                ],
+            ),
+            (
+                "the element's site not in the file",
+                with_topology_file("sites.yaml").replace("site: site-b", "site: site-d"),
+                SITES,
+                vec![
+                    "pools.yaml:10:27: unknown site `site-d`; expected a site of placement.topology: `site-a`, \
+                     `site-b`, `site-c`",
+                ],
+            ),
+            (
+                "errors in both files",
+                edit(&with_topology_file("sites.yaml"), "rise: 2", "rise: 0"),
+                "site-a: { site-b: 1000001 }\nsite-b: {}\n",
+                vec![
+                    "pools.yaml:8:74: rise 0 is out of range; expected 1..=100",
+                    "sites.yaml:1:19: cost 1000001 is out of range; expected 0..=1000000",
+                ],
+            ),
+        ];
+        for (what, text, file, expected) in cases {
+            let read = |path: &Path| {
+                assert_eq!(path, Path::new("sites.yaml"), "{what}");
+                Ok(file.to_owned())
+            };
+            match parse_with(&text, origin(), &read) {
+                Ok(_) => panic!("{what}: parsed without error"),
+                Err(ConfigErrors(errors)) => assert_eq!(shown(&errors), expected, "{what}"),
+            }
+        }
+    }
+
+    #[test]
+    fn topology_file_on_disk() {
+        let dir = TempDir::new("topology");
+        let config = dir.write("pools.yaml", &with_topology_file("topology.yaml"));
+        dir.write("topology.yaml", SITES);
+        let spec = load(&config).unwrap_or_else(|errors| panic!("expected valid, got\n{errors}"));
+        assert_eq!(spec.placement.costs, sites());
+
+        // Read again on every load (as a reload does), and its errors name it.
+        let topology = dir.write(
+            "topology.yaml",
+            "site-a: { site-a: 0, site-b: 2.5 }\nsite-b: {}\n",
+        );
+        let ConfigErrors(errors) = load(&config).expect_err("a fractional cost");
+        assert_eq!(
+            shown(&errors),
+            [format!(
+                "{}:1:30: not an integer; expected an integer",
+                topology.display()
+            )]
+        );
+        assert_eq!(errors[0].path(), topology);
+
+        // A missing file: one error at the path in the configuration; the element's site is not
+        // checked against a topology that could not be read.
+        std::fs::remove_file(&topology).expect("removing the topology file");
+        let ConfigErrors(errors) = load(&config).expect_err("a missing topology file");
+        let [error] = &errors[..] else {
+            panic!("one error expected, got {errors:?}")
+        };
+        assert!(
+            matches!(error, ConfigError::ReadTopology { file, source, .. }
+                if *file == topology && source.kind() == io::ErrorKind::NotFound),
+            "{error:?}"
+        );
+        assert_eq!(error.path(), config);
+        assert_eq!(error.position(), Some(Position { line: 13, column: 13 }));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}:13:13: cannot read the topology file {}: {}; expected a readable file (a relative path \
+                 is from the configuration's directory)",
+                config.display(),
+                topology.display(),
+                io::Error::from_raw_os_error(2)
+            )
+        );
+    }
+
     proptest! {
         #[test]
         fn parse_never_panics(text in any::<String>()) {
@@ -1267,6 +1768,24 @@ pools:
             insert in "[a-z0-9:{}\\[\\], .\n-]{0,12}",
         ) {
             let mut text = ISSUE_EXAMPLE.to_owned();
+            let end = (at + len).min(text.len());
+            text.replace_range(at..end, &insert);
+            let _ = parse(&text, origin());
+        }
+
+        /// The same for the placement section, SRLGs and sites.
+        #[test]
+        fn parse_never_panics_on_damaged_placement(
+            at in 0..BASE.len() + PLACEMENT.len(),
+            len in 0usize..20,
+            insert in "[a-z0-9:{}\\[\\], .\n~-]{0,12}",
+        ) {
+            let mut text = edit(
+                &format!("{BASE}{PLACEMENT}"),
+                "name: e1,",
+                "name: e1, srlg: [a, b], site: site-a, failure_domains: { host: h1 },",
+            );
+            let at = at.min(text.len());
             let end = (at + len).min(text.len());
             text.replace_range(at..end, &insert);
             let _ = parse(&text, origin());

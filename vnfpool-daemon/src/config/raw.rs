@@ -53,19 +53,34 @@
 //!         priority: 100              # 0..=4294967295; higher wins the active role
 //!         weight: 1                  # 1..=1000; share of new flows when active
 //!         failure_domains: { host: h1, rack: r1, zone: z1 }  # kind (a name) -> value
-//!                                    #   (non-empty, at most 64 bytes); default none
+//!                                    #   (a string, non-empty, at most 64 bytes; quote one
+//!                                    #   YAML reads otherwise, like "3" or "no"); default none
+//!         srlg: [fiber-7, duct-2]    # shared-risk link groups, strings as failure-domain
+//!                                    #   values; kept sorted, each once; default none
+//!         site: site-a               # a site of placement.topology; default none
 //!         mac: "aa:bb:cc:dd:ee:ff"   # unicast MAC; default: from the neighbour table
 //!         interface: eth1            # egress interface; default: from the routing table
+//! placement:                         # optional: what backup selection weighs
+//!   weights: { host: 100, rack: 10, zone: 1, srlg: 50 }  # failure-domain kind (a name), or
+//!                                    #   `srlg` for each shared link group -> 0..=1000000;
+//!                                    #   a kind not listed weighs 1
+//!   topology:                        # site cost map: site (a name) -> { site -> cost
+//!     site-a: { site-a: 0, site-b: 2 }  #   0..=1000000 }, directional; every site costed
+//!     site-b: { site-a: 2, site-c: 5 }  #   to is a key here; a pair not given is unknown
+//!     site-c: {}                     #   (a site to itself: 0); default none
+//!   # topology: sites.yaml           # or the path of a file holding that mapping as its whole
+//!                                    #   document, relative to this file's directory; read
+//!                                    #   again on every load (and so on reload)
 //! ```
 //!
 //! `path` and `expect_status` default to `/` and `200` for an `http` check. A key that does not
 //! apply to the chosen check or redundancy model is an error rather than silently ignored.
 
-use std::fmt;
+use std::{fmt, marker::PhantomData};
 
 use serde::{
     Deserialize, Deserializer,
-    de::{MapAccess, Visitor},
+    de::{self, MapAccess, SeqAccess, Visitor},
 };
 use serde_saphyr::Spanned;
 
@@ -79,6 +94,24 @@ use serde_saphyr::Spanned;
 pub(crate) struct RawConfig {
     pub daemon: Option<Spanned<RawDaemon>>,
     pub pools: Option<Vec<Spanned<RawPool>>>,
+    pub placement: Option<Spanned<RawPlacement>>,
+}
+
+/// `placement:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlacement {
+    pub weights: Option<Spanned<WeightMap>>,
+    pub topology: Option<Spanned<RawTopology>>,
+}
+
+/// `placement.topology:`, written in place or as the path of a file that holds it.
+#[derive(Debug)]
+pub(crate) enum RawTopology {
+    Inline(Entries<Spanned<CostRow>>),
+    /// The path as written; its position is the `Spanned` around the `RawTopology`.
+    File(String),
+    Wrong(Wrong),
 }
 
 /// `daemon:`.
@@ -186,36 +219,151 @@ pub(crate) struct RawElement {
     pub address: Option<Spanned<String>>,
     pub priority: Option<Spanned<i64>>,
     pub weight: Option<Spanned<i64>>,
-    pub failure_domains: Option<DomainMap>,
+    pub failure_domains: Option<Spanned<DomainMap>>,
+    pub srlg: Option<Spanned<Vec<Spanned<Text>>>>,
+    pub site: Option<Spanned<String>>,
     pub mac: Option<Spanned<String>>,
     pub interface: Option<Spanned<String>>,
 }
 
-/// `failure_domains:` in file order, keys with their positions (a `BTreeMap` would lose both).
-/// Repeated keys never get here: the YAML parser rejects them.
-#[derive(Debug, Default)]
-pub(crate) struct DomainMap(pub Vec<(Spanned<String>, Spanned<String>)>);
+// Values that may have the wrong shape (a list where a mapping belongs, a number where text
+// does) are read whatever their shape and checked by `validate`, which reports the problem at
+// the value, with every other one; serde would stop at the first and point at the key.
 
-impl<'de> Deserialize<'de> for DomainMap {
+/// `failure_domains:`: kind → value.
+pub(crate) type DomainMap = Mapping<Spanned<Text>>;
+
+/// `placement.weights:`: kind → weight.
+pub(crate) type WeightMap = Mapping<Spanned<i64>>;
+
+/// A topology: site → its costs to other sites.
+pub(crate) type CostMap = Mapping<Spanned<CostRow>>;
+
+/// The costs from one site: site → cost.
+pub(crate) type CostRow = Mapping<Spanned<i64>>;
+
+/// A mapping's entries in file order, keys with their positions (a `BTreeMap` would lose
+/// both). Repeated keys never get here: the YAML parser rejects them.
+pub(crate) type Entries<V> = Vec<(Spanned<String>, V)>;
+
+/// A mapping, or what was there instead.
+#[derive(Debug)]
+pub(crate) struct Mapping<V>(pub Result<Entries<V>, Wrong>);
+
+/// A scalar YAML reads as a string (`h1`, `"3"`), or what was there instead: a number,
+/// boolean or null (`3`, `no`, `~`) does not quietly become the text it was written as.
+#[derive(Debug)]
+pub(crate) struct Text(pub Result<String, Wrong>);
+
+/// What a value of the wrong shape is, for the error message: `a list`, `an integer`, ….
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wrong(pub &'static str);
+
+impl fmt::Display for Wrong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Mapping<V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct DomainVisitor;
+        Ok(Self(
+            match deserializer.deserialize_any(NodeVisitor(PhantomData))? {
+                Node::Entries(entries) => Ok(entries),
+                Node::Text(_) => Err(Wrong("a string")),
+                Node::Wrong(wrong) => Err(wrong),
+            },
+        ))
+    }
+}
 
-        impl<'de> Visitor<'de> for DomainVisitor {
-            type Value = DomainMap;
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let node: Node<de::IgnoredAny> = deserializer.deserialize_any(NodeVisitor(PhantomData))?;
+        Ok(Self(match node {
+            Node::Text(text) => Ok(text),
+            Node::Entries(_) => Err(Wrong("a mapping")),
+            Node::Wrong(wrong) => Err(wrong),
+        }))
+    }
+}
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a mapping of failure-domain kind to value")
-            }
+impl<'de> Deserialize<'de> for RawTopology {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match deserializer.deserialize_any(NodeVisitor(PhantomData))? {
+            Node::Entries(entries) => Self::Inline(entries),
+            Node::Text(path) => Self::File(path),
+            Node::Wrong(wrong) => Self::Wrong(wrong),
+        })
+    }
+}
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DomainMap, A::Error> {
-                let mut pairs = Vec::new();
-                while let Some(pair) = map.next_entry()? {
-                    pairs.push(pair);
-                }
-                Ok(DomainMap(pairs))
-            }
+/// Any YAML value, as far as the types above care.
+enum Node<V> {
+    Text(String),
+    Entries(Entries<V>),
+    Wrong(Wrong),
+}
+
+struct NodeVisitor<V>(PhantomData<V>);
+
+impl<'de, V: Deserialize<'de>> Visitor<'de> for NodeVisitor<V> {
+    type Value = Node<V>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a YAML value")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Node<V>, E> {
+        Ok(Node::Text(text.to_owned()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<V>, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry()? {
+            entries.push(entry);
         }
+        Ok(Node::Entries(entries))
+    }
 
-        deserializer.deserialize_map(DomainVisitor)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<V>, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(Node::Wrong(Wrong("a list")))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node<V>, E> {
+        Ok(Node::Wrong(Wrong("a boolean")))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node<V>, E> {
+        Ok(Node::Wrong(Wrong("an integer")))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node<V>, E> {
+        Ok(Node::Wrong(Wrong("an integer")))
+    }
+
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Node<V>, E> {
+        Ok(Node::Wrong(Wrong("an integer")))
+    }
+
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Node<V>, E> {
+        Ok(Node::Wrong(Wrong("an integer")))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node<V>, E> {
+        Ok(Node::Wrong(Wrong("a number")))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Node<V>, E> {
+        Ok(Node::Wrong(Wrong("null")))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Node<V>, E> {
+        Ok(Node::Wrong(Wrong("null")))
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Node<V>, E> {
+        Ok(Node::Wrong(Wrong("binary data")))
     }
 }

@@ -4,10 +4,12 @@
 //! reported twice.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    fmt,
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    fmt::{self, Write as _},
+    io,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -15,18 +17,19 @@ use serde_saphyr::{Location, Spanned};
 use vnfpool_common::maps;
 
 use super::{
-    ConfigError, Position,
+    ConfigError, Position, from_yaml,
     raw::{
-        DomainMap, RawBudget, RawCheck, RawConfig, RawDaemon, RawElement, RawHealth, RawModel, RawPool,
-        RawProtocol, RawRedundancy, RawXdpMode,
+        CostMap, CostRow, DomainMap, Entries, Mapping, RawBudget, RawCheck, RawConfig, RawDaemon, RawElement,
+        RawHealth, RawModel, RawPlacement, RawPool, RawProtocol, RawRedundancy, RawTopology, RawXdpMode,
+        Text, WeightMap,
     },
     sanitize,
 };
 use crate::model::{
     maglev,
     spec::{
-        Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, PoolSpec, Protocol, RedundancySpec, Spec,
-        XdpMode,
+        Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, PlacementSpec, PoolSpec, Protocol,
+        RedundancySpec, Spec, XdpMode,
     },
 };
 
@@ -51,13 +54,26 @@ const DEFAULT_WEIGHT: u32 = 1;
 const DEFAULT_HTTP_PATH: &str = "/";
 const DEFAULT_HTTP_STATUS: u16 = 200;
 const DURATION_RULE: &str = "a duration such as 10ms, 1s or 1m 30s";
+/// Most a placement weight or a topology cost may be.
+const PLACEMENT_MAX: i64 = 1_000_000;
+const TOPOLOGY_RULE: &str = "a mapping of site to its costs, like site-a: { site-b: 2 }";
+const STRING_RULE: &str =
+    "a string (quote a value YAML reads as a number, boolean or null, like \"3\" or \"no\")";
+/// Sites an error message lists at most.
+const SITES_LISTED: usize = 8;
 
-/// Checks everything; `Err` holds every problem, in file order.
-pub(super) fn validate(raw: &Spanned<RawConfig>, path: &Path) -> Result<Spec, Vec<ConfigError>> {
-    let mut check = Checker {
-        path,
-        errors: Vec::new(),
-    };
+/// Reads a file the configuration names (the topology), at its path resolved against the
+/// configuration's directory.
+pub(super) type ReadFile<'a> = &'a dyn Fn(&Path) -> io::Result<String>;
+
+/// Checks everything; `Err` holds every problem, in file order: the configuration's, then
+/// those of the topology file it names.
+pub(super) fn validate(
+    raw: &Spanned<RawConfig>,
+    path: &Path,
+    read: ReadFile<'_>,
+) -> Result<Spec, Vec<ConfigError>> {
+    let mut check = Checker::new(path);
     let top = raw.referenced;
     if raw.value.daemon.is_none() && raw.value.pools.is_none() {
         // An empty file, or one with only comments.
@@ -67,6 +83,12 @@ pub(super) fn validate(raw: &Spanned<RawConfig>, path: &Path) -> Result<Spec, Ve
             what: "no configuration".to_owned(),
             expected: "a mapping with `daemon` and `pools` (see examples/pools.yaml)".to_owned(),
         }]);
+    }
+    // First: the elements' sites are checked against the topology.
+    if let Some(placement) = &raw.value.placement
+        && let Some(placement) = check.placement(placement, read)
+    {
+        check.placement = Arc::new(placement);
     }
     let daemon = check
         .required(raw.value.daemon.as_ref(), top, "the file", "daemon")
@@ -78,11 +100,13 @@ pub(super) fn validate(raw: &Spanned<RawConfig>, path: &Path) -> Result<Spec, Ve
         (Some(daemon), Some(pools)) if check.errors.is_empty() => Ok(Spec {
             daemon,
             pools,
-            placement: std::sync::Arc::default(),
+            placement: check.placement,
         }),
         _ => {
             // Stable: errors at the same place keep the order they were found in.
-            check.errors.sort_by_key(ConfigError::position);
+            check
+                .errors
+                .sort_by_key(|error| (error.path() != path, error.position()));
             Err(check.errors)
         }
     }
@@ -92,6 +116,32 @@ pub(super) fn validate(raw: &Spanned<RawConfig>, path: &Path) -> Result<Spec, Ve
 struct Checker<'a> {
     path: &'a Path,
     errors: Vec<ConfigError>,
+    /// What an element's `site` may be.
+    sites: Sites,
+    /// The `placement:` section, once valid; every pool gets a clone.
+    placement: Arc<PlacementSpec>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(path: &'a Path) -> Self {
+        Self {
+            path,
+            errors: Vec::new(),
+            sites: Sites::NoTopology,
+            placement: Arc::default(),
+        }
+    }
+}
+
+/// The sites an element may name.
+enum Sites {
+    /// No `placement.topology`: none.
+    NoTopology,
+    /// The topology's (top-level keys, valid names or not: a bad one is reported at the key).
+    Known(BTreeSet<String>),
+    /// The topology is not a mapping, or its file could not be read or parsed: an element's
+    /// site is not checked (the topology's error says what is wrong).
+    Unknown,
 }
 
 // === impl Checker: the sections ===
@@ -269,7 +319,7 @@ impl Checker<'_> {
             elements: element_specs?,
             ring_size: ring_size?,
             budget: budget?,
-            placement: std::sync::Arc::default(),
+            placement: Arc::clone(&self.placement),
         })
     }
 
@@ -623,6 +673,14 @@ impl Checker<'_> {
             Some(domains) => self.domains(domains),
             None => Some(BTreeMap::new()),
         };
+        let srlg = match &raw.srlg {
+            Some(srlg) => self.srlg(srlg),
+            None => Some(Vec::new()),
+        };
+        let site = match &raw.site {
+            Some(site) => self.site(site).map(Some),
+            None => Some(None),
+        };
         let mac = match &raw.mac {
             Some(mac) => self.mac(mac).map(Some),
             None => Some(None),
@@ -640,8 +698,8 @@ impl Checker<'_> {
             priority: priority?,
             weight: weight?,
             failure_domains: failure_domains?,
-            srlg: Vec::new(),
-            site: None,
+            srlg: srlg?,
+            site: site?,
             mac: mac?,
             interface: interface?,
         })
@@ -680,30 +738,262 @@ impl Checker<'_> {
         Some(address)
     }
 
-    fn domains(&mut self, raw: &DomainMap) -> Option<BTreeMap<String, String>> {
+    fn domains(&mut self, raw: &Spanned<DomainMap>) -> Option<BTreeMap<String, String>> {
+        let entries = self.entries(
+            raw,
+            "failure_domains",
+            "a mapping of failure-domain kind to string value, like { host: h1, rack: r1 }",
+        )?;
         let mut ok = true;
-        for (kind, value) in &raw.0 {
+        let mut domains = BTreeMap::new();
+        for (kind, value) in entries {
             ok &= self.name(kind, "failure-domain kind");
-            let text = &value.value;
-            if text.is_empty() || text.len() > DOMAIN_VALUE_MAX || text.chars().any(char::is_control) {
+            match self.text(value, || format!("failure domain `{}`", sanitize(&kind.value))) {
+                Some(value) => {
+                    domains.insert(kind.value.clone(), value);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(domains)
+    }
+
+    /// An element's `srlg`: sorted, each once.
+    fn srlg(&mut self, raw: &Spanned<Vec<Spanned<Text>>>) -> Option<Vec<String>> {
+        let mut groups = Vec::with_capacity(raw.value.len());
+        let mut ok = true;
+        for group in &raw.value {
+            match self.text(group, || "srlg entry".to_owned()) {
+                Some(group) => groups.push(group),
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        Some(groups)
+    }
+
+    /// An element's `site`, against the topology.
+    fn site(&mut self, raw: &Spanned<String>) -> Option<String> {
+        let site = &raw.value;
+        match &self.sites {
+            Sites::Known(sites) if sites.contains(site) => Some(site.clone()),
+            Sites::Unknown => Some(site.clone()),
+            Sites::Known(sites) => {
+                let expected = format!("a site of placement.topology: {}", listing(sites));
                 self.invalid(
-                    value.referenced,
+                    raw.referenced,
+                    format!("unknown site `{}`", sanitize(site)),
+                    expected,
+                );
+                None
+            }
+            Sites::NoTopology => {
+                self.invalid(
+                    raw.referenced,
                     format!(
-                        "failure domain `{}` has the value `{}`",
-                        sanitize(&kind.value),
-                        sanitize(text)
+                        "unknown site `{}`: there is no placement.topology",
+                        sanitize(site)
                     ),
-                    format!("1 to {DOMAIN_VALUE_MAX} bytes of printable text"),
+                    "a site of placement.topology, or no `site`",
+                );
+                None
+            }
+        }
+    }
+}
+
+// === impl Checker: placement ===
+
+impl Checker<'_> {
+    /// The `placement:` section; also sets the sites elements may name.
+    fn placement(&mut self, raw: &Spanned<RawPlacement>, read: ReadFile<'_>) -> Option<PlacementSpec> {
+        let raw = &raw.value;
+        let weights = match &raw.weights {
+            Some(weights) => self.weights(weights),
+            None => Some(BTreeMap::new()),
+        };
+        let costs = match &raw.topology {
+            Some(topology) => self.topology(topology, read),
+            None => Some(BTreeMap::new()),
+        };
+        Some(PlacementSpec {
+            weights: weights?,
+            costs: costs?,
+        })
+    }
+
+    fn weights(&mut self, raw: &Spanned<WeightMap>) -> Option<BTreeMap<String, u32>> {
+        let entries = self.entries(
+            raw,
+            "placement.weights",
+            &format!(
+                "a mapping of failure-domain kind or `srlg` to weight 0..={PLACEMENT_MAX}, like {{ host: 100, srlg: 50 }}"
+            ),
+        )?;
+        let mut ok = true;
+        let mut weights = BTreeMap::new();
+        for (kind, weight) in entries {
+            if !is_name(&kind.value) {
+                self.invalid(
+                    kind.referenced,
+                    format!("weight kind `{}` is not a valid name", sanitize(&kind.value)),
+                    format!("a failure-domain kind ({NAME_RULE}) or `srlg`"),
                 );
                 ok = false;
             }
+            match self.int(weight, "placement weight", 0, PLACEMENT_MAX) {
+                Some(weight) => {
+                    weights.insert(kind.value.clone(), weight);
+                }
+                None => ok = false,
+            }
         }
-        ok.then(|| {
-            raw.0
-                .iter()
-                .map(|(kind, value)| (kind.value.clone(), value.value.clone()))
-                .collect()
-        })
+        ok.then_some(weights)
+    }
+
+    /// `placement.topology`, written in place or read from the file it names.
+    fn topology(
+        &mut self,
+        raw: &Spanned<RawTopology>,
+        read: ReadFile<'_>,
+    ) -> Option<BTreeMap<String, BTreeMap<String, u32>>> {
+        match &raw.value {
+            RawTopology::Inline(entries) => {
+                self.sites = Sites::Known(site_names(entries));
+                self.costs(entries)
+            }
+            RawTopology::File(file) => {
+                self.sites = Sites::Unknown;
+                let (map, file) = self.topology_file(file, raw.referenced, read)?;
+                // Its errors name the topology file.
+                let mut check = Checker::new(&file);
+                let entries = check.entries(&map, "the topology file", TOPOLOGY_RULE);
+                let costs = entries.and_then(|entries| {
+                    self.sites = Sites::Known(site_names(entries));
+                    check.costs(entries)
+                });
+                self.errors.append(&mut check.errors);
+                costs
+            }
+            RawTopology::Wrong(wrong) => {
+                self.sites = Sites::Unknown;
+                self.invalid(
+                    raw.referenced,
+                    format!("placement.topology is {wrong}, not a mapping or a file path"),
+                    format!("{TOPOLOGY_RULE}, or the path of a file holding one"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reads and parses the topology file `written` (as given at `at`); its syntax errors name it.
+    fn topology_file(
+        &mut self,
+        written: &str,
+        at: Location,
+        read: ReadFile<'_>,
+    ) -> Option<(Spanned<CostMap>, PathBuf)> {
+        if written.trim().is_empty() {
+            self.invalid(
+                at,
+                "empty topology file path",
+                format!("{TOPOLOGY_RULE}, or the path of a file holding one"),
+            );
+            return None;
+        }
+        // Relative to the configuration's directory (`join` keeps an absolute path as it is).
+        let file = match self.path.parent() {
+            Some(dir) => dir.join(written),
+            None => PathBuf::from(written),
+        };
+        let text = match read(&file) {
+            Ok(text) => text,
+            Err(source) => {
+                self.errors.push(ConfigError::ReadTopology {
+                    path: self.path.to_owned(),
+                    position: position(at),
+                    file,
+                    source,
+                });
+                return None;
+            }
+        };
+        match serde_saphyr::from_str::<Option<Spanned<CostMap>>>(&text) {
+            Ok(Some(map)) => Some((map, file)),
+            Ok(None) => {
+                self.errors.push(ConfigError::Invalid {
+                    path: file,
+                    position: Position { line: 1, column: 1 },
+                    what: "no topology".to_owned(),
+                    expected: TOPOLOGY_RULE.to_owned(),
+                });
+                None
+            }
+            Err(err) => {
+                self.errors.push(from_yaml(&err, &file, TOPOLOGY_RULE));
+                None
+            }
+        }
+    }
+
+    /// A topology's costs: every site a name, every cost 0..=1,000,000 to a site of the map.
+    fn costs(&mut self, raw: &Entries<Spanned<CostRow>>) -> Option<BTreeMap<String, BTreeMap<String, u32>>> {
+        let sites = site_names(raw);
+        let mut ok = true;
+        let mut costs = BTreeMap::new();
+        for (from, row) in raw {
+            ok &= self.name(from, "site name");
+            let Some(row) = self.entries(
+                row,
+                &format!("site `{}`", sanitize(&from.value)),
+                "its costs: a mapping of site to cost, like { site-b: 2 }",
+            ) else {
+                ok = false;
+                continue;
+            };
+            let mut row_costs = BTreeMap::new();
+            for (to, cost) in row {
+                if !sites.contains(&to.value) {
+                    self.invalid(
+                        to.referenced,
+                        format!(
+                            "cost from `{}` to unknown site `{}`",
+                            sanitize(&from.value),
+                            sanitize(&to.value)
+                        ),
+                        format!("a site that is a key of the topology: {}", listing(&sites)),
+                    );
+                    ok = false;
+                }
+                if cost.value < 0 {
+                    self.invalid(
+                        cost.referenced,
+                        format!(
+                            "negative cost {} from `{}` to `{}`",
+                            cost.value,
+                            sanitize(&from.value),
+                            sanitize(&to.value)
+                        ),
+                        format!("a cost 0..={PLACEMENT_MAX}"),
+                    );
+                    ok = false;
+                    continue;
+                }
+                match self.int(cost, "cost", 0, PLACEMENT_MAX) {
+                    Some(cost) => {
+                        row_costs.insert(to.value.clone(), cost);
+                    }
+                    None => ok = false,
+                }
+            }
+            costs.insert(from.value.clone(), row_costs);
+        }
+        ok.then_some(costs)
     }
 }
 
@@ -843,6 +1133,50 @@ impl Checker<'_> {
         false
     }
 
+    /// A mapping's entries; a value of another shape is an error: "`what` is a list, …".
+    fn entries<'m, V>(
+        &mut self,
+        raw: &'m Spanned<Mapping<V>>,
+        what: &str,
+        expected: &str,
+    ) -> Option<&'m Entries<V>> {
+        match &raw.value.0 {
+            Ok(entries) => Some(entries),
+            Err(wrong) => {
+                self.invalid(
+                    raw.referenced,
+                    format!("{what} is {wrong}, not a mapping"),
+                    expected,
+                );
+                None
+            }
+        }
+    }
+
+    /// A failure-domain value or SRLG: a string of printable text; `what` names it.
+    fn text(&mut self, raw: &Spanned<Text>, what: impl FnOnce() -> String) -> Option<String> {
+        let text = match &raw.value.0 {
+            Ok(text) => text,
+            Err(wrong) => {
+                self.invalid(
+                    raw.referenced,
+                    format!("{} is {wrong}, not a string", what()),
+                    STRING_RULE,
+                );
+                return None;
+            }
+        };
+        if text.is_empty() || text.len() > DOMAIN_VALUE_MAX || text.chars().any(char::is_control) {
+            self.invalid(
+                raw.referenced,
+                format!("{} has the value `{}`", what(), sanitize(text)),
+                format!("1 to {DOMAIN_VALUE_MAX} bytes of printable text"),
+            );
+            return None;
+        }
+        Some(text.clone())
+    }
+
     fn ifname(&mut self, raw: &Spanned<String>) -> bool {
         let name = &raw.value;
         let ok = !name.is_empty()
@@ -962,6 +1296,28 @@ fn is_name(name: &str) -> bool {
         && bytes
             .iter()
             .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+}
+
+/// The sites of a topology: its top-level keys.
+fn site_names(map: &Entries<Spanned<CostRow>>) -> BTreeSet<String> {
+    map.iter().map(|(site, _)| site.value.clone()).collect()
+}
+
+/// `a, b, c`, or the first few and how many there are.
+fn listing(sites: &BTreeSet<String>) -> String {
+    if sites.is_empty() {
+        return "(none: the topology is empty)".to_owned();
+    }
+    let mut text = sites
+        .iter()
+        .take(SITES_LISTED)
+        .map(|site| format!("`{}`", sanitize(site)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if sites.len() > SITES_LISTED {
+        let _ = write!(text, ", … ({} in all)", sites.len());
+    }
+    text
 }
 
 fn parse_mac(text: &str) -> Option<[u8; 6]> {
