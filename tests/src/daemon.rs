@@ -88,11 +88,23 @@ impl Places {
     /// host-side interface and the element's MAC given, so nothing needs resolving).
     #[must_use]
     pub fn elements(lab: &Lab, priorities: &[u32]) -> String {
+        let plain: Vec<(u32, &str)> = priorities.iter().map(|&p| (p, "")).collect();
+        Self::placed_elements(lab, &plain)
+    }
+
+    /// Like [`Self::elements`], each element with more keys (`failure_domains: …, site: …`).
+    #[must_use]
+    pub fn placed_elements(lab: &Lab, elements: &[(u32, &str)]) -> String {
         let mut out = String::from("    elements:\n");
-        for (e, p) in lab.elements.iter().zip(priorities) {
+        for (e, (p, more)) in lab.elements.iter().zip(elements) {
             let m = e.link.mac;
+            let more = if more.is_empty() {
+                String::new()
+            } else {
+                format!(", {more}")
+            };
             out += &format!(
-                "      - {{ name: {}, address: {}, priority: {p}, interface: {}, mac: \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\" }}\n",
+                "      - {{ name: {}, address: {}, priority: {p}, interface: {}, mac: \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"{more} }}\n",
                 e.name, e.addr, e.host_link.name, m[0], m[1], m[2], m[3], m[4], m[5]
             );
         }

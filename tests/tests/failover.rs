@@ -476,3 +476,67 @@ fn failover_when_the_active_is_frozen() {
     );
     services[0].signal("-CONT");
 }
+
+/// The backup of an element, as `vnfpool status` explains it.
+fn backup<'a>(s: &'a vnfpool_daemon::control::Status, element: &str) -> Option<&'a str> {
+    s.pools[0]
+        .elements
+        .iter()
+        .find(|e| e.name == element)?
+        .backup
+        .as_deref()
+}
+
+#[test]
+fn the_active_fails_over_to_its_risk_free_backup_not_the_next_by_priority() {
+    // e2 shares e1's host: e3, though of lower priority, backs e1 up and takes over.
+    let mut lab = Lab::new(3);
+    let places = Places::new();
+    let elements = Places::placed_elements(
+        &lab,
+        &[
+            (300, "failure_domains: { host: h1 }, site: s1"),
+            (200, "failure_domains: { host: h1 }, site: s1"),
+            (100, "failure_domains: { host: h2 }, site: s2"),
+        ],
+    );
+    let text = format!(
+        "{}placement:\n  weights: {{ host: 100 }}\n  topology: {{ s1: {{ s2: 3 }}, s2: {{}} }}\npools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n    redundancy: {{ model: active-standby, preempt: true }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: {INTERVAL_MS}ms, timeout: 50ms, rise: 2, fall: {FALL} }}\n{elements}",
+        places.daemon_section(&lab),
+        lab.vip,
+    );
+    std::fs::write(places.config(), text).expect("config");
+    let mut daemon = Daemon::start(Path::new(BIN), &lab, &places);
+    let s = daemon.wait_until("e1 active, backed up by e3", Duration::from_secs(10), |s| {
+        role(s, "dns", "e1") == Some("active") && backup(s, "e1").is_some_and(|b| b.starts_with("e3"))
+    });
+    assert_eq!(backup(&s, "e1"), Some("e3: no shared risk, site cost 3"));
+    let sock = lab.udp_sockets(1, UDP_PORT).pop().expect("a socket");
+    let answers = around(&sock, "e3", || lab.stop_services(0));
+    let g = gap(&answers, "e1", "e3");
+    println!(
+        "backup by placement: client-visible gap {:.1} ms (bound {:?})",
+        g.as_secs_f64() * 1e3,
+        bound()
+    );
+    assert!(
+        g <= bound(),
+        "gap {g:?} over {:?}\n{}",
+        bound(),
+        daemon.log_text()
+    );
+    assert!(
+        !answers.iter().any(|(_, e)| e == "e2"),
+        "nothing went to e2, which shares e1's host"
+    );
+    let s = daemon.wait_until("e3 active", Duration::from_secs(2), |s| {
+        role(s, "dns", "e3") == Some("active")
+    });
+    assert_eq!(
+        role(&s, "dns", "e2"),
+        Some("standby"),
+        "e2 does not preempt the stand-in"
+    );
+    // e3 on site s2 has no known cost to s1: its backup e2 is risk-free at an unknown cost.
+    assert_eq!(backup(&s, "e3"), Some("e2: no shared risk, site cost unknown"));
+}

@@ -91,6 +91,14 @@ fn main() -> Result<()> {
                 "--bin",
                 "vnfpool-failover-bench",
             ],
+            &[
+                "run",
+                "--release",
+                "-p",
+                "vnfpool-tests",
+                "--bin",
+                "vnfpool-placement-bench",
+            ],
         ],
     };
     for args in steps {
