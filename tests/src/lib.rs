@@ -13,5 +13,6 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod pins;
+pub mod scrape;
 pub mod service;
 pub mod traffic;

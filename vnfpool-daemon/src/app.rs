@@ -9,6 +9,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     net::IpAddr,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -22,7 +23,7 @@ use tracing::{error, info, warn};
 use vnfpool_common::{
     addr,
     element::{self as dp_element, Element},
-    maps,
+    maps, stats,
     vip::{PROTO_TCP, PROTO_UDP},
 };
 
@@ -35,6 +36,7 @@ use crate::{
         link::{self, LinkEvent},
         spawn_probers,
     },
+    metrics::{self, ElementSample, FlowCounter, Metrics, Readiness},
     model::{
         failover::{Effect, Event, FailoverRecord, PoolState},
         health::{Health, Now},
@@ -160,6 +162,8 @@ struct App {
     /// Stops the current probers (replaced on reload).
     probers: watch::Sender<bool>,
     reports: mpsc::Sender<ProbeReport>,
+    metrics: Metrics,
+    readiness: Readiness,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. The data plane stays attached and pinned when it
@@ -174,6 +178,12 @@ struct App {
 )]
 pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
     let epoch = Instant::now();
+    let metrics_listener = metrics::bind(spec.daemon.metrics)
+        .await
+        .map_err(|source| AppError::Io {
+            what: "binding the metrics listener (daemon.metrics)",
+            source,
+        })?;
     let resolved = resolve_all(&spec, &config_path).await?;
     let store = Store::open(&spec.daemon.state_dir)?;
     let persisted: Persisted = match store.load() {
@@ -249,6 +259,7 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
         });
     }
 
+    let app_flow_capacity = spec.daemon.flow_table_size;
     let (reports_tx, mut reports) = mpsc::channel(1024);
     let (probers, _) = watch::channel(false);
     let mut app = App {
@@ -260,6 +271,8 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
         pools,
         probers,
         reports: reports_tx,
+        metrics: Metrics::new(app_flow_capacity),
+        readiness: Readiness::default(),
     };
 
     // A restart under a saved state with adopted maps: the roles are known, write the same
@@ -281,7 +294,22 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
 
     let listener = control::bind(&app.spec.daemon.socket)?;
     let (commands_tx, mut commands) = mpsc::channel(64);
+    let flows = match FlowCounter::open(&app.spec.daemon.pin_dir) {
+        Ok(flows) => Some(Arc::new(flows)),
+        Err(e) => {
+            warn!(error = %e, "flow-table occupancy not exported");
+            None
+        }
+    };
+    tokio::spawn(metrics::serve(
+        metrics_listener,
+        app.metrics.clone(),
+        app.readiness.clone(),
+        commands_tx.clone(),
+        flows,
+    ));
     tokio::spawn(control::serve(listener, commands_tx));
+    app.check_ready();
 
     let signal_err = |source| AppError::Io {
         what: "installing signal handlers",
@@ -468,6 +496,13 @@ impl App {
 
     fn probe(&mut self, report: &ProbeReport) {
         if report.pool < self.pools.len() && report.element < self.pools[report.pool].spec.elements.len() {
+            let spec = &self.pools[report.pool].spec;
+            self.metrics.probe(
+                &spec.name,
+                &spec.elements[report.element].name,
+                report.outcome.ok,
+                report.outcome.latency,
+            );
             self.step(
                 report.pool,
                 Event::Probe {
@@ -533,6 +568,7 @@ impl App {
                     .map(super::model::failover::ElementState::name)
                     .collect();
                 info!(pool = %pool.spec.name, ?active, "pool live");
+                self.check_ready();
             }
             Err(e) => {
                 error!(pool = %self.pools[p].spec.name, error = %e, "first mapping not written; retrying on the next event");
@@ -585,6 +621,8 @@ impl App {
                         switch_us = switch.as_secs_f64() * 1e6,
                         "failover"
                     );
+                    self.metrics
+                        .failover(&record.pool, record.reason.name(), record.detection, switch);
                     let pool = &mut self.pools[p];
                     pool.recent.push_back(Switched {
                         record,
@@ -598,6 +636,7 @@ impl App {
                 Effect::PolicyViolation(b) => {
                     let pool = &mut self.pools[p];
                     pool.violations += 1;
+                    self.metrics.violation(&pool.spec.name);
                     warn!(pool = %pool.spec.name, active = %b.active, backup = %b.explain(), "policy_violation: the backup shares a risk with its active");
                 }
                 Effect::Persist => persist = true,
@@ -679,6 +718,12 @@ impl App {
                 Ok(message) => Response::Ok { message },
                 Err(message) => Response::Error { message },
             },
+            Request::SampleMetrics => {
+                self.sample_metrics();
+                Response::Ok {
+                    message: "sampled".to_owned(),
+                }
+            }
         }
     }
 
@@ -813,6 +858,7 @@ impl App {
             })
             .collect();
         self.pools = next;
+        self.metrics.forget_elements();
         self.spec = spec;
         let now = self.now();
         for (p, changed) in changed.into_iter().enumerate() {
@@ -830,6 +876,50 @@ impl App {
             error!(error = %e, "pool state not saved");
         }
         Ok(format!("reloaded {} pools", self.pools.len()))
+    }
+
+    /// Copies roles, health and the data plane's counters into the metrics.
+    fn sample_metrics(&self) {
+        for p in &self.pools {
+            let vip = self.dp.counters(maps::VIP_STATS, p.index).unwrap_or_default();
+            let samples: Vec<ElementSample<'_>> = p
+                .spec
+                .elements
+                .iter()
+                .zip(p.state.elements())
+                .zip(&p.slots)
+                .map(|((e, s), &slot)| ElementSample {
+                    name: &e.name,
+                    role: role_name(s.role()),
+                    health: health_name(s.health()),
+                    weight: e.weight,
+                    counters: self
+                        .dp
+                        .counters(maps::ELEM_STATS, dp_element::stats_index(p.index, slot))
+                        .unwrap_or_default(),
+                })
+                .collect();
+            self.metrics.sample_pool(&p.spec.name, vip, &samples);
+        }
+        let reasons: Vec<(stats::Reason, stats::Counters)> = stats::Reason::ALL
+            .iter()
+            .map(|&r| {
+                (
+                    r,
+                    self.dp.counters(maps::REASON_STATS, r as u32).unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.metrics.sample_reasons(&reasons);
+    }
+
+    /// Ready once every pool is live (its mapping is in the data plane after the first round
+    /// of health checks, or was adopted): `/ready` answers 200 from then on.
+    fn check_ready(&self) {
+        if !self.readiness.is_ready() && self.pools.iter().all(|p| p.live) {
+            self.readiness.set();
+            info!("ready: every pool is live");
+        }
     }
 
     fn status(&self) -> Status {
@@ -854,12 +944,7 @@ impl App {
                             name: e.name.clone(),
                             address: e.address.to_string(),
                             role: role_name(s.role()).to_owned(),
-                            health: match s.health() {
-                                Health::Up => "up",
-                                Health::Down => "down",
-                                Health::Unknown => "unknown",
-                            }
-                            .to_owned(),
+                            health: health_name(s.health()).to_owned(),
                             packets: c.packets,
                             bytes: c.bytes,
                             backup: backup.map(Backup::explain),
@@ -906,6 +991,14 @@ impl App {
             })
             .collect();
         Status { pools }
+    }
+}
+
+fn health_name(health: Health) -> &'static str {
+    match health {
+        Health::Up => "up",
+        Health::Down => "down",
+        Health::Unknown => "unknown",
     }
 }
 

@@ -586,6 +586,7 @@ site-c: {}
                 state_dir: PathBuf::from("/var/lib/vnfpool"),
                 flow_table_size: 1_048_576,
                 socket: PathBuf::from("/run/vnfpool/vnfpool.sock"),
+                metrics: "127.0.0.1:9470".parse().expect("address"),
             },
             pools: vec![PoolSpec {
                 name: "web".to_owned(),
@@ -635,6 +636,7 @@ site-c: {}
                 state_dir: PathBuf::from("/var/lib/vnfpool"),
                 flow_table_size: vnfpool_common::maps::DEFAULT_FLOW_TABLE_SIZE,
                 socket: PathBuf::from("/run/vnfpool/vnfpool.sock"),
+                metrics: "127.0.0.1:9470".parse().expect("address"),
             }
         );
         let pool = &spec.pools[0];
@@ -790,6 +792,12 @@ site-c: {}
                 edit(BASE, "[eth0] }", "[eth0], mode: native }"),
                 "1:31",
                 "unknown key `mode`; expected one of interfaces, xdp_mode, pin_dir",
+            ),
+            (
+                "metrics not an address",
+                edit(BASE, "[eth0] }", "[eth0], metrics: localhost }"),
+                "1:40",
+                "`localhost` is not an address and port; expected an IP address and port like 127.0.0.1:9470",
             ),
             (
                 "unknown key in a pool",

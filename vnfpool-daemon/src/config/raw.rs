@@ -15,6 +15,7 @@
 //!   pin_dir: /sys/fs/bpf/vnfpool     # absolute path on a bpffs
 //!   state_dir: /var/lib/vnfpool      # absolute path; persisted pool state
 //!   socket: /run/vnfpool/vnfpool.sock  # absolute path; local control socket (mode 0600)
+//!   metrics: 127.0.0.1:9470          # address:port of /metrics, /live and /ready (HTTP)
 //!   flow_table_size: 1048576         # flows, 8..=67108864 (2^26)
 //! pools:                             # required, at most 64 pools (may be empty)
 //!   - name: web                      # required, a name, unique among pools
@@ -123,6 +124,7 @@ pub(crate) struct RawDaemon {
     pub pin_dir: Option<Spanned<String>>,
     pub state_dir: Option<Spanned<String>>,
     pub socket: Option<Spanned<String>>,
+    pub metrics: Option<Spanned<String>>,
     pub flow_table_size: Option<Spanned<i64>>,
 }
 

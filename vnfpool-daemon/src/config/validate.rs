@@ -40,6 +40,9 @@ const IFNAME_MAX: usize = 15;
 const IFNAME_RULE: &str = "an interface name of 1 to 15 bytes without `/`, `:` or whitespace";
 const DOMAIN_VALUE_MAX: usize = 64;
 const DEFAULT_SOCKET: &str = "/run/vnfpool/vnfpool.sock";
+/// Loopback only by default: metrics say which elements exist and how they fare.
+const DEFAULT_METRICS: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9470);
 const DEFAULT_STATE_DIR: &str = "/var/lib/vnfpool";
 const FLOW_TABLE_MIN: i64 = 8;
 const FLOW_TABLE_MAX: i64 = 1 << 26;
@@ -185,6 +188,20 @@ impl Checker<'_> {
         let pin_dir = self.absolute(raw.pin_dir.as_ref(), "pin_dir", maps::PIN_DIR);
         let state_dir = self.absolute(raw.state_dir.as_ref(), "state_dir", DEFAULT_STATE_DIR);
         let socket = self.absolute(raw.socket.as_ref(), "socket", DEFAULT_SOCKET);
+        let metrics = match &raw.metrics {
+            Some(addr) => addr.value.trim().parse().map_or_else(
+                |_| {
+                    self.invalid(
+                        addr.referenced,
+                        format!("`{}` is not an address and port", sanitize(&addr.value)),
+                        "an IP address and port like 127.0.0.1:9470 or [::1]:9470",
+                    );
+                    None
+                },
+                Some,
+            ),
+            None => Some(DEFAULT_METRICS),
+        };
         if !interfaces_ok {
             return None;
         }
@@ -195,6 +212,7 @@ impl Checker<'_> {
             state_dir: state_dir?,
             flow_table_size: flow_table_size?,
             socket: socket?,
+            metrics: metrics?,
         })
     }
 

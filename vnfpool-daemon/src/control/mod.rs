@@ -38,6 +38,8 @@ pub enum Request {
     Undrain { pool: String, element: String },
     /// Re-reads the configuration file and applies the difference.
     Reload,
+    /// Copies the current state into the metrics, for a scrape of `/metrics`.
+    SampleMetrics,
 }
 
 /// What the daemon answers.

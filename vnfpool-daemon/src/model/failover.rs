@@ -102,6 +102,21 @@ pub enum Reason {
     FailbackEnded,
 }
 
+impl Reason {
+    /// Stable name for metrics and logs.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ProbeFailure => "probe_failure",
+            Self::LinkDown => "link_down",
+            Self::Drained => "drained",
+            Self::DrainDeadline => "drain_deadline",
+            Self::Preempted => "preempted",
+            Self::FailbackEnded => "failback_ended",
+        }
+    }
+}
+
 /// One failover, as kept in the pool's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailoverRecord {

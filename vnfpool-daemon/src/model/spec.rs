@@ -58,6 +58,8 @@ pub struct DaemonSpec {
     pub flow_table_size: u32,
     /// Local control socket (default `/run/vnfpool/vnfpool.sock`, mode 0600).
     pub socket: PathBuf,
+    /// Listener of `/metrics`, `/live` and `/ready` (default `127.0.0.1:9470`).
+    pub metrics: std::net::SocketAddr,
 }
 
 /// How the program attaches.

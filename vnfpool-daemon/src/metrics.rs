@@ -1,0 +1,680 @@
+//! Prometheus metrics (`prometheus-client`, the `OpenMetrics` text format) and the HTTP listener that
+//! serves them with `/live` and `/ready`.
+//!
+//! Events (probes, failovers, policy violations) are recorded by the controller as they
+//! happen; values that live elsewhere (roles and health, the data plane's per-CPU counters)
+//! are copied into the families when a scrape asks for them, on the controller, so a scrape
+//! sees one consistent state. The flow-table scan, the one slow read, runs on the listener's
+//! side through its own handle on the pinned map and never holds the controller up.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use aya::maps::{Array, MapData};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request as HttpRequest, Response as HttpResponse, StatusCode, body::Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
+    registry::Registry,
+};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+};
+use tracing::{debug, warn};
+use vnfpool_common::{
+    flow::FlowBucket,
+    maps,
+    stats::{Counters, Reason},
+};
+
+use crate::control::{Command, Request, Response};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ElementLabels {
+    pool: String,
+    element: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    pool: String,
+    element: String,
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    pool: String,
+    element: String,
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    pool: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DataplaneReasonLabels {
+    reason: String,
+    action: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn probe_histogram() -> Histogram {
+    // 100 µs .. ~3.3 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1e-4, 2.0, 16,
+    ))
+}
+
+fn detection_histogram() -> Histogram {
+    // 1 ms .. ~8 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1e-3, 2.0, 14,
+    ))
+}
+
+fn switch_histogram() -> Histogram {
+    // 10 µs .. ~0.3 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1e-5, 2.0, 16,
+    ))
+}
+
+/// Every metric of the daemon. Cloning shares the values.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    role: Family<StateLabels, Gauge>,
+    health: Family<StateLabels, Gauge>,
+    probe_duration: Histograms<ElementLabels>,
+    probes: Family<ProbeLabels, Counter>,
+    failovers: Family<ReasonLabels, Counter>,
+    detection: Histograms<PoolLabels>,
+    switch: Histograms<PoolLabels>,
+    violations: Family<PoolLabels, Counter>,
+    vip_packets: Family<PoolLabels, Counter>,
+    vip_bytes: Family<PoolLabels, Counter>,
+    element_packets: Family<ElementLabels, Counter>,
+    element_bytes: Family<ElementLabels, Counter>,
+    reason_packets: Family<DataplaneReasonLabels, Counter>,
+    reason_bytes: Family<DataplaneReasonLabels, Counter>,
+    actives: Family<PoolLabels, Gauge>,
+    standbys: Family<PoolLabels, Gauge>,
+    active_weight: Family<PoolLabels, Gauge>,
+    flow_entries: Gauge,
+    flow_capacity: Gauge,
+}
+
+/// One element's state as a scrape copies it in.
+pub struct ElementSample<'a> {
+    pub name: &'a str,
+    /// `active`, `standby`, `draining` or `out`.
+    pub role: &'static str,
+    /// `up`, `down` or `unknown`.
+    pub health: &'static str,
+    pub weight: u32,
+    pub counters: Counters,
+}
+
+/// Every role and health value, so that each element has one series per value (1 for the
+/// current one, 0 for the others) and a change never leaves a stale 1 behind.
+const ROLES: [&str; 4] = ["active", "standby", "draining", "out"];
+const HEALTHS: [&str; 3] = ["up", "down", "unknown"];
+
+fn element(pool: &str, element: &str) -> ElementLabels {
+    ElementLabels {
+        pool: pool.to_owned(),
+        element: element.to_owned(),
+    }
+}
+
+fn pool(pool: &str) -> PoolLabels {
+    PoolLabels {
+        pool: pool.to_owned(),
+    }
+}
+
+/// Sets a counter to `value`: the data plane's per-CPU counters are already cumulative.
+fn store(counter: &Counter, value: u64) {
+    counter.inner().store(value, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// The metrics of a daemon with a flow table of `flow_capacity` flows.
+    #[must_use]
+    pub fn new(flow_capacity: u32) -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            registry: Arc::default(),
+            role: Family::default(),
+            health: Family::default(),
+            probe_duration: Family::new_with_constructor(probe_histogram),
+            probes: Family::default(),
+            failovers: Family::default(),
+            detection: Family::new_with_constructor(detection_histogram),
+            switch: Family::new_with_constructor(switch_histogram),
+            violations: Family::default(),
+            vip_packets: Family::default(),
+            vip_bytes: Family::default(),
+            element_packets: Family::default(),
+            element_bytes: Family::default(),
+            reason_packets: Family::default(),
+            reason_bytes: Family::default(),
+            actives: Family::default(),
+            standbys: Family::default(),
+            active_weight: Family::default(),
+            flow_entries: Gauge::default(),
+            flow_capacity: Gauge::default(),
+        };
+        m.flow_capacity.set(i64::from(flow_capacity));
+        m.register(&mut registry);
+        m.register_sampled(&mut registry);
+        Self {
+            registry: Arc::new(registry),
+            ..m
+        }
+    }
+
+    /// Registers the families events fill in.
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "vnfpool_build",
+            "Version of the running daemon",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            }),
+        );
+        r.register(
+            "vnfpool_element_role",
+            "Role of each element: 1 for the current one",
+            self.role.clone(),
+        );
+        r.register(
+            "vnfpool_element_health",
+            "Health of each element: 1 for the current one",
+            self.health.clone(),
+        );
+        r.register(
+            "vnfpool_probe_duration_seconds",
+            "Time from the start of a health probe to its answer or failure",
+            self.probe_duration.clone(),
+        );
+        r.register(
+            "vnfpool_probes",
+            "Health probes by result (ok or failed)",
+            self.probes.clone(),
+        );
+        r.register(
+            "vnfpool_failovers",
+            "Elements that lost flows (new ones or all), by reason",
+            self.failovers.clone(),
+        );
+        r.register(
+            "vnfpool_failover_detection_seconds",
+            "From the first evidence of a failure to the failover decision",
+            self.detection.clone(),
+        );
+        r.register(
+            "vnfpool_failover_switch_seconds",
+            "From the failover decision to the data plane switched",
+            self.switch.clone(),
+        );
+        r.register(
+            "vnfpool_policy_violations",
+            "Backups chosen although they share a risk with their active element",
+            self.violations.clone(),
+        );
+    }
+
+    /// Registers the families a scrape fills in.
+    fn register_sampled(&self, r: &mut Registry) {
+        r.register(
+            "vnfpool_vip_packets",
+            "Packets to the pool's VIPs seen by the data plane",
+            self.vip_packets.clone(),
+        );
+        r.register(
+            "vnfpool_vip_bytes",
+            "Bytes to the pool's VIPs seen by the data plane",
+            self.vip_bytes.clone(),
+        );
+        r.register(
+            "vnfpool_element_packets",
+            "Packets the data plane sent to each element",
+            self.element_packets.clone(),
+        );
+        r.register(
+            "vnfpool_element_bytes",
+            "Bytes the data plane sent to each element",
+            self.element_bytes.clone(),
+        );
+        r.register(
+            "vnfpool_dataplane_reason_packets",
+            "Packets the data plane did not forward normally, by reason and action (drop, pass, forward)",
+            self.reason_packets.clone(),
+        );
+        r.register(
+            "vnfpool_dataplane_reason_bytes",
+            "Bytes the data plane did not forward normally, by reason and action (drop, pass, forward)",
+            self.reason_bytes.clone(),
+        );
+        r.register(
+            "vnfpool_pool_active_elements",
+            "Elements taking new flows",
+            self.actives.clone(),
+        );
+        r.register(
+            "vnfpool_pool_standby_elements",
+            "Healthy elements ready to take over",
+            self.standbys.clone(),
+        );
+        r.register(
+            "vnfpool_pool_active_weight",
+            "Sum of the weights of the active elements (capacity)",
+            self.active_weight.clone(),
+        );
+        r.register(
+            "vnfpool_flow_table_entries",
+            "Flows in the flow table (counted over a sample of its buckets when it is large)",
+            self.flow_entries.clone(),
+        );
+        r.register(
+            "vnfpool_flow_table_capacity",
+            "Flows the flow table holds",
+            self.flow_capacity.clone(),
+        );
+    }
+
+    /// A probe of `element` finished.
+    pub fn probe(&self, pool_name: &str, element_name: &str, ok: bool, latency: Duration) {
+        let labels = element(pool_name, element_name);
+        self.probe_duration
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+        self.probes
+            .get_or_create(&ProbeLabels {
+                pool: labels.pool,
+                element: labels.element,
+                result: if ok { "ok" } else { "failed" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A failover was decided (`detection`) and switched (`switch`).
+    pub fn failover(&self, pool_name: &str, reason: &str, detection: Duration, switch: Duration) {
+        self.failovers
+            .get_or_create(&ReasonLabels {
+                pool: pool_name.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+        self.detection
+            .get_or_create(&pool(pool_name))
+            .observe(detection.as_secs_f64());
+        self.switch
+            .get_or_create(&pool(pool_name))
+            .observe(switch.as_secs_f64());
+    }
+
+    /// A policy violation was raised.
+    pub fn violation(&self, pool_name: &str) {
+        self.violations.get_or_create(&pool(pool_name)).inc();
+    }
+
+    /// Forgets the per-element series (a reload may have removed elements); the next scrape
+    /// fills them again. Event counters and histograms are kept.
+    pub fn forget_elements(&self) {
+        self.role.clear();
+        self.health.clear();
+        self.element_packets.clear();
+        self.element_bytes.clear();
+    }
+
+    /// Copies one pool's current state in, for a scrape.
+    pub fn sample_pool(&self, pool_name: &str, vip: Counters, elements: &[ElementSample<'_>]) {
+        store(&self.vip_packets.get_or_create(&pool(pool_name)), vip.packets);
+        store(&self.vip_bytes.get_or_create(&pool(pool_name)), vip.bytes);
+        let (mut actives, mut standbys, mut weight) = (0, 0, 0);
+        for e in elements {
+            for role in ROLES {
+                let labels = StateLabels {
+                    pool: pool_name.to_owned(),
+                    element: e.name.to_owned(),
+                    state: role.to_owned(),
+                };
+                self.role.get_or_create(&labels).set(i64::from(e.role == role));
+            }
+            for health in HEALTHS {
+                let labels = StateLabels {
+                    pool: pool_name.to_owned(),
+                    element: e.name.to_owned(),
+                    state: health.to_owned(),
+                };
+                self.health
+                    .get_or_create(&labels)
+                    .set(i64::from(e.health == health));
+            }
+            store(
+                &self.element_packets.get_or_create(&element(pool_name, e.name)),
+                e.counters.packets,
+            );
+            store(
+                &self.element_bytes.get_or_create(&element(pool_name, e.name)),
+                e.counters.bytes,
+            );
+            match e.role {
+                "active" => {
+                    actives += 1;
+                    weight += i64::from(e.weight);
+                }
+                "standby" => standbys += 1,
+                _ => {}
+            }
+        }
+        self.actives.get_or_create(&pool(pool_name)).set(actives);
+        self.standbys.get_or_create(&pool(pool_name)).set(standbys);
+        self.active_weight.get_or_create(&pool(pool_name)).set(weight);
+    }
+
+    /// Copies the data plane's per-reason counters in, for a scrape.
+    pub fn sample_reasons(&self, counters: &[(Reason, Counters)]) {
+        for &(reason, c) in counters {
+            let action = match reason {
+                Reason::Malformed => "pass",
+                Reason::IcmpForwarded => "forward",
+                Reason::NoElement | Reason::Fragment | Reason::IcmpNoFlow | Reason::NoTxPort => "drop",
+            };
+            let labels = DataplaneReasonLabels {
+                reason: reason.name().to_owned(),
+                action: action.to_owned(),
+            };
+            store(&self.reason_packets.get_or_create(&labels), c.packets);
+            store(&self.reason_bytes.get_or_create(&labels), c.bytes);
+        }
+    }
+
+    /// The exposition text.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Counts the flows in the pinned flow table: every bucket when the table has at most
+/// [`EXACT_BUCKETS`] of them, else every k-th bucket, scaled up.
+pub struct FlowCounter {
+    flows: Array<MapData, FlowBucket>,
+    buckets: u32,
+}
+
+/// Buckets read one by one per scrape at most (16,384 buckets: 131,072 flows, a few ms).
+pub const EXACT_BUCKETS: u32 = 16_384;
+
+impl FlowCounter {
+    /// Opens the pinned `VNF_FLOWS` under `pin_dir`.
+    ///
+    /// # Errors
+    /// When the pin cannot be opened or is not an array of buckets.
+    pub fn open(pin_dir: &Path) -> anyhow::Result<Self> {
+        let data = MapData::from_pin(pin_dir.join(maps::FLOWS))?;
+        let flows: Array<MapData, FlowBucket> = Array::try_from(aya::maps::Map::Array(data))?;
+        let buckets = flows.len();
+        Ok(Self { flows, buckets })
+    }
+
+    /// The number of flows, exact or estimated (see the type's documentation).
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        let stride = self.buckets.div_ceil(EXACT_BUCKETS).max(1);
+        let mut used = 0u64;
+        let mut read = 0u64;
+        for bucket in (0..self.buckets).step_by(stride as usize) {
+            if let Ok(b) = self.flows.get(&bucket, 0) {
+                used += b.ways.iter().filter(|&&w| w != 0).count() as u64;
+                read += 1;
+            }
+        }
+        if read == 0 {
+            return 0;
+        }
+        used * u64::from(self.buckets) / read
+    }
+}
+
+/// Whether the daemon is ready: its data plane is adopted or written and the first round of
+/// health checks is over. Set by the controller, read by `/ready`.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicU64>);
+
+impl Readiness {
+    pub fn set(&self) {
+        self.0.store(1, Ordering::Release);
+    }
+
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 1
+    }
+}
+
+/// Binds the metrics listener (before anything else is started, so a taken port is an error
+/// at start-up).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `/metrics`, `/live` and `/ready` on `listener` until the process ends. A scrape asks
+/// the controller (over `commands`) to copy its state into `metrics` first.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    readiness: Readiness,
+    commands: mpsc::Sender<Command>,
+    flows: Option<Arc<FlowCounter>>,
+) {
+    let state = Arc::new(Served {
+        metrics,
+        readiness,
+        commands,
+        flows,
+    });
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "metrics listener: accept failed");
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(state.answer(&request).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
+
+struct Served {
+    metrics: Metrics,
+    readiness: Readiness,
+    commands: mpsc::Sender<Command>,
+    flows: Option<Arc<FlowCounter>>,
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> HttpResponse<Full<Bytes>> {
+    let mut response = HttpResponse::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+const PLAIN: &str = "text/plain; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl Served {
+    async fn answer(&self, request: &HttpRequest<Incoming>) -> HttpResponse<Full<Bytes>> {
+        if request.method() != Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".to_owned());
+        }
+        match request.uri().path() {
+            "/live" => text(StatusCode::OK, PLAIN, "live\n".to_owned()),
+            "/ready" if self.readiness.is_ready() => text(StatusCode::OK, PLAIN, "ready\n".to_owned()),
+            "/ready" => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                PLAIN,
+                "not ready: the data plane or the first health round is not done\n".to_owned(),
+            ),
+            "/metrics" => match self.scrape().await {
+                Ok(body) => text(StatusCode::OK, OPENMETRICS, body),
+                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("{why}\n")),
+            },
+            _ => text(
+                StatusCode::NOT_FOUND,
+                PLAIN,
+                "try /metrics, /live or /ready\n".to_owned(),
+            ),
+        }
+    }
+
+    async fn scrape(&self) -> Result<String, &'static str> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command {
+                request: Request::SampleMetrics,
+                reply,
+            })
+            .await
+            .map_err(|_| "the controller has stopped")?;
+        match answer.await {
+            Ok(Response::Ok { .. }) => {}
+            _ => return Err("the controller did not sample its state"),
+        }
+        if let Some(flows) = &self.flows {
+            let flows = Arc::clone(flows);
+            let count = tokio::task::spawn_blocking(move || flows.count())
+                .await
+                .unwrap_or(0);
+            self.metrics
+                .flow_entries
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        Ok(self.metrics.encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_follow_the_conventions() {
+        let m = Metrics::new(1024);
+        m.probe("web", "e1", true, Duration::from_millis(2));
+        m.failover(
+            "web",
+            "probe-failure",
+            Duration::from_millis(30),
+            Duration::from_micros(900),
+        );
+        m.violation("web");
+        m.sample_pool(
+            "web",
+            Counters {
+                packets: 7,
+                bytes: 700,
+            },
+            &[ElementSample {
+                name: "e1",
+                role: "active",
+                health: "up",
+                weight: 3,
+                counters: Counters {
+                    packets: 5,
+                    bytes: 500,
+                },
+            }],
+        );
+        m.sample_reasons(&[(
+            Reason::NoElement,
+            Counters {
+                packets: 2,
+                bytes: 120,
+            },
+        )]);
+        let text = m.encode();
+        for line in [
+            "vnfpool_build_info{version=\"",
+            "vnfpool_element_role{pool=\"web\",element=\"e1\",state=\"active\"} 1",
+            "vnfpool_element_role{pool=\"web\",element=\"e1\",state=\"standby\"} 0",
+            "vnfpool_element_health{pool=\"web\",element=\"e1\",state=\"up\"} 1",
+            "vnfpool_probe_duration_seconds_count{pool=\"web\",element=\"e1\"} 1",
+            "vnfpool_probes_total{pool=\"web\",element=\"e1\",result=\"ok\"} 1",
+            "vnfpool_failovers_total{pool=\"web\",reason=\"probe-failure\"} 1",
+            "vnfpool_failover_detection_seconds_count{pool=\"web\"} 1",
+            "vnfpool_failover_switch_seconds_sum{pool=\"web\"} 0.0009",
+            "vnfpool_policy_violations_total{pool=\"web\"} 1",
+            "vnfpool_vip_packets_total{pool=\"web\"} 7",
+            "vnfpool_element_bytes_total{pool=\"web\",element=\"e1\"} 500",
+            "vnfpool_dataplane_reason_packets_total{reason=\"no_element\",action=\"drop\"} 2",
+            "vnfpool_pool_active_weight{pool=\"web\"} 3",
+            "vnfpool_flow_table_capacity 1024",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        // The per-CPU counters are cumulative: a later sample replaces, never adds.
+        m.sample_pool(
+            "web",
+            Counters {
+                packets: 9,
+                bytes: 900,
+            },
+            &[],
+        );
+        assert!(m.encode().contains("vnfpool_vip_packets_total{pool=\"web\"} 9"));
+    }
+}
