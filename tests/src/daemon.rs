@@ -143,8 +143,15 @@ impl Daemon {
     /// socket answers.
     #[must_use]
     pub fn start(binary: &Path, lab: &Lab, places: &Places) -> Self {
+        Self::start_with(binary, lab, places, &[])
+    }
+
+    /// [`Self::start`] with more arguments after `daemon --config <file>`.
+    #[must_use]
+    pub fn start_with(binary: &Path, lab: &Lab, places: &Places, args: &[&str]) -> Self {
         let log = std::fs::File::create(places.log()).expect("daemon log");
         let child = command(binary, lab, places)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

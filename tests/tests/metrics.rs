@@ -28,7 +28,7 @@ fn a_failover_moves_the_counters_the_histogram_and_the_packets() {
         Places::elements(&lab, &[300, 200, 100]),
     );
     std::fs::write(places.config(), text).expect("config");
-    let mut daemon = Daemon::start(Path::new(BIN), &lab, &places);
+    let mut daemon = Daemon::start_with(Path::new(BIN), &lab, &places, &["--log-format", "json"]);
     daemon.wait_until("e1 active", Duration::from_secs(10), |s| {
         role(s, "dns", "e1") == Some("active")
     });
@@ -104,4 +104,26 @@ fn a_failover_moves_the_counters_the_histogram_and_the_packets() {
         1.0
     );
     assert!(value(&after, r#"vnfpool_vip_packets_total{pool="dns"}"#) >= value(&before, e1) + answered_by_e2);
+
+    // Logs: one JSON object per line; the failover is one event with everything about it.
+    let log = daemon.log_text();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let failover = events
+        .iter()
+        .find(|e| e["message"] == "failover")
+        .unwrap_or_else(|| panic!("no failover event in\n{log}"));
+    assert_eq!(failover["pool"], "dns");
+    assert_eq!(failover["element"], "e1");
+    assert_eq!(failover["reason"], "ProbeFailure");
+    assert!(
+        failover["detection_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{failover}"
+    );
+    assert!(
+        failover["switch_us"].as_f64().is_some_and(|us| us > 0.0),
+        "{failover}"
+    );
 }
