@@ -293,6 +293,7 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
     info!(pools = app.pools.len(), socket = %app.spec.daemon.socket.display(), "vnfpool running");
 
     loop {
+        crate::systemd::notify_ready_once(app.pools.iter().all(|p| p.live), app.pools.len());
         let deadline = app.next_deadline();
         tokio::select! {
             biased;
@@ -313,6 +314,7 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
             () = sleep_until(deadline) => app.tick(),
         }
     }
+    crate::systemd::notify_stopping();
     let _ = app.probers.send(true);
     info!("stopping; the data plane stays attached and keeps forwarding");
     Ok(())

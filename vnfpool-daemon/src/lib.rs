@@ -18,4 +18,5 @@ pub mod health;
 pub mod model;
 pub mod resolve;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
