@@ -15,3 +15,4 @@ pub mod packet;
 pub mod pins;
 pub mod service;
 pub mod traffic;
+pub mod unit;
