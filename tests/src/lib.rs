@@ -16,3 +16,4 @@ pub mod pins;
 pub mod service;
 pub mod traffic;
 pub mod unit;
+pub mod unprivileged;
