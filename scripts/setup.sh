@@ -11,8 +11,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- Debian packages -------------------------------------------------------------------------
-# bpftool: inspect pinned maps; iproute2/ethtool/iputils-ping: the network-namespace lab.
-debs=(bpftool iproute2 ethtool iputils-ping)
+# bpftool: inspect pinned maps; iproute2/ethtool/iputils-ping: the network-namespace lab;
+# util-linux: nsenter (the daemon in a lab namespace) and setpriv (as a user with only the unit's
+# capabilities); systemd: systemd-analyze, which checks packaging/vnfpool.service (a container
+# image may lack it; nothing here starts it).
+debs=(bpftool iproute2 ethtool iputils-ping util-linux systemd)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -122,8 +122,16 @@ impl Default for Places {
 /// namespace: the pins stay on the host's bpffs).
 #[must_use]
 pub fn command(binary: &Path, lab: &Lab, places: &Places) -> Command {
+    command_via(&[], binary, lab, places)
+}
+
+/// Like [`command`], run through `wrapper` (a program and its arguments, e.g. `setpriv …`)
+/// once in the lab's host namespace: `nsenter --net=… <wrapper…> binary daemon --config …`.
+#[must_use]
+pub fn command_via(wrapper: &[String], binary: &Path, lab: &Lab, places: &Places) -> Command {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{}", lab.host.name()))
+        .args(wrapper)
         .arg(binary)
         .args(["daemon", "--config"])
         .arg(places.config());
@@ -143,15 +151,23 @@ impl Daemon {
     /// socket answers.
     #[must_use]
     pub fn start(binary: &Path, lab: &Lab, places: &Places) -> Self {
-        Self::start_with(binary, lab, places, &[])
+        Self::spawn(command(binary, lab, places), places)
     }
 
     /// [`Self::start`] with more arguments after `daemon --config <file>`.
     #[must_use]
     pub fn start_with(binary: &Path, lab: &Lab, places: &Places, args: &[&str]) -> Self {
+        let mut command = command(binary, lab, places);
+        command.args(args);
+        Self::spawn(command, places)
+    }
+
+    /// Starts `command` (see [`command_via`]) with its output in `places.log()`, and
+    /// waits until the control socket answers.
+    #[must_use]
+    pub fn spawn(mut command: Command, places: &Places) -> Self {
         let log = std::fs::File::create(places.log()).expect("daemon log");
-        let child = command(binary, lab, places)
-            .args(args)
+        let child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -230,6 +246,26 @@ impl Daemon {
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGTERM, as `systemctl stop` sends it, and the exit status (panics with the log if the
+    /// daemon is still running after `timeout`).
+    #[must_use]
+    pub fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.pid().cast_signed()).expect("a pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "still running {timeout:?} after SIGTERM\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGKILL, as a crash: nothing is cleaned up by the daemon.

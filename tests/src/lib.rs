@@ -16,3 +16,5 @@ pub mod pins;
 pub mod scrape;
 pub mod service;
 pub mod traffic;
+pub mod unit;
+pub mod unprivileged;

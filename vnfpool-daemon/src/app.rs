@@ -341,6 +341,7 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
             () = sleep_until(deadline) => app.tick(),
         }
     }
+    crate::systemd::notify_stopping();
     let _ = app.probers.send(true);
     info!("stopping; the data plane stays attached and keeps forwarding");
     Ok(())
@@ -918,7 +919,8 @@ impl App {
     fn check_ready(&self) {
         if !self.readiness.is_ready() && self.pools.iter().all(|p| p.live) {
             self.readiness.set();
-            info!("ready: every pool is live");
+            info!(pools = self.pools.len(), "ready: every pool is live");
+            crate::systemd::notify_ready(&format!("{} pools live", self.pools.len()));
         }
     }
 

@@ -19,4 +19,5 @@ pub mod metrics;
 pub mod model;
 pub mod resolve;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
