@@ -28,6 +28,7 @@ use vnfpool_common::{
 };
 
 use crate::{
+    api::{self, EventLog},
     config::{self, ConfigErrors},
     control::{self, BudgetStatus, ElementStatus, FailoverStatus, PoolStatus, Request, Response, Status},
     dataplane::{self, AyaDataplane, DataplaneError, LoadOptions},
@@ -93,6 +94,8 @@ pub enum AppError {
     },
     #[error("planning the mapping")]
     Plan(#[from] plan::PlanError),
+    #[error("the API (api: in the configuration)")]
+    Api(#[from] api::SetupError),
 }
 
 impl AppError {
@@ -101,7 +104,7 @@ impl AppError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            Self::Config(_) | Self::Resolve { .. } | Self::Capacity { .. }
+            Self::Config(_) | Self::Resolve { .. } | Self::Capacity { .. } | Self::Api(_)
         )
     }
 }
@@ -164,6 +167,7 @@ struct App {
     reports: mpsc::Sender<ProbeReport>,
     metrics: Metrics,
     readiness: Readiness,
+    events: EventLog,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. The data plane stays attached and pinned when it
@@ -273,6 +277,7 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
         reports: reports_tx,
         metrics: Metrics::new(app_flow_capacity),
         readiness: Readiness::default(),
+        events: EventLog::new(),
     };
 
     // A restart under a saved state with adopted maps: the roles are known, write the same
@@ -308,6 +313,32 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
         commands_tx.clone(),
         flows,
     ));
+    if let Some(api_spec) = &app.spec.api {
+        let tls = api::tls_config(api_spec)?;
+        let listener = tokio::net::TcpListener::bind(api_spec.listen)
+            .await
+            .map_err(|source| AppError::Io {
+                what: "binding the API listener (api.listen)",
+                source,
+            })?;
+        let clients: std::collections::HashMap<String, api::Role> = api_spec
+            .clients
+            .iter()
+            .map(|c| (c.subject.clone(), c.role))
+            .collect();
+        let state = api::ApiState {
+            commands: commands_tx.clone(),
+            events: app.events.clone(),
+        };
+        info!(listen = %api_spec.listen, "API listening (HTTPS, client certificates required)");
+        tokio::spawn(api::serve(
+            listener,
+            tls,
+            clients,
+            state,
+            api::Timeouts::default(),
+        ));
+    }
     tokio::spawn(control::serve(listener, commands_tx));
     app.check_ready();
 
@@ -624,6 +655,14 @@ impl App {
                     );
                     self.metrics
                         .failover(&record.pool, record.reason.name(), record.detection, switch);
+                    self.events.failover(&serde_json::json!({
+                        "pool": record.pool,
+                        "element": record.element,
+                        "reason": record.reason.name(),
+                        "replaced_by": record.replaced_by,
+                        "detection_ms": record.detection.as_secs_f64() * 1e3,
+                        "switch_us": switch.as_secs_f64() * 1e6,
+                    }));
                     let pool = &mut self.pools[p];
                     pool.recent.push_back(Switched {
                         record,
@@ -638,6 +677,12 @@ impl App {
                     let pool = &mut self.pools[p];
                     pool.violations += 1;
                     self.metrics.violation(&pool.spec.name);
+                    self.events.policy_violation(
+                        &pool.spec.name,
+                        &b.active,
+                        b.backup.as_deref().unwrap_or_default(),
+                        &b.risk.shared,
+                    );
                     warn!(pool = %pool.spec.name, active = %b.active, backup = %b.explain(), "policy_violation: the backup shares a risk with its active");
                 }
                 Effect::Persist => persist = true,
@@ -646,6 +691,8 @@ impl App {
         if persist && let Err(e) = self.save() {
             error!(error = %e, "pool state not saved");
         }
+        let pool = &self.pools[p];
+        self.events.pool(&api::summary(&pool.spec, &pool.state));
     }
 
     /// Writes the pool's mapping (and, the first time, its VIPs).
@@ -718,6 +765,13 @@ impl App {
             Request::Reload => match self.reload().await {
                 Ok(message) => Response::Ok { message },
                 Err(message) => Response::Error { message },
+            },
+            Request::Summaries => Response::Summaries {
+                pools: self
+                    .pools
+                    .iter()
+                    .map(|p| api::summary(&p.spec, &p.state))
+                    .collect(),
             },
             Request::SampleMetrics => {
                 self.sample_metrics();

@@ -112,6 +112,13 @@ fn client(socket: &std::path::Path, request: &Request, json: bool) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Ok(Response::Summaries { pools }) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&pools).expect("summaries serialize")
+            );
+            ExitCode::SUCCESS
+        }
         Ok(Response::Error { message }) => {
             eprintln!("vnfpool: {message}");
             ExitCode::FAILURE

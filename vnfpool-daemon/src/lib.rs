@@ -8,6 +8,7 @@
               are invariant checks, not inputs"
 )]
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;

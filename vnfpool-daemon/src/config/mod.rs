@@ -620,6 +620,7 @@ site-c: {}
                 placement: std::sync::Arc::default(),
             }],
             placement: std::sync::Arc::default(),
+            api: None,
         };
         assert_eq!(spec, expected);
     }

@@ -96,6 +96,26 @@ pub(crate) struct RawConfig {
     pub daemon: Option<Spanned<RawDaemon>>,
     pub pools: Option<Vec<Spanned<RawPool>>>,
     pub placement: Option<Spanned<RawPlacement>>,
+    pub api: Option<Spanned<RawApi>>,
+}
+
+/// `api:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApi {
+    pub listen: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub client_ca: Option<Spanned<String>>,
+    pub clients: Option<Spanned<Vec<Spanned<RawApiClient>>>>,
+}
+
+/// One entry of `api.clients:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiClient {
+    pub subject: Option<Spanned<String>>,
+    pub role: Option<Spanned<crate::model::spec::ApiRole>>,
 }
 
 /// `placement:`.

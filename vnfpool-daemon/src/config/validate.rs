@@ -28,8 +28,8 @@ use super::{
 use crate::model::{
     maglev,
     spec::{
-        Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, PlacementSpec, PoolSpec, Protocol,
-        RedundancySpec, Spec, XdpMode,
+        ApiClient, ApiSpec, Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, PlacementSpec, PoolSpec,
+        Protocol, RedundancySpec, Spec, XdpMode,
     },
 };
 
@@ -96,14 +96,19 @@ pub(super) fn validate(
     let daemon = check
         .required(raw.value.daemon.as_ref(), top, "the file", "daemon")
         .and_then(|daemon| check.daemon(daemon));
+    let api = match &raw.value.api {
+        Some(api) => check.api(api).map(Some),
+        None => Some(None),
+    };
     let pools = check
         .required(raw.value.pools.as_ref(), top, "the file", "pools")
         .map(|pools| check.pools(pools));
-    match (daemon, pools) {
-        (Some(daemon), Some(pools)) if check.errors.is_empty() => Ok(Spec {
+    match (daemon, pools, api) {
+        (Some(daemon), Some(pools), Some(api)) if check.errors.is_empty() => Ok(Spec {
             daemon,
             pools,
             placement: check.placement,
+            api,
         }),
         _ => {
             // Stable: errors at the same place keep the order they were found in.
@@ -213,6 +218,83 @@ impl Checker<'_> {
             flow_table_size: flow_table_size?,
             socket: socket?,
             metrics: metrics?,
+        })
+    }
+
+    fn api(&mut self, raw: &Spanned<super::raw::RawApi>) -> Option<ApiSpec> {
+        let at = raw.referenced;
+        let raw = &raw.value;
+        let listen = self
+            .required(raw.listen.as_ref(), at, "api", "listen")
+            .and_then(|addr| {
+                addr.value.trim().parse().map_or_else(
+                    |_| {
+                        self.invalid(
+                            addr.referenced,
+                            format!("`{}` is not an address and port", sanitize(&addr.value)),
+                            "an IP address and port like 0.0.0.0:9443",
+                        );
+                        None
+                    },
+                    Some,
+                )
+            });
+        let mut path = |key: &str, value: Option<&Spanned<String>>| {
+            let value = self.required(value, at, "api", key)?;
+            self.absolute(Some(value), key, "")
+        };
+        let cert = path("cert", raw.cert.as_ref());
+        let key = path("key", raw.key.as_ref());
+        let client_ca = path("client_ca", raw.client_ca.as_ref());
+        let mut clients = Vec::new();
+        if let Some(list) = self.required(raw.clients.as_ref(), at, "api", "clients") {
+            if list.value.is_empty() {
+                self.invalid(
+                    list.referenced,
+                    "no client",
+                    "at least one client subject with its role",
+                );
+            }
+            let mut seen = HashMap::new();
+            for client in &list.value {
+                let subject = self.required(
+                    client.value.subject.as_ref(),
+                    client.referenced,
+                    "a client",
+                    "subject",
+                );
+                let role = self.required(client.value.role.as_ref(), client.referenced, "a client", "role");
+                if let Some(subject) = subject {
+                    if subject.value.trim().is_empty() {
+                        self.invalid(
+                            subject.referenced,
+                            "an empty subject",
+                            "a subject like `CN=orchestrator`",
+                        );
+                        continue;
+                    }
+                    self.unique(
+                        &mut seen,
+                        subject.value.as_str(),
+                        subject,
+                        || format!("client subject `{}`", sanitize(&subject.value)),
+                        "each subject once",
+                    );
+                    if let Some(role) = role {
+                        clients.push(ApiClient {
+                            subject: subject.value.trim().to_owned(),
+                            role: role.value,
+                        });
+                    }
+                }
+            }
+        }
+        Some(ApiSpec {
+            listen: listen?,
+            cert: cert?,
+            key: key?,
+            client_ca: client_ca?,
+            clients,
         })
     }
 

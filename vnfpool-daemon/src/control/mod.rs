@@ -40,6 +40,8 @@ pub enum Request {
     Reload,
     /// Copies the current state into the metrics, for a scrape of `/metrics`.
     SampleMetrics,
+    /// Every pool as the Service Control Entity sees it (no element identity).
+    Summaries,
 }
 
 /// What the daemon answers.
@@ -52,6 +54,8 @@ pub enum Response {
     Status(Status),
     /// Refused or failed; nothing changed.
     Error { message: String },
+    /// The pools as the Service Control Entity sees them.
+    Summaries { pools: Vec<crate::api::PoolSummary> },
 }
 
 /// The daemon's view of its pools, for `vnfpool status`.

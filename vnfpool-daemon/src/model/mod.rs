@@ -8,4 +8,4 @@ pub mod plan;
 pub mod roles;
 pub mod spec;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;

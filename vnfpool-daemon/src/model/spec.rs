@@ -12,6 +12,40 @@ pub struct Spec {
     pub pools: Vec<PoolSpec>,
     /// The `placement:` section; every pool holds the same one.
     pub placement: Arc<PlacementSpec>,
+    /// The `api:` section: the HTTPS API with mutual TLS; `None` when not configured.
+    pub api: Option<ApiSpec>,
+}
+
+/// The `api:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSpec {
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain and private key of the server.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// PEM certificates of the CAs whose client certificates are accepted.
+    pub client_ca: PathBuf,
+    /// Client certificate subjects (as `CN=…, O=…`) and their roles.
+    pub clients: Vec<ApiClient>,
+}
+
+/// One client of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiClient {
+    pub subject: String,
+    pub role: ApiRole,
+}
+
+/// What a client may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiRole {
+    /// The Service Control Entity: pools, capacity and events, never element identity.
+    Sce,
+    /// Elements, roles, health, drains, failover history.
+    Operator,
+    /// An element registering itself.
+    Element,
 }
 
 /// The `placement:` section: what backup selection weighs (draft 5.1).
