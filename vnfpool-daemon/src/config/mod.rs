@@ -1503,7 +1503,7 @@ site-c: {}
 
         let errors = errors_of(&format!("{BASE}extra: 1\n"));
         assert!(
-            matches!(&errors[0], ConfigError::UnknownKey { key, allowed, .. } if key == "extra" && allowed == &["daemon", "pools", "placement"]),
+            matches!(&errors[0], ConfigError::UnknownKey { key, allowed, .. } if key == "extra" && allowed == &["daemon", "pools", "placement", "api"]),
             "{errors:?}"
         );
 
@@ -1546,6 +1546,40 @@ site-c: {}
             ),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn api_section() {
+        let api = "api:\n  listen: 0.0.0.0:9443\n  cert: /etc/vnfpool/api.crt\n  key: /etc/vnfpool/api.key\n  client_ca: /etc/vnfpool/ca.crt\n  clients:\n    - { subject: \"CN=orchestrator\", role: sce }\n    - { subject: \"CN=ops\", role: operator }\n";
+        let spec = parse(&format!("{BASE}{api}"), origin()).expect("valid");
+        let api_spec = spec.api.expect("api");
+        assert_eq!(api_spec.listen, "0.0.0.0:9443".parse().expect("addr"));
+        assert_eq!(api_spec.clients.len(), 2);
+        assert_eq!(api_spec.clients[0].role, crate::model::spec::ApiRole::Sce);
+        assert_eq!(
+            parse(BASE, origin()).expect("valid").api,
+            None,
+            "off unless configured"
+        );
+        let messages =
+            |text: &str| -> Vec<String> { errors_of(text).iter().map(ToString::to_string).collect() };
+        let relative = messages(&format!(
+            "{BASE}{}",
+            api.replace("/etc/vnfpool/api.key", "api.key")
+        ));
+        assert!(
+            relative[0].starts_with("pools.yaml:15:8: key `api.key` is not an absolute path"),
+            "{relative:?}"
+        );
+        let twice = messages(&format!("{BASE}{}", api.replace("CN=ops", "CN=orchestrator")));
+        assert!(twice[0].contains("client subject `CN=orchestrator`"), "{twice:?}");
+        let role = messages(&format!("{BASE}{}", api.replace("role: operator", "role: admin")));
+        assert!(
+            role[0].starts_with("pools.yaml:19:34: unknown value `admin`"),
+            "{role:?}"
+        );
+        let missing = messages(&format!("{BASE}{}", api.replace("  listen: 0.0.0.0:9443\n", "")));
+        assert!(missing[0].contains("missing key `listen` in api"), "{missing:?}");
     }
 
     #[test]
