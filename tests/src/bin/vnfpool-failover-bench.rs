@@ -2,9 +2,12 @@
 //! request sent every millisecond, over repeated failovers of each kind (service stop, link
 //! down, freeze), the requests lost on fail-back and on drain, and the daemon's CPU and memory
 //! while it probes 100 elements every 10 ms. Run through `cargo xtask bench` (release build);
-//! figures go to BENCHMARKS.md.
+//! figures go to BENCHMARKS.md. Every gap is also written to `failover-gaps.csv` and plotted in
+//! `failover-gaps.svg`, in the repository's `docs/` or in the directory given as the only
+//! argument.
 
 use std::{
+    fmt::Write as _,
     net::UdpSocket,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -14,6 +17,7 @@ use vnfpool_daemon::control::{Request, Response};
 use vnfpool_tests::{
     daemon::{Daemon, Places, role},
     lab::{Lab, TCP_PORT},
+    plot::{Reference, Strip, write_failover_gaps_svg},
     service::ServiceProc,
     traffic::{around, exchange, gap},
 };
@@ -22,6 +26,10 @@ const ROUNDS: usize = 20;
 const PORT: u16 = 5354;
 const INTERVAL_MS: u64 = 10;
 const FALL: u64 = 3;
+/// The target for the median gap of each kind of failure.
+const TARGET_MS: f64 = 35.0;
+/// keepalived (VRRP version 3, 10 ms advertisements) in the same kind of lab (BENCHMARKS.md).
+const KEEPALIVED_MS: f64 = 41.0;
 
 fn sibling(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -39,6 +47,17 @@ enum Kind {
     ServiceStop,
     LinkDown,
     Freeze,
+}
+
+impl Kind {
+    /// The health check that sees this failure: only a request/response check sees a freeze.
+    fn check(self) -> &'static str {
+        if matches!(self, Kind::Freeze) {
+            "udp"
+        } else {
+            "tcp"
+        }
+    }
 }
 
 /// The pool; `check` is `tcp` (sees a stopped service or a dead link at once: RST or no route)
@@ -72,12 +91,7 @@ fn rounds(kind: Kind, daemon_bin: &Path, service_bin: &Path) -> Vec<Round> {
     let mut services: Vec<ServiceProc> = (0..3)
         .map(|i| ServiceProc::start(service_bin, &lab, i, PORT))
         .collect();
-    let check = if matches!(kind, Kind::Freeze) {
-        "udp"
-    } else {
-        "tcp"
-    };
-    std::fs::write(places.config(), config(&lab, &places, check)).expect("config");
+    std::fs::write(places.config(), config(&lab, &places, kind.check())).expect("config");
     let mut daemon = Daemon::start(daemon_bin, &lab, &places);
     let link = lab.elements[0].host_link.name.clone();
     let mut out = Vec::new();
@@ -207,9 +221,78 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Where the raw gaps and their plot go: the only argument, or the repository's `docs/`.
+fn out_dir() -> PathBuf {
+    std::env::args_os().nth(1).map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs"),
+        PathBuf::from,
+    )
+}
+
+/// Every failover's gap, one line each, and their plot.
+fn write_gaps(dir: &Path, all: &[(Kind, Vec<Round>)]) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    let mut csv = String::from("failure,check,round,gap_ms,failback_lost\n");
+    for (kind, rs) in all {
+        for (i, r) in rs.iter().enumerate() {
+            writeln!(
+                csv,
+                "{kind:?},{},{},{:.3},{}",
+                kind.check(),
+                i + 1,
+                ms(r.gap),
+                r.failback_lost
+            )
+            .expect("writing to a String");
+        }
+    }
+    let csv_path = dir.join("failover-gaps.csv");
+    std::fs::write(&csv_path, csv).unwrap_or_else(|e| panic!("writing {}: {e}", csv_path.display()));
+
+    let labels: Vec<String> = all
+        .iter()
+        .map(|(kind, _)| format!("{kind:?}, {} check", kind.check()))
+        .collect();
+    let gaps: Vec<Vec<f64>> = all
+        .iter()
+        .map(|(_, rs)| rs.iter().map(|r| ms(r.gap)).collect())
+        .collect();
+    let strips: Vec<Strip<'_>> = labels
+        .iter()
+        .zip(&gaps)
+        .map(|(label, gaps_ms)| Strip { label, gaps_ms })
+        .collect();
+    let references = [
+        Reference {
+            label: "keepalived VRRPv3 at 10 ms, median on link down",
+            ms: KEEPALIVED_MS,
+        },
+        Reference {
+            label: "target median",
+            ms: TARGET_MS,
+        },
+    ];
+    let svg_path = dir.join("failover-gaps.svg");
+    write_failover_gaps_svg(
+        &svg_path,
+        &format!(
+            "Failover gap seen by a client (request every 1 ms; probes every {INTERVAL_MS} ms, fall {FALL})"
+        ),
+        &strips,
+        &references,
+    )
+    .unwrap_or_else(|e| panic!("writing {}: {e}", svg_path.display()));
+    println!(
+        "\nevery gap: {}, plotted in {}",
+        csv_path.display(),
+        svg_path.display()
+    );
+}
+
 fn main() {
     let daemon_bin = sibling("vnfpool-under-test");
     let service_bin = sibling("vnfpool-lab-service");
+    let out = out_dir();
     println!(
         "failover as a client sees it: UDP request every 1 ms, probes every {INTERVAL_MS} ms, fall {FALL}, {ROUNDS} failovers per kind\n"
     );
@@ -217,6 +300,7 @@ fn main() {
         "| failure | check | median gap | p99 gap | max gap | target (median) | requests lost on fail-back |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|");
+    let mut all = Vec::new();
     for kind in [Kind::ServiceStop, Kind::LinkDown, Kind::Freeze] {
         let rs = rounds(kind, &daemon_bin, &service_bin);
         let mut gaps: Vec<Duration> = rs.iter().map(|r| r.gap).collect();
@@ -224,23 +308,17 @@ fn main() {
         let p99 = gaps[((gaps.len() * 99).div_ceil(100)).saturating_sub(1)];
         let lost: usize = rs.iter().map(|r| r.failback_lost).sum();
         let median = gaps[gaps.len() / 2];
-        let check = if matches!(kind, Kind::Freeze) {
-            "udp"
-        } else {
-            "tcp"
-        };
         println!(
-            "| {kind:?} | {check} | {:.1} ms | {:.1} ms | {:.1} ms | < 35 ms {} | {lost} |",
+            "| {kind:?} | {} | {:.1} ms | {:.1} ms | {:.1} ms | < {TARGET_MS} ms {} | {lost} |",
+            kind.check(),
             ms(median),
             ms(p99),
             ms(*gaps.last().expect("rounds")),
-            if median < Duration::from_millis(35) {
-                "ok"
-            } else {
-                "MISSED"
-            }
+            if ms(median) < TARGET_MS { "ok" } else { "MISSED" }
         );
+        all.push((kind, rs));
     }
+    write_gaps(&out, &all);
     println!(
         "\nrequests lost while the active is drained (1 s of traffic): {}",
         drain_lost(&daemon_bin, &service_bin)

@@ -1,0 +1,528 @@
+//! The Grafana dashboard (`packaging/grafana/vnfpool.json`) cannot drift from the metrics: every
+//! metric, label and function its queries use must be one README.md's metrics table lists, and
+//! that table must be what the daemon exposes (the same names, types and labels).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use vnfpool_common::stats::{Counters, Reason};
+use vnfpool_daemon::metrics::{ElementSample, Metrics};
+
+const README: &str = include_str!("../../README.md");
+const DASHBOARD: &str = include_str!("../../packaging/grafana/vnfpool.json");
+
+/// Labels Prometheus adds to every series it scrapes.
+const TARGET_LABELS: [&str; 2] = ["instance", "job"];
+const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
+/// The `PromQL` functions and aggregations the dashboard may use (a typo must not pass as one).
+const FUNCTIONS: [&str; 18] = [
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "histogram_quantile",
+    "clamp_min",
+    "clamp_max",
+    "abs",
+    "topk",
+    "bottomk",
+    "label_replace",
+    "vector",
+    "time",
+];
+const GROUPING: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+const KEYWORDS: [&str; 5] = ["and", "or", "unless", "bool", "offset"];
+
+#[derive(Debug, PartialEq)]
+struct Metric {
+    kind: String,
+    labels: BTreeSet<String>,
+}
+
+/// README.md's metrics table: one entry per name (`…_bytes_total` after a name stands for that
+/// name with its last two words replaced).
+fn readme_metrics() -> BTreeMap<String, Metric> {
+    let mut lines = README
+        .lines()
+        .skip_while(|l| !l.starts_with("| metric | type | labels |"))
+        .skip(2);
+    let mut out = BTreeMap::new();
+    for line in lines.by_ref().take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert!(cells.len() >= 4, "README metrics row: {line}");
+        let labels: BTreeSet<String> = backticked(cells[2]).into_iter().collect();
+        let mut previous: Option<String> = None;
+        for name in backticked(cells[0]) {
+            let name = match name.strip_prefix('…') {
+                Some(suffix) => {
+                    let prev = previous.as_deref().expect("an elided name follows a full one");
+                    let words = suffix.trim_start_matches('_').split('_').count();
+                    let kept: Vec<&str> = prev.split('_').collect();
+                    format!("{}{suffix}", kept[..kept.len() - words].join("_"))
+                }
+                None => name,
+            };
+            out.insert(
+                name.clone(),
+                Metric {
+                    kind: cells[1].to_owned(),
+                    labels: labels.clone(),
+                },
+            );
+            previous = Some(name);
+        }
+    }
+    assert!(out.len() > 10, "README metrics table not found or cut: {out:?}");
+    out
+}
+
+fn backticked(cell: &str) -> Vec<String> {
+    cell.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+}
+
+/// What one query uses.
+#[derive(Debug, Default)]
+struct Uses {
+    /// Series names as written (`…_bucket` included), each with the label names it matches on.
+    selectors: Vec<(String, Vec<String>)>,
+    functions: Vec<String>,
+    /// Labels of `by`, `without`, `on`, `ignoring`, `group_left` and `group_right`.
+    grouping: Vec<String>,
+}
+
+/// A small `PromQL` scanner: enough to tell metric names from functions, keywords and labels.
+fn scan(expr: &str) -> Uses {
+    let b: Vec<char> = expr.chars().collect();
+    let mut uses = Uses::default();
+    let mut i = 0;
+    let ident = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && (b[*i].is_ascii_alphanumeric() || b[*i] == '_' || b[*i] == ':') {
+            *i += 1;
+        }
+        b[start..*i].iter().collect::<String>()
+    };
+    let skip_space = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_whitespace() {
+            *i += 1;
+        }
+    };
+    let skip_string = |i: &mut usize| {
+        let quote = b[*i];
+        *i += 1;
+        while *i < b.len() && b[*i] != quote {
+            *i += if b[*i] == '\\' { 2 } else { 1 };
+        }
+        *i += 1;
+    };
+    while i < b.len() {
+        let c = b[i];
+        if c == '"' || c == '\'' || c == '`' {
+            skip_string(&mut i);
+        } else if c == '[' {
+            while i < b.len() && b[i] != ']' {
+                i += 1;
+            }
+        } else if c == '$' {
+            // A dashboard variable outside a string or a range: only $__range-like names.
+            i += 1;
+            ident(&mut i);
+        } else if c.is_ascii_digit() || c == '.' {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == '.') {
+                i += 1;
+            }
+        } else if c == '{' {
+            uses.selectors.push((String::new(), matchers(&b, &mut i)));
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let word = ident(&mut i);
+            skip_space(&mut i);
+            let next = b.get(i).copied();
+            if GROUPING.contains(&word.as_str()) {
+                if next == Some('(') {
+                    let end = i + b[i..].iter().position(|&c| c == ')').expect("closing )");
+                    let list: String = b[i + 1..end].iter().collect();
+                    uses.grouping.extend(
+                        list.split(',')
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_owned),
+                    );
+                    i = end + 1;
+                }
+            } else if KEYWORDS.contains(&word.as_str()) {
+                // A binary operator or modifier: nothing to check.
+            } else if next == Some('(') || ["by", "without"].iter().any(|g| follows(&b[i..], g)) {
+                // A call, or an aggregation with its grouping first: `sum by (pool) (…)`.
+                uses.functions.push(word);
+            } else if next == Some('{') {
+                let labels = matchers(&b, &mut i);
+                uses.selectors.push((word, labels));
+            } else {
+                uses.selectors.push((word, Vec::new()));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    uses
+}
+
+/// Whether `rest` starts with the word `word`.
+fn follows(rest: &[char], word: &str) -> bool {
+    let n = word.len();
+    rest.len() > n
+        && rest[..n].iter().copied().eq(word.chars())
+        && !(rest[n].is_ascii_alphanumeric() || rest[n] == '_')
+}
+
+/// The label names of the matchers in the `{…}` at `b[*i]`; leaves `*i` past the `}`.
+fn matchers(b: &[char], i: &mut usize) -> Vec<String> {
+    let mut labels = Vec::new();
+    let mut name = String::new();
+    *i += 1;
+    while *i < b.len() && b[*i] != '}' {
+        let c = b[*i];
+        if c == '"' || c == '\'' || c == '`' {
+            *i += 1;
+            while *i < b.len() && b[*i] != c {
+                *i += if b[*i] == '\\' { 2 } else { 1 };
+            }
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            name.push(c);
+        } else if matches!(c, '=' | '!') && !name.is_empty() {
+            labels.push(std::mem::take(&mut name));
+        } else if !c.is_whitespace() {
+            name.clear();
+        }
+        *i += 1;
+    }
+    *i += 1;
+    labels
+}
+
+/// The metric a series name belongs to: a histogram's `_bucket`, `_sum` and `_count` series
+/// belong to it; anything else must be listed as it is.
+fn metric_of<'a>(series: &str, metrics: &'a BTreeMap<String, Metric>) -> Option<(&'a str, &'a Metric, bool)> {
+    if let Some((name, m)) = metrics.get_key_value(series) {
+        return Some((name, m, false));
+    }
+    HISTOGRAM_SUFFIXES.iter().find_map(|s| {
+        let base = series.strip_suffix(s)?;
+        let (name, m) = metrics.get_key_value(base)?;
+        (m.kind == "histogram").then_some((name.as_str(), m, *s == "_bucket"))
+    })
+}
+
+/// Everything wrong with one query, as messages naming `place`.
+fn check(place: &str, expr: &str, legend: Option<&str>, metrics: &BTreeMap<String, Metric>) -> Vec<String> {
+    let uses = scan(expr);
+    let mut errors = Vec::new();
+    let mut available: BTreeSet<&str> = TARGET_LABELS.into_iter().collect();
+    for f in &uses.functions {
+        if !FUNCTIONS.contains(&f.as_str()) {
+            errors.push(format!("{place}: unknown function {f}() in {expr:?}"));
+        }
+    }
+    for (series, labels) in &uses.selectors {
+        let Some((name, metric, bucket)) = metric_of(series, metrics) else {
+            errors.push(format!(
+                "{place}: {series:?} is not a metric of README.md's table, in {expr:?}"
+            ));
+            continue;
+        };
+        available.extend(metric.labels.iter().map(String::as_str));
+        if bucket {
+            available.insert("le");
+        }
+        for l in labels {
+            let known =
+                metric.labels.contains(l) || TARGET_LABELS.contains(&l.as_str()) || (bucket && l == "le");
+            if !known {
+                errors.push(format!("{place}: {name} has no label {l:?}, in {expr:?}"));
+            }
+        }
+    }
+    if uses.selectors.is_empty() {
+        errors.push(format!("{place}: no metric in {expr:?}"));
+    }
+    for l in &uses.grouping {
+        if !available.contains(l.as_str()) {
+            errors.push(format!(
+                "{place}: groups by {l:?}, a label of none of its metrics: {expr:?}"
+            ));
+        }
+    }
+    for l in legend.map(legend_labels).unwrap_or_default() {
+        if !available.contains(l.as_str()) {
+            errors.push(format!(
+                "{place}: legend uses {l:?}, a label of none of its metrics"
+            ));
+        }
+    }
+    errors
+}
+
+fn legend_labels(legend: &str) -> Vec<String> {
+    legend
+        .split("{{")
+        .skip(1)
+        .filter_map(|s| s.split_once("}}").map(|(l, _)| l.trim().to_owned()))
+        .collect()
+}
+
+fn dashboard() -> Value {
+    serde_json::from_str(DASHBOARD).expect("packaging/grafana/vnfpool.json is JSON")
+}
+
+/// Every panel, those inside collapsed rows included.
+fn panels(v: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for p in v["panels"].as_array().into_iter().flatten() {
+        out.push(p);
+        out.extend(panels(p));
+    }
+    out
+}
+
+/// Every query of the dashboard: (where, expression, legend).
+fn queries(d: &Value) -> Vec<(String, String, Option<String>)> {
+    let mut out = Vec::new();
+    for p in panels(d) {
+        let title = p["title"].as_str().unwrap_or("?");
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push((
+                format!("panel {title:?} target {}", t["refId"]),
+                t["expr"].as_str().unwrap_or_default().to_owned(),
+                t["legendFormat"].as_str().map(str::to_owned),
+            ));
+        }
+    }
+    for a in d["annotations"]["list"].as_array().expect("annotations") {
+        if let Some(expr) = a["expr"].as_str() {
+            out.push((
+                format!("annotation {}", a["name"]),
+                expr.to_owned(),
+                a["textFormat"].as_str().map(str::to_owned),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_query_uses_only_metrics_and_labels_the_readme_lists() {
+    let metrics = readme_metrics();
+    let d = dashboard();
+    let queries = queries(&d);
+    assert!(queries.len() >= 20, "{} queries", queries.len());
+    let mut errors = Vec::new();
+    let mut used = BTreeSet::new();
+    for (place, expr, legend) in &queries {
+        if expr.trim().is_empty() {
+            errors.push(format!("{place}: empty expr"));
+        }
+        errors.extend(check(place, expr, legend.as_deref(), &metrics));
+        used.extend(
+            scan(expr)
+                .selectors
+                .iter()
+                .filter_map(|(s, _)| metric_of(s, &metrics).map(|(name, ..)| name.to_owned())),
+        );
+    }
+    assert!(
+        errors.is_empty(),
+        "the dashboard drifted from README.md:\n{}",
+        errors.join("\n")
+    );
+    // What the issue asks the dashboard to show.
+    for name in [
+        "vnfpool_pool_active_weight",
+        "vnfpool_pool_active_elements",
+        "vnfpool_pool_standby_elements",
+        "vnfpool_element_role",
+        "vnfpool_failovers_total",
+        "vnfpool_failover_detection_seconds",
+        "vnfpool_failover_switch_seconds",
+        "vnfpool_element_packets_total",
+        "vnfpool_element_bytes_total",
+        "vnfpool_dataplane_reason_packets_total",
+        "vnfpool_probe_duration_seconds",
+        "vnfpool_flow_table_entries",
+        "vnfpool_flow_table_capacity",
+        "vnfpool_policy_violations_total",
+    ] {
+        assert!(used.contains(name), "no panel shows {name}");
+    }
+}
+
+#[test]
+fn the_pool_variable_and_the_datasource_are_templated() {
+    let metrics = readme_metrics();
+    let d = dashboard();
+    let vars = d["templating"]["list"].as_array().expect("templating");
+    let ds = vars
+        .iter()
+        .find(|v| v["name"] == "DS_PROMETHEUS")
+        .expect("a DS_PROMETHEUS variable");
+    assert_eq!(ds["type"], "datasource");
+    assert_eq!(ds["query"], "prometheus");
+    assert_eq!(d["__inputs"][0]["name"], "DS_PROMETHEUS");
+
+    let pool = vars
+        .iter()
+        .find(|v| v["name"] == "pool")
+        .expect("a pool variable");
+    let definition = pool["definition"].as_str().expect("definition");
+    assert_eq!(pool["query"]["query"], definition);
+    let args = definition
+        .strip_prefix("label_values(")
+        .and_then(|s| s.strip_suffix(')'))
+        .expect("label_values(metric, label)");
+    let (metric, label) = args.split_once(',').expect("two arguments");
+    let metric = &metrics[metric.trim()];
+    assert!(metric.labels.contains(label.trim()), "{definition}");
+
+    let mut ids = BTreeSet::new();
+    for p in panels(&d) {
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "id {} twice",
+            p["id"]
+        );
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "panel {}", p["title"]);
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "panel {}", p["title"]);
+        }
+    }
+    assert!(d["schemaVersion"].as_u64().expect("schemaVersion") >= 36);
+}
+
+#[test]
+fn the_scanner_catches_drift() {
+    let metrics = readme_metrics();
+    let errors = |expr: &str| check("t", expr, None, &metrics);
+    assert!(
+        errors(r#"histogram_quantile(0.99, sum by (le, pool) (rate(vnfpool_failover_switch_seconds_bucket{pool=~"$pool"}[$__rate_interval])))"#)
+            .is_empty()
+    );
+    assert_eq!(
+        errors("rate(vnfpool_failover_total[5m])").len(),
+        1,
+        "a misspelt metric"
+    );
+    assert_eq!(errors("vnfpool_failovers").len(), 1, "a counter without _total");
+    assert_eq!(
+        errors("vnfpool_probes_total_bucket").len(),
+        1,
+        "_bucket of a counter"
+    );
+    assert_eq!(
+        errors(r#"vnfpool_flow_table_entries{pool="web"}"#).len(),
+        1,
+        "an unknown label"
+    );
+    assert_eq!(
+        errors("sum by (element) (vnfpool_failovers_total)").len(),
+        1,
+        "grouping"
+    );
+    assert_eq!(
+        errors("rat(vnfpool_failovers_total[1m])").len(),
+        1,
+        "a misspelt function"
+    );
+    assert_eq!(
+        check(
+            "t",
+            "vnfpool_failovers_total",
+            Some("{{pool}} {{elemnt}}"),
+            &metrics
+        )
+        .len(),
+        1,
+        "a legend label"
+    );
+    assert!(errors(r#"vnfpool_element_role{pool=~"$pool", state="a{b}"} == 1"#).is_empty());
+}
+
+/// The README's table is the daemon's exposition: the same names, types and labels.
+#[test]
+fn the_readme_lists_what_the_daemon_exposes() {
+    let m = Metrics::new(1024);
+    m.probe("web", "e1", true, std::time::Duration::from_millis(2));
+    m.failover(
+        "web",
+        "probe_failure",
+        std::time::Duration::from_millis(30),
+        std::time::Duration::from_micros(900),
+    );
+    m.violation("web");
+    let c = Counters {
+        packets: 1,
+        bytes: 100,
+    };
+    m.sample_pool(
+        "web",
+        c,
+        &[ElementSample {
+            name: "e1",
+            role: "active",
+            health: "up",
+            weight: 1,
+            counters: c,
+        }],
+    );
+    m.sample_reasons(&Reason::ALL.map(|r| (r, c)));
+    let text = m.encode();
+
+    let mut exposed: BTreeMap<String, Metric> = BTreeMap::new();
+    let mut kinds = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').expect("# TYPE family kind");
+            kinds.insert(family.to_owned(), kind.to_owned());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let series = line.split(['{', ' ']).next().expect("series name");
+        let labels: BTreeSet<String> = line
+            .split_once('{')
+            .map(|(_, rest)| rest.split('}').next().unwrap_or_default())
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned()))
+            .filter(|k| k != "le")
+            .collect();
+        let (family, kind) = kinds
+            .iter()
+            .filter(|(f, _)| series.starts_with(f.as_str()))
+            .max_by_key(|(f, _)| f.len())
+            .expect("a # TYPE line before every series");
+        let name = match kind.as_str() {
+            "histogram" => family.clone(),
+            _ => series.to_owned(),
+        };
+        let entry = exposed.entry(name).or_insert_with(|| Metric {
+            kind: kind.clone(),
+            labels: BTreeSet::new(),
+        });
+        entry.labels.extend(labels);
+    }
+    assert_eq!(
+        readme_metrics(),
+        exposed,
+        "README.md's metrics table against the exposition:\n{text}"
+    );
+}
