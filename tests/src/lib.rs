@@ -13,6 +13,7 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod pins;
+pub mod pki;
 pub mod plot;
 pub mod scrape;
 pub mod service;

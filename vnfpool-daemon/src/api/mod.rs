@@ -5,6 +5,7 @@
 //! The API owns no pool state: it asks the controller over the same command channel as the
 //! local socket, and reads the [`events::EventLog`] the controller writes.
 
+pub mod client;
 pub mod events;
 
 use std::{collections::HashMap, convert::Infallible, net::IpAddr, path::Path, sync::Arc, time::Duration};
@@ -528,4 +529,47 @@ async fn openapi_json() -> impl IntoResponse {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_capacity_without_naming_elements() {
+        use crate::model::{
+            failover::Event,
+            testutil::{n_plus_m, pool},
+        };
+        let spec = pool(n_plus_m(2, false), &[("a", 300, 2), ("b", 200, 3), ("c", 100, 1)]);
+        let mut state = PoolState::new(&spec);
+        let at = Duration::ZERO;
+        for _ in 0..spec.health.rise {
+            for e in 0..3 {
+                state
+                    .step(&spec, Event::Probe { element: e, ok: true }, at)
+                    .expect("step");
+            }
+        }
+        let s = summary(&spec, &state);
+        assert_eq!(
+            (
+                s.state,
+                s.capacity.actives,
+                s.capacity.standbys,
+                s.capacity.active_weight
+            ),
+            (PoolHealth::Up, 2, 1, 5)
+        );
+        assert!(s.capacity.redundancy_met);
+        state
+            .step(&spec, Event::LinkDown { element: 0 }, at)
+            .expect("step");
+        let s = summary(&spec, &state);
+        assert_eq!(
+            (s.state, s.capacity.actives, s.capacity.standbys),
+            (PoolHealth::Degraded, 2, 0)
+        );
+        let json = serde_json::to_string(&s).expect("json");
+        assert!(!json.contains("\"a\"") && !json.contains("\"b\""), "{json}");
+    }
+}

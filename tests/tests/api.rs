@@ -1,0 +1,328 @@
+//! The API over real TLS on loopback, with certificates made in the test (rcgen), against a
+//! stand-in controller that records what it was asked.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hyper::StatusCode;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+    sync::mpsc,
+};
+use vnfpool_daemon::{
+    api::{
+        ApiState, BODY_LIMIT, Capacity, EventLog, PoolHealth, PoolSummary, Role, Timeouts,
+        client::{Client, SseEvent},
+        events, openapi, serve, tls_config,
+    },
+    control::{Command, Request, Response, Status},
+    model::spec::{ApiClient, ApiSpec},
+};
+use vnfpool_tests::{daemon::Scratch, pki::Ca};
+
+/// A running API with a stand-in controller.
+struct Api {
+    addr: SocketAddr,
+    /// Signs the server's certificate and the clients'.
+    ca: Ca,
+    events: EventLog,
+    /// What the controller was asked, in order.
+    asked: Arc<Mutex<Vec<Request>>>,
+    _dir: Scratch,
+}
+
+impl Api {
+    /// A client presenting `identity`.
+    fn client(&self, identity: Option<&vnfpool_tests::pki::Identity>) -> Client {
+        Client::new(
+            self.addr,
+            &self.ca.pem(),
+            identity.map(|(c, k)| (c.as_str(), k.as_str())),
+        )
+        .expect("client")
+    }
+
+    /// A client with a certificate for `CN=cn` from the API's CA.
+    fn as_cn(&self, cn: &str) -> Client {
+        self.client(Some(&self.ca.issue(cn, &[])))
+    }
+}
+
+fn pool_summary(name: &str, actives: u32) -> PoolSummary {
+    PoolSummary {
+        name: name.to_owned(),
+        vip: "192.0.2.1".parse().expect("vip"),
+        ports: vec![53],
+        protocol: "udp".to_owned(),
+        state: if actives == 0 {
+            PoolHealth::Down
+        } else {
+            PoolHealth::Up
+        },
+        capacity: Capacity {
+            active_weight: u64::from(actives),
+            actives,
+            standbys: 1,
+            configured_actives: 1,
+            configured_standbys: 1,
+            redundancy_met: actives == 1,
+        },
+    }
+}
+
+async fn start(headers_timeout: Duration) -> Api {
+    let ca = Ca::new("vnfpool test clients");
+    let dir = Scratch::new();
+    let (cert, key, client_ca) = vnfpool_tests::pki::server_files(&ca, &dir.path, "127.0.0.1");
+    let spec = ApiSpec {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        cert,
+        key,
+        client_ca,
+        clients: vec![
+            ApiClient {
+                subject: "CN=orchestrator".to_owned(),
+                role: Role::Sce,
+            },
+            ApiClient {
+                subject: "CN=ops".to_owned(),
+                role: Role::Operator,
+            },
+        ],
+    };
+    let tls = tls_config(&spec).expect("TLS config");
+    let listener = TcpListener::bind(spec.listen).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (commands, mut rx) = mpsc::channel::<Command>(16);
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&asked);
+    tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            log.lock().expect("log").push(cmd.request.clone());
+            let answer = match cmd.request {
+                Request::Summaries => Response::Summaries {
+                    pools: vec![pool_summary("dns", 1)],
+                },
+                Request::Status => Response::Status(Status::default()),
+                _ => Response::Ok {
+                    message: "done".to_owned(),
+                },
+            };
+            let _ = cmd.reply.send(answer);
+        }
+    });
+    let events = EventLog::new();
+    let clients: HashMap<String, Role> = spec.clients.iter().map(|c| (c.subject.clone(), c.role)).collect();
+    let state = ApiState {
+        commands,
+        events: events.clone(),
+    };
+    let timeouts = Timeouts {
+        handshake: Duration::from_secs(2),
+        headers: headers_timeout,
+    };
+    tokio::spawn(serve(listener, tls, clients, state, timeouts));
+    Api {
+        addr,
+        ca,
+        events,
+        asked,
+        _dir: dir,
+    }
+}
+
+/// `GET /v1/events` (after `last` when given) until `count` events arrived.
+async fn follow(client: &Client, last: Option<u64>, count: usize) -> Vec<SseEvent> {
+    client
+        .follow(last, Duration::from_secs(5), |e| e.len() >= count)
+        .await
+        .expect("events")
+}
+
+#[tokio::test]
+async fn the_sce_reads_pools_and_operators_drain_while_bad_requests_change_nothing() {
+    let api = start(Duration::from_secs(5)).await;
+    let sce = api.as_cn("orchestrator");
+    let ops = api.as_cn("ops");
+
+    let (status, body) = sce.call("GET", "/v1/pools", "").await.expect("GET /v1/pools");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pools: Vec<PoolSummary> = serde_json::from_str(&body).expect("pools");
+    assert_eq!(pools, [pool_summary("dns", 1)]);
+    let (status, _) = sce.call("GET", "/v1/pools/dns", "").await.expect("GET one");
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = sce.call("GET", "/v1/pools/nope", "").await.expect("GET missing");
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::NOT_FOUND, r#"{"error":"no pool nope"}"#)
+    );
+
+    // The SCE may not call operator endpoints; nothing reaches the controller.
+    let before = api.asked.lock().expect("log").len();
+    for (method, path) in [("GET", "/v1/status"), ("POST", "/v1/pools/dns/elements/e1/drain")] {
+        let (status, body) = sce.call(method, path, "{}").await.expect("answer");
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert!(body.contains("may not call"), "{body}");
+    }
+    // Malformed JSON and an oversized body: clear errors, nothing asked.
+    let (status, body) = ops
+        .call("POST", "/v1/pools/dns/elements/e1/drain", "{deadline_ms: 5")
+        .await
+        .expect("answer");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("error"), "{body}");
+    let (status, body) = ops
+        .call("POST", "/v1/pools/dns/elements/e1/drain", r#"{"deadline": 5}"#)
+        .await
+        .expect("answer");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let big = format!(r#"{{"deadline_ms": 1, "pad": "{}"}}"#, "x".repeat(BODY_LIMIT));
+    let (status, _) = ops
+        .call("POST", "/v1/pools/dns/elements/e1/drain", &big)
+        .await
+        .expect("answer");
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        api.asked.lock().expect("log").len(),
+        before,
+        "no bad request reached the controller"
+    );
+
+    // A good drain does.
+    let (status, body) = ops
+        .call(
+            "POST",
+            "/v1/pools/dns/elements/e1/drain",
+            r#"{"deadline_ms": 2000}"#,
+        )
+        .await
+        .expect("drain");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        api.asked.lock().expect("log").last(),
+        Some(&Request::Drain {
+            pool: "dns".to_owned(),
+            element: "e1".to_owned(),
+            deadline: Some(Duration::from_secs(2)),
+        })
+    );
+}
+
+#[tokio::test]
+async fn clients_without_a_trusted_certificate_or_a_role_are_refused_and_others_still_served() {
+    let api = start(Duration::from_secs(5)).await;
+    let none = api.client(None);
+    let err = none
+        .call("GET", "/v1/pools", "")
+        .await
+        .expect_err("no client certificate");
+    assert!(!err.is_empty());
+    let stranger = Ca::new("someone else");
+    let untrusted = api.client(Some(&stranger.issue("orchestrator", &[])));
+    untrusted
+        .call("GET", "/v1/pools", "")
+        .await
+        .expect_err("a certificate from an untrusted CA");
+    let unmapped = api.as_cn("intruder");
+    let (status, body) = unmapped.call("GET", "/v1/pools", "").await.expect("answer");
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("CN=intruder"), "{body}");
+    let sce = api.as_cn("orchestrator");
+    assert_eq!(
+        sce.call("GET", "/v1/pools", "").await.map(|r| r.0),
+        Ok(StatusCode::OK)
+    );
+}
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off_after_the_header_timeout() {
+    let api = start(Duration::from_millis(300)).await;
+    let sce = api.as_cn("orchestrator");
+    let mut tls = sce.connect().await.expect("TLS");
+    tls.write_all(b"GET /v1/pools HTTP/1.1\r\nHost: vnfpool\r\n")
+        .await
+        .expect("half a request");
+    let started = tokio::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept a slow client for 5 s");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The server still serves others.
+    assert_eq!(
+        sce.call("GET", "/v1/pools", "").await.map(|r| r.0),
+        Ok(StatusCode::OK)
+    );
+}
+
+#[tokio::test]
+async fn events_resume_after_last_event_id_and_the_sce_never_sees_an_element() {
+    let api = start(Duration::from_secs(5)).await;
+    let sce = api.as_cn("orchestrator");
+    let ops = api.as_cn("ops");
+    api.events.pool(&pool_summary("dns", 1));
+    api.events
+        .failover(&serde_json::json!({ "pool": "dns", "element": "e1" }));
+    api.events.pool(&pool_summary("dns", 0));
+    api.events
+        .policy_violation("dns", "e2", "e3", &["host h1".to_owned()]);
+    // The same summary again is no event.
+    api.events.pool(&pool_summary("dns", 0));
+
+    let seen = follow(&sce, None, 3).await;
+    let kinds: Vec<&str> = seen.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["pool", "pool", "policy_violation"]);
+    let ids: Vec<u64> = seen.iter().map(|e| e.id.parse().expect("id")).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    for e in &seen {
+        for name in ["e1", "e2", "e3", "host"] {
+            assert!(!e.data.contains(name), "the SCE saw {name}: {e:?}");
+        }
+    }
+    let all = follow(&ops, None, 4).await;
+    assert!(
+        all.iter().any(|e| e.kind == "failover" && e.data.contains("e1")),
+        "{all:?}"
+    );
+
+    // Resuming after the first event gives the rest, then what comes next, live.
+    let followers = api.events.followers();
+    let pushing = async {
+        while api.events.followers() == followers {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        api.events.pool(&pool_summary("dns", 1));
+    };
+    let (rest, ()) = tokio::join!(follow(&sce, Some(ids[0]), 3), pushing);
+    let rest_ids: Vec<u64> = rest.iter().map(|e| e.id.parse().expect("id")).collect();
+    assert_eq!(rest_ids[..2], ids[1..]);
+    assert!(rest_ids[2] > ids[2]);
+
+    // Too far behind: a gap event first.
+    for i in 0..events::WINDOW as u32 + 10 {
+        api.events.pool(&pool_summary("dns", i % 2));
+    }
+    let behind = follow(&sce, Some(1), 2).await;
+    assert_eq!(behind[0].kind, "gap", "{behind:?}");
+}
+
+#[test]
+fn the_checked_in_openapi_document_is_the_generated_one() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+    let generated = openapi();
+    if std::env::var_os("VNFPOOL_BLESS").is_some() {
+        std::fs::write(&path, &generated).expect("writing docs/openapi.json");
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == generated,
+        "docs/openapi.json is stale: run VNFPOOL_BLESS=1 cargo test -p vnfpool-tests --test api openapi"
+    );
+    for path in ["/v1/pools", "/v1/pools/{name}", "/v1/events", "/v1/status"] {
+        assert!(generated.contains(path), "{path}");
+    }
+}
