@@ -44,6 +44,7 @@ pub fn main() -> ExitCode {
             run_daemon(config, spec)
         }
         Command::Status { json, socket } => client(&socket, &Request::Status, json),
+        Command::Watch { socket, interval } => crate::watch::run(socket, interval),
         Command::Drain {
             pool,
             element,

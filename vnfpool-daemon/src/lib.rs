@@ -19,3 +19,4 @@ pub mod model;
 pub mod resolve;
 pub mod store;
 pub mod telemetry;
+pub mod watch;
