@@ -1,4 +1,5 @@
-//! Command line (clap): `vnfpool daemon | validate | status | watch | drain | undrain | reload`.
+//! Command line (clap): `vnfpool daemon | validate | status | watch | drain | undrain | reload |
+//! completions | man`.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -7,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Default path of the control socket.
 pub const DEFAULT_SOCKET: &str = "/run/vnfpool/vnfpool.sock";
 
-/// vnfpool: a VNF Pool manager with an XDP data plane.
+/// A VNF Pool manager with an XDP data plane.
 #[derive(Debug, Parser)]
 #[command(name = "vnfpool", version, about)]
 pub struct Cli {
@@ -83,6 +84,16 @@ pub enum Command {
     Reload {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
+    },
+    /// Prints a completion script for a shell (e.g. `vnfpool completions bash > /etc/bash_completion.d/vnfpool`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints the manual page (roff), e.g. `vnfpool man | man -l -`.
+    Man {
+        /// A subcommand's own page (`vnfpool man watch`) instead of vnfpool(1).
+        command: Option<String>,
     },
 }
 
