@@ -11,8 +11,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- Debian packages -------------------------------------------------------------------------
-# bpftool: inspect pinned maps; iproute2/ethtool/iputils-ping: the network-namespace lab.
-debs=(bpftool iproute2 ethtool iputils-ping)
+# bpftool: inspect pinned maps; iproute2/ethtool/iputils-ping: the network-namespace lab;
+# tmux: the pseudo-terminal that tests `vnfpool watch`'s screen (tests/tests/watch.rs).
+debs=(bpftool iproute2 ethtool iputils-ping tmux)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

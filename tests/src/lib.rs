@@ -14,4 +14,5 @@ pub mod netns;
 pub mod packet;
 pub mod pins;
 pub mod service;
+pub mod tmux;
 pub mod traffic;
