@@ -115,6 +115,14 @@ impl Pane {
             if let Some(status) = self.exit_status() {
                 return status;
             }
+            if self.format("#{pane_dead}") == "1" {
+                // The terminal closed but the server has not reaped the program: tmux built with
+                // libutempter (Debian's) can miss the SIGCHLD, which arrives while utempter's
+                // helper has its own handler in (tmux issue 311), and would leave it a zombie
+                // for good. Another SIGCHLD makes the server look again.
+                let server = self.format("#{pid}");
+                let _ = Command::new("kill").args(["-s", "CHLD", &server]).status();
+            }
             assert!(
                 start.elapsed() < timeout,
                 "still running after {timeout:?}:\n{}",
