@@ -14,8 +14,9 @@ fi
 # bpftool: inspect pinned maps; iproute2/ethtool/iputils-ping: the network-namespace lab;
 # util-linux: nsenter (the daemon in a lab namespace) and setpriv (as a user with only the unit's
 # capabilities); systemd: systemd-analyze, which checks packaging/vnfpool.service (a container
-# image may lack it; nothing here starts it).
-debs=(bpftool iproute2 ethtool iputils-ping util-linux systemd)
+# image may lack it; nothing here starts it); tmux: the pseudo-terminal that tests
+# `vnfpool watch`'s screen (tests/tests/watch.rs).
+debs=(bpftool iproute2 ethtool iputils-ping util-linux systemd tmux)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -17,6 +17,7 @@ pub mod pki;
 pub mod plot;
 pub mod scrape;
 pub mod service;
+pub mod tmux;
 pub mod traffic;
 pub mod unit;
 pub mod unprivileged;

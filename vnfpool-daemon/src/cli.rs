@@ -1,4 +1,5 @@
-//! Command line (clap): `vnfpool daemon | validate | status | drain | undrain | reload`.
+//! Command line (clap): `vnfpool daemon | validate | status | watch | drain | undrain | reload |
+//! completions | man`.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -7,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Default path of the control socket.
 pub const DEFAULT_SOCKET: &str = "/run/vnfpool/vnfpool.sock";
 
-/// vnfpool: a VNF Pool manager with an XDP data plane.
+/// A VNF Pool manager with an XDP data plane.
 #[derive(Debug, Parser)]
 #[command(name = "vnfpool", version, about)]
 pub struct Cli {
@@ -50,6 +51,18 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Live view of every pool: roles, health, packets per second, backups, last failovers.
+    ///
+    /// Asks the daemon every interval; shows when it does not answer and keeps asking. `q` or
+    /// Ctrl-C quits. When stdout is not a terminal, prints a snapshot per interval as text.
+    Watch {
+        /// Control socket of the daemon.
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Time between two questions to the daemon (e.g. `500ms`), 10ms..=1h.
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: Duration,
+    },
     /// Gives an element no new flows; its flows stay until they end or the deadline passes.
     Drain {
         pool: String,
@@ -72,6 +85,26 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Prints a completion script for a shell (e.g. `vnfpool completions bash > /etc/bash_completion.d/vnfpool`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints the manual page (roff), e.g. `vnfpool man | man -l -`.
+    Man {
+        /// A subcommand's own page (`vnfpool man watch`) instead of vnfpool(1).
+        command: Option<String>,
+    },
+}
+
+/// `--interval`: a humantime duration, 10ms..=1h.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if (Duration::from_millis(10)..=Duration::from_hours(1)).contains(&d) {
+        Ok(d)
+    } else {
+        Err("must be 10ms..=1h".to_owned())
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +135,27 @@ mod tests {
                 );
             }
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn watch_asks_every_second_unless_told() {
+        let cli = Cli::try_parse_from(["vnfpool", "watch"]).expect("parses");
+        assert!(
+            matches!(cli.command, Command::Watch { interval, ref socket }
+                if interval == Duration::from_secs(1) && socket.as_os_str() == DEFAULT_SOCKET),
+            "{:?}",
+            cli.command
+        );
+        let cli = Cli::try_parse_from(["vnfpool", "watch", "--interval", "250ms"]).expect("parses");
+        assert!(
+            matches!(cli.command, Command::Watch { interval, .. } if interval == Duration::from_millis(250))
+        );
+        for bad in ["0s", "1ms", "2h", "often"] {
+            assert!(
+                Cli::try_parse_from(["vnfpool", "watch", "--interval", bad]).is_err(),
+                "--interval {bad}"
+            );
         }
     }
 }

@@ -44,6 +44,12 @@ pub fn main() -> ExitCode {
             run_daemon(config, spec)
         }
         Command::Status { json, socket } => client(&socket, &Request::Status, json),
+        Command::Watch { socket, interval } => crate::watch::run(socket, interval),
+        Command::Completions { shell } => print(|out| {
+            crate::manual::completions(shell, out);
+            Ok(())
+        }),
+        Command::Man { command } => print(|out| crate::manual::man(command.as_deref(), out)),
         Command::Drain {
             pool,
             element,
@@ -64,6 +70,23 @@ pub fn main() -> ExitCode {
             socket,
         } => client(&socket, &Request::Undrain { pool, element }, false),
         Command::Reload { socket } => client(&socket, &Request::Reload, false),
+    }
+}
+
+/// Writes what `write` produces to stdout; a closed stdout (`vnfpool man | head`) is no failure.
+fn print(write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), crate::manual::ManualError>) -> ExitCode {
+    let mut out = Vec::new();
+    if let Err(e) = write(&mut out) {
+        eprintln!("vnfpool: {:#}", anyhow::Error::from(e));
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnfpool: writing to stdout: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
