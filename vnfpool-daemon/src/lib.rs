@@ -15,6 +15,7 @@ pub mod control;
 pub mod dataplane;
 pub mod entry;
 pub mod health;
+pub mod heartbeat;
 pub mod metrics;
 pub mod model;
 pub mod resolve;
