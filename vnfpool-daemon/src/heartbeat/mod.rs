@@ -9,7 +9,7 @@
 //! have been silent for longer than the miss limit.
 //!
 //! Everything here is pure: instants come in as parameters ([`Clocks`]), never from a clock.
-//! The UDP receiver and sender follow in `udp`.
+//! [`udp`] holds the receiver task and the sender.
 //!
 //! # Wire format (version 1)
 //!
@@ -26,6 +26,7 @@
 //! A datagram of any other length, or with another version byte, is rejected before any
 //! cryptography is done.
 
+pub mod udp;
 
 use std::{collections::HashMap, fmt, time::Duration};
 
