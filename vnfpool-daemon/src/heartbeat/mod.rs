@@ -63,8 +63,9 @@ pub struct Key([u8; KEY_LEN]);
 pub enum KeyError {
     #[error("reading random bytes from the operating system: {0}")]
     Random(getrandom::Error),
-    #[error("a key is {expected} hexadecimal digits, got {got:?}", expected = KEY_LEN * 2)]
-    Hex { got: String },
+    /// The text is not repeated: it may be a key with a typo.
+    #[error("a key is {expected} hexadecimal digits; got {len} characters that are not", expected = KEY_LEN * 2)]
+    Hex { len: usize },
 }
 
 impl Key {
@@ -99,7 +100,9 @@ impl Key {
 
     /// Parses 64 hexadecimal digits (either case).
     pub fn from_hex(hex: &str) -> Result<Self, KeyError> {
-        let bad = || KeyError::Hex { got: hex.to_owned() };
+        let bad = || KeyError::Hex {
+            len: hex.chars().count(),
+        };
         let digits = hex.as_bytes();
         if digits.len() != KEY_LEN * 2 {
             return Err(bad());
@@ -883,7 +886,8 @@ mod tests {
             &format!("\"{}\"", "0".repeat(65)),
         ] {
             let error = serde_json::from_str::<Key>(bad).expect_err(bad).to_string();
-            assert!(error.contains("64 hexadecimal digits"), "{error}");
+            assert!(error.contains("64 hexadecimal digits; got"), "{error}");
+            assert!(!error.contains("zz"), "the text is not repeated: {error}");
         }
     }
 
