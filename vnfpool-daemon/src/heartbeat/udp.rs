@@ -11,9 +11,9 @@
 //! holding up the socket, which would make the kernel drop heartbeats and elements look silent.
 //!
 //! Give the receiving socket a receive buffer of a few MiB (`SO_RCVBUF`, capped by
-//! `net.core.rmem_max`): the default (about 200 KiB, some 300 heartbeats with the kernel's
-//! per-datagram overhead) overflows at 100,000 heartbeats/s whenever the task waits a few
-//! milliseconds for a CPU, as measured by `vnfpool-heartbeat-bench`.
+//! `net.core.rmem_max`): the default (about 200 KiB, a few hundred heartbeats with the
+//! kernel's per-datagram overhead) overflows at 100,000 heartbeats/s whenever the task waits
+//! a few milliseconds for a CPU, as measured by `vnfpool-heartbeat-bench`.
 
 use std::{
     io,
