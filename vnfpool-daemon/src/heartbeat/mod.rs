@@ -205,7 +205,7 @@ impl fmt::Debug for Signer {
 
 /// The fields of a heartbeat, read without checking its MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fields {
+struct Fields {
     pub id: ElementId,
     pub seq: u64,
     /// The sender's wall clock, nanoseconds since the Unix epoch.
