@@ -16,6 +16,7 @@ pub mod control;
 pub mod dataplane;
 pub mod entry;
 pub mod health;
+pub mod heartbeat;
 pub mod manual;
 pub mod metrics;
 pub mod model;

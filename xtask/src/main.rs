@@ -24,8 +24,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Per-packet cost, mapping-switch cost, failover gaps and daemon cost, as tables
-    /// (see BENCHMARKS.md).
+    /// Per-packet cost, mapping-switch cost, failover gaps, daemon cost, backup selection and
+    /// heartbeat verification, as tables (see BENCHMARKS.md).
     Bench,
 }
 
@@ -98,6 +98,14 @@ fn main() -> Result<()> {
                 "vnfpool-tests",
                 "--bin",
                 "vnfpool-placement-bench",
+            ],
+            &[
+                "run",
+                "--release",
+                "-p",
+                "vnfpool-tests",
+                "--bin",
+                "vnfpool-heartbeat-bench",
             ],
         ],
     };
