@@ -89,6 +89,26 @@ pub fn gap(answers: &[(Instant, String)], from: &str, to: &str) -> Duration {
     gap_until(answers, from, |e| e == to)
 }
 
+/// [`gap`], printed with `what` and checked against `bound`; on failure the panic carries
+/// `log()` (the daemon's log).
+#[track_caller]
+pub fn gap_within(
+    answers: &[(Instant, String)],
+    from: &str,
+    to: &str,
+    bound: Duration,
+    what: &str,
+    log: impl FnOnce() -> String,
+) -> Duration {
+    let g = gap(answers, from, to);
+    println!(
+        "{what}: client-visible gap {:.1} ms (bound {bound:?})",
+        g.as_secs_f64() * 1e3
+    );
+    assert!(g <= bound, "{what}: gap {g:?} over {bound:?}\n{}", log());
+    g
+}
+
 /// Sends one request per millisecond for `span`, then collects late answers for 100 ms;
 /// returns (requests sent, answers by element).
 #[must_use]

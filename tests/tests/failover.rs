@@ -14,7 +14,7 @@ use vnfpool_tests::{
     daemon::{Daemon, Places, role},
     lab::{Lab, TCP_PORT, UDP_PORT},
     service::ServiceProc,
-    traffic::{around, around_away, exchange, gap, gap_away, owners, probe_until},
+    traffic::{around, around_away, exchange, gap_away, gap_within, owners, probe_until},
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_vnfpool-under-test");
@@ -58,18 +58,9 @@ fn failover_when_the_active_service_stops() {
     let places = Places::new();
     let (mut daemon, sock, _) = ready(&lab, &places);
     let answers = around(&sock, "e2", || lab.stop_services(0));
-    let g = gap(&answers, "e1", "e2");
-    println!(
-        "service stop: client-visible gap {:.1} ms (bound {:?})",
-        g.as_secs_f64() * 1e3,
-        bound()
-    );
-    assert!(
-        g <= bound(),
-        "gap {g:?} over {:?}\n{}",
-        bound(),
+    gap_within(&answers, "e1", "e2", bound(), "service stop", || {
         daemon.log_text()
-    );
+    });
     let s = daemon.wait_until("e2 active", Duration::from_secs(2), |s| {
         role(s, "dns", "e2") == Some("active")
     });
@@ -102,18 +93,7 @@ fn failover_when_the_active_link_goes_down() {
     let answers = around(&sock, "e2", || {
         lab.host.ip(&["link", "set", "dev", &link, "down"])
     });
-    let g = gap(&answers, "e1", "e2");
-    println!(
-        "link down: client-visible gap {:.1} ms (bound {:?})",
-        g.as_secs_f64() * 1e3,
-        bound()
-    );
-    assert!(
-        g <= bound(),
-        "gap {g:?} over {:?}\n{}",
-        bound(),
-        daemon.log_text()
-    );
+    gap_within(&answers, "e1", "e2", bound(), "link down", || daemon.log_text());
     let s = daemon.wait_until("e2 active", Duration::from_secs(2), |s| {
         role(s, "dns", "e2") == Some("active")
     });
@@ -462,18 +442,7 @@ fn failover_when_the_active_is_frozen() {
     let first = probe_until(&sock, Duration::from_secs(2), |a| a.len() >= 20);
     assert!(first.iter().all(|(_, e)| e == "e1"), "{first:?}");
     let answers = around(&sock, "e2", || services[0].signal("-STOP"));
-    let g = gap(&answers, "e1", "e2");
-    println!(
-        "freeze: client-visible gap {:.1} ms (bound {:?})",
-        g.as_secs_f64() * 1e3,
-        bound()
-    );
-    assert!(
-        g <= bound(),
-        "gap {g:?} over {:?}\n{}",
-        bound(),
-        daemon.log_text()
-    );
+    gap_within(&answers, "e1", "e2", bound(), "freeze", || daemon.log_text());
     services[0].signal("-CONT");
 }
 
@@ -513,18 +482,9 @@ fn the_active_fails_over_to_its_risk_free_backup_not_the_next_by_priority() {
     assert_eq!(backup(&s, "e1"), Some("e3: no shared risk, site cost 3"));
     let sock = lab.udp_sockets(1, UDP_PORT).pop().expect("a socket");
     let answers = around(&sock, "e3", || lab.stop_services(0));
-    let g = gap(&answers, "e1", "e3");
-    println!(
-        "backup by placement: client-visible gap {:.1} ms (bound {:?})",
-        g.as_secs_f64() * 1e3,
-        bound()
-    );
-    assert!(
-        g <= bound(),
-        "gap {g:?} over {:?}\n{}",
-        bound(),
+    gap_within(&answers, "e1", "e3", bound(), "backup by placement", || {
         daemon.log_text()
-    );
+    });
     assert!(
         !answers.iter().any(|(_, e)| e == "e2"),
         "nothing went to e2, which shares e1's host"
