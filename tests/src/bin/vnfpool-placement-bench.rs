@@ -100,9 +100,16 @@ fn pool() -> PoolSpec {
 
 /// Each active's least key alone, over the same keys the selection weighs (the baseline).
 fn scan(spec: &PoolSpec, actives: &[usize], standbys: &[usize]) -> i128 {
-    let keys = placement::keys(spec, actives, &placement::rank(spec, standbys));
-    keys.iter()
-        .map(|row| row.iter().min().copied().unwrap_or_default())
+    match placement::keys(spec, actives, &placement::rank(spec, standbys)) {
+        placement::Keys::Narrow(keys) => least(&keys),
+        placement::Keys::Wide(keys) => least(&keys),
+    }
+}
+
+/// The sum over the rows of each row's least key.
+fn least<K: Copy + Ord + Into<i128>>(keys: &placement::Matrix<K>) -> i128 {
+    (0..keys.rows())
+        .map(|r| keys.row(r).iter().min().copied().map_or(0, Into::into))
         .sum()
 }
 
