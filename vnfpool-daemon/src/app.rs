@@ -630,6 +630,8 @@ impl App {
             }
             return;
         }
+        // A step without effects changed no role or health: no summary to compare.
+        let changed = !effects.is_empty();
         let mut switch = None;
         let mut persist = false;
         for effect in effects {
@@ -691,8 +693,10 @@ impl App {
         if persist && let Err(e) = self.save() {
             error!(error = %e, "pool state not saved");
         }
-        let pool = &self.pools[p];
-        self.events.pool(&api::summary(&pool.spec, &pool.state));
+        if changed {
+            let pool = &self.pools[p];
+            self.events.pool(&api::summary(&pool.spec, &pool.state));
+        }
     }
 
     /// Writes the pool's mapping (and, the first time, its VIPs).
