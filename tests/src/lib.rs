@@ -15,6 +15,7 @@ pub mod packet;
 pub mod pins;
 pub mod pki;
 pub mod plot;
+pub mod registration;
 pub mod scrape;
 pub mod service;
 pub mod tmux;

@@ -47,10 +47,10 @@ impl Ca {
 }
 
 /// The files of an API server in `dir`: `(cert, key, client_ca)` paths, the server's
-/// certificate issued by `ca` for `ip`, clients trusted when `ca` signed them.
+/// certificate issued by `ca` for the addresses `ips`, clients trusted when `ca` signed them.
 #[must_use]
-pub fn server_files(ca: &Ca, dir: &Path, ip: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let (cert, key) = ca.issue("vnfpool", &[ip]);
+pub fn server_files(ca: &Ca, dir: &Path, ips: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    let (cert, key) = ca.issue("vnfpool", ips);
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
         std::fs::write(&path, text).expect("writing a PEM");

@@ -78,7 +78,7 @@ fn pool_summary(name: &str, actives: u32) -> PoolSummary {
 async fn start(headers_timeout: Duration) -> Api {
     let ca = Ca::new("vnfpool test clients");
     let dir = Scratch::new();
-    let (cert, key, client_ca) = vnfpool_tests::pki::server_files(&ca, &dir.path, "127.0.0.1");
+    let (cert, key, client_ca) = vnfpool_tests::pki::server_files(&ca, &dir.path, &["127.0.0.1"]);
     let spec = ApiSpec {
         listen: "127.0.0.1:0".parse().expect("addr"),
         cert,
@@ -94,6 +94,7 @@ async fn start(headers_timeout: Duration) -> Api {
                 role: Role::Operator,
             },
         ],
+        heartbeat_listen: "127.0.0.1:0".parse().expect("addr"),
     };
     let tls = tls_config(&spec).expect("TLS config");
     let listener = TcpListener::bind(spec.listen).await.expect("bind");

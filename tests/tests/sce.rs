@@ -38,7 +38,7 @@ fn the_sce_follows_capacity_across_a_failure_without_element_identity() {
     let mut lab = Lab::new(3);
     let places = Places::new();
     let ca = Ca::new("vnfpool lab");
-    let (cert, key, client_ca) = server_files(&ca, &places.scratch.path, "127.0.0.1");
+    let (cert, key, client_ca) = server_files(&ca, &places.scratch.path, &["127.0.0.1"]);
     let text = format!(
         "{}api:\n  listen: {API}\n  cert: {}\n  key: {}\n  client_ca: {}\n  clients:\n    - {{ subject: \"CN=orchestrator\", role: sce }}\npools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n    redundancy: {{ model: active-standby, preempt: false }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }}\n{}",
         places.daemon_section(&lab),

@@ -7,9 +7,9 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -37,6 +37,7 @@ use crate::{
         link::{self, LinkEvent},
         spawn_probers,
     },
+    heartbeat::{self, ElementId, Key, Liveness, Verifier, udp::HeartbeatEvent},
     metrics::{self, ElementSample, FlowCounter, Metrics, Readiness},
     model::{
         failover::{Effect, Event, FailoverRecord, PoolState},
@@ -44,8 +45,9 @@ use crate::{
         placement::Backup,
         plan::{self, Mapping, Resolved},
         roles::Role,
-        spec::{PoolSpec, Protocol, RedundancySpec, Spec},
+        spec::{Origin, PoolSpec, Protocol, RedundancySpec, Spec},
     },
+    registry::{self, Added, AddedElement, Misses},
     resolve::{self, ResolveError},
     store::{Store, StoreError},
 };
@@ -54,6 +56,12 @@ use crate::{
 const FOREVER: Duration = Duration::from_hours(87600);
 /// Failovers kept per pool for `vnfpool status`.
 const STATUS_HISTORY: usize = 16;
+/// Receive buffer of the heartbeat socket: room for tens of thousands of heartbeats while the
+/// receiving task waits for a CPU (see `heartbeat::udp`).
+const HEARTBEAT_RCVBUF: usize = 4 << 20;
+/// Accepted heartbeats queued for the controller; beyond, they are counted and dropped (the
+/// verifier has recorded them: only an element's first heartbeat after silence matters here).
+const HEARTBEAT_QUEUE: usize = 4096;
 
 /// Why the daemon stopped.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +125,10 @@ struct Persisted {
     /// The controller's clock at the save.
     saved_now: Now,
     pools: BTreeMap<String, PersistedPool>,
+    /// Elements added at run time (registrations and their keys included) and the SCE's
+    /// redundancy requests.
+    #[serde(default)]
+    added: Added,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,7 +169,17 @@ struct PoolRt {
 /// The controller's state.
 struct App {
     config_path: PathBuf,
+    /// The configuration file as last loaded.
+    file_spec: Spec,
+    /// What runs: the file's configuration with `added` merged in.
     spec: Spec,
+    added: Added,
+    /// Keys, sequence numbers and last heartbeats of self-registered elements; shared with
+    /// the heartbeat receiver.
+    verifier: Arc<Mutex<Verifier>>,
+    /// Each running self-registered element's pool and position.
+    agents: HashMap<ElementId, (usize, usize)>,
+    misses: Misses,
     dp: AyaDataplane,
     store: Store,
     epoch: Instant,
@@ -180,16 +202,15 @@ struct App {
     clippy::too_many_lines,
     reason = "the start-up sequence reads best in one place, in order"
 )]
-pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
+pub async fn run(config_path: PathBuf, file_spec: Spec) -> Result<(), AppError> {
     let epoch = Instant::now();
-    let metrics_listener = metrics::bind(spec.daemon.metrics)
+    let metrics_listener = metrics::bind(file_spec.daemon.metrics)
         .await
         .map_err(|source| AppError::Io {
             what: "binding the metrics listener (daemon.metrics)",
             source,
         })?;
-    let resolved = resolve_all(&spec, &config_path).await?;
-    let store = Store::open(&spec.daemon.state_dir)?;
+    let store = Store::open(&file_spec.daemon.state_dir)?;
     let persisted: Persisted = match store.load() {
         Ok(p) => p.unwrap_or_default(),
         Err(e) => {
@@ -197,6 +218,11 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
             Persisted::default()
         }
     };
+    let (spec, left_out) = registry::merge(&file_spec, &persisted.added);
+    for why in left_out {
+        warn!(%why, "an element added at run time no longer fits; left out");
+    }
+    let resolved = resolve_all(&spec, &config_path, &[]).await?;
 
     let opts = LoadOptions {
         pin_dir: Some(spec.daemon.pin_dir.clone()),
@@ -266,9 +292,23 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
     let app_flow_capacity = spec.daemon.flow_table_size;
     let (reports_tx, mut reports) = mpsc::channel(1024);
     let (probers, _) = watch::channel(false);
+    let verifier = Verifier::restore(
+        heartbeat::DEFAULT_WINDOW,
+        persisted.added.agents().map(|a| heartbeat::Registration {
+            id: a.id,
+            key: a.key.clone(),
+            last_seq: a.last_seq,
+        }),
+        now,
+    );
     let mut app = App {
         config_path,
+        file_spec,
         spec,
+        added: persisted.added,
+        verifier: Arc::new(Mutex::new(verifier)),
+        agents: HashMap::new(),
+        misses: Misses::default(),
         dp,
         store,
         epoch,
@@ -287,7 +327,21 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
             app.remap(i, now)?;
         }
     }
+    app.sync_agents(now);
     app.start_probers();
+    let (heartbeats_tx, mut heartbeats) = mpsc::channel(HEARTBEAT_QUEUE);
+    if let Some(api_spec) = &app.spec.api {
+        let socket = heartbeat_socket(api_spec.heartbeat_listen)?;
+        info!(listen = %api_spec.heartbeat_listen, "heartbeats of self-registered elements received");
+        let verifier = Arc::clone(&app.verifier);
+        tokio::spawn(async move {
+            if let Err(e) = heartbeat::udp::serve(socket, verifier, epoch, heartbeats_tx).await {
+                error!(error = %e, "heartbeat receiver stopped; self-registered elements will be failed");
+            }
+        });
+    } else {
+        drop(heartbeats_tx);
+    }
 
     let (links_tx, mut links) = mpsc::channel(256);
     tokio::spawn(async move {
@@ -358,6 +412,7 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             Some(event) = links.recv() => app.link_event(&event),
+            Some(event) = heartbeats.recv() => app.heartbeat(event),
             Some(report) = reports.recv() => app.probe(&report),
             Some(cmd) = commands.recv() => {
                 let response = app.command(cmd.request).await;
@@ -374,6 +429,11 @@ pub async fn run(config_path: PathBuf, spec: Spec) -> Result<(), AppError> {
     }
     crate::systemd::notify_stopping();
     let _ = app.probers.send(true);
+    // The registrations' sequence numbers as of now: a heartbeat sent before the stop is not
+    // accepted after the restart.
+    if let Err(e) = app.save() {
+        error!(error = %e, "pool state not saved");
+    }
     info!("stopping; the data plane stays attached and keeps forwarding");
     Ok(())
 }
@@ -433,12 +493,50 @@ fn assign_slots(spec: &PoolSpec, saved: &BTreeMap<String, u32>) -> Result<Vec<u3
         .collect()
 }
 
-async fn resolve_all(spec: &Spec, config_path: &std::path::Path) -> Result<Vec<Vec<Resolved>>, AppError> {
+/// The heartbeat listener's socket, with a receive buffer of [`HEARTBEAT_RCVBUF`] (or what
+/// `net.core.rmem_max` allows).
+fn heartbeat_socket(addr: SocketAddr) -> Result<tokio::net::UdpSocket, AppError> {
+    let io = |what| move |source| AppError::Io { what, source };
+    let socket = std::net::UdpSocket::bind(addr)
+        .map_err(io("binding the heartbeat listener (api.heartbeat_listen)"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(io("making the heartbeat socket non-blocking"))?;
+    if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, HEARTBEAT_RCVBUF) {
+        warn!(error = %e, "heartbeat socket keeps the default receive buffer; heartbeats may be dropped under load");
+    }
+    tokio::net::UdpSocket::from_std(socket).map_err(io("registering the heartbeat socket"))
+}
+
+/// Resolves every element of `spec`; an element of `known` (same pool, name, address, interface
+/// and MAC) keeps what it resolved to, so a change resolves only what is new.
+async fn resolve_all(
+    spec: &Spec,
+    config_path: &std::path::Path,
+    known: &[PoolRt],
+) -> Result<Vec<Vec<Resolved>>, AppError> {
     let text = std::fs::read_to_string(config_path).unwrap_or_default();
     let mut all = Vec::with_capacity(spec.pools.len());
     for pool in &spec.pools {
         let mut resolved = Vec::with_capacity(pool.elements.len());
+        let old = known.iter().find(|p| p.spec.name == pool.name);
         for e in &pool.elements {
+            let same = old.and_then(|p| {
+                p.spec
+                    .elements
+                    .iter()
+                    .position(|o| {
+                        o.name == e.name
+                            && o.address == e.address
+                            && o.interface == e.interface
+                            && o.mac == e.mac
+                    })
+                    .map(|i| p.resolved[i])
+            });
+            if let Some(r) = same {
+                resolved.push(r);
+                continue;
+            }
             let r = resolve::resolve(e.address, e.interface.as_deref(), e.mac)
                 .await
                 .map_err(|source| AppError::Resolve {
@@ -522,8 +620,80 @@ impl App {
                     Some(p.live_after)
                 }
             })
+            .chain(self.misses.next())
             .min()
             .map(|d| self.epoch + d)
+    }
+
+    /// An accepted heartbeat: a silent or new element is up at once; its silence will be
+    /// judged one miss limit after its last heartbeat.
+    fn heartbeat(&mut self, event: HeartbeatEvent) {
+        let Some(&(p, e)) = self.agents.get(&event.id) else {
+            return;
+        };
+        let miss = self.pools[p].spec.heartbeat.miss_limit();
+        self.misses
+            .watch(event.id, event.received + miss + Duration::from_micros(1));
+        if self.pools[p].state.elements()[e].health() != Health::Up {
+            self.step(p, Event::Heartbeat { element: e }, self.now());
+        }
+    }
+
+    /// Judges the self-registered elements whose miss limit may have passed.
+    fn judge_silence(&mut self, now: Now) {
+        for id in self.misses.due(now) {
+            let Some(&(p, e)) = self.agents.get(&id) else {
+                continue;
+            };
+            let miss = self.pools[p].spec.heartbeat.miss_limit();
+            let liveness = self
+                .verifier
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .liveness(id, miss, now);
+            match liveness {
+                Some(Liveness::Live { last }) => {
+                    self.misses.watch(id, last + miss + Duration::from_micros(1));
+                }
+                Some(Liveness::Pending) => self.misses.watch(id, now + miss),
+                Some(Liveness::Failed { silent_since })
+                    if self.pools[p].state.elements()[e].health() != Health::Down =>
+                {
+                    self.step(
+                        p,
+                        Event::HeartbeatMissed {
+                            element: e,
+                            silent_since,
+                        },
+                        now,
+                    );
+                }
+                None | Some(Liveness::Failed { .. }) => {}
+            }
+        }
+    }
+
+    /// Follows the running pools' self-registered elements: their positions, and a judgement
+    /// of each one's silence a miss limit from `now` (the next heartbeat moves it on).
+    fn sync_agents(&mut self, now: Now) {
+        self.agents.clear();
+        self.misses.clear();
+        for (pool, added) in &self.added.pools {
+            let Some(p) = self.pools.iter().position(|p| &p.spec.name == pool) else {
+                continue;
+            };
+            let spec = &self.pools[p].spec;
+            for a in &added.elements {
+                let (Some(agent), Some(e)) = (&a.agent, spec.elements.iter().position(|e| e.name == a.name))
+                else {
+                    continue;
+                };
+                if spec.elements[e].origin.is_agent() {
+                    self.agents.insert(agent.id, (p, e));
+                    self.misses.watch(agent.id, now + spec.heartbeat.miss_limit());
+                }
+            }
+        }
     }
 
     fn probe(&mut self, report: &ProbeReport) {
@@ -573,6 +743,7 @@ impl App {
 
     fn tick(&mut self) {
         let now = self.now();
+        self.judge_silence(now);
         for p in 0..self.pools.len() {
             if !self.pools[p].live {
                 if now >= self.pools[p].live_after {
@@ -748,8 +919,23 @@ impl App {
                     )
                 })
                 .collect(),
+            added: self.added_with_sequences(),
         };
         self.store.save(&persisted)
+    }
+
+    /// `added` with each registration's last accepted sequence number as of now.
+    fn added_with_sequences(&self) -> Added {
+        let mut added = self.added.clone();
+        let verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in added.pools.values_mut().flat_map(|p| &mut p.elements) {
+            if let Some(agent) = &mut e.agent
+                && let Some(seq) = verifier.last_seq(agent.id)
+            {
+                agent.last_seq = Some(seq);
+            }
+        }
+        added
     }
 
     async fn command(&mut self, request: Request) -> Response {
@@ -783,7 +969,263 @@ impl App {
                     message: "sampled".to_owned(),
                 }
             }
+            Request::AddElement {
+                pool,
+                element,
+                body,
+                origin,
+                subject,
+            } => self
+                .add_element(&pool, &element, body, origin, subject)
+                .await
+                .unwrap_or_else(|(status, message)| Response::Refused { status, message }),
+            Request::RemoveElement {
+                pool,
+                element,
+                subject,
+            } => self
+                .remove_element(&pool, &element, subject.as_deref())
+                .await
+                .unwrap_or_else(|(status, message)| Response::Refused { status, message }),
+            Request::SetRedundancy { pool, active } => self
+                .set_redundancy(&pool, active)
+                .await
+                .unwrap_or_else(|(status, message)| Response::Refused { status, message }),
         }
+    }
+
+    fn pool_index(&self, pool: &str) -> Result<usize, Refusal> {
+        self.pools
+            .iter()
+            .position(|p| p.spec.name == pool)
+            .ok_or_else(|| (404, format!("no pool {pool}")))
+    }
+
+    /// See [`Request::AddElement`].
+    async fn add_element(
+        &mut self,
+        pool: &str,
+        element: &str,
+        body: serde_json::Value,
+        origin: Origin,
+        subject: Option<String>,
+    ) -> Result<Response, Refusal> {
+        let p = self.pool_index(pool)?;
+        let mut added = self.added.clone();
+        let extra = added.pools.entry(pool.to_owned()).or_default();
+        let existing = extra.elements.iter().position(|e| e.name == element);
+        let created = match existing {
+            None => {
+                if self.pools[p].spec.elements.iter().any(|e| e.name == element) {
+                    return Err((
+                        409,
+                        format!(
+                            "pool {pool}: element {element} is in the configuration file; change it there"
+                        ),
+                    ));
+                }
+                let agent = match origin {
+                    Origin::Agent => {
+                        let key = Key::generate().map_err(|e| (500, e.to_string()))?;
+                        added.next_id += 1;
+                        Some(registry::Agent {
+                            id: added.next_id,
+                            key,
+                            subject: subject.clone().unwrap_or_default(),
+                            last_seq: None,
+                        })
+                    }
+                    Origin::File | Origin::Operator => None,
+                };
+                let new = AddedElement {
+                    name: element.to_owned(),
+                    origin,
+                    body,
+                    agent,
+                };
+                registry::check(&self.pools[p].spec, &new)
+                    .map_err(|why| (422, format!("pool {pool}: {why}")))?;
+                let extra = added.pools.entry(pool.to_owned()).or_default();
+                extra.elements.push(new);
+                true
+            }
+            Some(i) => {
+                let old = &extra.elements[i];
+                if old.origin != origin {
+                    return Err((
+                        409,
+                        format!(
+                            "pool {pool}: element {element} was added by {}",
+                            origin_name(old.origin)
+                        ),
+                    ));
+                }
+                if let Some(agent) = &old.agent
+                    && subject.as_deref() != Some(agent.subject.as_str())
+                {
+                    return Err((
+                        403,
+                        format!("pool {pool}: element {element} was registered by another client"),
+                    ));
+                }
+                if old.body == body {
+                    false
+                } else {
+                    let mut others = self.pools[p].spec.clone();
+                    others.elements.retain(|e| e.name != element);
+                    let new = AddedElement { body, ..old.clone() };
+                    registry::check(&others, &new).map_err(|why| (422, format!("pool {pool}: {why}")))?;
+                    extra.elements[i] = new;
+                    true
+                }
+            }
+        };
+        let agent = added.pools[pool]
+            .elements
+            .iter()
+            .find(|e| e.name == element)
+            .and_then(|e| e.agent.clone());
+        if created {
+            self.apply_added(added).await.map_err(|why| (422, why))?;
+            if let Some(agent) = &agent {
+                let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
+                if !verifier.contains(agent.id) {
+                    verifier.register(agent.id, agent.key.clone(), self.now());
+                }
+            }
+            info!(%pool, %element, origin = origin_name(origin), "element added");
+        }
+        Ok(Response::Added(api::ElementAdded {
+            pool: pool.to_owned(),
+            element: element.to_owned(),
+            created,
+            registration: agent.map(|a| self.registration_info(p, &a)),
+        }))
+    }
+
+    /// What a self-registered element of pool `p` needs to send its heartbeats.
+    fn registration_info(&self, p: usize, agent: &registry::Agent) -> api::RegistrationInfo {
+        let heartbeat = &self.pools[p].spec.heartbeat;
+        let listen = self.spec.api.as_ref().map(|api| api.heartbeat_listen);
+        api::RegistrationInfo {
+            id: agent.id,
+            key: agent.key.to_hex(),
+            heartbeat_port: listen.map_or(0, |l| l.port()),
+            heartbeat_address: listen
+                .map(|l| l.ip())
+                .filter(|ip| !ip.is_unspecified())
+                .map(|ip| ip.to_string()),
+            interval_us: u64::try_from(heartbeat.interval.as_micros()).unwrap_or(u64::MAX),
+            misses: heartbeat.misses,
+        }
+    }
+
+    /// See [`Request::RemoveElement`].
+    async fn remove_element(
+        &mut self,
+        pool: &str,
+        element: &str,
+        subject: Option<&str>,
+    ) -> Result<Response, Refusal> {
+        let p = self.pool_index(pool)?;
+        let mut added = self.added.clone();
+        let Some(i) = added
+            .pools
+            .get(pool)
+            .and_then(|x| x.elements.iter().position(|e| e.name == element))
+        else {
+            return Err(if self.pools[p].spec.elements.iter().any(|e| e.name == element) {
+                (
+                    409,
+                    format!("pool {pool}: element {element} is in the configuration file; remove it there"),
+                )
+            } else {
+                (404, format!("pool {pool} has no element {element}"))
+            });
+        };
+        let extra = added.pools.get_mut(pool).expect("found above");
+        let agent = extra.elements[i].agent.clone();
+        if let Some(subject) = subject
+            && agent.as_ref().is_none_or(|a| a.subject != subject)
+        {
+            return Err((
+                403,
+                format!("pool {pool}: element {element} is not the caller's registration"),
+            ));
+        }
+        extra.elements.remove(i);
+        self.apply_added(added).await.map_err(|why| (500, why))?;
+        if let Some(agent) = agent {
+            self.verifier
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(agent.id);
+        }
+        info!(%pool, %element, "element removed");
+        Ok(Response::Ok {
+            message: format!("{pool}/{element}: removed"),
+        })
+    }
+
+    /// See [`Request::SetRedundancy`].
+    async fn set_redundancy(&mut self, pool: &str, active: u32) -> Result<Response, Refusal> {
+        let p = self.pool_index(pool)?;
+        let mut base = self.pools[p].spec.clone();
+        if let Some(file) = self.file_spec.pools.iter().find(|f| f.name == pool) {
+            base.redundancy = file.redundancy;
+        }
+        registry::with_actives(&base, active).map_err(|why| (409, format!("pool {pool}: {why}")))?;
+        let mut added = self.added.clone();
+        added.pools.entry(pool.to_owned()).or_default().active = Some(active);
+        if added != self.added {
+            self.apply_added(added).await.map_err(|why| (500, why))?;
+        }
+        let pool_rt = &self.pools[p];
+        let summary = api::summary(&pool_rt.spec, &pool_rt.state);
+        let c = &summary.capacity;
+        let message = if c.redundancy_met {
+            format!(
+                "pool {pool}: {active} actives requested and met ({} actives, {} standbys)",
+                c.actives, c.standbys
+            )
+        } else {
+            let usable = pool_rt
+                .state
+                .elements()
+                .iter()
+                .filter(|e| e.health() == Health::Up && e.admin() == crate::model::failover::Admin::Normal)
+                .count();
+            format!(
+                "pool {pool}: {active} actives requested, not met now: {} actives and {} standbys of {} configured; {usable} of {} elements are usable",
+                c.actives,
+                c.standbys,
+                c.configured_standbys,
+                pool_rt.spec.elements.len()
+            )
+        };
+        info!(%pool, active, met = c.redundancy_met, "redundancy level requested");
+        Ok(Response::Level(api::LevelAnswer {
+            pool: pool.to_owned(),
+            active,
+            met: c.redundancy_met,
+            actives: c.actives,
+            standbys: c.standbys,
+            message,
+        }))
+    }
+
+    /// Runs `added` merged into the file's configuration; on error nothing changes.
+    async fn apply_added(&mut self, added: Added) -> Result<(), String> {
+        let (spec, left_out) = registry::merge(&self.file_spec, &added);
+        for why in left_out {
+            warn!(%why, "an element added at run time no longer fits; left out");
+        }
+        let old = std::mem::replace(&mut self.added, added);
+        if let Err(e) = self.apply_spec(spec).await {
+            self.added = old;
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn admin(&mut self, pool: &str, element: &str, event: impl Fn(usize) -> Event) -> Response {
@@ -868,11 +1310,23 @@ impl App {
 
     /// Re-reads the configuration and applies the difference; on any error nothing changes.
     async fn reload(&mut self) -> Result<String, String> {
-        let spec = config::load(&self.config_path).map_err(|e| e.to_string())?;
-        if spec.daemon != self.spec.daemon {
+        let file_spec = config::load(&self.config_path).map_err(|e| e.to_string())?;
+        if file_spec.daemon != self.spec.daemon {
             return Err("the daemon section changed; it takes effect on restart only".to_owned());
         }
-        let resolved = resolve_all(&spec, &self.config_path)
+        let (spec, left_out) = registry::merge(&file_spec, &self.added);
+        for why in left_out {
+            warn!(%why, "an element added at run time no longer fits; left out");
+        }
+        let message = self.apply_spec(spec).await?;
+        self.file_spec = file_spec;
+        Ok(message)
+    }
+
+    /// Runs `spec` in place of the running configuration, keeping what stays (indices, slots,
+    /// state, flows); on any error nothing changes.
+    async fn apply_spec(&mut self, spec: Spec) -> Result<String, String> {
+        let resolved = resolve_all(&spec, &self.config_path, &self.pools)
             .await
             .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
         // Plan everything before writing anything.
@@ -916,10 +1370,12 @@ impl App {
                     .is_none_or(|o| o.spec != n.spec)
             })
             .collect();
+        let probes_before = probe_key(&self.pools);
         self.pools = next;
         self.metrics.forget_elements();
         self.spec = spec;
         let now = self.now();
+        self.sync_agents(now);
         for (p, changed) in changed.into_iter().enumerate() {
             if changed {
                 self.step(p, Event::Tick, now);
@@ -930,7 +1386,9 @@ impl App {
                 }
             }
         }
-        self.start_probers();
+        if probe_key(&self.pools) != probes_before {
+            self.start_probers();
+        }
         if let Err(e) = self.save() {
             error!(error = %e, "pool state not saved");
         }
@@ -970,6 +1428,13 @@ impl App {
             })
             .collect();
         self.metrics.sample_reasons(&reasons);
+        self.metrics.sample_heartbeats(
+            &self
+                .verifier
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .counters(),
+        );
     }
 
     /// Ready once every pool is live (its mapping is in the data plane after the first round
@@ -1050,8 +1515,50 @@ impl App {
                 }
             })
             .collect();
-        Status { pools }
+        Status {
+            pools,
+            heartbeats: self.spec.api.as_ref().map(|_| {
+                self.verifier
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .counters()
+            }),
+        }
     }
+}
+
+/// A refused request: the HTTP status that says why, and the message.
+type Refusal = (u16, String);
+
+fn origin_name(origin: Origin) -> &'static str {
+    match origin {
+        Origin::File => "the configuration file",
+        Origin::Operator => "an operator",
+        Origin::Agent => "its own registration",
+    }
+}
+
+/// A pool's health check and its probed elements: position, name, address.
+type ProbeSet = (crate::model::spec::HealthSpec, Vec<(usize, String, IpAddr)>);
+
+/// What the probers probe: each pool's health check and its probed elements, in order (the
+/// probers report by position). Probers restart only when this changes, so that elements
+/// registering and leaving do not reset the probe clocks of the others.
+fn probe_key(pools: &[PoolRt]) -> Vec<ProbeSet> {
+    pools
+        .iter()
+        .map(|p| {
+            let probed = p
+                .spec
+                .elements
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !e.origin.is_agent())
+                .map(|(i, e)| (i, e.name.clone(), e.address))
+                .collect();
+            (p.spec.health.clone(), probed)
+        })
+        .collect()
 }
 
 fn health_name(health: Health) -> &'static str {

@@ -1,4 +1,4 @@
-//! Command line (clap): `vnfpool daemon | validate | status | watch | drain | undrain | reload |
+//! Command line (clap): `vnfpool daemon | agent | validate | status | watch | drain | undrain | reload |
 //! completions | man`.
 
 use std::{path::PathBuf, time::Duration};
@@ -34,6 +34,13 @@ pub enum Command {
     /// Runs the Pool Manager: attaches the data plane, probes elements, fails over.
     Daemon {
         /// Configuration file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Runs beside an element: registers it into a pool over the API, sends its heartbeats,
+    /// deregisters it on SIGTERM or SIGINT.
+    Agent {
+        /// Agent configuration file (YAML).
         #[arg(long, short)]
         config: PathBuf,
     },

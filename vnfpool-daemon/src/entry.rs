@@ -43,6 +43,7 @@ pub fn main() -> ExitCode {
             };
             run_daemon(config, spec)
         }
+        Command::Agent { config } => crate::agent::main(&config),
         Command::Status { json, socket } => client(&socket, &Request::Status, json),
         Command::Watch { socket, interval } => crate::watch::run(socket, interval),
         Command::Completions { shell } => print(|out| {
@@ -142,7 +143,18 @@ fn client(socket: &std::path::Path, request: &Request, json: bool) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok(Response::Error { message }) => {
+        Ok(Response::Added(answer)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer).expect("answer serializes")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Level(answer)) => {
+            println!("{}", answer.message);
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Error { message } | Response::Refused { message, .. }) => {
             eprintln!("vnfpool: {message}");
             ExitCode::FAILURE
         }

@@ -8,6 +8,7 @@
               are invariant checks, not inputs"
 )]
 
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod heartbeat;
 pub mod manual;
 pub mod metrics;
 pub mod model;
+pub mod registry;
 pub mod resolve;
 pub mod store;
 pub mod systemd;

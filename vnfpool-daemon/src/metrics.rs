@@ -79,6 +79,11 @@ struct DataplaneReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -129,6 +134,7 @@ pub struct Metrics {
     active_weight: Family<PoolLabels, Gauge>,
     flow_entries: Gauge,
     flow_capacity: Gauge,
+    heartbeats: Family<ResultLabels, Counter>,
 }
 
 /// One element's state as a scrape copies it in.
@@ -191,6 +197,7 @@ impl Metrics {
             active_weight: Family::default(),
             flow_entries: Gauge::default(),
             flow_capacity: Gauge::default(),
+            heartbeats: Family::default(),
         };
         m.flow_capacity.set(i64::from(flow_capacity));
         m.register(&mut registry);
@@ -283,6 +290,11 @@ impl Metrics {
             "vnfpool_dataplane_reason_bytes",
             "Bytes the data plane did not forward normally, by reason and action (drop, pass, forward)",
             self.reason_bytes.clone(),
+        );
+        r.register(
+            "vnfpool_heartbeats",
+            "Heartbeat datagrams of self-registered elements, by result: accepted, or why rejected",
+            self.heartbeats.clone(),
         );
         r.register(
             "vnfpool_pool_active_elements",
@@ -416,6 +428,23 @@ impl Metrics {
             };
             store(&self.reason_packets.get_or_create(&labels), c.packets);
             store(&self.reason_bytes.get_or_create(&labels), c.bytes);
+        }
+    }
+
+    /// Copies the heartbeat verifier's counters in, for a scrape.
+    pub fn sample_heartbeats(&self, counters: &crate::heartbeat::Counters) {
+        let labels = |result: &str| ResultLabels {
+            result: result.to_owned(),
+        };
+        store(
+            &self.heartbeats.get_or_create(&labels("accepted")),
+            counters.accepted,
+        );
+        for kind in crate::heartbeat::Rejected::ALL {
+            store(
+                &self.heartbeats.get_or_create(&labels(kind.name())),
+                counters.rejected(kind),
+            );
         }
     }
 

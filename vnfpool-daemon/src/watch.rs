@@ -759,6 +759,7 @@ mod tests {
                 budget: None,
                 policy_violations: 0,
             }],
+            heartbeats: None,
         }
     }
 

@@ -75,6 +75,7 @@ fn pool() -> PoolSpec {
                 site: Some(site(s)),
                 mac: None,
                 interface: None,
+                origin: vnfpool_daemon::model::spec::Origin::File,
             }
         })
         .collect();
@@ -95,6 +96,7 @@ fn pool() -> PoolSpec {
         ring_size: 65_537,
         budget: None,
         placement,
+        heartbeat: vnfpool_daemon::model::spec::HeartbeatSpec::DEFAULT,
     }
 }
 

@@ -18,7 +18,7 @@ use axum::{
         IntoResponse, Response as HttpResponse,
         sse::{Event as SseEvent, KeepAlive, Sse},
     },
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use futures_util::{Stream, StreamExt as _, stream};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -299,6 +299,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/pools/{name}", get(get_pool))
         .route("/v1/events", get(events))
         .route("/v1/status", get(status))
+        .route("/v1/pools/{pool}/redundancy", put(set_redundancy))
+        .route(
+            "/v1/pools/{pool}/elements/{element}",
+            put(add_element).delete(remove_element),
+        )
         .route("/v1/pools/{pool}/elements/{element}/drain", post(drain))
         .route("/v1/pools/{pool}/elements/{element}/undrain", post(undrain))
         .route("/v1/openapi.json", get(openapi_json))
@@ -415,6 +420,7 @@ fn done(response: Response) -> Result<Json<serde_json::Value>, ApiError> {
     match response {
         Response::Ok { message } => Ok(Json(serde_json::json!({ "message": message }))),
         Response::Error { message } => Err(ApiError(StatusCode::NOT_FOUND, message)),
+        Response::Refused { status, message } => Err(refused(status, message)),
         other => Err(ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("unexpected answer {other:?}"),
@@ -440,6 +446,196 @@ async fn drain(
         deadline: body.deadline_ms.map(Duration::from_millis),
     };
     done(ask(&state, request).await?)
+}
+
+fn refused(status: u16, message: String) -> ApiError {
+    ApiError(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        message,
+    )
+}
+
+fn unexpected(other: &Response) -> ApiError {
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("unexpected answer {other:?}"),
+    )
+}
+
+/// An element to add, with the keys of an element of the configuration file (its name is the
+/// path's). Only `address` is required.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the body; the body is checked by the configuration's rules"
+)]
+pub struct ElementBody {
+    /// Same family as the pool's VIP, not the VIP, unique in the pool.
+    pub address: String,
+    /// 0..=4294967295, default 100; higher wins the active role.
+    pub priority: Option<u32>,
+    /// 1..=1000, default 1; share of new flows when active.
+    pub weight: Option<u32>,
+    /// Failure-domain kind → value, like `{"host": "h1"}`.
+    pub failure_domains: Option<std::collections::BTreeMap<String, String>>,
+    /// Shared-risk link groups.
+    pub srlg: Option<Vec<String>>,
+    /// A site of the placement topology.
+    pub site: Option<String>,
+    /// The element's MAC, when not to be resolved from the neighbour table.
+    pub mac: Option<String>,
+    /// The egress interface, when not to be resolved from the routing table.
+    pub interface: Option<String>,
+}
+
+/// Where and how a self-registered element sends its heartbeats (the wire format is in the
+/// `heartbeat` module's documentation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationInfo {
+    /// The element's id, the first field of each heartbeat.
+    pub id: u64,
+    /// The element's HMAC-SHA256 key, 64 hexadecimal digits. Secret.
+    pub key: String,
+    /// UDP port of the daemon's heartbeat listener.
+    pub heartbeat_port: u16,
+    /// Its address when it listens on one; otherwise send to the address the API was reached at.
+    pub heartbeat_address: Option<String>,
+    /// Time between two heartbeats, in microseconds.
+    pub interval_us: u64,
+    /// Intervals the element may miss before it is failed.
+    pub misses: u32,
+}
+
+/// The answer to adding an element.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ElementAdded {
+    pub pool: String,
+    pub element: String,
+    /// Whether this request added or changed it (`false`: it was there as asked).
+    pub created: bool,
+    /// For an element that registered itself (role `element`).
+    pub registration: Option<RegistrationInfo>,
+}
+
+/// A redundancy request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedundancyBody {
+    /// Actives wanted (N); the pool's other elements are its standbys.
+    pub active: u32,
+}
+
+/// The answer to a redundancy request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LevelAnswer {
+    pub pool: String,
+    /// Actives requested, now the pool's level.
+    pub active: u32,
+    /// Whether the pool meets its level now (actives and standbys).
+    pub met: bool,
+    pub actives: u32,
+    pub standbys: u32,
+    pub message: String,
+}
+
+/// Adds an element (role `operator`: probed by the pool's health check) or registers the
+/// caller's own (role `element`: alive while its heartbeats arrive; the answer carries its
+/// heartbeat key). Idempotent: the same request again changes nothing and answers the same.
+#[utoipa::path(put, path = "/v1/pools/{pool}/elements/{element}",
+    params(("pool" = String, Path), ("element" = String, Path)), request_body = ElementBody,
+    responses((status = 200, body = ElementAdded), (status = 201, body = ElementAdded), (status = 400),
+        (status = 403), (status = 404), (status = 409), (status = 413), (status = 422)), tag = "element")]
+async fn add_element(
+    State(state): State<ApiState>,
+    Extension(peer): Extension<Peer>,
+    UrlPath((pool, element)): UrlPath<(String, String)>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<(StatusCode, Json<ElementAdded>), ApiError> {
+    let role = allow(&peer, &[Role::Operator, Role::Element])?;
+    let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    if !body.is_object() {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the body must be a JSON object like {\"address\": \"10.0.0.5\"}".to_owned(),
+        ));
+    }
+    let (origin, subject) = match role {
+        Role::Element => (crate::model::spec::Origin::Agent, Some(peer.subject)),
+        _ => (crate::model::spec::Origin::Operator, None),
+    };
+    let request = Request::AddElement {
+        pool,
+        element,
+        body,
+        origin,
+        subject,
+    };
+    match ask(&state, request).await? {
+        Response::Added(added) => {
+            let status = if added.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(added)))
+        }
+        Response::Refused { status, message } => Err(refused(status, message)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Removes an element added at run time (role `operator`), or deregisters the caller's own
+/// (role `element`). Its flows move at once.
+#[utoipa::path(delete, path = "/v1/pools/{pool}/elements/{element}",
+    params(("pool" = String, Path), ("element" = String, Path)),
+    responses((status = 200), (status = 403), (status = 404), (status = 409)), tag = "element")]
+async fn remove_element(
+    State(state): State<ApiState>,
+    Extension(peer): Extension<Peer>,
+    UrlPath((pool, element)): UrlPath<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let role = allow(&peer, &[Role::Operator, Role::Element])?;
+    let subject = (role == Role::Element).then_some(peer.subject);
+    done(
+        ask(
+            &state,
+            Request::RemoveElement {
+                pool,
+                element,
+                subject,
+            },
+        )
+        .await?,
+    )
+}
+
+/// Requests a redundancy level: N actives. The answer says whether the pool meets it now;
+/// 409 when it cannot (an active-active pool, or fewer elements than N), and nothing changes.
+#[utoipa::path(put, path = "/v1/pools/{pool}/redundancy", params(("pool" = String, Path)),
+    request_body = RedundancyBody,
+    responses((status = 200, body = LevelAnswer), (status = 400), (status = 403), (status = 404), (status = 409),
+        (status = 422)), tag = "sce")]
+async fn set_redundancy(
+    State(state): State<ApiState>,
+    Extension(peer): Extension<Peer>,
+    UrlPath(pool): UrlPath<String>,
+    body: Result<Json<RedundancyBody>, JsonRejection>,
+) -> Result<Json<LevelAnswer>, ApiError> {
+    allow(&peer, &[Role::Sce, Role::Operator])?;
+    let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
+    match ask(
+        &state,
+        Request::SetRedundancy {
+            pool,
+            active: body.active,
+        },
+    )
+    .await?
+    {
+        Response::Level(answer) => Ok(Json(answer)),
+        Response::Refused { status, message } => Err(refused(status, message)),
+        other => Err(unexpected(&other)),
+    }
 }
 
 /// Ends a drain.
@@ -510,8 +706,28 @@ fn render(e: &events::Event, role: Role) -> Option<SseEvent> {
         title = "vnfpool",
         description = "Pool Manager API: pools for the Service Control Entity, elements for operators"
     ),
-    paths(list_pools, get_pool, status, drain, undrain, events),
-    components(schemas(PoolSummary, Capacity, PoolHealth, DrainBody))
+    paths(
+        list_pools,
+        get_pool,
+        set_redundancy,
+        status,
+        add_element,
+        remove_element,
+        drain,
+        undrain,
+        events
+    ),
+    components(schemas(
+        PoolSummary,
+        Capacity,
+        PoolHealth,
+        DrainBody,
+        ElementBody,
+        ElementAdded,
+        RegistrationInfo,
+        RedundancyBody,
+        LevelAnswer
+    ))
 )]
 pub struct ApiDoc;
 

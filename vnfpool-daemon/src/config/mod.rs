@@ -17,7 +17,7 @@ use std::{
 
 use serde_saphyr::{MessageFormatter as _, UserMessageFormatter};
 
-use crate::model::spec::Spec;
+use crate::model::spec::{ElementSpec, Origin, PoolSpec, Spec};
 
 /// Reads and validates the configuration file at `path`, and the topology file it names, if
 /// any (so a reload reads that one again too).
@@ -68,6 +68,28 @@ pub fn parse_with(
         .map_err(|err| ConfigErrors(vec![from_yaml(&err, origin, CONFIG_DOCUMENT)]))?;
     validate::validate(&raw, origin, read_file).map_err(ConfigErrors)
 }
+
+/// Reads one element from `text` (JSON or YAML: the body of an API request), by the rules of
+/// the configuration file's elements and against `pool`. The element is called `name`; `text`
+/// may leave the name out. Errors name `origin` (like `request body`) with line and column.
+///
+/// # Errors
+///
+/// Every problem found, as for a configuration file.
+pub fn element_from_text(
+    text: &str,
+    name: &str,
+    pool: &PoolSpec,
+    element_origin: Origin,
+    origin: &Path,
+) -> Result<ElementSpec, ConfigErrors> {
+    let raw: serde_saphyr::Spanned<raw::RawElement> = serde_saphyr::from_str(text)
+        .map_err(|err| ConfigErrors(vec![from_yaml(&err, origin, ELEMENT_DOCUMENT)]))?;
+    validate::element(raw, name, pool, element_origin, origin).map_err(ConfigErrors)
+}
+
+/// What an element's text holds, for a parser error that ends too early.
+const ELEMENT_DOCUMENT: &str = "an element, like {\"address\": \"10.0.0.5\", \"weight\": 2}";
 
 /// What a configuration file holds, for a parser error that ends too early.
 const CONFIG_DOCUMENT: &str = "a complete document with `daemon` and `pools`";
@@ -571,6 +593,7 @@ site-c: {}
                 site: None,
                 mac: None,
                 interface: None,
+                origin: crate::model::spec::Origin::File,
             })
             .collect()
     }
@@ -618,6 +641,7 @@ site-c: {}
                 ring_size: 65_537,
                 budget: None,
                 placement: std::sync::Arc::default(),
+                heartbeat: crate::model::spec::HeartbeatSpec::DEFAULT,
             }],
             placement: std::sync::Arc::default(),
             api: None,

@@ -108,6 +108,7 @@ pub(crate) struct RawApi {
     pub key: Option<Spanned<String>>,
     pub client_ca: Option<Spanned<String>>,
     pub clients: Option<Spanned<Vec<Spanned<RawApiClient>>>>,
+    pub heartbeat_listen: Option<Spanned<String>>,
 }
 
 /// One entry of `api.clients:`.
@@ -169,6 +170,15 @@ pub(crate) struct RawPool {
     pub elements: Option<Spanned<Vec<Spanned<RawElement>>>>,
     pub ring_size: Option<Spanned<i64>>,
     pub budget: Option<Spanned<RawBudget>>,
+    pub heartbeat: Option<Spanned<RawHeartbeat>>,
+}
+
+/// `heartbeat:` of a pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeartbeat {
+    pub interval: Option<Spanned<String>>,
+    pub misses: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

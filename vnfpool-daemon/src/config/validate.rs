@@ -20,16 +20,16 @@ use super::{
     ConfigError, Position, from_yaml,
     raw::{
         CostMap, CostRow, DomainMap, Entries, Mapping, RawBudget, RawCheck, RawConfig, RawDaemon, RawElement,
-        RawHealth, RawModel, RawPlacement, RawPool, RawProtocol, RawRedundancy, RawTopology, RawXdpMode,
-        Text, WeightMap,
+        RawHealth, RawHeartbeat, RawModel, RawPlacement, RawPool, RawProtocol, RawRedundancy, RawTopology,
+        RawXdpMode, Text, WeightMap,
     },
     sanitize,
 };
 use crate::model::{
     maglev,
     spec::{
-        ApiClient, ApiSpec, Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, PlacementSpec, PoolSpec,
-        Protocol, RedundancySpec, Spec, XdpMode,
+        ApiClient, ApiSpec, Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, HeartbeatSpec, Origin,
+        PlacementSpec, PoolSpec, Protocol, RedundancySpec, Spec, XdpMode,
     },
 };
 
@@ -43,6 +43,9 @@ const DEFAULT_SOCKET: &str = "/run/vnfpool/vnfpool.sock";
 /// Loopback only by default: metrics say which elements exist and how they fare.
 const DEFAULT_METRICS: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9470);
+/// UDP port of the heartbeat listener when `api.heartbeat_listen` is not given (on the API's
+/// address).
+const DEFAULT_HEARTBEAT_PORT: u16 = 9471;
 const DEFAULT_STATE_DIR: &str = "/var/lib/vnfpool";
 const FLOW_TABLE_MIN: i64 = 8;
 const FLOW_TABLE_MAX: i64 = 1 << 26;
@@ -117,6 +120,43 @@ pub(super) fn validate(
                 .sort_by_key(|error| (error.path() != path, error.position()));
             Err(check.errors)
         }
+    }
+}
+
+/// Checks one element given outside the file (over the API) by the rules of the file's
+/// elements, against `pool` (its VIP's family, its placement's sites). Its name is `name`; the
+/// text may leave it out or repeat it. Errors carry `path` (the request body's name).
+pub(super) fn element(
+    mut raw: Spanned<RawElement>,
+    name: &str,
+    pool: &PoolSpec,
+    origin: Origin,
+    path: &Path,
+) -> Result<ElementSpec, Vec<ConfigError>> {
+    let mut check = Checker::new(path);
+    check.sites = if pool.placement.costs.is_empty() {
+        Sites::NoTopology
+    } else {
+        Sites::Known(pool.placement.costs.keys().cloned().collect())
+    };
+    match &raw.value.name {
+        Some(given) if given.value != name => {
+            check.invalid(
+                given.referenced,
+                format!(
+                    "name `{}` differs from the name in the path",
+                    sanitize(&given.value)
+                ),
+                format!("`{name}` or no name"),
+            );
+            return Err(check.errors);
+        }
+        Some(_) => {}
+        None => raw.value.name = Some(Spanned::new(name.to_owned(), raw.referenced, raw.defined)),
+    }
+    match check.element(&raw, Some(pool.vip)) {
+        Some(spec) if check.errors.is_empty() => Ok(ElementSpec { origin, ..spec }),
+        _ => Err(check.errors),
     }
 }
 
@@ -239,6 +279,21 @@ impl Checker<'_> {
                     Some,
                 )
             });
+        let heartbeat_listen = match &raw.heartbeat_listen {
+            Some(addr) => addr.value.trim().parse().map_or_else(
+                |_| {
+                    self.invalid(
+                        addr.referenced,
+                        format!("`{}` is not an address and port", sanitize(&addr.value)),
+                        "an IP address and UDP port like 0.0.0.0:9471",
+                    );
+                    None
+                },
+                Some,
+            ),
+            None => listen
+                .map(|l: std::net::SocketAddr| std::net::SocketAddr::new(l.ip(), DEFAULT_HEARTBEAT_PORT)),
+        };
         let mut path = |key: &str, value: Option<&Spanned<String>>| {
             let value = self.required(value, at, "api", key)?;
             self.absolute(Some(value), key, "")
@@ -295,6 +350,7 @@ impl Checker<'_> {
             key: key?,
             client_ca: client_ca?,
             clients,
+            heartbeat_listen: heartbeat_listen?,
         })
     }
 
@@ -406,6 +462,10 @@ impl Checker<'_> {
                 .map(Some),
             None => Some(None),
         };
+        let heartbeat = match &raw.heartbeat {
+            Some(heartbeat) => self.heartbeat(heartbeat),
+            None => Some(HeartbeatSpec::DEFAULT),
+        };
         if !name_ok {
             return None;
         }
@@ -420,6 +480,7 @@ impl Checker<'_> {
             ring_size: ring_size?,
             budget: budget?,
             placement: Arc::clone(&self.placement),
+            heartbeat: heartbeat?,
         })
     }
 
@@ -559,6 +620,22 @@ impl Checker<'_> {
             timeout: timeout?,
             rise: rise?,
             fall: fall?,
+        })
+    }
+
+    fn heartbeat(&mut self, raw: &Spanned<RawHeartbeat>) -> Option<HeartbeatSpec> {
+        let raw = &raw.value;
+        let interval = match &raw.interval {
+            Some(interval) => self.duration(interval, "heartbeat interval", PROBE_MIN, PROBE_MAX),
+            None => Some(HeartbeatSpec::DEFAULT.interval),
+        };
+        let misses = match &raw.misses {
+            Some(misses) => self.int(misses, "heartbeat misses", 1, COUNT_MAX),
+            None => Some(HeartbeatSpec::DEFAULT.misses),
+        };
+        Some(HeartbeatSpec {
+            interval: interval?,
+            misses: misses?,
         })
     }
 
@@ -802,6 +879,7 @@ impl Checker<'_> {
             site: site?,
             mac: mac?,
             interface: interface?,
+            origin: Origin::File,
         })
     }
 

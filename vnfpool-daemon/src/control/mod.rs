@@ -42,6 +42,26 @@ pub enum Request {
     SampleMetrics,
     /// Every pool as the Service Control Entity sees it (no element identity).
     Summaries,
+    /// Adds `element` to `pool` as `body` (the keys of a file element) says; when it is there
+    /// already with the same origin, the same body and the same registrant, nothing changes
+    /// (idempotent), and a new body replaces the old one. `subject` is the client's for an
+    /// element that registers itself.
+    AddElement {
+        pool: String,
+        element: String,
+        body: serde_json::Value,
+        origin: crate::model::spec::Origin,
+        subject: Option<String>,
+    },
+    /// Removes an element added at run time. `subject`: the caller when it is an element,
+    /// which may remove only itself; `None` for an operator.
+    RemoveElement {
+        pool: String,
+        element: String,
+        subject: Option<String>,
+    },
+    /// The Service Control Entity's redundancy request: `active` actives (N) in `pool`.
+    SetRedundancy { pool: String, active: u32 },
 }
 
 /// What the daemon answers.
@@ -56,12 +76,23 @@ pub enum Response {
     Error { message: String },
     /// The pools as the Service Control Entity sees them.
     Summaries { pools: Vec<crate::api::PoolSummary> },
+    /// Refused; nothing changed. `status` is the HTTP status that says why: 404 (no such
+    /// pool or element), 403 (not the caller's), 409 (conflicts with the configuration or
+    /// cannot be met), 422 (invalid).
+    Refused { status: u16, message: String },
+    /// An element was added, or was there as asked.
+    Added(crate::api::ElementAdded),
+    /// The answer to a redundancy request.
+    Level(crate::api::LevelAnswer),
 }
 
 /// The daemon's view of its pools, for `vnfpool status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Status {
     pub pools: Vec<PoolStatus>,
+    /// Heartbeats of self-registered elements, when the API is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeats: Option<crate::heartbeat::Counters>,
 }
 
 /// One pool.

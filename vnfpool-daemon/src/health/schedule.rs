@@ -80,9 +80,11 @@ impl ProbeTarget {
             .iter()
             .enumerate()
             .flat_map(|(pool, spec)| {
+                // Heartbeats, not probes, judge a self-registered element.
                 spec.elements
                     .iter()
                     .enumerate()
+                    .filter(|(_, element_spec)| !element_spec.origin.is_agent())
                     .map(move |(element, element_spec)| Self::new(pool, element, &spec.health, element_spec))
             })
             .collect()
@@ -545,6 +547,7 @@ mod tests {
             site: None,
             mac: None,
             interface: None,
+            origin: crate::model::spec::Origin::File,
         };
         let pool = |elements| PoolSpec {
             name: "p".to_owned(),
@@ -557,6 +560,7 @@ mod tests {
             ring_size: 65537,
             budget: None,
             placement: std::sync::Arc::default(),
+            heartbeat: crate::model::spec::HeartbeatSpec::DEFAULT,
         };
         let pools = [
             pool(vec![element("a", 1)]),

@@ -296,7 +296,7 @@ impl Rejected {
 }
 
 /// Datagrams accepted and rejected (by kind) since the verifier was made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub accepted: u64,
     pub malformed: u64,

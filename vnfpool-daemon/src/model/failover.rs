@@ -46,6 +46,11 @@ pub enum Event {
     LinkDown { element: usize },
     /// The link came back: probes must still rise before the element is up.
     LinkUp { element: usize },
+    /// A verified heartbeat of a self-registered element arrived: it is up at once.
+    Heartbeat { element: usize },
+    /// A self-registered element has sent no verified heartbeat since `silent_since`, for
+    /// longer than the pool's miss limit: it is down at once.
+    HeartbeatMissed { element: usize, silent_since: Now },
     /// An operator drain: no new flows at once; existing flows may stay for `deadline` from now.
     Drain { element: usize, deadline: Duration },
     /// Ends an operator drain; the element is again subject to health and redundancy.
@@ -60,6 +65,8 @@ impl Event {
             Self::Probe { element, .. }
             | Self::LinkDown { element }
             | Self::LinkUp { element }
+            | Self::Heartbeat { element }
+            | Self::HeartbeatMissed { element, .. }
             | Self::Drain { element, .. }
             | Self::Undrain { element } => Some(element),
             Self::Tick => None,
@@ -92,6 +99,8 @@ pub enum Reason {
     ProbeFailure,
     /// Its link went down.
     LinkDown,
+    /// A self-registered element sent no heartbeat for its miss limit.
+    HeartbeatMiss,
     /// An operator drained it: new flows go elsewhere, existing ones stay until the deadline.
     Drained,
     /// The operator drain reached its deadline: the remaining flows move.
@@ -109,6 +118,7 @@ impl Reason {
         match self {
             Self::ProbeFailure => "probe_failure",
             Self::LinkDown => "link_down",
+            Self::HeartbeatMiss => "heartbeat_miss",
             Self::Drained => "drained",
             Self::DrainDeadline => "drain_deadline",
             Self::Preempted => "preempted",
@@ -406,6 +416,18 @@ impl PoolState {
                 change = counter.link_down(now).map(|c| (element, c));
             }
             Event::LinkUp { element } => persist = self.elements[element].health.link_up(),
+            Event::Heartbeat { element } => {
+                change = self.elements[element].health.heartbeat(now).map(|c| (element, c));
+            }
+            Event::HeartbeatMissed {
+                element,
+                silent_since,
+            } => {
+                change = self.elements[element]
+                    .health
+                    .heartbeat_missed(silent_since)
+                    .map(|c| (element, c));
+            }
             Event::Drain { element, deadline } => {
                 let e = &mut self.elements[element];
                 e.admin = Admin::Draining {
@@ -570,10 +592,10 @@ impl PoolState {
             }
             let (reason, since) = match change {
                 Some((j, c)) if j == i && c.to == Health::Down => {
-                    let reason = if c.cause == Cause::LinkDown {
-                        Reason::LinkDown
-                    } else {
-                        Reason::ProbeFailure
+                    let reason = match c.cause {
+                        Cause::LinkDown => Reason::LinkDown,
+                        Cause::HeartbeatMiss => Reason::HeartbeatMiss,
+                        _ => Reason::ProbeFailure,
                     };
                     (reason, c.since)
                 }
@@ -981,6 +1003,56 @@ mod tests {
             .iter()
             .find(|b| b.active == active)
             .and_then(|b| b.backup.clone())
+    }
+
+    #[test]
+    fn a_heartbeat_brings_an_element_up_at_once_and_silence_fails_it_dated_from_its_last_heartbeat() {
+        // e1 is probed (low priority); e2 registered itself (preferred): one heartbeat makes it
+        // active, and the miss decision dates the failure from its silence.
+        let mut sim = Sim::new(AS_PREEMPT, &[("e1", 100, 1), ("e2", 200, 1)]);
+        sim.rise(0, &[0]);
+        assert_eq!(sim.state.roles(), vec![Role::Active, Role::Out]);
+        let effects = sim.at(secs(10), Event::Heartbeat { element: 1 });
+        assert!(effects.contains(&Effect::Remap), "{effects:?}");
+        assert_eq!(sim.state.roles()[1], Role::Active);
+        assert_eq!(sim.state.elements()[1].health(), Health::Up);
+        // More heartbeats change nothing and ask for nothing.
+        assert!(sim.at(secs(11), Event::Heartbeat { element: 1 }).is_empty());
+        let effects = sim.at(
+            secs(20),
+            Event::HeartbeatMissed {
+                element: 1,
+                silent_since: secs(17),
+            },
+        );
+        assert_eq!(sim.state.roles()[0], Role::Active);
+        let record = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Record(r) if r.element == "e2" => Some(r),
+                _ => None,
+            })
+            .expect("a failover record");
+        assert_eq!(record.reason, Reason::HeartbeatMiss);
+        assert_eq!(record.detection, secs(3));
+        // A missed decision on an element already down changes nothing.
+        let again = sim.at(
+            secs(21),
+            Event::HeartbeatMissed {
+                element: 1,
+                silent_since: secs(17),
+            },
+        );
+        assert!(
+            !again
+                .iter()
+                .any(|e| matches!(e, Effect::Record(_) | Effect::Remap)),
+            "{again:?}"
+        );
+        // While its link is down, a heartbeat (one in flight) does not bring it back.
+        sim.at(secs(22), Event::LinkDown { element: 1 });
+        sim.at(secs(23), Event::Heartbeat { element: 1 });
+        assert_eq!(sim.state.elements()[1].health(), Health::Down);
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub enum Cause {
     Fell,
     /// The element's link went down.
     LinkDown,
+    /// A verified heartbeat of a self-registered element arrived.
+    Heartbeat,
+    /// A self-registered element sent no verified heartbeat for longer than its miss limit.
+    HeartbeatMiss,
 }
 
 /// A decided change of health.
@@ -125,6 +129,26 @@ impl HealthCounter {
             self.successes = 0;
         }
         was_down
+    }
+
+    /// A verified heartbeat arrived at `now`: a self-registered element is up at once (the
+    /// heartbeat is authenticated evidence; the miss limit is the hysteresis), unless its link
+    /// is down.
+    pub fn heartbeat(&mut self, now: Now) -> Option<HealthChange> {
+        if self.link_down {
+            return None;
+        }
+        self.failures = 0;
+        self.run_start = None;
+        (self.health != Health::Up).then(|| self.set(Health::Up, Cause::Heartbeat, now))
+    }
+
+    /// The element has been silent since `silent_since` for longer than its miss limit: down
+    /// at once, the evidence dating from `silent_since`.
+    pub fn heartbeat_missed(&mut self, silent_since: Now) -> Option<HealthChange> {
+        self.successes = 0;
+        self.run_start = None;
+        (self.health != Health::Down).then(|| self.set(Health::Down, Cause::HeartbeatMiss, silent_since))
     }
 
     /// Moves every stored instant by `to - from` (saturating at the epoch).

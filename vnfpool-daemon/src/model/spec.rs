@@ -27,6 +27,9 @@ pub struct ApiSpec {
     pub client_ca: PathBuf,
     /// Client certificate subjects (as `CN=…, O=…`) and their roles.
     pub clients: Vec<ApiClient>,
+    /// UDP address heartbeats of self-registered elements are received on (default: the API's
+    /// address, port 9471).
+    pub heartbeat_listen: std::net::SocketAddr,
 }
 
 /// One client of the API.
@@ -133,6 +136,53 @@ pub struct PoolSpec {
     pub budget: Option<Budget>,
     /// The configuration's `placement:` section (shared by every pool).
     pub placement: Arc<PlacementSpec>,
+    /// How often self-registered elements send heartbeats and how many they may miss.
+    pub heartbeat: HeartbeatSpec,
+}
+
+/// `heartbeat:` of a pool: what its self-registered elements are told at registration, and
+/// how their silence is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatSpec {
+    /// Time between two heartbeats of an element; at least 1 ms.
+    pub interval: Duration,
+    /// Heartbeat intervals an element may stay silent before it is failed; at least 1.
+    pub misses: u32,
+}
+
+impl HeartbeatSpec {
+    /// Default: a heartbeat every 10 ms, failed after 3 silent intervals (30 ms).
+    pub const DEFAULT: Self = Self {
+        interval: Duration::from_millis(10),
+        misses: 3,
+    };
+
+    /// How long an element may stay silent: `interval × misses`.
+    #[must_use]
+    pub fn miss_limit(&self) -> Duration {
+        self.interval.saturating_mul(self.misses.max(1))
+    }
+}
+
+/// Where an element comes from, which also says what judges its health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The configuration file; probed by the pool's health check.
+    #[default]
+    File,
+    /// Added by an operator over the API; probed by the pool's health check.
+    Operator,
+    /// Registered by its own agent over the API; alive while its heartbeats arrive.
+    Agent,
+}
+
+impl Origin {
+    /// Whether heartbeats, not probes, judge the element's health.
+    #[must_use]
+    pub const fn is_agent(self) -> bool {
+        matches!(self, Self::Agent)
+    }
 }
 
 /// `redundancy:` of a pool.
@@ -210,6 +260,8 @@ pub struct ElementSpec {
     pub mac: Option<[u8; 6]>,
     /// The egress interface, when not to be resolved from the routing table.
     pub interface: Option<String>,
+    /// The configuration file, an operator, or the element's own registration.
+    pub origin: Origin,
 }
 
 /// `budget:` of a pool.

@@ -44,11 +44,13 @@ pub(crate) fn pool(redundancy: RedundancySpec, elements: &[(&str, u32, u32)]) ->
                 site: None,
                 mac: None,
                 interface: None,
+                origin: crate::model::spec::Origin::File,
             })
             .collect(),
         ring_size: MIN_RING_SIZE,
         budget: None,
         placement: std::sync::Arc::default(),
+        heartbeat: crate::model::spec::HeartbeatSpec::DEFAULT,
     }
 }
 

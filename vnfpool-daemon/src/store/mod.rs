@@ -91,6 +91,7 @@ impl Store {
     /// # Errors
     /// When any step fails; the previous document is then still in place.
     pub fn save<T: Serialize>(&self, state: &T) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.path();
         let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
         let io = |what, source| StoreError::Io {
@@ -99,10 +100,12 @@ impl Store {
             source,
         };
         let bytes = serde_json::to_vec_pretty(state).expect("pool state serializes");
+        // The document holds the heartbeat keys of registered elements: owner only.
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(|e| io("creating", e))?;
         f.write_all(&bytes).map_err(|e| io("writing", e))?;

@@ -1,0 +1,289 @@
+//! `vnfpool agent`: runs beside an element, registers it into a pool over the API (role
+//! `element`, its own certificate) and sends it heartbeats until stopped; SIGTERM or SIGINT
+//! deregisters it explicitly.
+//!
+//! # `agent.yaml`
+//!
+//! ```yaml
+//! api: 10.0.0.1:9443              # required: the daemon's API (IP address and port; the
+//!                                 #   daemon's certificate must name that IP address)
+//! ca: /etc/vnfpool/ca.pem         # required: CA of the daemon's certificate
+//! cert: /etc/vnfpool/agent.pem    # required: this agent's certificate (its subject has the
+//!                                 #   `element` role in the daemon's api.clients)
+//! key: /etc/vnfpool/agent.key     # required: its private key
+//! pool: web                       # required: the pool to join
+//! element:                        # required: the element, with the keys of a configuration
+//!   name: e4                      #   file's element (`name` and `address` required; the
+//!   address: 10.10.1.14           #   daemon checks them by the file's rules)
+//!   weight: 2
+//! heartbeat_to: 10.0.0.1:9471     # where heartbeats go; default: the address the daemon
+//!                                 #   gives, else the API's, with the port the daemon gives
+//! ```
+//!
+//! Registration is retried (1 s apart) while the daemon cannot be reached; a refusal (a 4xx
+//! answer) ends the agent with its message and exit status 2. Heartbeats go every interval the
+//! daemon gave, stamped with the wall clock; a late tick sends one heartbeat, not a burst.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
+
+use serde::Deserialize;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::{
+    api::{ElementAdded, client::Client},
+    heartbeat::{Key, udp::Sender},
+};
+
+/// Exit status of a bad configuration or a refused registration.
+const EXIT_REFUSED: u8 = 2;
+/// Time between two registration attempts while the daemon cannot be reached.
+const RETRY: Duration = Duration::from_secs(1);
+/// Longest the deregistration may take at shutdown.
+const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `agent.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub api: SocketAddr,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub pool: String,
+    /// The element's keys; `name` is taken out for the path.
+    pub element: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub heartbeat_to: Option<SocketAddr>,
+}
+
+impl AgentConfig {
+    /// Reads `path`.
+    ///
+    /// # Errors
+    /// What is wrong, with the file's name (and line and column, for YAML errors).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config: Self = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        match config.element.get("name") {
+            Some(serde_json::Value::String(_)) => Ok(config),
+            Some(_) => Err(format!("{}: element.name: expected a string", path.display())),
+            None => Err(format!("{}: element.name: required", path.display())),
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.element
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+    }
+
+    /// The registration path and body.
+    fn request(&self) -> (String, String) {
+        let mut body = self.element.clone();
+        body.remove("name");
+        (
+            format!("/v1/pools/{}/elements/{}", self.pool, self.name()),
+            serde_json::Value::Object(body).to_string(),
+        )
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+#[must_use]
+pub fn main(config_path: &Path) -> ExitCode {
+    let config = match AgentConfig::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vnfpool agent: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: AgentConfig) -> ExitCode {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let client = match (read(&config.ca), read(&config.cert), read(&config.key)) {
+        (Ok(ca), Ok(cert), Ok(key)) => Client::new(config.api, &ca, Some((&cert, &key))),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => Err(e),
+    };
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vnfpool agent: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    let (Ok(mut sigterm), Ok(mut sigint)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        eprintln!("vnfpool agent: installing signal handlers failed");
+        return ExitCode::FAILURE;
+    };
+    let (path, body) = config.request();
+    let added = match register(&client, &path, &body, &mut sigterm, &mut sigint).await {
+        Ok(added) => added,
+        Err(code) => return code,
+    };
+    let Some(registration) = added.registration else {
+        error!(
+            "the daemon registered the element without a heartbeat key (is this certificate's role `element`?)"
+        );
+        return ExitCode::FAILURE;
+    };
+    let key = match Key::from_hex(&registration.key) {
+        Ok(k) => k,
+        Err(e) => {
+            error!(error = %e, "the daemon's heartbeat key");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = config.heartbeat_to.unwrap_or_else(|| {
+        let ip = registration
+            .heartbeat_address
+            .as_deref()
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .unwrap_or(config.api.ip());
+        SocketAddr::new(ip, registration.heartbeat_port)
+    });
+    let interval = Duration::from_micros(registration.interval_us.max(1));
+    let mut sender = match Sender::connect(target, registration.id, &key).await {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, %target, "heartbeat socket");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(
+        pool = %added.pool,
+        element = %added.element,
+        id = registration.id,
+        created = added.created,
+        heartbeat_to = %target,
+        interval_us = registration.interval_us,
+        misses = registration.misses,
+        "registered"
+    );
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u64;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = ticks.tick() => {
+                // An ICMP error about an earlier heartbeat (nobody listening for a moment, as
+                // while the daemon restarts) surfaces here; the next heartbeat may go through.
+                if let Err(e) = sender.send(SystemTime::now()).await {
+                    failures += 1;
+                    if failures.is_power_of_two() {
+                        warn!(error = %e, failures, "heartbeat not sent");
+                    }
+                }
+            }
+        }
+    }
+    match tokio::time::timeout(DEREGISTER_TIMEOUT, client.call("DELETE", &path, "")).await {
+        Ok(Ok((status, _))) if status.is_success() => {
+            info!(pool = %added.pool, element = %added.element, "deregistered");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok((status, text))) => {
+            error!(status = status.as_u16(), answer = %text, "deregistration refused");
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            error!(error = %e, "deregistration failed; the daemon fails the element when its heartbeats stop");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            error!("deregistration timed out; the daemon fails the element when its heartbeats stop");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Registers until the daemon answers: the registration, or the exit status to end with
+/// (refused, or stopped by a signal meanwhile).
+async fn register(
+    client: &Client,
+    path: &str,
+    body: &str,
+    sigterm: &mut tokio::signal::unix::Signal,
+    sigint: &mut tokio::signal::unix::Signal,
+) -> Result<ElementAdded, ExitCode> {
+    loop {
+        match client.call("PUT", path, body).await {
+            Ok((status, text)) if status.is_success() => {
+                return serde_json::from_str::<ElementAdded>(&text).map_err(|e| {
+                    error!(error = %e, answer = %text, "the daemon's answer is not a registration");
+                    ExitCode::FAILURE
+                });
+            }
+            Ok((status, text)) if status.is_client_error() => {
+                error!(status = status.as_u16(), answer = %text, "registration refused");
+                return Err(ExitCode::from(EXIT_REFUSED));
+            }
+            Ok((status, text)) => {
+                warn!(status = status.as_u16(), answer = %text, "registration failed; retrying");
+            }
+            Err(e) => warn!(error = %e, "daemon unreachable; retrying"),
+        }
+        tokio::select! {
+            _ = sigterm.recv() => return Err(ExitCode::SUCCESS),
+            _ = sigint.recv() => return Err(ExitCode::SUCCESS),
+            () = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_gives_the_registration_request_and_says_what_is_missing() {
+        let dir = std::env::temp_dir().join(format!("vnfp-agent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("agent.yaml");
+        std::fs::write(
+            &path,
+            "api: 10.0.0.1:9443\nca: /ca.pem\ncert: /a.pem\nkey: /a.key\npool: web\nelement: { name: e4, address: 10.10.1.14, weight: 2 }\n",
+        )
+        .expect("write");
+        let config = AgentConfig::load(&path).expect("valid");
+        let (path_, body) = config.request();
+        assert_eq!(path_, "/v1/pools/web/elements/e4");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(body, serde_json::json!({ "address": "10.10.1.14", "weight": 2 }));
+
+        std::fs::write(
+            &path,
+            "api: 10.0.0.1:9443\nca: /ca.pem\ncert: /a.pem\nkey: /a.key\npool: web\nelement: { address: 10.10.1.14 }\n",
+        )
+        .expect("write");
+        let e = AgentConfig::load(&path).expect_err("no name");
+        assert!(e.ends_with("element.name: required"), "{e}");
+        std::fs::write(&path, "api: nowhere\n").expect("write");
+        let e = AgentConfig::load(&path).expect_err("bad address");
+        assert!(
+            e.starts_with(&path.display().to_string()) && e.contains("line 1"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
