@@ -73,7 +73,7 @@ pub const LINK_PIN_PREFIX: &str = "link_";
 pub const PROGRAM: &str = "vnfpool";
 
 /// Most pools (VIPs) one program serves.
-pub const MAX_POOLS: u32 = 64;
+pub const MAX_POOLS: u32 = 128;
 /// Mappings each pool keeps: the live one and the spare being prepared.
 pub const SLOTS_PER_POOL: u32 = 2;
 /// Most elements in one pool; element indices are below this and fit a `u16`.
@@ -83,7 +83,7 @@ pub const MAX_ELEMENTS: u32 = 1024;
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 /// Default Maglev table size of a pool (a prime).
 pub const DEFAULT_RING_SIZE: u32 = 65_537;
-/// Default capacity of the ring arena, in [`crate::ring::RingChunk`]s: room for 16 pools of
+/// Default capacity of the ring arena, in [`crate::ring::RingChunk`]s: room for 15 pools of
 /// the default ring size in both slots. The loader may set another.
 pub const DEFAULT_RING_CHUNKS: u32 = 1 << 19;
 /// Entries of the VIP pre-filter (indexed by a 16-bit fold).

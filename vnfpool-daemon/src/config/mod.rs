@@ -1469,7 +1469,7 @@ site-c: {}
             writeln!(
                 text,
                 "  - {{ name: p{i}, vip: 10.1.{}.{}, ports: [80], protocol: tcp, redundancy: {{ model: active-active }}, \
-                 health: {{ check: tcp, port: 80, interval: 1s, timeout: 1s, rise: 1, fall: 1 }}, \
+                 health: {{ check: tcp, port: 80, interval: 1s, timeout: 1s, rise: 1, fall: 1 }}, ring_size: 251, \
                  elements: [{{ name: e, address: 10.2.0.1 }}] }}",
                 i / 250,
                 i % 250 + 1
@@ -1479,7 +1479,32 @@ site-c: {}
         let shown: Vec<String> = errors_of(&text).iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
-            ["pools.yaml:67:5: pool number 65, one too many; expected at most 64 pools"]
+            ["pools.yaml:131:5: pool number 129, one too many; expected at most 128 pools"]
+        );
+    }
+
+    #[test]
+    fn the_maglev_tables_of_all_pools_must_fit_the_ring_arena() {
+        // 15 pools of the default table size fit the arena; the 16th is the error, at its
+        // ring_size when it gives one, else at the pool.
+        let mut text = String::from("daemon: { interfaces: [eth0] }\npools:\n");
+        for i in 0..18 {
+            let ring = if i == 15 { "ring_size: 65537, " } else { "" };
+            writeln!(
+                text,
+                "  - {{ name: p{i}, vip: 10.1.0.{}, ports: [80], protocol: tcp, redundancy: {{ model: active-active }}, {ring}\
+                 health: {{ check: tcp, port: 80, interval: 1s, timeout: 1s, rise: 1, fall: 1 }}, \
+                 elements: [{{ name: e, address: 10.2.0.1 }}] }}",
+                i + 1
+            )
+            .expect("writing to a String");
+        }
+        let shown: Vec<String> = errors_of(&text).iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 1, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("pools.yaml:18:")
+                && shown[0].contains("pool p15: the Maglev tables up to this pool need 524320 chunks of the ring arena, which holds 524288 (15 pools of 65537)"),
+            "{shown:#?}"
         );
     }
 

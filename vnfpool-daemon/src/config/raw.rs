@@ -17,13 +17,14 @@
 //!   socket: /run/vnfpool/vnfpool.sock  # absolute path; local control socket (mode 0600)
 //!   metrics: 127.0.0.1:9470          # address:port of /metrics, /live and /ready (HTTP)
 //!   flow_table_size: 1048576         # flows, 8..=67108864 (2^26)
-//! pools:                             # required, at most 64 pools (may be empty)
+//! pools:                             # required, at most 128 pools (may be empty)
 //!   - name: web                      # required, a name, unique among pools
 //!     vip: 10.10.0.100               # required, IPv4 or IPv6 unicast address
 //!     ports: [8080]                  # required, at least one, 1..=65535, no repeats; a
 //!                                    #   VIP:port/protocol belongs to one pool only
 //!     protocol: tcp                  # required: tcp | udp
-//!     ring_size: 65537               # Maglev table size: a prime, 251..=1048573, >= elements
+//!     ring_size: 65537               # Maglev table size: a prime, 251..=1048573, >= elements;
+//!                                    #   all pools together: at most 15 tables of 65537
 //!     redundancy:                    # required
 //!       model: active-standby        # required: active-standby | n+m | active-active
 //!       active: 1                    # n+m: required, 1..=number of elements (N);

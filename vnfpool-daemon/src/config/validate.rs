@@ -363,7 +363,41 @@ impl Checker<'_> {
             );
         }
         self.across_pools(raw);
-        raw.iter().filter_map(|pool| self.pool(pool)).collect()
+        let pools: Vec<PoolSpec> = raw.iter().filter_map(|pool| self.pool(pool)).collect();
+        self.ring_arena(raw, &pools);
+        pools
+    }
+
+    /// Every pool's Maglev table, in both slots, must fit the data plane's ring arena: the
+    /// first pool that does not is the error.
+    fn ring_arena(&mut self, raw: &[Spanned<RawPool>], pools: &[PoolSpec]) {
+        let mut used: u64 = 0;
+        let capacity = u64::from(maps::DEFAULT_RING_CHUNKS);
+        for pool in pools {
+            used += u64::from(maps::SLOTS_PER_POOL) * u64::from(vnfpool_common::ring::chunks(pool.ring_size));
+            if used <= capacity {
+                continue;
+            }
+            let at = raw
+                .iter()
+                .find(|r| r.value.name.as_ref().is_some_and(|n| n.value == pool.name))
+                .map(|r| r.value.ring_size.as_ref().map_or(r.referenced, |s| s.referenced));
+            if let Some(at) = at {
+                self.invalid(
+                    at,
+                    format!(
+                        "pool {}: the Maglev tables up to this pool need {used} chunks of the ring arena, which holds {capacity} ({} pools of {})",
+                        pool.name,
+                        capacity
+                            / (u64::from(maps::SLOTS_PER_POOL)
+                                * u64::from(vnfpool_common::ring::chunks(maps::DEFAULT_RING_SIZE))),
+                        maps::DEFAULT_RING_SIZE
+                    ),
+                    "smaller ring_size values (a prime >= 10 x the elements is enough for an even spread), or fewer pools",
+                );
+            }
+            return;
+        }
     }
 
     /// What only shows across pools: names, VIP:port/protocol pairs, the VIP table's capacity.
