@@ -95,17 +95,31 @@ impl Places {
     /// Like [`Self::elements`], each element with more keys (`failure_domains: …, site: …`).
     #[must_use]
     pub fn placed_elements(lab: &Lab, elements: &[(u32, &str)]) -> String {
+        let all: Vec<(usize, u32, &str)> = elements
+            .iter()
+            .enumerate()
+            .map(|(i, &(p, more))| (i, p, more))
+            .collect();
+        Self::some_elements(lab, &all)
+    }
+
+    /// Like [`Self::placed_elements`] for some of the lab's elements: `(index, priority, more)`.
+    #[must_use]
+    pub fn some_elements(lab: &Lab, elements: &[(usize, u32, &str)]) -> String {
         let mut out = String::from("    elements:\n");
-        for (e, (p, more)) in lab.elements.iter().zip(elements) {
-            let m = e.link.mac;
+        for &(i, p, more) in elements {
+            let e = &lab.elements[i];
             let more = if more.is_empty() {
                 String::new()
             } else {
                 format!(", {more}")
             };
             out += &format!(
-                "      - {{ name: {}, address: {}, priority: {p}, interface: {}, mac: \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"{more} }}\n",
-                e.name, e.addr, e.host_link.name, m[0], m[1], m[2], m[3], m[4], m[5]
+                "      - {{ name: {}, address: {}, priority: {p}, interface: {}, mac: \"{}\"{more} }}\n",
+                e.name,
+                e.addr,
+                e.host_link.name,
+                e.mac_text()
             );
         }
         out

@@ -68,6 +68,18 @@ pub struct LabElement {
     pub addr: Ipv4Addr,
 }
 
+impl LabElement {
+    /// Its MAC as configuration files write it (`aa:bb:cc:dd:ee:ff`).
+    #[must_use]
+    pub fn mac_text(&self) -> String {
+        let m = self.link.mac;
+        format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
 /// Client, vnfpool host and elements in namespaces of their own; see the module docs.
 #[derive(Debug)]
 pub struct Lab {

@@ -99,15 +99,16 @@ pub fn gateway(element: std::net::Ipv4Addr) -> std::net::Ipv4Addr {
 #[must_use]
 pub fn element_body(lab: &Lab, i: usize, more: &str) -> String {
     let e = &lab.elements[i];
-    let m = e.link.mac;
     let more = if more.is_empty() {
         String::new()
     } else {
         format!(", {more}")
     };
     format!(
-        "{{\"address\": \"{}\", \"interface\": \"{}\", \"mac\": \"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"{more}}}",
-        e.addr, e.host_link.name, m[0], m[1], m[2], m[3], m[4], m[5]
+        "{{\"address\": \"{}\", \"interface\": \"{}\", \"mac\": \"{}\"{more}}}",
+        e.addr,
+        e.host_link.name,
+        e.mac_text()
     )
 }
 
@@ -216,6 +217,12 @@ impl Agent {
             let _ = c.wait();
         }
         at
+    }
+
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running agent").id()
     }
 
     /// SIGTERM and the exit status (the agent deregisters first).

@@ -45,6 +45,12 @@ impl ServiceProc {
         Self(None)
     }
 
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("a running service").id()
+    }
+
     /// Sends `sig` (as `kill` takes it: `-STOP`, `-CONT`).
     pub fn signal(&self, sig: &str) {
         let child = self.0.as_ref().expect("a running service");
