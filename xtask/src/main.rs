@@ -24,8 +24,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Per-packet cost, mapping-switch cost, failover gaps, daemon cost, backup selection and
-    /// heartbeat verification, as tables (see BENCHMARKS.md).
+    /// Per-packet cost, mapping-switch cost, failover gaps, daemon cost, backup selection,
+    /// heartbeat verification and API requests per second, as tables (see BENCHMARKS.md).
     Bench,
 }
 
@@ -72,8 +72,8 @@ fn main() -> Result<()> {
             "--nocapture",
         ]],
         Task::Bench => &[
-            // Every binary of the test crate: the failover benchmark runs the daemon and the
-            // element services as processes of their own.
+            // Every binary of the test crate: the failover and API benchmarks run the daemon
+            // (and the element services) as processes of their own.
             &["build", "--release", "-p", "vnfpool-tests", "--bins"],
             &[
                 "run",
@@ -106,6 +106,14 @@ fn main() -> Result<()> {
                 "vnfpool-tests",
                 "--bin",
                 "vnfpool-heartbeat-bench",
+            ],
+            &[
+                "run",
+                "--release",
+                "-p",
+                "vnfpool-tests",
+                "--bin",
+                "vnfpool-api-bench",
             ],
         ],
     };
