@@ -50,6 +50,7 @@ use crate::{
     registry::{self, Added, AddedElement, Misses},
     resolve::{self, ResolveError},
     store::{Store, StoreError},
+    timer::PreciseTimer,
 };
 
 /// A drain without a deadline lasts this long (until undrained, in practice).
@@ -403,6 +404,10 @@ pub async fn run(config_path: PathBuf, file_spec: Spec) -> Result<(), AppError> 
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(signal_err)?;
+    let timer = PreciseTimer::new().map_err(|source| AppError::Io {
+        what: "creating the controller's timer (timerfd)",
+        source,
+    })?;
     info!(pools = app.pools.len(), socket = %app.spec.daemon.socket.display(), "vnfpool running");
 
     loop {
@@ -424,7 +429,7 @@ pub async fn run(config_path: PathBuf, file_spec: Spec) -> Result<(), AppError> 
                     Err(message) => error!(%message, "reload refused; the running configuration stays"),
                 }
             }
-            () = sleep_until(deadline) => app.tick(),
+            () = sleep_until(&timer, deadline) => app.tick(),
         }
     }
     crate::systemd::notify_stopping();
@@ -438,9 +443,15 @@ pub async fn run(config_path: PathBuf, file_spec: Spec) -> Result<(), AppError> 
     Ok(())
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+async fn sleep_until(timer: &PreciseTimer, deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        Some(d) => {
+            if let Err(e) = timer.sleep_until(d.into_std()).await {
+                // Never seen; fall back to the runtime's millisecond timer.
+                warn!(error = %e, "precise timer failed");
+                tokio::time::sleep_until(d).await;
+            }
+        }
         None => std::future::pending().await,
     }
 }

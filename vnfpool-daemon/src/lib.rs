@@ -26,4 +26,5 @@ pub mod resolve;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+pub mod timer;
 pub mod watch;

@@ -289,8 +289,12 @@ pub fn build(backends: &[Backend], size: u32) -> Result<Vec<u16>, RingError> {
             size,
         });
     }
-    if ring.is_empty() {
-        return Ok(Vec::new());
+    match ring.as_slice() {
+        [] => return Ok(Vec::new()),
+        // Every position is the one backend's: no permutation needed (an active-standby
+        // pool's table, on the failover's critical path).
+        [only] => return Ok(vec![only.index; size as usize]),
+        _ => {}
     }
 
     // Heaviest first, key order within a weight: each group is a contiguous run.
