@@ -22,3 +22,17 @@ pub mod tmux;
 pub mod traffic;
 pub mod unit;
 pub mod unprivileged;
+
+/// The path of `name`, another binary of this crate built beside the running one (the
+/// benchmarks run the daemon and the element services as processes of their own).
+#[must_use]
+pub fn sibling_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let path = exe.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace's binaries first (cargo xtask bench does)",
+        path.display()
+    );
+    path
+}

@@ -58,6 +58,19 @@ fn health<'a>(status: &'a Status, element: &str) -> Option<&'a str> {
         .map(|e| e.health.as_str())
 }
 
+/// The agent of e3, which joins `dns` with the highest priority (300).
+fn e3_agent(lab: &Lab, places: &Places, parties: &Parties) -> Agent {
+    Agent::start(
+        Path::new(BIN),
+        lab,
+        2,
+        places,
+        parties,
+        "dns",
+        "\"priority\": 300",
+    )
+}
+
 /// Client sockets for `n` new flows to the pool.
 fn flows(lab: &Lab, n: usize) -> Vec<UdpSocket> {
     lab.udp_sockets(n, UDP_PORT)
@@ -80,15 +93,7 @@ fn an_agent_registered_element_takes_traffic_at_once_and_loses_it_within_the_mis
     // e3's agent registers it with the highest priority: every new flow goes to e3 from its
     // first heartbeat on. New flows start once the agent says it registered (the lag is
     // measured from the daemon's record of the registration, which is earlier: an upper bound).
-    let mut agent = Agent::start(
-        Path::new(BIN),
-        &lab,
-        2,
-        &places,
-        &parties,
-        "dns",
-        "\"priority\": 300",
-    );
+    let mut agent = e3_agent(&lab, &places, &parties);
     agent.wait_registered(Duration::from_secs(10));
     let answers = new_flows_until(&socks[..1000], Duration::from_secs(10), |a| {
         a.last().is_some_and(|(_, e)| e == "e3")
@@ -149,15 +154,7 @@ fn an_agent_registered_element_takes_traffic_at_once_and_loses_it_within_the_mis
 
     // A new agent for the same element registers it again: the same registration (idempotent),
     // and e3 is back. SIGTERM deregisters it explicitly: it leaves the pool at once.
-    let mut agent = Agent::start(
-        Path::new(BIN),
-        &lab,
-        2,
-        &places,
-        &parties,
-        "dns",
-        "\"priority\": 300",
-    );
+    let mut agent = e3_agent(&lab, &places, &parties);
     agent.wait_registered(Duration::from_secs(10));
     assert!(
         agent.log_text().contains("\"created\":false"),
@@ -180,15 +177,7 @@ fn registrations_and_keys_survive_a_restart_and_the_next_heartbeat_is_accepted()
     let (places, parties) = (Places::new(), Parties::new());
     let (lab, _) = setup(&places, &parties);
     let daemon = Daemon::start(Path::new(BIN), &lab, &places);
-    let mut agent = Agent::start(
-        Path::new(BIN),
-        &lab,
-        2,
-        &places,
-        &parties,
-        "dns",
-        "\"priority\": 300",
-    );
+    let mut agent = e3_agent(&lab, &places, &parties);
     agent.wait_registered(Duration::from_secs(10));
     let mut daemon = daemon;
     daemon.wait_until("e3 active", Duration::from_secs(5), |s| {

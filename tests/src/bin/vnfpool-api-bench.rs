@@ -17,7 +17,7 @@ use std::{
     convert::Infallible,
     fmt::Write as _,
     io::{BufRead as _, BufReader},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -68,17 +68,6 @@ const FRESH_RUNS: usize = 5;
 const TICK: Duration = Duration::from_millis(10);
 /// How every pool summary starts in the compact JSON the daemon writes.
 const POOL_MARK: &[u8] = br#"{"name":""#;
-
-fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let path = exe.parent().expect("bin dir").join(name);
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace's binaries first (cargo xtask bench does)",
-        path.display()
-    );
-    path
-}
 
 /// The daemon's configuration: the API for the SCE, and `POOLS` pools on the lab's three
 /// elements, probed once a second (192 TCP probes a second, about 1% of a core: the daemon's
@@ -437,7 +426,7 @@ async fn serve_fixed(listener: TcpListener, tls: Arc<ServerConfig>, body: Bytes)
 
 fn bench() {
     let started = Instant::now();
-    let daemon_bin = sibling("vnfpool-under-test");
+    let daemon_bin = vnfpool_tests::sibling_binary("vnfpool-under-test");
     let lab = Lab::new(3);
     let places = Places::new();
     let ca = Ca::new("vnfpool bench");

@@ -38,17 +38,6 @@ const AGENT_TARGET_MS: f64 = 12.0;
 /// keepalived (VRRP version 3, 10 ms advertisements) in the same kind of lab (BENCHMARKS.md).
 const KEEPALIVED_MS: f64 = 41.0;
 
-fn sibling(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let path = exe.parent().expect("bin dir").join(name);
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace's binaries first (cargo xtask bench does)",
-        path.display()
-    );
-    path
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     ServiceStop,
@@ -358,8 +347,8 @@ fn write_gaps(dir: &Path, all: &[(Kind, Vec<Round>)]) {
 }
 
 fn main() {
-    let daemon_bin = sibling("vnfpool-under-test");
-    let service_bin = sibling("vnfpool-lab-service");
+    let daemon_bin = vnfpool_tests::sibling_binary("vnfpool-under-test");
+    let service_bin = vnfpool_tests::sibling_binary("vnfpool-lab-service");
     let out = out_dir();
     println!(
         "failover as a client sees it: UDP request every 1 ms, probes every {INTERVAL_MS} ms, fall {FALL} (heartbeats every {HEARTBEAT_MS} ms, {MISSES} missed, for the self-registered element), {ROUNDS} failovers per kind\n"

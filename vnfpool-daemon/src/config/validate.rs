@@ -234,17 +234,7 @@ impl Checker<'_> {
         let state_dir = self.absolute(raw.state_dir.as_ref(), "state_dir", DEFAULT_STATE_DIR);
         let socket = self.absolute(raw.socket.as_ref(), "socket", DEFAULT_SOCKET);
         let metrics = match &raw.metrics {
-            Some(addr) => addr.value.trim().parse().map_or_else(
-                |_| {
-                    self.invalid(
-                        addr.referenced,
-                        format!("`{}` is not an address and port", sanitize(&addr.value)),
-                        "an IP address and port like 127.0.0.1:9470 or [::1]:9470",
-                    );
-                    None
-                },
-                Some,
-            ),
+            Some(addr) => self.socket_addr(addr, "an IP address and port like 127.0.0.1:9470 or [::1]:9470"),
             None => Some(DEFAULT_METRICS),
         };
         if !interfaces_ok {
@@ -266,31 +256,9 @@ impl Checker<'_> {
         let raw = &raw.value;
         let listen = self
             .required(raw.listen.as_ref(), at, "api", "listen")
-            .and_then(|addr| {
-                addr.value.trim().parse().map_or_else(
-                    |_| {
-                        self.invalid(
-                            addr.referenced,
-                            format!("`{}` is not an address and port", sanitize(&addr.value)),
-                            "an IP address and port like 0.0.0.0:9443",
-                        );
-                        None
-                    },
-                    Some,
-                )
-            });
+            .and_then(|addr| self.socket_addr(addr, "an IP address and port like 0.0.0.0:9443"));
         let heartbeat_listen = match &raw.heartbeat_listen {
-            Some(addr) => addr.value.trim().parse().map_or_else(
-                |_| {
-                    self.invalid(
-                        addr.referenced,
-                        format!("`{}` is not an address and port", sanitize(&addr.value)),
-                        "an IP address and UDP port like 0.0.0.0:9471",
-                    );
-                    None
-                },
-                Some,
-            ),
+            Some(addr) => self.socket_addr(addr, "an IP address and UDP port like 0.0.0.0:9471"),
             None => listen
                 .map(|l: std::net::SocketAddr| std::net::SocketAddr::new(l.ip(), DEFAULT_HEARTBEAT_PORT)),
         };
@@ -1331,6 +1299,21 @@ impl Checker<'_> {
             return None;
         }
         Some(duration)
+    }
+
+    /// An address and port.
+    fn socket_addr(&mut self, raw: &Spanned<String>, expected: &str) -> Option<std::net::SocketAddr> {
+        raw.value.trim().parse().map_or_else(
+            |_| {
+                self.invalid(
+                    raw.referenced,
+                    format!("`{}` is not an address and port", sanitize(&raw.value)),
+                    expected,
+                );
+                None
+            },
+            Some,
+        )
     }
 
     fn name(&mut self, raw: &Spanned<String>, what: &str) -> bool {
