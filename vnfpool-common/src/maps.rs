@@ -16,7 +16,8 @@ pub const POOLS: &str = "VNF_POOLS";
 pub const ELEMS: &str = "VNF_ELEMS";
 /// Maglev tables of every pool and slot, mmap-able `ARRAY` of [`crate::ring::RingChunk`]. Written by the daemon.
 pub const RING: &str = "VNF_RING";
-/// Flow affinity, `ARRAY` of [`crate::flow::FlowBucket`] (8-way set-associative). Written by the program.
+/// Flow affinity, mmap-able `ARRAY` of [`crate::flow::FlowBucket`] (8-way set-associative), so
+/// that each bucket is one aligned cache line. Written by the program.
 pub const FLOWS: &str = "VNF_FLOWS";
 /// The flow table's shape and clock, `ARRAY` of one [`crate::flow::FlowCtl`]. Written by the
 /// loader (shape, once) and the program (clock).
@@ -98,5 +99,7 @@ pub const ELEM_ENTRIES: u32 = MAX_POOLS * SLOTS_PER_POOL * MAX_ELEMENTS;
 pub const ELEM_STATS_ENTRIES: u32 = MAX_POOLS * MAX_ELEMENTS;
 
 /// `BPF_F_MMAPABLE`: the daemon writes these arrays through a shared mapping, in bulk, and
-/// flips the selector with one atomic store.
+/// flips the selector with one atomic store. It also makes the kernel place the first value on
+/// a page boundary (the values of a plain array start 312 bytes into `struct bpf_array` on
+/// Linux 6.18, i.e. 56 bytes into a cache line), which is why the flow table has it.
 pub const BPF_F_MMAPABLE: usize = 1 << 10;

@@ -51,9 +51,14 @@ static VNF_ELEMS: Array<Element, { maps::ELEM_ENTRIES as usize }, { maps::BPF_F_
 #[btf_map]
 static VNF_RING: Array<RingChunk, { maps::DEFAULT_RING_CHUNKS as usize }, { maps::BPF_F_MMAPABLE }> =
     Array::new();
-/// Owner: program. Flow affinity: 8-way buckets of packed entries (see vnfpool_common::flow). Pinned.
+/// Owner: program. Flow affinity: 8-way buckets of packed entries (see vnfpool_common::flow).
+/// mmap-able only for its page-aligned values: each bucket is then exactly one cache line. Pinned.
 #[btf_map]
-static VNF_FLOWS: Array<FlowBucket, { flow::buckets(maps::DEFAULT_FLOW_TABLE_SIZE) as usize }> = Array::new();
+static VNF_FLOWS: Array<
+    FlowBucket,
+    { flow::buckets(maps::DEFAULT_FLOW_TABLE_SIZE) as usize },
+    { maps::BPF_F_MMAPABLE },
+> = Array::new();
 
 /// Owner: loader (bucket mask, once, before attach) and program (stamp). Pinned.
 #[btf_map]
