@@ -11,7 +11,7 @@ use vnfpool_common::{
     maps,
     pool::Pool,
     ring::RingChunk,
-    stats::{Counters, REASONS},
+    stats::{Counters, PoolCounters, REASONS},
     vip::{PROTO_TCP, VipDirect, VipKey, VipMeta},
 };
 use vnfpool_daemon::dataplane::{AyaDataplane, LoadOptions, Mapping};
@@ -41,12 +41,11 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
         (maps::FLOW_CTL, u32s, size_of::<FlowCtl>(), 1),
         // bpf_devmap_val: ifindex + program fd/id.
         (maps::TX_PORTS, u32s, 8, maps::MAX_TX_PORTS),
-        (maps::VIP_STATS, u32s, size_of::<Counters>(), maps::MAX_POOLS),
         (
-            maps::ELEM_STATS,
+            maps::POOL_STATS,
             u32s,
-            size_of::<Counters>(),
-            maps::ELEM_STATS_ENTRIES,
+            size_of::<PoolCounters>(),
+            maps::MAX_POOLS,
         ),
         (maps::REASON_STATS, u32s, size_of::<Counters>(), REASONS),
     ]
@@ -109,7 +108,7 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
         (maps::POOLS, "ring_offset"),
         (maps::ELEMS, "dst_mac"),
         (maps::RING, "elements"),
-        (maps::VIP_STATS, "packets"),
+        (maps::POOL_STATS, "elements"),
         (maps::FLOW_CTL, "bucket_mask"),
     ] {
         let path = pins.path().join(name);

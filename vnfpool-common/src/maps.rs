@@ -24,11 +24,9 @@ pub const FLOWS: &str = "VNF_FLOWS";
 pub const FLOW_CTL: &str = "VNF_FLOW_CTL";
 /// Egress devices for `XDP_REDIRECT`, `DEVMAP_HASH` ifindex → ifindex. Written by the daemon.
 pub const TX_PORTS: &str = "VNF_TX_PORTS";
-/// Per-VIP counters, `PERCPU_ARRAY` of [`crate::stats::Counters`] indexed by pool. Written by the program.
-pub const VIP_STATS: &str = "VNF_VIP_STATS";
-/// Per-element counters, `PERCPU_ARRAY` of [`crate::stats::Counters`] indexed by
-/// [`crate::element::stats_index`]. Written by the program.
-pub const ELEM_STATS: &str = "VNF_ELEM_STATS";
+/// Per-pool and per-element counters, `PERCPU_ARRAY` of [`crate::stats::PoolCounters`] indexed
+/// by pool. Written by the program.
+pub const POOL_STATS: &str = "VNF_POOL_STATS";
 /// Per-reason counters, `PERCPU_ARRAY` of [`crate::stats::Counters`] indexed by
 /// [`crate::stats::Reason`]. Written by the program.
 pub const REASON_STATS: &str = "VNF_REASONS";
@@ -44,8 +42,7 @@ pub const ALL: &[&str] = &[
     FLOWS,
     FLOW_CTL,
     TX_PORTS,
-    VIP_STATS,
-    ELEM_STATS,
+    POOL_STATS,
     REASON_STATS,
 ];
 
@@ -95,8 +92,6 @@ pub const MAX_VIP_ENTRIES: u32 = 4096;
 pub const MAX_TX_PORTS: u32 = 64;
 /// Entries of the element table (every element of every pool, in both slots).
 pub const ELEM_ENTRIES: u32 = MAX_POOLS * SLOTS_PER_POOL * MAX_ELEMENTS;
-/// Entries of the per-element counters (not per slot: counters survive a switch).
-pub const ELEM_STATS_ENTRIES: u32 = MAX_POOLS * MAX_ELEMENTS;
 
 /// `BPF_F_MMAPABLE`: the daemon writes these arrays through a shared mapping, in bulk, and
 /// flips the selector with one atomic store. It also makes the kernel place the first value on

@@ -25,7 +25,7 @@ use vnfpool_common::{
     maps,
     pool::Pool,
     ring::{self, RingChunk},
-    stats::{Counters, REASONS, Reason},
+    stats::{Counters, PoolCounters, REASONS, Reason},
     vip::{self, VipDirect, VipKey, VipMeta},
 };
 
@@ -67,12 +67,9 @@ static VNF_FLOW_CTL: Array<FlowCtl, 1> = Array::new();
 /// Owner: daemon. ifindex → egress device for XDP_REDIRECT (the kernel keeps no BTF for device maps). Pinned.
 #[btf_map]
 static VNF_TX_PORTS: DevMapHash<{ maps::MAX_TX_PORTS as usize }> = DevMapHash::new();
-/// Owner: program. pool → packets/bytes steered, per CPU. Pinned.
+/// Owner: program. pool → packets/bytes forwarded by the pool and by each of its elements, per CPU. Pinned.
 #[btf_map]
-static VNF_VIP_STATS: PerCpuArray<Counters, { maps::MAX_POOLS as usize }> = PerCpuArray::new();
-/// Owner: program. pool*MAX_ELEMENTS+element → packets/bytes sent to it, per CPU. Pinned.
-#[btf_map]
-static VNF_ELEM_STATS: PerCpuArray<Counters, { maps::ELEM_STATS_ENTRIES as usize }> = PerCpuArray::new();
+static VNF_POOL_STATS: PerCpuArray<PoolCounters, { maps::MAX_POOLS as usize }> = PerCpuArray::new();
 /// Owner: program. `Reason` → packets/bytes, per CPU. Pinned.
 #[btf_map]
 static VNF_REASONS: PerCpuArray<Counters, { REASONS as usize }> = PerCpuArray::new();
@@ -257,8 +254,18 @@ fn forward(ctx: &XdpContext, pkt: &Packet, pool: u32, idx: u32, e: &Element) -> 
     // SAFETY: `ptr` proved the 12 MAC bytes are inside the frame; the frame starts 4-aligned
     // (after XDP_PACKET_HEADROOM), and the MACs sit 4-aligned in `Element` (offset 8).
     unsafe { eth.write(e.macs()) };
-    count(&VNF_VIP_STATS, pool, pkt);
-    count(&VNF_ELEM_STATS, element::stats_index(pool, idx), pkt);
+    if let Some(c) = VNF_POOL_STATS.get_ptr_mut(pool) {
+        let bytes = pkt.len() as u64;
+        // verifier: masked to the element table's size, the array's length.
+        let idx = (idx & (maps::MAX_ELEMENTS - 1)) as usize;
+        // SAFETY: per-CPU value, and XDP does not preempt itself on a CPU.
+        unsafe {
+            (*c).vip.packets += 1;
+            (*c).vip.bytes += bytes;
+            (*c).elements[idx].packets += 1;
+            (*c).elements[idx].bytes += bytes;
+        }
+    }
     action
 }
 

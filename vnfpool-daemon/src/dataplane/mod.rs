@@ -32,7 +32,7 @@ use vnfpool_common::{
     maps,
     pool::{Pool, PoolSel, SlotMeta},
     ring::{self, RingChunk},
-    stats::Counters,
+    stats::{Counters, PoolCounters},
     vip::{self, VipDirect, VipKey, VipMeta},
 };
 
@@ -561,16 +561,27 @@ impl AyaDataplane {
             .map_err(|source| DataplaneError::TxPort { ifindex, source })
     }
 
-    /// Counters at `index` of the per-CPU counter map `name`, summed over CPUs.
+    /// What `pool` forwarded, in total and per element index, summed over CPUs.
+    pub fn pool_counters(&self, pool: u32) -> Result<PoolCounters> {
+        let per_cpu: PerCpuArray<&MapData, PoolCounters> = map_ref(&self.ebpf, maps::POOL_STATS)?;
+        let values = per_cpu
+            .get(&pool, 0)
+            .map_err(|source| DataplaneError::Map {
+                name: maps::POOL_STATS,
+                source,
+            })?;
+        Ok(values
+            .iter()
+            .fold(PoolCounters::default(), |acc, c| acc.plus(c)))
+    }
+
+    /// Counters at `index` of the per-CPU counter map `name` (of [`Counters`]), summed over CPUs.
     pub fn counters(&self, name: &'static str, index: u32) -> Result<Counters> {
         let per_cpu: PerCpuArray<&MapData, Counters> = map_ref(&self.ebpf, name)?;
         let values = per_cpu
             .get(&index, 0)
             .map_err(|source| DataplaneError::Map { name, source })?;
-        Ok(values.iter().fold(Counters::default(), |acc, c| Counters {
-            packets: acc.packets + c.packets,
-            bytes: acc.bytes + c.bytes,
-        }))
+        Ok(values.iter().fold(Counters::default(), |acc, c| acc.plus(*c)))
     }
 
     /// The element the flow table holds for `key`, if any.
@@ -839,7 +850,7 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 #[must_use]
 pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u32, u32))> {
     use vnfpool_common::{
-        stats::{Counters, REASONS},
+        stats::{Counters, PoolCounters, REASONS},
         vip::VipDirect,
     };
     let size = |n: usize| u32::try_from(n).expect("small type");
@@ -868,8 +879,10 @@ pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u
         (maps::FLOWS, (u32s, size(size_of::<FlowBucket>()), flow_buckets)),
         (maps::FLOW_CTL, (u32s, size(size_of::<FlowCtl>()), 1)),
         (maps::TX_PORTS, (u32s, 8, maps::MAX_TX_PORTS)),
-        (maps::VIP_STATS, (u32s, counters, maps::MAX_POOLS)),
-        (maps::ELEM_STATS, (u32s, counters, maps::ELEM_STATS_ENTRIES)),
+        (
+            maps::POOL_STATS,
+            (u32s, size(size_of::<PoolCounters>()), maps::MAX_POOLS),
+        ),
         (maps::REASON_STATS, (u32s, counters, REASONS)),
     ]
 }
