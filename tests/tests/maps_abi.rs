@@ -12,7 +12,7 @@ use vnfpool_common::{
     pool::Pool,
     ring::RingChunk,
     stats::{Counters, PoolCounters, REASONS},
-    vip::{PROTO_TCP, VipDirect, VipKey, VipMeta},
+    vip::{PROTO_TCP, VipKey, VipMeta},
 };
 use vnfpool_daemon::dataplane::{AyaDataplane, LoadOptions, Mapping};
 use vnfpool_tests::pins::PinDir;
@@ -28,12 +28,6 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
             maps::MAX_VIP_ENTRIES,
         ),
         (maps::VIP_FILTER, u32s, u32s, maps::VIP_FILTER_SIZE),
-        (
-            maps::VIP_DIRECT,
-            u32s,
-            size_of::<VipDirect>(),
-            maps::MAX_VIP_ENTRIES,
-        ),
         (maps::POOLS, u32s, size_of::<Pool>(), maps::MAX_POOLS),
         (maps::ELEMS, u32s, size_of::<Element>(), maps::ELEM_ENTRIES),
         (maps::RING, u32s, size_of::<RingChunk>(), 4096),
@@ -103,7 +97,7 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
     .expect("apply");
     for (name, field) in [
         (maps::VIPS, "port_be"),
-        (maps::VIP_DIRECT, "pool"),
+        (maps::POOLS, "vip"),
         (maps::POOLS, "generation"),
         (maps::POOLS, "ring_offset"),
         (maps::ELEMS, "dst_mac"),

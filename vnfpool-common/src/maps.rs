@@ -8,8 +8,6 @@
 pub const VIPS: &str = "VNF_VIPS";
 /// VIP pre-filter, `ARRAY` of `u32` indexed by [`crate::vip::filter_index`]. Written by the daemon.
 pub const VIP_FILTER: &str = "VNF_VIP_FILTER";
-/// VIPs that own their pre-filter entry, `ARRAY` of [`crate::vip::VipDirect`]. Written by the daemon.
-pub const VIP_DIRECT: &str = "VNF_VIP_DIRECT";
 /// Live slot and slot shapes per pool, mmap-able `ARRAY` of [`crate::pool::Pool`]. Written by the daemon.
 pub const POOLS: &str = "VNF_POOLS";
 /// Per pool, slot and element, mmap-able `ARRAY` of [`crate::element::Element`]. Written by the daemon.
@@ -35,7 +33,6 @@ pub const REASON_STATS: &str = "VNF_REASONS";
 pub const ALL: &[&str] = &[
     VIPS,
     VIP_FILTER,
-    VIP_DIRECT,
     POOLS,
     ELEMS,
     RING,
