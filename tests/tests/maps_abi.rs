@@ -35,12 +35,7 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
         (maps::FLOW_CTL, u32s, size_of::<FlowCtl>(), 1),
         // bpf_devmap_val: ifindex + program fd/id.
         (maps::TX_PORTS, u32s, 8, maps::MAX_TX_PORTS),
-        (
-            maps::POOL_STATS,
-            u32s,
-            size_of::<PoolCounters>(),
-            maps::MAX_POOLS,
-        ),
+        (maps::POOL_STATS, u32s, size_of::<PoolCounters>(), maps::MAX_POOLS),
         (maps::REASON_STATS, u32s, size_of::<Counters>(), REASONS),
     ]
 }

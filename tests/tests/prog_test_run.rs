@@ -855,12 +855,14 @@ fn a_pool_routes_one_address_which_can_change_once_withdrawn() {
     )
     .expect("apply");
     let other = "10.10.0.150";
-    let err = h
-        .dp
-        .add_vip(0, addr::from_ip(ip(other)), TCP_PORT, PROTO_TCP)
-        .expect_err("a second address for the pool");
+    let err =
+        h.dp.add_vip(0, addr::from_ip(ip(other)), TCP_PORT, PROTO_TCP)
+            .expect_err("a second address for the pool");
     assert!(
-        matches!(err, vnfpool_daemon::dataplane::DataplaneError::PoolAddress { pool: 0, .. }),
+        matches!(
+            err,
+            vnfpool_daemon::dataplane::DataplaneError::PoolAddress { pool: 0, .. }
+        ),
         "{err}"
     );
     let to_other = || {
@@ -877,7 +879,10 @@ fn a_pool_routes_one_address_which_can_change_once_withdrawn() {
     check(&mut h, &case("refused address", to_other(), Want::Pass));
     h.dp.remove_vip(addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP)
         .expect("remove vip");
-    check(&mut h, &case("UDP port still routed", udp4(1).build(), Want::Tx(0)));
+    check(
+        &mut h,
+        &case("UDP port still routed", udp4(1).build(), Want::Tx(0)),
+    );
     h.dp.remove_vip(addr::from_ip(ip(VIP4)), UDP_PORT, PROTO_UDP)
         .expect("remove vip");
     h.dp.add_vip(0, addr::from_ip(ip(other)), TCP_PORT, PROTO_TCP)

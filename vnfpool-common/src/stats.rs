@@ -64,10 +64,7 @@ impl PoolCounters {
     /// The counters of element index `element` (zero beyond the table).
     #[must_use]
     pub fn element(&self, element: u32) -> Counters {
-        self.elements
-            .get(element as usize)
-            .copied()
-            .unwrap_or_default()
+        self.elements.get(element as usize).copied().unwrap_or_default()
     }
 }
 

@@ -544,15 +544,11 @@ impl AyaDataplane {
     /// What `pool` forwarded, in total and per element index, summed over CPUs.
     pub fn pool_counters(&self, pool: u32) -> Result<PoolCounters> {
         let per_cpu: PerCpuArray<&MapData, PoolCounters> = map_ref(&self.ebpf, maps::POOL_STATS)?;
-        let values = per_cpu
-            .get(&pool, 0)
-            .map_err(|source| DataplaneError::Map {
-                name: maps::POOL_STATS,
-                source,
-            })?;
-        Ok(values
-            .iter()
-            .fold(PoolCounters::default(), |acc, c| acc.plus(c)))
+        let values = per_cpu.get(&pool, 0).map_err(|source| DataplaneError::Map {
+            name: maps::POOL_STATS,
+            source,
+        })?;
+        Ok(values.iter().fold(PoolCounters::default(), PoolCounters::plus))
     }
 
     /// Counters at `index` of the per-CPU counter map `name` (of [`Counters`]), summed over CPUs.
