@@ -67,8 +67,11 @@ pub const fn filter_entry(pool: u32, port_be: u16, proto: u8) -> u32 {
     (port_be as u32) | ((proto as u32) << 16) | (pool << 24)
 }
 
-/// Port and protocol of a [`filter_entry`] value, in its low 24 bits (compared with a packet's
-/// in one comparison).
+/// The bits of a [`filter_entry`] value that hold port and protocol.
+pub const FILTER_PORT_PROTO: u32 = 0x00FF_FFFF;
+
+/// Port and protocol as a [`filter_entry`] value holds them (under [`FILTER_PORT_PROTO`]), so
+/// that a packet's are compared in one comparison.
 #[inline(always)]
 #[must_use]
 pub const fn filter_port_proto(port_be: u16, proto: u8) -> u32 {

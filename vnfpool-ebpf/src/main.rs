@@ -2,8 +2,9 @@
 //! to the pool's elements, keeping flow affinity, by L2 direct server return.
 //!
 //! Per packet: parse (Ethernet, VLAN, IPv4/IPv6, TCP/UDP/ICMP errors) → VIP pre-filter →
-//! pool entry (or the VIP table on a pre-filter collision) → flow table (hit on a usable element: done) → the pool's live Maglev table →
-//! record the flow → rewrite MACs → `XDP_TX` or `XDP_REDIRECT`.
+//! pool entry (or the VIP table on a pre-filter collision) → flow table (hit on a usable
+//! element: done) → the pool's live Maglev table → record the flow → rewrite MACs → `XDP_TX`
+//! or `XDP_REDIRECT`.
 //! Everything that is not for a VIP leaves with `XDP_PASS`, unmodified.
 #![no_std]
 #![no_main]
@@ -99,7 +100,7 @@ fn vip_pool(addr: &Addr, port_be: u16, proto: u8) -> Option<(u32, &'static Pool)
         // One VIP folds here: its port and protocol are in the value, its address in the
         // pool's entry, which the packet needs anyway (the pool index depends on the value
         // read, so the entry is read after it on every CPU).
-        if v & 0x00FF_FFFF != vip::filter_port_proto(port_be, proto) {
+        if v & vip::FILTER_PORT_PROTO != vip::filter_port_proto(port_be, proto) {
             return None;
         }
         let pool = vip::filter_pool(v);
