@@ -11,8 +11,8 @@ use vnfpool_common::{
     maps,
     pool::Pool,
     ring::RingChunk,
-    stats::{Counters, REASONS},
-    vip::{PROTO_TCP, VipDirect, VipKey, VipMeta},
+    stats::{Counters, PoolCounters, REASONS},
+    vip::{PROTO_TCP, VipKey, VipMeta},
 };
 use vnfpool_daemon::dataplane::{AyaDataplane, LoadOptions, Mapping};
 use vnfpool_tests::pins::PinDir;
@@ -28,12 +28,6 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
             maps::MAX_VIP_ENTRIES,
         ),
         (maps::VIP_FILTER, u32s, u32s, maps::VIP_FILTER_SIZE),
-        (
-            maps::VIP_DIRECT,
-            u32s,
-            size_of::<VipDirect>(),
-            maps::MAX_VIP_ENTRIES,
-        ),
         (maps::POOLS, u32s, size_of::<Pool>(), maps::MAX_POOLS),
         (maps::ELEMS, u32s, size_of::<Element>(), maps::ELEM_ENTRIES),
         (maps::RING, u32s, size_of::<RingChunk>(), 4096),
@@ -41,13 +35,7 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
         (maps::FLOW_CTL, u32s, size_of::<FlowCtl>(), 1),
         // bpf_devmap_val: ifindex + program fd/id.
         (maps::TX_PORTS, u32s, 8, maps::MAX_TX_PORTS),
-        (maps::VIP_STATS, u32s, size_of::<Counters>(), maps::MAX_POOLS),
-        (
-            maps::ELEM_STATS,
-            u32s,
-            size_of::<Counters>(),
-            maps::ELEM_STATS_ENTRIES,
-        ),
+        (maps::POOL_STATS, u32s, size_of::<PoolCounters>(), maps::MAX_POOLS),
         (maps::REASON_STATS, u32s, size_of::<Counters>(), REASONS),
     ]
 }
@@ -104,12 +92,12 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
     .expect("apply");
     for (name, field) in [
         (maps::VIPS, "port_be"),
-        (maps::VIP_DIRECT, "pool"),
+        (maps::POOLS, "vip"),
         (maps::POOLS, "generation"),
         (maps::POOLS, "ring_offset"),
         (maps::ELEMS, "dst_mac"),
         (maps::RING, "elements"),
-        (maps::VIP_STATS, "packets"),
+        (maps::POOL_STATS, "elements"),
         (maps::FLOW_CTL, "bucket_mask"),
     ] {
         let path = pins.path().join(name);

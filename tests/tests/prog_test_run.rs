@@ -757,6 +757,18 @@ fn same_bucket(vip: &str, port: u16, other: &str) -> (IpAddr, u16) {
     (ip(other), u16::from_be(port_be))
 }
 
+/// Another IPv4 address whose destinations fold to the same pre-filter entries as `vip`'s, port
+/// for port (a fold of `x` xors its halves, so flipping the same bits in both halves keeps it).
+fn same_fold_address(vip: &str) -> IpAddr {
+    let a = addr::from_ip(ip(vip));
+    let other = addr::from_v4_word(a[3] ^ 0x0001_0001);
+    assert_eq!(
+        vnfpool_common::vip::filter_index(&a, TCP_PORT.to_be(), PROTO_TCP),
+        vnfpool_common::vip::filter_index(&other, TCP_PORT.to_be(), PROTO_TCP)
+    );
+    addr::to_ip(&other)
+}
+
 #[test]
 fn pre_filter_entries_with_one_or_several_vips() {
     let mut h = Harness::new();
@@ -782,6 +794,21 @@ fn pre_filter_entries_with_one_or_several_vips() {
     )
     .build();
     check(&mut h, &case("non-VIP in a one-VIP entry", f.clone(), Want::Pass));
+    // Same port and protocol, same entry, another address: the pool's address tells them apart.
+    let twin = same_fold_address(VIP4);
+    let t = Frame::new(
+        ip(CLIENT4),
+        twin,
+        L4::Tcp {
+            sport: 1,
+            dport: TCP_PORT,
+        },
+    )
+    .build();
+    check(
+        &mut h,
+        &case("VIP port on another address in a one-VIP entry", t, Want::Pass),
+    );
     check(&mut h, &case("the entry's VIP", tcp4(1).build(), Want::Tx(0)));
     // A second VIP in the same entry: both are found through the hash table.
     let (vip2, port2) = same_bucket(VIP4, TCP_PORT, "10.10.0.200");
@@ -810,6 +837,58 @@ fn pre_filter_entries_with_one_or_several_vips() {
     .build();
     check(&mut h, &case("second VIP of a shared entry", f2, Want::Tx(1)));
     check(&mut h, &case("non-VIP in a shared entry", f, Want::Pass));
+}
+
+#[test]
+fn a_pool_routes_one_address_which_can_change_once_withdrawn() {
+    let mut h = Harness::new();
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP)
+        .expect("add vip");
+    h.dp.add_vip(0, addr::from_ip(ip(VIP4)), UDP_PORT, PROTO_UDP)
+        .expect("another port of the same address");
+    h.dp.apply(
+        0,
+        &Mapping {
+            ring: all_to(0),
+            elements: vec![element(0, STATE_UP)],
+        },
+    )
+    .expect("apply");
+    let other = "10.10.0.150";
+    let err =
+        h.dp.add_vip(0, addr::from_ip(ip(other)), TCP_PORT, PROTO_TCP)
+            .expect_err("a second address for the pool");
+    assert!(
+        matches!(
+            err,
+            vnfpool_daemon::dataplane::DataplaneError::PoolAddress { pool: 0, .. }
+        ),
+        "{err}"
+    );
+    let to_other = || {
+        Frame::new(
+            ip(CLIENT4),
+            ip(other),
+            L4::Tcp {
+                sport: 1,
+                dport: TCP_PORT,
+            },
+        )
+        .build()
+    };
+    check(&mut h, &case("refused address", to_other(), Want::Pass));
+    h.dp.remove_vip(addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP)
+        .expect("remove vip");
+    check(
+        &mut h,
+        &case("UDP port still routed", udp4(1).build(), Want::Tx(0)),
+    );
+    h.dp.remove_vip(addr::from_ip(ip(VIP4)), UDP_PORT, PROTO_UDP)
+        .expect("remove vip");
+    h.dp.add_vip(0, addr::from_ip(ip(other)), TCP_PORT, PROTO_TCP)
+        .expect("the pool's new address");
+    check(&mut h, &case("new address", to_other(), Want::Tx(0)));
+    check(&mut h, &case("old address", tcp4(1).build(), Want::Pass));
 }
 
 #[test]

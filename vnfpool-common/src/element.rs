@@ -57,10 +57,3 @@ impl Element {
 pub const fn elem_index(pool: u32, slot: u32, element: u32) -> u32 {
     crate::pool::slot_index(pool, slot) * crate::maps::MAX_ELEMENTS + element
 }
-
-/// Index of an element's counters in `VNF_ELEM_STATS`.
-#[inline(always)]
-#[must_use]
-pub const fn stats_index(pool: u32, element: u32) -> u32 {
-    pool * crate::maps::MAX_ELEMENTS + element
-}

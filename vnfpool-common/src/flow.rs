@@ -1,7 +1,8 @@
 //! The flow-affinity table (`VNF_FLOWS`) and the flow hash.
 //!
 //! # Layout: an 8-way set-associative table of 64-byte buckets
-//! The table is an `ARRAY` of [`FlowBucket`]s, each one cache line holding eight 64-bit
+//! The table is an mmap-able `ARRAY` of [`FlowBucket`]s (mmap-able so that the kernel
+//! page-aligns its values: a plain array's would straddle two lines), each one cache line holding eight 64-bit
 //! entries. A flow lives in bucket `hash64 & (buckets - 1)`, in any of its eight ways; an entry
 //! packs a 46-bit fingerprint of the flow, an 8-bit coarse timestamp and the 10-bit element
 //! index ([`entry`]). A lookup reads one cache line and compares eight words; an insert writes

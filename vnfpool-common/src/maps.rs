@@ -8,26 +8,23 @@
 pub const VIPS: &str = "VNF_VIPS";
 /// VIP pre-filter, `ARRAY` of `u32` indexed by [`crate::vip::filter_index`]. Written by the daemon.
 pub const VIP_FILTER: &str = "VNF_VIP_FILTER";
-/// VIPs that own their pre-filter entry, `ARRAY` of [`crate::vip::VipDirect`]. Written by the daemon.
-pub const VIP_DIRECT: &str = "VNF_VIP_DIRECT";
 /// Live slot and slot shapes per pool, mmap-able `ARRAY` of [`crate::pool::Pool`]. Written by the daemon.
 pub const POOLS: &str = "VNF_POOLS";
 /// Per pool, slot and element, mmap-able `ARRAY` of [`crate::element::Element`]. Written by the daemon.
 pub const ELEMS: &str = "VNF_ELEMS";
 /// Maglev tables of every pool and slot, mmap-able `ARRAY` of [`crate::ring::RingChunk`]. Written by the daemon.
 pub const RING: &str = "VNF_RING";
-/// Flow affinity, `ARRAY` of [`crate::flow::FlowBucket`] (8-way set-associative). Written by the program.
+/// Flow affinity, mmap-able `ARRAY` of [`crate::flow::FlowBucket`] (8-way set-associative), so
+/// that each bucket is one aligned cache line. Written by the program.
 pub const FLOWS: &str = "VNF_FLOWS";
 /// The flow table's shape and clock, `ARRAY` of one [`crate::flow::FlowCtl`]. Written by the
 /// loader (shape, once) and the program (clock).
 pub const FLOW_CTL: &str = "VNF_FLOW_CTL";
 /// Egress devices for `XDP_REDIRECT`, `DEVMAP_HASH` ifindex → ifindex. Written by the daemon.
 pub const TX_PORTS: &str = "VNF_TX_PORTS";
-/// Per-VIP counters, `PERCPU_ARRAY` of [`crate::stats::Counters`] indexed by pool. Written by the program.
-pub const VIP_STATS: &str = "VNF_VIP_STATS";
-/// Per-element counters, `PERCPU_ARRAY` of [`crate::stats::Counters`] indexed by
-/// [`crate::element::stats_index`]. Written by the program.
-pub const ELEM_STATS: &str = "VNF_ELEM_STATS";
+/// Per-pool and per-element counters, `PERCPU_ARRAY` of [`crate::stats::PoolCounters`] indexed
+/// by pool. Written by the program.
+pub const POOL_STATS: &str = "VNF_POOL_STATS";
 /// Per-reason counters, `PERCPU_ARRAY` of [`crate::stats::Counters`] indexed by
 /// [`crate::stats::Reason`]. Written by the program.
 pub const REASON_STATS: &str = "VNF_REASONS";
@@ -36,15 +33,13 @@ pub const REASON_STATS: &str = "VNF_REASONS";
 pub const ALL: &[&str] = &[
     VIPS,
     VIP_FILTER,
-    VIP_DIRECT,
     POOLS,
     ELEMS,
     RING,
     FLOWS,
     FLOW_CTL,
     TX_PORTS,
-    VIP_STATS,
-    ELEM_STATS,
+    POOL_STATS,
     REASON_STATS,
 ];
 
@@ -94,9 +89,9 @@ pub const MAX_VIP_ENTRIES: u32 = 4096;
 pub const MAX_TX_PORTS: u32 = 64;
 /// Entries of the element table (every element of every pool, in both slots).
 pub const ELEM_ENTRIES: u32 = MAX_POOLS * SLOTS_PER_POOL * MAX_ELEMENTS;
-/// Entries of the per-element counters (not per slot: counters survive a switch).
-pub const ELEM_STATS_ENTRIES: u32 = MAX_POOLS * MAX_ELEMENTS;
 
 /// `BPF_F_MMAPABLE`: the daemon writes these arrays through a shared mapping, in bulk, and
-/// flips the selector with one atomic store.
+/// flips the selector with one atomic store. It also makes the kernel place the first value on
+/// a page boundary (the values of a plain array start 312 bytes into `struct bpf_array` on
+/// Linux 6.18, i.e. 56 bytes into a cache line), which is why the flow table has it.
 pub const BPF_F_MMAPABLE: usize = 1 << 10;

@@ -1,6 +1,6 @@
 //! The pool table (`VNF_POOLS`): per pool, which slot is live and the shape of each slot.
 
-use crate::abi_type;
+use crate::{abi_type, addr::Addr};
 
 /// Which slot of a pool is live: the first 8 bytes of [`Pool`], written by the daemon with one
 /// aligned 64-bit atomic store through the map's shared mapping. That store is the switch from
@@ -30,8 +30,9 @@ pub struct SlotMeta {
 }
 abi_type!(SlotMeta, 16);
 
-/// Value of `VNF_POOLS`, indexed by pool. 48 bytes: the selector and both slots' shapes share
-/// a cache line, so a packet learns the live slot and its table in one read.
+/// Value of `VNF_POOLS`, indexed by pool. 64 bytes, one cache line (the mmap-able array's values
+/// start on a page boundary): a packet learns that it is for the pool's VIP, the live slot and
+/// its table in one read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Pool {
@@ -45,12 +46,18 @@ pub struct Pool {
     pub ring_region: u32,
     /// Chunks per slot in the pool's region; 0 before the pool's first mapping.
     pub ring_region_chunks: u32,
+    /// The pool's VIP address, compared with a packet's destination when its pre-filter entry
+    /// names the pool ([`crate::vip::filter_entry`]). Written before any pre-filter entry names
+    /// the pool, and not changed until a grace period after none does.
+    pub vip: Addr,
 }
-abi_type!(Pool, 48);
+abi_type!(Pool, 64);
 
 impl Pool {
     /// Byte offset of `ring_region` (followed by `ring_region_chunks`) in the value.
     pub const REGION_OFFSET: usize = size_of::<PoolSel>() + 2 * size_of::<SlotMeta>();
+    /// Byte offset of `vip` in the value.
+    pub const VIP_OFFSET: usize = Self::REGION_OFFSET + 2 * size_of::<u32>();
 
     /// Byte offset of `slots[slot]` in the value.
     #[must_use]

@@ -1,4 +1,9 @@
-//! Per-CPU counters (`VNF_VIP_STATS`, `VNF_ELEM_STATS`, `VNF_REASONS`).
+//! Per-CPU counters (`VNF_POOL_STATS`, `VNF_REASONS`).
+//!
+//! A forwarded packet is counted for its pool and for its element. Both counters live in one
+//! per-CPU value per pool ([`PoolCounters`]), the pool's first, so that the program does one
+//! lookup, reads one per-CPU pointer and writes two adjacent counters (for elements 0 to 2 of a
+//! pool, in the cache line of the pool's own) instead of two lookups in two maps.
 
 use crate::abi_type;
 
@@ -12,6 +17,56 @@ pub struct Counters {
     pub bytes: u64,
 }
 abi_type!(Counters, 16);
+
+impl Counters {
+    /// The sum of two counters (for summing over CPUs).
+    #[must_use]
+    pub const fn plus(self, other: Counters) -> Counters {
+        Counters {
+            packets: self.packets + other.packets,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
+/// Value of `VNF_POOL_STATS`, indexed by pool: what the pool forwarded, in total and per
+/// element index, on one CPU. 16,400 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolCounters {
+    /// Every packet forwarded to an element of the pool (the sum of `elements`).
+    pub vip: Counters,
+    /// Per element index (the same index in both slots: counters survive a switch).
+    pub elements: [Counters; crate::maps::MAX_ELEMENTS as usize],
+}
+abi_type!(PoolCounters, 16 * (1 + crate::maps::MAX_ELEMENTS as usize));
+
+impl Default for PoolCounters {
+    fn default() -> Self {
+        Self {
+            vip: Counters::default(),
+            elements: [Counters::default(); crate::maps::MAX_ELEMENTS as usize],
+        }
+    }
+}
+
+impl PoolCounters {
+    /// The sum of two values (for summing over CPUs).
+    #[must_use]
+    pub fn plus(mut self, other: &PoolCounters) -> PoolCounters {
+        self.vip = self.vip.plus(other.vip);
+        for (a, b) in self.elements.iter_mut().zip(&other.elements) {
+            *a = a.plus(*b);
+        }
+        self
+    }
+
+    /// The counters of element index `element` (zero beyond the table).
+    #[must_use]
+    pub fn element(&self, element: u32) -> Counters {
+        self.elements.get(element as usize).copied().unwrap_or_default()
+    }
+}
 
 /// Why the program did not forward a packet it looked at, or passed it on for the kernel:
 /// the index into `VNF_REASONS`.

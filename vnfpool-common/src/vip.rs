@@ -5,8 +5,11 @@
 //! array indexed by [`filter_index`], which costs one inlined array access:
 //! - 0: no VIP folds here, the packet is not for a VIP (the common case for other traffic,
 //!   which so stays within a few nanoseconds of a bare `XDP_PASS`);
-//! - `1..=MAX_VIP_ENTRIES`: exactly one VIP folds here, held at index `value - 1` of
-//!   `VNF_VIP_DIRECT`; the program compares it with the packet (no hash lookup);
+//! - [`filter_entry`]: exactly one VIP folds here; the value holds its port, protocol and
+//!   pool, and the pool's entry in `VNF_POOLS` (read next anyway) holds its address
+//!   ([`crate::pool::Pool::vip`]): the program compares those with the packet, so a VIP packet
+//!   costs no hash lookup and no cache line besides the filter's and the pool's. A pool
+//!   therefore has one address (any number of ports);
 //! - [`FILTER_COLLISION`]: several VIPs fold here, the program looks the packet up in `VNF_VIPS`.
 //!
 //! Besides one entry per (VIP, port), `VNF_VIPS` holds one *address entry* per (VIP, protocol)
@@ -54,18 +57,35 @@ abi_type!(VipMeta, 8);
 /// Pre-filter value: several VIPs fold into this entry; look the packet up in `VNF_VIPS`.
 pub const FILTER_COLLISION: u32 = u32::MAX;
 
-/// Value of `VNF_VIP_DIRECT`: the one VIP of a pre-filter entry, with its pool. 24 bytes.
-/// Written before the pre-filter entry points at it, and not rewritten until a grace period
-/// after nothing points at it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct VipDirect {
-    /// The VIP.
-    pub key: VipKey,
-    /// Its pool.
-    pub pool: u32,
+/// Pre-filter value naming the one VIP of its entry: port (bits 0-15, network order as read),
+/// protocol (bits 16-23) and pool (bits 24-31). Never 0 (the protocol is not 0) and never
+/// [`FILTER_COLLISION`] (pools are below 256). The pool's address must already be in its
+/// `VNF_POOLS` entry when this value is stored, and stay there while any entry names the pool.
+#[inline(always)]
+#[must_use]
+pub const fn filter_entry(pool: u32, port_be: u16, proto: u8) -> u32 {
+    (port_be as u32) | ((proto as u32) << 16) | (pool << 24)
 }
-abi_type!(VipDirect, 24);
+
+/// The bits of a [`filter_entry`] value that hold port and protocol.
+pub const FILTER_PORT_PROTO: u32 = 0x00FF_FFFF;
+
+/// Port and protocol as a [`filter_entry`] value holds them (under [`FILTER_PORT_PROTO`]), so
+/// that a packet's are compared in one comparison.
+#[inline(always)]
+#[must_use]
+pub const fn filter_port_proto(port_be: u16, proto: u8) -> u32 {
+    (port_be as u32) | ((proto as u32) << 16)
+}
+
+/// The pool of a [`filter_entry`] value.
+#[inline(always)]
+#[must_use]
+pub const fn filter_pool(value: u32) -> u32 {
+    value >> 24
+}
+
+const _: () = assert!(crate::maps::MAX_POOLS <= 256);
 
 /// Index into `VNF_VIP_FILTER` for a destination: a 16-bit fold of address, port and protocol.
 #[inline(always)]

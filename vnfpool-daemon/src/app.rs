@@ -22,7 +22,7 @@ use tokio::{
 use tracing::{error, info, warn};
 use vnfpool_common::{
     addr,
-    element::{self as dp_element, Element},
+    element::Element,
     maps, stats,
     vip::{PROTO_TCP, PROTO_UDP},
 };
@@ -1409,7 +1409,7 @@ impl App {
     /// Copies roles, health and the data plane's counters into the metrics.
     fn sample_metrics(&self) {
         for p in &self.pools {
-            let vip = self.dp.counters(maps::VIP_STATS, p.index).unwrap_or_default();
+            let counters = self.dp.pool_counters(p.index).unwrap_or_default();
             let samples: Vec<ElementSample<'_>> = p
                 .spec
                 .elements
@@ -1421,13 +1421,10 @@ impl App {
                     role: role_name(s.role()),
                     health: health_name(s.health()),
                     weight: e.weight,
-                    counters: self
-                        .dp
-                        .counters(maps::ELEM_STATS, dp_element::stats_index(p.index, slot))
-                        .unwrap_or_default(),
+                    counters: counters.element(slot),
                 })
                 .collect();
-            self.metrics.sample_pool(&p.spec.name, vip, &samples);
+            self.metrics.sample_pool(&p.spec.name, counters.vip, &samples);
         }
         let reasons: Vec<(stats::Reason, stats::Counters)> = stats::Reason::ALL
             .iter()
@@ -1463,7 +1460,8 @@ impl App {
             .pools
             .iter()
             .map(|p| {
-                let vip_counters = self.dp.counters(maps::VIP_STATS, p.index).unwrap_or_default();
+                let counters = self.dp.pool_counters(p.index).unwrap_or_default();
+                let vip_counters = counters.vip;
                 let elements = p
                     .spec
                     .elements
@@ -1472,10 +1470,7 @@ impl App {
                     .zip(&p.slots)
                     .map(|((e, s), &slot)| {
                         let backup = p.state.backups().iter().find(|b| b.active == e.name);
-                        let c = self
-                            .dp
-                            .counters(maps::ELEM_STATS, dp_element::stats_index(p.index, slot))
-                            .unwrap_or_default();
+                        let c = counters.element(slot);
                         ElementStatus {
                             name: e.name.clone(),
                             address: e.address.to_string(),

@@ -2,8 +2,9 @@
 //! to the pool's elements, keeping flow affinity, by L2 direct server return.
 //!
 //! Per packet: parse (Ethernet, VLAN, IPv4/IPv6, TCP/UDP/ICMP errors) → VIP pre-filter →
-//! VIP table → flow table (hit on a usable element: done) → the pool's live Maglev table →
-//! record the flow → rewrite MACs → `XDP_TX` or `XDP_REDIRECT`.
+//! pool entry (or the VIP table on a pre-filter collision) → flow table (hit on a usable
+//! element: done) → the pool's live Maglev table → record the flow → rewrite MACs → `XDP_TX`
+//! or `XDP_REDIRECT`.
 //! Everything that is not for a VIP leaves with `XDP_PASS`, unmodified.
 #![no_std]
 #![no_main]
@@ -25,8 +26,8 @@ use vnfpool_common::{
     maps,
     pool::Pool,
     ring::{self, RingChunk},
-    stats::{Counters, REASONS, Reason},
-    vip::{self, VipDirect, VipKey, VipMeta},
+    stats::{Counters, PoolCounters, REASONS, Reason},
+    vip::{self, VipKey, VipMeta},
 };
 
 // Map sizes are the compile-time defaults of `vnfpool_common::maps`; the loader may change
@@ -35,12 +36,9 @@ use vnfpool_common::{
 /// Owner: daemon. VIP:port/proto → pool. Pinned.
 #[btf_map]
 static VNF_VIPS: HashMap<VipKey, VipMeta, { maps::MAX_VIP_ENTRIES as usize }> = HashMap::new();
-/// Owner: daemon. 16-bit fold of VIP:port/proto → 0 (no VIP), 1 + index into VNF_VIP_DIRECT, or collision. Pinned.
+/// Owner: daemon. 16-bit fold of VIP:port/proto → 0 (no VIP), port/proto/pool of its one VIP, or collision. Pinned.
 #[btf_map]
 static VNF_VIP_FILTER: Array<u32, { maps::VIP_FILTER_SIZE as usize }> = Array::new();
-/// Owner: daemon. The single VIP of a pre-filter entry, compared in place of a hash lookup. Pinned.
-#[btf_map]
-static VNF_VIP_DIRECT: Array<VipDirect, { maps::MAX_VIP_ENTRIES as usize }> = Array::new();
 /// Owner: daemon (one atomic store per switch). pool → live slot. mmap-able, pinned.
 #[btf_map]
 static VNF_POOLS: Array<Pool, { maps::MAX_POOLS as usize }, { maps::BPF_F_MMAPABLE }> = Array::new();
@@ -51,9 +49,14 @@ static VNF_ELEMS: Array<Element, { maps::ELEM_ENTRIES as usize }, { maps::BPF_F_
 #[btf_map]
 static VNF_RING: Array<RingChunk, { maps::DEFAULT_RING_CHUNKS as usize }, { maps::BPF_F_MMAPABLE }> =
     Array::new();
-/// Owner: program. Flow affinity: 8-way buckets of packed entries (see vnfpool_common::flow). Pinned.
+/// Owner: program. Flow affinity: 8-way buckets of packed entries (see vnfpool_common::flow).
+/// mmap-able only for its page-aligned values: each bucket is then exactly one cache line. Pinned.
 #[btf_map]
-static VNF_FLOWS: Array<FlowBucket, { flow::buckets(maps::DEFAULT_FLOW_TABLE_SIZE) as usize }> = Array::new();
+static VNF_FLOWS: Array<
+    FlowBucket,
+    { flow::buckets(maps::DEFAULT_FLOW_TABLE_SIZE) as usize },
+    { maps::BPF_F_MMAPABLE },
+> = Array::new();
 
 /// Owner: loader (bucket mask, once, before attach) and program (stamp). Pinned.
 #[btf_map]
@@ -62,12 +65,9 @@ static VNF_FLOW_CTL: Array<FlowCtl, 1> = Array::new();
 /// Owner: daemon. ifindex → egress device for XDP_REDIRECT (the kernel keeps no BTF for device maps). Pinned.
 #[btf_map]
 static VNF_TX_PORTS: DevMapHash<{ maps::MAX_TX_PORTS as usize }> = DevMapHash::new();
-/// Owner: program. pool → packets/bytes steered, per CPU. Pinned.
+/// Owner: program. pool → packets/bytes forwarded by the pool and by each of its elements, per CPU. Pinned.
 #[btf_map]
-static VNF_VIP_STATS: PerCpuArray<Counters, { maps::MAX_POOLS as usize }> = PerCpuArray::new();
-/// Owner: program. pool*MAX_ELEMENTS+element → packets/bytes sent to it, per CPU. Pinned.
-#[btf_map]
-static VNF_ELEM_STATS: PerCpuArray<Counters, { maps::ELEM_STATS_ENTRIES as usize }> = PerCpuArray::new();
+static VNF_POOL_STATS: PerCpuArray<PoolCounters, { maps::MAX_POOLS as usize }> = PerCpuArray::new();
 /// Owner: program. `Reason` → packets/bytes, per CPU. Pinned.
 #[btf_map]
 static VNF_REASONS: PerCpuArray<Counters, { REASONS as usize }> = PerCpuArray::new();
@@ -88,13 +88,24 @@ pub fn vnfpool(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The pool of a VIP destination, or `None` when it is not one.
+/// The pool of a VIP destination and its entry, or `None` when it is not one.
 #[inline(always)]
-fn vip_pool(addr: &Addr, port_be: u16, proto: u8) -> Option<u32> {
+fn vip_pool(addr: &Addr, port_be: u16, proto: u8) -> Option<(u32, &'static Pool)> {
     // verifier: the index is masked to the filter's size inside filter_index.
-    let slot = *VNF_VIP_FILTER.get(vip::filter_index(addr, port_be, proto))?;
-    if slot == 0 {
+    let v = *VNF_VIP_FILTER.get(vip::filter_index(addr, port_be, proto))?;
+    if v == 0 {
         return None;
+    }
+    if v != vip::FILTER_COLLISION {
+        // One VIP folds here: its port and protocol are in the value, its address in the
+        // pool's entry, which the packet needs anyway (the pool index depends on the value
+        // read, so the entry is read after it on every CPU).
+        if v & vip::FILTER_PORT_PROTO != vip::filter_port_proto(port_be, proto) {
+            return None;
+        }
+        let pool = vip::filter_pool(v);
+        let p = VNF_POOLS.get(pool)?;
+        return same_addr(&p.vip, addr).then_some((pool, p));
     }
     let key = VipKey {
         addr: *addr,
@@ -102,31 +113,24 @@ fn vip_pool(addr: &Addr, port_be: u16, proto: u8) -> Option<u32> {
         proto,
         _pad: 0,
     };
-    if slot != vip::FILTER_COLLISION {
-        // verifier: a bounded array lookup; a stale index just fails the comparison.
-        let d = VNF_VIP_DIRECT.get(slot - 1)?;
-        return same_vip(&d.key, &key).then_some(d.pool);
-    }
     // SAFETY: the value is copied out at once; no reference outlives the lookup.
     let meta = unsafe { *VNF_VIPS.get(key)? };
-    (meta.flags & vip::FLAG_ADDRESS == 0).then_some(meta.pool)
+    if meta.flags & vip::FLAG_ADDRESS != 0 {
+        return None;
+    }
+    Some((meta.pool, VNF_POOLS.get(meta.pool)?))
 }
 
-/// Field-by-field equality (a derived `==` on arrays may become a `memcmp` call, which BPF lacks).
+/// Word-by-word equality (a derived `==` on arrays may become a `memcmp` call, which BPF lacks).
 #[inline(always)]
-fn same_vip(a: &VipKey, b: &VipKey) -> bool {
-    a.addr[0] == b.addr[0]
-        && a.addr[1] == b.addr[1]
-        && a.addr[2] == b.addr[2]
-        && a.addr[3] == b.addr[3]
-        && a.port_be == b.port_be
-        && a.proto == b.proto
+fn same_addr(a: &Addr, b: &Addr) -> bool {
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3]
 }
 
 /// A TCP or UDP packet.
 #[inline(always)]
 fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
-    let Some(pool) = vip_pool(&t.dst, t.dport_be, t.proto) else {
+    let Some((pool, p)) = vip_pool(&t.dst, t.dport_be, t.proto) else {
         return xdp_action::XDP_PASS;
     };
     let key = FlowKey {
@@ -136,9 +140,6 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
         pool: pool as u16,
         proto: t.proto,
         _pad: 0,
-    };
-    let Some(p) = VNF_POOLS.get(pool) else {
-        return drop(pkt, Reason::NoElement);
     };
     // The one read of the selector: from here on only this slot is used (atomic switch).
     let slot = p.sel.slot & 1;
@@ -252,8 +253,18 @@ fn forward(ctx: &XdpContext, pkt: &Packet, pool: u32, idx: u32, e: &Element) -> 
     // SAFETY: `ptr` proved the 12 MAC bytes are inside the frame; the frame starts 4-aligned
     // (after XDP_PACKET_HEADROOM), and the MACs sit 4-aligned in `Element` (offset 8).
     unsafe { eth.write(e.macs()) };
-    count(&VNF_VIP_STATS, pool, pkt);
-    count(&VNF_ELEM_STATS, element::stats_index(pool, idx), pkt);
+    if let Some(c) = VNF_POOL_STATS.get_ptr_mut(pool) {
+        let bytes = pkt.len() as u64;
+        // verifier: masked to the element table's size, the array's length.
+        let idx = (idx & (maps::MAX_ELEMENTS - 1)) as usize;
+        // SAFETY: per-CPU value, and XDP does not preempt itself on a CPU.
+        unsafe {
+            (*c).vip.packets += 1;
+            (*c).vip.bytes += bytes;
+            (*c).elements[idx].packets += 1;
+            (*c).elements[idx].bytes += bytes;
+        }
+    }
     action
 }
 
@@ -277,7 +288,7 @@ fn fragment(pkt: &Packet, t: &Tuple) -> u32 {
 #[inline(always)]
 fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
     // The quoted packet went VIP:vport → client:cport.
-    let Some(pool) = vip_pool(&quoted.src, quoted.sport_be, quoted.proto) else {
+    let Some((pool, p)) = vip_pool(&quoted.src, quoted.sport_be, quoted.proto) else {
         return xdp_action::XDP_PASS;
     };
     let key = FlowKey {
@@ -287,9 +298,6 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
         pool: pool as u16,
         proto: quoted.proto,
         _pad: 0,
-    };
-    let Some(p) = VNF_POOLS.get(pool) else {
-        return drop(pkt, Reason::IcmpNoFlow);
     };
     let slot = p.sel.slot & 1;
     let h = flow::hash64(&key);

@@ -32,8 +32,8 @@ use vnfpool_common::{
     maps,
     pool::{Pool, PoolSel, SlotMeta},
     ring::{self, RingChunk},
-    stats::Counters,
-    vip::{self, VipDirect, VipKey, VipMeta},
+    stats::{Counters, PoolCounters},
+    vip::{self, VipKey, VipMeta},
 };
 
 /// The XDP object built by `build.rs` from `vnfpool-ebpf`.
@@ -106,9 +106,14 @@ pub enum DataplaneError {
     /// Pinning or adopting the XDP link of an interface failed.
     #[error("XDP link of {interface}: {what}")]
     Link { interface: String, what: String },
-    /// Every `VNF_VIP_DIRECT` slot is taken.
-    #[error("the VIP table is full ({} entries)", maps::MAX_VIP_ENTRIES)]
-    VipTableFull,
+    /// A pool has one VIP address (its entry in `VNF_POOLS` holds it): another address was
+    /// given while the pool still routes ports of the first.
+    #[error("pool {pool} routes ports of {have}; it cannot also route {want}")]
+    PoolAddress {
+        pool: u32,
+        have: std::net::IpAddr,
+        want: std::net::IpAddr,
+    },
     /// The ring arena has no room for another table of this size.
     #[error("pool {pool}: no room for a {ring_size}-position table in the ring arena of {chunks} chunks")]
     RingArenaFull { pool: u32, ring_size: u32, chunks: u32 },
@@ -189,9 +194,8 @@ pub struct AyaDataplane {
     next_chunk: u32,
     /// VIP entries by pre-filter index.
     vip_buckets: HashMap<u32, Vec<VipKey>>,
-    /// Pre-filter index → its `VNF_VIP_DIRECT` slot, for entries that hold one VIP.
-    vip_direct: HashMap<u32, u32>,
-    vip_direct_free: Vec<u32>,
+    /// Per pool, the address in its `VNF_POOLS` entry and how many VIP entries route to it.
+    pool_vips: HashMap<u32, (vnfpool_common::addr::Addr, usize)>,
     retirer: Retirer,
     clock: fn() -> std::time::Instant,
 }
@@ -251,8 +255,7 @@ impl AyaDataplane {
             regions: HashMap::new(),
             next_chunk: 0,
             vip_buckets: HashMap::new(),
-            vip_direct: HashMap::new(),
-            vip_direct_free: (0..maps::MAX_VIP_ENTRIES).rev().collect(),
+            pool_vips: HashMap::new(),
             retirer: Retirer::new(),
             clock: std::time::Instant::now,
         };
@@ -269,7 +272,7 @@ impl AyaDataplane {
     }
 
     /// Rebuilds what the writer keeps in memory from adopted maps: ring regions from
-    /// `VNF_POOLS`, the VIP pre-filter buckets from `VNF_VIPS` and `VNF_VIP_FILTER`.
+    /// `VNF_POOLS`, the VIP pre-filter buckets and the pools' addresses from `VNF_VIPS`.
     fn rebuild_bookkeeping(&mut self) -> Result<()> {
         for pool in 0..maps::MAX_POOLS {
             let p = self.pools.read(pool);
@@ -283,26 +286,16 @@ impl AyaDataplane {
             }
         }
         let vips: BpfHashMap<&MapData, VipKey, VipMeta> = map_ref(&self.ebpf, maps::VIPS)?;
-        let keys: Vec<VipKey> = vips
+        let entries: Vec<(VipKey, VipMeta)> = vips
             .iter()
             .filter_map(std::result::Result::ok)
             .filter(|(_, meta)| meta.flags & vip::FLAG_ADDRESS == 0)
-            .map(|(key, _)| key)
             .collect();
-        let filter: Array<&MapData, u32> = map_ref(&self.ebpf, maps::VIP_FILTER)?;
-        for key in keys {
+        for (key, meta) in entries {
             let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
             self.vip_buckets.entry(idx).or_default().push(key);
-            let value = filter.get(&idx, 0).map_err(|source| DataplaneError::Map {
-                name: maps::VIP_FILTER,
-                source,
-            })?;
-            if value != 0 && value != vip::FILTER_COLLISION {
-                self.vip_direct.insert(idx, value - 1);
-            }
+            self.pool_vips.entry(meta.pool).or_insert((key.addr, 0)).1 += 1;
         }
-        let used: std::collections::HashSet<u32> = self.vip_direct.values().copied().collect();
-        self.vip_direct_free.retain(|slot| !used.contains(slot));
         Ok(())
     }
 
@@ -408,6 +401,24 @@ impl AyaDataplane {
         if vips.get(&key, 0).is_ok() {
             return Ok(());
         }
+        match self.pool_vips.get_mut(&pool) {
+            Some((have, n)) if *n > 0 && *have != addr => {
+                return Err(DataplaneError::PoolAddress {
+                    pool,
+                    have: vnfpool_common::addr::to_ip(have),
+                    want: vnfpool_common::addr::to_ip(&addr),
+                });
+            }
+            Some((_, n)) if *n > 0 => *n += 1,
+            _ => {
+                // No pre-filter entry names the pool (and none has for a grace period, see
+                // `remove_vip`), so no packet reads this field: write it before the entry that
+                // makes packets read it.
+                self.pools.write_part(pool, Pool::VIP_OFFSET, &addr);
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+                self.pool_vips.insert(pool, (addr, 1));
+            }
+        }
         let insert_err = |source| DataplaneError::Map {
             name: maps::VIPS,
             source,
@@ -429,16 +440,7 @@ impl AyaDataplane {
         let bucket = self.vip_buckets.entry(idx).or_default();
         bucket.push(key);
         let value = if bucket.len() == 1 {
-            let slot = self.vip_direct_free.pop().ok_or(DataplaneError::VipTableFull)?;
-            let mut direct: Array<&mut MapData, VipDirect> = map(&mut self.ebpf, maps::VIP_DIRECT)?;
-            direct
-                .set(slot, VipDirect { key, pool }, 0)
-                .map_err(|source| DataplaneError::Map {
-                    name: maps::VIP_DIRECT,
-                    source,
-                })?;
-            self.vip_direct.insert(idx, slot);
-            slot + 1
+            vip::filter_entry(pool, key.port_be, key.proto)
         } else {
             vip::FILTER_COLLISION
         };
@@ -447,17 +449,6 @@ impl AyaDataplane {
             name: maps::VIP_FILTER,
             source,
         })?;
-        if value == vip::FILTER_COLLISION
-            && let Some(slot) = self.vip_direct.remove(&idx)
-        {
-            // Nothing points at the slot any more; reuse it only once no packet can still be
-            // comparing against it.
-            self.retirer.retire();
-            self.retirer
-                .wait()
-                .map_err(|source| DataplaneError::Grace { source })?;
-            self.vip_direct_free.push(slot);
-        }
         Ok(())
     }
 
@@ -481,28 +472,21 @@ impl AyaDataplane {
         };
         bucket.swap_remove(at);
         let rest = bucket.clone();
-        // The pre-filter entry: now naming the one VIP left (in a fresh direct slot), or none.
+        let pool_of = |ebpf: &Ebpf, key: &VipKey| -> Result<u32> {
+            let meta: BpfHashMap<&MapData, VipKey, VipMeta> = map_ref(ebpf, maps::VIPS)?;
+            Ok(meta
+                .get(key, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: maps::VIPS,
+                    source,
+                })?
+                .pool)
+        };
+        let pool = pool_of(&self.ebpf, &key)?;
+        // The pre-filter entry: now naming the one VIP left, or none.
         let value = match rest.as_slice() {
             [] => 0,
-            [only] => {
-                let meta: BpfHashMap<&MapData, VipKey, VipMeta> = map_ref(&self.ebpf, maps::VIPS)?;
-                let pool = meta
-                    .get(only, 0)
-                    .map_err(|source| DataplaneError::Map {
-                        name: maps::VIPS,
-                        source,
-                    })?
-                    .pool;
-                let slot = self.vip_direct_free.pop().ok_or(DataplaneError::VipTableFull)?;
-                let mut direct: Array<&mut MapData, VipDirect> = map(&mut self.ebpf, maps::VIP_DIRECT)?;
-                direct
-                    .set(slot, VipDirect { key: *only, pool }, 0)
-                    .map_err(|source| DataplaneError::Map {
-                        name: maps::VIP_DIRECT,
-                        source,
-                    })?;
-                slot + 1
-            }
+            [only] => vip::filter_entry(pool_of(&self.ebpf, only)?, only.port_be, only.proto),
             _ => vip::FILTER_COLLISION,
         };
         let mut filter: Array<&mut MapData, u32> = map(&mut self.ebpf, maps::VIP_FILTER)?;
@@ -510,21 +494,17 @@ impl AyaDataplane {
             name: maps::VIP_FILTER,
             source,
         })?;
-        let old_direct = if value == 0 || value == vip::FILTER_COLLISION {
-            self.vip_direct.remove(&idx)
-        } else {
-            self.vip_direct.insert(idx, value - 1)
-        };
         if rest.is_empty() {
             self.vip_buckets.remove(&idx);
         }
-        // No packet can still be reading the old direct slot or the removed entries after this.
+        // No packet can still be reading the removed entries after this; nor the pool's address
+        // when this was the pool's last entry, which the pool's next VIP may then overwrite.
         self.retirer.retire();
         self.retirer
             .wait()
             .map_err(|source| DataplaneError::Grace { source })?;
-        if let Some(slot) = old_direct {
-            self.vip_direct_free.push(slot);
+        if let Some((_, n)) = self.pool_vips.get_mut(&pool) {
+            *n = n.saturating_sub(1);
         }
         let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
         let gone = |r: std::result::Result<(), MapError>| match r {
@@ -561,16 +541,23 @@ impl AyaDataplane {
             .map_err(|source| DataplaneError::TxPort { ifindex, source })
     }
 
-    /// Counters at `index` of the per-CPU counter map `name`, summed over CPUs.
+    /// What `pool` forwarded, in total and per element index, summed over CPUs.
+    pub fn pool_counters(&self, pool: u32) -> Result<PoolCounters> {
+        let per_cpu: PerCpuArray<&MapData, PoolCounters> = map_ref(&self.ebpf, maps::POOL_STATS)?;
+        let values = per_cpu.get(&pool, 0).map_err(|source| DataplaneError::Map {
+            name: maps::POOL_STATS,
+            source,
+        })?;
+        Ok(values.iter().fold(PoolCounters::default(), PoolCounters::plus))
+    }
+
+    /// Counters at `index` of the per-CPU counter map `name` (of [`Counters`]), summed over CPUs.
     pub fn counters(&self, name: &'static str, index: u32) -> Result<Counters> {
         let per_cpu: PerCpuArray<&MapData, Counters> = map_ref(&self.ebpf, name)?;
         let values = per_cpu
             .get(&index, 0)
             .map_err(|source| DataplaneError::Map { name, source })?;
-        Ok(values.iter().fold(Counters::default(), |acc, c| Counters {
-            packets: acc.packets + c.packets,
-            bytes: acc.bytes + c.bytes,
-        }))
+        Ok(values.iter().fold(Counters::default(), |acc, c| acc.plus(*c)))
     }
 
     /// The element the flow table holds for `key`, if any.
@@ -838,10 +825,7 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 /// Key size, value size and entries of every map, as this build creates them.
 #[must_use]
 pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u32, u32))> {
-    use vnfpool_common::{
-        stats::{Counters, REASONS},
-        vip::VipDirect,
-    };
+    use vnfpool_common::stats::{Counters, PoolCounters, REASONS};
     let size = |n: usize| u32::try_from(n).expect("small type");
     let u32s = size(size_of::<u32>());
     let counters = size(size_of::<Counters>());
@@ -855,10 +839,6 @@ pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u
             ),
         ),
         (maps::VIP_FILTER, (u32s, u32s, maps::VIP_FILTER_SIZE)),
-        (
-            maps::VIP_DIRECT,
-            (u32s, size(size_of::<VipDirect>()), maps::MAX_VIP_ENTRIES),
-        ),
         (maps::POOLS, (u32s, size(size_of::<Pool>()), maps::MAX_POOLS)),
         (
             maps::ELEMS,
@@ -868,8 +848,10 @@ pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u
         (maps::FLOWS, (u32s, size(size_of::<FlowBucket>()), flow_buckets)),
         (maps::FLOW_CTL, (u32s, size(size_of::<FlowCtl>()), 1)),
         (maps::TX_PORTS, (u32s, 8, maps::MAX_TX_PORTS)),
-        (maps::VIP_STATS, (u32s, counters, maps::MAX_POOLS)),
-        (maps::ELEM_STATS, (u32s, counters, maps::ELEM_STATS_ENTRIES)),
+        (
+            maps::POOL_STATS,
+            (u32s, size(size_of::<PoolCounters>()), maps::MAX_POOLS),
+        ),
         (maps::REASON_STATS, (u32s, counters, REASONS)),
     ]
 }
