@@ -483,6 +483,7 @@ fn the_readme_lists_what_the_daemon_exposes() {
         }],
     );
     m.sample_reasons(&Reason::ALL.map(|r| (r, c)));
+    m.sample_heartbeats(&vnfpool_daemon::heartbeat::Counters::default());
     let text = m.encode();
 
     let mut exposed: BTreeMap<String, Metric> = BTreeMap::new();
