@@ -95,8 +95,10 @@ impl Places {
     /// Like [`Self::elements`], each element with more keys (`failure_domains: …, site: …`).
     #[must_use]
     pub fn placed_elements(lab: &Lab, elements: &[(u32, &str)]) -> String {
+        // As many as the lab has: a longer list is cut to the lab's elements.
         let all: Vec<(usize, u32, &str)> = elements
             .iter()
+            .take(lab.elements.len())
             .enumerate()
             .map(|(i, &(p, more))| (i, p, more))
             .collect();

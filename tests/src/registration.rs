@@ -285,10 +285,8 @@ pub fn new_flows_until(
         if let Some(wait) = slot.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        sock.set_read_timeout(Some(Duration::from_millis(1)))
-            .expect("timeout");
         let _ = sock.send(b"ping");
-        if let Ok(n) = sock.recv(&mut buf) {
+        if let Some(n) = crate::traffic::recv_until(sock, &mut buf, slot + Duration::from_millis(1)) {
             answers.push((SystemTime::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
         }
     }

@@ -5,23 +5,48 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Asks the VIP every millisecond from one client socket (one flow) until `done` holds for the
-/// answers so far or `limit` passes; returns (time, answering element) per answer.
+/// Waits for one datagram on `sock` until `deadline`; `None` when none came (or the socket
+/// reported an error, like an ICMP port unreachable). Waits with poll(2), whose timeout is a
+/// high-resolution timer: `SO_RCVTIMEO` counts in jiffies, and a 1 ms receive timeout blocks
+/// 8 ms on a kernel with HZ=250, which would space a "once a millisecond" client's requests
+/// 8 ms apart exactly while nothing answers them.
+#[must_use]
+pub fn recv_until(sock: &UdpSocket, buf: &mut [u8], deadline: Instant) -> Option<usize> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = Timespec::try_from(left).expect("a short wait");
+        let mut fds = [PollFd::new(sock, PollFlags::IN)];
+        // EINTR: wait again for what is left.
+        if poll(&mut fds, Some(&timeout)).unwrap_or(0) > 0 {
+            return sock.recv(buf).ok();
+        }
+        if left.is_zero() {
+            return None;
+        }
+    }
+}
+
+/// Asks the VIP once a millisecond, on the millisecond, from one client socket (one flow)
+/// until `done` holds for the answers so far or `limit` passes; returns (time, answering
+/// element) per answer.
 #[must_use]
 pub fn probe_until(
     sock: &UdpSocket,
     limit: Duration,
     done: impl Fn(&[(Instant, String)]) -> bool,
 ) -> Vec<(Instant, String)> {
-    sock.set_read_timeout(Some(Duration::from_millis(1)))
-        .expect("timeout");
     let start = Instant::now();
     let mut answers = Vec::new();
     let mut buf = [0u8; 64];
+    let mut next = start;
     while start.elapsed() < limit && !done(&answers) {
         let _ = sock.send(b"ping");
-        if let Ok(n) = sock.recv(&mut buf) {
-            answers.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+        next = (next + Duration::from_millis(1)).max(Instant::now());
+        while Instant::now() < next && !done(&answers) {
+            if let Some(n) = recv_until(sock, &mut buf, next) {
+                answers.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+            }
         }
     }
     answers
@@ -113,19 +138,23 @@ pub fn gap_within(
 /// returns (requests sent, answers by element).
 #[must_use]
 pub fn exchange(sock: &UdpSocket, span: Duration) -> (usize, std::collections::BTreeMap<String, usize>) {
-    sock.set_read_timeout(Some(Duration::from_millis(1)))
-        .expect("timeout");
     let mut buf = [0u8; 64];
     let mut got = std::collections::BTreeMap::new();
     let (start, mut sent) = (Instant::now(), 0);
-    let mut last_send = start - Duration::from_millis(1);
-    while start.elapsed() < span + Duration::from_millis(100) {
-        if start.elapsed() < span && last_send.elapsed() >= Duration::from_millis(1) {
+    let mut next = start;
+    let end = start + span + Duration::from_millis(100);
+    while Instant::now() < end {
+        if Instant::now() >= next && start.elapsed() < span {
             sock.send(b"ping").expect("send");
             sent += 1;
-            last_send = Instant::now();
+            next = (next + Duration::from_millis(1)).max(Instant::now());
         }
-        if let Ok(n) = sock.recv(&mut buf) {
+        let until = if start.elapsed() < span {
+            next.min(end)
+        } else {
+            end
+        };
+        if let Some(n) = recv_until(sock, &mut buf, until) {
             *got.entry(String::from_utf8_lossy(&buf[..n]).into_owned())
                 .or_insert(0) += 1;
         }
