@@ -1646,5 +1646,44 @@ pub fn render_status(status: &Status) -> String {
         }
         out.push('\n');
     }
+    if let Some(h) = &status.heartbeats {
+        let rejected: Vec<String> = heartbeat::Rejected::ALL
+            .iter()
+            .filter(|&&kind| h.rejected(kind) > 0)
+            .map(|&kind| format!("{} {}", kind.name(), h.rejected(kind)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "heartbeats: {} accepted, {} rejected{}",
+            h.accepted,
+            h.rejected_total(),
+            if rejected.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", rejected.join(", "))
+            }
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_says_how_many_heartbeats_were_accepted_and_why_others_were_not() {
+        let mut status = Status::default();
+        assert_eq!(render_status(&status), "", "no API, no heartbeat line");
+        status.heartbeats = Some(heartbeat::Counters {
+            accepted: 12,
+            bad_mac: 2,
+            old_sequence: 1,
+            ..heartbeat::Counters::default()
+        });
+        assert_eq!(
+            render_status(&status),
+            "heartbeats: 12 accepted, 3 rejected (bad_mac 2, old_sequence 1)\n"
+        );
+    }
 }
