@@ -685,10 +685,11 @@ impl App {
     }
 
     /// Follows the running pools' self-registered elements: their positions, and a judgement
-    /// of each one's silence a miss limit from `now` (the next heartbeat moves it on).
+    /// of the silence of each one not yet watched a miss limit from `now`. A judgement already
+    /// queued stays (a registration must not postpone the failure of another element); one of
+    /// an element that left finds no position and is dropped when due.
     fn sync_agents(&mut self, now: Now) {
         self.agents.clear();
-        self.misses.clear();
         for (pool, added) in &self.added.pools {
             let Some(p) = self.pools.iter().position(|p| &p.spec.name == pool) else {
                 continue;

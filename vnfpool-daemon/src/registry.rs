@@ -218,12 +218,6 @@ impl Misses {
         }
         due
     }
-
-    /// Forgets every queued judgement.
-    pub fn clear(&mut self) {
-        self.heap.clear();
-        self.queued.clear();
-    }
 }
 
 #[cfg(test)]
@@ -346,7 +340,5 @@ mod tests {
         assert_eq!(misses.next(), None);
         misses.watch(1, ms(40));
         assert_eq!(misses.next(), Some(ms(40)));
-        misses.clear();
-        assert_eq!(misses.next(), None);
     }
 }
