@@ -26,9 +26,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_vnfpool-under-test");
 /// The lab pool's heartbeat interval and misses: the miss time is 150 ms.
 const INTERVAL: Duration = Duration::from_millis(50);
 const MISSES: u32 = 3;
-/// Beyond the miss time: the daemon's timer granularity (1 ms), its decision and switch, and
-/// the client's cadence (a request every millisecond).
-const SLACK: Duration = Duration::from_millis(10);
+/// Beyond the miss time: a heartbeat sent just before the kill and received after it (the
+/// miss time counts from its receipt), the daemon's decision and switch, and the client's
+/// cadence (a request every millisecond), with four such tests running at once on two CPUs.
+const SLACK: Duration = Duration::from_millis(20);
 
 /// A lab of three elements, a UDP pool `dns` in active-standby with preemption of which e1
 /// (priority 100) and e2 (50) are in the file, probed over TCP; e3 may register itself.
