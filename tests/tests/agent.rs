@@ -403,6 +403,9 @@ fn operators_add_and_remove_elements_and_the_sce_asks_for_a_redundancy_level() {
     let (status, answer) = parties.call(&lab, "agent-e3", "PUT", path, &body);
     assert_eq!(status, 409, "{answer}");
 
+    let (_, pools) = parties.call(&lab, "orchestrator", "GET", "/v1/pools", "");
+    assert!(pools.contains("\"configured_actives\":1"), "{pools}");
+
     // The SCE asks for two actives: met with e1 and e2 active and e3 standing by.
     let (status, answer) = parties.call(
         &lab,
@@ -422,6 +425,12 @@ fn operators_add_and_remove_elements_and_the_sce_asks_for_a_redundancy_level() {
     assert_eq!(role(&status, "dns", "e2"), Some("active"));
     let (_, pool) = parties.call(&lab, "orchestrator", "GET", "/v1/pools/dns", "");
     assert!(pool.contains("\"configured_actives\":2"), "{pool}");
+    // The list, encoded once and kept until a pool changes, changed with it.
+    let (_, pools) = parties.call(&lab, "orchestrator", "GET", "/v1/pools", "");
+    assert!(
+        pools.contains("\"configured_actives\":2") && pools.contains("\"standbys\":1"),
+        "{pools}"
+    );
 
     // The operator removes e3: e1 and e2 stay active, the level is still met.
     let (status, answer) = parties.call(&lab, "ops", "DELETE", path, "");
@@ -433,4 +442,6 @@ fn operators_add_and_remove_elements_and_the_sce_asks_for_a_redundancy_level() {
         pool.contains("\"configured_actives\":2") && pool.contains("\"state\":\"up\""),
         "{pool}"
     );
+    let (_, pools) = parties.call(&lab, "orchestrator", "GET", "/v1/pools", "");
+    assert!(pools.contains("\"standbys\":0"), "{pools}");
 }

@@ -109,6 +109,9 @@ async fn start(headers_timeout: Duration) -> Api {
                 Request::Summaries => Response::Summaries {
                     pools: vec![pool_summary("dns", 1)],
                 },
+                Request::SummariesJson => Response::SummariesJson {
+                    json: serde_json::to_string(&[pool_summary("dns", 1)]).expect("JSON"),
+                },
                 Request::Status => Response::Status(Status::default()),
                 _ => Response::Ok {
                     message: "done".to_owned(),

@@ -181,6 +181,8 @@ struct App {
     /// Each running self-registered element's pool and position.
     agents: HashMap<ElementId, (usize, usize)>,
     misses: Misses,
+    /// `GET /v1/pools`'s answer, until a pool changes (see [`App::pools_changed`]).
+    summaries_json: Option<String>,
     dp: AyaDataplane,
     store: Store,
     epoch: Instant,
@@ -310,6 +312,7 @@ pub async fn run(config_path: PathBuf, file_spec: Spec) -> Result<(), AppError> 
         verifier: Arc::new(Mutex::new(verifier)),
         agents: HashMap::new(),
         misses: Misses::default(),
+        summaries_json: None,
         dp,
         store,
         epoch,
@@ -771,6 +774,7 @@ impl App {
     /// element's health is decided, or when the first round is over (undecided elements are
     /// not used until they rise).
     fn go_live(&mut self, p: usize, now: Now) {
+        self.pools_changed();
         self.pools[p].state.mark_carrying();
         match self.remap(p, now) {
             Ok(()) => {
@@ -806,6 +810,11 @@ impl App {
                 return;
             }
         };
+        // A step without effects changed no role or health: no summary to compare.
+        let changed = !effects.is_empty();
+        if changed {
+            self.pools_changed();
+        }
         if !self.pools[p].live {
             // Before the first mapping: decisions accumulate; the pool goes live once settled.
             if self.pools[p].state.is_settled() {
@@ -813,8 +822,6 @@ impl App {
             }
             return;
         }
-        // A step without effects changed no role or health: no summary to compare.
-        let changed = !effects.is_empty();
         let mut switch = None;
         let mut persist = false;
         for effect in effects {
@@ -969,12 +976,19 @@ impl App {
                 Err(message) => Response::Error { message },
             },
             Request::Summaries => Response::Summaries {
-                pools: self
-                    .pools
-                    .iter()
-                    .map(|p| api::summary(&p.spec, &p.state))
-                    .collect(),
+                pools: self.summaries(),
             },
+            Request::SummariesJson => {
+                let json = self.summaries_json.get_or_insert_with(|| {
+                    let pools: Vec<api::PoolSummary> = self
+                        .pools
+                        .iter()
+                        .map(|p| api::summary(&p.spec, &p.state))
+                        .collect();
+                    serde_json::to_string(&pools).expect("summaries serialize")
+                });
+                Response::SummariesJson { json: json.clone() }
+            }
             Request::SampleMetrics => {
                 self.sample_metrics();
                 Response::Ok {
@@ -1004,6 +1018,19 @@ impl App {
                 .await
                 .unwrap_or_else(|(status, message)| Response::Refused { status, message }),
         }
+    }
+
+    fn summaries(&self) -> Vec<api::PoolSummary> {
+        self.pools
+            .iter()
+            .map(|p| api::summary(&p.spec, &p.state))
+            .collect()
+    }
+
+    /// A pool's roles, health or configuration may have changed: what was encoded for the SCE
+    /// is stale.
+    fn pools_changed(&mut self) {
+        self.summaries_json = None;
     }
 
     fn pool_index(&self, pool: &str) -> Result<usize, Refusal> {
@@ -1384,6 +1411,7 @@ impl App {
             .collect();
         let probes_before = probe_key(&self.pools);
         self.pools = next;
+        self.pools_changed();
         self.metrics.forget_elements();
         self.spec = spec;
         let now = self.now();

@@ -143,6 +143,10 @@ fn client(socket: &std::path::Path, request: &Request, json: bool) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Ok(Response::SummariesJson { json }) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
         Ok(Response::Added(answer)) => {
             println!(
                 "{}",

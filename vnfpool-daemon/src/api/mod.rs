@@ -370,9 +370,15 @@ async fn summaries(state: &ApiState) -> Result<Vec<PoolSummary>, ApiError> {
 async fn list_pools(
     State(state): State<ApiState>,
     Extension(peer): Extension<Peer>,
-) -> Result<Json<Vec<PoolSummary>>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     allow(&peer, &[Role::Sce, Role::Operator])?;
-    Ok(Json(summaries(&state).await?))
+    // The controller keeps the encoded answer until a pool changes.
+    match ask(&state, Request::SummariesJson).await? {
+        Response::SummariesJson { json } => {
+            Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json))
+        }
+        other => Err(unexpected(&other)),
+    }
 }
 
 /// One pool.

@@ -42,6 +42,9 @@ pub enum Request {
     SampleMetrics,
     /// Every pool as the Service Control Entity sees it (no element identity).
     Summaries,
+    /// The same, as the JSON array `GET /v1/pools` answers: encoded once and kept until a pool
+    /// changes.
+    SummariesJson,
     /// Adds `element` to `pool` as `body` (the keys of a file element) says; when it is there
     /// already with the same origin, the same body and the same registrant, nothing changes
     /// (idempotent), and a new body replaces the old one. `subject` is the client's for an
@@ -76,6 +79,8 @@ pub enum Response {
     Error { message: String },
     /// The pools as the Service Control Entity sees them.
     Summaries { pools: Vec<crate::api::PoolSummary> },
+    /// [`Request::SummariesJson`]'s answer.
+    SummariesJson { json: String },
     /// Refused; nothing changed. `status` is the HTTP status that says why: 404 (no such
     /// pool or element), 403 (not the caller's), 409 (conflicts with the configuration or
     /// cannot be met), 422 (invalid).
