@@ -825,6 +825,24 @@ site-c: {}
                 "`localhost` is not an address and port; expected an IP address and port like 127.0.0.1:9470",
             ),
             (
+                "heartbeat misses out of range",
+                base(
+                    "    protocol: tcp\n",
+                    "    protocol: tcp\n    heartbeat: { interval: 3ms, misses: 0 }\n",
+                ),
+                "7:41",
+                "heartbeat misses 0 is out of range; expected 1..=100",
+            ),
+            (
+                "heartbeat interval not a duration",
+                base(
+                    "    protocol: tcp\n",
+                    "    protocol: tcp\n    heartbeat: { interval: often }\n",
+                ),
+                "7:28",
+                "heartbeat interval `often` is not a duration",
+            ),
+            (
                 "unknown key in a pool",
                 base("    protocol: tcp\n", "    protocol: tcp\n    colour: blue\n"),
                 "7:5",

@@ -48,6 +48,9 @@
 //!     budget:                        # optional availability budget
 //!       detect: 50ms                 # required, > 0; must be >= interval x fall + timeout
 //!       switch: 1ms                  # required, > 0; checked at run time
+//!     heartbeat:                     # self-registered elements (see the API): they are told
+//!       interval: 10ms               #   this interval, 1ms..=1h, and failed after `misses`
+//!       misses: 3                    #   (1..=100) silent intervals; default 10ms x 3
 //!     elements:                      # required, 1..=1024 elements
 //!       - name: e1                   # required, a name, unique within the pool
 //!         address: 10.10.1.11        # required, unicast, same family as the VIP, not the VIP,
