@@ -12,7 +12,7 @@
 use std::{
     io,
     os::fd::OwnedFd,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
@@ -80,6 +80,8 @@ impl PreciseTimer {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// How late a sleep may return here: the kernel's default timer slack is 50 µs; a busy
