@@ -979,15 +979,13 @@ impl App {
                 pools: self.summaries(),
             },
             Request::SummariesJson => {
-                let json = self.summaries_json.get_or_insert_with(|| {
-                    let pools: Vec<api::PoolSummary> = self
-                        .pools
-                        .iter()
-                        .map(|p| api::summary(&p.spec, &p.state))
-                        .collect();
-                    serde_json::to_string(&pools).expect("summaries serialize")
-                });
-                Response::SummariesJson { json: json.clone() }
+                if self.summaries_json.is_none() {
+                    let json = serde_json::to_string(&self.summaries()).expect("summaries serialize");
+                    self.summaries_json = Some(json);
+                }
+                Response::SummariesJson {
+                    json: self.summaries_json.clone().unwrap_or_default(),
+                }
             }
             Request::SampleMetrics => {
                 self.sample_metrics();

@@ -9,11 +9,7 @@
     reason = "registering the timerfd with the reactor; see PreciseTimer::new"
 )]
 
-use std::{
-    io,
-    os::fd::OwnedFd,
-    time::Instant,
-};
+use std::{io, os::fd::OwnedFd, time::Instant};
 
 use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
 use tokio::io::unix::AsyncFd;

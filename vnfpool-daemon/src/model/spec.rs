@@ -157,10 +157,11 @@ impl HeartbeatSpec {
         misses: 3,
     };
 
-    /// How long an element may stay silent: `interval × misses`.
+    /// How long an element may stay silent: `interval × misses` (see
+    /// [`crate::heartbeat::miss_limit`]).
     #[must_use]
     pub fn miss_limit(&self) -> Duration {
-        self.interval.saturating_mul(self.misses.max(1))
+        crate::heartbeat::miss_limit(self.interval, self.misses)
     }
 }
 
