@@ -529,7 +529,6 @@ async fn resolve_all(
     config_path: &std::path::Path,
     known: &[PoolRt],
 ) -> Result<Vec<Vec<Resolved>>, AppError> {
-    let text = std::fs::read_to_string(config_path).unwrap_or_default();
     let mut all = Vec::with_capacity(spec.pools.len());
     for pool in &spec.pools {
         let mut resolved = Vec::with_capacity(pool.elements.len());
@@ -554,7 +553,11 @@ async fn resolve_all(
             let r = resolve::resolve(e.address, e.interface.as_deref(), e.mac)
                 .await
                 .map_err(|source| AppError::Resolve {
-                    at: config::element_address_position(&text, &pool.name, &e.name)
+                    // The file is read for the position only when there is an error to place:
+                    // every registration resolves, and needs no file.
+                    at: std::fs::read_to_string(config_path)
+                        .ok()
+                        .and_then(|text| config::element_address_position(&text, &pool.name, &e.name))
                         .map(|p| format!("{}:{p}: ", config_path.display()))
                         .unwrap_or_default(),
                     pool: pool.name.clone(),
