@@ -2,7 +2,6 @@
 //! pins, state and control socket in places of its own; killed (SIGKILL) on drop.
 
 use std::{
-    io::Read as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -251,11 +250,7 @@ impl Daemon {
     /// The daemon's log so far.
     #[must_use]
     pub fn log_text(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
+        read_log(&self.log)
     }
 
     /// The daemon's process id.
@@ -268,20 +263,7 @@ impl Daemon {
     /// daemon is still running after `timeout`).
     #[must_use]
     pub fn terminate(mut self, timeout: Duration) -> ExitStatus {
-        let pid = rustix::process::Pid::from_raw(self.pid().cast_signed()).expect("a pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "still running {timeout:?} after SIGTERM\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        terminate(&mut self.child, timeout, || read_log(&self.log))
     }
 
     /// SIGKILL, as a crash: nothing is cleaned up by the daemon.
@@ -296,6 +278,30 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// SIGTERM to `child` and its exit status; panics with `log()` if it still runs after
+/// `timeout`.
+#[must_use]
+pub fn terminate(child: &mut Child, timeout: Duration, log: impl Fn() -> String) -> ExitStatus {
+    let pid = rustix::process::Pid::from_raw(child.id().cast_signed()).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "still running {timeout:?} after SIGTERM\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// The role of `element` in `pool`, from a status.

@@ -229,20 +229,7 @@ impl Agent {
     #[must_use]
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("a running agent");
-        let pid = rustix::process::Pid::from_raw(child.id().cast_signed()).expect("a pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "the agent still runs {timeout:?} after SIGTERM\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        crate::daemon::terminate(&mut child, timeout, || self.log_text())
     }
 }
 

@@ -33,7 +33,7 @@ const SLACK: Duration = Duration::from_millis(20);
 
 /// A lab of three elements, a UDP pool `dns` in active-standby with preemption of which e1
 /// (priority 100) and e2 (50) are in the file, probed over TCP; e3 may register itself.
-fn setup(places: &Places, parties: &Parties) -> (Lab, String) {
+fn setup(places: &Places, parties: &Parties) -> Lab {
     let lab = Lab::new(3);
     let text = format!(
         "{}{}pools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n    ring_size: 251\n    redundancy: {{ model: active-standby, preempt: true }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }}\n    heartbeat: {{ interval: {}ms, misses: {MISSES} }}\n{}",
@@ -43,8 +43,18 @@ fn setup(places: &Places, parties: &Parties) -> (Lab, String) {
         INTERVAL.as_millis(),
         Places::elements(&lab, &[100, 50]),
     );
-    std::fs::write(places.config(), &text).expect("config");
-    (lab, text)
+    std::fs::write(places.config(), text).expect("config");
+    lab
+}
+
+/// [`setup`], and the daemon started with `args` once e1 is the active.
+fn running(places: &Places, parties: &Parties, args: &[&str]) -> (Lab, Daemon) {
+    let lab = setup(places, parties);
+    let mut daemon = Daemon::start_with(Path::new(BIN), &lab, places, args);
+    daemon.wait_until("e1 active", Duration::from_secs(10), |s| {
+        role(s, "dns", "e1") == Some("active")
+    });
+    (lab, daemon)
 }
 
 fn has(status: &Status, element: &str) -> bool {
@@ -84,11 +94,7 @@ fn ms(d: Duration) -> f64 {
 #[test]
 fn an_agent_registered_element_takes_traffic_at_once_and_loses_it_within_the_miss_time() {
     let (places, parties) = (Places::new(), Parties::new());
-    let (lab, _) = setup(&places, &parties);
-    let mut daemon = Daemon::start_with(Path::new(BIN), &lab, &places, &["--log-format", "json"]);
-    daemon.wait_until("e1 active", Duration::from_secs(10), |s| {
-        role(s, "dns", "e1") == Some("active")
-    });
+    let (lab, mut daemon) = running(&places, &parties, &["--log-format", "json"]);
     let socks = flows(&lab, 2000);
 
     // e3's agent registers it with the highest priority: every new flow goes to e3 from its
@@ -176,7 +182,7 @@ fn an_agent_registered_element_takes_traffic_at_once_and_loses_it_within_the_mis
 #[test]
 fn registrations_and_keys_survive_a_restart_and_the_next_heartbeat_is_accepted() {
     let (places, parties) = (Places::new(), Parties::new());
-    let (lab, _) = setup(&places, &parties);
+    let lab = setup(&places, &parties);
     let daemon = Daemon::start(Path::new(BIN), &lab, &places);
     let mut agent = e3_agent(&lab, &places, &parties);
     agent.wait_registered(Duration::from_secs(10));
@@ -231,11 +237,7 @@ fn send(lab: &Lab, datagram: &[u8]) {
 #[test]
 fn forged_replayed_and_unregistered_heartbeats_are_counted_and_change_nothing() {
     let (places, parties) = (Places::new(), Parties::new());
-    let (lab, _) = setup(&places, &parties);
-    let mut daemon = Daemon::start(Path::new(BIN), &lab, &places);
-    daemon.wait_until("e1 active", Duration::from_secs(10), |s| {
-        role(s, "dns", "e1") == Some("active")
-    });
+    let (lab, mut daemon) = running(&places, &parties, &[]);
     // The test registers e3 itself, to hold its key.
     let (status, body) = parties.call(
         &lab,
@@ -315,11 +317,7 @@ fn forged_replayed_and_unregistered_heartbeats_are_counted_and_change_nothing() 
 #[test]
 fn operators_add_and_remove_elements_and_the_sce_asks_for_a_redundancy_level() {
     let (places, parties) = (Places::new(), Parties::new());
-    let (lab, _) = setup(&places, &parties);
-    let mut daemon = Daemon::start(Path::new(BIN), &lab, &places);
-    daemon.wait_until("e1 active", Duration::from_secs(10), |s| {
-        role(s, "dns", "e1") == Some("active")
-    });
+    let (lab, mut daemon) = running(&places, &parties, &[]);
     let path = "/v1/pools/dns/elements/e3";
     let body = element_body(&lab, 2, "\"priority\": 10");
 
