@@ -290,14 +290,20 @@ fn without_a_daemon_it_says_so_and_ends_on_ctrl_c_a_signal_or_with_its_terminal(
     let command = [BIN, "watch", "--socket", socket_arg, "--interval", "100ms"];
     let wait = Duration::from_secs(10);
 
+    // A watch on screen that says the daemon is unreachable, and that screen.
+    let unreachable = || {
+        let pane = Pane::start(&places.scratch.path, 120, 20, &command);
+        let screen = pane.wait_for(
+            "the daemon unreachable",
+            wait,
+            |s| s.contains("DAEMON UNREACHABLE since"),
+            String::new,
+        );
+        (pane, screen)
+    };
+
     // SIGTERM: the screen is left, the status says which signal.
-    let pane = Pane::start(&places.scratch.path, 120, 20, &command);
-    let screen = pane.wait_for(
-        "the daemon unreachable",
-        wait,
-        |s| s.contains("DAEMON UNREACHABLE since"),
-        String::new,
-    );
+    let (pane, screen) = unreachable();
     // The line wraps where its length (a time, a path) puts it.
     let words = screen.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(words.contains("(is the daemon running?)"), "{screen}");
@@ -312,26 +318,14 @@ fn without_a_daemon_it_says_so_and_ends_on_ctrl_c_a_signal_or_with_its_terminal(
     drop(pane);
 
     // Ctrl-C is a key in raw mode: it quits as `q` does.
-    let pane = Pane::start(&places.scratch.path, 120, 20, &command);
-    pane.wait_for(
-        "the daemon unreachable",
-        wait,
-        |s| s.contains("DAEMON UNREACHABLE since"),
-        String::new,
-    );
+    let (pane, _) = unreachable();
     pane.send_keys("C-c");
     assert_eq!(pane.wait_exit(wait), 0, "{}", pane.capture());
     assert_eq!(pane.format("#{alternate_on}"), "0", "left the alternate screen");
     drop(pane);
 
     // Its terminal gone (tmux killed): it ends too, rather than spinning on a dead terminal.
-    let pane = Pane::start(&places.scratch.path, 120, 20, &command);
-    pane.wait_for(
-        "the daemon unreachable",
-        wait,
-        |s| s.contains("DAEMON UNREACHABLE since"),
-        String::new,
-    );
+    let (pane, _) = unreachable();
     let pid = pane.pid();
     drop(pane);
     let start = Instant::now();
