@@ -5,9 +5,12 @@
 //! page-aligns its values: a plain array's would straddle two lines), each one cache line holding eight 64-bit
 //! entries. A flow lives in bucket `hash64 & (buckets - 1)`, in any of its eight ways; an entry
 //! packs a 46-bit fingerprint of the flow, an 8-bit coarse timestamp and the 10-bit element
-//! index ([`entry`]). A lookup reads one cache line and compares eight words; an insert writes
-//! one word with one aligned 64-bit store, so concurrent CPUs never see a torn entry and no
-//! lock is taken.
+//! index ([`entry`]). A lookup reads one cache line and compares at most eight words; an insert
+//! writes one word with one aligned 64-bit store, so concurrent CPUs never see a torn entry and
+//! no lock is taken.
+//!
+//! Ways fill from the lowest and are only ever overwritten (nothing clears an entry), so the
+//! first empty way ends a bucket: a lookup stops there.
 //!
 //! Replacement is least-recently-used within the bucket at a granularity of [`STAMP_SHIFT`]
 //! nanoseconds (about 4.3 s): a hit refreshes its entry's stamp when it has changed, and a new
@@ -53,7 +56,7 @@ pub struct FlowBucket {
 abi_type!(FlowBucket, 64);
 
 impl FlowBucket {
-    /// Looks for fingerprint `fp` in one pass over the ways: `Ok((way, entry))` on a hit, else
+    /// Looks for fingerprint `fp` in the used ways: `Ok((way, entry))` on a hit, else
     /// `Err(way)` naming the way a new flow takes at time `now` (a stamp): the first empty way,
     /// else the least recently used one (the lowest way among equally old ones).
     ///
@@ -61,26 +64,31 @@ impl FlowBucket {
     /// `Err(way)` is a miss, not a failure: the way to insert into.
     #[inline(always)]
     pub fn probe(&self, fp: u64, now: u64) -> Result<(usize, u64), usize> {
-        let (mut victim, mut victim_age, mut empty) = (0, 0, WAYS);
+        // The first empty way ends the bucket (module docs): a new flow in a bucket with room
+        // costs one pass over the used ways and no age comparisons, whose branches would
+        // mispredict once the bucket's cache miss resolves.
         let mut way = 0;
         while way < WAYS {
             let entry = self.ways[way];
+            if entry == 0 {
+                return Err(way);
+            }
             if entry_fingerprint(entry) == fp {
                 return Ok((way, entry));
             }
-            if entry == 0 {
-                if empty == WAYS {
-                    empty = way;
-                }
-            } else {
-                let a = age(entry_stamp(entry), now);
-                if a > victim_age {
-                    (victim, victim_age) = (way, a);
-                }
+            way += 1;
+        }
+        // A full bucket: the least recently used way (the lowest among equally old ones).
+        let (mut victim, mut victim_age) = (0, age(entry_stamp(self.ways[0]), now));
+        let mut way = 1;
+        while way < WAYS {
+            let a = age(entry_stamp(self.ways[way]), now);
+            if a > victim_age {
+                (victim, victim_age) = (way, a);
             }
             way += 1;
         }
-        Err(if empty < WAYS { empty } else { victim })
+        Err(victim)
     }
 }
 
@@ -249,6 +257,14 @@ mod tests {
         );
         // An empty way never matches: fingerprints have their top bit set.
         assert_eq!(FlowBucket::default().probe(fingerprint(0), 0), Err(0));
+    }
+
+    #[test]
+    fn the_first_empty_way_ends_the_bucket() {
+        // Nothing writes a bucket like this one; a probe does not look past the hole.
+        let mut b = bucket(&[(fingerprint(1 << 40), 3, 7), (fingerprint(2 << 40), 3, 9)]);
+        b.ways[0] = 0;
+        assert_eq!(b.probe(fingerprint(2 << 40), 3), Err(0));
     }
 
     #[test]
