@@ -32,6 +32,13 @@ const SAMPLES: usize = 15;
 const REPEAT: u32 = 100_000;
 /// Distinct frames per sample, for new flows (one run each).
 const NEW_FLOWS: usize = 4_000;
+/// Slices of `SAMPLES` interleaved rounds for the one-run-per-call figures: the rounds of one
+/// slice take about a second, and right after the fill every entry of the full table has the
+/// same age, which a table that has been running for a while does not.
+const SLICES: usize = 5;
+/// Established traffic between two slices, so that the slices span half a minute of the
+/// table's (and the host's) life: entries of several ages, a fuller "not full" table.
+const BETWEEN_SLICES: Duration = Duration::from_secs(5);
 
 fn main() -> Result<()> {
     // One CPU for the whole run: a migration between samples would empty the caches of one
@@ -124,7 +131,11 @@ fn main() -> Result<()> {
         median_single(&vnf_full, &fresh(100_000_000 + start))?;
     }
 
-    println!("vnfpool data plane: ns per packet (BPF_PROG_TEST_RUN, median of {SAMPLES} samples)\n");
+    println!(
+        "vnfpool data plane: ns per packet (BPF_PROG_TEST_RUN; median of {SAMPLES} samples, of {} \
+         rounds for new flows)\n",
+        SLICES * SAMPLES
+    );
     println!("| case | floor | floor ns | vnfpool ns | above floor | ratio | target above floor |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     let mut rows = Vec::new();
@@ -162,25 +173,43 @@ fn main() -> Result<()> {
     // flow table's cache and TLB misses (its bucket stays hot).
     let one_flow = vec![established[0].clone(); NEW_FLOWS];
     let mut one_s = vec![];
-    for round in 0..=SAMPLES {
-        let start = 1_000_000 + round as u32 * NEW_FLOWS as u32;
-        let sample = [
-            single(&tx, &floor_frames)?,
-            single(&vnf, &fresh(start))?,
-            single(&vnf_full, &fresh(200_000_000 + start))?,
-            single(&vnf, &established)?,
-        ];
-        let one = single(&vnf, &one_flow)?;
-        if round > 0 {
-            tx_s.push(sample[0].0);
-            new_s.push(sample[1].0);
-            full_s.push(sample[2].0);
-            est_s.push(sample[3].0);
-            one_s.push(one.0);
-            for (v, s) in iqm.iter_mut().zip(sample) {
-                v.push(s.1);
+    let mut per_slice = Vec::new();
+    for slice in 0..SLICES {
+        if slice > 0 {
+            // Established traffic only: the program's own lines stay as warm as under load.
+            let t = std::time::Instant::now();
+            while t.elapsed() < BETWEEN_SLICES {
+                single(&tx, &floor_frames)?;
+                single(&vnf, &established)?;
+                single(&vnf_full, &established)?;
             }
         }
+        let (mut s_new, mut s_full, mut s_tx) = (vec![], vec![], vec![]);
+        for round in 0..=SAMPLES {
+            let start = 1_000_000 + (slice * (SAMPLES + 1) + round) as u32 * NEW_FLOWS as u32;
+            let sample = [
+                single(&tx, &floor_frames)?,
+                single(&vnf, &fresh(start))?,
+                single(&vnf_full, &fresh(200_000_000 + start))?,
+                single(&vnf, &established)?,
+            ];
+            let one = single(&vnf, &one_flow)?;
+            if round > 0 {
+                tx_s.push(sample[0].0);
+                new_s.push(sample[1].0);
+                full_s.push(sample[2].0);
+                est_s.push(sample[3].0);
+                one_s.push(one.0);
+                s_tx.push(sample[0].0);
+                s_new.push(sample[1].0);
+                s_full.push(sample[2].0);
+                for (v, s) in iqm.iter_mut().zip(sample) {
+                    v.push(s.1);
+                }
+            }
+        }
+        let f = median(&mut s_tx);
+        per_slice.push((f, median(&mut s_new) - f, median(&mut s_full) - f));
     }
     let iqm = iqm.map(|mut v| median(&mut v));
     let (tx_single, new_not_full, new_full, est_single) = (
@@ -214,6 +243,17 @@ fn main() -> Result<()> {
             ns / floor_ns,
             if ok { "ok" } else { "MISSED" }
         );
+    }
+
+    println!(
+        "\nNew flows by slice ({SAMPLES} rounds each, {} s of established traffic between two), \
+         ns above the floor:\n",
+        BETWEEN_SLICES.as_secs()
+    );
+    println!("| slice | floor ns | new flow, not full | new flow, full |");
+    println!("|---:|---:|---:|---:|");
+    for (i, (floor_ns, new_ns, full_ns)) in per_slice.iter().enumerate() {
+        println!("| {} | {floor_ns:.1} | {new_ns:.1} | {full_ns:.1} |", i + 1);
     }
 
     println!(
