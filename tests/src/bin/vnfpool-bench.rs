@@ -184,7 +184,6 @@ fn main() -> Result<()> {
                 single(&vnf_full, &established)?;
             }
         }
-        let (mut s_new, mut s_full, mut s_tx) = (vec![], vec![], vec![]);
         for round in 0..=SAMPLES {
             let start = 1_000_000 + (slice * (SAMPLES + 1) + round) as u32 * NEW_FLOWS as u32;
             let sample = [
@@ -200,16 +199,14 @@ fn main() -> Result<()> {
                 full_s.push(sample[2].0);
                 est_s.push(sample[3].0);
                 one_s.push(one.0);
-                s_tx.push(sample[0].0);
-                s_new.push(sample[1].0);
-                s_full.push(sample[2].0);
                 for (v, s) in iqm.iter_mut().zip(sample) {
                     v.push(s.1);
                 }
             }
         }
-        let f = median(&mut s_tx);
-        per_slice.push((f, median(&mut s_new) - f, median(&mut s_full) - f));
+        let this = |v: &[f64]| median(&mut v[v.len() - SAMPLES..].to_vec());
+        let f = this(&tx_s);
+        per_slice.push((f, this(&new_s) - f, this(&full_s) - f));
     }
     let iqm = iqm.map(|mut v| median(&mut v));
     let (tx_single, new_not_full, new_full, est_single) = (
