@@ -12,11 +12,12 @@
 //! Ways fill from the lowest and are only ever overwritten (nothing clears an entry), so the
 //! first empty way ends a bucket: a lookup stops there.
 //!
-//! Replacement is least-recently-used within the bucket at a granularity of [`STAMP_SHIFT`]
-//! nanoseconds (about 4.3 s): a hit refreshes its entry's stamp when it has changed, and a new
-//! flow takes an empty way or else the way whose stamp is oldest. The kernel's `LRU_HASH`
-//! gives exact recency but costs two spin locks, a free-list pop and cold list nodes per insert
-//! (several hundred nanoseconds on a 1M-entry table); this layout costs one cache line.
+//! Replacement is least-recently-used within the bucket at a granularity of
+//! `2^`[`STAMP_SHIFT`] jiffies (4.1 s at HZ=250): a hit refreshes its entry's stamp when it has
+//! changed, and a new flow takes an empty way or else the way whose stamp is oldest. The
+//! kernel's `LRU_HASH` gives exact recency but costs two spin locks, a free-list pop and cold
+//! list nodes per insert (several hundred nanoseconds on a 1M-entry table); this layout costs
+//! one cache line.
 //!
 //! Two CPUs inserting two new flows into the same way at the same instant keep one of them;
 //! the other flow's next packet takes the same element from the Maglev table (unless the
@@ -110,8 +111,10 @@ abi_type!(FlowCtl, 8);
 pub const ELEMENT_BITS: u32 = 10;
 /// Bits of an entry holding the coarse timestamp.
 pub const STAMP_BITS: u32 = 8;
-/// A stamp counts units of `2^STAMP_SHIFT` ns (about 4.3 s); it wraps after 256 units.
-pub const STAMP_SHIFT: u32 = 32;
+/// A stamp counts units of `2^STAMP_SHIFT` jiffies: 4.1 s at HZ=250 (1.0 s at HZ=1000, 10.2 s
+/// at HZ=100); it wraps after 256 units. Jiffies because the verifier turns `bpf_jiffies64`
+/// into one load, where a nanosecond clock is a helper call (about 10 ns per new flow).
+pub const STAMP_SHIFT: u32 = 10;
 const FP_SHIFT: u32 = ELEMENT_BITS + STAMP_BITS;
 const ELEMENT_MASK: u64 = (1 << ELEMENT_BITS) - 1;
 const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
@@ -153,11 +156,11 @@ pub const fn entry_stamp(entry: u64) -> u64 {
     (entry >> ELEMENT_BITS) & STAMP_MASK
 }
 
-/// The stamp for a time in nanoseconds.
+/// The stamp for a time in jiffies.
 #[inline(always)]
 #[must_use]
-pub const fn stamp(now_ns: u64) -> u64 {
-    (now_ns >> STAMP_SHIFT) & STAMP_MASK
+pub const fn stamp(jiffies: u64) -> u64 {
+    (jiffies >> STAMP_SHIFT) & STAMP_MASK
 }
 
 /// Age of a stamp at `now` (a stamp), in stamp units, modulo the wrap.

@@ -14,7 +14,7 @@ mod parse;
 use aya_ebpf::{
     bindings::xdp_action,
     btf_maps::{Array, DevMapHash, HashMap, PerCpuArray},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::bpf_jiffies64,
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
@@ -176,7 +176,7 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
     match element_at(pool, slot, idx) {
         // The table holds only up elements of its own slot; the check guards a broken writer.
         Some(e) if e.state == STATE_UP => {
-            let now = flow::stamp(coarse_now());
+            let now = flow::stamp(jiffies());
             if now != cached {
                 // SAFETY: as above; an aligned 4-byte store (a race between CPUs leaves one of
                 // two current stamps).
@@ -207,10 +207,11 @@ fn store(bucket: *mut FlowBucket, way: usize, entry: u64) {
     unsafe { core::ptr::write_volatile(&raw mut (*bucket).ways[way], entry) };
 }
 
+/// The kernel's tick count: the verifier inlines the helper as one load of `jiffies`.
 #[inline(always)]
-fn coarse_now() -> u64 {
+fn jiffies() -> u64 {
     // SAFETY: a helper without arguments or side effects.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    unsafe { bpf_jiffies64() }
 }
 
 /// The element a new flow with Maglev hash `hash` gets from the live table of pool `p`.
