@@ -64,16 +64,21 @@ fn all_to(idx: u16) -> Vec<u16> {
     vec![idx; RING]
 }
 
+/// Makes `elements` the elements of `pool`, with every new flow to element `to`.
+fn map_all_to(h: &mut Harness, pool: u32, to: u16, elements: Vec<Element>) {
+    let m = Mapping {
+        ring: all_to(to),
+        elements,
+    };
+    h.dp.apply(pool, &m).expect("apply");
+}
+
 /// The four pools, each with elements 0 and 1 up and every new flow to element 0.
 fn provision(h: &mut Harness) {
     for (pool, (vip, port, proto)) in (0u32..).zip(POOLS) {
         h.dp.add_vip(pool, addr::from_ip(ip(vip)), port, proto)
             .expect("add vip");
-        let m = Mapping {
-            ring: all_to(0),
-            elements: vec![element(0, STATE_UP), element(1, STATE_UP)],
-        };
-        h.dp.apply(pool, &m).expect("apply");
+        map_all_to(h, pool, 0, vec![element(0, STATE_UP), element(1, STATE_UP)]);
     }
 }
 
@@ -372,11 +377,7 @@ fn icmp_errors_follow_their_flow() {
     check(&mut h, &case("v4 flow", tcp4(4000).build(), Want::Tx(0)));
     check(&mut h, &case("v6 flow", tcp6(4000).build(), Want::Tx(0)));
     for pool in [0, 2] {
-        let m = Mapping {
-            ring: all_to(1),
-            elements: vec![element(0, STATE_UP), element(1, STATE_UP)],
-        };
-        h.dp.apply(pool, &m).expect("apply");
+        map_all_to(&mut h, pool, 1, vec![element(0, STATE_UP), element(1, STATE_UP)]);
     }
     let forwarded = reason_packets(&h, Reason::IcmpForwarded);
     check(
@@ -502,14 +503,7 @@ fn element_behind_unknown_egress_is_dropped() {
         .expect("add vip");
     let mut e = element(0, STATE_UP);
     e.ifindex = 0x7fff_0000; // no such device in VNF_TX_PORTS
-    h.dp.apply(
-        0,
-        &Mapping {
-            ring: all_to(0),
-            elements: vec![e],
-        },
-    )
-    .expect("apply");
+    map_all_to(&mut h, 0, 0, vec![e]);
     check(
         &mut h,
         &case(
@@ -531,14 +525,7 @@ fn flow_table_keeps_affinity_and_honours_element_states() {
         &case("first packet picks element 0", tcp4(7000).build(), Want::Tx(0)),
     );
     // New flows now go to 1; the established flow stays (flow-table hit).
-    h.dp.apply(
-        0,
-        &Mapping {
-            ring: all_to(1),
-            elements: elements(STATE_UP, STATE_UP),
-        },
-    )
-    .expect("apply");
+    map_all_to(&mut h, 0, 1, elements(STATE_UP, STATE_UP));
     check(
         &mut h,
         &case("flow hit keeps element 0", tcp4(7000).build(), Want::Tx(0)),
@@ -548,14 +535,7 @@ fn flow_table_keeps_affinity_and_honours_element_states() {
         &case("a new flow goes to element 1", tcp4(7001).build(), Want::Tx(1)),
     );
     // Draining element 0: its flow stays, no new flow gets it.
-    h.dp.apply(
-        0,
-        &Mapping {
-            ring: all_to(1),
-            elements: elements(STATE_DRAINING, STATE_UP),
-        },
-    )
-    .expect("apply");
+    map_all_to(&mut h, 0, 1, elements(STATE_DRAINING, STATE_UP));
     check(
         &mut h,
         &case("draining element keeps its flow", tcp4(7000).build(), Want::Tx(0)),
@@ -569,14 +549,7 @@ fn flow_table_keeps_affinity_and_honours_element_states() {
         ),
     );
     // Element 0 down: its flow is re-picked from the table, and stays re-picked.
-    h.dp.apply(
-        0,
-        &Mapping {
-            ring: all_to(1),
-            elements: elements(STATE_DOWN, STATE_UP),
-        },
-    )
-    .expect("apply");
+    map_all_to(&mut h, 0, 1, elements(STATE_DOWN, STATE_UP));
     check(
         &mut h,
         &case(
@@ -591,14 +564,7 @@ fn flow_table_keeps_affinity_and_honours_element_states() {
         "flow entry rewritten"
     );
     // Element 0 back up with every new flow to it: the re-picked flow stays on 1.
-    h.dp.apply(
-        0,
-        &Mapping {
-            ring: all_to(0),
-            elements: elements(STATE_UP, STATE_UP),
-        },
-    )
-    .expect("apply");
+    map_all_to(&mut h, 0, 0, elements(STATE_UP, STATE_UP));
     check(
         &mut h,
         &case(
@@ -774,14 +740,7 @@ fn pre_filter_entries_with_one_or_several_vips() {
     let mut h = Harness::new();
     h.dp.add_vip(0, addr::from_ip(ip(VIP4)), TCP_PORT, PROTO_TCP)
         .expect("add vip");
-    h.dp.apply(
-        0,
-        &Mapping {
-            ring: all_to(0),
-            elements: vec![element(0, STATE_UP)],
-        },
-    )
-    .expect("apply");
+    map_all_to(&mut h, 0, 0, vec![element(0, STATE_UP)]);
     // One VIP in its entry: another destination folding there is compared away, not steered.
     let (stranger, sport) = same_bucket(VIP4, TCP_PORT, "10.99.0.1");
     let f = Frame::new(
@@ -814,14 +773,7 @@ fn pre_filter_entries_with_one_or_several_vips() {
     let (vip2, port2) = same_bucket(VIP4, TCP_PORT, "10.10.0.200");
     h.dp.add_vip(1, addr::from_ip(vip2), port2, PROTO_TCP)
         .expect("add colliding vip");
-    h.dp.apply(
-        1,
-        &Mapping {
-            ring: all_to(1),
-            elements: vec![element(0, STATE_UP), element(1, STATE_UP)],
-        },
-    )
-    .expect("apply");
+    map_all_to(&mut h, 1, 1, vec![element(0, STATE_UP), element(1, STATE_UP)]);
     check(
         &mut h,
         &case("first VIP of a shared entry", tcp4(2).build(), Want::Tx(0)),
@@ -846,14 +798,7 @@ fn a_pool_routes_one_address_which_can_change_once_withdrawn() {
         .expect("add vip");
     h.dp.add_vip(0, addr::from_ip(ip(VIP4)), UDP_PORT, PROTO_UDP)
         .expect("another port of the same address");
-    h.dp.apply(
-        0,
-        &Mapping {
-            ring: all_to(0),
-            elements: vec![element(0, STATE_UP)],
-        },
-    )
-    .expect("apply");
+    map_all_to(&mut h, 0, 0, vec![element(0, STATE_UP)]);
     let other = "10.10.0.150";
     let err =
         h.dp.add_vip(0, addr::from_ip(ip(other)), TCP_PORT, PROTO_TCP)
@@ -906,11 +851,7 @@ fn full_flow_bucket_evicts_one_flow_and_keeps_the_others() {
     }
     assert!((8000..8008).all(|p| h.dp.flow(&key(p)).expect("flow lookup") == Some(0)));
     // New flows now go to element 1; the eight keep element 0.
-    let m = Mapping {
-        ring: all_to(1),
-        elements: vec![element(0, STATE_UP), element(1, STATE_UP)],
-    };
-    h.dp.apply(0, &m).expect("apply");
+    map_all_to(&mut h, 0, 1, vec![element(0, STATE_UP), element(1, STATE_UP)]);
     check(&mut h, &case("ninth flow", tcp4(8008).build(), Want::Tx(1)));
     let kept: Vec<u16> = (8000..8008)
         .filter(|&p| h.dp.flow(&key(p)).expect("flow lookup").is_some())
