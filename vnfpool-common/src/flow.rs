@@ -56,30 +56,45 @@ pub struct FlowBucket {
 }
 abi_type!(FlowBucket, 64);
 
+/// Where a flow's fingerprint is in a bucket, or where a new flow would go ([`FlowBucket::find`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    /// The flow's entry, in this way.
+    Hit(usize, u64),
+    /// Not there; this way is the first empty one.
+    Empty(usize),
+    /// Not there, and every way is used: a new flow takes [`FlowBucket::oldest`].
+    Full,
+}
+
 impl FlowBucket {
-    /// Looks for fingerprint `fp` in the used ways: `Ok((way, entry))` on a hit, else
-    /// `Err(way)` naming the way a new flow takes at time `now` (a stamp): the first empty way,
-    /// else the least recently used one (the lowest way among equally old ones).
-    ///
-    /// # Errors
-    /// `Err(way)` is a miss, not a failure: the way to insert into.
+    /// Looks for fingerprint `fp` in the used ways. The first empty way ends the bucket
+    /// (module docs), so a new flow in a bucket with room costs one pass over the used ways.
     #[inline(always)]
-    pub fn probe(&self, fp: u64, now: u64) -> Result<(usize, u64), usize> {
-        // The first empty way ends the bucket (module docs): a new flow in a bucket with room
-        // costs one pass over the used ways and no age comparisons, whose branches would
-        // mispredict once the bucket's cache miss resolves.
+    #[must_use]
+    pub fn find(&self, fp: u64) -> Way {
         let mut way = 0;
         while way < WAYS {
             let entry = self.ways[way];
             if entry == 0 {
-                return Err(way);
+                return Way::Empty(way);
             }
             if entry_fingerprint(entry) == fp {
-                return Ok((way, entry));
+                return Way::Hit(way, entry);
             }
             way += 1;
         }
-        // A full bucket: the least recently used way (the lowest among equally old ones).
+        Way::Full
+    }
+
+    /// The least recently used way at time `now` (a stamp): the lowest among equally old ones.
+    ///
+    /// Its comparisons depend on the bucket's data and mispredict once the bucket's cache miss
+    /// resolves, throwing away the work issued after them: the program asks last, just before
+    /// its store.
+    #[inline(always)]
+    #[must_use]
+    pub fn oldest(&self, now: u64) -> usize {
         let (mut victim, mut victim_age) = (0, age(entry_stamp(self.ways[0]), now));
         let mut way = 1;
         while way < WAYS {
@@ -89,7 +104,7 @@ impl FlowBucket {
             }
             way += 1;
         }
-        Err(victim)
+        victim
     }
 }
 
@@ -246,32 +261,31 @@ mod tests {
     }
 
     #[test]
-    fn probe_matches_the_fingerprint_only() {
+    fn find_matches_the_fingerprint_only() {
         let b = bucket(&[(fingerprint(1 << 40), 3, 7), (fingerprint(2 << 40), 3, 9)]);
         assert_eq!(
-            b.probe(fingerprint(2 << 40), 3)
-                .map(|(w, e)| (w, entry_element(e))),
-            Ok((1, 9))
+            b.find(fingerprint(2 << 40)),
+            Way::Hit(1, entry(fingerprint(2 << 40), 3, 9))
         );
         assert_eq!(
-            b.probe(fingerprint(3 << 40), 3),
-            Err(2),
+            b.find(fingerprint(3 << 40)),
+            Way::Empty(2),
             "a miss names the first empty way"
         );
         // An empty way never matches: fingerprints have their top bit set.
-        assert_eq!(FlowBucket::default().probe(fingerprint(0), 0), Err(0));
+        assert_eq!(FlowBucket::default().find(fingerprint(0)), Way::Empty(0));
     }
 
     #[test]
     fn the_first_empty_way_ends_the_bucket() {
-        // Nothing writes a bucket like this one; a probe does not look past the hole.
+        // Nothing writes a bucket like this one; a lookup does not look past the hole.
         let mut b = bucket(&[(fingerprint(1 << 40), 3, 7), (fingerprint(2 << 40), 3, 9)]);
         b.ways[0] = 0;
-        assert_eq!(b.probe(fingerprint(2 << 40), 3), Err(0));
+        assert_eq!(b.find(fingerprint(2 << 40)), Way::Empty(0));
     }
 
     #[test]
-    fn victim_is_an_empty_way_then_the_least_recently_used() {
+    fn a_full_bucket_gives_up_its_least_recently_used_way() {
         let with_stamps = |stamps: [u64; WAYS]| {
             let mut b = FlowBucket::default();
             for (way, stamp) in stamps.into_iter().enumerate() {
@@ -282,19 +296,29 @@ mod tests {
         let miss = fingerprint(99 << 40);
         let mut holed = with_stamps([3, 3, 3, 2, 3, 3, 3, 3]);
         holed.ways[5] = 0;
-        assert_eq!(holed.probe(miss, 10), Err(5), "an empty way before an older one");
         assert_eq!(
-            with_stamps([10; WAYS]).probe(miss, 10),
-            Err(0),
+            holed.find(miss),
+            Way::Empty(5),
+            "an empty way before an older one"
+        );
+        assert_eq!(with_stamps([3; WAYS]).find(miss), Way::Full);
+        assert_eq!(
+            with_stamps([3; WAYS]).find(fingerprint(8 << 40)),
+            Way::Hit(7, entry(fingerprint(8 << 40), 3, 0)),
+            "the last way is looked at"
+        );
+        assert_eq!(
+            with_stamps([10; WAYS]).oldest(10),
+            0,
             "equally recent: the lowest way"
         );
         assert_eq!(
-            with_stamps([3, 3, 3, 2, 3, 3, 3, 3]).probe(miss, 4),
-            Err(3),
+            with_stamps([3, 3, 3, 2, 3, 3, 3, 3]).oldest(4),
+            3,
             "the oldest stamp"
         );
         // Across the wrap: at now = 4, stamp 250 is 10 units old, stamp 2 only 2.
-        assert_eq!(with_stamps([3, 3, 3, 2, 3, 3, 250, 3]).probe(miss, 4), Err(6));
+        assert_eq!(with_stamps([3, 3, 3, 2, 3, 3, 250, 3]).oldest(4), 6);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use parse::{Packet, Parsed, Stop, Tuple};
 use vnfpool_common::{
     addr::Addr,
     element::{self, Element, STATE_UP},
-    flow::{self, FlowBucket, FlowCtl, FlowKey},
+    flow::{self, FlowBucket, FlowCtl, FlowKey, Way},
     maps,
     pool::Pool,
     ring::{self, RingChunk},
@@ -155,8 +155,8 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
     let fp = flow::fingerprint(h);
 
     // SAFETY: `bucket` points at a value of the array, valid for the whole run.
-    let probe = unsafe { (*bucket).probe(fp, cached) };
-    if let Ok((way, entry)) = probe {
+    let found = unsafe { (*bucket).find(fp) };
+    if let Way::Hit(way, entry) = found {
         let idx = flow::entry_element(entry);
         if let Some(e) = element_at(pool, slot, idx)
             && e.keeps_flows()
@@ -182,10 +182,16 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
                 // two current stamps).
                 unsafe { core::ptr::write_volatile(&raw mut (*ctl).stamp, now as u32) };
             }
-            // A flow re-picked keeps its way; a new one takes an empty or the oldest way.
-            let (Ok((way, _)) | Err(way)) = probe;
+            let action = forward(ctx, pkt, pool, idx, e);
+            // A flow re-picked keeps its way; a new one takes an empty or the oldest way,
+            // chosen last (`FlowBucket::oldest`).
+            let way = match found {
+                Way::Hit(way, _) | Way::Empty(way) => way,
+                // SAFETY: as above.
+                Way::Full => unsafe { (*bucket).oldest(now) },
+            };
             store(bucket, way, flow::entry(fp, now, idx));
-            forward(ctx, pkt, pool, idx, e)
+            action
         }
         _ => drop(pkt, Reason::NoElement),
     }
@@ -304,7 +310,7 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
     let h = flow::hash64(&key);
     if let Some(bucket) = flow_bucket(h)
         // SAFETY: `bucket` points at a value of the array, valid for the whole run.
-        && let Ok((_, entry)) = unsafe { (*bucket).probe(flow::fingerprint(h), 0) }
+        && let Way::Hit(_, entry) = unsafe { (*bucket).find(flow::fingerprint(h)) }
     {
         let idx = flow::entry_element(entry);
         if let Some(e) = element_at(pool, slot, idx)

@@ -570,10 +570,10 @@ impl AyaDataplane {
                 name: maps::FLOWS,
                 source,
             })?;
-        Ok(bucket
-            .probe(flow::fingerprint(h), 0)
-            .ok()
-            .map(|(_, e)| flow::entry_element(e)))
+        Ok(match bucket.find(flow::fingerprint(h)) {
+            flow::Way::Hit(_, e) => Some(flow::entry_element(e)),
+            flow::Way::Empty(_) | flow::Way::Full => None,
+        })
     }
 
     /// The live selector of `pool`.
