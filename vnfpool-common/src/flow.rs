@@ -9,8 +9,8 @@
 //! writes one word with one aligned 64-bit store, so concurrent CPUs never see a torn entry and
 //! no lock is taken.
 //!
-//! Ways fill from the lowest and are only ever overwritten (nothing clears an entry), so the
-//! first empty way ends a bucket: a lookup stops there.
+//! Ways fill from the lowest and are only ever overwritten (nothing clears an entry), so a
+//! bucket's used ways are a prefix of it and the first empty way is their count.
 //!
 //! Replacement is least-recently-used within the bucket at a granularity of
 //! `2^`[`STAMP_SHIFT`] jiffies (4.1 s at HZ=250): a hit refreshes its entry's stamp when it has
@@ -68,23 +68,27 @@ pub enum Way {
 }
 
 impl FlowBucket {
-    /// Looks for fingerprint `fp` in the used ways. The first empty way ends the bucket
-    /// (module docs), so a new flow in a bucket with room costs one pass over the used ways.
+    /// Looks for fingerprint `fp` in the bucket.
+    ///
+    /// Used ways are a prefix of the bucket (module docs), so the first empty way is the count
+    /// of used ones: counted without a branch, as where the prefix ends differs from bucket to
+    /// bucket and a loop that stopped there would mispredict its exit on most new flows.
     #[inline(always)]
     #[must_use]
     pub fn find(&self, fp: u64) -> Way {
+        let mut used = 0;
         let mut way = 0;
         while way < WAYS {
             let entry = self.ways[way];
-            if entry == 0 {
-                return Way::Empty(way);
-            }
+            // An empty way never matches: fingerprints have their top bit set.
             if entry_fingerprint(entry) == fp {
                 return Way::Hit(way, entry);
             }
+            // Every entry has its top bit set (the fingerprint's), an empty way none.
+            used += (entry >> 63) as usize;
             way += 1;
         }
-        Way::Full
+        if used < WAYS { Way::Empty(used) } else { Way::Full }
     }
 
     /// The least recently used way at time `now` (a stamp): the lowest among equally old ones.
@@ -252,7 +256,7 @@ mod tests {
         ] {
             let fp = fingerprint(h);
             let e = entry(fp, stamp, element);
-            assert_ne!(e, 0);
+            assert_eq!(e >> 63, 1, "the top bit marks a used way");
             assert_eq!(
                 (entry_fingerprint(e), entry_stamp(e), entry_element(e)),
                 (fp, stamp, element)
@@ -277,11 +281,14 @@ mod tests {
     }
 
     #[test]
-    fn the_first_empty_way_ends_the_bucket() {
-        // Nothing writes a bucket like this one; a lookup does not look past the hole.
-        let mut b = bucket(&[(fingerprint(1 << 40), 3, 7), (fingerprint(2 << 40), 3, 9)]);
-        b.ways[0] = 0;
-        assert_eq!(b.find(fingerprint(2 << 40)), Way::Empty(0));
+    fn the_first_empty_way_is_the_count_of_used_ones() {
+        for used in 0..WAYS {
+            let mut b = FlowBucket::default();
+            for way in 0..used {
+                b.ways[way] = entry(fingerprint((way as u64 + 1) << 40), 0, 0);
+            }
+            assert_eq!(b.find(fingerprint(99 << 40)), Way::Empty(used));
+        }
     }
 
     #[test]
@@ -294,13 +301,9 @@ mod tests {
             b
         };
         let miss = fingerprint(99 << 40);
-        let mut holed = with_stamps([3, 3, 3, 2, 3, 3, 3, 3]);
-        holed.ways[5] = 0;
-        assert_eq!(
-            holed.find(miss),
-            Way::Empty(5),
-            "an empty way before an older one"
-        );
+        let mut room = with_stamps([3, 3, 3, 2, 3, 3, 3, 3]);
+        room.ways[5..].fill(0);
+        assert_eq!(room.find(miss), Way::Empty(5), "an empty way before an older one");
         assert_eq!(with_stamps([3; WAYS]).find(miss), Way::Full);
         assert_eq!(
             with_stamps([3; WAYS]).find(fingerprint(8 << 40)),
