@@ -838,8 +838,9 @@ fn a_pool_routes_one_address_which_can_change_once_withdrawn() {
 
 #[test]
 fn full_flow_bucket_evicts_one_flow_and_keeps_the_others() {
-    // Eight flows fill the only bucket of an 8-flow table; a ninth takes the least recently
-    // used way (all equally recent here: way 0, the first flow's).
+    // Eight flows fill the only bucket of an 8-flow table; a ninth takes the way under the
+    // bucket's clock hand (all eight were just used, so none is passed over: way 0, the first
+    // flow's), and the hand moves on, so a tenth takes way 1.
     let mut h = Harness::with_flow_table(8);
     provision(&mut h);
     let key = tcp4_key;
@@ -852,16 +853,27 @@ fn full_flow_bucket_evicts_one_flow_and_keeps_the_others() {
     assert!((8000..8008).all(|p| h.dp.flow(&key(p)).expect("flow lookup") == Some(0)));
     // New flows now go to element 1; the eight keep element 0.
     map_all_to(&mut h, 0, 1, vec![element(0, STATE_UP), element(1, STATE_UP)]);
+    let kept = |h: &Harness| -> Vec<u16> {
+        (8000..8010)
+            .filter(|&p| h.dp.flow(&key(p)).expect("flow lookup").is_some())
+            .collect()
+    };
     check(&mut h, &case("ninth flow", tcp4(8008).build(), Want::Tx(1)));
-    let kept: Vec<u16> = (8000..8008)
-        .filter(|&p| h.dp.flow(&key(p)).expect("flow lookup").is_some())
-        .collect();
     assert_eq!(
-        kept,
-        (8001..8008).collect::<Vec<_>>(),
-        "exactly one flow evicted, the oldest way's"
+        kept(&h),
+        (8001..8009).collect::<Vec<_>>(),
+        "exactly one flow evicted, the first written"
     );
-    for sport in 8001..8008 {
+    check(&mut h, &case("tenth flow", tcp4(8009).build(), Want::Tx(1)));
+    assert_eq!(
+        kept(&h),
+        (8002..8010).collect::<Vec<_>>(),
+        "the hand moved on: the second flow written goes next"
+    );
+    for sport in 8002..8008 {
         check(&mut h, &case("kept flow stays", tcp4(sport).build(), Want::Tx(0)));
+    }
+    for sport in 8008..8010 {
+        check(&mut h, &case("new flow stays", tcp4(sport).build(), Want::Tx(1)));
     }
 }

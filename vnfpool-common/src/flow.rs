@@ -4,23 +4,29 @@
 //! The table is an mmap-able `ARRAY` of [`FlowBucket`]s (mmap-able so that the kernel
 //! page-aligns its values: a plain array's would straddle two lines), each one cache line holding eight 64-bit
 //! entries. A flow lives in bucket `hash64 & (buckets - 1)`, in any of its eight ways; an entry
-//! packs a 46-bit fingerprint of the flow, an 8-bit coarse timestamp and the 10-bit element
-//! index ([`entry`]). A lookup reads one cache line and compares at most eight words; an insert
+//! packs a 43-bit fingerprint of the flow, the bucket's 3-bit clock hand (way 0 only), an 8-bit
+//! coarse timestamp and the 10-bit element index ([`entry`]). A lookup reads one cache line and compares at most eight words; an insert
 //! writes one word with one aligned 64-bit store, so concurrent CPUs never see a torn entry and
 //! no lock is taken.
 //!
 //! Ways fill from the lowest and are only ever overwritten (nothing clears an entry), so a
 //! bucket's used ways are a prefix of it and the first empty way is their count.
 //!
-//! Replacement is least-recently-used within the bucket at a granularity of
-//! `2^`[`STAMP_SHIFT`] jiffies (4.1 s at HZ=250): a hit refreshes its entry's stamp when it has
-//! changed, and a new flow takes an empty way or else the way whose stamp is oldest. The
-//! kernel's `LRU_HASH` gives exact recency but costs two spin locks, a free-list pop and cold
-//! list nodes per insert (several hundred nanoseconds on a 1M-entry table); this layout costs
-//! one cache line.
+//! Replacement approximates least-recently-used within the bucket with a clock (second
+//! chance), at a granularity of `2^`[`STAMP_SHIFT`] jiffies (4.1 s at HZ=250): a hit refreshes
+//! its entry's stamp when it has changed, and a new flow takes an empty way, else the first way
+//! from the bucket's hand on that has not been used for [`RECENT`] units, else the hand's way;
+//! the hand then moves past it ([`FlowBucket::victim`]). So a flow used in the last 4.1 s is
+//! never replaced while its bucket holds one idle for more than 8.2 s, and among idle flows the
+//! one written longest ago goes first. The exact oldest way cost 20–30 ns more per new flow
+//! into a full table: comparing eight stamps mispredicts once the bucket arrives (BENCHMARKS.md).
+//! The kernel's `LRU_HASH` approximates recency too (reference bits, per-CPU lists), with two
+//! spin locks, a free-list pop and cold list nodes per insert (several hundred nanoseconds on a
+//! 1M-entry table); this layout costs one cache line.
 //!
-//! Two CPUs inserting two new flows into the same way at the same instant keep one of them;
-//! the other flow's next packet takes the same element from the Maglev table (unless the
+//! Two CPUs storing into the same way at the same instant keep one of the two entries (a new
+//! flow into a full bucket stores twice: its way, then the hand in way 0); a flow whose entry
+//! is lost so takes the same element from the Maglev table on its next packet (unless the
 //! table changed in between) and is recorded again.
 
 use crate::{abi_type, addr::Addr};
@@ -63,7 +69,7 @@ pub enum Way {
     Hit(usize, u64),
     /// Not there; this way is the first empty one.
     Empty(usize),
-    /// Not there, and every way is used: a new flow takes [`FlowBucket::oldest`].
+    /// Not there, and every way is used: a new flow takes [`FlowBucket::victim`].
     Full,
 }
 
@@ -91,24 +97,26 @@ impl FlowBucket {
         if used < WAYS { Way::Empty(used) } else { Way::Full }
     }
 
-    /// The least recently used way at time `now` (a stamp): the lowest among equally old ones.
+    /// The way a new flow takes in a full bucket at time `now` (a stamp): from the clock hand
+    /// ([`hand`]) on, the first way not used for [`RECENT`] stamp units, else the hand's way.
     ///
-    /// Its comparisons depend on the bucket's data and mispredict once the bucket's cache miss
-    /// resolves, throwing away the work issued after them: the program asks last, just before
-    /// its store.
+    /// The hand rotates over the ways as they are replaced, so it names the way written longest
+    /// ago; a way used since gets a second chance. The choice depends on the bucket's data only
+    /// through the hand and one way's stamp, whose comparison is almost always "not recent":
+    /// nothing to mispredict once the bucket's cache miss resolves.
     #[inline(always)]
     #[must_use]
-    pub fn oldest(&self, now: u64) -> usize {
-        let (mut victim, mut victim_age) = (0, age(entry_stamp(self.ways[0]), now));
-        let mut way = 1;
-        while way < WAYS {
-            let a = age(entry_stamp(self.ways[way]), now);
-            if a > victim_age {
-                (victim, victim_age) = (way, a);
+    pub fn victim(&self, now: u64) -> usize {
+        let hand = hand(self.ways[0]);
+        let mut i = 0;
+        while i < WAYS {
+            let way = (hand + i) & (WAYS - 1);
+            if age(entry_stamp(self.ways[way]), now) >= RECENT {
+                return way;
             }
-            way += 1;
+            i += 1;
         }
-        victim
+        hand
     }
 }
 
@@ -134,7 +142,17 @@ pub const STAMP_BITS: u32 = 8;
 /// at HZ=100); it wraps after 256 units. Jiffies because the verifier turns `bpf_jiffies64`
 /// into one load, where a nanosecond clock is a helper call (about 10 ns per new flow).
 pub const STAMP_SHIFT: u32 = 10;
-const FP_SHIFT: u32 = ELEMENT_BITS + STAMP_BITS;
+/// Bits of way 0's entry holding the bucket's clock hand ([`FlowBucket::victim`]); zero in the
+/// other ways.
+pub const HAND_BITS: u32 = 3;
+const HAND_SHIFT: u32 = ELEMENT_BITS + STAMP_BITS;
+const HAND_MASK: u64 = ((1 << HAND_BITS) - 1) << HAND_SHIFT;
+const FP_SHIFT: u32 = HAND_SHIFT + HAND_BITS;
+/// Stamp units within which an entry counts as recently used (4.1 to 8.2 s at HZ=250): a full
+/// bucket replaces another way first.
+pub const RECENT: u64 = 2;
+
+const _: () = assert!(1 << HAND_BITS == WAYS);
 const ELEMENT_MASK: u64 = (1 << ELEMENT_BITS) - 1;
 const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
 
@@ -166,6 +184,27 @@ pub const fn entry_fingerprint(entry: u64) -> u64 {
 #[must_use]
 pub const fn entry_element(entry: u64) -> u32 {
     (entry & ELEMENT_MASK) as u32
+}
+
+/// The clock hand held in way 0's entry `entry`.
+#[inline(always)]
+#[must_use]
+pub const fn hand(way0: u64) -> usize {
+    ((way0 & HAND_MASK) >> HAND_SHIFT) as usize
+}
+
+/// `entry` with its hand bits set to `hand` (for way 0).
+#[inline(always)]
+#[must_use]
+pub const fn with_hand(entry: u64, hand: usize) -> u64 {
+    (entry & !HAND_MASK) | (((hand & (WAYS - 1)) as u64) << HAND_SHIFT)
+}
+
+/// `entry` stamped `stamp`, its fingerprint, element and hand kept.
+#[inline(always)]
+#[must_use]
+pub const fn restamp(entry: u64, stamp: u64) -> u64 {
+    (entry & !(STAMP_MASK << ELEMENT_BITS)) | ((stamp & STAMP_MASK) << ELEMENT_BITS)
 }
 
 /// The stamp of an entry.
@@ -291,37 +330,80 @@ mod tests {
         }
     }
 
+    fn with_stamps(stamps: [u64; WAYS]) -> FlowBucket {
+        let mut b = FlowBucket::default();
+        for (way, stamp) in stamps.into_iter().enumerate() {
+            b.ways[way] = entry(fingerprint((way as u64 + 1) << 40), stamp, 0);
+        }
+        b
+    }
+
     #[test]
-    fn a_full_bucket_gives_up_its_least_recently_used_way() {
-        let with_stamps = |stamps: [u64; WAYS]| {
-            let mut b = FlowBucket::default();
-            for (way, stamp) in stamps.into_iter().enumerate() {
-                b.ways[way] = entry(fingerprint((way as u64 + 1) << 40), stamp, 0);
-            }
-            b
-        };
+    fn a_full_bucket_is_told_apart_from_one_with_room() {
         let miss = fingerprint(99 << 40);
-        let mut room = with_stamps([3, 3, 3, 2, 3, 3, 3, 3]);
+        let mut room = with_stamps([3; WAYS]);
         room.ways[5..].fill(0);
-        assert_eq!(room.find(miss), Way::Empty(5), "an empty way before an older one");
+        assert_eq!(room.find(miss), Way::Empty(5));
         assert_eq!(with_stamps([3; WAYS]).find(miss), Way::Full);
         assert_eq!(
             with_stamps([3; WAYS]).find(fingerprint(8 << 40)),
             Way::Hit(7, entry(fingerprint(8 << 40), 3, 0)),
             "the last way is looked at"
         );
+    }
+
+    #[test]
+    fn a_full_bucket_gives_up_the_first_idle_way_from_its_hand() {
+        let at = |stamps: [u64; WAYS], hand: usize| {
+            let mut b = with_stamps(stamps);
+            b.ways[0] = with_hand(b.ways[0], hand);
+            b
+        };
+        assert_eq!(at([10; WAYS], 0).victim(10), 0, "all recent: the hand's way");
+        assert_eq!(at([10; WAYS], 5).victim(11), 5, "used one unit ago is recent");
+        assert_eq!(at([10; WAYS], 5).victim(12), 5, "all idle: the hand's way");
         assert_eq!(
-            with_stamps([10; WAYS]).oldest(10),
+            at([10, 10, 12, 12, 3, 3, 12, 12], 2).victim(12),
+            4,
+            "recent ways get a second chance"
+        );
+        assert_eq!(
+            at([3, 12, 12, 12, 12, 12, 12, 12], 6).victim(12),
             0,
-            "equally recent: the lowest way"
+            "the hand wraps"
         );
         assert_eq!(
-            with_stamps([3, 3, 3, 2, 3, 3, 3, 3]).oldest(4),
-            3,
-            "the oldest stamp"
+            at([12, 12, 12, 12, 12, 12, 12, 3], 6).victim(12),
+            7,
+            "the first idle way, not the oldest (way 7 before way 0 here)"
         );
-        // Across the wrap: at now = 4, stamp 250 is 10 units old, stamp 2 only 2.
-        assert_eq!(with_stamps([3, 3, 3, 2, 3, 3, 250, 3]).oldest(4), 6);
+        // Across the wrap: at now = 1, stamp 255 is 2 units old.
+        assert_eq!(at([1, 255, 1, 1, 1, 1, 1, 1], 0).victim(1), 1);
+    }
+
+    #[test]
+    fn the_hand_and_the_stamp_change_nothing_else() {
+        let fp = fingerprint(0x1234_5678_9abc_def0);
+        let e = entry(fp, 7, 42);
+        let handed = with_hand(e, 5);
+        assert_eq!(hand(handed), 5);
+        assert_eq!(
+            (
+                entry_fingerprint(handed),
+                entry_stamp(handed),
+                entry_element(handed)
+            ),
+            (fp, 7, 42)
+        );
+        let restamped = restamp(handed, 9);
+        assert_eq!(
+            (hand(restamped), entry_stamp(restamped), entry_element(restamped)),
+            (5, 9, 42)
+        );
+        assert_eq!(hand(with_hand(e, WAYS)), 0, "the hand counts modulo the ways");
+        let mut b = FlowBucket::default();
+        b.ways[0] = handed;
+        assert_eq!(b.find(fp), Way::Hit(0, handed), "way 0 matches whatever its hand");
     }
 
     #[test]

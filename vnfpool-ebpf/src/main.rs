@@ -164,7 +164,7 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
             // A stamp at most as old as the last insert anywhere: recency only matters when an
             // insert picks a victim, and every insert refreshes the clock first.
             if flow::entry_stamp(entry) != cached {
-                store(bucket, way, flow::entry(fp, cached, idx));
+                store(bucket, way, flow::restamp(entry, cached));
             }
             return forward(ctx, pkt, pool, idx, e);
         }
@@ -183,14 +183,23 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
                 unsafe { core::ptr::write_volatile(&raw mut (*ctl).stamp, now as u32) };
             }
             let action = forward(ctx, pkt, pool, idx, e);
-            // A flow re-picked keeps its way; a new one takes an empty or the oldest way,
-            // chosen last (`FlowBucket::oldest`).
-            let way = match found {
-                Way::Hit(way, _) | Way::Empty(way) => way,
-                // SAFETY: as above.
-                Way::Full => unsafe { (*bucket).oldest(now) },
-            };
-            store(bucket, way, flow::entry(fp, now, idx));
+            let entry = flow::entry(fp, now, idx);
+            match found {
+                // A flow re-picked keeps its way (and way 0 its hand).
+                Way::Hit(way, old) => store(bucket, way, flow::with_hand(entry, flow::hand(old))),
+                Way::Empty(way) => store(bucket, way, entry),
+                Way::Full => {
+                    // SAFETY: as above.
+                    let way = unsafe { (*bucket).victim(now) };
+                    store(bucket, way, entry);
+                    // The hand moves past the way just written; way 0 is read again as it may
+                    // be that way. Its own 8-byte store: a race with another CPU's store to
+                    // way 0 keeps one of the two, as for any way.
+                    // SAFETY: as above.
+                    let way0 = unsafe { core::ptr::read_volatile(&raw const (*bucket).ways[0]) };
+                    store(bucket, 0, flow::with_hand(way0, way + 1));
+                }
+            }
             action
         }
         _ => drop(pkt, Reason::NoElement),
