@@ -223,7 +223,7 @@ fn main() -> Result<()> {
         180.0,
     ));
     rows.push((
-        "VIP IPv4 new flow (table full, LRU eviction)",
+        "VIP IPv4 new flow (table full, clock eviction)",
         "XDP_TX, 1 run/call",
         tx_single,
         new_full,
