@@ -2,12 +2,13 @@
 //!
 //! # Layout: an 8-way set-associative table of 64-byte buckets
 //! The table is an mmap-able `ARRAY` of [`FlowBucket`]s (mmap-able so that the kernel
-//! page-aligns its values: a plain array's would straddle two lines), each one cache line holding eight 64-bit
-//! entries. A flow lives in bucket `hash64 & (buckets - 1)`, in any of its eight ways; an entry
-//! packs a 43-bit fingerprint of the flow, the bucket's 3-bit clock hand (way 0 only), an 8-bit
-//! coarse timestamp and the 10-bit element index ([`entry`]). A lookup reads one cache line and compares at most eight words; an insert
-//! writes one word with one aligned 64-bit store, so concurrent CPUs never see a torn entry and
-//! no lock is taken.
+//! page-aligns its values: a plain array's would straddle two lines), each one cache line
+//! holding eight 64-bit entries. A flow lives in bucket `hash64 & (buckets - 1)`, in any of its
+//! eight ways; an entry packs a 43-bit fingerprint of the flow, the bucket's 3-bit clock hand
+//! (way 0 only), an 8-bit coarse timestamp and the 10-bit element index ([`entry`]). A lookup
+//! reads one cache line and compares at most eight words; an insert writes one word (two into
+//! a full bucket: the way, then the hand) with aligned 64-bit stores, so concurrent CPUs never
+//! see a torn entry and no lock is taken.
 //!
 //! Ways fill from the lowest and are only ever overwritten (nothing clears an entry), so a
 //! bucket's used ways are a prefix of it and the first empty way is their count.
