@@ -139,3 +139,43 @@ fn pins_of_another_layout_are_refused_untouched() {
         Ok(_) => panic!("adopted pins of another layout"),
     }
 }
+
+#[test]
+fn a_flow_table_packed_another_way_is_refused_untouched() {
+    use aya::maps::{Array, Map, MapData};
+    use vnfpool_common::{
+        flow::{ENTRY_LAYOUT, FlowCtl},
+        maps,
+    };
+    let pins = PinDir::new();
+    let opts = LoadOptions {
+        pin_dir: Some(pins.path().to_owned()),
+        flow_table_size: 4096,
+        ..LoadOptions::default()
+    };
+    drop(AyaDataplane::load(&opts).expect("first load"));
+    // What a build with another entry packing would have left pinned.
+    let ctl_pin = pins.path().join(maps::FLOW_CTL);
+    let open = || -> Array<MapData, FlowCtl> {
+        let data = MapData::from_pin(&ctl_pin).expect("open the pinned flow control");
+        Array::try_from(Map::Array(data)).expect("an array of FlowCtl")
+    };
+    let mut ctl = open();
+    let mut other = ctl.get(&0, 0).expect("read");
+    assert_eq!(other.entry_layout, ENTRY_LAYOUT, "the loader records its packing");
+    other.entry_layout = ENTRY_LAYOUT + 1;
+    ctl.set(0, other, 0).expect("write");
+    drop(ctl);
+    match AyaDataplane::load(&opts) {
+        Err(DataplaneError::FlowLayout { found, expected }) => {
+            assert_eq!((found, expected), (ENTRY_LAYOUT + 1, ENTRY_LAYOUT));
+        }
+        Err(e) => panic!("expected a flow layout mismatch, got {e}"),
+        Ok(_) => panic!("adopted a flow table packed another way"),
+    }
+    assert_eq!(
+        open().get(&0, 0).expect("read"),
+        other,
+        "the refused table is left as it was"
+    );
+}

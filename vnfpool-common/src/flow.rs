@@ -122,7 +122,7 @@ impl FlowBucket {
 }
 
 /// Value of `VNF_FLOW_CTL` (one entry): what a packet needs to use the flow table, in one
-/// cache line it touches anyway. 8 bytes.
+/// cache line it touches anyway. 16 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowCtl {
@@ -132,8 +132,17 @@ pub struct FlowCtl {
     /// The current stamp ([`stamp`]), refreshed by packets that insert a flow and read by
     /// those that hit one, so that hits need no clock read. Written by the program.
     pub stamp: u32,
+    /// How the table's entries are packed ([`ENTRY_LAYOUT`] of the build that created it).
+    /// Written by the loader with the mask; a daemon refuses to adopt a table packed another
+    /// way, whose entries it would no longer match.
+    pub entry_layout: u32,
+    /// Always 0.
+    pub _pad: u32,
 }
-abi_type!(FlowCtl, 8);
+abi_type!(FlowCtl, 16);
+
+/// The packing of [`entry`]: raised whenever its fields move or change width.
+pub const ENTRY_LAYOUT: u32 = 1;
 
 /// Bits of an entry holding the element index.
 pub const ELEMENT_BITS: u32 = 10;

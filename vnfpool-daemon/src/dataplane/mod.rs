@@ -67,6 +67,13 @@ pub enum DataplaneError {
         #[source]
         source: aya::maps::xdp::XdpMapError,
     },
+    /// The pinned flow table packs its entries another way than this build.
+    #[error(
+        "pinned flow table packs its entries in layout {found}, this build in layout {expected}: \
+         adopted, every flow in it would be picked again; remove the pins (the data plane \
+         stops) or run the matching build"
+    )]
+    FlowLayout { found: u32, expected: u32 },
     /// A map could not be mapped into memory.
     #[error("mmap of map {name}")]
     Mmap {
@@ -231,10 +238,25 @@ impl AyaDataplane {
         // The flow table's shape, before anything can attach the program (an adopted table
         // has it already, and its size was checked above).
         let mut ctl: Array<&mut MapData, FlowCtl> = map(&mut ebpf, maps::FLOW_CTL)?;
-        if !adopted {
+        if adopted {
+            let found = ctl
+                .get(&0, 0)
+                .map_err(|source| DataplaneError::Map {
+                    name: maps::FLOW_CTL,
+                    source,
+                })?
+                .entry_layout;
+            if found != flow::ENTRY_LAYOUT {
+                return Err(DataplaneError::FlowLayout {
+                    found,
+                    expected: flow::ENTRY_LAYOUT,
+                });
+            }
+        } else {
             let shape = FlowCtl {
                 bucket_mask: flow_buckets - 1,
-                stamp: 0,
+                entry_layout: flow::ENTRY_LAYOUT,
+                ..FlowCtl::default()
             };
             ctl.set(0, shape, 0).map_err(|source| DataplaneError::Map {
                 name: maps::FLOW_CTL,
