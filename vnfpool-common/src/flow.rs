@@ -332,20 +332,18 @@ mod tests {
     #[test]
     fn the_first_empty_way_is_the_count_of_used_ones() {
         for used in 0..WAYS {
-            let mut b = FlowBucket::default();
-            for way in 0..used {
-                b.ways[way] = entry(fingerprint((way as u64 + 1) << 40), 0, 0);
-            }
+            let mut b = with_stamps([0; WAYS]);
+            b.ways[used..].fill(0);
             assert_eq!(b.find(fingerprint(99 << 40)), Way::Empty(used));
         }
     }
 
+    /// A full bucket whose way `w` holds flow `w + 1` (fingerprint `(w + 1) << 40`), stamped
+    /// `stamps[w]`, of element 0.
     fn with_stamps(stamps: [u64; WAYS]) -> FlowBucket {
-        let mut b = FlowBucket::default();
-        for (way, stamp) in stamps.into_iter().enumerate() {
-            b.ways[way] = entry(fingerprint((way as u64 + 1) << 40), stamp, 0);
-        }
-        b
+        bucket(&core::array::from_fn::<_, WAYS, _>(|way| {
+            (fingerprint((way as u64 + 1) << 40), stamps[way], 0)
+        }))
     }
 
     #[test]
