@@ -18,12 +18,28 @@ use vnfpool_daemon::{
     api::{
         ApiState, BODY_LIMIT, Capacity, EventLog, PoolHealth, PoolSummary, Role, Timeouts,
         client::{Client, SseEvent},
-        events, openapi, serve, tls_config,
+        openapi, serve, tls_config,
     },
-    control::{Command, Request, Response, Status},
+    controller::{
+        commands::{Command, Refusal},
+        snapshot::{Snapshot, Views},
+    },
+    dataplane::recording::RecordingDataplane,
+    events,
     model::spec::{ApiClient, ApiSpec},
 };
 use vnfpool_tests::{daemon::Scratch, pki::Ca};
+
+/// What the stand-in controller was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Asked {
+    Drain {
+        pool: String,
+        element: String,
+        deadline: Option<Duration>,
+    },
+    Other,
+}
 
 /// A running API with a stand-in controller.
 struct Api {
@@ -32,7 +48,7 @@ struct Api {
     ca: Ca,
     events: EventLog,
     /// What the controller was asked, in order.
-    asked: Arc<Mutex<Vec<Request>>>,
+    asked: Arc<Mutex<Vec<Asked>>>,
     _dir: Scratch,
 }
 
@@ -104,27 +120,56 @@ async fn start(headers_timeout: Duration) -> Api {
     let log = Arc::clone(&asked);
     tokio::spawn(async move {
         while let Some(cmd) = rx.recv().await {
-            log.lock().expect("log").push(cmd.request.clone());
-            let answer = match cmd.request {
-                Request::Summaries => Response::Summaries {
-                    pools: vec![pool_summary("dns", 1)],
-                },
-                Request::SummariesJson => Response::SummariesJson {
-                    json: serde_json::to_string(&[pool_summary("dns", 1)]).expect("JSON"),
-                },
-                Request::Status => Response::Status(Status::default()),
-                _ => Response::Ok {
-                    message: "done".to_owned(),
-                },
-            };
-            let _ = cmd.reply.send(answer);
+            let done = Ok("done".to_owned());
+            match cmd {
+                Command::Drain {
+                    pool,
+                    element,
+                    deadline,
+                    reply,
+                } => {
+                    log.lock().expect("log").push(Asked::Drain {
+                        pool,
+                        element,
+                        deadline,
+                    });
+                    let _ = reply.send(done);
+                }
+                Command::Undrain { reply, .. }
+                | Command::Reload { reply }
+                | Command::RemoveElement { reply, .. } => {
+                    log.lock().expect("log").push(Asked::Other);
+                    let _ = reply.send(done);
+                }
+                Command::AddElement { pool, reply, .. } => {
+                    log.lock().expect("log").push(Asked::Other);
+                    let _ = reply.send(Err(Refusal::NoPool { pool }));
+                }
+                Command::SetRedundancy { pool, reply, .. } => {
+                    log.lock().expect("log").push(Asked::Other);
+                    let _ = reply.send(Err(Refusal::NoPool { pool }));
+                }
+            }
         }
     });
+    // What the controller would have published: one pool.
+    let summaries = vec![pool_summary("dns", 1)];
+    let (_, snapshot) = tokio::sync::watch::channel(Arc::new(Snapshot {
+        summaries_json: serde_json::to_string(&summaries).expect("JSON").into(),
+        summaries,
+        ..Snapshot::default()
+    }));
+    let views = Views {
+        snapshot,
+        reader: Arc::new(RecordingDataplane::new()),
+        heartbeats: None,
+    };
     let events = EventLog::new();
     let clients: HashMap<String, Role> = spec.clients.iter().map(|c| (c.subject.clone(), c.role)).collect();
     let state = ApiState {
         commands,
         events: events.clone(),
+        views,
     };
     let timeouts = Timeouts {
         handshake: Duration::from_secs(2),
@@ -209,7 +254,7 @@ async fn the_sce_reads_pools_and_operators_drain_while_bad_requests_change_nothi
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         api.asked.lock().expect("log").last(),
-        Some(&Request::Drain {
+        Some(&Asked::Drain {
             pool: "dns".to_owned(),
             element: "e1".to_owned(),
             deadline: Some(Duration::from_secs(2)),

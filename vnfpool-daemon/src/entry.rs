@@ -132,33 +132,11 @@ fn client(socket: &std::path::Path, request: &Request, json: bool) -> ExitCode {
                     serde_json::to_string_pretty(&status).expect("status serializes")
                 );
             } else {
-                print!("{}", crate::app::render_status(&status));
+                print!("{}", render_status(&status));
             }
             ExitCode::SUCCESS
         }
-        Ok(Response::Summaries { pools }) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&pools).expect("summaries serialize")
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(Response::SummariesJson { json }) => {
-            println!("{json}");
-            ExitCode::SUCCESS
-        }
-        Ok(Response::Added(answer)) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer).expect("answer serializes")
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(Response::Level(answer)) => {
-            println!("{}", answer.message);
-            ExitCode::SUCCESS
-        }
-        Ok(Response::Error { message } | Response::Refused { message, .. }) => {
+        Ok(Response::Error { message }) => {
             eprintln!("vnfpool: {message}");
             ExitCode::FAILURE
         }
@@ -166,5 +144,109 @@ fn client(socket: &std::path::Path, request: &Request, json: bool) -> ExitCode {
             eprintln!("vnfpool: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `vnfpool status` as a table.
+#[must_use]
+pub fn render_status(status: &crate::control::Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for p in &status.pools {
+        let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
+        let _ = writeln!(
+            out,
+            "pool {}  {}:{}/{}  {}  generation {}  {} packets",
+            p.name,
+            p.vip,
+            ports.join(","),
+            p.protocol,
+            p.model,
+            p.generation,
+            p.packets
+        );
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<40} {:<9} {:<8} {:>12}",
+            "ELEMENT", "ADDRESS", "ROLE", "HEALTH", "PACKETS"
+        );
+        for e in &p.elements {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<40} {:<9} {:<8} {:>12}",
+                e.name, e.address, e.role, e.health, e.packets
+            );
+        }
+        for e in &p.elements {
+            if let Some(backup) = &e.backup {
+                let flag = if e.policy_violation {
+                    "  POLICY VIOLATION"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "  backup of {}: {backup}{flag}", e.name);
+            }
+        }
+        if p.policy_violations > 0 {
+            let _ = writeln!(out, "  policy violations since start: {}", p.policy_violations);
+        }
+        if let Some(b) = &p.budget {
+            let _ = writeln!(
+                out,
+                "  budget: detect {:?} (worst case of the health settings {:?}), switch {:?}",
+                b.detect, b.worst_detection, b.switch
+            );
+        }
+        for f in p.failovers.iter().rev().take(5) {
+            let _ = writeln!(
+                out,
+                "  failover: {} {} detection {:.1} ms, decision to switch {:.3} ms",
+                f.element,
+                f.reason,
+                f.detection.as_secs_f64() * 1e3,
+                f.switch.as_secs_f64() * 1e3
+            );
+        }
+        out.push('\n');
+    }
+    if let Some(h) = &status.heartbeats {
+        let rejected: Vec<String> = crate::heartbeat::Rejected::ALL
+            .iter()
+            .filter(|&&kind| h.rejected(kind) > 0)
+            .map(|&kind| format!("{} {}", kind.name(), h.rejected(kind)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "heartbeats: {} accepted, {} rejected{}",
+            h.accepted,
+            h.rejected_total(),
+            if rejected.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", rejected.join(", "))
+            }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_says_how_many_heartbeats_were_accepted_and_why_others_were_not() {
+        let mut status = crate::control::Status::default();
+        assert_eq!(render_status(&status), "", "no API, no heartbeat line");
+        status.heartbeats = Some(crate::heartbeat::Counters {
+            accepted: 12,
+            bad_mac: 2,
+            old_sequence: 1,
+            ..crate::heartbeat::Counters::default()
+        });
+        assert_eq!(
+            render_status(&status),
+            "heartbeats: 12 accepted, 3 rejected (bad_mac 2, old_sequence 1)\n"
+        );
     }
 }

@@ -2,15 +2,14 @@
 //! serves them with `/live` and `/ready`.
 //!
 //! Events (probes, failovers, policy violations) are recorded by the controller as they
-//! happen; values that live elsewhere (roles and health, the data plane's per-CPU counters)
-//! are copied into the families when a scrape asks for them, on the controller, so a scrape
-//! sees one consistent state. The flow-table scan, the one slow read, runs on the listener's
-//! side through its own handle on the pinned map and never holds the controller up.
+//! happen; values that live elsewhere (roles and health from the controller's published
+//! snapshot, the data plane's per-CPU counters and flow-table occupancy) are copied into the
+//! families by the scrape itself, on a blocking thread of the listener's: a scrape never
+//! enters the controller's queue.
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -18,7 +17,6 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Array, MapData};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request as HttpRequest, Response as HttpResponse, StatusCode, body::Incoming};
@@ -28,18 +26,9 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram, info::Info},
     registry::Registry,
 };
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, oneshot},
-};
+use tokio::net::TcpListener;
 use tracing::{debug, warn};
-use vnfpool_common::{
-    flow::FlowBucket,
-    maps,
-    stats::{Counters, Reason},
-};
-
-use crate::control::{Command, Request, Response};
+use vnfpool_common::stats::{Counters, Reason};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
@@ -141,9 +130,9 @@ pub struct Metrics {
 pub struct ElementSample<'a> {
     pub name: &'a str,
     /// `active`, `standby`, `draining` or `out`.
-    pub role: &'static str,
+    pub role: &'a str,
     /// `up`, `down` or `unknown`.
-    pub health: &'static str,
+    pub health: &'a str,
     pub weight: u32,
     pub counters: Counters,
 }
@@ -448,6 +437,11 @@ impl Metrics {
         }
     }
 
+    /// The flow table's occupancy, as last counted.
+    pub fn sample_flows(&self, flows: u64) {
+        self.flow_entries.set(i64::try_from(flows).unwrap_or(i64::MAX));
+    }
+
     /// The exposition text.
     #[must_use]
     pub fn encode(&self) -> String {
@@ -455,47 +449,6 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// Counts the flows in the pinned flow table: every bucket when the table has at most
-/// [`EXACT_BUCKETS`] of them, else every k-th bucket, scaled up.
-pub struct FlowCounter {
-    flows: Array<MapData, FlowBucket>,
-    buckets: u32,
-}
-
-/// Buckets read one by one per scrape at most (16,384 buckets: 131,072 flows, a few ms).
-pub const EXACT_BUCKETS: u32 = 16_384;
-
-impl FlowCounter {
-    /// Opens the pinned `VNF_FLOWS` under `pin_dir`.
-    ///
-    /// # Errors
-    /// When the pin cannot be opened or is not an array of buckets.
-    pub fn open(pin_dir: &Path) -> anyhow::Result<Self> {
-        let data = MapData::from_pin(pin_dir.join(maps::FLOWS))?;
-        let flows: Array<MapData, FlowBucket> = Array::try_from(aya::maps::Map::Array(data))?;
-        let buckets = flows.len();
-        Ok(Self { flows, buckets })
-    }
-
-    /// The number of flows, exact or estimated (see the type's documentation).
-    #[must_use]
-    pub fn count(&self) -> u64 {
-        let stride = self.buckets.div_ceil(EXACT_BUCKETS).max(1);
-        let mut used = 0u64;
-        let mut read = 0u64;
-        for bucket in (0..self.buckets).step_by(stride as usize) {
-            if let Ok(b) = self.flows.get(&bucket, 0) {
-                used += b.ways.iter().filter(|&&w| w != 0).count() as u64;
-                read += 1;
-            }
-        }
-        if read == 0 {
-            return 0;
-        }
-        used * u64::from(self.buckets) / read
     }
 }
 
@@ -524,26 +477,25 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves `/metrics`, `/live` and `/ready` on `listener` until the process ends. A scrape asks
-/// the controller (over `commands`) to copy its state into `metrics` first.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Metrics,
-    readiness: Readiness,
-    commands: mpsc::Sender<Command>,
-    flows: Option<Arc<FlowCounter>>,
-) {
+/// Reads the daemon's state into the metrics and encodes them (see
+/// `controller::snapshot::Views::scrape`); may block briefly.
+pub type Scrape = Arc<dyn Fn(&Metrics) -> String + Send + Sync>;
+
+/// Serves `/metrics`, `/live` and `/ready` on `listener` until the process ends. A scrape
+/// reads the controller's published snapshot and the data plane's counters on a blocking
+/// thread; it never asks the controller.
+pub async fn serve(listener: TcpListener, metrics: Metrics, readiness: Readiness, scrape: Scrape) {
     let state = Arc::new(Served {
         metrics,
         readiness,
-        commands,
-        flows,
+        scrape,
     });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 warn!(error = %e, "metrics listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -567,8 +519,7 @@ pub async fn serve(
 struct Served {
     metrics: Metrics,
     readiness: Readiness,
-    commands: mpsc::Sender<Command>,
-    flows: Option<Arc<FlowCounter>>,
+    scrape: Scrape,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> HttpResponse<Full<Bytes>> {
@@ -610,28 +561,10 @@ impl Served {
     }
 
     async fn scrape(&self) -> Result<String, &'static str> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command {
-                request: Request::SampleMetrics,
-                reply,
-            })
+        let (metrics, scrape) = (self.metrics.clone(), Arc::clone(&self.scrape));
+        tokio::task::spawn_blocking(move || scrape(&metrics))
             .await
-            .map_err(|_| "the controller has stopped")?;
-        match answer.await {
-            Ok(Response::Ok { .. }) => {}
-            _ => return Err("the controller did not sample its state"),
-        }
-        if let Some(flows) = &self.flows {
-            let flows = Arc::clone(flows);
-            let count = tokio::task::spawn_blocking(move || flows.count())
-                .await
-                .unwrap_or(0);
-            self.metrics
-                .flow_entries
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
-        Ok(self.metrics.encode())
+            .map_err(|_| "reading the state failed")
     }
 }
 

@@ -2,13 +2,14 @@
 //! hyper, rustls with mutual TLS. A client's certificate subject gives its role; the `sce`
 //! role sees pools, their state and capacity and never an element's name, address or role.
 //!
-//! The API owns no pool state: it asks the controller over the same command channel as the
-//! local socket, and reads the [`events::EventLog`] the controller writes.
+//! The API owns no pool state: it reads the controller's published snapshot, sends changes
+//! to the controller as typed commands, and maps the controller's refusals to HTTP statuses
+//! (the controller knows nothing of HTTP). Events come from the [`EventLog`] the controller
+//! writes.
 
 pub mod client;
-pub mod events;
 
-use std::{collections::HashMap, convert::Infallible, net::IpAddr, path::Path, sync::Arc, time::Duration};
+use std::{collections::HashMap, convert::Infallible, path::Path, sync::Arc, time::Duration};
 
 use axum::{
     Extension, Json, Router,
@@ -27,119 +28,32 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
     server::WebPkiClientVerifier,
 };
-use serde::{Deserialize, Serialize};
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, oneshot},
-};
+use serde::Deserialize;
+use tokio::{net::TcpListener, sync::mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::BroadcastStream;
 use tracing::{debug, info};
 use utoipa::{OpenApi, ToSchema};
 
-pub use self::events::EventLog;
-pub use crate::model::spec::ApiRole as Role;
 use crate::{
-    control::{Command, Request, Response, Status},
-    model::{
-        failover::PoolState,
-        roles::Role as ElementRole,
-        spec::{ApiSpec, PoolSpec, Protocol, RedundancySpec},
+    controller::{
+        commands::{self, Command, Refusal, RefusalKind, Reply},
+        snapshot::{Status, Views},
     },
+    events,
+    model::spec::ApiSpec,
+};
+pub use crate::{
+    controller::{
+        commands::{ElementAdded, LevelAnswer, RegistrationInfo},
+        snapshot::{Capacity, PoolHealth, PoolSummary, summary},
+    },
+    events::EventLog,
+    model::spec::ApiRole as Role,
 };
 
 /// Largest request body accepted (413 beyond).
 pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// How a pool fares, as the SCE sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PoolHealth {
-    /// Its configured redundancy is met.
-    Up,
-    /// It carries traffic with fewer actives or standbys than configured.
-    Degraded,
-    /// No element takes new flows.
-    Down,
-}
-
-/// A pool's capacity, without element identity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Capacity {
-    /// Sum of the weights of the active elements.
-    pub active_weight: u64,
-    pub actives: u32,
-    pub standbys: u32,
-    /// Actives the configuration asks for (N).
-    pub configured_actives: u32,
-    /// Standbys the configuration implies (M: the other elements).
-    pub configured_standbys: u32,
-    /// Actives and standbys are at least as many as configured.
-    pub redundancy_met: bool,
-}
-
-/// A pool as the SCE sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct PoolSummary {
-    pub name: String,
-    #[schema(value_type = String)]
-    pub vip: IpAddr,
-    pub ports: Vec<u16>,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-    pub state: PoolHealth,
-    pub capacity: Capacity,
-}
-
-/// The SCE's view of one pool: a pure function of its configuration and state.
-#[must_use]
-pub fn summary(spec: &PoolSpec, state: &PoolState) -> PoolSummary {
-    let count = u32::try_from(spec.elements.len()).unwrap_or(u32::MAX);
-    let configured_actives = match spec.redundancy {
-        RedundancySpec::ActiveStandby { .. } => 1,
-        RedundancySpec::NPlusM { active, .. } => active,
-        RedundancySpec::ActiveActive => count,
-    }
-    .min(count);
-    let (mut actives, mut standbys, mut active_weight) = (0u32, 0u32, 0u64);
-    for (e, s) in spec.elements.iter().zip(state.elements()) {
-        match s.role() {
-            ElementRole::Active => {
-                actives += 1;
-                active_weight += u64::from(e.weight);
-            }
-            ElementRole::Standby => standbys += 1,
-            ElementRole::Draining | ElementRole::Out => {}
-        }
-    }
-    let configured_standbys = count - configured_actives;
-    let redundancy_met = actives >= configured_actives && standbys >= configured_standbys;
-    PoolSummary {
-        name: spec.name.clone(),
-        vip: spec.vip,
-        ports: spec.ports.clone(),
-        protocol: match spec.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-        .to_owned(),
-        state: if actives == 0 {
-            PoolHealth::Down
-        } else if redundancy_met {
-            PoolHealth::Up
-        } else {
-            PoolHealth::Degraded
-        },
-        capacity: Capacity {
-            active_weight,
-            actives,
-            standbys,
-            configured_actives,
-            configured_standbys,
-            redundancy_met,
-        },
-    }
-}
 
 /// Why the API cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +152,7 @@ impl Default for Timeouts {
 pub struct ApiState {
     pub commands: mpsc::Sender<Command>,
     pub events: EventLog,
+    pub views: Views,
 }
 
 /// Serves the API on `listener` until the process ends: TLS with client certificates, then
@@ -339,30 +254,28 @@ fn allow(peer: &Peer, allowed: &[Role]) -> Result<Role, ApiError> {
     }
 }
 
-async fn ask(state: &ApiState, request: Request) -> Result<Response, ApiError> {
-    let (reply, answer) = oneshot::channel();
-    let unavailable = || {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the controller is not answering".to_owned(),
-        )
-    };
-    state
-        .commands
-        .send(Command { request, reply })
+/// Sends a command to the controller and waits for its answer; a refusal becomes the HTTP
+/// status that says why.
+async fn ask<T>(state: &ApiState, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+    commands::ask(&state.commands, command)
         .await
-        .map_err(|_| unavailable())?;
-    answer.await.map_err(|_| unavailable())
+        .map_err(|why| refused(&why))
 }
 
-async fn summaries(state: &ApiState) -> Result<Vec<PoolSummary>, ApiError> {
-    match ask(state, Request::Summaries).await? {
-        Response::Summaries { pools } => Ok(pools),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected answer {other:?}"),
-        )),
-    }
+fn refused(why: &Refusal) -> ApiError {
+    let status = match why.kind() {
+        RefusalKind::NotFound => StatusCode::NOT_FOUND,
+        RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+        RefusalKind::Conflict => StatusCode::CONFLICT,
+        RefusalKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        RefusalKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError(status, why.to_string())
+}
+
+fn message(message: &str) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "message": message }))
 }
 
 /// Every pool: state and capacity.
@@ -372,13 +285,9 @@ async fn list_pools(
     Extension(peer): Extension<Peer>,
 ) -> Result<impl IntoResponse, ApiError> {
     allow(&peer, &[Role::Sce, Role::Operator])?;
-    // The controller keeps the encoded answer until a pool changes.
-    match ask(&state, Request::SummariesJson).await? {
-        Response::SummariesJson { json } => {
-            Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json))
-        }
-        other => Err(unexpected(&other)),
-    }
+    // Encoded once per change by the controller.
+    let json = state.views.current().summaries_json.to_string();
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json))
 }
 
 /// One pool.
@@ -390,10 +299,13 @@ async fn get_pool(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<PoolSummary>, ApiError> {
     allow(&peer, &[Role::Sce, Role::Operator])?;
-    summaries(&state)
-        .await?
-        .into_iter()
+    state
+        .views
+        .current()
+        .summaries
+        .iter()
         .find(|p| p.name == name)
+        .cloned()
         .map(Json)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no pool {name}")))
 }
@@ -405,13 +317,11 @@ async fn status(
     Extension(peer): Extension<Peer>,
 ) -> Result<Json<Status>, ApiError> {
     allow(&peer, &[Role::Operator])?;
-    match ask(&state, Request::Status).await? {
-        Response::Status(s) => Ok(Json(s)),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected answer {other:?}"),
-        )),
-    }
+    let views = state.views.clone();
+    tokio::task::spawn_blocking(move || views.status())
+        .await
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// A drain request.
@@ -420,18 +330,6 @@ async fn status(
 pub struct DrainBody {
     /// Longest the element's existing flows may stay, in milliseconds; none: until undrained.
     pub deadline_ms: Option<u64>,
-}
-
-fn done(response: Response) -> Result<Json<serde_json::Value>, ApiError> {
-    match response {
-        Response::Ok { message } => Ok(Json(serde_json::json!({ "message": message }))),
-        Response::Error { message } => Err(ApiError(StatusCode::NOT_FOUND, message)),
-        Response::Refused { status, message } => Err(refused(status, message)),
-        other => Err(ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected answer {other:?}"),
-        )),
-    }
 }
 
 /// No new flows to the element; its flows stay until they end or the deadline.
@@ -446,26 +344,15 @@ async fn drain(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     allow(&peer, &[Role::Operator])?;
     let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
-    let request = Request::Drain {
+    let deadline = body.deadline_ms.map(Duration::from_millis);
+    ask(&state, |reply| Command::Drain {
         pool,
         element,
-        deadline: body.deadline_ms.map(Duration::from_millis),
-    };
-    done(ask(&state, request).await?)
-}
-
-fn refused(status: u16, message: String) -> ApiError {
-    ApiError(
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        message,
-    )
-}
-
-fn unexpected(other: &Response) -> ApiError {
-    ApiError(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("unexpected answer {other:?}"),
-    )
+        deadline,
+        reply,
+    })
+    .await
+    .map(|m| message(&m))
 }
 
 /// An element to add, with the keys of an element of the configuration file (its name is the
@@ -494,54 +381,12 @@ pub struct ElementBody {
     pub interface: Option<String>,
 }
 
-/// Where and how a self-registered element sends its heartbeats (the wire format is in the
-/// `heartbeat` module's documentation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct RegistrationInfo {
-    /// The element's id, the first field of each heartbeat.
-    pub id: u64,
-    /// The element's HMAC-SHA256 key, 64 hexadecimal digits. Secret.
-    pub key: String,
-    /// UDP port of the daemon's heartbeat listener.
-    pub heartbeat_port: u16,
-    /// Its address when it listens on one; otherwise send to the address the API was reached at.
-    pub heartbeat_address: Option<String>,
-    /// Time between two heartbeats, in microseconds.
-    pub interval_us: u64,
-    /// Intervals the element may miss before it is failed.
-    pub misses: u32,
-}
-
-/// The answer to adding an element.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ElementAdded {
-    pub pool: String,
-    pub element: String,
-    /// Whether this request added or changed it (`false`: it was there as asked).
-    pub created: bool,
-    /// For an element that registered itself (role `element`).
-    pub registration: Option<RegistrationInfo>,
-}
-
 /// A redundancy request.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedundancyBody {
     /// Actives wanted (N); the pool's other elements are its standbys.
     pub active: u32,
-}
-
-/// The answer to a redundancy request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct LevelAnswer {
-    pub pool: String,
-    /// Actives requested, now the pool's level.
-    pub active: u32,
-    /// Whether the pool meets its level now (actives and standbys).
-    pub met: bool,
-    pub actives: u32,
-    pub standbys: u32,
-    pub message: String,
 }
 
 /// Adds an element (role `operator`: probed by the pool's health check) or registers the
@@ -569,25 +414,21 @@ async fn add_element(
         Role::Element => (crate::model::spec::Origin::Agent, Some(peer.subject)),
         _ => (crate::model::spec::Origin::Operator, None),
     };
-    let request = Request::AddElement {
+    let added = ask(&state, |reply| Command::AddElement {
         pool,
         element,
         body,
         origin,
         subject,
+        reply,
+    })
+    .await?;
+    let status = if added.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    match ask(&state, request).await? {
-        Response::Added(added) => {
-            let status = if added.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            Ok((status, Json(added)))
-        }
-        Response::Refused { status, message } => Err(refused(status, message)),
-        other => Err(unexpected(&other)),
-    }
+    Ok((status, Json(added)))
 }
 
 /// Removes an element added at run time (role `operator`), or deregisters the caller's own
@@ -602,17 +443,14 @@ async fn remove_element(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let role = allow(&peer, &[Role::Operator, Role::Element])?;
     let subject = (role == Role::Element).then_some(peer.subject);
-    done(
-        ask(
-            &state,
-            Request::RemoveElement {
-                pool,
-                element,
-                subject,
-            },
-        )
-        .await?,
-    )
+    ask(&state, |reply| Command::RemoveElement {
+        pool,
+        element,
+        subject,
+        reply,
+    })
+    .await
+    .map(|m| message(&m))
 }
 
 /// Requests a redundancy level: N actives. The answer says whether the pool meets it now;
@@ -629,19 +467,10 @@ async fn set_redundancy(
 ) -> Result<Json<LevelAnswer>, ApiError> {
     allow(&peer, &[Role::Sce, Role::Operator])?;
     let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
-    match ask(
-        &state,
-        Request::SetRedundancy {
-            pool,
-            active: body.active,
-        },
-    )
-    .await?
-    {
-        Response::Level(answer) => Ok(Json(answer)),
-        Response::Refused { status, message } => Err(refused(status, message)),
-        other => Err(unexpected(&other)),
-    }
+    let active = body.active;
+    ask(&state, |reply| Command::SetRedundancy { pool, active, reply })
+        .await
+        .map(Json)
 }
 
 /// Ends a drain.
@@ -654,7 +483,9 @@ async fn undrain(
     UrlPath((pool, element)): UrlPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     allow(&peer, &[Role::Operator])?;
-    done(ask(&state, Request::Undrain { pool, element }).await?)
+    ask(&state, |reply| Command::Undrain { pool, element, reply })
+        .await
+        .map(|m| message(&m))
 }
 
 /// Server-Sent Events: state and capacity changes, policy violations (and, for operators,
@@ -748,50 +579,4 @@ async fn openapi_json() -> impl IntoResponse {
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         openapi(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn the_summary_counts_capacity_without_naming_elements() {
-        use crate::model::{
-            failover::Event,
-            testutil::{n_plus_m, pool},
-        };
-        let spec = pool(n_plus_m(2, false), &[("a", 300, 2), ("b", 200, 3), ("c", 100, 1)]);
-        let mut state = PoolState::new(&spec);
-        let at = Duration::ZERO;
-        for _ in 0..spec.health.rise {
-            for e in 0..3 {
-                state
-                    .step(&spec, Event::Probe { element: e, ok: true }, at)
-                    .expect("step");
-            }
-        }
-        let s = summary(&spec, &state);
-        assert_eq!(
-            (
-                s.state,
-                s.capacity.actives,
-                s.capacity.standbys,
-                s.capacity.active_weight
-            ),
-            (PoolHealth::Up, 2, 1, 5)
-        );
-        assert!(s.capacity.redundancy_met);
-        state
-            .step(&spec, Event::LinkDown { element: 0 }, at)
-            .expect("step");
-        let s = summary(&spec, &state);
-        assert_eq!(
-            (s.state, s.capacity.actives, s.capacity.standbys),
-            (PoolHealth::Degraded, 2, 0)
-        );
-        let json = serde_json::to_string(&s).expect("json");
-        assert!(!json.contains("\"a\"") && !json.contains("\"b\""), "{json}");
-    }
 }

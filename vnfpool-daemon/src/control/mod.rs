@@ -1,8 +1,8 @@
 //! The local control socket: `vnfpool status | drain | undrain | reload` talk to the running
 //! daemon over a unix stream socket (default `/run/vnfpool/vnfpool.sock`, mode 0600, so only
 //! root, or the daemon's own user, may use it). One request per connection, one JSON document
-//! per line each way. Handlers only parse and forward a [`Command`] to the controller, which
-//! answers on a oneshot channel.
+//! per line each way. A status is read from the controller's published snapshot; a change is
+//! forwarded as a [`Command`], which the controller answers on a oneshot channel.
 
 use std::{
     os::unix::fs::PermissionsExt as _,
@@ -14,7 +14,13 @@ use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::mpsc,
+};
+
+pub use crate::controller::snapshot::{BudgetStatus, ElementStatus, FailoverStatus, PoolStatus, Status};
+use crate::controller::{
+    commands::{self, Command},
+    snapshot::Views,
 };
 
 /// Longest a client waits for the daemon's answer.
@@ -38,33 +44,6 @@ pub enum Request {
     Undrain { pool: String, element: String },
     /// Re-reads the configuration file and applies the difference.
     Reload,
-    /// Copies the current state into the metrics, for a scrape of `/metrics`.
-    SampleMetrics,
-    /// Every pool as the Service Control Entity sees it (no element identity).
-    Summaries,
-    /// The same, as the JSON array `GET /v1/pools` answers: encoded once and kept until a pool
-    /// changes.
-    SummariesJson,
-    /// Adds `element` to `pool` as `body` (the keys of a file element) says; when it is there
-    /// already with the same origin, the same body and the same registrant, nothing changes
-    /// (idempotent), and a new body replaces the old one. `subject` is the client's for an
-    /// element that registers itself.
-    AddElement {
-        pool: String,
-        element: String,
-        body: serde_json::Value,
-        origin: crate::model::spec::Origin,
-        subject: Option<String>,
-    },
-    /// Removes an element added at run time. `subject`: the caller when it is an element,
-    /// which may remove only itself; `None` for an operator.
-    RemoveElement {
-        pool: String,
-        element: String,
-        subject: Option<String>,
-    },
-    /// The Service Control Entity's redundancy request: `active` actives (N) in `pool`.
-    SetRedundancy { pool: String, active: u32 },
 }
 
 /// What the daemon answers.
@@ -77,94 +56,6 @@ pub enum Response {
     Status(Status),
     /// Refused or failed; nothing changed.
     Error { message: String },
-    /// The pools as the Service Control Entity sees them.
-    Summaries { pools: Vec<crate::api::PoolSummary> },
-    /// [`Request::SummariesJson`]'s answer.
-    SummariesJson { json: String },
-    /// Refused; nothing changed. `status` is the HTTP status that says why: 404 (no such
-    /// pool or element), 403 (not the caller's), 409 (conflicts with the configuration or
-    /// cannot be met), 422 (invalid).
-    Refused { status: u16, message: String },
-    /// An element was added, or was there as asked.
-    Added(crate::api::ElementAdded),
-    /// The answer to a redundancy request.
-    Level(crate::api::LevelAnswer),
-}
-
-/// The daemon's view of its pools, for `vnfpool status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Status {
-    pub pools: Vec<PoolStatus>,
-    /// Heartbeats of self-registered elements, when the API is configured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heartbeats: Option<crate::heartbeat::Counters>,
-}
-
-/// One pool.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PoolStatus {
-    pub name: String,
-    pub vip: String,
-    pub ports: Vec<u16>,
-    pub protocol: String,
-    pub model: String,
-    /// Generation of the live data-plane mapping.
-    pub generation: u32,
-    pub packets: u64,
-    pub bytes: u64,
-    pub elements: Vec<ElementStatus>,
-    /// Most recent failovers, newest last.
-    pub failovers: Vec<FailoverStatus>,
-    /// Detection budget and the worst-case detection of the health settings, if a budget is set.
-    pub budget: Option<BudgetStatus>,
-    /// Policy violations raised since the daemon started (a backup sharing a risk with its active).
-    #[serde(default)]
-    pub policy_violations: u64,
-}
-
-/// One element.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ElementStatus {
-    pub name: String,
-    pub address: String,
-    /// `active`, `standby`, `draining` or `out`.
-    pub role: String,
-    /// `up`, `down` or `unknown`.
-    pub health: String,
-    pub packets: u64,
-    pub bytes: u64,
-    /// For an active: its backup and why it was chosen (`e3: no shared risk, site cost 2`).
-    #[serde(default)]
-    pub backup: Option<String>,
-    /// For an active: its backup shares a risk with it.
-    #[serde(default)]
-    pub policy_violation: bool,
-}
-
-/// One failover.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FailoverStatus {
-    pub element: String,
-    pub reason: String,
-    pub detection: Duration,
-    pub switch: Duration,
-    /// Seconds since the Unix epoch.
-    pub at_unix: f64,
-}
-
-/// A pool's budget beside what it achieves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BudgetStatus {
-    pub detect: Duration,
-    pub switch: Duration,
-    pub worst_detection: Duration,
-}
-
-/// A request on its way to the controller, with where to send the answer.
-#[derive(Debug)]
-pub struct Command {
-    pub request: Request,
-    pub reply: oneshot::Sender<Response>,
 }
 
 /// Errors of the control socket.
@@ -207,48 +98,66 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Serves connections until the controller's channel closes.
-pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>) {
+/// Serves connections until the process ends.
+pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>, views: Views) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket: accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
-        let commands = commands.clone();
+        let (commands, views) = (commands.clone(), views.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, commands).await {
+            if let Err(e) = handle(stream, commands, views).await {
                 tracing::debug!(error = %e, "control connection");
             }
         });
     }
 }
 
-async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>, views: Views) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let n = BufReader::new(read.take(MAX_REQUEST as u64))
         .read_line(&mut line)
         .await?;
-    let response = match serde_json::from_str::<Request>(&line[..n]) {
-        Err(e) => Response::Error {
-            message: format!("malformed request: {e}"),
-        },
-        Ok(request) => {
-            let (reply, answer) = oneshot::channel();
-            if commands.send(Command { request, reply }).await.is_err() {
-                Response::Error {
-                    message: "the daemon is shutting down".to_owned(),
-                }
-            } else {
-                answer.await.unwrap_or(Response::Error {
-                    message: "the daemon is shutting down".to_owned(),
-                })
-            }
+    let answer = match serde_json::from_str::<Request>(&line[..n]) {
+        Err(e) => Err(format!("malformed request: {e}")),
+        Ok(Request::Status) => Ok(Response::Status(
+            tokio::task::spawn_blocking(move || views.status())
+                .await
+                .map_err(std::io::Error::other)?,
+        )),
+        Ok(Request::Drain {
+            pool,
+            element,
+            deadline,
+        }) => ok(commands::ask(&commands, |reply| Command::Drain {
+            pool,
+            element,
+            deadline,
+            reply,
+        })
+        .await),
+        Ok(Request::Undrain { pool, element }) => {
+            ok(commands::ask(&commands, |reply| Command::Undrain { pool, element, reply }).await)
         }
+        Ok(Request::Reload) => ok(commands::ask(&commands, |reply| Command::Reload { reply }).await),
     };
+    let response = answer.unwrap_or_else(|message| Response::Error { message });
     let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
     out.push(b'\n');
     write.write_all(&out).await?;
     write.shutdown().await
+}
+
+fn ok(answer: Result<String, commands::Refusal>) -> Result<Response, String> {
+    answer
+        .map(|message| Response::Ok { message })
+        .map_err(|why| why.to_string())
 }
 
 /// Sends `request` to the daemon at `path` and waits for its answer.
@@ -285,7 +194,19 @@ pub async fn request(path: &Path, request: &Request) -> Result<Response, Control
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::{controller::snapshot::Snapshot, dataplane::recording::RecordingDataplane};
+
+    fn views() -> Views {
+        let (_, snapshot) = tokio::sync::watch::channel(Arc::new(Snapshot::default()));
+        Views {
+            snapshot,
+            reader: Arc::new(RecordingDataplane::new()),
+            heartbeats: None,
+        }
+    }
 
     #[tokio::test]
     async fn a_request_reaches_the_controller_and_its_answer_the_client() {
@@ -295,22 +216,22 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("socket").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let (tx, mut rx) = mpsc::channel(1);
-        let server = tokio::spawn(serve(listener, tx));
+        let server = tokio::spawn(serve(listener, tx, views()));
         let controller = tokio::spawn(async move {
-            let cmd = rx.recv().await.expect("a command");
+            let Some(Command::Drain {
+                pool,
+                element,
+                deadline,
+                reply,
+            }) = rx.recv().await
+            else {
+                panic!("a drain command");
+            };
             assert_eq!(
-                cmd.request,
-                Request::Drain {
-                    pool: "web".into(),
-                    element: "e2".into(),
-                    deadline: Some(Duration::from_secs(30))
-                }
+                (pool.as_str(), element.as_str(), deadline),
+                ("web", "e2", Some(Duration::from_secs(30)))
             );
-            cmd.reply
-                .send(Response::Ok {
-                    message: "draining".into(),
-                })
-                .expect("client waiting");
+            reply.send(Ok("draining".into())).expect("client waiting");
         });
         let request = Request::Drain {
             pool: "web".into(),
@@ -335,7 +256,7 @@ mod tests {
         let path = dir.join("vnfpool.sock");
         let listener = bind(&path).expect("bind");
         let (tx, _rx) = mpsc::channel(1);
-        let server = tokio::spawn(serve(listener, tx));
+        let server = tokio::spawn(serve(listener, tx, views()));
         let mut stream = UnixStream::connect(&path).await.expect("connect");
         stream
             .write_all(b"{\"request\":\"explode\"}\n")

@@ -26,6 +26,16 @@ use std::{
 use tokio::time::{self, Instant};
 
 pub use self::schedule::{ProbeReport, ProbeTarget, spawn_probers};
+
+/// One incarnation of an element: its pool's and its own data-plane index, and the generation
+/// the controller gave its configuration. A probe report about another generation (an element
+/// that a reload removed or changed) is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ElementRef {
+    pub pool: u32,
+    pub slot: u32,
+    pub generation: u64,
+}
 use crate::model::spec::CheckSpec;
 
 /// The result of one probe.

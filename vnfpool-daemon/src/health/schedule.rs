@@ -35,8 +35,8 @@ use tokio::{
     time::{self, Instant, MissedTickBehavior},
 };
 
-use super::{Outcome, ProbeError, check, error_chain};
-use crate::model::spec::{CheckSpec, ElementSpec, HealthSpec, PoolSpec};
+use super::{ElementRef, Outcome, ProbeError, check, error_chain};
+use crate::model::spec::{CheckSpec, ElementSpec, HealthSpec};
 
 /// `tokio::time::interval` panics on a zero period; config validation already requires 1 ms.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
@@ -48,10 +48,8 @@ pub const MIN_LATE: Duration = Duration::from_millis(2);
 /// What to probe, for one element.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeTarget {
-    /// Index of the pool in `Spec::pools`.
-    pub pool: usize,
-    /// Index of the element in its pool's `elements`.
-    pub element: usize,
+    /// Which element, in which incarnation: reports carry it back.
+    pub element: ElementRef,
     pub name: String,
     pub address: IpAddr,
     pub check: CheckSpec,
@@ -61,9 +59,8 @@ pub struct ProbeTarget {
 
 impl ProbeTarget {
     #[must_use]
-    pub fn new(pool: usize, element: usize, health: &HealthSpec, spec: &ElementSpec) -> Self {
+    pub fn new(element: ElementRef, health: &HealthSpec, spec: &ElementSpec) -> Self {
         Self {
-            pool,
             element,
             name: spec.name.clone(),
             address: spec.address,
@@ -72,30 +69,12 @@ impl ProbeTarget {
             timeout: health.timeout,
         }
     }
-
-    /// One target per element of every pool, indexed as in `pools`.
-    #[must_use]
-    pub fn for_pools(pools: &[PoolSpec]) -> Vec<Self> {
-        pools
-            .iter()
-            .enumerate()
-            .flat_map(|(pool, spec)| {
-                // Heartbeats, not probes, judge a self-registered element.
-                spec.elements
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, element_spec)| !element_spec.origin.is_agent())
-                    .map(move |(element, element_spec)| Self::new(pool, element, &spec.health, element_spec))
-            })
-            .collect()
-    }
 }
 
 /// One probe's outcome, or one overrun tick's failure (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeReport {
-    pub pool: usize,
-    pub element: usize,
+    pub element: ElementRef,
     pub outcome: Outcome,
     /// When the probe started (for an overrun, the tick that found the previous one running).
     pub at: Instant,
@@ -216,7 +195,6 @@ async fn run(
             }
         };
         let report = ProbeReport {
-            pool: target.pool,
             element: target.element,
             outcome,
             at,
@@ -259,8 +237,11 @@ mod tests {
 
     fn target(interval: Duration, timeout: Duration, check: CheckSpec) -> ProbeTarget {
         ProbeTarget {
-            pool: 3,
-            element: 7,
+            element: ElementRef {
+                pool: 3,
+                slot: 7,
+                generation: 1,
+            },
             name: "e7".to_owned(),
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             check,
@@ -308,7 +289,7 @@ mod tests {
             let mut reports = Vec::new();
             for _ in 0..n {
                 let report = self.rx.recv().await.expect("a report");
-                assert_eq!((report.pool, report.element), (3, 7));
+                assert_eq!((report.element.pool, report.element.slot), (3, 7));
                 reports.push((
                     (report.at - self.start).as_millis(),
                     report.outcome.ok,
@@ -526,66 +507,6 @@ mod tests {
             .await
             .expect("stops")
             .expect("no panic");
-    }
-
-    #[tokio::test(flavor = "current_thread", start_paused = true)]
-    async fn targets_come_from_the_pools() {
-        let health = HealthSpec {
-            check: CheckSpec::Tcp { port: 80 },
-            interval: 10 * MS,
-            timeout: 5 * MS,
-            rise: 2,
-            fall: 3,
-        };
-        let element = |name: &str, last: u8| ElementSpec {
-            name: name.to_owned(),
-            address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
-            priority: 100,
-            weight: 1,
-            failure_domains: std::collections::BTreeMap::new(),
-            srlg: Vec::new(),
-            site: None,
-            mac: None,
-            interface: None,
-            origin: crate::model::spec::Origin::File,
-        };
-        let pool = |elements| PoolSpec {
-            name: "p".to_owned(),
-            vip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-            ports: vec![80],
-            protocol: crate::model::spec::Protocol::Tcp,
-            redundancy: crate::model::spec::RedundancySpec::ActiveActive,
-            health: health.clone(),
-            elements,
-            ring_size: 65537,
-            budget: None,
-            placement: std::sync::Arc::default(),
-            heartbeat: crate::model::spec::HeartbeatSpec::DEFAULT,
-        };
-        let pools = [
-            pool(vec![element("a", 1)]),
-            pool(vec![element("b", 2), element("c", 3)]),
-        ];
-
-        let targets = ProbeTarget::for_pools(&pools);
-
-        let keys: Vec<_> = targets
-            .iter()
-            .map(|t| (t.pool, t.element, t.name.as_str(), t.address))
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                (0, 0, "a", IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
-                (1, 0, "b", IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))),
-                (1, 1, "c", IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3))),
-            ]
-        );
-        assert!(
-            targets
-                .iter()
-                .all(|t| t.check == health.check && t.interval == health.interval)
-        );
     }
 
     /// Real sockets and real time: a TCP server probed every 10 ms for about 200 ms, then

@@ -354,11 +354,7 @@ pub enum Liveness {
     Failed { silent_since: Now },
 }
 
-/// How long an element may stay silent: `misses` heartbeat intervals (0 acts as 1).
-#[must_use]
-pub fn miss_limit(interval: Duration, misses: u32) -> Duration {
-    interval.saturating_mul(misses.max(1))
-}
+pub use crate::model::spec::miss_limit;
 
 /// A registration as persisted with the pool state: the id, the key (as hex) and the last
 /// accepted sequence number, so that a heartbeat captured before a restart is not accepted

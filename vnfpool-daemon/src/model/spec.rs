@@ -158,10 +158,10 @@ impl HeartbeatSpec {
     };
 
     /// How long an element may stay silent: `interval × misses` (see
-    /// [`crate::heartbeat::miss_limit`]).
+    /// [`miss_limit`]).
     #[must_use]
     pub fn miss_limit(&self) -> Duration {
-        crate::heartbeat::miss_limit(self.interval, self.misses)
+        miss_limit(self.interval, self.misses)
     }
 }
 
@@ -272,4 +272,11 @@ pub struct Budget {
     pub detect: Duration,
     /// Most time from a decision to the data plane switched.
     pub switch: Duration,
+}
+
+/// How long an element sending a heartbeat every `interval` may stay silent: `misses` (at
+/// least one) intervals.
+#[must_use]
+pub fn miss_limit(interval: Duration, misses: u32) -> Duration {
+    interval.saturating_mul(misses.max(1))
 }

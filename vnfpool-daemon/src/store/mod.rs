@@ -91,6 +91,14 @@ impl Store {
     /// # Errors
     /// When any step fails; the previous document is then still in place.
     pub fn save<T: Serialize>(&self, state: &T) -> Result<(), StoreError> {
+        self.save_bytes(&encode(state))
+    }
+
+    /// Replaces the saved state with `bytes` (made by [`encode`]), crash-safely.
+    ///
+    /// # Errors
+    /// When any step fails; the previous document is then still in place.
+    pub fn save_bytes(&self, bytes: &[u8]) -> Result<(), StoreError> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.path();
         let tmp = self.dir.join(format!(".{STATE_FILE}.tmp"));
@@ -99,7 +107,6 @@ impl Store {
             what,
             source,
         };
-        let bytes = serde_json::to_vec_pretty(state).expect("pool state serializes");
         // The document holds the heartbeat keys of registered elements: owner only.
         let mut f = OpenOptions::new()
             .write(true)
@@ -108,7 +115,7 @@ impl Store {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io("creating", e))?;
-        f.write_all(&bytes).map_err(|e| io("writing", e))?;
+        f.write_all(bytes).map_err(|e| io("writing", e))?;
         f.sync_all().map_err(|e| io("flushing", e))?;
         drop(f);
         fs::rename(&tmp, &path).map_err(|source| StoreError::Io {
@@ -124,6 +131,12 @@ impl Store {
                 source,
             })
     }
+}
+
+/// The document [`Store::save_bytes`] writes for `state`.
+#[must_use]
+pub fn encode<T: Serialize>(state: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(state).expect("pool state serializes")
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The API's event stream: what changed in the pools, with increasing ids, kept for a bounded
+//! The event stream of the controller, served by the API at `/v1/events`: what changed in the pools, with increasing ids, kept for a bounded
 //! window so that a client that reconnects with `Last-Event-ID` receives what it missed.
 //!
 //! Every event has two renderings: the Service Control Entity's, which never names an element,
@@ -12,7 +12,7 @@ use std::{
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::{PoolSummary, Role};
+use crate::{controller::snapshot::PoolSummary, model::spec::ApiRole as Role};
 
 /// Events kept for clients that reconnect.
 pub const WINDOW: usize = 4096;

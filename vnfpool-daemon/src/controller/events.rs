@@ -1,0 +1,479 @@
+//! Inputs that decide (probe reports, link events, heartbeats, timers) and the effects of the
+//! decisions: map writes, failover records, policy violations, state saves, snapshots.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+use vnfpool_common::{
+    addr,
+    element::Element,
+    vip::{PROTO_TCP, PROTO_UDP},
+};
+
+use super::{
+    Controller,
+    persist::Persisted,
+    reconcile::Switched,
+    snapshot::{FailoverStatus, PoolView, Snapshot, pool_status, summary},
+};
+use crate::{
+    dataplane::{self, Applied, Dataplane, DataplaneError, PoolPlan, Vip},
+    health::{ElementRef, ProbeReport, ProbeTarget, link::LinkEvent},
+    heartbeat::{Liveness, udp::HeartbeatEvent},
+    model::{
+        failover::{Effect, Event},
+        health::{Health, Now},
+        plan::{self, Mapping, PlanError},
+        roles::Role,
+        spec::Protocol,
+    },
+    store,
+};
+
+/// Failovers kept per pool for `vnfpool status`.
+const STATUS_HISTORY: usize = 16;
+
+/// Why a mapping was not written.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RemapError {
+    #[error("planning the mapping")]
+    Plan(#[from] PlanError),
+    #[error("data plane")]
+    Dataplane(#[from] DataplaneError),
+}
+
+impl<D: Dataplane> Controller<D> {
+    /// An accepted heartbeat: a silent or new element is up at once; its silence will be
+    /// judged one miss limit after its last heartbeat.
+    pub(super) fn heartbeat(&mut self, event: HeartbeatEvent) {
+        let Some(&(p, e)) = self.agents.get(&event.id) else {
+            return;
+        };
+        let miss = self.pools[p].spec.heartbeat.miss_limit();
+        self.misses
+            .watch(event.id, event.received + miss + Duration::from_micros(1));
+        if self.pools[p].state.elements()[e].health() != Health::Up {
+            self.step(p, Event::Heartbeat { element: e }, self.now());
+        }
+    }
+
+    /// Judges the self-registered elements whose miss limit may have passed.
+    fn judge_silence(&mut self, now: Now) {
+        for id in self.misses.due(now) {
+            let Some(&(p, e)) = self.agents.get(&id) else {
+                continue;
+            };
+            let miss = self.pools[p].spec.heartbeat.miss_limit();
+            let liveness = self
+                .verifier
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .liveness(id, miss, now);
+            match liveness {
+                Some(Liveness::Live { last }) => {
+                    self.misses.watch(id, last + miss + Duration::from_micros(1));
+                }
+                Some(Liveness::Pending) => self.misses.watch(id, now + miss),
+                Some(Liveness::Failed { silent_since })
+                    if self.pools[p].state.elements()[e].health() != Health::Down =>
+                {
+                    self.step(
+                        p,
+                        Event::HeartbeatMissed {
+                            element: e,
+                            silent_since,
+                        },
+                        now,
+                    );
+                }
+                None | Some(Liveness::Failed { .. }) => {}
+            }
+        }
+    }
+
+    /// Follows the running pools' self-registered elements: their positions, and a judgement
+    /// of the silence of each one not yet watched a miss limit from `now`. A judgement already
+    /// queued stays (a registration must not postpone the failure of another element); one of
+    /// an element that left finds no position and is dropped when due.
+    pub(super) fn sync_agents(&mut self, now: Now) {
+        self.agents.clear();
+        for (pool, added) in &self.added.pools {
+            let Some(p) = self.pools.iter().position(|p| &p.spec.name == pool) else {
+                continue;
+            };
+            let spec = &self.pools[p].spec;
+            for a in &added.elements {
+                let (Some(agent), Some(e)) = (&a.agent, spec.elements.iter().position(|e| e.name == a.name))
+                else {
+                    continue;
+                };
+                if spec.elements[e].origin.is_agent() {
+                    self.agents.insert(agent.id, (p, e));
+                    self.misses.watch(agent.id, now + spec.heartbeat.miss_limit());
+                }
+            }
+        }
+    }
+
+    /// What the probers probe: every element of every pool but the self-registered ones
+    /// (heartbeats judge those), each with its incarnation.
+    pub(super) fn probe_targets(&self) -> Vec<ProbeTarget> {
+        self.pools
+            .iter()
+            .flat_map(|pool| {
+                pool.spec
+                    .elements
+                    .iter()
+                    .zip(pool.slots.iter().zip(&pool.generations))
+                    .filter(|(e, _)| !e.origin.is_agent())
+                    .map(|(e, (&slot, &generation))| {
+                        let element = ElementRef {
+                            pool: pool.index,
+                            slot,
+                            generation,
+                        };
+                        ProbeTarget::new(element, &pool.spec.health, e)
+                    })
+            })
+            .collect()
+    }
+
+    /// The pool and element positions of `element`, if it is still that incarnation.
+    fn locate(&self, element: ElementRef) -> Option<(usize, usize)> {
+        let &p = self.by_index.get(&element.pool)?;
+        let pool = &self.pools[p];
+        let e = pool.slots.iter().position(|&s| s == element.slot)?;
+        (pool.generations[e] == element.generation).then_some((p, e))
+    }
+
+    pub(super) fn probe(&mut self, report: &ProbeReport) {
+        let Some((p, e)) = self.locate(report.element) else {
+            // Probed before a reload removed or changed the element.
+            return;
+        };
+        let spec = &self.pools[p].spec;
+        self.metrics.probe(
+            &spec.name,
+            &spec.elements[e].name,
+            report.outcome.ok,
+            report.outcome.latency,
+        );
+        self.step(
+            p,
+            Event::Probe {
+                element: e,
+                ok: report.outcome.ok,
+            },
+            self.now(),
+        );
+    }
+
+    pub(super) fn link_event(&mut self, event: &LinkEvent) {
+        let now = self.now();
+        let hits: Vec<(usize, usize)> = self
+            .pools
+            .iter()
+            .enumerate()
+            .flat_map(|(p, pool)| {
+                pool.resolved
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.ifindex == event.ifindex)
+                    .map(move |(e, _)| (p, e))
+            })
+            .collect();
+        for (p, e) in hits {
+            let ev = if event.up {
+                Event::LinkUp { element: e }
+            } else {
+                Event::LinkDown { element: e }
+            };
+            info!(interface = %event.name, up = event.up, pool = %self.pools[p].spec.name, "link change");
+            self.step(p, ev, now);
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.pools
+            .iter()
+            .filter_map(|p| {
+                if p.live {
+                    p.state.next_deadline()
+                } else {
+                    Some(p.live_after)
+                }
+            })
+            .chain(self.misses.next())
+            .min()
+            .map(|d| self.epoch + d)
+    }
+
+    pub(super) fn tick(&mut self) {
+        let now = self.now();
+        self.judge_silence(now);
+        for p in 0..self.pools.len() {
+            if !self.pools[p].live {
+                if now >= self.pools[p].live_after {
+                    self.go_live(p, now);
+                }
+            } else if self.pools[p].state.next_deadline().is_some_and(|d| d <= now) {
+                self.step(p, Event::Tick, now);
+            }
+        }
+    }
+
+    /// The pool's first mapping: from now on its elements carry flows. Taken once every
+    /// element's health is decided, or when the first round is over (undecided elements are
+    /// not used until they rise).
+    fn go_live(&mut self, p: usize, now: Now) {
+        self.dirty = true;
+        self.pools[p].state.mark_carrying();
+        if self.write_first(p, now) {
+            let pool = &self.pools[p];
+            let active: Vec<&str> = pool
+                .state
+                .elements()
+                .iter()
+                .filter(|e| e.role() == Role::Active)
+                .map(crate::model::failover::ElementState::name)
+                .collect();
+            info!(pool = %pool.spec.name, ?active, "pool live");
+            self.check_ready();
+        }
+        self.save();
+    }
+
+    /// Writes the pool's mapping and VIPs; whether it is live now.
+    pub(super) fn write_first(&mut self, p: usize, now: Now) -> bool {
+        match self.remap(p, now) {
+            Ok(_) => true,
+            Err(e) => {
+                error!(pool = %self.pools[p].spec.name, error = %e, "first mapping not written; retrying on the next event");
+                false
+            }
+        }
+    }
+
+    /// One decision and its effects. Errors are logged: a failed write keeps the last good
+    /// mapping in the data plane (fail static), and the next event retries.
+    pub(super) fn step(&mut self, p: usize, event: Event, now: Now) {
+        let decided = Instant::now();
+        let pool = &mut self.pools[p];
+        let effects = match pool.state.step(&pool.spec, event, now) {
+            Ok(effects) => effects,
+            Err(e) => {
+                error!(error = %e, "decision refused");
+                return;
+            }
+        };
+        // A step without effects changed no role or health: nothing for readers.
+        let changed = !effects.is_empty();
+        if changed {
+            self.dirty = true;
+        }
+        if !self.pools[p].live {
+            // Before the first mapping: decisions accumulate; the pool goes live once settled.
+            if self.pools[p].state.is_settled() {
+                self.go_live(p, now);
+            }
+            return;
+        }
+        let mut switch = None;
+        let mut persist = false;
+        for effect in effects {
+            match effect {
+                Effect::Remap => match self.remap(p, now) {
+                    Ok(_) => switch = Some(decided.elapsed()),
+                    Err(e) => {
+                        error!(pool = %self.pools[p].spec.name, error = %e, "mapping not written; the previous one stays");
+                    }
+                },
+                Effect::Record(record) => {
+                    let switch = switch.unwrap_or_default();
+                    info!(
+                        pool = %record.pool,
+                        element = %record.element,
+                        reason = ?record.reason,
+                        from = ?record.from,
+                        to = ?record.to,
+                        replaced_by = ?record.replaced_by,
+                        detection_ms = record.detection.as_secs_f64() * 1e3,
+                        switch_us = switch.as_secs_f64() * 1e6,
+                        "failover"
+                    );
+                    self.metrics
+                        .failover(&record.pool, record.reason.name(), record.detection, switch);
+                    self.events.failover(&serde_json::json!({
+                        "pool": record.pool,
+                        "element": record.element,
+                        "reason": record.reason.name(),
+                        "replaced_by": record.replaced_by,
+                        "detection_ms": record.detection.as_secs_f64() * 1e3,
+                        "switch_us": switch.as_secs_f64() * 1e6,
+                    }));
+                    let pool = &mut self.pools[p];
+                    pool.recent.push_back(Switched {
+                        record,
+                        switch,
+                        at: SystemTime::now(),
+                    });
+                    while pool.recent.len() > STATUS_HISTORY {
+                        pool.recent.pop_front();
+                    }
+                }
+                Effect::PolicyViolation(b) => {
+                    let pool = &mut self.pools[p];
+                    pool.violations += 1;
+                    self.metrics.violation(&pool.spec.name);
+                    self.events.policy_violation(
+                        &pool.spec.name,
+                        &b.active,
+                        b.backup.as_deref().unwrap_or_default(),
+                        &b.risk.shared,
+                    );
+                    warn!(pool = %pool.spec.name, active = %b.active, backup = %b.explain(), "policy_violation: the backup shares a risk with its active");
+                }
+                Effect::Persist => persist = true,
+            }
+        }
+        if persist {
+            self.save();
+        }
+        if changed {
+            let pool = &self.pools[p];
+            self.events.pool(&summary(&pool.spec, &pool.state));
+        }
+    }
+
+    /// The pool's whole data-plane state as one value.
+    pub(super) fn pool_plan(&self, p: usize) -> Result<PoolPlan, PlanError> {
+        let pool = &self.pools[p];
+        let mapping = to_dataplane(plan::plan(&pool.spec, &pool.state, &pool.resolved)?, &pool.slots);
+        let addr = addr::from_ip(pool.spec.vip);
+        let proto = match pool.spec.protocol {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        };
+        Ok(PoolPlan {
+            pool: pool.index,
+            vips: pool
+                .spec
+                .ports
+                .iter()
+                .map(|&port| Vip { addr, port, proto })
+                .collect(),
+            mapping,
+            tx_ports: pool
+                .resolved
+                .iter()
+                .map(|r| r.ifindex)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    /// Writes the pool's mapping and VIPs; the pool is live from then on.
+    pub(super) fn remap(&mut self, p: usize, _now: Now) -> Result<Applied, RemapError> {
+        let plan = self.pool_plan(p)?;
+        let applied = self.dp.apply_pool(&plan)?;
+        let pool = &mut self.pools[p];
+        pool.live = true;
+        info!(
+            pool = %pool.spec.name,
+            generation = applied.generation,
+            prepare_us = applied.prepare.as_secs_f64() * 1e6,
+            switch_us = applied.switch.as_secs_f64() * 1e6,
+            "mapping switched"
+        );
+        Ok(applied)
+    }
+
+    /// Queues the state for the writer (see [`super::persist`]).
+    pub(super) fn save(&self) {
+        let mut added = self.added.clone();
+        {
+            // Each registration's last accepted sequence number as of now.
+            let verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
+            for e in added.pools.values_mut().flat_map(|p| &mut p.elements) {
+                if let Some(agent) = &mut e.agent
+                    && let Some(seq) = verifier.last_seq(agent.id)
+                {
+                    agent.last_seq = Some(seq);
+                }
+            }
+        }
+        self.saver
+            .save(store::encode(&Persisted::of(&self.pools, added, self.now())));
+    }
+
+    /// Ready once every pool is live (its mapping is in the data plane after the first round
+    /// of health checks, or was adopted): `/ready` answers 200 from then on.
+    pub(super) fn check_ready(&mut self) {
+        if !self.readiness.is_ready() && self.pools.iter().all(|p| p.live) {
+            self.readiness.set();
+            self.dirty = true;
+            info!(pools = self.pools.len(), "ready: every pool is live");
+            crate::systemd::notify_ready(&format!("{} pools live", self.pools.len()));
+        }
+    }
+
+    /// Publishes what readers see now.
+    pub(super) fn publish(&mut self) {
+        self.dirty = false;
+        let pools: Vec<PoolView> = self
+            .pools
+            .iter()
+            .map(|p| PoolView {
+                index: p.index,
+                slots: p.slots.clone(),
+                weights: p.spec.elements.iter().map(|e| e.weight).collect(),
+                status: pool_status(
+                    &p.spec,
+                    &p.state,
+                    p.recent
+                        .iter()
+                        .map(|s| FailoverStatus {
+                            element: s.record.element.clone(),
+                            reason: format!("{:?}", s.record.reason),
+                            detection: s.record.detection,
+                            switch: s.switch,
+                            at_unix: s.at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64(),
+                        })
+                        .collect(),
+                    p.violations,
+                ),
+            })
+            .collect();
+        let summaries: Vec<_> = self.pools.iter().map(|p| summary(&p.spec, &p.state)).collect();
+        let summaries_json: Arc<str> = serde_json::to_string(&summaries)
+            .expect("summaries serialize")
+            .into();
+        self.snapshot.send_replace(Arc::new(Snapshot {
+            pools,
+            summaries,
+            summaries_json,
+            ready: self.readiness.is_ready(),
+        }));
+    }
+}
+
+/// The plan's mapping (indexed by position in the pool) in data-plane element indices.
+fn to_dataplane(m: Mapping, slots: &[u32]) -> dataplane::Mapping {
+    let len = slots.iter().max().map_or(0, |&m| m as usize + 1);
+    let mut elements = vec![Element::default(); len];
+    for (e, &slot) in m.elements.into_iter().zip(slots) {
+        elements[slot as usize] = e;
+    }
+    let ring = m
+        .ring
+        .into_iter()
+        .map(|pos| slots[usize::from(pos)] as u16)
+        .collect();
+    dataplane::Mapping { ring, elements }
+}

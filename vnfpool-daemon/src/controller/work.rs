@@ -1,0 +1,197 @@
+//! The controller's slow work, done off its loop: address resolution, reading the
+//! configuration file, starting probers, and writing the state file. Each runs in a task of its
+//! own whose result comes back to the loop as an input; the resolver and the probers are traits
+//! so that the controller's tests replace them.
+
+use std::{
+    future::Future,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+};
+
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::error;
+
+use crate::{
+    config,
+    health::{ProbeReport, ProbeTarget, spawn_probers},
+    model::{plan::Resolved, spec::Spec},
+    resolve::{self, ResolveError},
+    store::Store,
+};
+
+/// A boxed future, for the traits below.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Finds where packets for an element go (egress interface, MACs).
+pub trait Resolver: Send + Sync + 'static {
+    fn resolve(
+        &self,
+        address: IpAddr,
+        interface: Option<String>,
+        mac: Option<[u8; 6]>,
+    ) -> BoxFuture<Result<Resolved, ResolveError>>;
+}
+
+/// The host's routing and neighbour tables (netlink; up to 1 s for an address that does not
+/// answer ARP or neighbour discovery).
+pub struct NetResolver;
+
+impl Resolver for NetResolver {
+    fn resolve(
+        &self,
+        address: IpAddr,
+        interface: Option<String>,
+        mac: Option<[u8; 6]>,
+    ) -> BoxFuture<Result<Resolved, ResolveError>> {
+        Box::pin(async move {
+            let r = resolve::resolve(address, interface.as_deref(), mac).await?;
+            Ok(Resolved {
+                ifindex: r.ifindex,
+                dst_mac: r.dst_mac,
+                src_mac: r.src_mac,
+            })
+        })
+    }
+}
+
+/// An element that cannot be reached the way L2 direct server return needs.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{at}pool {pool}, element {element} ({address}): {source}; expected an element on a directly connected network"
+)]
+pub struct ResolveFailure {
+    /// `file:line:column: ` of the element's address, when known.
+    pub at: String,
+    pub pool: String,
+    pub element: String,
+    pub address: IpAddr,
+    #[source]
+    pub source: Box<ResolveError>,
+}
+
+/// Resolves the elements of `spec` that `known` lacks, all at once. The configuration file is
+/// read only when there is an error to place.
+pub async fn resolve_missing(
+    resolver: Arc<dyn Resolver>,
+    spec: Arc<Spec>,
+    known: Vec<Vec<Option<Resolved>>>,
+    config_path: PathBuf,
+) -> Result<Vec<Vec<Resolved>>, ResolveFailure> {
+    let mut jobs = Vec::new();
+    for (p, (pool, known)) in spec.pools.iter().zip(&known).enumerate() {
+        for (e, (element, known)) in pool.elements.iter().zip(known).enumerate() {
+            if known.is_none() {
+                let r = resolver.resolve(element.address, element.interface.clone(), element.mac);
+                jobs.push(async move { (p, e, r.await) });
+            }
+        }
+    }
+    let mut all: Vec<Vec<Resolved>> = known
+        .iter()
+        .map(|pool| pool.iter().map(|r| r.unwrap_or_default()).collect())
+        .collect();
+    for (p, e, result) in futures_util::future::join_all(jobs).await {
+        match result {
+            Ok(r) => all[p][e] = r,
+            Err(source) => {
+                let (pool, element) = (&spec.pools[p], &spec.pools[p].elements[e]);
+                return Err(ResolveFailure {
+                    at: std::fs::read_to_string(&config_path)
+                        .ok()
+                        .and_then(|text| config::element_address_position(&text, &pool.name, &element.name))
+                        .map(|at| format!("{}:{at}: ", config_path.display()))
+                        .unwrap_or_default(),
+                    pool: pool.name.clone(),
+                    element: element.name.clone(),
+                    address: element.address,
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Reads and checks the configuration file on a blocking thread.
+pub async fn load_config(path: &Path) -> Result<Spec, String> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || config::load(&path).map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|e| Err(format!("reading the configuration: {e}")))
+}
+
+/// Starts the probers of a probe set, replacing the previous ones.
+pub trait Probers: Send + 'static {
+    fn start(&mut self, targets: Vec<ProbeTarget>);
+}
+
+/// One task per element (see `health::schedule`), reporting on a channel.
+pub struct TaskProbers {
+    stop: watch::Sender<bool>,
+    reports: mpsc::Sender<ProbeReport>,
+}
+
+impl TaskProbers {
+    #[must_use]
+    pub fn new(reports: mpsc::Sender<ProbeReport>) -> Self {
+        Self {
+            stop: watch::channel(false).0,
+            reports,
+        }
+    }
+}
+
+impl Probers for TaskProbers {
+    fn start(&mut self, targets: Vec<ProbeTarget>) {
+        let (stop, stopped) = watch::channel(false);
+        let _ = std::mem::replace(&mut self.stop, stop).send(true);
+        // The tasks run until told to stop; their handles are not needed.
+        drop(spawn_probers(targets, self.reports.clone(), stopped));
+    }
+}
+
+impl Drop for TaskProbers {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Hands state documents to a writer task: the controller encodes (microseconds) and goes on;
+/// the task writes, syncs and renames (milliseconds). Saves made while one is written coalesce
+/// into the newest.
+pub struct Saver(watch::Sender<Option<Arc<Vec<u8>>>>);
+
+impl Saver {
+    /// A saver and its writer task, which ends after writing the last document once the saver
+    /// is dropped.
+    #[must_use]
+    pub fn spawn(store: Store) -> (Self, JoinHandle<()>) {
+        let (tx, mut rx) = watch::channel::<Option<Arc<Vec<u8>>>>(None);
+        let writer = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(bytes) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                let store = store.clone();
+                let written = tokio::task::spawn_blocking(move || store.save_bytes(&bytes)).await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => error!(error = %e, "pool state not saved"),
+                    Err(e) => error!(error = %e, "pool state writer failed"),
+                }
+            }
+        });
+        (Self(tx), writer)
+    }
+
+    /// Queues `document` to be written.
+    pub fn save(&self, document: Vec<u8>) {
+        self.0.send_replace(Some(Arc::new(document)));
+    }
+}
