@@ -1,11 +1,13 @@
-//! Commands. Drains take effect at once; configuration changes (reload, elements added and
-//! removed, redundancy levels) are taken one at a time: checked against the running state,
-//! resolved in a task, reconciled into a plan and carried out when the resolution comes back.
-//! Meanwhile the loop goes on deciding failovers.
+//! Commands. Drains take effect at once. A configuration change (reload, element added or
+//! removed, redundancy level) is checked against the running state; when it names addresses
+//! that are not resolved yet, a task resolves them and the change comes back as an input, is
+//! checked again against the state of that moment (other changes may have been carried out
+//! meanwhile) and is carried out: reconciled into a plan and applied. Changes do not wait for
+//! each other's resolutions, and the loop goes on deciding failovers throughout.
 
 use std::{
-    path::PathBuf,
     sync::{Arc, PoisonError},
+    time::Duration,
 };
 
 use tracing::{error, info, warn};
@@ -15,7 +17,7 @@ use super::{
     commands::{Command, ElementAdded, LevelAnswer, Refusal, RegistrationInfo, Reply},
     reconcile::{self, ReloadPlan},
     snapshot::{role_name, summary},
-    work::{self, ResolveFailure},
+    work::{self, Address, ResolveFailure},
 };
 use crate::{
     dataplane::Dataplane,
@@ -40,42 +42,35 @@ pub(super) enum Internal {
         result: Result<Box<Spec>, String>,
         reply: Reply<String>,
     },
-    /// The addresses of the change in progress.
+    /// The addresses a change needed, resolved (or why not).
     Resolved {
-        result: Result<Vec<Vec<Resolved>>, ResolveFailure>,
+        change: Change,
+        result: Result<Vec<(Address, Resolved)>, ResolveFailure>,
     },
 }
 
-/// The change in progress.
-pub(super) enum Busy {
-    /// Reading the configuration file.
-    Loading,
-    /// Resolving the addresses of this change.
-    Resolving(Box<Pending>),
-}
+/// Resolutions of changes in progress are kept this long for the change to pick them up.
+const RESOLVED_FOR: Duration = Duration::from_secs(10);
 
-/// A configuration change, checked, waiting for its addresses.
-pub(super) struct Pending {
-    file_spec: Spec,
-    added: Added,
-    spec: Spec,
-    finish: Finish,
-}
-
-/// What to do and answer once a change is carried out.
-enum Finish {
-    Reload(Reply<String>),
+/// A configuration change asked for, with where its answer goes.
+#[derive(Debug)]
+pub(super) enum Change {
+    Reload {
+        file_spec: Box<Spec>,
+        reply: Reply<String>,
+    },
     Add {
         pool: String,
         element: String,
+        body: serde_json::Value,
         origin: Origin,
-        agent: Option<registry::Agent>,
+        subject: Option<String>,
         reply: Reply<ElementAdded>,
     },
     Remove {
         pool: String,
         element: String,
-        agent: Option<registry::Agent>,
+        subject: Option<String>,
         reply: Reply<String>,
     },
     Level {
@@ -85,46 +80,58 @@ enum Finish {
     },
 }
 
-impl Finish {
-    fn refuse(self, why: &ResolveFailure) {
-        let message = why.to_string();
+impl Change {
+    fn refuse(self, why: Refusal) {
         match self {
-            Self::Reload(reply) => drop(reply.send(Err(Refusal::Config(message)))),
-            Self::Add { reply, .. } => drop(reply.send(Err(Refusal::Invalid(message)))),
-            Self::Remove { reply, .. } => drop(reply.send(Err(Refusal::Failed(message)))),
-            Self::Level { reply, .. } => drop(reply.send(Err(Refusal::Failed(message)))),
-        }
-    }
-
-    fn refuse_with(self, why: Refusal) {
-        match self {
-            Self::Reload(reply) | Self::Remove { reply, .. } => drop(reply.send(Err(why))),
+            Self::Reload { reply, .. } | Self::Remove { reply, .. } => drop(reply.send(Err(why))),
             Self::Add { reply, .. } => drop(reply.send(Err(why))),
             Self::Level { reply, .. } => drop(reply.send(Err(why))),
         }
     }
-}
 
-/// Answers `cmd` with `why`.
-pub(super) fn refuse(cmd: Command, why: Refusal) {
-    match cmd {
-        Command::Drain { reply, .. }
-        | Command::Undrain { reply, .. }
-        | Command::Reload { reply }
-        | Command::RemoveElement { reply, .. } => drop(reply.send(Err(why))),
-        Command::AddElement { reply, .. } => drop(reply.send(Err(why))),
-        Command::SetRedundancy { reply, .. } => drop(reply.send(Err(why))),
+    /// The refusal when its addresses cannot be resolved.
+    fn unresolved(self, why: &ResolveFailure) {
+        let message = why.to_string();
+        let why = match &self {
+            Self::Reload { .. } => Refusal::Config(message),
+            Self::Add { .. } => Refusal::Invalid(message),
+            Self::Remove { .. } | Self::Level { .. } => Refusal::Failed(message),
+        };
+        self.refuse(why);
     }
 }
 
-/// A command's reply with its answer, or with why it is refused.
-type Answer<T> = (Reply<T>, T);
-type Refused<T> = (Reply<T>, Refusal);
+/// A configuration change, checked, ready to be carried out once its addresses are known.
+struct Pending {
+    file_spec: Spec,
+    added: Added,
+    spec: Spec,
+}
 
-/// What a checked command leads to.
-enum Prepared<T> {
+/// What a change answers.
+enum Answer {
+    Text(String),
+    Added(ElementAdded),
+    Level(LevelAnswer),
+}
+
+impl Change {
+    fn answer(self, answer: Answer) {
+        match (self, answer) {
+            (Self::Reload { reply, .. } | Self::Remove { reply, .. }, Answer::Text(t)) => {
+                drop(reply.send(Ok(t)));
+            }
+            (Self::Add { reply, .. }, Answer::Added(a)) => drop(reply.send(Ok(a))),
+            (Self::Level { reply, .. }, Answer::Level(l)) => drop(reply.send(Ok(l))),
+            (change, _) => unreachable!("an answer of another kind for {change:?}"),
+        }
+    }
+}
+
+/// What a checked change leads to.
+enum Prepared {
     /// Nothing to change: the answer.
-    Done(T),
+    Done(Answer),
     /// A change to carry out.
     Change(Box<Pending>),
 }
@@ -139,7 +146,7 @@ fn origin_name(origin: Origin) -> &'static str {
 
 impl<D: Dataplane> Controller<D> {
     pub(super) fn command(&mut self, cmd: Command) {
-        match cmd {
+        let change = match cmd {
             Command::Drain {
                 pool,
                 element,
@@ -150,16 +157,49 @@ impl<D: Dataplane> Controller<D> {
                     element: e,
                     deadline: deadline.unwrap_or(FOREVER),
                 });
-                let _ = reply.send(answer);
+                return drop(reply.send(answer));
             }
             Command::Undrain { pool, element, reply } => {
-                let _ = reply.send(self.admin(&pool, &element, |e| Event::Undrain { element: e }));
+                let answer = self.admin(&pool, &element, |e| Event::Undrain { element: e });
+                return drop(reply.send(answer));
             }
-            other => {
-                self.queue.push_back(other);
-                self.next_change();
+            Command::Reload { reply } => {
+                let (path, done) = (self.config_path.clone(), self.internal.0.clone());
+                tokio::spawn(async move {
+                    let result = work::load_config(&path).await.map(Box::new);
+                    let _ = done.send(Internal::Loaded { result, reply });
+                });
+                return;
             }
-        }
+            Command::AddElement {
+                pool,
+                element,
+                body,
+                origin,
+                subject,
+                reply,
+            } => Change::Add {
+                pool,
+                element,
+                body,
+                origin,
+                subject,
+                reply,
+            },
+            Command::RemoveElement {
+                pool,
+                element,
+                subject,
+                reply,
+            } => Change::Remove {
+                pool,
+                element,
+                subject,
+                reply,
+            },
+            Command::SetRedundancy { pool, active, reply } => Change::Level { pool, active, reply },
+        };
+        self.try_change(change);
     }
 
     fn admin(
@@ -190,121 +230,85 @@ impl<D: Dataplane> Controller<D> {
             })
     }
 
-    /// Starts the next queued change, unless one is in progress.
-    fn next_change(&mut self) {
-        while self.busy.is_none() {
-            let Some(cmd) = self.queue.pop_front() else {
-                return;
-            };
-            self.start_change(cmd);
+    pub(super) fn internal(&mut self, done: Internal) {
+        match done {
+            Internal::Loaded { result, reply } => match result {
+                Err(message) => drop(reply.send(Err(Refusal::Config(message)))),
+                Ok(file_spec) => self.try_change(Change::Reload { file_spec, reply }),
+            },
+            Internal::Resolved { change, result } => match result {
+                Err(why) => change.unresolved(&why),
+                Ok(resolved) => {
+                    let now = self.epoch.elapsed();
+                    self.resolutions
+                        .retain(|_, (_, at)| now.saturating_sub(*at) < RESOLVED_FOR);
+                    self.resolutions
+                        .extend(resolved.into_iter().map(|(address, r)| (address, (r, now))));
+                    self.try_change(change);
+                }
+            },
         }
     }
 
-    fn start_change(&mut self, cmd: Command) {
-        match cmd {
-            Command::Reload { reply } => {
-                self.busy = Some(Busy::Loading);
-                let (path, done) = (self.config_path.clone(), self.internal.0.clone());
-                tokio::spawn(async move {
-                    let result = work::load_config(&path).await.map(Box::new);
-                    let _ = done.send(Internal::Loaded { result, reply });
-                });
+    /// Checks `change` against the state of now and carries it out, or first resolves the
+    /// addresses it needs in a task (it then comes back here, to be checked again).
+    fn try_change(&mut self, change: Change) {
+        let pending = match self.prepare(&change) {
+            Err(why) => return change.refuse(why),
+            Ok(Prepared::Done(answer)) => return change.answer(answer),
+            Ok(Prepared::Change(pending)) => pending,
+        };
+        let mut known = reconcile::known_resolutions(&self.pools, &pending.spec);
+        let mut missing = Vec::new();
+        for (pool, known) in pending.spec.pools.iter().zip(&mut known) {
+            for (e, known) in pool.elements.iter().zip(known) {
+                if known.is_none() {
+                    let address = (e.address, e.interface.clone(), e.mac);
+                    match self.resolutions.get(&address) {
+                        Some((r, _)) => *known = Some(*r),
+                        None => missing.push(address),
+                    }
+                }
             }
-            Command::AddElement {
-                pool,
-                element,
-                body,
-                origin,
-                subject,
-                reply,
-            } => match self.prepare_add(pool, element, body, origin, subject, reply) {
-                Ok(Prepared::Change(pending)) => self.resolve(*pending),
-                Ok(Prepared::Done((reply, answer))) => drop(reply.send(Ok(answer))),
-                Err((reply, why)) => drop(reply.send(Err(why))),
-            },
-            Command::RemoveElement {
-                pool,
-                element,
-                subject,
-                reply,
-            } => match self.prepare_remove(pool, element, subject.as_deref(), reply) {
-                Ok(pending) => self.resolve(pending),
-                Err((reply, why)) => drop(reply.send(Err(why))),
-            },
-            Command::SetRedundancy { pool, active, reply } => match self.prepare_level(pool, active, reply) {
-                Ok(Prepared::Change(pending)) => self.resolve(*pending),
-                Ok(Prepared::Done(finish)) => self.finish(finish),
-                Err((reply, why)) => drop(reply.send(Err(why))),
-            },
-            cmd @ (Command::Drain { .. } | Command::Undrain { .. }) => self.command(cmd),
         }
-    }
-
-    /// Resolves the addresses `pending` needs and does not know yet, in a task.
-    fn resolve(&mut self, pending: Pending) {
-        let known = reconcile::known_resolutions(&self.pools, &pending.spec);
-        let spec = Arc::new(pending.spec.clone());
-        let (resolver, path, done): (_, PathBuf, _) = (
+        if missing.is_empty() {
+            let resolved = known
+                .into_iter()
+                .map(|pool| pool.into_iter().map(Option::unwrap_or_default).collect())
+                .collect();
+            let answer = self.carry_out(*pending, resolved, &change);
+            return match answer {
+                Ok(answer) => change.answer(answer),
+                Err(why) => change.refuse(why),
+            };
+        }
+        let (resolver, path, done) = (
             Arc::clone(&self.resolver),
             self.config_path.clone(),
             self.internal.0.clone(),
         );
-        self.busy = Some(Busy::Resolving(Box::new(pending)));
+        let spec = Arc::new(pending.spec);
         tokio::spawn(async move {
-            let result = work::resolve_missing(resolver, spec, known, path).await;
-            let _ = done.send(Internal::Resolved { result });
+            let result = work::resolve_addresses(resolver, spec, missing, path).await;
+            let _ = done.send(Internal::Resolved { change, result });
         });
-    }
-
-    pub(super) fn internal(&mut self, done: Internal) {
-        match done {
-            Internal::Loaded { result, reply } => {
-                self.busy = None;
-                match result {
-                    Err(message) => drop(reply.send(Err(Refusal::Config(message)))),
-                    Ok(file_spec) if file_spec.daemon != self.spec.daemon => {
-                        drop(reply.send(Err(Refusal::Config(
-                            "the daemon section changed; it takes effect on restart only".to_owned(),
-                        ))))
-                    }
-                    Ok(file_spec) => {
-                        let spec = merged(&file_spec, &self.added);
-                        self.resolve(Pending {
-                            file_spec: *file_spec,
-                            added: self.added.clone(),
-                            spec,
-                            finish: Finish::Reload(reply),
-                        });
-                    }
-                }
-            }
-            Internal::Resolved { result } => {
-                let Some(Busy::Resolving(pending)) = self.busy.take() else {
-                    unreachable!("a resolution comes back only for the change in progress");
-                };
-                match result {
-                    Err(why) => pending.finish.refuse(&why),
-                    Ok(resolved) => self.carry_out(*pending, resolved),
-                }
-            }
-        }
-        self.next_change();
     }
 
     /// Runs `pending` in place of the running configuration, keeping what stays (indices,
     /// slots, state, flows); refused, nothing changes.
-    fn carry_out(&mut self, pending: Pending, resolved: Vec<Vec<Resolved>>) {
+    fn carry_out(
+        &mut self,
+        pending: Pending,
+        resolved: Vec<Vec<Resolved>>,
+        change: &Change,
+    ) -> Result<Answer, Refusal> {
         let now = self.now();
-        let plan =
-            match reconcile::reconcile(&self.pools, &pending.spec, resolved, now, &mut self.generations) {
-                Ok(plan) => plan,
-                Err(e) => return pending.finish.refuse_with(Refusal::Config(e.to_string())),
-            };
         let ReloadPlan {
             pools,
             withdraw,
             changed,
-        } = plan;
+        } = reconcile::reconcile(&self.pools, &pending.spec, resolved, now, &mut self.generations)
+            .map_err(|e| Refusal::Config(e.to_string()))?;
         for index in withdraw {
             if let Err(e) = self.dp.remove_pool(index) {
                 error!(pool = index, error = %e, "pool not taken out of the data plane");
@@ -333,58 +337,66 @@ impl<D: Dataplane> Controller<D> {
         }
         self.save();
         self.check_ready();
-        self.finish(pending.finish);
+        Ok(self.finish(change))
     }
 
-    /// Answers a change carried out (or that needed none).
-    fn finish(&mut self, finish: Finish) {
-        match finish {
-            Finish::Reload(reply) => {
+    /// The answer to a change just carried out, and what follows from it.
+    fn finish(&mut self, change: &Change) -> Answer {
+        match change {
+            Change::Reload { .. } => {
                 let message = format!("reloaded {} pools", self.pools.len());
                 info!(%message, "reloaded");
-                let _ = reply.send(Ok(message));
+                Answer::Text(message)
             }
-            Finish::Add {
+            Change::Add {
                 pool,
                 element,
                 origin,
-                agent,
-                reply,
+                ..
             } => {
+                let agent = self.agent(pool, element);
                 if let Some(agent) = &agent {
                     let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
                     if !verifier.contains(agent.id) {
                         verifier.register(agent.id, agent.key.clone(), self.now());
                     }
                 }
-                info!(%pool, %element, origin = origin_name(origin), "element added");
-                let registration = agent.and_then(|a| self.registration_info(&pool, &a));
-                let _ = reply.send(Ok(ElementAdded {
-                    pool,
-                    element,
+                info!(%pool, %element, origin = origin_name(*origin), "element added");
+                Answer::Added(ElementAdded {
+                    pool: pool.clone(),
+                    element: element.clone(),
                     created: true,
-                    registration,
-                }));
+                    registration: agent.and_then(|a| self.registration_info(pool, &a)),
+                })
             }
-            Finish::Remove {
-                pool,
-                element,
-                agent,
-                reply,
-            } => {
-                if let Some(agent) = agent {
-                    self.verifier
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(agent.id);
+            Change::Remove { pool, element, .. } => {
+                // Registrations still running keep their keys; this one is gone.
+                let running: std::collections::HashSet<u64> = self.added.agents().map(|a| a.id).collect();
+                let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
+                let gone: Vec<u64> = verifier.ids().filter(|id| !running.contains(id)).collect();
+                for id in gone {
+                    verifier.remove(id);
                 }
                 info!(%pool, %element, "element removed");
-                let _ = reply.send(Ok(format!("{pool}/{element}: removed")));
+                Answer::Text(format!("{pool}/{element}: removed"))
             }
-            Finish::Level { pool, active, reply } => {
-                let _ = reply.send(self.level_answer(&pool, active));
-            }
+            Change::Level { pool, active, .. } => match self.level_answer(pool, *active) {
+                Ok(answer) => Answer::Level(answer),
+                Err(why) => unreachable!("the pool was just checked: {why}"),
+            },
         }
+    }
+
+    /// The registration of `element` in `pool`, if it registered itself.
+    fn agent(&self, pool: &str, element: &str) -> Option<registry::Agent> {
+        self.added
+            .pools
+            .get(pool)?
+            .elements
+            .iter()
+            .find(|e| e.name == element)?
+            .agent
+            .clone()
     }
 
     /// What a self-registered element of `pool` needs to send its heartbeats.
@@ -405,198 +417,197 @@ impl<D: Dataplane> Controller<D> {
     }
 
     /// A change of `added` alone (the file stays).
-    fn with_added(&self, added: Added, finish: Finish) -> Pending {
-        Pending {
+    fn with_added(&self, added: Added) -> Prepared {
+        Prepared::Change(Box::new(Pending {
             spec: merged(&self.file_spec, &added),
             file_spec: self.file_spec.clone(),
             added,
-            finish,
+        }))
+    }
+
+    /// Checks `change` against the running state: what it would run, or its answer when it
+    /// changes nothing.
+    fn prepare(&self, change: &Change) -> Result<Prepared, Refusal> {
+        match change {
+            Change::Reload { file_spec, .. } => {
+                if file_spec.daemon != self.spec.daemon {
+                    return Err(Refusal::Config(
+                        "the daemon section changed; it takes effect on restart only".to_owned(),
+                    ));
+                }
+                Ok(Prepared::Change(Box::new(Pending {
+                    spec: merged(file_spec, &self.added),
+                    file_spec: (**file_spec).clone(),
+                    added: self.added.clone(),
+                })))
+            }
+            Change::Add {
+                pool,
+                element,
+                body,
+                origin,
+                subject,
+                ..
+            } => self.prepare_add(pool, element, body, *origin, subject.as_deref()),
+            Change::Remove {
+                pool,
+                element,
+                subject,
+                ..
+            } => self.prepare_remove(pool, element, subject.as_deref()),
+            Change::Level { pool, active, .. } => self.prepare_level(pool, *active),
         }
     }
 
     /// See [`Command::AddElement`].
     fn prepare_add(
         &self,
-        pool: String,
-        element: String,
-        body: serde_json::Value,
+        pool: &str,
+        element: &str,
+        body: &serde_json::Value,
         origin: Origin,
-        subject: Option<String>,
-        reply: Reply<ElementAdded>,
-    ) -> Result<Prepared<Answer<ElementAdded>>, Refused<ElementAdded>> {
-        let p = match self.pool_position(&pool) {
-            Ok(p) => p,
-            Err(why) => return Err((reply, why)),
-        };
+        subject: Option<&str>,
+    ) -> Result<Prepared, Refusal> {
+        let p = self.pool_position(pool)?;
+        let (pool_owned, element_owned) = (pool.to_owned(), element.to_owned());
         let mut added = self.added.clone();
-        let extra = added.pools.entry(pool.clone()).or_default();
-        let refuse = |reply, why| Err((reply, why));
+        let extra = added.pools.entry(pool_owned.clone()).or_default();
         match extra.elements.iter().position(|e| e.name == element) {
             None => {
                 if self.pools[p].spec.elements.iter().any(|e| e.name == element) {
-                    return refuse(
-                        reply,
-                        Refusal::InFile {
-                            pool,
-                            element,
-                            verb: "change",
-                        },
-                    );
+                    return Err(Refusal::InFile {
+                        pool: pool_owned,
+                        element: element_owned,
+                        verb: "change",
+                    });
                 }
                 let agent = match origin {
                     Origin::Agent => {
-                        let key = match Key::generate() {
-                            Ok(key) => key,
-                            Err(e) => return refuse(reply, Refusal::Failed(e.to_string())),
-                        };
+                        let key = Key::generate().map_err(|e| Refusal::Failed(e.to_string()))?;
                         added.next_id += 1;
                         Some(registry::Agent {
                             id: added.next_id,
                             key,
-                            subject: subject.unwrap_or_default(),
+                            subject: subject.unwrap_or_default().to_owned(),
                             last_seq: None,
                         })
                     }
                     Origin::File | Origin::Operator => None,
                 };
                 let new = AddedElement {
-                    name: element.clone(),
+                    name: element_owned,
                     origin,
-                    body,
-                    agent: agent.clone(),
-                };
-                if let Err(why) = registry::check(&self.pools[p].spec, &new) {
-                    return refuse(reply, Refusal::Invalid(format!("pool {pool}: {why}")));
-                }
-                added.pools.entry(pool.clone()).or_default().elements.push(new);
-                let finish = Finish::Add {
-                    pool,
-                    element,
-                    origin,
+                    body: body.clone(),
                     agent,
-                    reply,
                 };
-                Ok(Prepared::Change(Box::new(self.with_added(added, finish))))
+                registry::check(&self.pools[p].spec, &new)
+                    .map_err(|why| Refusal::Invalid(format!("pool {pool}: {why}")))?;
+                added.pools.entry(pool_owned).or_default().elements.push(new);
+                Ok(self.with_added(added))
             }
             Some(i) => {
                 let old = &extra.elements[i];
                 if old.origin != origin {
                     let by = origin_name(old.origin);
-                    return refuse(reply, Refusal::AddedBy { pool, element, by });
+                    return Err(Refusal::AddedBy {
+                        pool: pool_owned,
+                        element: element_owned,
+                        by,
+                    });
                 }
                 if let Some(agent) = &old.agent
-                    && subject.as_deref() != Some(agent.subject.as_str())
+                    && subject != Some(agent.subject.as_str())
                 {
                     let why = "was registered by another client";
-                    return refuse(reply, Refusal::NotYours { pool, element, why });
+                    return Err(Refusal::NotYours {
+                        pool: pool_owned,
+                        element: element_owned,
+                        why,
+                    });
                 }
-                let agent = old.agent.clone();
-                if old.body == body {
-                    let registration = agent.and_then(|a| self.registration_info(&pool, &a));
-                    return Ok(Prepared::Done((
-                        reply,
-                        ElementAdded {
-                            pool,
-                            element,
-                            created: false,
-                            registration,
-                        },
-                    )));
+                if old.body == *body {
+                    let registration = old.agent.as_ref().and_then(|a| self.registration_info(pool, a));
+                    return Ok(Prepared::Done(Answer::Added(ElementAdded {
+                        pool: pool_owned,
+                        element: element_owned,
+                        created: false,
+                        registration,
+                    })));
                 }
                 let mut others = self.pools[p].spec.clone();
                 others.elements.retain(|e| e.name != element);
-                let new = AddedElement { body, ..old.clone() };
-                if let Err(why) = registry::check(&others, &new) {
-                    return refuse(reply, Refusal::Invalid(format!("pool {pool}: {why}")));
-                }
-                extra.elements[i] = new;
-                let finish = Finish::Add {
-                    pool,
-                    element,
-                    origin,
-                    agent,
-                    reply,
+                let new = AddedElement {
+                    body: body.clone(),
+                    ..old.clone()
                 };
-                Ok(Prepared::Change(Box::new(self.with_added(added, finish))))
+                registry::check(&others, &new)
+                    .map_err(|why| Refusal::Invalid(format!("pool {pool}: {why}")))?;
+                extra.elements[i] = new;
+                Ok(self.with_added(added))
             }
         }
     }
 
     /// See [`Command::RemoveElement`].
-    fn prepare_remove(
-        &self,
-        pool: String,
-        element: String,
-        subject: Option<&str>,
-        reply: Reply<String>,
-    ) -> Result<Pending, Refused<String>> {
-        let p = match self.pool_position(&pool) {
-            Ok(p) => p,
-            Err(why) => return Err((reply, why)),
-        };
+    fn prepare_remove(&self, pool: &str, element: &str, subject: Option<&str>) -> Result<Prepared, Refusal> {
+        let p = self.pool_position(pool)?;
+        let (pool_owned, element_owned) = (pool.to_owned(), element.to_owned());
         let mut added = self.added.clone();
         let Some(i) = added
             .pools
-            .get(&pool)
+            .get(pool)
             .and_then(|x| x.elements.iter().position(|e| e.name == element))
         else {
-            let why = if self.pools[p].spec.elements.iter().any(|e| e.name == element) {
+            return Err(if self.pools[p].spec.elements.iter().any(|e| e.name == element) {
                 Refusal::InFile {
-                    pool,
-                    element,
+                    pool: pool_owned,
+                    element: element_owned,
                     verb: "remove",
                 }
             } else {
-                Refusal::NoElement { pool, element }
-            };
-            return Err((reply, why));
+                Refusal::NoElement {
+                    pool: pool_owned,
+                    element: element_owned,
+                }
+            });
         };
-        let extra = added.pools.get_mut(&pool).expect("found above");
-        let agent = extra.elements[i].agent.clone();
+        let extra = added.pools.get_mut(pool).expect("found above");
         if let Some(subject) = subject
-            && agent.as_ref().is_none_or(|a| a.subject != subject)
+            && extra.elements[i]
+                .agent
+                .as_ref()
+                .is_none_or(|a| a.subject != subject)
         {
             let why = "is not the caller's registration";
-            return Err((reply, Refusal::NotYours { pool, element, why }));
+            return Err(Refusal::NotYours {
+                pool: pool_owned,
+                element: element_owned,
+                why,
+            });
         }
         extra.elements.remove(i);
-        let finish = Finish::Remove {
-            pool,
-            element,
-            agent,
-            reply,
-        };
-        Ok(self.with_added(added, finish))
+        Ok(self.with_added(added))
     }
 
     /// See [`Command::SetRedundancy`].
-    fn prepare_level(
-        &self,
-        pool: String,
-        active: u32,
-        reply: Reply<LevelAnswer>,
-    ) -> Result<Prepared<Finish>, Refused<LevelAnswer>> {
-        let p = match self.pool_position(&pool) {
-            Ok(p) => p,
-            Err(why) => return Err((reply, why)),
-        };
+    fn prepare_level(&self, pool: &str, active: u32) -> Result<Prepared, Refusal> {
+        let p = self.pool_position(pool)?;
         let mut base = self.pools[p].spec.clone();
         if let Some(file) = self.file_spec.pools.iter().find(|f| f.name == pool) {
             base.redundancy = file.redundancy;
         }
-        if let Err(why) = registry::with_actives(&base, active) {
-            let why = why.to_string();
-            return Err((reply, Refusal::Conflict { pool, why }));
-        }
+        registry::with_actives(&base, active).map_err(|why| Refusal::Conflict {
+            pool: pool.to_owned(),
+            why: why.to_string(),
+        })?;
         let mut added = self.added.clone();
-        added.pools.entry(pool.clone()).or_default().active = Some(active);
-        let changed = added != self.added;
-        let finish = Finish::Level { pool, active, reply };
-        Ok(if changed {
-            Prepared::Change(Box::new(self.with_added(added, finish)))
-        } else {
-            Prepared::Done(finish)
-        })
+        added.pools.entry(pool.to_owned()).or_default().active = Some(active);
+        if added == self.added {
+            return self
+                .level_answer(pool, active)
+                .map(|a| Prepared::Done(Answer::Level(a)));
+        }
+        Ok(self.with_added(added))
     }
 
     fn level_answer(&self, pool: &str, active: u32) -> Result<LevelAnswer, Refusal> {

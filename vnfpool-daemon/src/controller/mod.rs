@@ -8,7 +8,8 @@
 //! - `events.rs`: inputs that decide (probes, links, heartbeats, timers) and carrying out the
 //!   effects;
 //! - `changes.rs`: commands, and configuration changes (reload, elements added and removed,
-//!   redundancy levels) taken one at a time through resolution and [`reconcile`];
+//!   redundancy levels): checked, resolved in tasks (changes never wait for each other's
+//!   resolutions), checked again and carried out through [`reconcile`];
 //! - [`reconcile`]: the pools at run time and reload as a pure function;
 //! - [`snapshot`]: what status, metrics and the SCE read, without asking the controller;
 //! - [`persist`]: the state file's schema; [`work`]: the slow work done off the loop.
@@ -30,7 +31,7 @@ pub mod work;
 mod tests;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -43,7 +44,7 @@ use tracing::warn;
 
 pub use self::changes::merged;
 use self::{
-    changes::{Busy, Internal},
+    changes::Internal,
     commands::Command,
     reconcile::PoolRt,
     snapshot::{Snapshot, Views},
@@ -123,9 +124,8 @@ pub struct Controller<D: Dataplane> {
     /// Each running self-registered element's pool and position.
     agents: HashMap<ElementId, (usize, usize)>,
     misses: Misses,
-    /// Configuration changes waiting for the one in progress.
-    queue: VecDeque<Command>,
-    busy: Option<Busy>,
+    /// Addresses resolved for changes in progress, and when.
+    resolutions: HashMap<work::Address, (crate::model::plan::Resolved, Now)>,
     internal: (mpsc::UnboundedSender<Internal>, mpsc::UnboundedReceiver<Internal>),
     snapshot: watch::Sender<Arc<Snapshot>>,
     /// Something readers see changed since the last snapshot.
@@ -161,8 +161,7 @@ impl<D: Dataplane> Controller<D> {
             verifier: deps.verifier,
             agents: HashMap::new(),
             misses: Misses::default(),
-            queue: VecDeque::new(),
-            busy: None,
+            resolutions: HashMap::new(),
             internal: mpsc::unbounded_channel(),
             snapshot,
             dirty: true,
@@ -237,9 +236,6 @@ impl<D: Dataplane> Controller<D> {
     fn stop(&mut self) {
         self.probers.start(Vec::new());
         self.save();
-        for cmd in self.queue.drain(..) {
-            changes::refuse(cmd, commands::Refusal::ShuttingDown);
-        }
     }
 }
 

@@ -889,9 +889,55 @@ async fn a_failover_does_not_wait_for_registrations_whose_addresses_never_resolv
         "the failover waited {:?} behind resolutions of 1 s each",
         failing.elapsed()
     );
+    // Nor does a reload: it needs no new address.
+    let reloading = Instant::now();
+    h.reload(&three("{ model: active-standby, preempt: false }"))
+        .await
+        .expect("reloaded");
+    assert!(
+        reloading.elapsed() < 10 * MS,
+        "the reload waited {:?} behind the registrations' resolutions",
+        reloading.elapsed()
+    );
     for p in pending {
         let why = p.await.expect("task").expect_err("unresolvable");
         assert_eq!(why.kind(), commands::RefusalKind::Invalid, "{why}");
+        assert!(why.to_string().contains("no MAC for 10.0.1."), "{why}");
     }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn registrations_resolved_at_the_same_time_each_get_their_own_id() {
+    let h = Harness::start_with(&three("{ model: active-active }"), true).await;
+    h.up(&["e1", "e2", "e3"]).await;
+    h.until("all active", |s| {
+        roles(s, "dns") == ["active", "active", "active"]
+    })
+    .await;
+    let asks: Vec<_> = (0..5u8)
+        .map(|i| {
+            let commands = h.commands.clone();
+            tokio::spawn(async move {
+                commands::ask(&commands, |reply| Command::AddElement {
+                    pool: "dns".into(),
+                    element: format!("a{i}"),
+                    body: serde_json::json!({ "address": format!("10.0.0.{}", 40 + i) }),
+                    origin: Origin::Agent,
+                    subject: Some("CN=e".into()),
+                    reply,
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for a in asks {
+        let added = a.await.expect("task").expect("registered");
+        ids.insert(added.registration.expect("registration").id);
+    }
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    let snap = h.views.current();
+    assert_eq!(snap.pools[0].status.elements.len(), 8, "all five joined");
     h.stop().await;
 }

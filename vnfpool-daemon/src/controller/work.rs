@@ -75,47 +75,90 @@ pub struct ResolveFailure {
     pub source: Box<ResolveError>,
 }
 
-/// Resolves the elements of `spec` that `known` lacks, all at once. The configuration file is
-/// read only when there is an error to place.
+/// What resolution takes: an element's address, interface and MAC as configured.
+pub type Address = (IpAddr, Option<String>, Option<[u8; 6]>);
+
+/// Resolves `addresses`, all at once. On failure the error names the first element of `spec`
+/// with that address; the configuration file is read only then, to place it.
+pub async fn resolve_addresses(
+    resolver: Arc<dyn Resolver>,
+    spec: Arc<Spec>,
+    addresses: Vec<Address>,
+    config_path: PathBuf,
+) -> Result<Vec<(Address, Resolved)>, ResolveFailure> {
+    let jobs = addresses.into_iter().map(|address| {
+        let r = resolver.resolve(address.0, address.1.clone(), address.2);
+        async move { (address, r.await) }
+    });
+    let mut out = Vec::new();
+    for (address, result) in futures_util::future::join_all(jobs).await {
+        match result {
+            Ok(r) => out.push((address, r)),
+            Err(source) => {
+                let (pool, element) = spec
+                    .pools
+                    .iter()
+                    .find_map(|p| {
+                        let e = p.elements.iter().find(|e| e.address == address.0)?;
+                        Some((p.name.clone(), e.name.clone()))
+                    })
+                    .unwrap_or_default();
+                return Err(ResolveFailure {
+                    at: std::fs::read_to_string(&config_path)
+                        .ok()
+                        .and_then(|text| config::element_address_position(&text, &pool, &element))
+                        .map(|at| format!("{}:{at}: ", config_path.display()))
+                        .unwrap_or_default(),
+                    pool,
+                    element,
+                    address: address.0,
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves the elements of `spec` that `known` lacks (see [`resolve_addresses`]).
 pub async fn resolve_missing(
     resolver: Arc<dyn Resolver>,
     spec: Arc<Spec>,
     known: Vec<Vec<Option<Resolved>>>,
     config_path: PathBuf,
 ) -> Result<Vec<Vec<Resolved>>, ResolveFailure> {
-    let mut jobs = Vec::new();
-    for (p, (pool, known)) in spec.pools.iter().zip(&known).enumerate() {
-        for (e, (element, known)) in pool.elements.iter().zip(known).enumerate() {
-            if known.is_none() {
-                let r = resolver.resolve(element.address, element.interface.clone(), element.mac);
-                jobs.push(async move { (p, e, r.await) });
+    let wanted = |p: usize, e: usize| {
+        let element = &spec.pools[p].elements[e];
+        (element.address, element.interface.clone(), element.mac)
+    };
+    let mut missing = Vec::new();
+    for (p, pool) in known.iter().enumerate() {
+        for (e, known) in pool.iter().enumerate() {
+            if known.is_none() && !missing.contains(&wanted(p, e)) {
+                missing.push(wanted(p, e));
             }
         }
     }
-    let mut all: Vec<Vec<Resolved>> = known
+    let found = resolve_addresses(resolver, Arc::clone(&spec), missing, config_path).await?;
+    Ok(known
         .iter()
-        .map(|pool| pool.iter().map(|r| r.unwrap_or_default()).collect())
-        .collect();
-    for (p, e, result) in futures_util::future::join_all(jobs).await {
-        match result {
-            Ok(r) => all[p][e] = r,
-            Err(source) => {
-                let (pool, element) = (&spec.pools[p], &spec.pools[p].elements[e]);
-                return Err(ResolveFailure {
-                    at: std::fs::read_to_string(&config_path)
-                        .ok()
-                        .and_then(|text| config::element_address_position(&text, &pool.name, &element.name))
-                        .map(|at| format!("{}:{at}: ", config_path.display()))
-                        .unwrap_or_default(),
-                    pool: pool.name.clone(),
-                    element: element.name.clone(),
-                    address: element.address,
-                    source: Box::new(source),
-                });
-            }
-        }
-    }
-    Ok(all)
+        .enumerate()
+        .map(|(p, pool)| {
+            pool.iter()
+                .enumerate()
+                .map(|(e, known)| {
+                    known.unwrap_or_else(|| {
+                        let address = wanted(p, e);
+                        found
+                            .iter()
+                            .find(|(a, _)| *a == address)
+                            .map(|(_, r)| *r)
+                            .unwrap_or_default()
+                    })
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// Reads and checks the configuration file on a blocking thread.

@@ -184,6 +184,9 @@ pub struct AyaDataplane {
     /// VIP entries out of the pre-filter whose hash entries wait for a grace period.
     withdrawn: Vec<Withdrawn>,
     retirer: Retirer,
+    /// The grace period that follows each pool's last switch: its retired slot is written
+    /// again only once that one has passed (other pools' switches do not hold it up).
+    switched: HashMap<u32, u64>,
     clock: fn() -> std::time::Instant,
 }
 
@@ -261,6 +264,7 @@ impl AyaDataplane {
             vip_pool: HashMap::new(),
             withdrawn: Vec::new(),
             retirer: Retirer::new(),
+            switched: HashMap::new(),
             clock: std::time::Instant::now,
         };
         if adopted {
@@ -618,11 +622,13 @@ impl AyaDataplane {
     pub fn apply(&mut self, pool: u32, mapping: &Mapping) -> Result<Applied> {
         validate(pool, mapping)?;
         let start = (self.clock)();
-        // The spare slot was live before the previous switch: wait out that switch's grace period
-        // (usually long over) before writing it.
-        self.retirer
-            .wait()
-            .map_err(|source| DataplaneError::Grace { source })?;
+        // The spare slot was live before the pool's previous switch: wait out that switch's
+        // grace period (usually long over) before writing it.
+        if let Some(&seq) = self.switched.get(&pool) {
+            self.retirer
+                .wait_for(seq)
+                .map_err(|source| DataplaneError::Grace { source })?;
+        }
         let written = (self.clock)();
         let ring_size = u32::try_from(mapping.ring.len()).expect("validated");
         let entry = self.pools.read(pool);
@@ -672,7 +678,7 @@ impl AyaDataplane {
         );
         let switched = (self.clock)();
         // The retired slot is written again only after this grace period, which runs meanwhile.
-        let _ = self.retirer.retire();
+        self.switched.insert(pool, self.retirer.retire());
         Ok(Applied {
             generation,
             prepare: prepared - written,
@@ -848,11 +854,6 @@ impl Retirer {
         // The thread lives as long as the sender; a send cannot fail before drop.
         let _ = self.requests.send(self.requested);
         self.requested
-    }
-
-    /// Waits until the grace period of the last `retire` has passed.
-    fn wait(&self) -> std::io::Result<()> {
-        self.wait_for(self.requested)
     }
 
     /// Waits until grace period `seq` has passed.
