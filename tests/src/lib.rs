@@ -10,6 +10,7 @@
 pub mod daemon;
 pub mod harness;
 pub mod lab;
+pub mod load;
 pub mod netns;
 pub mod packet;
 pub mod pins;

@@ -17,26 +17,29 @@ pub const METRICS: &str = "127.0.0.1:9470";
 pub fn get(ns: &Netns, addr: &str, path: &str) -> Result<(u16, String), String> {
     let addr: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let path = path.to_owned();
-    ns.run(move || {
-        let mut s =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: vnfpool\r\nConnection: close\r\n\r\n"
-        )
+    ns.run(move || get_here(addr, &path))
+}
+
+/// `GET path` on `addr` from the calling thread's namespace.
+pub fn get_here(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).map_err(|e| format!("read: {e}"))?;
-        let (head, body) = raw.split_once("\r\n\r\n").ok_or("no end of headers")?;
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no status in {head:?}"))?;
-        Ok((code, body.to_owned()))
-    })
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: vnfpool\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).map_err(|e| format!("read: {e}"))?;
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or("no end of headers")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((code, body.to_owned()))
 }
 
 /// Samples of an exposition: `name{labels}` → value (comments and `# EOF` skipped).

@@ -122,6 +122,7 @@ pub struct Metrics {
     standbys: Family<PoolLabels, Gauge>,
     active_weight: Family<PoolLabels, Gauge>,
     flow_entries: Gauge,
+    changes_resolving: Gauge,
     flow_capacity: Gauge,
     heartbeats: Family<ResultLabels, Counter>,
 }
@@ -185,6 +186,7 @@ impl Metrics {
             standbys: Family::default(),
             active_weight: Family::default(),
             flow_entries: Gauge::default(),
+            changes_resolving: Gauge::default(),
             flow_capacity: Gauge::default(),
             heartbeats: Family::default(),
         };
@@ -309,6 +311,11 @@ impl Metrics {
             "vnfpool_flow_table_capacity",
             "Flows the flow table holds",
             self.flow_capacity.clone(),
+        );
+        r.register(
+            "vnfpool_changes_resolving",
+            "Configuration changes (reloads, registrations) waiting for their addresses to resolve",
+            self.changes_resolving.clone(),
         );
     }
 
@@ -435,6 +442,11 @@ impl Metrics {
                 counters.rejected(kind),
             );
         }
+    }
+
+    /// A configuration change started (`1`) or ended (`-1`) resolving its addresses.
+    pub fn resolving(&self, by: i64) {
+        self.changes_resolving.inc_by(by);
     }
 
     /// The flow table's occupancy, as last counted.

@@ -236,17 +236,20 @@ impl<D: Dataplane> Controller<D> {
                 Err(message) => drop(reply.send(Err(Refusal::Config(message)))),
                 Ok(file_spec) => self.try_change(Change::Reload { file_spec, reply }),
             },
-            Internal::Resolved { change, result } => match result {
-                Err(why) => change.unresolved(&why),
-                Ok(resolved) => {
-                    let now = self.epoch.elapsed();
-                    self.resolutions
-                        .retain(|_, (_, at)| now.saturating_sub(*at) < RESOLVED_FOR);
-                    self.resolutions
-                        .extend(resolved.into_iter().map(|(address, r)| (address, (r, now))));
-                    self.try_change(change);
+            Internal::Resolved { change, result } => {
+                self.metrics.resolving(-1);
+                match result {
+                    Err(why) => change.unresolved(&why),
+                    Ok(resolved) => {
+                        let now = self.epoch.elapsed();
+                        self.resolutions
+                            .retain(|_, (_, at)| now.saturating_sub(*at) < RESOLVED_FOR);
+                        self.resolutions
+                            .extend(resolved.into_iter().map(|(address, r)| (address, (r, now))));
+                        self.try_change(change);
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -288,6 +291,7 @@ impl<D: Dataplane> Controller<D> {
             self.internal.0.clone(),
         );
         let spec = Arc::new(pending.spec);
+        self.metrics.resolving(1);
         tokio::spawn(async move {
             let result = work::resolve_addresses(resolver, spec, missing, path).await;
             let _ = done.send(Internal::Resolved { change, result });
