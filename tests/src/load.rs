@@ -175,4 +175,28 @@ impl Load {
             _threads: threads,
         }
     }
+
+    /// Waits until the load is on: every registration waits for its address (the daemon's
+    /// `vnfpool_changes_resolving`), and scrapes and reloads are answered.
+    pub fn wait_until_on(&self, lab: &Lab) {
+        let on = Instant::now();
+        loop {
+            let resolving = scrape::metrics(&lab.host)
+                .get("vnfpool_changes_resolving")
+                .copied()
+                .unwrap_or_default();
+            if resolving >= REGISTRATIONS as f64 - 0.5
+                && self.counts.reloads_ok.load(Ordering::Relaxed) >= 1
+                && self.counts.scrapes_ok.load(Ordering::Relaxed) >= 10
+            {
+                return;
+            }
+            assert!(
+                on.elapsed() < Duration::from_secs(10),
+                "load never started ({resolving} resolving): {}",
+                self.counts.summary()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
 }

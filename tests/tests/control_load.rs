@@ -15,7 +15,6 @@ use vnfpool_tests::{
     lab::{Lab, TCP_PORT, UDP_PORT},
     load::{Load, REGISTRATIONS},
     registration::Parties,
-    scrape,
     traffic::{around, gap_within, probe_until},
 };
 
@@ -47,27 +46,7 @@ fn failover_and_drain_deadlines_keep_time_under_control_plane_load() {
     assert!(warm.iter().all(|(_, e)| e == "e1"), "all traffic on e1: {warm:?}");
 
     let load = Load::start(&lab, &parties, &places.socket());
-    // The load is on once every registration waits for its address, and scrapes and reloads
-    // are answered.
-    let on = Instant::now();
-    loop {
-        let resolving = scrape::metrics(&lab.host)
-            .get("vnfpool_changes_resolving")
-            .copied()
-            .unwrap_or_default();
-        if resolving >= REGISTRATIONS as f64 - 0.5
-            && load.counts.reloads_ok.load(Ordering::Relaxed) >= 1
-            && load.counts.scrapes_ok.load(Ordering::Relaxed) >= 10
-        {
-            break;
-        }
-        assert!(
-            on.elapsed() < Duration::from_secs(10),
-            "load never started ({resolving} resolving): {}",
-            load.counts.summary()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    load.wait_until_on(&lab);
 
     let answers = around(&sock, "e2", || lab.stop_services(0));
     gap_within(

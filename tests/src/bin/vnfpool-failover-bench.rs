@@ -1,6 +1,6 @@
 //! Failover as a client sees it, with the real daemon in the lab: the gap in answers to a UDP
-//! request sent every millisecond, over repeated failovers of each kind (service stop, link
-//! down, freeze of a probed element; link down and freeze of the host of an element that
+//! request sent every millisecond, over repeated failovers of each kind (service stop, idle and
+//! under control-plane load, link down, freeze of a probed element; link down and freeze of the host of an element that
 //! registered itself and sends heartbeats every 3 ms), the requests lost on fail-back and on drain, and the daemon's CPU and memory
 //! while it probes 100 elements every 10 ms. Run through `cargo xtask bench` (release build);
 //! figures go to BENCHMARKS.md. Every gap is also written to `failover-gaps.csv` and plotted in
@@ -19,6 +19,7 @@ use vnfpool_tests::{
     daemon::{Daemon, Places, role},
     lab::{Lab, TCP_PORT},
     plot::{Reference, Strip, write_failover_gaps_svg},
+    load::Load,
     registration::{Agent, Parties},
     service::ServiceProc,
     traffic::{around, exchange, gap},
@@ -41,6 +42,10 @@ const KEEPALIVED_MS: f64 = 41.0;
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     ServiceStop,
+    /// The same while 50 registrations wait for addresses that never resolve, `/metrics` is
+    /// scraped 200 times a second and the configuration reloaded every 100 ms
+    /// (`vnfpool_tests::load`).
+    ServiceStopUnderLoad,
     LinkDown,
     Freeze,
     /// The link of a self-registered element's host goes down (the link watcher sees it).
@@ -55,7 +60,7 @@ impl Kind {
     /// a self-registered element has its heartbeats.
     fn check(self) -> &'static str {
         match self {
-            Kind::ServiceStop | Kind::LinkDown => "tcp",
+            Kind::ServiceStop | Kind::ServiceStopUnderLoad | Kind::LinkDown => "tcp",
             Kind::Freeze => "udp",
             Kind::AgentLinkDown | Kind::AgentFreeze => "heartbeat",
         }
@@ -128,10 +133,15 @@ fn rounds(kind: Kind, daemon_bin: &Path, service_bin: &Path) -> Vec<Round> {
         .map(|i| ServiceProc::start(service_bin, &lab, i, PORT))
         .collect();
     let parties = Parties::new();
-    let text = if kind.is_agent() {
-        agent_config(&lab, &places, &parties)
-    } else {
-        config(&lab, &places, kind.check())
+    let text = match kind {
+        _ if kind.is_agent() => agent_config(&lab, &places, &parties),
+        // The same pool, with the API that the registrations of the load call.
+        Kind::ServiceStopUnderLoad => config(&lab, &places, kind.check()).replacen(
+            "pools:\n",
+            &format!("{}pools:\n", parties.api_section(&lab, &places)),
+            1,
+        ),
+        _ => config(&lab, &places, kind.check()),
     };
     std::fs::write(places.config(), text).expect("config");
     let mut daemon = Daemon::start(daemon_bin, &lab, &places);
@@ -146,8 +156,15 @@ fn rounds(kind: Kind, daemon_bin: &Path, service_bin: &Path) -> Vec<Round> {
         });
         // A new flow each round: it lands on e1, the active.
         let sock = client(&lab);
+        let load = matches!(kind, Kind::ServiceStopUnderLoad).then(|| {
+            let load = Load::start(&lab, &parties, &places.socket());
+            load.wait_until_on(&lab);
+            load
+        });
         let answers = around(&sock, "e2", || match kind {
-            Kind::ServiceStop => drop(std::mem::replace(&mut services[0], ServiceProc::dead())),
+            Kind::ServiceStop | Kind::ServiceStopUnderLoad => {
+                drop(std::mem::replace(&mut services[0], ServiceProc::dead()));
+            }
             Kind::LinkDown | Kind::AgentLinkDown => lab.host.ip(&["link", "set", "dev", &link, "down"]),
             Kind::Freeze => services[0].signal("-STOP"),
             Kind::AgentFreeze => freeze(
@@ -156,9 +173,10 @@ fn rounds(kind: Kind, daemon_bin: &Path, service_bin: &Path) -> Vec<Round> {
             ),
         });
         let g = gap(&answers, "e1", "e2");
+        drop(load);
         // Fail-back: e1 returns and takes over new flows; this flow must lose nothing.
         let restore = || match kind {
-            Kind::ServiceStop => {}
+            Kind::ServiceStop | Kind::ServiceStopUnderLoad => {}
             Kind::LinkDown | Kind::AgentLinkDown => lab.host.ip(&["link", "set", "dev", &link, "up"]),
             Kind::Freeze => services[0].signal("-CONT"),
             Kind::AgentFreeze => freeze(
@@ -171,7 +189,7 @@ fn rounds(kind: Kind, daemon_bin: &Path, service_bin: &Path) -> Vec<Round> {
             restore();
             traffic.join().expect("traffic")
         });
-        if matches!(kind, Kind::ServiceStop) {
+        if matches!(kind, Kind::ServiceStop | Kind::ServiceStopUnderLoad) {
             services[0] = ServiceProc::start(service_bin, &lab, 0, PORT);
         }
         let answered: usize = got.values().sum();
@@ -360,6 +378,7 @@ fn main() {
     let mut all = Vec::new();
     for kind in [
         Kind::ServiceStop,
+        Kind::ServiceStopUnderLoad,
         Kind::LinkDown,
         Kind::Freeze,
         Kind::AgentLinkDown,
