@@ -33,7 +33,7 @@ pub const SCRAPE_EVERY: Duration = Duration::from_millis(5);
 /// Time between two reloads.
 pub const RELOAD_EVERY: Duration = Duration::from_millis(100);
 /// No loop runs longer than this, whatever happens to the test.
-const LONGEST: Duration = Duration::from_secs(60);
+const LONGEST: Duration = Duration::from_mins(1);
 
 /// What the load did.
 #[derive(Debug, Default)]
@@ -78,23 +78,24 @@ pub struct Load {
 /// ended), so the rate holds whatever a round costs. `false` once `stop` says so or the loop
 /// has run too long.
 struct Every {
-    every: Duration,
+    period: Duration,
     next: Instant,
     started: Instant,
 }
 
 impl Every {
-    fn new(every: Duration) -> Self {
+    fn new(period: Duration) -> Self {
         let now = Instant::now();
         Self {
-            every,
+            period,
             next: now,
             started: now,
         }
     }
 
+    #[expect(clippy::disallowed_methods, reason = "paces load on a real daemon in real time")]
     fn tick(&mut self, stop: &Stop) -> bool {
-        self.next += self.every;
+        self.next += self.period;
         if let Some(wait) = self.next.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
@@ -178,6 +179,7 @@ impl Load {
 
     /// Waits until the load is on: every registration waits for its address (the daemon's
     /// `vnfpool_changes_resolving`), and scrapes and reloads are answered.
+    #[expect(clippy::disallowed_methods, reason = "polls a real daemon in real time")]
     pub fn wait_until_on(&self, lab: &Lab) {
         let on = Instant::now();
         loop {
@@ -185,7 +187,7 @@ impl Load {
                 .get("vnfpool_changes_resolving")
                 .copied()
                 .unwrap_or_default();
-            if resolving >= REGISTRATIONS as f64 - 0.5
+            if resolving >= f64::from(u32::try_from(REGISTRATIONS).expect("small"))
                 && self.counts.reloads_ok.load(Ordering::Relaxed) >= 1
                 && self.counts.scrapes_ok.load(Ordering::Relaxed) >= 10
             {

@@ -21,7 +21,7 @@ use vnfpool_daemon::{
         openapi, serve, tls_config,
     },
     controller::{
-        commands::{Command, Refusal},
+        commands::{AddElement, Command, Refusal, RemoveElement, SetRedundancy},
         snapshot::{Snapshot, Views},
     },
     dataplane::recording::RecordingDataplane,
@@ -141,11 +141,11 @@ async fn start(headers_timeout: Duration) -> Api {
                     log.lock().expect("log").push(Asked::Other);
                     let _ = reply.send(done);
                 }
-                Command::AddElement { pool, reply, .. } => {
+                Command::AddElement(AddElement { pool, reply, .. }) => {
                     log.lock().expect("log").push(Asked::Other);
                     let _ = reply.send(Err(Refusal::NoPool { pool }));
                 }
-                Command::SetRedundancy { pool, reply, .. } => {
+                Command::SetRedundancy(SetRedundancy { pool, reply, .. }) => {
                     log.lock().expect("log").push(Asked::Other);
                     let _ = reply.send(Err(Refusal::NoPool { pool }));
                 }

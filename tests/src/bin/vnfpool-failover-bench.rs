@@ -18,8 +18,8 @@ use vnfpool_daemon::control::{Request, Response};
 use vnfpool_tests::{
     daemon::{Daemon, Places, role},
     lab::{Lab, TCP_PORT},
-    plot::{Reference, Strip, write_failover_gaps_svg},
     load::Load,
+    plot::{Reference, Strip, write_failover_gaps_svg},
     registration::{Agent, Parties},
     service::ServiceProc,
     traffic::{around, exchange, gap},

@@ -37,7 +37,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::{
     controller::{
-        commands::{self, Command, Refusal, RefusalKind, Reply},
+        commands::{self, AddElement, Command, Refusal, RefusalKind, RemoveElement, Reply, SetRedundancy},
         snapshot::{Status, Views},
     },
     events,
@@ -414,13 +414,15 @@ async fn add_element(
         Role::Element => (crate::model::spec::Origin::Agent, Some(peer.subject)),
         _ => (crate::model::spec::Origin::Operator, None),
     };
-    let added = ask(&state, |reply| Command::AddElement {
-        pool,
-        element,
-        body,
-        origin,
-        subject,
-        reply,
+    let added = ask(&state, |reply| {
+        Command::AddElement(AddElement {
+            pool,
+            element,
+            body,
+            origin,
+            subject,
+            reply,
+        })
     })
     .await?;
     let status = if added.created {
@@ -443,11 +445,13 @@ async fn remove_element(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let role = allow(&peer, &[Role::Operator, Role::Element])?;
     let subject = (role == Role::Element).then_some(peer.subject);
-    ask(&state, |reply| Command::RemoveElement {
-        pool,
-        element,
-        subject,
-        reply,
+    ask(&state, |reply| {
+        Command::RemoveElement(RemoveElement {
+            pool,
+            element,
+            subject,
+            reply,
+        })
     })
     .await
     .map(|m| message(&m))
@@ -468,9 +472,11 @@ async fn set_redundancy(
     allow(&peer, &[Role::Sce, Role::Operator])?;
     let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     let active = body.active;
-    ask(&state, |reply| Command::SetRedundancy { pool, active, reply })
-        .await
-        .map(Json)
+    ask(&state, |reply| {
+        Command::SetRedundancy(SetRedundancy { pool, active, reply })
+    })
+    .await
+    .map(Json)
 }
 
 /// Ends a drain.

@@ -14,7 +14,10 @@ use tracing::{error, info, warn};
 
 use super::{
     Controller,
-    commands::{Command, ElementAdded, LevelAnswer, Refusal, RegistrationInfo, Reply},
+    commands::{
+        AddElement, Command, ElementAdded, LevelAnswer, Refusal, RegistrationInfo, RemoveElement, Reply,
+        SetRedundancy,
+    },
     reconcile::{self, ReloadPlan},
     snapshot::{role_name, summary},
     work::{self, Address, ResolveFailure},
@@ -59,33 +62,19 @@ pub(super) enum Change {
         file_spec: Box<Spec>,
         reply: Reply<String>,
     },
-    Add {
-        pool: String,
-        element: String,
-        body: serde_json::Value,
-        origin: Origin,
-        subject: Option<String>,
-        reply: Reply<ElementAdded>,
-    },
-    Remove {
-        pool: String,
-        element: String,
-        subject: Option<String>,
-        reply: Reply<String>,
-    },
-    Level {
-        pool: String,
-        active: u32,
-        reply: Reply<LevelAnswer>,
-    },
+    Add(AddElement),
+    Remove(RemoveElement),
+    Level(SetRedundancy),
 }
 
 impl Change {
     fn refuse(self, why: Refusal) {
         match self {
-            Self::Reload { reply, .. } | Self::Remove { reply, .. } => drop(reply.send(Err(why))),
-            Self::Add { reply, .. } => drop(reply.send(Err(why))),
-            Self::Level { reply, .. } => drop(reply.send(Err(why))),
+            Self::Reload { reply, .. } | Self::Remove(RemoveElement { reply, .. }) => {
+                drop(reply.send(Err(why)));
+            }
+            Self::Add(AddElement { reply, .. }) => drop(reply.send(Err(why))),
+            Self::Level(SetRedundancy { reply, .. }) => drop(reply.send(Err(why))),
         }
     }
 
@@ -94,8 +83,8 @@ impl Change {
         let message = why.to_string();
         let why = match &self {
             Self::Reload { .. } => Refusal::Config(message),
-            Self::Add { .. } => Refusal::Invalid(message),
-            Self::Remove { .. } | Self::Level { .. } => Refusal::Failed(message),
+            Self::Add(_) => Refusal::Invalid(message),
+            Self::Remove(_) | Self::Level(_) => Refusal::Failed(message),
         };
         self.refuse(why);
     }
@@ -118,11 +107,11 @@ enum Answer {
 impl Change {
     fn answer(self, answer: Answer) {
         match (self, answer) {
-            (Self::Reload { reply, .. } | Self::Remove { reply, .. }, Answer::Text(t)) => {
+            (Self::Reload { reply, .. } | Self::Remove(RemoveElement { reply, .. }), Answer::Text(t)) => {
                 drop(reply.send(Ok(t)));
             }
-            (Self::Add { reply, .. }, Answer::Added(a)) => drop(reply.send(Ok(a))),
-            (Self::Level { reply, .. }, Answer::Level(l)) => drop(reply.send(Ok(l))),
+            (Self::Add(AddElement { reply, .. }), Answer::Added(a)) => drop(reply.send(Ok(a))),
+            (Self::Level(SetRedundancy { reply, .. }), Answer::Level(l)) => drop(reply.send(Ok(l))),
             (change, _) => unreachable!("an answer of another kind for {change:?}"),
         }
     }
@@ -171,33 +160,9 @@ impl<D: Dataplane> Controller<D> {
                 });
                 return;
             }
-            Command::AddElement {
-                pool,
-                element,
-                body,
-                origin,
-                subject,
-                reply,
-            } => Change::Add {
-                pool,
-                element,
-                body,
-                origin,
-                subject,
-                reply,
-            },
-            Command::RemoveElement {
-                pool,
-                element,
-                subject,
-                reply,
-            } => Change::Remove {
-                pool,
-                element,
-                subject,
-                reply,
-            },
-            Command::SetRedundancy { pool, active, reply } => Change::Level { pool, active, reply },
+            Command::AddElement(add) => Change::Add(add),
+            Command::RemoveElement(remove) => Change::Remove(remove),
+            Command::SetRedundancy(level) => Change::Level(level),
         };
         self.try_change(change);
     }
@@ -352,12 +317,12 @@ impl<D: Dataplane> Controller<D> {
                 info!(%message, "reloaded");
                 Answer::Text(message)
             }
-            Change::Add {
+            Change::Add(AddElement {
                 pool,
                 element,
                 origin,
                 ..
-            } => {
+            }) => {
                 let agent = self.agent(pool, element);
                 if let Some(agent) = &agent {
                     let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
@@ -373,7 +338,7 @@ impl<D: Dataplane> Controller<D> {
                     registration: agent.and_then(|a| self.registration_info(pool, &a)),
                 })
             }
-            Change::Remove { pool, element, .. } => {
+            Change::Remove(RemoveElement { pool, element, .. }) => {
                 // Registrations still running keep their keys; this one is gone.
                 let running: std::collections::HashSet<u64> = self.added.agents().map(|a| a.id).collect();
                 let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
@@ -384,7 +349,7 @@ impl<D: Dataplane> Controller<D> {
                 info!(%pool, %element, "element removed");
                 Answer::Text(format!("{pool}/{element}: removed"))
             }
-            Change::Level { pool, active, .. } => match self.level_answer(pool, *active) {
+            Change::Level(SetRedundancy { pool, active, .. }) => match self.level_answer(pool, *active) {
                 Ok(answer) => Answer::Level(answer),
                 Err(why) => unreachable!("the pool was just checked: {why}"),
             },
@@ -445,21 +410,9 @@ impl<D: Dataplane> Controller<D> {
                     added: self.added.clone(),
                 })))
             }
-            Change::Add {
-                pool,
-                element,
-                body,
-                origin,
-                subject,
-                ..
-            } => self.prepare_add(pool, element, body, *origin, subject.as_deref()),
-            Change::Remove {
-                pool,
-                element,
-                subject,
-                ..
-            } => self.prepare_remove(pool, element, subject.as_deref()),
-            Change::Level { pool, active, .. } => self.prepare_level(pool, *active),
+            Change::Add(a) => self.prepare_add(&a.pool, &a.element, &a.body, a.origin, a.subject.as_deref()),
+            Change::Remove(r) => self.prepare_remove(&r.pool, &r.element, r.subject.as_deref()),
+            Change::Level(l) => self.prepare_level(&l.pool, l.active),
         }
     }
 

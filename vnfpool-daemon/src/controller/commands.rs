@@ -31,32 +31,44 @@ pub enum Command {
     },
     /// Re-reads the configuration file and applies the difference.
     Reload { reply: Reply<String> },
-    /// Adds `element` to `pool` as `body` (the keys of a file element) says; when it is there
-    /// already with the same origin, the same body and the same registrant, nothing changes
-    /// (idempotent), and a new body replaces the old one. `subject` is the client's for an
-    /// element that registers itself.
-    AddElement {
-        pool: String,
-        element: String,
-        body: serde_json::Value,
-        origin: Origin,
-        subject: Option<String>,
-        reply: Reply<ElementAdded>,
-    },
-    /// Removes an element added at run time. `subject`: the caller when it is an element,
-    /// which may remove only itself; `None` for an operator.
-    RemoveElement {
-        pool: String,
-        element: String,
-        subject: Option<String>,
-        reply: Reply<String>,
-    },
-    /// The Service Control Entity's redundancy request: `active` actives (N) in `pool`.
-    SetRedundancy {
-        pool: String,
-        active: u32,
-        reply: Reply<LevelAnswer>,
-    },
+    /// See [`AddElement`].
+    AddElement(AddElement),
+    /// See [`RemoveElement`].
+    RemoveElement(RemoveElement),
+    /// See [`SetRedundancy`].
+    SetRedundancy(SetRedundancy),
+}
+
+/// Adds `element` to `pool` as `body` (the keys of a file element) says; when it is there
+/// already with the same origin, the same body and the same registrant, nothing changes
+/// (idempotent), and a new body replaces the old one. `subject` is the client's for an element
+/// that registers itself.
+#[derive(Debug)]
+pub struct AddElement {
+    pub pool: String,
+    pub element: String,
+    pub body: serde_json::Value,
+    pub origin: Origin,
+    pub subject: Option<String>,
+    pub reply: Reply<ElementAdded>,
+}
+
+/// Removes an element added at run time. `subject`: the caller when it is an element, which
+/// may remove only itself; `None` for an operator.
+#[derive(Debug)]
+pub struct RemoveElement {
+    pub pool: String,
+    pub element: String,
+    pub subject: Option<String>,
+    pub reply: Reply<String>,
+}
+
+/// The Service Control Entity's redundancy request: `active` actives (N) in `pool`.
+#[derive(Debug)]
+pub struct SetRedundancy {
+    pub pool: String,
+    pub active: u32,
+    pub reply: Reply<LevelAnswer>,
 }
 
 /// Why a command changed nothing.

@@ -13,7 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::reconcile::{CapacityError, PoolRt, assign_slots, first_round, free_index};
+use super::reconcile::{CapacityError, PoolRt, assign_slots, free_index, next_generation};
 use crate::{
     model::{failover::PoolState, health::Now, plan::Resolved, spec::Spec},
     registry::Added,
@@ -76,13 +76,13 @@ impl Persisted {
     }
 
     /// The pools of `spec` at start-up: the saved index, slots and state of each pool saved,
-    /// rebased to `now`; fresh ones otherwise. `next_generation` hands out element generations.
+    /// rebased to `now`; fresh ones otherwise. `next` hands out element generations.
     pub fn restore(
         &self,
         spec: &Spec,
         resolved: Vec<Vec<Resolved>>,
         now: Now,
-        next_generation: &mut u64,
+        next: &mut u64,
     ) -> Result<Vec<PoolRt>, CapacityError> {
         let rebase = self.rebase(now);
         let mut taken: BTreeSet<u32> = BTreeSet::new();
@@ -106,25 +106,10 @@ impl Persisted {
                 }
                 None => PoolState::new(pool_spec),
             };
-            let generations = pool_spec
-                .elements
-                .iter()
-                .map(|_| {
-                    *next_generation += 1;
-                    *next_generation
-                })
-                .collect();
+            let generations = pool_spec.elements.iter().map(|_| next_generation(next)).collect();
             pools.push(PoolRt {
-                live_after: now + first_round(pool_spec),
-                spec: pool_spec.clone(),
-                index,
-                slots,
                 generations,
-                resolved,
-                state,
-                live: false,
-                recent: std::collections::VecDeque::new(),
-                violations: 0,
+                ..PoolRt::new(pool_spec, index, slots, resolved, state, now)
             });
         }
         Ok(pools)

@@ -70,6 +70,12 @@ pub struct ReloadPlan {
     pub changed: Vec<usize>,
 }
 
+/// The next element generation.
+pub fn next_generation(counter: &mut u64) -> u64 {
+    *counter += 1;
+    *counter
+}
+
 /// Time for every element of a pool to have its health decided once: enough probes for the
 /// longer of a rise or a fall run, each up to its timeout, plus slack for scheduling.
 #[must_use]
@@ -118,6 +124,30 @@ pub fn assign_slots(spec: &PoolSpec, saved: &BTreeMap<String, u32>) -> Result<Ve
 }
 
 impl PoolRt {
+    /// A pool not live yet, going live at the latest after its first round of health checks.
+    #[must_use]
+    pub fn new(
+        spec: &PoolSpec,
+        index: u32,
+        slots: Vec<u32>,
+        resolved: Vec<Resolved>,
+        state: PoolState,
+        now: Now,
+    ) -> Self {
+        Self {
+            live_after: now + first_round(spec),
+            spec: spec.clone(),
+            index,
+            slots,
+            generations: Vec::new(),
+            resolved,
+            state,
+            live: false,
+            recent: VecDeque::new(),
+            violations: 0,
+        }
+    }
+
     /// The slot of each element by name.
     #[must_use]
     pub fn slots_by_name(&self) -> BTreeMap<String, u32> {
@@ -165,15 +195,14 @@ pub fn known_resolutions(running: &[PoolRt], spec: &Spec) -> Vec<Vec<Option<Reso
 }
 
 /// The pools of `spec` at run time, keeping the indices, slots, state, generations and
-/// history of the pools and elements that stay. `next_generation` hands out element
-/// generations. Nothing is reused that a packet may still be reading: a removed pool's index
+/// history of the pools and elements that stay. `next` hands out element generations. Nothing is reused that a packet may still be reading: a removed pool's index
 /// is not given to a new pool in the same reload.
 pub fn reconcile(
     running: &[PoolRt],
     spec: &Spec,
     resolved: Vec<Vec<Resolved>>,
     now: Now,
-    next_generation: &mut u64,
+    next: &mut u64,
 ) -> Result<ReloadPlan, CapacityError> {
     let old: HashMap<&str, &PoolRt> = running.iter().map(|p| (p.spec.name.as_str(), p)).collect();
     let mut taken: BTreeSet<u32> = running.iter().map(|p| p.index).collect();
@@ -199,15 +228,11 @@ pub fn reconcile(
                     let i = p.spec.elements.iter().position(|o| o.name == e.name)?;
                     (p.spec.elements[i] == *e && p.resolved[i] == *r).then(|| p.generations[i])
                 })
-                .unwrap_or_else(|| {
-                    *next_generation += 1;
-                    *next_generation
-                })
+                .unwrap_or_else(|| next_generation(next))
             })
             .collect();
         let mut state = prev.map_or_else(|| PoolState::new(pool_spec), |p| p.state.clone());
         state.reconcile(pool_spec);
-        let live = prev.is_some_and(|p| p.live && p.same_vips(pool_spec));
         if prev.is_some_and(|p| p.live && !p.same_vips(pool_spec)) {
             withdraw.push(index);
         }
@@ -215,16 +240,11 @@ pub fn reconcile(
             changed.push(pools.len());
         }
         pools.push(PoolRt {
-            live_after: now + first_round(pool_spec),
-            spec: pool_spec.clone(),
-            index,
-            slots,
             generations,
-            resolved,
-            state,
-            live,
+            live: prev.is_some_and(|p| p.live && p.same_vips(pool_spec)),
             recent: prev.map(|p| p.recent.clone()).unwrap_or_default(),
             violations: prev.map_or(0, |p| p.violations),
+            ..PoolRt::new(pool_spec, index, slots, resolved, state, now)
         });
     }
     withdraw.extend(

@@ -22,7 +22,7 @@ use tokio::{
 
 use super::{
     Controller, Deps, Inputs, Start,
-    commands::{self, Command, ElementAdded, Refusal},
+    commands::{self, AddElement, Command, ElementAdded, Refusal, RemoveElement, SetRedundancy},
     persist::Persisted,
     reconcile,
     snapshot::{Snapshot, Views},
@@ -165,6 +165,9 @@ fn pool(name: &str, vip: &str, model: &str, elements: &[(&str, u8, u32)]) -> Str
     out
 }
 
+const AA: &str = "{ model: active-active }";
+const ALL_ACTIVE: [&str; 3] = ["active", "active", "active"];
+
 fn three(model: &str) -> String {
     pool(
         "dns",
@@ -175,6 +178,19 @@ fn three(model: &str) -> String {
 }
 
 impl Harness {
+    /// The three-element pool of `model`, every element up, with `roles` as expected.
+    async fn started(model: &str, roles_then: &[&str]) -> Self {
+        Self::started_with(model, roles_then, false).await
+    }
+
+    async fn started_with(model: &str, roles_then: &[&str], api: bool) -> Self {
+        let h = Self::start_with(&three(model), api).await;
+        h.up(&["e1", "e2", "e3"]).await;
+        h.until("every element up", |s| roles(s, "dns") == roles_then)
+            .await;
+        h
+    }
+
     async fn start(pools: &str) -> Self {
         Self::start_with(pools, false).await
     }
@@ -401,11 +417,10 @@ fn roles(snap: &Snapshot, pool: &str) -> Vec<String> {
 
 #[tokio::test(start_paused = true)]
 async fn active_standby_fails_over_to_the_next_priority_and_back_with_preemption() {
-    let h = Harness::start(&three("{ model: active-standby, preempt: true }")).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("e1 active", |s| {
-        roles(s, "dns") == ["active", "standby", "standby"]
-    })
+    let h = Harness::started(
+        "{ model: active-standby, preempt: true }",
+        &["active", "standby", "standby"],
+    )
     .await;
     assert_eq!(h.ring(0), HashSet::from([h.slot("dns", "e1")]));
     assert!(h.views.current().ready, "ready once the pool is live");
@@ -431,12 +446,7 @@ async fn active_standby_fails_over_to_the_next_priority_and_back_with_preemption
 
 #[tokio::test(start_paused = true)]
 async fn n_plus_m_promotes_a_standby_when_an_active_fails() {
-    let h = Harness::start(&three("{ model: n+m, active: 2 }")).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("e1 and e2 active", |s| {
-        roles(s, "dns") == ["active", "active", "standby"]
-    })
-    .await;
+    let h = Harness::started("{ model: n+m, active: 2 }", &["active", "active", "standby"]).await;
     h.report("e2", false, 3).await;
     h.until("e3 promoted", |s| roles(s, "dns") == ["active", "out", "active"])
         .await;
@@ -449,12 +459,7 @@ async fn n_plus_m_promotes_a_standby_when_an_active_fails() {
 
 #[tokio::test(start_paused = true)]
 async fn active_active_takes_a_failed_element_out_of_the_ring() {
-    let h = Harness::start(&three("{ model: active-active }")).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("all active", |s| {
-        roles(s, "dns") == ["active", "active", "active"]
-    })
-    .await;
+    let h = Harness::started(AA, &ALL_ACTIVE).await;
     h.report("e3", false, 3).await;
     h.until("e3 out", |s| roles(s, "dns") == ["active", "active", "out"])
         .await;
@@ -467,12 +472,7 @@ async fn active_active_takes_a_failed_element_out_of_the_ring() {
 
 #[tokio::test(start_paused = true)]
 async fn a_link_down_fails_every_element_behind_it_at_once() {
-    let h = Harness::start(&three("{ model: active-active }")).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("all active", |s| {
-        roles(s, "dns") == ["active", "active", "active"]
-    })
-    .await;
+    let h = Harness::started(AA, &ALL_ACTIVE).await;
     h.links
         .send(LinkEvent {
             ifindex: 7,
@@ -492,12 +492,7 @@ async fn a_link_down_fails_every_element_behind_it_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_data_plane_write_keeps_the_last_mapping_and_the_next_remap_writes_all() {
-    let h = Harness::start(&three("{ model: active-active }")).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("all active", |s| {
-        roles(s, "dns") == ["active", "active", "active"]
-    })
-    .await;
+    let h = Harness::started(AA, &ALL_ACTIVE).await;
     let before = h.dp.live(0).expect("live");
     h.dp.fail_next("injected");
     h.report("e1", false, 3).await;
@@ -519,13 +514,8 @@ async fn a_failed_data_plane_write_keeps_the_last_mapping_and_the_next_remap_wri
 
 #[tokio::test(start_paused = true)]
 async fn a_report_about_an_element_that_a_reload_changed_is_dropped() {
-    let pools = three("{ model: active-active }");
-    let h = Harness::start(&pools).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("all active", |s| {
-        roles(s, "dns") == ["active", "active", "active"]
-    })
-    .await;
+    let pools = three(AA);
+    let h = Harness::started(AA, &ALL_ACTIVE).await;
     let old = h.target("e2");
     let changed = pools.replace("address: 10.0.0.2", "address: 10.0.0.22");
     h.reload(&changed).await.expect("reloaded");
@@ -560,13 +550,8 @@ async fn a_report_about_an_element_that_a_reload_changed_is_dropped() {
 
 #[tokio::test(start_paused = true)]
 async fn reload_adds_changes_and_removes_elements_keeping_the_others_slots() {
-    let pools = three("{ model: active-active }");
-    let h = Harness::start(&pools).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("all active", |s| {
-        roles(s, "dns") == ["active", "active", "active"]
-    })
-    .await;
+    let pools = three(AA);
+    let h = Harness::started(AA, &ALL_ACTIVE).await;
     let (s1, s3) = (h.slot("dns", "e1"), h.slot("dns", "e3"));
     let starts = h.probers.starts.load(Ordering::SeqCst);
 
@@ -651,13 +636,7 @@ async fn reload_withdraws_a_removed_pool_and_a_re_addressed_one_and_reuses_no_in
 
 #[tokio::test(start_paused = true)]
 async fn a_reload_of_a_broken_file_changes_nothing_and_says_why() {
-    let pools = three("{ model: active-active }");
-    let h = Harness::start(&pools).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("all active", |s| {
-        roles(s, "dns") == ["active", "active", "active"]
-    })
-    .await;
+    let h = Harness::started(AA, &ALL_ACTIVE).await;
     let _ = h.dp.take();
     std::fs::write(&h.config, "pools: [").expect("config");
     let why = h
@@ -673,12 +652,7 @@ async fn a_reload_of_a_broken_file_changes_nothing_and_says_why() {
 
 #[tokio::test(start_paused = true)]
 async fn a_drain_deadline_fires_on_time() {
-    let h = Harness::start(&three("{ model: active-active }")).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("all active", |s| {
-        roles(s, "dns") == ["active", "active", "active"]
-    })
-    .await;
+    let h = Harness::started(AA, &ALL_ACTIVE).await;
     let answer = h
         .ask(|reply| Command::Drain {
             pool: "dns".into(),
@@ -733,25 +707,22 @@ async fn drains_of_unknown_pools_and_elements_are_refused_by_kind() {
 // === Registrations, heartbeats, redundancy requests ===
 
 async fn register(h: &Harness, element: &str, address: &str) -> Result<ElementAdded, Refusal> {
-    h.ask(|reply| Command::AddElement {
-        pool: "dns".into(),
-        element: element.into(),
-        body: serde_json::json!({ "address": address }),
-        origin: Origin::Agent,
-        subject: Some("CN=e".into()),
-        reply,
+    h.ask(|reply| {
+        Command::AddElement(AddElement {
+            pool: "dns".into(),
+            element: element.into(),
+            body: serde_json::json!({ "address": address }),
+            origin: Origin::Agent,
+            subject: Some("CN=e".into()),
+            reply,
+        })
     })
     .await
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_registered_element_lives_by_its_heartbeats_and_fails_when_they_stop() {
-    let h = Harness::start_with(&three("{ model: active-active }"), true).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("all active", |s| {
-        roles(s, "dns") == ["active", "active", "active"]
-    })
-    .await;
+    let h = Harness::started_with(AA, &ALL_ACTIVE, true).await;
     let added = register(&h, "a1", "10.0.0.31").await.expect("registered");
     assert!(added.created);
     let registration = added.registration.expect("a heartbeat key");
@@ -791,21 +762,25 @@ async fn a_registered_element_lives_by_its_heartbeats_and_fails_when_they_stop()
     );
 
     let other = h
-        .ask(|reply| Command::RemoveElement {
-            pool: "dns".into(),
-            element: "a1".into(),
-            subject: Some("CN=someone-else".into()),
-            reply,
+        .ask(|reply| {
+            Command::RemoveElement(RemoveElement {
+                pool: "dns".into(),
+                element: "a1".into(),
+                subject: Some("CN=someone-else".into()),
+                reply,
+            })
         })
         .await
         .expect_err("not the caller's");
     assert_eq!(other.kind(), commands::RefusalKind::Forbidden);
     let gone = h
-        .ask(|reply| Command::RemoveElement {
-            pool: "dns".into(),
-            element: "a1".into(),
-            subject: Some("CN=e".into()),
-            reply,
+        .ask(|reply| {
+            Command::RemoveElement(RemoveElement {
+                pool: "dns".into(),
+                element: "a1".into(),
+                subject: Some("CN=e".into()),
+                reply,
+            })
         })
         .await
         .expect("deregistered");
@@ -817,17 +792,14 @@ async fn a_registered_element_lives_by_its_heartbeats_and_fails_when_they_stop()
 
 #[tokio::test(start_paused = true)]
 async fn a_redundancy_request_changes_the_number_of_actives() {
-    let h = Harness::start(&three("{ model: n+m, active: 1 }")).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("one active", |s| {
-        roles(s, "dns") == ["active", "standby", "standby"]
-    })
-    .await;
+    let h = Harness::started("{ model: n+m, active: 1 }", &["active", "standby", "standby"]).await;
     let answer = h
-        .ask(|reply| Command::SetRedundancy {
-            pool: "dns".into(),
-            active: 2,
-            reply,
+        .ask(|reply| {
+            Command::SetRedundancy(SetRedundancy {
+                pool: "dns".into(),
+                active: 2,
+                reply,
+            })
         })
         .await
         .expect("applied");
@@ -835,10 +807,12 @@ async fn a_redundancy_request_changes_the_number_of_actives() {
     assert_eq!((answer.actives, answer.standbys), (2, 1));
     assert_eq!(roles(&h.views.current(), "dns"), ["active", "active", "standby"]);
     let why = h
-        .ask(|reply| Command::SetRedundancy {
-            pool: "dns".into(),
-            active: 4,
-            reply,
+        .ask(|reply| {
+            Command::SetRedundancy(SetRedundancy {
+                pool: "dns".into(),
+                active: 4,
+                reply,
+            })
         })
         .await
         .expect_err("more than the elements");
@@ -850,11 +824,11 @@ async fn a_redundancy_request_changes_the_number_of_actives() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failover_does_not_wait_for_registrations_whose_addresses_never_resolve() {
-    let h = Harness::start_with(&three("{ model: active-standby, preempt: false }"), true).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("e1 active", |s| {
-        roles(s, "dns") == ["active", "standby", "standby"]
-    })
+    let h = Harness::started_with(
+        "{ model: active-standby, preempt: false }",
+        &["active", "standby", "standby"],
+        true,
+    )
     .await;
     let mut pending = Vec::new();
     for i in 0..50u8 {
@@ -866,13 +840,15 @@ async fn a_failover_does_not_wait_for_registrations_whose_addresses_never_resolv
             .insert(address.parse().expect("ip"));
         let commands = h.commands.clone();
         pending.push(tokio::spawn(async move {
-            commands::ask(&commands, |reply| Command::AddElement {
-                pool: "dns".into(),
-                element: format!("r{i}"),
-                body: serde_json::json!({ "address": address }),
-                origin: Origin::Agent,
-                subject: Some("CN=e".into()),
-                reply,
+            commands::ask(&commands, |reply| {
+                Command::AddElement(AddElement {
+                    pool: "dns".into(),
+                    element: format!("r{i}"),
+                    body: serde_json::json!({ "address": address }),
+                    origin: Origin::Agent,
+                    subject: Some("CN=e".into()),
+                    reply,
+                })
             })
             .await
         }));
@@ -909,23 +885,20 @@ async fn a_failover_does_not_wait_for_registrations_whose_addresses_never_resolv
 
 #[tokio::test(start_paused = true)]
 async fn registrations_resolved_at_the_same_time_each_get_their_own_id() {
-    let h = Harness::start_with(&three("{ model: active-active }"), true).await;
-    h.up(&["e1", "e2", "e3"]).await;
-    h.until("all active", |s| {
-        roles(s, "dns") == ["active", "active", "active"]
-    })
-    .await;
+    let h = Harness::started_with(AA, &ALL_ACTIVE, true).await;
     let asks: Vec<_> = (0..5u8)
         .map(|i| {
             let commands = h.commands.clone();
             tokio::spawn(async move {
-                commands::ask(&commands, |reply| Command::AddElement {
-                    pool: "dns".into(),
-                    element: format!("a{i}"),
-                    body: serde_json::json!({ "address": format!("10.0.0.{}", 40 + i) }),
-                    origin: Origin::Agent,
-                    subject: Some("CN=e".into()),
-                    reply,
+                commands::ask(&commands, |reply| {
+                    Command::AddElement(AddElement {
+                        pool: "dns".into(),
+                        element: format!("a{i}"),
+                        body: serde_json::json!({ "address": format!("10.0.0.{}", 40 + i) }),
+                        origin: Origin::Agent,
+                        subject: Some("CN=e".into()),
+                        reply,
+                    })
                 })
                 .await
             })
