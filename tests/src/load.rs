@@ -93,7 +93,10 @@ impl Every {
         }
     }
 
-    #[expect(clippy::disallowed_methods, reason = "paces load on a real daemon in real time")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "paces load on a real daemon in real time"
+    )]
     fn tick(&mut self, stop: &Stop) -> bool {
         self.next += self.period;
         if let Some(wait) = self.next.checked_duration_since(Instant::now()) {
@@ -174,6 +177,21 @@ impl Load {
         Self {
             counts,
             _threads: threads,
+        }
+    }
+
+    /// Waits until every registration is answered (each after its one-second neighbour
+    /// timeout).
+    #[expect(clippy::disallowed_methods, reason = "polls a real daemon in real time")]
+    pub fn wait_until_answered(&self) {
+        let waited = Instant::now();
+        while self.counts.registrations_answered.load(Ordering::Relaxed) < REGISTRATIONS as u64 {
+            assert!(
+                waited.elapsed() < Duration::from_secs(20),
+                "registrations unanswered: {}",
+                self.counts.summary()
+            );
+            thread::sleep(Duration::from_millis(20));
         }
     }
 

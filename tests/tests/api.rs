@@ -137,7 +137,7 @@ async fn start(headers_timeout: Duration) -> Api {
                 }
                 Command::Undrain { reply, .. }
                 | Command::Reload { reply }
-                | Command::RemoveElement { reply, .. } => {
+                | Command::RemoveElement(RemoveElement { reply, .. }) => {
                     log.lock().expect("log").push(Asked::Other);
                     let _ = reply.send(done);
                 }

@@ -6,7 +6,7 @@
 
 use std::{
     sync::atomic::Ordering,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use vnfpool_daemon::control::Request;
@@ -92,15 +92,7 @@ fn failover_and_drain_deadlines_keep_time_under_control_plane_load() {
     );
     // Every registration was refused once its neighbour timeout ran out: they were in flight
     // through both measurements.
-    let waited = Instant::now();
-    while load.counts.registrations_answered.load(Ordering::Relaxed) < REGISTRATIONS as u64 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(20),
-            "registrations unanswered: {}",
-            load.counts.summary()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    load.wait_until_answered();
     assert_eq!(
         load.counts.registrations_refused.load(Ordering::Relaxed),
         REGISTRATIONS as u64,
