@@ -338,10 +338,18 @@ async fn events_resume_after_last_event_id_and_the_sce_never_sees_an_element() {
         "{all:?}"
     );
 
-    // Resuming after the first event gives the rest, then what comes next, live.
-    let followers = api.events.followers();
+    // Resuming after the first event gives the rest, then what comes next, live. The streams
+    // of the clients above end once the server sees them gone; the new one is then the only
+    // follower, and the next event is pushed once it follows.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while api.events.followers() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the finished streams end");
     let pushing = async {
-        while api.events.followers() == followers {
+        while api.events.followers() == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         api.events.pool(&pool_summary("dns", 1));

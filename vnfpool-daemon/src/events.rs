@@ -1,5 +1,6 @@
-//! The event stream of the controller, served by the API at `/v1/events`: what changed in the pools, with increasing ids, kept for a bounded
-//! window so that a client that reconnects with `Last-Event-ID` receives what it missed.
+//! The controller's event stream, served by the API at `/v1/events`: what changed in the
+//! pools, with increasing ids, kept for a bounded window so that a client that reconnects with
+//! `Last-Event-ID` receives what it missed.
 //!
 //! Every event has two renderings: the Service Control Entity's, which never names an element,
 //! and the operator's, which does. The controller pushes; `/v1/events` reads.
