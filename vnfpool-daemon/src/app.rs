@@ -1,6 +1,12 @@
 //! The daemon's wiring: build everything from the configuration, spawn the tasks around the
 //! [`Controller`], and drain on SIGTERM or SIGINT. Decisions live in `controller`; this module
 //! only connects channels.
+//!
+//! Two runtimes: the failover runtime runs the controller and what feeds its decisions
+//! (probers, heartbeat receiver, link watcher) on threads of its own; the daemon's main
+//! runtime runs everything else (API and TLS, control socket, metrics, resolutions, state
+//! writes). However busy the main one is, a probe result and the failover it decides never
+//! queue behind its tasks.
 
 use std::{
     net::SocketAddr,
@@ -91,12 +97,47 @@ impl AppError {
 /// the daemon cannot do without fails at start-up.
 pub async fn run(config_path: PathBuf, file_spec: Spec) -> Result<(), AppError> {
     let built = build(config_path, file_spec).await?;
-    let (controller, inputs, writer) = spawn(built).await?;
-    drain(controller, inputs, writer).await
+    drain(spawn(built).await?).await
+}
+
+/// Worker threads of the failover runtime.
+const FAILOVER_THREADS: usize = 2;
+
+/// The failover runtime; shut down without waiting when dropped (a runtime may not be dropped
+/// the blocking way inside another one, as on an error return of `build`).
+struct Failover(Option<tokio::runtime::Runtime>);
+
+impl Failover {
+    fn start() -> Result<Self, AppError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(FAILOVER_THREADS)
+            .thread_name("vnfpool-failover")
+            .enable_all()
+            .build()
+            .map(|rt| Self(Some(rt)))
+            .map_err(io("starting the failover runtime"))
+    }
+}
+
+impl std::ops::Deref for Failover {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("running until dropped")
+    }
+}
+
+impl Drop for Failover {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// What [`build`] makes and [`spawn`] starts.
 struct Built {
+    failover: Failover,
     controller: Controller<AyaDataplane>,
     views: Views,
     probes: mpsc::Receiver<crate::health::ProbeReport>,
@@ -114,6 +155,7 @@ struct Built {
 /// loaded or adopted and attached, and the controller.
 async fn build(config_path: PathBuf, file_spec: Spec) -> Result<Built, AppError> {
     let epoch = Instant::now();
+    let failover = Failover::start()?;
     let metrics_listener = metrics::bind(file_spec.daemon.metrics)
         .await
         .map_err(io("binding the metrics listener (daemon.metrics)"))?;
@@ -180,12 +222,13 @@ async fn build(config_path: PathBuf, file_spec: Spec) -> Result<Built, AppError>
     let deps = Deps {
         dataplane: dp,
         resolver: net,
-        probers: Box::new(TaskProbers::new(probes_tx)),
+        probers: Box::new(TaskProbers::new(probes_tx, failover.handle().clone())),
         saver,
         metrics: metrics.clone(),
         events: events.clone(),
         readiness: readiness.clone(),
         verifier: Arc::clone(&verifier),
+        work: tokio::runtime::Handle::current(),
     };
     let start = Start {
         config_path,
@@ -200,6 +243,7 @@ async fn build(config_path: PathBuf, file_spec: Spec) -> Result<Built, AppError>
     let (mut controller, views) = Controller::new(deps, start);
     controller.start(&down);
     Ok(Built {
+        failover,
         controller,
         views,
         probes,
@@ -216,20 +260,25 @@ async fn build(config_path: PathBuf, file_spec: Spec) -> Result<Built, AppError>
 
 /// Starts the tasks around the controller: heartbeat receiver, link watcher, control socket,
 /// metrics listener, API, and SIGHUP.
-async fn spawn(b: Built) -> Result<(Controller<AyaDataplane>, Inputs, JoinHandle<()>), AppError> {
+async fn spawn(b: Built) -> Result<Running, AppError> {
     let (heartbeats_tx, heartbeats) = mpsc::channel(HEARTBEAT_QUEUE);
     if let Some(api_spec) = &b.spec.api {
         let socket = heartbeat_socket(api_spec.heartbeat_listen)?;
         info!(listen = %api_spec.heartbeat_listen, "heartbeats of self-registered elements received");
         let (verifier, epoch) = (Arc::clone(&b.verifier), b.epoch);
-        tokio::spawn(async move {
+        // Registered with the failover runtime's reactor, and served there.
+        let socket = {
+            let _failover = b.failover.enter();
+            tokio::net::UdpSocket::from_std(socket).map_err(io("registering the heartbeat socket"))?
+        };
+        b.failover.spawn(async move {
             if let Err(e) = heartbeat::udp::serve(socket, verifier, epoch, heartbeats_tx).await {
                 error!(error = %e, "heartbeat receiver stopped; self-registered elements will be failed");
             }
         });
     }
     let (links_tx, links) = mpsc::channel(256);
-    tokio::spawn(async move {
+    b.failover.spawn(async move {
         if let Err(e) = link::watch_links(links_tx).await {
             error!(error = %e, "link watcher stopped; link failures are detected by probes only");
         }
@@ -280,30 +329,53 @@ async fn spawn(b: Built) -> Result<(Controller<AyaDataplane>, Inputs, JoinHandle
         heartbeats,
         commands,
     };
-    Ok((b.controller, inputs, b.writer))
+    Ok(Running {
+        failover: b.failover,
+        controller: b.controller,
+        inputs,
+        writer: b.writer,
+    })
 }
 
-/// Runs the controller until SIGTERM or SIGINT, then waits for the last state save.
-async fn drain(
+/// What [`drain`] runs until the end.
+struct Running {
+    failover: Failover,
     controller: Controller<AyaDataplane>,
     inputs: Inputs,
     writer: JoinHandle<()>,
-) -> Result<(), AppError> {
+}
+
+/// Runs the controller on the failover runtime until SIGTERM or SIGINT, then waits for the
+/// last state save.
+async fn drain(r: Running) -> Result<(), AppError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(io("installing signal handlers"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io("installing signal handlers"))?;
-    let timer = PreciseTimer::new().map_err(io("creating the controller's timer (timerfd)"))?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = sigint.recv() => {}
-        }
+    let timer = {
+        let _failover = r.failover.enter();
+        PreciseTimer::new().map_err(io("creating the controller's timer (timerfd)"))?
     };
-    controller.run(inputs, shutdown, Some(timer)).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let controller = r
+        .failover
+        .spawn(r.controller.run(r.inputs, shutdown, Some(timer)));
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    let _ = stop.send(());
+    if let Err(e) = controller.await {
+        error!(error = %e, "the controller failed");
+    }
     crate::systemd::notify_stopping();
     // The controller is gone with its saver: the writer ends after the last document.
-    if let Err(e) = writer.await {
+    if let Err(e) = r.writer.await {
         error!(error = %e, "pool state writer failed");
     }
+    // Probers, the heartbeat receiver and the link watcher go with their runtime (`Failover`'s
+    // drop).
     info!("stopping; the data plane stays attached and keeps forwarding");
     Ok(())
 }
@@ -314,7 +386,7 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> AppError {
 
 /// The heartbeat listener's socket, with a receive buffer of [`HEARTBEAT_RCVBUF`] (or what
 /// `net.core.rmem_max` allows).
-fn heartbeat_socket(addr: SocketAddr) -> Result<tokio::net::UdpSocket, AppError> {
+fn heartbeat_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, AppError> {
     let socket = std::net::UdpSocket::bind(addr)
         .map_err(io("binding the heartbeat listener (api.heartbeat_listen)"))?;
     socket
@@ -323,5 +395,5 @@ fn heartbeat_socket(addr: SocketAddr) -> Result<tokio::net::UdpSocket, AppError>
     if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, HEARTBEAT_RCVBUF) {
         warn!(error = %e, "heartbeat socket keeps the default receive buffer; heartbeats may be dropped under load");
     }
-    tokio::net::UdpSocket::from_std(socket).map_err(io("registering the heartbeat socket"))
+    Ok(socket)
 }

@@ -154,7 +154,7 @@ impl<D: Dataplane> Controller<D> {
             }
             Command::Reload { reply } => {
                 let (path, done) = (self.config_path.clone(), self.internal.0.clone());
-                tokio::spawn(async move {
+                self.work.spawn(async move {
                     let result = work::load_config(&path).await.map(Box::new);
                     let _ = done.send(Internal::Loaded { result, reply });
                 });
@@ -257,7 +257,7 @@ impl<D: Dataplane> Controller<D> {
         );
         let spec = Arc::new(pending.spec);
         self.metrics.resolving(1);
-        tokio::spawn(async move {
+        self.work.spawn(async move {
             let result = work::resolve_addresses(resolver, spec, missing, path).await;
             let _ = done.send(Internal::Resolved { change, result });
         });

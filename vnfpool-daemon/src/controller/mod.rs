@@ -73,6 +73,9 @@ pub struct Deps<D> {
     /// Keys, sequence numbers and last heartbeats of self-registered elements; shared with
     /// the heartbeat receiver.
     pub verifier: Arc<Mutex<Verifier>>,
+    /// Where the slow work runs (resolutions, reading the configuration file): a runtime other
+    /// than the controller's, in the daemon, so that it never takes the controller's threads.
+    pub work: tokio::runtime::Handle,
 }
 
 /// Where the controller starts from.
@@ -121,6 +124,7 @@ pub struct Controller<D: Dataplane> {
     events: EventLog,
     readiness: Readiness,
     verifier: Arc<Mutex<Verifier>>,
+    work: tokio::runtime::Handle,
     /// Each running self-registered element's pool and position.
     agents: HashMap<ElementId, (usize, usize)>,
     misses: Misses,
@@ -159,6 +163,7 @@ impl<D: Dataplane> Controller<D> {
             events: deps.events,
             readiness: deps.readiness,
             verifier: deps.verifier,
+            work: deps.work,
             agents: HashMap::new(),
             misses: Misses::default(),
             resolutions: HashMap::new(),

@@ -234,6 +234,7 @@ impl Harness {
             events: EventLog::new(),
             readiness: Readiness::default(),
             verifier: Arc::clone(&verifier),
+            work: tokio::runtime::Handle::current(),
         };
         let start = Start {
             config_path: config.clone(),

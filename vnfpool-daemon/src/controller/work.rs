@@ -174,18 +174,20 @@ pub trait Probers: Send + 'static {
     fn start(&mut self, targets: Vec<ProbeTarget>);
 }
 
-/// One task per element (see `health::schedule`), reporting on a channel.
+/// One task per element (see `health::schedule`) on `runtime`, reporting on a channel.
 pub struct TaskProbers {
     stop: watch::Sender<bool>,
     reports: mpsc::Sender<ProbeReport>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl TaskProbers {
     #[must_use]
-    pub fn new(reports: mpsc::Sender<ProbeReport>) -> Self {
+    pub fn new(reports: mpsc::Sender<ProbeReport>, runtime: tokio::runtime::Handle) -> Self {
         Self {
             stop: watch::channel(false).0,
             reports,
+            runtime,
         }
     }
 }
@@ -194,6 +196,7 @@ impl Probers for TaskProbers {
     fn start(&mut self, targets: Vec<ProbeTarget>) {
         let (stop, stopped) = watch::channel(false);
         let _ = std::mem::replace(&mut self.stop, stop).send(true);
+        let _runtime = self.runtime.enter();
         // The tasks run until told to stop; their handles are not needed.
         drop(spawn_probers(targets, self.reports.clone(), stopped));
     }
