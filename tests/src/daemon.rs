@@ -23,7 +23,11 @@ impl Scratch {
     #[must_use]
     pub fn new() -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("vnfp-{}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "{}-{}-{n}",
+            crate::netns::name_prefix(),
+            std::process::id()
+        ));
         std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
         Self { path }
     }
@@ -270,6 +274,14 @@ impl Daemon {
     pub fn kill(mut self) -> ExitStatus {
         let _ = self.child.kill();
         self.child.wait().expect("wait")
+    }
+
+    /// Leaves the daemon running after this process exits (a kept lab); its pid.
+    #[must_use]
+    pub fn detach(self) -> u32 {
+        let pid = self.pid();
+        std::mem::forget(self);
+        pid
     }
 }
 

@@ -430,11 +430,12 @@ pub fn ask_udp(s: &UdpSocket) -> io::Result<String> {
 // === servers ===
 
 /// Where a server reports that it listens, or why it cannot.
-type Ready = mpsc::Sender<Result<(), String>>;
+pub type Ready = mpsc::Sender<Result<(), String>>;
 
 /// Answers every line of every connection with `"<name>\n"`, on one thread: a non-blocking
 /// listener and connections, waited on with `poll` for at most [`SERVER_TICK`] at a time.
-fn tcp_server(name: &str, addr: SocketAddr, ready: Ready, stop: &Stop) {
+/// Returns soon after `stop` says so.
+pub fn tcp_server(name: &str, addr: SocketAddr, ready: Ready, stop: &Stop) {
     let listener = match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
         Ok(l) => l,
         Err(e) => {
@@ -496,7 +497,8 @@ fn serve(s: &mut TcpStream, pending: &mut Vec<u8>, answer: &[u8]) -> bool {
 }
 
 /// Answers every datagram with `"<name>"`, receiving with a timeout of [`SERVER_TICK`].
-fn udp_server(name: &str, addr: SocketAddr, ready: Ready, stop: &Stop) {
+/// Returns soon after `stop` says so.
+pub fn udp_server(name: &str, addr: SocketAddr, ready: Ready, stop: &Stop) {
     let sock = match UdpSocket::bind(addr).and_then(|s| s.set_read_timeout(Some(SERVER_TICK)).map(|()| s)) {
         Ok(s) => s,
         Err(e) => {

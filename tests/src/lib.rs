@@ -8,6 +8,7 @@
 )]
 
 pub mod daemon;
+pub mod demo;
 pub mod harness;
 pub mod lab;
 pub mod load;

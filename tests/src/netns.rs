@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
     thread,
@@ -34,12 +34,41 @@ pub const MAX_IFNAME_LEN: usize = 15;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The first word of every name this process makes (namespaces, links, pin and scratch
+/// directories); `vnfp` unless [`set_name_prefix`] chose another.
+static PREFIX: OnceLock<&'static str> = OnceLock::new();
+
+/// Makes every name this process makes from now on start with `prefix` instead of `vnfp`.
+/// For a lab that may outlive its process (`cargo xtask demo --keep`, `cargo xtask lab up`):
+/// the names of a process that is gone can come back with its pid, and no test process must
+/// ever pick one of them. At most 4 bytes, so that every name still fits an interface; call
+/// it before any name is made (again later only with the same prefix).
+pub fn set_name_prefix(prefix: &'static str) {
+    assert!(prefix.len() <= 4, "{prefix:?}: at most 4 bytes");
+    let set = *PREFIX.get_or_init(|| {
+        assert_eq!(
+            COUNTER.load(Ordering::Relaxed),
+            0,
+            "the name prefix is chosen before any name is made"
+        );
+        prefix
+    });
+    assert_eq!(set, prefix, "one name prefix per process");
+}
+
+/// The first word of every name this process makes: see [`set_name_prefix`].
+#[must_use]
+pub fn name_prefix() -> &'static str {
+    PREFIX.get().copied().unwrap_or("vnfp")
+}
+
 /// A name no other guard of this process uses, and no guard of a concurrently running test
-/// process either: `vnfp-{pid}-{counter}`. Short enough for an interface name.
+/// process either: `vnfp-{pid}-{counter}` (see [`name_prefix`]). Short enough for an interface
+/// name.
 #[must_use]
 pub fn unique_name() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = format!("vnfp-{}-{n}", std::process::id());
+    let name = format!("{}-{}-{n}", name_prefix(), std::process::id());
     assert!(
         name.len() <= MAX_IFNAME_LEN,
         "{name} is longer than the {MAX_IFNAME_LEN} bytes of an interface name"
@@ -182,18 +211,7 @@ impl Netns {
         R: Send,
         F: FnOnce() -> R + Send,
     {
-        let path = self.path();
-        thread::scope(|s| {
-            let t = thread::Builder::new()
-                .name(format!("in {}", self.name))
-                .spawn_scoped(s, move || {
-                    enter(&path);
-                    f()
-                })
-                .expect("spawning a thread");
-            t.join()
-                .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
-        })
+        run_in(&self.name, f)
     }
 
     /// Starts `f` on a thread inside the namespace, for a server. `f` must return soon after
@@ -241,6 +259,26 @@ impl Drop for Netns {
     }
 }
 
+/// [`Netns::run`] for the namespace `name` that this process does not own (a kept lab's).
+pub fn run_in<R, F>(name: &str, f: F) -> R
+where
+    R: Send,
+    F: FnOnce() -> R + Send,
+{
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    thread::scope(|s| {
+        let t = thread::Builder::new()
+            .name(format!("in {name}"))
+            .spawn_scoped(s, move || {
+                enter(&path);
+                f()
+            })
+            .expect("spawning a thread");
+        t.join()
+            .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+    })
+}
+
 /// Moves the calling thread into the network namespace mounted at `path`.
 #[track_caller]
 fn enter(path: &Path) {
@@ -251,8 +289,9 @@ fn enter(path: &Path) {
 
 // === impl Stop, Background ===
 
-/// Tells a [`Netns::spawn`]ed thread to return.
-#[derive(Clone, Debug)]
+/// Tells a [`Netns::spawn`]ed thread to return. One made with `default()` is never told to:
+/// for a server that lives as long as its process.
+#[derive(Clone, Debug, Default)]
 pub struct Stop(Arc<AtomicBool>);
 
 impl Stop {

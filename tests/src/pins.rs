@@ -7,7 +7,8 @@ use std::{
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// `/sys/fs/bpf/vnfp-{pid}-{n}`, created empty; its pins are removed on drop.
+/// `/sys/fs/bpf/vnfp-{pid}-{n}` (see [`crate::netns::name_prefix`]), created empty; its pins
+/// are removed on drop.
 pub struct PinDir {
     path: PathBuf,
 }
@@ -17,7 +18,11 @@ impl PinDir {
     #[must_use]
     pub fn new() -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = PathBuf::from(format!("/sys/fs/bpf/vnfp-{}-{n}", std::process::id()));
+        let path = PathBuf::from(format!(
+            "/sys/fs/bpf/{}-{}-{n}",
+            crate::netns::name_prefix(),
+            std::process::id()
+        ));
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
         Self { path }
     }
