@@ -64,6 +64,14 @@ pub enum AppError {
     Dataplane(#[from] DataplaneError),
     #[error("state store")]
     Store(#[from] StoreError),
+    /// The state file cannot be read; starting over it would lose what it holds.
+    #[error(
+        "the state file cannot be read, and the daemon will not start over it (that would lose registrations and their keys, drains, redundancy levels and the slot numbers adopted flows name): repair or restore it, or start with --move-aside-bad-state to keep it aside and start from probes"
+    )]
+    BadState {
+        #[source]
+        error: StoreError,
+    },
     #[error("control socket")]
     Control(#[from] control::ControlError),
     #[error("{what}")]
@@ -95,8 +103,8 @@ impl AppError {
 /// # Errors
 /// When the configuration cannot be carried out (see [`AppError::is_config`]) or a system call
 /// the daemon cannot do without fails at start-up.
-pub async fn run(config_path: PathBuf, file_spec: Spec) -> Result<(), AppError> {
-    let built = build(config_path, file_spec).await?;
+pub async fn run(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool) -> Result<(), AppError> {
+    let built = build(config_path, file_spec, move_aside_bad_state).await?;
     drain(spawn(built).await?).await
 }
 
@@ -153,19 +161,23 @@ struct Built {
 
 /// Everything up to the first input: the saved state, the resolved elements, the data plane
 /// loaded or adopted and attached, and the controller.
-async fn build(config_path: PathBuf, file_spec: Spec) -> Result<Built, AppError> {
+async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool) -> Result<Built, AppError> {
     let epoch = Instant::now();
     let failover = Failover::start()?;
     let metrics_listener = metrics::bind(file_spec.daemon.metrics)
         .await
         .map_err(io("binding the metrics listener (daemon.metrics)"))?;
     let store = Store::open(&file_spec.daemon.state_dir)?;
+    // A state file that cannot be read is never silently replaced: it holds registrations and
+    // their keys, drains, the SCE's levels and the slot numbers that adopted flows name.
     let persisted: Persisted = match store.load() {
         Ok(p) => p.unwrap_or_default(),
-        Err(e) => {
-            warn!(error = %e, "ignoring the saved pool state; starting from probes");
+        Err(e) if move_aside_bad_state => {
+            let aside = store.move_aside()?;
+            warn!(error = %e, aside = %aside.display(), "state file moved aside; starting from probes");
             Persisted::default()
         }
+        Err(error) => return Err(AppError::BadState { error }),
     };
     let spec = crate::controller::merged(&file_spec, &persisted.added);
     let net = Arc::new(NetResolver);

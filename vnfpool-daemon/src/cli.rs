@@ -36,6 +36,10 @@ pub enum Command {
         /// Configuration file (YAML).
         #[arg(long, short)]
         config: PathBuf,
+        /// When the state file cannot be read, move it aside (as `state.json.bad-<time>`) and
+        /// start from probes; without this flag the daemon refuses to start over it.
+        #[arg(long)]
+        move_aside_bad_state: bool,
     },
     /// Runs beside an element: registers it into a pool over the API, sends its heartbeats,
     /// deregisters it on SIGTERM or SIGINT.

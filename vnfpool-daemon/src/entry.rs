@@ -32,7 +32,10 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Daemon { config } => {
+        Command::Daemon {
+            config,
+            move_aside_bad_state,
+        } => {
             // Load and validate before touching BPF or binding anything.
             let spec = match config::load(&config) {
                 Ok(spec) => spec,
@@ -41,7 +44,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            run_daemon(config, spec)
+            run_daemon(config, spec, move_aside_bad_state)
         }
         Command::Agent { config } => crate::agent::main(&config),
         Command::Status { json, socket } => client(&socket, &Request::Status, json),
@@ -91,7 +94,11 @@ fn print(write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), crate::manual
     }
 }
 
-fn run_daemon(config: std::path::PathBuf, spec: crate::model::spec::Spec) -> ExitCode {
+fn run_daemon(
+    config: std::path::PathBuf,
+    spec: crate::model::spec::Spec,
+    move_aside_bad_state: bool,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -99,7 +106,7 @@ fn run_daemon(config: std::path::PathBuf, spec: crate::model::spec::Spec) -> Exi
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::app::run(config, spec)) {
+    match runtime.block_on(crate::app::run(config, spec, move_aside_bad_state)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_config() => {
             eprintln!("vnfpool: {:#}", anyhow::Error::from(e));

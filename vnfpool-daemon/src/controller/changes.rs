@@ -34,7 +34,8 @@ use crate::{
     registry::{self, Added, AddedElement},
 };
 
-/// A drain without a deadline lasts this long (until undrained, in practice).
+/// A drain without a deadline lasts this long (until undrained, in practice), and none lasts
+/// longer.
 const FOREVER: std::time::Duration = std::time::Duration::from_hours(87_600);
 
 /// The results of the controller's own tasks.
@@ -142,10 +143,10 @@ impl<D: Dataplane> Controller<D> {
                 deadline,
                 reply,
             } => {
-                let answer = self.admin(&pool, &element, |e| Event::Drain {
-                    element: e,
-                    deadline: deadline.unwrap_or(FOREVER),
-                });
+                // Clamped here, at input: a deadline of `500000000000y` would overflow the
+                // clock's arithmetic, and a state saved with it would crash every restart.
+                let deadline = deadline.map_or(FOREVER, |d| d.min(FOREVER));
+                let answer = self.admin(&pool, &element, |e| Event::Drain { element: e, deadline });
                 return drop(reply.send(answer));
             }
             Command::Undrain { pool, element, reply } => {

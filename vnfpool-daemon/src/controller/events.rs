@@ -210,7 +210,9 @@ impl<D: Dataplane> Controller<D> {
             })
             .chain(self.misses.next())
             .min()
-            .map(|d| self.epoch + d)
+            // A deadline beyond what the clock can hold (a state saved by an older version) is
+            // no deadline.
+            .and_then(|d| self.epoch.checked_add(d))
     }
 
     pub(super) fn tick(&mut self) {

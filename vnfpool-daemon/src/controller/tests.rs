@@ -675,6 +675,27 @@ async fn a_drain_deadline_fires_on_time() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_drain_deadline_beyond_the_clock_is_clamped_not_a_crash() {
+    let h = Harness::started(AA, &ALL_ACTIVE).await;
+    let answer = h
+        .ask(|reply| Command::Drain {
+            pool: "dns".into(),
+            element: "e2".into(),
+            deadline: Some(Duration::MAX),
+            reply,
+        })
+        .await
+        .expect("drained");
+    assert_eq!(answer, "dns/e2: draining");
+    // The controller is still deciding.
+    h.report("e3", false, 3).await;
+    h.until("e3 out", |s| role_in(s, "dns", "e3").as_deref() == Some("out"))
+        .await;
+    assert_eq!(h.role("dns", "e2"), "draining");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn drains_of_unknown_pools_and_elements_are_refused_by_kind() {
     let h = Harness::start(&three("{ model: active-active }")).await;
     let why = h

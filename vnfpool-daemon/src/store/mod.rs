@@ -31,6 +31,12 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The state directory could be read or replaced by someone else.
+    #[error(
+        "{}: {why}; the state holds heartbeat keys and slot numbers: give the directory to the daemon's user only (chown, chmod 0700)",
+        path.display()
+    )]
+    Unsafe { path: PathBuf, why: String },
 }
 
 /// The state document of one daemon.
@@ -40,12 +46,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store in `dir` (created, mode 0700, when missing).
+    /// A store in `dir` (created, mode 0700, when missing). An existing directory must belong
+    /// to this process's user and be writable by no one else.
     ///
     /// # Errors
-    /// When the directory cannot be created.
+    /// When the directory cannot be created, or is not safe.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        use std::os::unix::fs::DirBuilderExt as _;
+        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -55,7 +62,53 @@ impl Store {
                 what: "creating the state directory",
                 source,
             })?;
+        let meta = fs::symlink_metadata(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            what: "reading the state directory's owner and mode",
+            source,
+        })?;
+        let unsafe_dir = |why: String| {
+            Err(StoreError::Unsafe {
+                path: dir.to_owned(),
+                why,
+            })
+        };
+        if !meta.is_dir() {
+            return unsafe_dir("not a directory (a symbolic link?)".to_owned());
+        }
+        let me = rustix::process::geteuid().as_raw();
+        if meta.uid() != me {
+            return unsafe_dir(format!(
+                "owned by uid {}, the daemon runs as uid {me}",
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return unsafe_dir(format!(
+                "mode {:o}: writable by its group or by others",
+                meta.mode() & 0o7777
+            ));
+        }
         Ok(Self { dir: dir.to_owned() })
+    }
+
+    /// Moves an unreadable state document aside as `state.json.bad-<unix seconds>`, so that the
+    /// daemon can start from probes without losing it; returns where it went.
+    ///
+    /// # Errors
+    /// When the rename fails.
+    pub fn move_aside(&self) -> Result<PathBuf, StoreError> {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let aside = self.dir.join(format!("{STATE_FILE}.bad-{secs}"));
+        fs::rename(self.path(), &aside).map_err(|source| StoreError::Io {
+            path: self.path(),
+            what: "moving aside",
+            source,
+        })?;
+        Ok(aside)
     }
 
     /// Path of the state document.
@@ -107,11 +160,17 @@ impl Store {
             what,
             source,
         };
-        // The document holds the heartbeat keys of registered elements: owner only.
+        // A leftover of a crash, or anything planted there, goes: the name itself is removed,
+        // never followed. The document holds the heartbeat keys of registered elements: a new
+        // file, owner only.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io("removing a leftover", e)),
+            _ => {}
+        }
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(i32::try_from(rustix::fs::OFlags::NOFOLLOW.bits()).expect("a small flag"))
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io("creating", e))?;
@@ -186,6 +245,45 @@ mod tests {
         assert_eq!(store.load::<String>().expect("load").as_deref(), Some("good"));
         store.save(&"next").expect("save over the leftover");
         assert_eq!(store.load::<String>().expect("load").as_deref(), Some("next"));
+    }
+
+    #[test]
+    fn a_temporary_name_planted_as_a_link_is_replaced_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = TempDir::new("planted");
+        let store = Store::open(&dir.0).expect("open");
+        let victim = dir.0.join("victim");
+        fs::write(&victim, b"precious").expect("victim");
+        symlink(&victim, dir.0.join(format!(".{STATE_FILE}.tmp"))).expect("link");
+        store.save(&"state").expect("save");
+        assert_eq!(
+            fs::read(&victim).expect("victim"),
+            b"precious",
+            "the link was followed"
+        );
+        assert_eq!(store.load::<String>().expect("load").as_deref(), Some("state"));
+    }
+
+    #[test]
+    fn a_state_directory_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = TempDir::new("open-mode");
+        fs::create_dir_all(&dir.0).expect("dir");
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = Store::open(&dir.0).expect_err("refused");
+        assert!(err.to_string().contains("mode 777"), "{err}");
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o755)).expect("chmod");
+        Store::open(&dir.0).expect("only its owner writes it");
+    }
+
+    #[test]
+    fn an_unreadable_document_moves_aside_whole() {
+        let dir = TempDir::new("aside");
+        let store = Store::open(&dir.0).expect("open");
+        fs::write(store.path(), b"not json").expect("write");
+        let aside = store.move_aside().expect("moved");
+        assert_eq!(fs::read(&aside).expect("kept"), b"not json");
+        assert_eq!(store.load::<String>().expect("load"), None);
     }
 
     #[test]
