@@ -168,17 +168,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         .await
         .map_err(io("binding the metrics listener (daemon.metrics)"))?;
     let store = Store::open(&file_spec.daemon.state_dir)?;
-    // A state file that cannot be read is never silently replaced: it holds registrations and
-    // their keys, drains, the SCE's levels and the slot numbers that adopted flows name.
-    let persisted: Persisted = match store.load() {
-        Ok(p) => p.unwrap_or_default(),
-        Err(e) if move_aside_bad_state => {
-            let aside = store.move_aside()?;
-            warn!(error = %e, aside = %aside.display(), "state file moved aside; starting from probes");
-            Persisted::default()
-        }
-        Err(error) => return Err(AppError::BadState { error }),
-    };
+    let persisted = load_state(&store, move_aside_bad_state)?;
     let spec = crate::controller::merged(&file_spec, &persisted.added);
     let net = Arc::new(NetResolver);
     let known = reconcile::known_resolutions(&[], &spec);
@@ -202,15 +192,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
             }
         }
     }
-    // Links found down at start: failed at once rather than after a probe round.
-    let mut down = Vec::new();
-    for (p, pool) in resolved.iter().enumerate() {
-        for (e, r) in pool.iter().enumerate() {
-            if matches!(link::link_state(r.ifindex).await, Ok(false)) {
-                down.push((p, e));
-            }
-        }
-    }
+    let down = links_down(&resolved).await;
     let adopted = dp.adopted();
     let now = epoch.elapsed();
     let mut generations = 0;
@@ -268,6 +250,34 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         spec,
         epoch,
     })
+}
+
+/// The saved state. One that cannot be read is never silently replaced: it holds registrations
+/// and their keys, drains, the SCE's levels and the slot numbers that adopted flows name.
+fn load_state(store: &Store, move_aside_bad_state: bool) -> Result<Persisted, AppError> {
+    match store.load() {
+        Ok(p) => Ok(p.unwrap_or_default()),
+        Err(e) if move_aside_bad_state => {
+            let aside = store.move_aside()?;
+            warn!(error = %e, aside = %aside.display(), "state file moved aside; starting from probes");
+            Ok(Persisted::default())
+        }
+        Err(error) => Err(AppError::BadState { error }),
+    }
+}
+
+/// The elements whose links are down at start (pool and element positions): failed at once
+/// rather than after a probe round.
+async fn links_down(resolved: &[Vec<crate::model::plan::Resolved>]) -> Vec<(usize, usize)> {
+    let mut down = Vec::new();
+    for (p, pool) in resolved.iter().enumerate() {
+        for (e, r) in pool.iter().enumerate() {
+            if matches!(link::link_state(r.ifindex).await, Ok(false)) {
+                down.push((p, e));
+            }
+        }
+    }
+    down
 }
 
 /// Starts the tasks around the controller: heartbeat receiver, link watcher, control socket,
