@@ -262,6 +262,24 @@ impl Sender {
     }
 }
 
+/// Receive buffer of the heartbeat socket: room for tens of thousands of heartbeats while the
+/// receiving task waits for a CPU.
+const RCVBUF: usize = 4 << 20;
+
+/// The heartbeat listener's socket, non-blocking, with a receive buffer of [`RCVBUF`] (or what
+/// `net.core.rmem_max` allows).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, RCVBUF) {
+        tracing::warn!(error = %e, "heartbeat socket keeps the default receive buffer; heartbeats may be dropped under load");
+    }
+    Ok(socket)
+}
+
 #[cfg(test)]
 mod tests {
     use std::{net::IpAddr, time::Duration};

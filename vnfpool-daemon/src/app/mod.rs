@@ -8,8 +8,10 @@
 //! writes). However busy the main one is, a probe result and the failover it decides never
 //! queue behind its tasks.
 
+mod error;
+mod failover;
+
 use std::{
-    net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -22,80 +24,31 @@ use tokio::{
 };
 use tracing::{error, info, warn};
 
+pub use self::error::AppError;
+use self::failover::Failover;
 use crate::{
-    api,
-    config::ConfigErrors,
-    control,
+    api, control,
     controller::{
         Controller, Deps, Inputs, Start,
         commands::{self, Command},
         persist::Persisted,
-        reconcile::{self, CapacityError},
+        reconcile,
         snapshot::Views,
-        work::{self, NetResolver, ResolveFailure, Saver, TaskProbers},
+        work::{self, NetResolver, Saver, TaskProbers},
     },
-    dataplane::{AyaDataplane, DataplaneError, LoadOptions},
+    dataplane::{AyaDataplane, LoadOptions},
     events::EventLog,
     health::link,
     heartbeat::{self, Verifier},
     metrics::{self, Metrics, Readiness},
     model::spec::Spec,
-    store::{Store, StoreError},
+    store::Store,
     timer::PreciseTimer,
 };
 
-/// Receive buffer of the heartbeat socket: room for tens of thousands of heartbeats while the
-/// receiving task waits for a CPU (see `heartbeat::udp`).
-const HEARTBEAT_RCVBUF: usize = 4 << 20;
 /// Accepted heartbeats queued for the controller; beyond, they are counted and dropped (the
 /// verifier has recorded them: only an element's first heartbeat after silence matters here).
 const HEARTBEAT_QUEUE: usize = 4096;
-
-/// Why the daemon stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// The configuration is wrong (exit status 2).
-    #[error("{0}")]
-    Config(ConfigErrors),
-    /// An element cannot be reached the way L2 direct server return needs (exit status 2).
-    #[error(transparent)]
-    Resolve(#[from] ResolveFailure),
-    #[error("data plane")]
-    Dataplane(#[from] DataplaneError),
-    #[error("state store")]
-    Store(#[from] StoreError),
-    /// The state file cannot be read; starting over it would lose what it holds.
-    #[error(
-        "the state file cannot be read, and the daemon will not start over it (that would lose registrations and their keys, drains, redundancy levels and the slot numbers adopted flows name): repair or restore it, or start with --move-aside-bad-state to keep it aside and start from probes"
-    )]
-    BadState {
-        #[source]
-        error: StoreError,
-    },
-    #[error("control socket")]
-    Control(#[from] control::ControlError),
-    #[error("{what}")]
-    Io {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Capacity(#[from] CapacityError),
-    #[error("the API (api: in the configuration)")]
-    Api(#[from] api::SetupError),
-}
-
-impl AppError {
-    /// Whether the error is the operator's input (exit status 2) rather than the system's.
-    #[must_use]
-    pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            Self::Config(_) | Self::Resolve { .. } | Self::Capacity { .. } | Self::Api(_)
-        )
-    }
-}
 
 /// Runs the daemon until SIGTERM or SIGINT. The data plane stays attached and pinned when it
 /// returns (or crashes): only probing and decisions stop.
@@ -106,41 +59,6 @@ impl AppError {
 pub async fn run(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool) -> Result<(), AppError> {
     let built = build(config_path, file_spec, move_aside_bad_state).await?;
     drain(spawn(built).await?).await
-}
-
-/// Worker threads of the failover runtime.
-const FAILOVER_THREADS: usize = 2;
-
-/// The failover runtime; shut down without waiting when dropped (a runtime may not be dropped
-/// the blocking way inside another one, as on an error return of `build`).
-struct Failover(Option<tokio::runtime::Runtime>);
-
-impl Failover {
-    fn start() -> Result<Self, AppError> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(FAILOVER_THREADS)
-            .thread_name("vnfpool-failover")
-            .enable_all()
-            .build()
-            .map(|rt| Self(Some(rt)))
-            .map_err(io("starting the failover runtime"))
-    }
-}
-
-impl std::ops::Deref for Failover {
-    type Target = tokio::runtime::Runtime;
-
-    fn deref(&self) -> &Self::Target {
-        self.0.as_ref().expect("running until dropped")
-    }
-}
-
-impl Drop for Failover {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 /// What [`build`] makes and [`spawn`] starts.
@@ -285,7 +203,8 @@ async fn links_down(resolved: &[Vec<crate::model::plan::Resolved>]) -> Vec<(usiz
 async fn spawn(b: Built) -> Result<Running, AppError> {
     let (heartbeats_tx, heartbeats) = mpsc::channel(HEARTBEAT_QUEUE);
     if let Some(api_spec) = &b.spec.api {
-        let socket = heartbeat_socket(api_spec.heartbeat_listen)?;
+        let socket = heartbeat::udp::bind(api_spec.heartbeat_listen)
+            .map_err(io("binding the heartbeat listener (api.heartbeat_listen)"))?;
         info!(listen = %api_spec.heartbeat_listen, "heartbeats of self-registered elements received");
         let (verifier, epoch) = (Arc::clone(&b.verifier), b.epoch);
         // Registered with the failover runtime's reactor, and served there.
@@ -402,20 +321,6 @@ async fn drain(r: Running) -> Result<(), AppError> {
     Ok(())
 }
 
-fn io(what: &'static str) -> impl Fn(std::io::Error) -> AppError {
+pub(crate) fn io(what: &'static str) -> impl Fn(std::io::Error) -> AppError {
     move |source| AppError::Io { what, source }
-}
-
-/// The heartbeat listener's socket, with a receive buffer of [`HEARTBEAT_RCVBUF`] (or what
-/// `net.core.rmem_max` allows).
-fn heartbeat_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, AppError> {
-    let socket = std::net::UdpSocket::bind(addr)
-        .map_err(io("binding the heartbeat listener (api.heartbeat_listen)"))?;
-    socket
-        .set_nonblocking(true)
-        .map_err(io("making the heartbeat socket non-blocking"))?;
-    if let Err(e) = rustix::net::sockopt::set_socket_recv_buffer_size(&socket, HEARTBEAT_RCVBUF) {
-        warn!(error = %e, "heartbeat socket keeps the default receive buffer; heartbeats may be dropped under load");
-    }
-    Ok(socket)
 }
