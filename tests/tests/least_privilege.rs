@@ -81,7 +81,8 @@ impl Setup {
             effective: caps,
             permitted: caps,
             inheritable: caps,
-            ambient: caps,
+            // Emptied at start: exec probes must not inherit the capabilities.
+            ambient: 0,
             bounding: caps,
             no_new_privs: true,
         };
@@ -305,4 +306,40 @@ fn unprivileged_it_adopts_the_pins_a_root_daemon_left_once_they_are_handed_over(
     daemon.wait_until("e2 active", Duration::from_secs(2), |s| {
         role(s, "dns", "e2") == Some("active")
     });
+}
+
+#[test]
+fn unprivileged_exec_probes_run_without_the_daemons_capabilities() {
+    let lab = Lab::new(1);
+    let places = Places::new();
+    let setup = Setup::new(&places);
+    let seen = places.scratch.path.join("probe-caps");
+    let check = format!(
+        "{{ check: exec, command: [/bin/sh, -c, \"grep ^Cap /proc/self/status > {}.tmp && mv {}.tmp {}\"], interval: 50ms, timeout: 1s, rise: 1, fall: 3 }}",
+        seen.display(),
+        seen.display(),
+        seen.display()
+    );
+    let text = config(&lab, &places).replace(
+        &format!("{{ check: tcp, port: {TCP_PORT}, interval: {INTERVAL_MS}ms, timeout: 50ms, rise: 2, fall: {FALL} }}"),
+        &check,
+    );
+    assert!(text.contains("check: exec"), "{text}");
+    std::fs::write(places.config(), text).expect("config");
+    let notify = Notify::bind(&places.scratch.path, setup.user);
+    let mut daemon = setup.start(&lab, &places, &notify);
+    daemon.wait_until("e1 active on its exec probe", Duration::from_secs(10), |s| {
+        role(s, "dns", "e1") == Some("active")
+    });
+    let caps = std::fs::read_to_string(&seen).expect("the probe wrote its capabilities");
+    for set in ["CapAmb", "CapPrm", "CapEff"] {
+        let line = caps
+            .lines()
+            .find(|l| l.starts_with(set))
+            .unwrap_or_else(|| panic!("no {set} in {caps}"));
+        assert!(
+            line.ends_with("0000000000000000"),
+            "an exec probe runs with capabilities: {line}\n{caps}"
+        );
+    }
 }

@@ -44,6 +44,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            drop_ambient_capabilities();
             run_daemon(config, spec, move_aside_bad_state)
         }
         Command::Agent { config } => crate::agent::main(&config),
@@ -91,6 +92,17 @@ fn print(write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), crate::manual
             eprintln!("vnfpool: writing to stdout: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Empties the ambient capability set, before any other thread exists (threads inherit it from
+/// the one that creates them). Under the systemd unit the daemon's capabilities come to it as
+/// ambient ones, and ambient capabilities survive `execve`: without this, an exec probe would
+/// run with `CAP_BPF`, `CAP_NET_ADMIN` and `CAP_PERFMON`. The daemon's own effective and
+/// permitted sets stay.
+fn drop_ambient_capabilities() {
+    if let Err(e) = rustix::thread::clear_ambient_capability_set() {
+        eprintln!("vnfpool: clearing the ambient capabilities: {e}; exec probes may inherit them");
     }
 }
 
