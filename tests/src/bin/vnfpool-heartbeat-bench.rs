@@ -287,7 +287,7 @@ fn end_to_end(pool: &Pool) -> Result<EndToEnd> {
         let verified_addr = receiver.local_addr()?;
         let stats = receiver.stats();
         let (tx, mut rx) = mpsc::channel(65_536);
-        let serving = tokio::spawn(receiver.serve(tx));
+        let serving = tokio::spawn(async move { receiver.serve(&tx).await });
         let events = Arc::new(AtomicU64::new(0));
         let consumer = tokio::spawn({
             let events = Arc::clone(&events);

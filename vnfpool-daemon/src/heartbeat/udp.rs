@@ -114,7 +114,7 @@ impl Receiver {
     /// # Errors
     /// A receive error other than the transient ones (an ICMP error reported on the socket, an
     /// interrupted call), which are counted and skipped.
-    pub async fn serve(self, events: mpsc::Sender<HeartbeatEvent>) -> io::Result<()> {
+    pub async fn serve(&self, events: &mpsc::Sender<HeartbeatEvent>) -> io::Result<()> {
         let mut bufs = [[0_u8; BUF]; BATCH];
         let mut lens = [0_usize; BATCH];
         let mut accepted = [HeartbeatEvent {
@@ -189,17 +189,56 @@ impl Receiver {
     }
 }
 
-/// Runs a [`Receiver`] on `socket` (see [`Receiver::serve`]).
+/// First pause before a receiver that failed is started again; it doubles with each failure
+/// in a row, up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
+/// Longest pause between two starts.
+pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+/// A run this long counts as healthy: the next failure pauses [`MIN_BACKOFF`] again.
+const HEALTHY_RUN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs a [`Receiver`] on `socket` (see [`Receiver::serve`]) until `events` is closed. A
+/// receive error does not stop it for good, which would fail every self-registered element:
+/// it is logged and the receiver starts again after a back-off ([`restarting`]).
 ///
 /// # Errors
-/// As [`Receiver::serve`].
+/// None in practice: every error is retried.
 pub async fn serve(
     socket: UdpSocket,
     verifier: Arc<Mutex<Verifier>>,
     epoch: Instant,
     events: mpsc::Sender<HeartbeatEvent>,
 ) -> io::Result<()> {
-    Receiver::new(socket, verifier, epoch).serve(events).await
+    let receiver = Receiver::new(socket, verifier, epoch);
+    restarting(|| receiver.serve(&events)).await;
+    Ok(())
+}
+
+/// Runs `run` until it returns `Ok`, starting it again after each error with a back-off that
+/// doubles from [`MIN_BACKOFF`] to [`MAX_BACKOFF`] (and starts over after a run of
+/// [`HEALTHY_RUN`]). Returns how many times it failed.
+pub async fn restarting<F, Fut>(mut run: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = io::Result<()>>,
+{
+    let mut backoff = MIN_BACKOFF;
+    let mut failures = 0;
+    loop {
+        let started = tokio::time::Instant::now();
+        match run().await {
+            Ok(()) => return failures,
+            Err(e) => {
+                failures += 1;
+                if started.elapsed() >= HEALTHY_RUN {
+                    backoff = MIN_BACKOFF;
+                }
+                tracing::error!(error = %e, retry_in = ?backoff, "heartbeat receiver failed; starting it again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
 }
 
 /// The sending end, run by a registered element.
@@ -314,7 +353,7 @@ mod tests {
         let addr = receiver.local_addr().expect("address");
         let stats = receiver.stats();
         let (tx, events) = mpsc::channel(capacity);
-        let task = tokio::spawn(receiver.serve(tx));
+        let task = tokio::spawn(async move { receiver.serve(&tx).await });
         Running {
             addr,
             verifier,
@@ -450,5 +489,31 @@ mod tests {
             .expect("stops once the events are closed")
             .expect("task")
             .expect("no error");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receiver_that_fails_starts_again_after_a_growing_back_off() {
+        let runs = std::cell::Cell::new(0u32);
+        let start = tokio::time::Instant::now();
+        let starts = std::cell::RefCell::new(Vec::new());
+        let failures = restarting(|| {
+            runs.set(runs.get() + 1);
+            starts.borrow_mut().push(start.elapsed());
+            let n = runs.get();
+            async move {
+                if n <= 3 {
+                    Err(io::Error::other("receive failed"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert_eq!(failures, 3);
+        assert_eq!(
+            *starts.borrow(),
+            [Duration::ZERO, MIN_BACKOFF, MIN_BACKOFF * 3, MIN_BACKOFF * 7],
+            "10, 20 and 40 ms between the starts"
+        );
     }
 }
