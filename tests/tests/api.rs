@@ -109,6 +109,10 @@ async fn start(headers_timeout: Duration) -> Api {
                 subject: "CN=ops".to_owned(),
                 role: Role::Operator,
             },
+            ApiClient {
+                subject: "CN=admin, O=acme".to_owned(),
+                role: Role::Operator,
+            },
         ],
         heartbeat_listen: "127.0.0.1:0".parse().expect("addr"),
     };
@@ -286,6 +290,23 @@ async fn clients_without_a_trusted_certificate_or_a_role_are_refused_and_others_
         sce.call("GET", "/v1/pools", "").await.map(|r| r.0),
         Ok(StatusCode::OK)
     );
+}
+
+#[tokio::test]
+async fn a_common_name_that_spells_another_subject_gets_no_role() {
+    let api = start(Duration::from_secs(5)).await;
+    // One attribute, CN = "admin, O=acme": it once read as `CN=admin, O=acme`, a configured
+    // operator.
+    let crafted = api.as_cn("admin, O=acme");
+    let (status, body) = crafted.call("GET", "/v1/status", "").await.expect("answer");
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains(r"CN=admin\\, O=acme"), "{body}");
+    let (status, _) = api
+        .as_cn("ops")
+        .call("GET", "/v1/status", "")
+        .await
+        .expect("answer");
+    assert_eq!(status, StatusCode::OK, "a plain operator still is one");
 }
 
 #[tokio::test]

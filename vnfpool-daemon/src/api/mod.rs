@@ -122,11 +122,49 @@ pub struct Peer {
     pub role: Option<Role>,
 }
 
-/// The subject of a DER certificate, as `CN=…, O=…`.
+/// The subject of a DER certificate, as `CN=…, O=…`: its attributes in the certificate's order
+/// (those of one RDN joined by ` + `), each value escaped as RFC 4514 says. A value such as
+/// `ops, O=acme` thus reads `CN=ops\, O=acme` and can never pass for two attributes. `None`
+/// when a value is not a string.
 #[must_use]
 pub fn subject(der: &[u8]) -> Option<String> {
+    use x509_parser::objects::{oid_registry, oid2abbrev};
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.subject().to_string())
+    let rdns = cert
+        .subject()
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|a| {
+                    let name = oid2abbrev(a.attr_type(), oid_registry())
+                        .map_or_else(|_| a.attr_type().to_id_string(), str::to_owned);
+                    Some(format!("{name}={}", escape_dn_value(a.as_str().ok()?)))
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(|attrs| attrs.join(" + "))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(rdns.join(", "))
+}
+
+/// `value` escaped for a distinguished name (RFC 4514, section 2.4).
+fn escape_dn_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && matches!(c, '#' | ' '))
+            || (i == last && c == ' ');
+        if c == '\0' {
+            out.push_str("\\00");
+        } else {
+            if special {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Limits against slow or idle clients.
