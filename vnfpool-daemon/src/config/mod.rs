@@ -113,6 +113,21 @@ pub fn element_address_position(text: &str, pool: &str, element: &str) -> Option
     Position::of(at)
 }
 
+/// Where the top-level section `section` (`daemon`, `api`, `pools` or `placement`) starts in
+/// the configuration `text`.
+#[must_use]
+pub fn section_position(text: &str, section: &str) -> Option<Position> {
+    let raw: serde_saphyr::Spanned<raw::RawConfig> = serde_saphyr::from_str(text).ok()?;
+    let c = &raw.value;
+    let at = match section {
+        "daemon" => c.daemon.as_ref()?.referenced,
+        "api" => c.api.as_ref()?.referenced,
+        "placement" => c.placement.as_ref()?.referenced,
+        _ => return None,
+    };
+    Position::of(at)
+}
+
 /// A position in the file, 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {

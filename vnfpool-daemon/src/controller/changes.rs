@@ -43,7 +43,7 @@ const FOREVER: std::time::Duration = std::time::Duration::from_hours(87_600);
 pub(super) enum Internal {
     /// The configuration file, read for a reload.
     Loaded {
-        result: Result<Box<Spec>, String>,
+        result: Result<Box<work::Loaded>, String>,
         reply: Reply<String>,
     },
     /// The addresses a change needed, resolved (or why not).
@@ -60,7 +60,7 @@ const RESOLVED_FOR: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(super) enum Change {
     Reload {
-        file_spec: Box<Spec>,
+        file: Box<work::Loaded>,
         reply: Reply<String>,
     },
     Add(AddElement),
@@ -200,7 +200,7 @@ impl<D: Dataplane> Controller<D> {
         match done {
             Internal::Loaded { result, reply } => match result {
                 Err(message) => drop(reply.send(Err(Refusal::Config(message)))),
-                Ok(file_spec) => self.try_change(Change::Reload { file_spec, reply }),
+                Ok(file) => self.try_change(Change::Reload { file, reply }),
             },
             Internal::Resolved { change, result } => {
                 self.metrics.resolving(-1);
@@ -399,15 +399,26 @@ impl<D: Dataplane> Controller<D> {
     /// changes nothing.
     fn prepare(&self, change: &Change) -> Result<Prepared, Refusal> {
         match change {
-            Change::Reload { file_spec, .. } => {
+            Change::Reload { file, .. } => {
+                let file_spec = &file.spec;
                 if file_spec.daemon != self.spec.daemon {
-                    return Err(Refusal::Config(
-                        "the daemon section changed; it takes effect on restart only".to_owned(),
-                    ));
+                    return Err(Refusal::Config(format!(
+                        "{}the daemon section changed; it takes effect on restart only",
+                        file.daemon_at
+                    )));
+                }
+                // Client subjects and roles, certificates and listeners are set up once: a
+                // reload that changed them would leave removed subjects their roles and hand
+                // agents a heartbeat address nothing listens on.
+                if file_spec.api != self.file_spec.api {
+                    return Err(Refusal::Config(format!(
+                        "{}the api section changed (clients, certificates or listeners); it takes effect on restart only",
+                        file.api_at
+                    )));
                 }
                 Ok(Prepared::Change(Box::new(Pending {
                     spec: merged(file_spec, &self.added),
-                    file_spec: (**file_spec).clone(),
+                    file_spec: file_spec.clone(),
                     added: self.added.clone(),
                 })))
             }

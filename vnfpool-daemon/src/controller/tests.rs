@@ -133,6 +133,8 @@ struct Harness {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     scratch: Scratch,
+    /// Whether the configuration has an `api:` section.
+    api: bool,
 }
 
 /// The daemon section and `pools` (YAML, indented under `pools:`), with an API when `api`.
@@ -281,6 +283,7 @@ impl Harness {
             stop: Some(stop),
             task: Some(task),
             scratch,
+            api,
         }
     }
 
@@ -345,7 +348,7 @@ impl Harness {
     }
 
     async fn reload(&self, pools: &str) -> Result<String, Refusal> {
-        std::fs::write(&self.config, yaml(&self.scratch, pools, false)).expect("config");
+        std::fs::write(&self.config, yaml(&self.scratch, pools, self.api)).expect("config");
         self.ask(|reply| Command::Reload { reply }).await
     }
 
@@ -646,6 +649,30 @@ async fn a_reload_of_a_broken_file_changes_nothing_and_says_why() {
         .expect_err("refused");
     assert!(why.to_string().contains("pools.yaml"), "{why}");
     assert!(h.dp.take().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_changes_the_api_section_is_refused_with_where() {
+    let h = Harness::started_with(AA, &ALL_ACTIVE, true).await;
+    let _ = h.dp.take();
+    let text = std::fs::read_to_string(&h.config).expect("config");
+    let more = text.replace(
+        "role: element }\n",
+        "role: element }\n    - { subject: \"CN=new\", role: operator }\n",
+    );
+    assert_ne!(more, text);
+    std::fs::write(&h.config, more).expect("config");
+    let why = h
+        .ask(|reply| Command::Reload { reply })
+        .await
+        .expect_err("refused");
+    let message = why.to_string();
+    assert!(
+        message.contains("pools.yaml:7:") && message.contains("api section changed"),
+        "{message}"
+    );
+    assert!(h.dp.take().is_empty(), "nothing changed");
     h.stop().await;
 }
 

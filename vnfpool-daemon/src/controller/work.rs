@@ -161,12 +161,36 @@ pub async fn resolve_missing(
         .collect())
 }
 
+/// A configuration file, read and checked, with where its sections start (for messages that
+/// refuse a change of a section that applies on restart only).
+#[derive(Debug)]
+pub struct Loaded {
+    pub spec: Spec,
+    /// `file:line:column: ` of the `daemon:` section, or empty.
+    pub daemon_at: String,
+    /// `file:line:column: ` of the `api:` section, or empty.
+    pub api_at: String,
+}
+
 /// Reads and checks the configuration file on a blocking thread.
-pub async fn load_config(path: &Path) -> Result<Spec, String> {
+pub async fn load_config(path: &Path) -> Result<Loaded, String> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || config::load(&path).map_err(|e| e.to_string()))
-        .await
-        .unwrap_or_else(|e| Err(format!("reading the configuration: {e}")))
+    tokio::task::spawn_blocking(move || {
+        let spec = config::load(&path).map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let at = |section| {
+            config::section_position(&text, section)
+                .map(|p| format!("{}:{p}: ", path.display()))
+                .unwrap_or_default()
+        };
+        Ok(Loaded {
+            daemon_at: at("daemon"),
+            api_at: at("api"),
+            spec,
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("reading the configuration: {e}")))
 }
 
 /// Starts the probers of a probe set, replacing the previous ones.
