@@ -40,6 +40,9 @@ pub enum AppError {
     },
     #[error(transparent)]
     Capacity(#[from] CapacityError),
+    /// The controller's task ended without being told to (a panic).
+    #[error("the controller stopped: {0}")]
+    Controller(String),
     #[error("the API (api: in the configuration)")]
     Api(#[from] api::SetupError),
 }

@@ -299,16 +299,30 @@ async fn drain(r: Running) -> Result<(), AppError> {
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let controller = r
+    let mut controller = r
         .failover
         .spawn(r.controller.run(r.inputs, shutdown, Some(timer)));
-    tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = sigint.recv() => {}
-    }
-    let _ = stop.send(());
-    if let Err(e) = controller.await {
-        error!(error = %e, "the controller failed");
+    // The controller ends only when told to; if it ends otherwise (a panic), the daemon exits
+    // with an error so that its supervisor restarts it, rather than living on undecided.
+    let early = tokio::select! {
+        _ = sigterm.recv() => None,
+        _ = sigint.recv() => None,
+        ended = &mut controller => Some(ended),
+    };
+    match early {
+        None => {
+            let _ = stop.send(());
+            if let Err(e) = controller.await {
+                error!(error = %e, "the controller failed while stopping");
+            }
+        }
+        Some(ended) => {
+            let why = ended
+                .err()
+                .map_or_else(|| "it returned".to_owned(), |e| e.to_string());
+            error!(%why, "the controller stopped; exiting so that the daemon is restarted");
+            return Err(AppError::Controller(why));
+        }
     }
     crate::systemd::notify_stopping();
     // The controller is gone with its saver: the writer ends after the last document.
