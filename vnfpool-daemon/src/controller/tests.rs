@@ -132,6 +132,8 @@ struct Harness {
     config: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// The state writer: it ends after the controller, and before the scratch directory goes.
+    writer: Option<JoinHandle<()>>,
     scratch: Scratch,
     /// Whether the configuration has an `api:` section.
     api: bool,
@@ -226,7 +228,7 @@ impl Harness {
         let probers = RecordingProbers::default();
         let verifier = Arc::new(Mutex::new(Verifier::new(heartbeat::DEFAULT_WINDOW)));
         let store = Store::open(&spec.daemon.state_dir).expect("store");
-        let (saver, _writer) = Saver::spawn(store);
+        let (saver, writer) = Saver::spawn(store);
         let deps = Deps {
             dataplane: dp.clone(),
             resolver: Arc::clone(&resolver) as Arc<dyn Resolver>,
@@ -282,6 +284,7 @@ impl Harness {
             config,
             stop: Some(stop),
             task: Some(task),
+            writer: Some(writer),
             scratch,
             api,
         }
@@ -395,6 +398,7 @@ impl Harness {
     async fn stop(mut self) {
         let _ = self.stop.take().expect("running").send(());
         self.task.take().expect("running").await.expect("controller");
+        self.writer.take().expect("running").await.expect("state writer");
     }
 }
 
