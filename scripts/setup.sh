@@ -15,8 +15,12 @@ fi
 # util-linux: nsenter (the daemon in a lab namespace) and setpriv (as a user with only the unit's
 # capabilities); systemd: systemd-analyze, which checks packaging/vnfpool.service (a container
 # image may lack it; nothing here starts it); tmux: the pseudo-terminal that tests
-# `vnfpool watch`'s screen (tests/tests/watch.rs).
-debs=(bpftool iproute2 ethtool iputils-ping util-linux systemd tmux)
+# `vnfpool watch`'s screen (tests/tests/watch.rs). The cluster (issue #15): etcd-server (the
+# tests start their own etcd on free ports and never use a system one), protobuf-compiler and
+# libprotobuf-dev (etcd-client's build runs protoc on etcd's protos and the well-known types),
+# bird2 (the lab's BGP router and the nodes' route exporters).
+debs=(bpftool iproute2 ethtool iputils-ping util-linux systemd tmux
+      etcd-server protobuf-compiler libprotobuf-dev bird2)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -24,7 +28,15 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     apt-get update -qq
+    # Installing etcd-server or bird2 would start their system services where an init runs them;
+    # nothing here needs those (the tests start their own), so keep them from starting.
+    policy=/usr/sbin/policy-rc.d
+    policy_ours=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && policy_ours=1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if [ "$policy_ours" -eq 1 ]; then rm -f "$policy"; fi
 else
     log "Debian packages present"
 fi
