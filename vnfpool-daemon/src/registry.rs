@@ -235,6 +235,7 @@ mod tests {
             pools: vec![pool],
             placement: std::sync::Arc::default(),
             api: None,
+            cluster: None,
         }
     }
 

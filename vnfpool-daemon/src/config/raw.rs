@@ -76,6 +76,22 @@
 //!   # topology: sites.yaml           # or the path of a file holding that mapping as its whole
 //!                                    #   document, relative to this file's directory; read
 //!                                    #   again on every load (and so on reload)
+//! cluster:                           # optional: this daemon is one node of a cluster
+//!   node: lb-1                       # required, a name, unique in the cluster
+//!   etcd:                            # required: the etcd v3 cluster holding the pools' state
+//!     endpoints: [http://10.0.0.5:2379]  # required, 1..=16 URLs, all http:// or all https://
+//!     ca: /etc/vnfpool/etcd-ca.pem   # https only, required: CA of the etcd servers (PEM)
+//!     cert: /etc/vnfpool/etcd.pem    # https only, optional with `key`: client certificate
+//!     key: /etc/vnfpool/etcd.key     #   and its private key (PEM)
+//!   prefix: /vnfpool/                # etcd key prefix: starts and ends with `/`
+//!   lease_ttl: 3s                    # membership and leadership lease, 2s..=60s (whole
+//!                                    #   seconds): a dead node's pools move within it
+//!   flow_sync:                       # required: new flows replicated to the other nodes
+//!     listen: 10.0.0.1:9472          # required, IP address and UDP port peers send to
+//!     key_file: /etc/vnfpool/cluster.key  # required, absolute path: the cluster's shared
+//!                                    #   secret (32..=1024 bytes; mode 0600 or stricter)
+//!   route_table: 100                 # kernel routing table the VIP routes go to, 1..=4294967295
+//!                                    #   but not 253..=255 (default, main, local)
 //! ```
 //!
 //! `path` and `expect_status` default to `/` and `200` for an `http` check. A key that does not
@@ -101,6 +117,37 @@ pub(crate) struct RawConfig {
     pub pools: Option<Vec<Spanned<RawPool>>>,
     pub placement: Option<Spanned<RawPlacement>>,
     pub api: Option<Spanned<RawApi>>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+/// `cluster:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub node: Option<Spanned<String>>,
+    pub etcd: Option<Spanned<RawEtcd>>,
+    pub prefix: Option<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<String>>,
+    pub flow_sync: Option<Spanned<RawFlowSync>>,
+    pub route_table: Option<Spanned<i64>>,
+}
+
+/// `cluster.etcd:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEtcd {
+    pub endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    pub ca: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+}
+
+/// `cluster.flow_sync:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFlowSync {
+    pub listen: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
 }
 
 /// `api:`.

@@ -19,8 +19,8 @@ use vnfpool_common::maps;
 use super::{
     ConfigError, Position, from_yaml,
     raw::{
-        CostMap, CostRow, DomainMap, Entries, Mapping, RawBudget, RawCheck, RawConfig, RawDaemon, RawElement,
-        RawHealth, RawHeartbeat, RawModel, RawPlacement, RawPool, RawProtocol, RawRedundancy, RawTopology,
+        CostMap, CostRow, DomainMap, Entries, Mapping, RawBudget, RawCheck, RawCluster, RawConfig, RawDaemon,
+        RawElement, RawEtcd, RawHealth, RawHeartbeat, RawModel, RawPlacement, RawPool, RawProtocol, RawRedundancy, RawTopology,
         RawXdpMode, Text, WeightMap,
     },
     sanitize,
@@ -28,8 +28,8 @@ use super::{
 use crate::model::{
     maglev,
     spec::{
-        ApiClient, ApiSpec, Budget, CheckSpec, DaemonSpec, ElementSpec, HealthSpec, HeartbeatSpec, Origin,
-        PlacementSpec, PoolSpec, Protocol, RedundancySpec, Spec, XdpMode,
+        ApiClient, ApiSpec, Budget, CheckSpec, ClusterSpec, DaemonSpec, ElementSpec, EtcdSpec, EtcdTls,
+        FlowSyncSpec, HealthSpec, HeartbeatSpec, Origin, PlacementSpec, PoolSpec, Protocol, RedundancySpec, Spec, XdpMode,
     },
 };
 
@@ -47,6 +47,15 @@ const DEFAULT_METRICS: std::net::SocketAddr =
 /// address).
 const DEFAULT_HEARTBEAT_PORT: u16 = 9471;
 const DEFAULT_STATE_DIR: &str = "/var/lib/vnfpool";
+const DEFAULT_CLUSTER_PREFIX: &str = "/vnfpool/";
+const PREFIX_MAX: usize = 128;
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
+/// etcd grants leases in whole seconds; 1 s would leave no room for a keep-alive round trip.
+const LEASE_TTL_MIN: Duration = Duration::from_secs(2);
+const LEASE_TTL_MAX: Duration = Duration::from_secs(60);
+const ENDPOINTS_MAX: usize = 16;
+/// A table no distribution uses for itself (BIRD and FRR examples use it too).
+const DEFAULT_ROUTE_TABLE: u32 = 100;
 const FLOW_TABLE_MIN: i64 = 8;
 const FLOW_TABLE_MAX: i64 = 1 << 26;
 const PROBE_MIN: Duration = Duration::from_millis(1);
@@ -103,15 +112,20 @@ pub(super) fn validate(
         Some(api) => check.api(api).map(Some),
         None => Some(None),
     };
+    let cluster = match &raw.value.cluster {
+        Some(cluster) => check.cluster(cluster).map(Some),
+        None => Some(None),
+    };
     let pools = check
         .required(raw.value.pools.as_ref(), top, "the file", "pools")
         .map(|pools| check.pools(pools));
-    match (daemon, pools, api) {
-        (Some(daemon), Some(pools), Some(api)) if check.errors.is_empty() => Ok(Spec {
+    match (daemon, pools, api, cluster) {
+        (Some(daemon), Some(pools), Some(api), Some(cluster)) if check.errors.is_empty() => Ok(Spec {
             daemon,
             pools,
             placement: check.placement,
             api,
+            cluster,
         }),
         _ => {
             // Stable: errors at the same place keep the order they were found in.
@@ -320,6 +334,188 @@ impl Checker<'_> {
             clients,
             heartbeat_listen: heartbeat_listen?,
         })
+    }
+
+    fn cluster(&mut self, raw: &Spanned<RawCluster>) -> Option<ClusterSpec> {
+        let at = raw.referenced;
+        let raw = &raw.value;
+        let node = self
+            .required(raw.node.as_ref(), at, "cluster", "node")
+            .filter(|node| self.name(node, "node"))
+            .map(|node| node.value.clone());
+        let etcd = self
+            .required(raw.etcd.as_ref(), at, "cluster", "etcd")
+            .and_then(|etcd| self.etcd(etcd));
+        let prefix = match &raw.prefix {
+            Some(prefix) => {
+                let text = &prefix.value;
+                let ok = text.len() >= 2
+                    && text.len() <= PREFIX_MAX
+                    && text.starts_with('/')
+                    && text.ends_with('/')
+                    && text.chars().all(|c| c.is_ascii_graphic());
+                if ok {
+                    Some(text.clone())
+                } else {
+                    self.invalid(
+                        prefix.referenced,
+                        format!("prefix `{}`", sanitize(text)),
+                        format!("a key prefix that starts and ends with `/`, like /vnfpool/: printable ASCII without spaces, at most {PREFIX_MAX} bytes"),
+                    );
+                    None
+                }
+            }
+            None => Some(DEFAULT_CLUSTER_PREFIX.to_owned()),
+        };
+        let lease_ttl = match &raw.lease_ttl {
+            Some(ttl) => self
+                .duration(ttl, "lease_ttl", LEASE_TTL_MIN, LEASE_TTL_MAX)
+                .filter(|d| {
+                    let whole = d.subsec_nanos() == 0;
+                    if !whole {
+                        self.invalid(
+                            ttl.referenced,
+                            format!("lease_ttl `{}` is not a whole number of seconds", sanitize(&ttl.value)),
+                            "whole seconds (etcd leases count seconds), like 3s",
+                        );
+                    }
+                    whole
+                }),
+            None => Some(DEFAULT_LEASE_TTL),
+        };
+        let flow_sync = self
+            .required(raw.flow_sync.as_ref(), at, "cluster", "flow_sync")
+            .and_then(|sync| {
+                let sat = sync.referenced;
+                let listen = self
+                    .required(sync.value.listen.as_ref(), sat, "cluster.flow_sync", "listen")
+                    .and_then(|addr| self.socket_addr(addr, "an IP address and UDP port like 10.0.0.1:9472"));
+                let key_file = self
+                    .required(sync.value.key_file.as_ref(), sat, "cluster.flow_sync", "key_file")
+                    .and_then(|path| self.absolute(Some(path), "key_file", ""));
+                Some(FlowSyncSpec {
+                    listen: listen?,
+                    key_file: key_file?,
+                })
+            });
+        let route_table = match &raw.route_table {
+            Some(table) => self
+                .int::<u32>(table, "route_table", 1, i64::from(u32::MAX))
+                .filter(|&t| {
+                    let reserved = (253..=255).contains(&t);
+                    if reserved {
+                        self.invalid(
+                            table.referenced,
+                            format!("route_table {t} is the kernel's own (default, main or local)"),
+                            "a table of vnfpool's own, like 100",
+                        );
+                    }
+                    !reserved
+                }),
+            None => Some(DEFAULT_ROUTE_TABLE),
+        };
+        Some(ClusterSpec {
+            node: node?,
+            etcd: etcd?,
+            prefix: prefix?,
+            lease_ttl: lease_ttl?,
+            flow_sync: flow_sync?,
+            route_table: route_table?,
+        })
+    }
+
+    fn etcd(&mut self, raw: &Spanned<RawEtcd>) -> Option<EtcdSpec> {
+        let at = raw.referenced;
+        let raw = &raw.value;
+        let list = self.required(raw.endpoints.as_ref(), at, "cluster.etcd", "endpoints")?;
+        if list.value.is_empty() || list.value.len() > ENDPOINTS_MAX {
+            self.invalid(
+                list.referenced,
+                format!("{} endpoints", list.value.len()),
+                format!("1..={ENDPOINTS_MAX} etcd client URLs"),
+            );
+            return None;
+        }
+        let mut schemes = BTreeSet::new();
+        let mut endpoints = Vec::new();
+        let mut ok = true;
+        for url in &list.value {
+            let text = url.value.trim();
+            let scheme = ["http://", "https://"].into_iter().find(|s| text.starts_with(s));
+            let rest = scheme.map_or("", |s| &text[s.len()..]);
+            let host_port = rest.strip_suffix('/').unwrap_or(rest);
+            let valid = scheme.is_some()
+                && !host_port.is_empty()
+                && !host_port.contains('/')
+                && host_port.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+                });
+            if !valid {
+                self.invalid(
+                    url.referenced,
+                    format!("endpoint `{}`", sanitize(text)),
+                    "an etcd client URL with a port, like http://10.0.0.5:2379 or https://etcd-1:2379",
+                );
+                ok = false;
+                continue;
+            }
+            schemes.insert(scheme.unwrap_or_default());
+            endpoints.push(text.to_owned());
+        }
+        if schemes.len() > 1 {
+            self.invalid(
+                list.referenced,
+                "endpoints mix http:// and https://",
+                "one scheme for every endpoint",
+            );
+            ok = false;
+        }
+        // Mixed schemes are reported once, above, and not again as missing TLS keys.
+        let https = schemes.contains("https://") && schemes.len() == 1;
+        let paths = [("ca", &raw.ca), ("cert", &raw.cert), ("key", &raw.key)];
+        let mut tls_paths = Vec::new();
+        for (key, value) in paths {
+            match value {
+                Some(value) if !https => {
+                    self.invalid(
+                        value.referenced,
+                        format!("`{key}` with http:// endpoints"),
+                        "https:// endpoints, or no TLS keys",
+                    );
+                    ok = false;
+                    tls_paths.push(None);
+                }
+                Some(value) => {
+                    let path = self.absolute(Some(value), key, "");
+                    ok &= path.is_some();
+                    tls_paths.push(path);
+                }
+                None => tls_paths.push(None),
+            }
+        }
+        let [ca, cert, key] = [tls_paths[0].clone(), tls_paths[1].clone(), tls_paths[2].clone()];
+        let tls = if https {
+            if raw.ca.is_none() {
+                self.invalid(at, "missing key `ca` in cluster.etcd", "with https:// endpoints, the CA of the etcd servers in `ca`");
+                ok = false;
+            }
+            if raw.cert.is_some() != raw.key.is_some() {
+                let (given, at) = match (&raw.cert, &raw.key) {
+                    (Some(c), None) => ("cert", c.referenced),
+                    (None, Some(k)) => ("key", k.referenced),
+                    _ => ("", at),
+                };
+                self.invalid(at, format!("`{given}` alone"), "both `cert` and `key`, or neither");
+                ok = false;
+            }
+            ca.map(|ca| EtcdTls {
+                ca,
+                identity: cert.zip(key),
+            })
+        } else {
+            None
+        };
+        ok.then_some(EtcdSpec { endpoints, tls })
     }
 
     fn pools(&mut self, raw: &[Spanned<RawPool>]) -> Vec<PoolSpec> {

@@ -416,6 +416,14 @@ impl<D: Dataplane> Controller<D> {
                         file.api_at
                     )));
                 }
+                // The node's name, its etcd and its flow-sync socket are the cluster's view
+                // of it: they change with a restart, which other nodes see as one.
+                if file_spec.cluster != self.file_spec.cluster {
+                    return Err(Refusal::Config(format!(
+                        "{}the cluster section changed; it takes effect on restart only",
+                        file.cluster_at
+                    )));
+                }
                 Ok(Prepared::Change(Box::new(Pending {
                     spec: merged(file_spec, &self.added),
                     file_spec: file_spec.clone(),

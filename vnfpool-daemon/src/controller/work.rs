@@ -170,6 +170,8 @@ pub struct Loaded {
     pub daemon_at: String,
     /// `file:line:column: ` of the `api:` section, or empty.
     pub api_at: String,
+    /// `file:line:column: ` of the `cluster:` section, or empty.
+    pub cluster_at: String,
 }
 
 /// Reads and checks the configuration file on a blocking thread.
@@ -186,6 +188,7 @@ pub async fn load_config(path: &Path) -> Result<Loaded, String> {
         Ok(Loaded {
             daemon_at: at("daemon"),
             api_at: at("api"),
+            cluster_at: at("cluster"),
             spec,
         })
     })

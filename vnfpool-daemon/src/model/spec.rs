@@ -14,6 +14,48 @@ pub struct Spec {
     pub placement: Arc<PlacementSpec>,
     /// The `api:` section: the HTTPS API with mutual TLS; `None` when not configured.
     pub api: Option<ApiSpec>,
+    /// The `cluster:` section; `None`: a node on its own.
+    pub cluster: Option<ClusterSpec>,
+}
+
+/// The `cluster:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    pub etcd: EtcdSpec,
+    /// Every key vnfpool writes starts with this; starts and ends with `/`.
+    pub prefix: String,
+    /// Membership and leadership lease.
+    pub lease_ttl: std::time::Duration,
+    pub flow_sync: FlowSyncSpec,
+    /// Kernel routing table the VIP routes are installed in.
+    pub route_table: u32,
+}
+
+/// `cluster.etcd:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSpec {
+    /// `http://` or `https://` URLs (one scheme for all).
+    pub endpoints: Vec<String>,
+    /// With https: the CA of the servers, and the client certificate and key if given.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    /// Client certificate and private key (PEM).
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// `cluster.flow_sync:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowSyncSpec {
+    pub listen: std::net::SocketAddr,
+    /// The shared secret's file.
+    pub key_file: PathBuf,
 }
 
 /// The `api:` section.
