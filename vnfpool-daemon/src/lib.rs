@@ -12,6 +12,7 @@ pub mod agent;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod controller;

@@ -45,6 +45,11 @@ pub enum AppError {
     Controller(String),
     #[error("the API (api: in the configuration)")]
     Api(#[from] api::SetupError),
+    /// A `cluster:` section: checked by `validate`, not yet run by the daemon (exit status 2).
+    #[error(
+        "the configuration has a cluster section, which this version checks but does not run yet (README, Limits): remove it to run this node on its own"
+    )]
+    ClusterNotRun,
 }
 
 impl AppError {
@@ -53,7 +58,11 @@ impl AppError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            Self::Config(_) | Self::Resolve { .. } | Self::Capacity { .. } | Self::Api(_)
+            Self::Config(_)
+                | Self::Resolve { .. }
+                | Self::Capacity { .. }
+                | Self::Api(_)
+                | Self::ClusterNotRun
         )
     }
 }

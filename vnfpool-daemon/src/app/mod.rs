@@ -80,6 +80,11 @@ struct Built {
 /// Everything up to the first input: the saved state, the resolved elements, the data plane
 /// loaded or adopted and attached, and the controller.
 async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool) -> Result<Built, AppError> {
+    if file_spec.cluster.is_some() {
+        // Refused before anything is touched: a node that ignored the section would decide on
+        // its own while the operator believes it follows the cluster.
+        return Err(AppError::ClusterNotRun);
+    }
     let epoch = Instant::now();
     let failover = Failover::start()?;
     let metrics_listener = metrics::bind(file_spec.daemon.metrics)

@@ -1677,23 +1677,59 @@ site-c: {}
         assert_eq!(c.lease_ttl, Duration::from_secs(5));
         assert_eq!(c.route_table, 100, "default table");
         assert_eq!(c.flow_sync.listen, "10.0.0.1:9472".parse().expect("addr"));
-        assert_eq!(parse(BASE, origin()).expect("valid").cluster, None, "off unless configured");
+        assert_eq!(
+            parse(BASE, origin()).expect("valid").cluster,
+            None,
+            "off unless configured"
+        );
 
         let messages =
             |text: &str| -> Vec<String> { errors_of(text).iter().map(ToString::to_string).collect() };
         let line = |n: usize| format!("pools.yaml:{}:", BASE.lines().count() + n);
         let cases = [
-            (cluster.replace("lb-1", "LB 1"), 2, "node `LB 1` is not a valid name"),
-            (cluster.replace("http://127.0.0.1:2379", "127.0.0.1:2379"), 4, "endpoint `127.0.0.1:2379`"),
-            (cluster.replace("http://10.0.0.6", "https://10.0.0.6"), 4, "endpoints mix http:// and https://"),
+            (
+                cluster.replace("lb-1", "LB 1"),
+                2,
+                "node `LB 1` is not a valid name",
+            ),
+            (
+                cluster.replace("http://127.0.0.1:2379", "127.0.0.1:2379"),
+                4,
+                "endpoint `127.0.0.1:2379`",
+            ),
+            (
+                cluster.replace("http://10.0.0.6", "https://10.0.0.6"),
+                4,
+                "endpoints mix http:// and https://",
+            ),
             (cluster.replace("5s", "1s"), 5, "lease_ttl 1s is out of range"),
-            (cluster.replace("5s", "2500ms"), 5, "not a whole number of seconds"),
-            (cluster.replace("    listen: 10.0.0.1:9472\n", ""), 7, "missing key `listen` in cluster.flow_sync"),
-            (cluster.replace("/etc/vnfpool/cluster.key", "cluster.key"), 8, "key_file `cluster.key` is not an absolute path"),
-            (format!("{cluster}  route_table: 254\n"), 9, "route_table 254 is the kernel's own"),
+            (
+                cluster.replace("5s", "2500ms"),
+                5,
+                "not a whole number of seconds",
+            ),
+            (
+                cluster.replace("    listen: 10.0.0.1:9472\n", ""),
+                7,
+                "missing key `listen` in cluster.flow_sync",
+            ),
+            (
+                cluster.replace("/etc/vnfpool/cluster.key", "cluster.key"),
+                8,
+                "key_file `cluster.key` is not an absolute path",
+            ),
+            (
+                format!("{cluster}  route_table: 254\n"),
+                9,
+                "route_table 254 is the kernel's own",
+            ),
             (format!("{cluster}  prefix: vnfpool\n"), 9, "prefix `vnfpool`"),
             (format!("{cluster}  members: 3\n"), 9, "unknown key `members`"),
-            (cluster.replace("    endpoints", "    ca: /etc/ca.pem\n    endpoints"), 4, "`ca` with http:// endpoints"),
+            (
+                cluster.replace("    endpoints", "    ca: /etc/ca.pem\n    endpoints"),
+                4,
+                "`ca` with http:// endpoints",
+            ),
         ];
         for (text, at, what) in cases {
             let got = messages(&format!("{BASE}{text}"));
@@ -1704,12 +1740,23 @@ site-c: {}
         }
         let https = cluster.replace("http://", "https://");
         let got = messages(&format!("{BASE}{https}"));
-        assert!(got.len() == 1 && got[0].contains("missing key `ca` in cluster.etcd"), "{got:?}");
-        let with_ca = https.replace("    endpoints", "    ca: /etc/ca.pem\n    cert: /etc/c.pem\n    endpoints");
+        assert!(
+            got.len() == 1 && got[0].contains("missing key `ca` in cluster.etcd"),
+            "{got:?}"
+        );
+        let with_ca = https.replace(
+            "    endpoints",
+            "    ca: /etc/ca.pem\n    cert: /etc/c.pem\n    endpoints",
+        );
         let got = messages(&format!("{BASE}{with_ca}"));
         assert!(got.len() == 1 && got[0].contains("`cert` alone"), "{got:?}");
         let full = with_ca.replace("    endpoints", "    key: /etc/c.key\n    endpoints");
-        let tls = parse(&format!("{BASE}{full}"), origin()).expect("valid").cluster.expect("cluster").etcd.tls;
+        let tls = parse(&format!("{BASE}{full}"), origin())
+            .expect("valid")
+            .cluster
+            .expect("cluster")
+            .etcd
+            .tls;
         assert_eq!(
             tls,
             Some(crate::model::spec::EtcdTls {

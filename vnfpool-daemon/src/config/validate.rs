@@ -20,8 +20,8 @@ use super::{
     ConfigError, Position, from_yaml,
     raw::{
         CostMap, CostRow, DomainMap, Entries, Mapping, RawBudget, RawCheck, RawCluster, RawConfig, RawDaemon,
-        RawElement, RawEtcd, RawHealth, RawHeartbeat, RawModel, RawPlacement, RawPool, RawProtocol, RawRedundancy, RawTopology,
-        RawXdpMode, Text, WeightMap,
+        RawElement, RawEtcd, RawHealth, RawHeartbeat, RawModel, RawPlacement, RawPool, RawProtocol,
+        RawRedundancy, RawTopology, RawXdpMode, Text, WeightMap,
     },
     sanitize,
 };
@@ -29,7 +29,8 @@ use crate::model::{
     maglev,
     spec::{
         ApiClient, ApiSpec, Budget, CheckSpec, ClusterSpec, DaemonSpec, ElementSpec, EtcdSpec, EtcdTls,
-        FlowSyncSpec, HealthSpec, HeartbeatSpec, Origin, PlacementSpec, PoolSpec, Protocol, RedundancySpec, Spec, XdpMode,
+        FlowSyncSpec, HealthSpec, HeartbeatSpec, Origin, PlacementSpec, PoolSpec, Protocol, RedundancySpec,
+        Spec, XdpMode,
     },
 };
 
@@ -52,7 +53,7 @@ const PREFIX_MAX: usize = 128;
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
 /// etcd grants leases in whole seconds; 1 s would leave no room for a keep-alive round trip.
 const LEASE_TTL_MIN: Duration = Duration::from_secs(2);
-const LEASE_TTL_MAX: Duration = Duration::from_secs(60);
+const LEASE_TTL_MAX: Duration = Duration::from_mins(1);
 const ENDPOINTS_MAX: usize = 16;
 /// A table no distribution uses for itself (BIRD and FRR examples use it too).
 const DEFAULT_ROUTE_TABLE: u32 = 100;
@@ -375,7 +376,10 @@ impl Checker<'_> {
                     if !whole {
                         self.invalid(
                             ttl.referenced,
-                            format!("lease_ttl `{}` is not a whole number of seconds", sanitize(&ttl.value)),
+                            format!(
+                                "lease_ttl `{}` is not a whole number of seconds",
+                                sanitize(&ttl.value)
+                            ),
                             "whole seconds (etcd leases count seconds), like 3s",
                         );
                     }
@@ -496,7 +500,11 @@ impl Checker<'_> {
         let [ca, cert, key] = [tls_paths[0].clone(), tls_paths[1].clone(), tls_paths[2].clone()];
         let tls = if https {
             if raw.ca.is_none() {
-                self.invalid(at, "missing key `ca` in cluster.etcd", "with https:// endpoints, the CA of the etcd servers in `ca`");
+                self.invalid(
+                    at,
+                    "missing key `ca` in cluster.etcd",
+                    "with https:// endpoints, the CA of the etcd servers in `ca`",
+                );
                 ok = false;
             }
             if raw.cert.is_some() != raw.key.is_some() {
@@ -505,7 +513,11 @@ impl Checker<'_> {
                     (None, Some(k)) => ("key", k.referenced),
                     _ => ("", at),
                 };
-                self.invalid(at, format!("`{given}` alone"), "both `cert` and `key`, or neither");
+                self.invalid(
+                    at,
+                    format!("`{given}` alone"),
+                    "both `cert` and `key`, or neither",
+                );
                 ok = false;
             }
             ca.map(|ca| EtcdTls {

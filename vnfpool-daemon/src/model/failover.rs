@@ -55,6 +55,13 @@ pub enum Event {
     Drain { element: usize, deadline: Duration },
     /// Ends an operator drain; the element is again subject to health and redundancy.
     Undrain { element: usize },
+    /// The cluster's verdict on the element (see `crate::cluster`): `health` at once, from
+    /// evidence dating from `since`; `Unknown` changes nothing.
+    Verdict {
+        element: usize,
+        health: Health,
+        since: Now,
+    },
     /// Time passed: deadlines up to `now` fire. See [`PoolState::next_deadline`].
     Tick,
 }
@@ -68,7 +75,8 @@ impl Event {
             | Self::Heartbeat { element }
             | Self::HeartbeatMissed { element, .. }
             | Self::Drain { element, .. }
-            | Self::Undrain { element } => Some(element),
+            | Self::Undrain { element }
+            | Self::Verdict { element, .. } => Some(element),
             Self::Tick => None,
         }
     }
@@ -101,6 +109,8 @@ pub enum Reason {
     LinkDown,
     /// A self-registered element sent no heartbeat for its miss limit.
     HeartbeatMiss,
+    /// The cluster's nodes judged it down (none of them reaches it).
+    ClusterVerdict,
     /// An operator drained it: new flows go elsewhere, existing ones stay until the deadline.
     Drained,
     /// The operator drain reached its deadline: the remaining flows move.
@@ -119,6 +129,7 @@ impl Reason {
             Self::ProbeFailure => "probe_failure",
             Self::LinkDown => "link_down",
             Self::HeartbeatMiss => "heartbeat_miss",
+            Self::ClusterVerdict => "cluster_verdict",
             Self::Drained => "drained",
             Self::DrainDeadline => "drain_deadline",
             Self::Preempted => "preempted",
@@ -377,6 +388,17 @@ impl PoolState {
         }
     }
 
+    /// Takes `roles` (by position) as the elements' own: a cluster node taking over a pool's
+    /// leadership starts from the last leader's decision, so that the takeover itself changes
+    /// no role. Backups are chosen again on the next step; health and drains stay.
+    pub fn adopt_roles(&mut self, roles: &[Role]) {
+        for (e, &role) in self.elements.iter_mut().zip(roles) {
+            e.role = role;
+        }
+        self.placed = None;
+        self.carrying = true;
+    }
+
     /// Applies `event` at `now` and decides the roles again.
     ///
     /// # Errors
@@ -428,26 +450,18 @@ impl PoolState {
                     .heartbeat_missed(silent_since)
                     .map(|c| (element, c));
             }
-            Event::Drain { element, deadline } => {
-                let e = &mut self.elements[element];
-                e.admin = Admin::Draining {
-                    until: now.saturating_add(deadline),
-                };
-                e.failback_until = None;
-                persist = true;
+            Event::Verdict {
+                element,
+                health,
+                since,
+            } => {
+                change = self.elements[element]
+                    .health
+                    .verdict(health, since)
+                    .map(|c| (element, c));
             }
-            Event::Undrain { element } => {
-                let e = &mut self.elements[element];
-                if let Admin::Draining { until } = e.admin {
-                    e.admin = Admin::Normal;
-                    // Flows kept by the drain were promised until its deadline: if the element
-                    // does not become active again, they keep that promise as a fail-back period.
-                    if e.role == Role::Draining && now < until {
-                        e.failback_until = Some(until);
-                    }
-                    persist = true;
-                }
-            }
+            Event::Drain { element, deadline } => persist = self.drain(element, Some(deadline), now),
+            Event::Undrain { element } => persist = self.drain(element, None, now),
             Event::Tick => {}
         }
         persist |= change.is_some();
@@ -488,6 +502,31 @@ impl PoolState {
             effects.push(Effect::Persist);
         }
         Ok(effects)
+    }
+
+    /// An operator drain with its `deadline` from `now`, or its end (`None`); whether the
+    /// state changed.
+    fn drain(&mut self, element: usize, deadline: Option<Duration>, now: Now) -> bool {
+        let e = &mut self.elements[element];
+        match (deadline, e.admin) {
+            (Some(deadline), _) => {
+                e.admin = Admin::Draining {
+                    until: now.saturating_add(deadline),
+                };
+                e.failback_until = None;
+                true
+            }
+            (None, Admin::Draining { until }) => {
+                e.admin = Admin::Normal;
+                // Flows kept by the drain were promised until its deadline: if the element
+                // does not become active again, they keep that promise as a fail-back period.
+                if e.role == Role::Draining && now < until {
+                    e.failback_until = Some(until);
+                }
+                true
+            }
+            (None, Admin::Normal) => false,
+        }
     }
 
     /// Chooses the backup of every active among the eligible others and returns the
@@ -595,6 +634,7 @@ impl PoolState {
                     let reason = match c.cause {
                         Cause::LinkDown => Reason::LinkDown,
                         Cause::HeartbeatMiss => Reason::HeartbeatMiss,
+                        Cause::Cluster => Reason::ClusterVerdict,
                         _ => Reason::ProbeFailure,
                     };
                     (reason, c.since)

@@ -36,6 +36,9 @@ pub enum Cause {
     Heartbeat,
     /// A self-registered element sent no verified heartbeat for longer than its miss limit.
     HeartbeatMiss,
+    /// The cluster's nodes, together, judged it (see `crate::cluster`): up when one of them
+    /// sees it up, down when every node that judged it sees it down.
+    Cluster,
 }
 
 /// A decided change of health.
@@ -149,6 +152,18 @@ impl HealthCounter {
         self.successes = 0;
         self.run_start = None;
         (self.health != Health::Down).then(|| self.set(Health::Down, Cause::HeartbeatMiss, silent_since))
+    }
+
+    /// The cluster's verdict at `now` (evidence `since`): the element is `to` at once. The
+    /// nodes' own counters were the hysteresis; `Unknown` changes nothing.
+    pub fn verdict(&mut self, to: Health, since: Now) -> Option<HealthChange> {
+        if to == Health::Unknown || to == self.health {
+            return None;
+        }
+        self.successes = 0;
+        self.failures = 0;
+        self.run_start = None;
+        Some(self.set(to, Cause::Cluster, since))
     }
 
     /// Moves every stored instant by `to - from` (saturating at the epoch).

@@ -65,6 +65,22 @@ pub enum PlanError {
 /// more elements than the data plane holds, or when the table cannot be built (bad size, or two
 /// names with the same key).
 pub fn plan(spec: &PoolSpec, state: &PoolState, resolved: &[Resolved]) -> Result<Mapping, PlanError> {
+    if state.elements().len() != spec.elements.len() {
+        return Err(PlanError::State {
+            pool: spec.name.clone(),
+            state: state.elements().len(),
+            spec: spec.elements.len(),
+        });
+    }
+    plan_roles(spec, &state.roles(), resolved)
+}
+
+/// [`plan`] from the elements' roles alone (by position in `spec.elements`): a cluster node
+/// maps its pool from the leader's decision this way.
+///
+/// # Errors
+/// As [`plan`], `roles` standing for the state.
+pub fn plan_roles(spec: &PoolSpec, roles: &[Role], resolved: &[Resolved]) -> Result<Mapping, PlanError> {
     let count = spec.elements.len();
     let pool = || spec.name.clone();
     if resolved.len() != count {
@@ -74,10 +90,10 @@ pub fn plan(spec: &PoolSpec, state: &PoolState, resolved: &[Resolved]) -> Result
             elements: count,
         });
     }
-    if state.elements().len() != count {
+    if roles.len() != count {
         return Err(PlanError::State {
             pool: pool(),
-            state: state.elements().len(),
+            state: roles.len(),
             spec: count,
         });
     }
@@ -88,11 +104,10 @@ pub fn plan(spec: &PoolSpec, state: &PoolState, resolved: &[Resolved]) -> Result
             max: MAX_ELEMENTS,
         });
     }
-    let roles = state.roles();
     let backends: Vec<Backend> = spec
         .elements
         .iter()
-        .zip(&roles)
+        .zip(roles)
         .zip(0u16..)
         .filter(|&((_, &role), _)| role == Role::Active)
         .map(|((e, _), index)| Backend {
@@ -105,7 +120,7 @@ pub fn plan(spec: &PoolSpec, state: &PoolState, resolved: &[Resolved]) -> Result
         .map_err(|source| PlanError::Ring { pool: pool(), source })?;
     let elements = resolved
         .iter()
-        .zip(&roles)
+        .zip(roles)
         .map(|(r, role)| Element {
             ifindex: r.ifindex,
             state: role.dataplane_state(),

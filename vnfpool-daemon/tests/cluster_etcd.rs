@@ -1,0 +1,291 @@
+//! The etcd coordinator against a real etcd (Debian `etcd-server`, started here on free
+//! loopback ports with its own data directory; never a system one): leader election per pool,
+//! decisions written only by the leader, verdicts that go with the lease, and leadership that
+//! moves when a leader leaves or its lease runs out.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use vnfpool_daemon::{
+    cluster::{Coordinator, Decision, Member, Update, Verdicts, etcd::Etcd},
+    model::{health::Health, roles::Role, spec::ClusterSpec},
+};
+
+/// An etcd of this test's own, stopped and its data removed on drop.
+struct TestEtcd {
+    child: Child,
+    dir: PathBuf,
+    client: SocketAddr,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl TestEtcd {
+    async fn start(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("vnfpool-etcd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let (client, peer) = (free_port(), free_port());
+        let c = format!("http://127.0.0.1:{client}");
+        let p = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
+            .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
+            .args(["--initial-cluster", &format!("t={p}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("etcd.log")).expect("log"))
+            .spawn()
+            .expect("etcd runs (scripts/setup.sh installs etcd-server)");
+        let etcd = Self {
+            child,
+            dir,
+            client: SocketAddr::from(([127, 0, 0, 1], client)),
+        };
+        // Ready when its /health says so (it has elected itself and serves requests).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !etcd.healthy() {
+            assert!(Instant::now() < deadline, "etcd was not healthy within 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        etcd
+    }
+
+    fn healthy(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(self.client) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut answer = String::new();
+        stream
+            .write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")
+            .and_then(|()| stream.read_to_string(&mut answer))
+            .is_ok()
+            && answer.contains("\"health\":\"true\"")
+    }
+
+    fn spec(&self, node: &str, ttl: u64) -> ClusterSpec {
+        ClusterSpec {
+            node: node.to_owned(),
+            etcd: vnfpool_daemon::model::spec::EtcdSpec {
+                endpoints: vec![format!("http://{}", self.client)],
+                tls: None,
+            },
+            prefix: "/test/".to_owned(),
+            lease_ttl: Duration::from_secs(ttl),
+            flow_sync: vnfpool_daemon::model::spec::FlowSyncSpec {
+                listen: "127.0.0.1:9472".parse().expect("addr"),
+                key_file: "/dev/null".into(),
+            },
+            route_table: 100,
+        }
+    }
+}
+
+impl Drop for TestEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn member(node: &str, port: u16) -> Member {
+    Member {
+        node: node.to_owned(),
+        flow_sync: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+/// Reads changes until one satisfies `want`, within `within`.
+async fn until(
+    c: &Etcd,
+    changes: &mut <Etcd as Coordinator>::Changes,
+    within: Duration,
+    want: impl Fn(&Update) -> bool,
+) -> Update {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let updates = tokio::time::timeout_at(deadline, c.changes(changes))
+            .await
+            .expect("the awaited change within the deadline")
+            .expect("changes");
+        if let Some(u) = updates.into_iter().find(|u| want(u)) {
+            return u;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_per_pool_and_only_it_decides() {
+    let etcd = TestEtcd::start("leader").await;
+    let a = Etcd::new(&etcd.spec("a", 2)).expect("coordinator");
+    let b = Etcd::new(&etcd.spec("b", 2)).expect("coordinator");
+    a.join(&member("a", 1001)).await.expect("a joins");
+    b.join(&member("b", 1002)).await.expect("b joins");
+
+    assert_eq!(a.campaign("web").await.expect("campaign"), "a");
+    assert_eq!(b.campaign("web").await.expect("campaign"), "a", "b sees a lead");
+    assert_eq!(
+        b.campaign("dns").await.expect("campaign"),
+        "b",
+        "pools elect apart"
+    );
+
+    let decision = Decision {
+        pool: "web".to_owned(),
+        generation: 1,
+        leader: "a".to_owned(),
+        roles: [("e1".to_owned(), Role::Active), ("e2".to_owned(), Role::Standby)].into(),
+    };
+    assert!(a.decide(&decision).await.expect("decide"), "the leader writes");
+    let forged = Decision {
+        generation: 2,
+        leader: "b".to_owned(),
+        ..decision.clone()
+    };
+    assert!(!b.decide(&forged).await.expect("decide"), "a follower does not");
+
+    let verdicts: Verdicts = [("e1".to_owned(), Health::Up), ("e2".to_owned(), Health::Down)].into();
+    b.report("web", &verdicts).await.expect("report");
+
+    // What a node joining now sees: both members, both leaders, the one decision, b's verdicts.
+    let (seen, mut changes) = a.watch().await.expect("watch");
+    for expected in [
+        Update::Member {
+            node: "a".to_owned(),
+            member: Some(member("a", 1001)),
+        },
+        Update::Member {
+            node: "b".to_owned(),
+            member: Some(member("b", 1002)),
+        },
+        Update::Leader {
+            pool: "web".to_owned(),
+            node: Some("a".to_owned()),
+        },
+        Update::Leader {
+            pool: "dns".to_owned(),
+            node: Some("b".to_owned()),
+        },
+        Update::Decision(decision.clone()),
+        Update::Verdicts {
+            pool: "web".to_owned(),
+            node: "b".to_owned(),
+            verdicts: Some(verdicts.clone()),
+        },
+    ] {
+        assert!(seen.contains(&expected), "missing {expected:?} in {seen:?}");
+    }
+    assert_eq!(seen.len(), 6, "{seen:?}");
+
+    // b leaves: its member record, its leadership and its verdicts go at once.
+    b.leave().await;
+    let mut gone = Vec::new();
+    while gone.len() < 3 {
+        gone.extend(a.changes(&mut changes).await.expect("changes"));
+    }
+    assert!(gone.contains(&Update::Leader {
+        pool: "dns".to_owned(),
+        node: None
+    }));
+    assert!(gone.contains(&Update::Member {
+        node: "b".to_owned(),
+        member: None
+    }));
+    assert!(gone.contains(&Update::Verdicts {
+        pool: "web".to_owned(),
+        node: "b".to_owned(),
+        verdicts: None
+    }));
+    assert_eq!(
+        a.campaign("dns").await.expect("campaign"),
+        "a",
+        "a takes the pool b led"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_leader_loses_its_pools_within_the_lease() {
+    let etcd = TestEtcd::start("ttl").await;
+    let a = Etcd::new(&etcd.spec("a", 2)).expect("coordinator");
+    let b = Etcd::new(&etcd.spec("b", 2)).expect("coordinator");
+    a.join(&member("a", 1001)).await.expect("a joins");
+    b.join(&member("b", 1002)).await.expect("b joins");
+    assert_eq!(a.campaign("web").await.expect("campaign"), "a");
+    let (_, mut changes) = b.watch().await.expect("watch");
+
+    // b keeps its lease alive; a never does, as a node that froze or lost the network.
+    let keep = tokio::spawn(async move {
+        let error = b.keep_alive().await;
+        (b, error)
+    });
+    let silent = Instant::now();
+    let watcher = Etcd::new(&etcd.spec("watcher", 2)).expect("coordinator");
+    watcher.join(&member("watcher", 1003)).await.expect("joins");
+    until(&watcher, &mut changes, Duration::from_secs(5), |u| {
+        *u == Update::Leader {
+            pool: "web".to_owned(),
+            node: None,
+        }
+    })
+    .await;
+    let lost = silent.elapsed();
+    // etcd expires a lease between its TTL and a second more (its expiry checks run every
+    // 500 ms, and a lease granted is given the TTL from the grant).
+    assert!(
+        lost <= Duration::from_millis(3_500),
+        "a's leadership ended after {lost:?}"
+    );
+    keep.abort();
+    let b = Etcd::new(&etcd.spec("b", 2)).expect("coordinator");
+    b.join(&member("b", 1002)).await.expect("b joins again");
+    assert_eq!(b.campaign("web").await.expect("campaign"), "b");
+    println!("a silent leader's pool was free after {lost:?} (TTL 2 s)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_holds_the_lease_past_its_ttl() {
+    let etcd = TestEtcd::start("keep").await;
+    let a = std::sync::Arc::new(Etcd::new(&etcd.spec("a", 2)).expect("coordinator"));
+    a.join(&member("a", 1001)).await.expect("a joins");
+    assert_eq!(a.campaign("web").await.expect("campaign"), "a");
+    let keeper = {
+        let a = std::sync::Arc::clone(&a);
+        tokio::spawn(async move { a.keep_alive().await })
+    };
+    let b = Etcd::new(&etcd.spec("b", 2)).expect("coordinator");
+    b.join(&member("b", 1002)).await.expect("b joins");
+    let (_, mut changes) = b.watch().await.expect("watch");
+    // Three TTLs: the key would be gone twice over without the keep-alive.
+    let quiet = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            let updates = b.changes(&mut changes).await.expect("changes");
+            if updates
+                .iter()
+                .any(|u| matches!(u, Update::Leader { node: None, .. }))
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        quiet.is_err(),
+        "a's leadership ended while its lease was kept alive"
+    );
+    assert!(!keeper.is_finished(), "keep-alive gave up");
+    assert_eq!(b.campaign("web").await.expect("campaign"), "a");
+    keeper.abort();
+}
