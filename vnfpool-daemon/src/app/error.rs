@@ -45,11 +45,9 @@ pub enum AppError {
     Controller(String),
     #[error("the API (api: in the configuration)")]
     Api(#[from] api::SetupError),
-    /// A `cluster:` section: checked by `validate`, not yet run by the daemon (exit status 2).
-    #[error(
-        "the configuration has a cluster section, which this version checks but does not run yet (README, Limits): remove it to run this node on its own"
-    )]
-    ClusterNotRun,
+    /// The cluster's store cannot be set up (its certificates).
+    #[error("the cluster (cluster: in the configuration): {0}")]
+    Cluster(String),
 }
 
 impl AppError {
@@ -62,7 +60,7 @@ impl AppError {
                 | Self::Resolve { .. }
                 | Self::Capacity { .. }
                 | Self::Api(_)
-                | Self::ClusterNotRun
+                | Self::Cluster(_)
         )
     }
 }

@@ -29,7 +29,7 @@ use self::failover::Failover;
 use crate::{
     api, control,
     controller::{
-        Controller, Deps, Inputs, Start,
+        ClusterLink, Controller, Deps, Inputs, Start,
         commands::{self, Command},
         persist::Persisted,
         reconcile,
@@ -67,6 +67,7 @@ struct Built {
     controller: Controller<AyaDataplane>,
     views: Views,
     probes: mpsc::Receiver<crate::health::ProbeReport>,
+    cluster_inputs: mpsc::Receiver<crate::cluster::ClusterInput>,
     writer: JoinHandle<()>,
     metrics_listener: tokio::net::TcpListener,
     metrics: Metrics,
@@ -77,14 +78,37 @@ struct Built {
     epoch: Instant,
 }
 
+/// With a `cluster:` section: the session task with etcd started (it connects, and reconnects,
+/// on its own), the controller's link to it and the inputs it sends. Without one, the link is
+/// `None` and the inputs stay silent.
+fn join_cluster(
+    spec: &Spec,
+) -> Result<(Option<ClusterLink>, mpsc::Receiver<crate::cluster::ClusterInput>), AppError> {
+    let (inputs_tx, inputs) = mpsc::channel(1024);
+    let Some(c) = &spec.cluster else {
+        return Ok((None, inputs));
+    };
+    let etcd = crate::cluster::etcd::Etcd::new(c).map_err(|e| AppError::Cluster(e.to_string()))?;
+    let (out, outputs) = mpsc::unbounded_channel();
+    let me = crate::cluster::Member {
+        node: c.node.clone(),
+        flow_sync: c.flow_sync.listen,
+    };
+    let pools = spec.pools.iter().map(|p| p.name.clone()).collect();
+    info!(node = %c.node, endpoints = ?c.etcd.endpoints, "joining the cluster");
+    tokio::spawn(crate::cluster::run(etcd, me, pools, outputs, inputs_tx));
+    Ok((
+        Some(ClusterLink {
+            node: c.node.clone(),
+            out,
+        }),
+        inputs,
+    ))
+}
+
 /// Everything up to the first input: the saved state, the resolved elements, the data plane
 /// loaded or adopted and attached, and the controller.
 async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool) -> Result<Built, AppError> {
-    if file_spec.cluster.is_some() {
-        // Refused before anything is touched: a node that ignored the section would decide on
-        // its own while the operator believes it follows the cluster.
-        return Err(AppError::ClusterNotRun);
-    }
     let epoch = Instant::now();
     let failover = Failover::start()?;
     let metrics_listener = metrics::bind(file_spec.daemon.metrics)
@@ -136,7 +160,9 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         Metrics::new(spec.daemon.flow_table_size),
         Readiness::default(),
     );
+    let (cluster, cluster_inputs) = join_cluster(&spec)?;
     let deps = Deps {
+        cluster,
         dataplane: dp,
         resolver: net,
         probers: Box::new(TaskProbers::new(probes_tx, failover.handle().clone())),
@@ -164,6 +190,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         controller,
         views,
         probes,
+        cluster_inputs,
         writer,
         metrics_listener,
         metrics,
@@ -274,6 +301,7 @@ async fn spawn(b: Built) -> Result<Running, AppError> {
         links,
         heartbeats,
         commands,
+        cluster: b.cluster_inputs,
     };
     Ok(Running {
         failover: b.failover,

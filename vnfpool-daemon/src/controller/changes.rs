@@ -136,6 +136,10 @@ fn origin_name(origin: Origin) -> &'static str {
 
 impl<D: Dataplane> Controller<D> {
     pub(super) fn command(&mut self, cmd: Command) {
+        let cmd = match self.refused_in_cluster(cmd) {
+            Ok(cmd) => cmd,
+            Err(()) => return,
+        };
         let change = match cmd {
             Command::Drain {
                 pool,
@@ -166,6 +170,29 @@ impl<D: Dataplane> Controller<D> {
             Command::SetRedundancy(level) => Change::Level(level),
         };
         self.try_change(change);
+    }
+
+    /// A cluster node takes no command that changes a pool's elements or their holds: the
+    /// cluster does not share those yet (README, Limits), and one node alone would differ
+    /// from the others. Answers such a command (`Err`) or hands it back.
+    fn refused_in_cluster(&self, cmd: Command) -> Result<Command, ()> {
+        if self.cluster.is_none() {
+            return Ok(cmd);
+        }
+        let refusal = |pool: &str| Refusal::Conflict {
+            pool: pool.to_owned(),
+            why: "this node is one of a cluster, which does not share drains, run-time elements or redundancy levels yet; change them in every node's configuration file".to_owned(),
+        };
+        match cmd {
+            Command::Drain { pool, reply, .. } | Command::Undrain { pool, reply, .. } => {
+                let _ = reply.send(Err(refusal(&pool)));
+            }
+            Command::AddElement(a) => drop(a.reply.send(Err(refusal(&a.pool)))),
+            Command::RemoveElement(r) => drop(r.reply.send(Err(refusal(&r.pool)))),
+            Command::SetRedundancy(l) => drop(l.reply.send(Err(refusal(&l.pool)))),
+            Command::Reload { .. } => return Ok(cmd),
+        }
+        Err(())
     }
 
     fn admin(

@@ -26,7 +26,7 @@ use crate::{
     health::{ElementRef, ProbeReport, ProbeTarget, link::LinkEvent},
     heartbeat::{Liveness, udp::HeartbeatEvent},
     model::{
-        failover::{Effect, Event},
+        failover::{Effect, Event, PoolState},
         health::{Health, Now},
         plan::{self, Mapping, PlanError},
         roles::Role,
@@ -209,6 +209,7 @@ impl<D: Dataplane> Controller<D> {
                 }
             })
             .chain(self.misses.next())
+            .chain(self.cluster_deadline())
             .min()
             // A deadline beyond what the clock can hold (a state saved by an older version) is
             // no deadline.
@@ -219,14 +220,19 @@ impl<D: Dataplane> Controller<D> {
         let now = self.now();
         self.judge_silence(now);
         for p in 0..self.pools.len() {
-            if !self.pools[p].live {
-                if now >= self.pools[p].live_after {
+            if !self.pools[p].live && now >= self.pools[p].live_after {
+                if self.cluster.is_some() {
+                    self.first_round_over(p, now);
+                } else {
                     self.go_live(p, now);
                 }
-            } else if self.pools[p].state.next_deadline().is_some_and(|d| d <= now) {
+            } else if (self.pools[p].live || self.cluster.is_some())
+                && self.pools[p].state.next_deadline().is_some_and(|d| d <= now)
+            {
                 self.step(p, Event::Tick, now);
             }
         }
+        self.cluster_tick(now);
     }
 
     /// The pool's first mapping: from now on its elements carry flows. Taken once every
@@ -264,6 +270,9 @@ impl<D: Dataplane> Controller<D> {
     /// One decision and its effects. Errors are logged: a failed write keeps the last good
     /// mapping in the data plane (fail static), and the next event retries.
     pub(super) fn step(&mut self, p: usize, event: Event, now: Now) {
+        if self.cluster.is_some() {
+            return self.local_step(p, event, now);
+        }
         let decided = Instant::now();
         let pool = &mut self.pools[p];
         let effects = match pool.state.step(&pool.spec, event, now) {
@@ -355,7 +364,8 @@ impl<D: Dataplane> Controller<D> {
     /// The pool's whole data-plane state as one value.
     pub(super) fn pool_plan(&self, p: usize) -> Result<PoolPlan, PlanError> {
         let pool = &self.pools[p];
-        let mapping = to_dataplane(plan::plan(&pool.spec, &pool.state, &pool.resolved)?, &pool.slots);
+        let roles = self.mapped_roles(p);
+        let mapping = to_dataplane(plan::plan_roles(&pool.spec, &roles, &pool.resolved)?, &pool.slots);
         let addr = addr::from_ip(pool.spec.vip);
         let proto = match pool.spec.protocol {
             Protocol::Tcp => PROTO_TCP,
@@ -428,16 +438,29 @@ impl<D: Dataplane> Controller<D> {
     /// Publishes what readers see now.
     pub(super) fn publish(&mut self) {
         self.dirty = false;
+        // A cluster node shows its own health with the roles it maps: the decision's.
+        let shown: Vec<std::borrow::Cow<'_, PoolState>> = (0..self.pools.len())
+            .map(|p| {
+                let state = &self.pools[p].state;
+                if self.cluster.is_none() {
+                    return std::borrow::Cow::Borrowed(state);
+                }
+                let mut state = state.clone();
+                state.adopt_roles(&self.mapped_roles(p));
+                std::borrow::Cow::Owned(state)
+            })
+            .collect();
         let pools: Vec<PoolView> = self
             .pools
             .iter()
-            .map(|p| PoolView {
+            .zip(&shown)
+            .map(|(p, state)| PoolView {
                 index: p.index,
                 slots: p.slots.clone(),
                 weights: p.spec.elements.iter().map(|e| e.weight).collect(),
                 status: pool_status(
                     &p.spec,
-                    &p.state,
+                    state,
                     p.recent
                         .iter()
                         .map(|s| FailoverStatus {
@@ -452,7 +475,12 @@ impl<D: Dataplane> Controller<D> {
                 ),
             })
             .collect();
-        let summaries: Vec<_> = self.pools.iter().map(|p| summary(&p.spec, &p.state)).collect();
+        let summaries: Vec<_> = self
+            .pools
+            .iter()
+            .zip(&shown)
+            .map(|(p, state)| summary(&p.spec, state))
+            .collect();
         let summaries_json: Arc<str> = serde_json::to_string(&summaries)
             .expect("summaries serialize")
             .into();
@@ -461,6 +489,7 @@ impl<D: Dataplane> Controller<D> {
             summaries,
             summaries_json,
             ready: self.readiness.is_ready(),
+            cluster: self.cluster_status(),
         }));
     }
 }

@@ -20,6 +20,7 @@
 //! are served before anything queued.
 
 mod changes;
+mod cluster;
 pub mod commands;
 mod events;
 pub mod persist;
@@ -42,15 +43,20 @@ use tokio::{
 };
 use tracing::warn;
 
-pub use self::changes::merged;
+pub use self::{
+    changes::merged,
+    cluster::{ClusterLink, ClusterPoolStatus, ClusterStatus},
+};
 use self::{
     changes::Internal,
+    cluster::ClusterRt,
     commands::Command,
     reconcile::PoolRt,
     snapshot::{Snapshot, Views},
     work::{Probers, Resolver, Saver},
 };
 use crate::{
+    cluster::ClusterInput,
     dataplane::Dataplane,
     events::EventLog,
     health::{ProbeReport, link::LinkEvent},
@@ -76,6 +82,8 @@ pub struct Deps<D> {
     /// Where the slow work runs (resolutions, reading the configuration file): a runtime other
     /// than the controller's, in the daemon, so that it never takes the controller's threads.
     pub work: tokio::runtime::Handle,
+    /// The cluster this node belongs to (`cluster:`); `None`: a node on its own.
+    pub cluster: Option<ClusterLink>,
 }
 
 /// Where the controller starts from.
@@ -102,6 +110,8 @@ pub struct Inputs {
     pub links: mpsc::Receiver<LinkEvent>,
     pub heartbeats: mpsc::Receiver<HeartbeatEvent>,
     pub commands: mpsc::Receiver<Command>,
+    /// What the cluster says (never anything on a node on its own).
+    pub cluster: mpsc::Receiver<ClusterInput>,
 }
 
 /// See the module documentation.
@@ -134,6 +144,7 @@ pub struct Controller<D: Dataplane> {
     snapshot: watch::Sender<Arc<Snapshot>>,
     /// Something readers see changed since the last snapshot.
     dirty: bool,
+    cluster: Option<ClusterRt>,
 }
 
 impl<D: Dataplane> Controller<D> {
@@ -170,6 +181,7 @@ impl<D: Dataplane> Controller<D> {
             internal: mpsc::unbounded_channel(),
             snapshot,
             dirty: true,
+            cluster: deps.cluster.map(ClusterRt::new),
         };
         controller.index_pools();
         (controller, views)
@@ -195,7 +207,8 @@ impl<D: Dataplane> Controller<D> {
     pub fn start(&mut self, down: &[(usize, usize)]) {
         let now = self.now();
         for p in 0..self.pools.len() {
-            if self.adopted && self.pools[p].state.is_carrying() {
+            // A cluster node keeps the adopted maps as they are until the first decision.
+            if self.adopted && self.cluster.is_none() && self.pools[p].state.is_carrying() {
                 self.write_first(p, now);
             }
         }
@@ -228,6 +241,7 @@ impl<D: Dataplane> Controller<D> {
                 Some(event) = inputs.links.recv() => self.link_event(&event),
                 Some(event) = inputs.heartbeats.recv() => self.heartbeat(event),
                 Some(report) = inputs.probes.recv() => self.probe(&report),
+                Some(input) = inputs.cluster.recv() => self.cluster_input(input),
                 Some(done) = self.internal.1.recv() => self.internal(done),
                 Some(command) = inputs.commands.recv() => self.command(command),
             }

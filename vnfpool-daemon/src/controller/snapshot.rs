@@ -210,6 +210,8 @@ pub struct Snapshot {
     pub summaries_json: Arc<str>,
     /// Every pool is live.
     pub ready: bool,
+    /// The cluster as this node sees it; `None` on a node on its own.
+    pub cluster: Option<super::ClusterStatus>,
 }
 
 /// The pool's status as the controller sees it, with zero counters.

@@ -239,6 +239,7 @@ impl Harness {
             readiness: Readiness::default(),
             verifier: Arc::clone(&verifier),
             work: tokio::runtime::Handle::current(),
+            cluster: None,
         };
         let start = Start {
             config_path: config.clone(),
@@ -262,6 +263,7 @@ impl Harness {
             links: links_rx,
             heartbeats: heartbeats_rx,
             commands: commands_rx,
+            cluster: mpsc::channel(1).1,
         };
         let task = tokio::spawn(controller.run(
             inputs,
