@@ -1,4 +1,4 @@
-//! Helpers for vnfpool's tests: frames built in code, the program under BPF_PROG_TEST_RUN,
+//! Helpers for vnfpool's tests: frames built in code, the program under `BPF_PROG_TEST_RUN`,
 //! and network-namespace labs whose every object is removed on drop.
 
 #![expect(
