@@ -7,6 +7,7 @@
     reason = "test support: helpers fail by panicking with context (STYLE rule 15)"
 )]
 
+pub mod bird;
 pub mod daemon;
 pub mod demo;
 pub mod harness;
