@@ -63,6 +63,12 @@ fn routes(ns: &Netns, table: u32) -> BTreeSet<Route> {
     all
 }
 
+/// `ip -n <ns> <line>`, the words of `line` as its arguments.
+#[track_caller]
+fn ip_line(ns: &Netns, line: &str) {
+    ns.ip(&line.split_whitespace().collect::<Vec<_>>());
+}
+
 fn vips(list: &[&str]) -> BTreeSet<IpAddr> {
     list.iter().map(|v| v.parse().expect("an address")).collect()
 }
@@ -94,37 +100,19 @@ fn sync_holds_exactly_the_wanted_blackhole_routes_and_leaves_others_alone() {
     let proto = p.to_string();
     // Not ours: another protocol in our table, and our protocol in another table (the same
     // prefix as A).
-    ns.ip(&[
-        "route",
-        "add",
-        "blackhole",
-        "198.51.100.9/32",
-        "table",
-        &table,
-        "proto",
-        "static",
-    ]);
-    ns.ip(&[
-        "route",
-        "add",
-        "blackhole",
-        &format!("{A}/32"),
-        "table",
-        "101",
-        "proto",
-        &proto,
-    ]);
+    ip_line(
+        &ns,
+        &format!("route add blackhole 198.51.100.9/32 table {table} proto static"),
+    );
+    ip_line(
+        &ns,
+        &format!("route add blackhole {A}/32 table 101 proto {proto}"),
+    );
     // Ours but not an announcement (an older version's, or added by hand): removed.
-    ns.ip(&[
-        "route",
-        "add",
-        "unreachable",
-        "198.51.100.7/32",
-        "table",
-        &table,
-        "proto",
-        &proto,
-    ]);
+    ip_line(
+        &ns,
+        &format!("route add unreachable 198.51.100.7/32 table {table} proto {proto}"),
+    );
     let foreign = route(BLACKHOLE, "198.51.100.9", 4);
     let other_table = BTreeSet::from([route(BLACKHOLE, A, p)]);
 
@@ -152,6 +140,23 @@ fn sync_holds_exactly_the_wanted_blackhole_routes_and_leaves_others_alone() {
             .expect("announcing A and B again");
         assert!(again.is_empty(), "a second sync changes nothing: {again:?}");
 
+        // A second route of ours for A (another metric) goes; one route for A stays.
+        ip_line(
+            &ns,
+            &format!("route add blackhole {A}/32 table {table} proto {proto} metric 7"),
+        );
+        let changes = announcer
+            .sync(&vips(&[A, B]))
+            .await
+            .expect("announcing A and B once more");
+        assert_eq!(changes.strays, vec![(ip(A), 32)], "{changes:?}");
+        assert!(
+            changes.added.is_empty() && changes.removed.is_empty(),
+            "{changes:?}"
+        );
+        let listing = ns.ip_output(&["route", "show", "table", &table]);
+        assert_eq!(listing.lines().filter(|l| l.contains(A)).count(), 1, "{listing}");
+
         let changes = announcer.sync(&vips(&[B])).await.expect("withdrawing A");
         assert_eq!(changes.removed, vec![ip(A)]);
         assert!(
@@ -164,17 +169,10 @@ fn sync_holds_exactly_the_wanted_blackhole_routes_and_leaves_others_alone() {
         );
 
         // A route removed behind its back comes back at the next sync.
-        ns.ip(&[
-            "-6",
-            "route",
-            "del",
-            "blackhole",
-            &format!("{B}/128"),
-            "table",
-            &table,
-            "proto",
-            &proto,
-        ]);
+        ip_line(
+            &ns,
+            &format!("-6 route del blackhole {B}/128 table {table} proto {proto}"),
+        );
         let changes = announcer.sync(&vips(&[B])).await.expect("repairing B");
         assert_eq!(changes.added, vec![ip(B)]);
 
@@ -199,27 +197,15 @@ fn sync_holds_exactly_the_wanted_blackhole_routes_and_leaves_others_alone() {
 #[test]
 fn a_foreign_route_for_the_same_prefix_is_an_error_naming_table_and_prefix() {
     let ns = Netns::new();
-    let table = DEFAULT_TABLE.to_string();
-    ns.ip(&[
-        "route",
-        "add",
-        "blackhole",
-        &format!("{C}/32"),
-        "table",
-        &table,
-        "proto",
-        "static",
-    ]);
-    ns.ip(&[
-        "route",
-        "add",
-        "unreachable",
-        "198.51.100.4/32",
-        "table",
-        &table,
-        "proto",
-        "static",
-    ]);
+    let table = DEFAULT_TABLE;
+    ip_line(
+        &ns,
+        &format!("route add blackhole {C}/32 table {table} proto static"),
+    );
+    ip_line(
+        &ns,
+        &format!("route add unreachable 198.51.100.4/32 table {table} proto static"),
+    );
 
     in_ns(&ns, || async {
         let mut announcer = RouteAnnouncer::new(DEFAULT_TABLE, DEFAULT_PROTOCOL).expect("an announcer");

@@ -15,7 +15,7 @@
 //! is what a withdrawn VIP would get too.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -103,8 +103,9 @@ pub struct Changes {
     pub added: Vec<IpAddr>,
     /// VIPs whose route was removed.
     pub removed: Vec<IpAddr>,
-    /// Other routes of ours in the table (not a blackhole host route: left by an older
-    /// version or added by hand with our protocol), removed, as `prefix/len`.
+    /// Other routes of ours in the table, removed, as `prefix/len`: not a blackhole host route,
+    /// or a second route for an announced VIP (another metric); left by an older version, or
+    /// added by hand with our protocol.
     pub strays: Vec<(IpAddr, u8)>,
 }
 
@@ -249,18 +250,18 @@ impl RouteAnnouncer {
     /// keep the others announced); the error is then the first failure. A route for the same
     /// prefix that is not ours makes the add fail (`EEXIST`) rather than being replaced.
     pub async fn sync(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<Changes> {
-        let listed = self.list().await?;
-        let mut present = BTreeSet::new();
+        let mut present = BTreeMap::new();
         let mut strays = Vec::new();
-        for route in listed {
+        for route in self.list().await? {
             match route.announces() {
-                Some(vip) => {
-                    present.insert(vip);
+                // A second route for the same VIP (another metric) is a stray too.
+                Some(vip) if !present.contains_key(&vip) => {
+                    present.insert(vip, route);
                 }
-                None => strays.push(route),
+                _ => strays.push(route),
             }
         }
-        let (add, remove) = delta(&present, wanted);
+        let (add, remove) = delta(&present.keys().copied().collect(), wanted);
 
         let mut changes = Changes::default();
         let mut first_error = None;
@@ -274,14 +275,7 @@ impl RouteAnnouncer {
             }
         }
         for vip in remove {
-            let route = Ours {
-                prefix: vip,
-                len: host_prefix_len(&vip),
-                kind: RouteType::BlackHole,
-                scope: RouteScope::Universe,
-                priority: None,
-            };
-            match self.remove(&route).await {
+            match self.remove(&present[&vip]).await {
                 Ok(()) => changes.removed.push(vip),
                 Err(e) => {
                     first_error.get_or_insert(e);
