@@ -239,7 +239,10 @@ fn the_router_keeps_one_next_hop_per_announcing_node() {
 }
 
 #[test]
-#[expect(clippy::disallowed_methods, reason = "waits in real time for datagrams through a real router")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "waits in real time for datagrams through a real router"
+)]
 fn udp_flows_to_the_vip_split_over_the_nodes() {
     let lab = EcmpLab::new();
     let counts: Arc<Mutex<BTreeMap<usize, BTreeSet<u16>>>> = Arc::default();
