@@ -348,7 +348,9 @@ fn parse_kernel_next_hops(out: &str) -> BTreeSet<IpAddr> {
 }
 
 /// Waits until the kernel route for `prefix` in `ns` has exactly the next hops `want`, polling
-/// every 2 ms; returns the time since `since`. Panics with what it saw after `timeout`.
+/// every 2 ms, and returns the time from `since` to the end of the look that saw them (an upper
+/// bound: one look runs `ip`, about 2 ms). Panics if that is later than `timeout`, also when the
+/// look that saw them ended after it.
 #[must_use]
 #[expect(clippy::disallowed_methods, reason = "polls a real kernel in real time")]
 pub fn wait_kernel_next_hops(
@@ -360,12 +362,18 @@ pub fn wait_kernel_next_hops(
 ) -> Duration {
     loop {
         let hops = kernel_next_hops(ns, prefix);
+        let took = since.elapsed();
         if hops == *want {
-            return since.elapsed();
+            assert!(
+                took <= timeout,
+                "the route to {prefix} in {} had next hops {want:?} only {took:?} on, more than {timeout:?}",
+                ns.name()
+            );
+            return took;
         }
         assert!(
-            since.elapsed() < timeout,
-            "the route to {prefix} in {} has next hops {hops:?}, not {want:?}, {timeout:?} on",
+            took < timeout,
+            "the route to {prefix} in {} has next hops {hops:?}, not {want:?}, {took:?} on",
             ns.name()
         );
         std::thread::sleep(POLL);
