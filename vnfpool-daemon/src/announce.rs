@@ -8,6 +8,10 @@
 //! adds and removes only routes with that protocol in its table, so an operator's routes in the
 //! same table, and everything in other tables, are never touched.
 //!
+//! A sync is netlink round trips (a dump of the table, then one request per change): run the
+//! announcer on a task of its own, fed the wanted set (e.g. through a `tokio::sync::watch`), not
+//! on the loop that decides failovers (DESIGN invariant 7).
+//!
 //! Why `blackhole`: BIRD's kernel protocol ignores `proto kernel` and `local` routes of the
 //! table it learns, but imports blackhole routes (checked with bird 2.0.12). The route only
 //! carries the announcement: packets for the VIP are taken by the XDP program before routing,
