@@ -2,6 +2,7 @@
 //! pins, state and control socket in places of its own; killed (SIGKILL) on drop.
 
 use std::{
+    fmt::Write as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -119,13 +120,15 @@ impl Places {
             } else {
                 format!(", {more}")
             };
-            out += &format!(
-                "      - {{ name: {}, address: {}, priority: {p}, interface: {}, mac: \"{}\"{more} }}\n",
+            writeln!(
+                out,
+                "      - {{ name: {}, address: {}, priority: {p}, interface: {}, mac: \"{}\"{more} }}",
                 e.name,
                 e.addr,
                 e.host_link.name,
                 e.mac_text()
-            );
+            )
+            .expect("writing to a String");
         }
         out
     }
@@ -228,6 +231,7 @@ impl Daemon {
 
     /// Polls the status until `ready` holds (every 5 ms), or panics with the daemon's log
     /// after `timeout`; panics at once if the daemon exits.
+    #[expect(clippy::disallowed_methods, reason = "polls a real process in real time")]
     pub fn wait_until(&mut self, what: &str, timeout: Duration, ready: impl Fn(&Status) -> bool) -> Status {
         let start = Instant::now();
         loop {
@@ -271,6 +275,7 @@ impl Daemon {
     }
 
     /// SIGKILL, as a crash: nothing is cleaned up by the daemon.
+    #[must_use]
     pub fn kill(mut self) -> ExitStatus {
         let _ = self.child.kill();
         self.child.wait().expect("wait")
@@ -295,6 +300,7 @@ impl Drop for Daemon {
 /// SIGTERM to `child` and its exit status; panics with `log()` if it still runs after
 /// `timeout`.
 #[must_use]
+#[expect(clippy::disallowed_methods, reason = "polls a real process in real time")]
 pub fn terminate(child: &mut Child, timeout: Duration, log: impl Fn() -> String) -> ExitStatus {
     let pid = rustix::process::Pid::from_raw(child.id().cast_signed()).expect("a pid");
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");

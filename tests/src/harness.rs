@@ -101,6 +101,7 @@ impl Default for Harness {
 
 /// Runs `prog` once on `frame`.
 #[track_caller]
+#[must_use]
 pub fn run(prog: &Xdp, frame: &[u8]) -> Run {
     let mut out = vec![0u8; frame.len() + 256];
     let opts = TestRunOptions {

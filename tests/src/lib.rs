@@ -1,4 +1,4 @@
-//! Helpers for vnfpool's tests: frames built in code, the program under BPF_PROG_TEST_RUN,
+//! Helpers for vnfpool's tests: frames built in code, the program under `BPF_PROG_TEST_RUN`,
 //! and network-namespace labs whose every object is removed on drop.
 
 #![expect(
@@ -7,6 +7,7 @@
     reason = "test support: helpers fail by panicking with context (STYLE rule 15)"
 )]
 
+pub mod bird;
 pub mod daemon;
 pub mod demo;
 pub mod harness;

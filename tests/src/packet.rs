@@ -14,7 +14,7 @@ pub enum L4 {
     Tcp { sport: u16, dport: u16 },
     /// UDP with these ports.
     Udp { sport: u16, dport: u16 },
-    /// An ICMP (or ICMPv6) error of this type quoting `inner` (a whole IP packet).
+    /// An ICMP (or `ICMPv6`) error of this type quoting `inner` (a whole IP packet).
     IcmpError { ty: u8, inner: Vec<u8> },
 }
 
@@ -23,7 +23,7 @@ pub enum L4 {
 pub struct Frame {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
-    /// VLAN ids, outermost first (0x8100 for the first, 0x88a8 outer for QinQ).
+    /// VLAN ids, outermost first (0x8100 for the first, 0x88a8 outer for `QinQ`).
     pub vlans: Vec<u16>,
     pub src: IpAddr,
     pub dst: IpAddr,

@@ -3,6 +3,7 @@
 //! in an element's namespace (killed on drop).
 
 use std::{
+    fmt::Write as _,
     net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -49,7 +50,12 @@ impl Parties {
             "    - { subject: \"CN=orchestrator\", role: sce }\n    - { subject: \"CN=ops\", role: operator }\n",
         );
         for e in &lab.elements {
-            clients += &format!("    - {{ subject: \"CN=agent-{}\", role: element }}\n", e.name);
+            writeln!(
+                clients,
+                "    - {{ subject: \"CN=agent-{}\", role: element }}",
+                e.name
+            )
+            .expect("writing to a String");
         }
         format!(
             "api:\n  listen: 0.0.0.0:{API_PORT}\n  heartbeat_listen: 0.0.0.0:{HEARTBEAT_PORT}\n  cert: {}\n  key: {}\n  client_ca: {}\n  clients:\n{clients}",
@@ -187,6 +193,7 @@ impl Agent {
 
     /// Waits (polling its log every 5 ms, at most `timeout`) until the agent has registered;
     /// panics with its log if it exits first or takes longer.
+    #[expect(clippy::disallowed_methods, reason = "polls a real process in real time")]
     pub fn wait_registered(&mut self, timeout: Duration) {
         let start = Instant::now();
         loop {
@@ -255,6 +262,7 @@ pub fn log_time(log: &str, message: &str) -> Option<SystemTime> {
 /// until `done` holds for the answers so far or `limit` passes (or the sockets run out);
 /// returns (wall-clock time, answering element) per answer.
 #[must_use]
+#[expect(clippy::disallowed_methods, reason = "paces requests in real time")]
 pub fn new_flows_until(
     socks: &[UdpSocket],
     limit: Duration,

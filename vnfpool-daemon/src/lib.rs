@@ -9,6 +9,7 @@
 )]
 
 pub mod agent;
+pub mod announce;
 pub mod api;
 pub mod app;
 pub mod cli;
