@@ -12,7 +12,9 @@ use std::{
 };
 
 use vnfpool_daemon::{
-    cluster::{Coordinator, Decision, Member, Update, Verdicts, etcd::Etcd},
+    cluster::{
+        self, ClusterInput, ClusterOutput, Coordinator, Decision, Member, Update, Verdicts, etcd::Etcd,
+    },
     model::{health::Health, roles::Role, spec::ClusterSpec},
 };
 
@@ -21,6 +23,28 @@ struct TestEtcd {
     child: Child,
     dir: PathBuf,
     client: SocketAddr,
+    peer: u16,
+}
+
+fn spawn(dir: &std::path::Path, client: u16, peer: u16) -> Child {
+    let c = format!("http://127.0.0.1:{client}");
+    let p = format!("http://127.0.0.1:{peer}");
+    Command::new("etcd")
+        .args(["--name", "t", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
+        .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
+        .args(["--initial-cluster", &format!("t={p}")])
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("etcd.log"))
+                .expect("log"),
+        )
+        .spawn()
+        .expect("etcd runs (scripts/setup.sh installs etcd-server)")
 }
 
 fn free_port() -> u16 {
@@ -36,30 +60,36 @@ impl TestEtcd {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("data dir");
         let (client, peer) = (free_port(), free_port());
-        let c = format!("http://127.0.0.1:{client}");
-        let p = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
-            .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
-            .args(["--initial-cluster", &format!("t={p}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("etcd.log")).expect("log"))
-            .spawn()
-            .expect("etcd runs (scripts/setup.sh installs etcd-server)");
+        let child = spawn(&dir, client, peer);
         let etcd = Self {
             child,
             dir,
             client: SocketAddr::from(([127, 0, 0, 1], client)),
+            peer,
         };
-        // Ready when its /health says so (it has elected itself and serves requests).
+        etcd.ready().await;
+        etcd
+    }
+
+    /// Stops etcd (SIGKILL, as a crash), keeping its data.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports and data.
+    async fn restart(&mut self) {
+        self.child = spawn(&self.dir, self.client.port(), self.peer);
+        self.ready().await;
+    }
+
+    /// Ready when its /health says so (it has elected itself and serves requests).
+    async fn ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !etcd.healthy() {
+        while !self.healthy() {
             assert!(Instant::now() < deadline, "etcd was not healthy within 20 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        etcd
     }
 
     fn healthy(&self) -> bool {
@@ -288,4 +318,125 @@ async fn keep_alive_holds_the_lease_past_its_ttl() {
     assert!(!keeper.is_finished(), "keep-alive gave up");
     assert_eq!(b.campaign("web").await.expect("campaign"), "a");
     keeper.abort();
+}
+
+/// Receives inputs until one satisfies `want`, within 10 s.
+async fn heard(
+    rx: &mut tokio::sync::mpsc::Receiver<ClusterInput>,
+    what: &str,
+    want: impl Fn(&ClusterInput) -> bool,
+) -> ClusterInput {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let input = rx.recv().await.expect("the session task runs");
+            if want(&input) {
+                return input;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within 10 s"))
+}
+
+/// Two nodes' session tasks ([`cluster::run`]) against one etcd: what each controller would
+/// hear and write, and what happens when etcd goes away and comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_carry_verdicts_and_decisions_and_survive_etcd_going_away() {
+    let mut etcd = TestEtcd::start("run").await;
+    let start = |node: &str, port: u16| {
+        let coordinator = Etcd::new(&etcd.spec(node, 2)).expect("coordinator");
+        let (out, outputs) = tokio::sync::mpsc::unbounded_channel();
+        let (inputs_tx, inputs) = tokio::sync::mpsc::channel(256);
+        let task = tokio::spawn(cluster::run(
+            coordinator,
+            member(node, port),
+            vec!["web".to_owned()],
+            outputs,
+            inputs_tx,
+        ));
+        (out, inputs, task)
+    };
+    let (a_out, mut a_in, a_task) = start("a", 1001);
+    heard(&mut a_in, "a's leadership", |i| {
+        *i == ClusterInput::Leader {
+            pool: "web".to_owned(),
+            node: Some("a".to_owned()),
+        }
+    })
+    .await;
+    let (b_out, mut b_in, b_task) = start("b", 1002);
+    heard(&mut b_in, "b hearing a lead", |i| {
+        *i == ClusterInput::Leader {
+            pool: "web".to_owned(),
+            node: Some("a".to_owned()),
+        }
+    })
+    .await;
+    heard(
+        &mut a_in,
+        "both members",
+        |i| matches!(i, ClusterInput::Members(m) if m.len() == 2),
+    )
+    .await;
+
+    let verdicts: Verdicts = [("e1".to_owned(), Health::Up)].into();
+    b_out
+        .send(ClusterOutput::Verdicts {
+            pool: "web".to_owned(),
+            verdicts: verdicts.clone(),
+        })
+        .expect("b's session runs");
+    heard(&mut a_in, "b's verdicts", |i| {
+        *i == ClusterInput::Verdicts {
+            pool: "web".to_owned(),
+            node: "b".to_owned(),
+            verdicts: Some(verdicts.clone()),
+        }
+    })
+    .await;
+    let decision = Decision {
+        pool: "web".to_owned(),
+        generation: 1,
+        leader: "a".to_owned(),
+        roles: [("e1".to_owned(), Role::Active)].into(),
+    };
+    a_out
+        .send(ClusterOutput::Decide(decision.clone()))
+        .expect("a's session runs");
+    heard(&mut b_in, "a's decision", |i| {
+        *i == ClusterInput::Decision(decision.clone())
+    })
+    .await;
+
+    // etcd goes away: both sessions end; they come back and a leader is elected again.
+    etcd.stop();
+    heard(&mut a_in, "a's session ending", |i| {
+        *i == ClusterInput::Connected(false)
+    })
+    .await;
+    heard(&mut b_in, "b's session ending", |i| {
+        *i == ClusterInput::Connected(false)
+    })
+    .await;
+    etcd.restart().await;
+    heard(&mut a_in, "a back", |i| *i == ClusterInput::Connected(true)).await;
+    heard(&mut b_in, "b back", |i| *i == ClusterInput::Connected(true)).await;
+    // A session starts from what the store holds (keys in order: decisions, then leaders).
+    heard(&mut b_in, "the decision again", |i| {
+        *i == ClusterInput::Decision(decision.clone())
+    })
+    .await;
+    let led = heard(&mut b_in, "a leader again", |i| {
+        matches!(i, ClusterInput::Leader { node: Some(_), .. })
+    })
+    .await;
+    println!("after etcd came back: {led:?}");
+
+    drop((a_out, b_out));
+    a_task
+        .await
+        .expect("a's session task ends when its controller does");
+    b_task
+        .await
+        .expect("b's session task ends when its controller does");
 }

@@ -56,11 +56,7 @@ impl AppError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            Self::Config(_)
-                | Self::Resolve { .. }
-                | Self::Capacity { .. }
-                | Self::Api(_)
-                | Self::Cluster(_)
+            Self::Config(_) | Self::Resolve { .. } | Self::Capacity { .. } | Self::Api(_) | Self::Cluster(_)
         )
     }
 }

@@ -136,9 +136,8 @@ fn origin_name(origin: Origin) -> &'static str {
 
 impl<D: Dataplane> Controller<D> {
     pub(super) fn command(&mut self, cmd: Command) {
-        let cmd = match self.refused_in_cluster(cmd) {
-            Ok(cmd) => cmd,
-            Err(()) => return,
+        let Ok(cmd) = self.refused_in_cluster(cmd) else {
+            return;
         };
         let change = match cmd {
             Command::Drain {
@@ -179,9 +178,11 @@ impl<D: Dataplane> Controller<D> {
         if self.cluster.is_none() {
             return Ok(cmd);
         }
-        let refusal = |pool: &str| Refusal::Conflict {
+        let refusal = |pool: &str| {
+            Refusal::Conflict {
             pool: pool.to_owned(),
             why: "this node is one of a cluster, which does not share drains, run-time elements or redundancy levels yet; change them in every node's configuration file".to_owned(),
+        }
         };
         match cmd {
             Command::Drain { pool, reply, .. } | Command::Undrain { pool, reply, .. } => {

@@ -87,6 +87,8 @@ pub struct ClusterPoolStatus {
     /// Generation of the decision applied here (0: none yet).
     pub generation: u64,
     pub decided_by: Option<String>,
+    /// Each node's verdicts on the elements, as this node last heard them.
+    pub verdicts: BTreeMap<String, Verdicts>,
 }
 
 impl<D: Dataplane> Controller<D> {
@@ -100,7 +102,10 @@ impl<D: Dataplane> Controller<D> {
                 .pools
                 .get(&pool.spec.name)
                 .and_then(|cp| cp.applied.as_ref())
-                .map_or_else(|| vec![Role::Out; pool.spec.elements.len()], |d| d.roles_for(&pool.spec)),
+                .map_or_else(
+                    || vec![Role::Out; pool.spec.elements.len()],
+                    |d| d.roles_for(&pool.spec),
+                ),
         }
     }
 
@@ -175,7 +180,15 @@ impl<D: Dataplane> Controller<D> {
             if health == Health::Unknown || state.elements()[e].health() == health {
                 continue;
             }
-            match state.step(spec, Event::Verdict { element: e, health, since: now }, now) {
+            match state.step(
+                spec,
+                Event::Verdict {
+                    element: e,
+                    health,
+                    since: now,
+                },
+                now,
+            ) {
                 Ok(effects) if leads => log_records(&effects),
                 Ok(_) => {}
                 Err(e) => error!(error = %e, "cluster decision refused"),
@@ -233,7 +246,9 @@ impl<D: Dataplane> Controller<D> {
         let now = self.now();
         match self.remap(p, now) {
             Ok(_) => self.check_ready(),
-            Err(e) => error!(pool = %self.pools[p].spec.name, error = %e, "mapping not written; the previous one stays"),
+            Err(e) => {
+                error!(pool = %self.pools[p].spec.name, error = %e, "mapping not written; the previous one stays");
+            }
         }
     }
 
@@ -271,7 +286,9 @@ impl<D: Dataplane> Controller<D> {
                 }
             }
             ClusterInput::Decision(decision) => {
-                let Some(p) = self.position(&decision.pool) else { return };
+                let Some(p) = self.position(&decision.pool) else {
+                    return;
+                };
                 let Some(c) = &mut self.cluster else { return };
                 let cp = c.pools.entry(decision.pool.clone()).or_default();
                 if decision.supersedes(cp.applied.as_ref()) {
@@ -342,6 +359,7 @@ impl<D: Dataplane> Controller<D> {
                         leader: cp.and_then(|cp| cp.leader.clone()),
                         generation: applied.map_or(0, |d| d.generation),
                         decided_by: applied.map(|d| d.leader.clone()),
+                        verdicts: cp.map(|cp| cp.verdicts.clone()).unwrap_or_default(),
                     }
                 })
                 .collect(),

@@ -43,10 +43,6 @@ use tokio::{
 };
 use tracing::warn;
 
-pub use self::{
-    changes::merged,
-    cluster::{ClusterLink, ClusterPoolStatus, ClusterStatus},
-};
 use self::{
     changes::Internal,
     cluster::ClusterRt,
@@ -54,6 +50,10 @@ use self::{
     reconcile::PoolRt,
     snapshot::{Snapshot, Views},
     work::{Probers, Resolver, Saver},
+};
+pub use self::{
+    changes::merged,
+    cluster::{ClusterLink, ClusterPoolStatus, ClusterStatus},
 };
 use crate::{
     cluster::ClusterInput,

@@ -40,6 +40,8 @@ use crate::{
     store::Store,
 };
 
+mod cluster;
+
 const MS: Duration = Duration::from_millis(1);
 
 /// Resolves every address at once, except those listed, which fail after `slow` (an address
@@ -137,6 +139,23 @@ struct Harness {
     scratch: Scratch,
     /// Whether the configuration has an `api:` section.
     api: bool,
+    /// What the cluster says to a cluster node (nothing to a node on its own).
+    cluster: mpsc::Sender<crate::cluster::ClusterInput>,
+}
+
+/// A cluster node's link, and the writes it asks for.
+fn cluster_link(
+    node: &str,
+) -> (
+    super::ClusterLink,
+    mpsc::UnboundedReceiver<crate::cluster::ClusterOutput>,
+) {
+    let (out, outputs) = mpsc::unbounded_channel();
+    let link = super::ClusterLink {
+        node: node.to_owned(),
+        out,
+    };
+    (link, outputs)
 }
 
 /// The daemon section and `pools` (YAML, indented under `pools:`), with an API when `api`.
@@ -200,6 +219,19 @@ impl Harness {
     }
 
     async fn start_with(pools: &str, api: bool) -> Self {
+        Self::start_node(pools, api, None).await.0
+    }
+
+    /// A controller; with `node`, one node of a cluster whose writes come out of the receiver
+    /// (see `cluster.rs`).
+    async fn start_node(
+        pools: &str,
+        api: bool,
+        node: Option<&str>,
+    ) -> (
+        Self,
+        Option<mpsc::UnboundedReceiver<crate::cluster::ClusterOutput>>,
+    ) {
         let scratch = Scratch::new();
         let config = scratch.0.join("pools.yaml");
         std::fs::write(&config, yaml(&scratch, pools, api)).expect("config");
@@ -229,6 +261,7 @@ impl Harness {
         let verifier = Arc::new(Mutex::new(Verifier::new(heartbeat::DEFAULT_WINDOW)));
         let store = Store::open(&spec.daemon.state_dir).expect("store");
         let (saver, writer) = Saver::spawn(store);
+        let (link, outputs) = node.map(cluster_link).unzip();
         let deps = Deps {
             dataplane: dp.clone(),
             resolver: Arc::clone(&resolver) as Arc<dyn Resolver>,
@@ -239,7 +272,7 @@ impl Harness {
             readiness: Readiness::default(),
             verifier: Arc::clone(&verifier),
             work: tokio::runtime::Handle::current(),
-            cluster: None,
+            cluster: link,
         };
         let start = Start {
             config_path: config.clone(),
@@ -257,13 +290,14 @@ impl Harness {
         let (links, links_rx) = mpsc::channel(16);
         let (heartbeats, heartbeats_rx) = mpsc::channel(1024);
         let (commands, commands_rx) = mpsc::channel(64);
+        let (cluster, cluster_rx) = mpsc::channel(1024);
         let (stop, stopped) = oneshot::channel::<()>();
         let inputs = Inputs {
             probes: reports_rx,
             links: links_rx,
             heartbeats: heartbeats_rx,
             commands: commands_rx,
-            cluster: mpsc::channel(1).1,
+            cluster: cluster_rx,
         };
         let task = tokio::spawn(controller.run(
             inputs,
@@ -272,7 +306,8 @@ impl Harness {
             },
             None,
         ));
-        Self {
+        let harness = Self {
+            cluster,
             dp,
             probes: reports,
             links,
@@ -289,7 +324,8 @@ impl Harness {
             writer: Some(writer),
             scratch,
             api,
-        }
+        };
+        (harness, outputs)
     }
 
     /// The probe target of `element` as last started.
