@@ -246,7 +246,55 @@ pub fn render_status(status: &crate::control::Status) -> String {
             }
         );
     }
+    if let Some(c) = &status.cluster {
+        render_cluster(&mut out, c);
+    }
     out
+}
+
+/// `cluster: node lb-1, connected, members lb-1 lb-2` and a line per pool: its leader, the
+/// decision mapped here, and the elements some node sees down.
+fn render_cluster(out: &mut String, c: &crate::controller::ClusterStatus) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "cluster: node {}, {}, members {}",
+        c.node,
+        if c.connected {
+            "connected"
+        } else {
+            "NOT CONNECTED to the store"
+        },
+        if c.members.is_empty() {
+            "unknown".to_owned()
+        } else {
+            c.members.join(" ")
+        }
+    );
+    for p in &c.pools {
+        let down: Vec<String> = p
+            .verdicts
+            .iter()
+            .flat_map(|(node, v)| {
+                v.iter()
+                    .filter(|(_, h)| **h == crate::model::health::Health::Down)
+                    .map(move |(e, _)| format!("{e}@{node}"))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  pool {:<16} leader {:<16} decision {} by {}{}",
+            p.pool,
+            p.leader.as_deref().unwrap_or("none"),
+            p.generation,
+            p.decided_by.as_deref().unwrap_or("nobody yet"),
+            if down.is_empty() {
+                String::new()
+            } else {
+                format!("  seen down: {}", down.join(" "))
+            }
+        );
+    }
 }
 
 #[cfg(test)]
@@ -266,6 +314,37 @@ mod tests {
         assert_eq!(
             render_status(&status),
             "heartbeats: 12 accepted, 3 rejected (bad_mac 2, old_sequence 1)\n"
+        );
+    }
+
+    #[test]
+    fn status_shows_the_cluster_the_leaders_and_who_sees_what_down() {
+        use crate::{
+            controller::{ClusterPoolStatus, ClusterStatus},
+            model::health::Health,
+        };
+        let status = crate::control::Status {
+            cluster: Some(ClusterStatus {
+                node: "lb-2".to_owned(),
+                connected: true,
+                members: vec!["lb-1".to_owned(), "lb-2".to_owned()],
+                pools: vec![ClusterPoolStatus {
+                    pool: "web".to_owned(),
+                    leader: Some("lb-1".to_owned()),
+                    generation: 4,
+                    decided_by: Some("lb-1".to_owned()),
+                    verdicts: [(
+                        "lb-2".to_owned(),
+                        [("e1".to_owned(), Health::Down), ("e2".to_owned(), Health::Up)].into(),
+                    )]
+                    .into(),
+                }],
+            }),
+            ..crate::control::Status::default()
+        };
+        assert_eq!(
+            render_status(&status),
+            "cluster: node lb-2, connected, members lb-1 lb-2\n  pool web              leader lb-1             decision 4 by lb-1  seen down: e1@lb-2\n"
         );
     }
 }

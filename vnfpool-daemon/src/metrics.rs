@@ -36,6 +36,11 @@ struct PoolLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ElementLabels {
     pool: String,
     element: String,
@@ -125,6 +130,11 @@ pub struct Metrics {
     changes_resolving: Gauge,
     flow_capacity: Gauge,
     heartbeats: Family<ResultLabels, Counter>,
+    /// Cluster nodes only (`cluster:`): series appear once the node has a cluster status.
+    cluster_connected: Family<NodeLabels, Gauge>,
+    cluster_members: Family<NodeLabels, Gauge>,
+    cluster_leader: Family<PoolLabels, Gauge>,
+    cluster_generation: Family<PoolLabels, Gauge>,
 }
 
 /// One element's state as a scrape copies it in.
@@ -189,6 +199,10 @@ impl Metrics {
             changes_resolving: Gauge::default(),
             flow_capacity: Gauge::default(),
             heartbeats: Family::default(),
+            cluster_connected: Family::default(),
+            cluster_members: Family::default(),
+            cluster_leader: Family::default(),
+            cluster_generation: Family::default(),
         };
         m.flow_capacity.set(i64::from(flow_capacity));
         m.register(&mut registry);
@@ -252,6 +266,26 @@ impl Metrics {
 
     /// Registers the families a scrape fills in.
     fn register_sampled(&self, r: &mut Registry) {
+        r.register(
+            "vnfpool_cluster_connected",
+            "1 while this node is in a session with the cluster's store (cluster nodes only)",
+            self.cluster_connected.clone(),
+        );
+        r.register(
+            "vnfpool_cluster_members",
+            "Members of the cluster this node sees, itself included (cluster nodes only)",
+            self.cluster_members.clone(),
+        );
+        r.register(
+            "vnfpool_cluster_leader",
+            "1 for the pools this node leads (cluster nodes only)",
+            self.cluster_leader.clone(),
+        );
+        r.register(
+            "vnfpool_cluster_decision_generation",
+            "Generation of the leader's decision this node maps the pool from (cluster nodes only)",
+            self.cluster_generation.clone(),
+        );
         r.register(
             "vnfpool_vip_packets",
             "Packets to the pool's VIPs seen by the data plane",
@@ -447,6 +481,26 @@ impl Metrics {
     /// A configuration change started (`1`) or ended (`-1`) resolving its addresses.
     pub fn resolving(&self, by: i64) {
         self.changes_resolving.inc_by(by);
+    }
+
+    /// The cluster as this node sees it.
+    pub fn sample_cluster(&self, c: &crate::controller::ClusterStatus) {
+        let node = NodeLabels { node: c.node.clone() };
+        self.cluster_connected
+            .get_or_create(&node)
+            .set(i64::from(c.connected));
+        self.cluster_members
+            .get_or_create(&node)
+            .set(i64::try_from(c.members.len()).unwrap_or(i64::MAX));
+        for p in &c.pools {
+            let labels = pool(&p.pool);
+            self.cluster_leader
+                .get_or_create(&labels)
+                .set(i64::from(p.leader.as_deref() == Some(c.node.as_str())));
+            self.cluster_generation
+                .get_or_create(&labels)
+                .set(i64::try_from(p.generation).unwrap_or(i64::MAX));
+        }
     }
 
     /// The flow table's occupancy, as last counted.

@@ -760,6 +760,7 @@ mod tests {
                 policy_violations: 0,
             }],
             heartbeats: None,
+            cluster: None,
         }
     }
 

@@ -123,6 +123,9 @@ pub struct Status {
     /// Heartbeats of self-registered elements, when the API is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeats: Option<crate::heartbeat::Counters>,
+    /// The cluster, on a cluster node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::ClusterStatus>,
 }
 
 /// One pool.
@@ -319,6 +322,7 @@ impl Views {
         Status {
             pools,
             heartbeats: self.heartbeat_counters(),
+            cluster: snapshot.cluster.clone(),
         }
     }
 
@@ -358,6 +362,9 @@ impl Views {
         metrics.sample_heartbeats(&self.heartbeat_counters().unwrap_or_default());
         if let Some(flows) = counters.flows {
             metrics.sample_flows(flows);
+        }
+        if let Some(cluster) = &snapshot.cluster {
+            metrics.sample_cluster(cluster);
         }
         metrics.encode()
     }
