@@ -954,6 +954,7 @@ pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u
         (maps::RING, (u32s, size(size_of::<RingChunk>()), ring_chunks)),
         (maps::FLOWS, (u32s, size(size_of::<FlowBucket>()), flow_buckets)),
         (maps::FLOW_CTL, (u32s, size(size_of::<FlowCtl>()), 1)),
+        (maps::FLOW_EVENTS, (0, 0, maps::FLOW_EVENTS_SIZE)),
         (maps::TX_PORTS, (u32s, 8, maps::MAX_TX_PORTS)),
         (
             maps::POOL_STATS,
