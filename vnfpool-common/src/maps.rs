@@ -18,7 +18,7 @@ pub const RING: &str = "VNF_RING";
 /// that each bucket is one aligned cache line. Written by the program.
 pub const FLOWS: &str = "VNF_FLOWS";
 /// The flow table's shape and clock, `ARRAY` of one [`crate::flow::FlowCtl`]. Written by the
-/// loader (shape, once) and the program (clock).
+/// loader (shape, once), the program (clock) and the daemon (the flow-events switch).
 pub const FLOW_CTL: &str = "VNF_FLOW_CTL";
 /// New flow entries for peer nodes, `RINGBUF` of [`crate::flow::FlowEvent`] records,
 /// [`FLOW_EVENTS_SIZE`] bytes. Written by the program when `FlowCtl::events` is on, read by the
