@@ -302,9 +302,8 @@ fn missing(name: &'static str) -> DataplaneError {
 
 /// A map of `ebpf` on a descriptor of its own, for a handle that outlives borrows of `ebpf`.
 fn own(ebpf: &Ebpf, name: &'static str) -> Result<MapData> {
-    let data = match ebpf.map(name) {
-        Some(Map::Array(d) | Map::RingBuf(d)) => d,
-        _ => return Err(missing(name)),
+    let Some(Map::Array(data) | Map::RingBuf(data)) = ebpf.map(name) else {
+        return Err(missing(name));
     };
     let fd = data
         .fd()
