@@ -12,7 +12,7 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_RB_NO_WAKEUP, xdp_action},
     btf_maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
     helpers::bpf_jiffies64,
     macros::{btf_map, xdp},
@@ -227,10 +227,15 @@ fn emit(pkt: &Packet, hash: u64, pool: u32, idx: u32) {
         age: 0,
         _pad: [0; 2],
     };
-    // One helper call (reserve, copy, commit inside the kernel), against two for
-    // reserve/submit. Flags 0: the kernel wakes the reader only when it has caught up.
-    if VNF_FLOW_EVENTS.output(&event, 0).is_err() {
-        count(&VNF_REASONS, Reason::FlowEventLost as u32, pkt);
+    // Reserve, write in place, submit without waking the reader (it polls the ring): 30 ns per
+    // new flow here, against 39 for `output` without wake-up (a copy from the stack) and 65
+    // for `output` with the kernel's adaptive wake-up (BENCHMARKS.md).
+    match VNF_FLOW_EVENTS.reserve(0) {
+        Some(mut slot) => {
+            slot.write(event);
+            slot.submit(BPF_RB_NO_WAKEUP as u64);
+        }
+        None => count(&VNF_REASONS, Reason::FlowEventLost as u32, pkt),
     }
 }
 
