@@ -31,6 +31,8 @@ pub enum Placed {
     Refreshed,
     /// The bucket had the flow on another element: the entry now names the peer's.
     Replaced,
+    /// The bucket had the flow on another element, used more recently than the peer's: kept.
+    Kept,
     /// Stored in the first empty way.
     Added,
     /// Stored over the bucket's victim (a full bucket).
@@ -44,9 +46,10 @@ pub trait Ways {
 }
 
 /// Puts the entry of fingerprint `fp` for `element`, last used `age` stamp units before `now`,
-/// into `bucket` by the program's rules (`steer` in `vnfpool-ebpf`). A peer's entry is the
-/// flow's latest pick, so it replaces the element of an entry the bucket already has (keeping
-/// its way and, in way 0, the hand); a stamp only ever moves forward.
+/// into `bucket` by the program's rules (`steer` in `vnfpool-ebpf`). A peer's entry for a flow
+/// the bucket has on another element replaces that element (keeping the way and, in way 0, the
+/// hand) when the peer used the flow at least as recently as this node, and is ignored
+/// otherwise: a late refresh never undoes a newer pick. A stamp only ever moves forward.
 pub fn place(bucket: &impl Ways, fp: u64, element: u32, now: u64, age: u64) -> Placed {
     let seen = FlowBucket {
         ways: std::array::from_fn(|w| bucket.load(w)),
@@ -60,6 +63,7 @@ pub fn place(bucket: &impl Ways, fp: u64, element: u32, now: u64, age: u64) -> P
             }
             Placed::Refreshed
         }
+        Way::Hit(_, old) if flow::age(flow::entry_stamp(old), now) < age => Placed::Kept,
         Way::Hit(way, old) => {
             bucket.store(way, flow::with_hand(entry, flow::hand(old)));
             Placed::Replaced
@@ -186,6 +190,7 @@ impl FlowTable for AyaFlowTable {
                     ) {
                         Placed::Refreshed => done.refreshed += 1,
                         Placed::Replaced => done.replaced += 1,
+                        Placed::Kept => done.kept += 1,
                         Placed::Added => done.added += 1,
                         Placed::Evicted => done.evicted += 1,
                     }
@@ -363,10 +368,16 @@ mod tests {
         );
         assert_eq!(place(&b, fp(1), 7, 6, 1), Placed::Refreshed);
         assert_eq!(ways(&b)[0], flow::restamp(way0, 5), "restamped to 5, hand kept");
-        assert_eq!(place(&b, fp(1), 2, 6, 0), Placed::Replaced);
+        assert_eq!(
+            place(&b, fp(1), 2, 6, 2),
+            Placed::Kept,
+            "ours (5) is newer than 4"
+        );
+        assert_eq!(ways(&b)[0], flow::restamp(way0, 5));
+        assert_eq!(place(&b, fp(1), 2, 6, 1), Placed::Replaced, "as recent as ours");
         assert_eq!(
             ways(&b)[0],
-            flow::with_hand(flow::entry(fp(1), 6, 2), 5),
+            flow::with_hand(flow::entry(fp(1), 5, 2), 5),
             "hand kept"
         );
         assert_eq!(ways(&b)[2], 0, "no second entry");

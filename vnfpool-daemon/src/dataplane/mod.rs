@@ -1,7 +1,9 @@
 //! The seam between the controller and the kernel: the [`Dataplane`] trait, the values that cross
-//! it, and its two implementations. [`AyaDataplane`] (in `bpf.rs`, with `mmap.rs` and
-//! `counters.rs`) is the only code of the daemon that uses aya; a test keeps it that way.
-//! [`recording::RecordingDataplane`] stands in for it in the controller's tests.
+//! it, and its two implementations. [`AyaDataplane`] (in `bpf.rs`, with `mmap.rs`,
+//! `counters.rs` and `flows.rs`) is the only code of the daemon that uses aya; a test keeps it
+//! that way. [`FlowTable`] and [`FlowEvents`] (`flows.rs`) serve flow sync between cluster
+//! nodes (`crate::flowsync`): the program's new entries out, peers' entries in.
+//! [`recording::RecordingDataplane`] stands in for [`AyaDataplane`] in the controller's tests.
 //!
 //! # The switch (DESIGN invariant 1)
 //! Each pool has two slots, each a complete mapping (Maglev table, element table, shape).
@@ -134,6 +136,8 @@ pub struct Inserted {
     pub refreshed: u64,
     /// Flows the table had on another element, now on the peer's.
     pub replaced: u64,
+    /// Flows the table had on another element, used here more recently than by the peer: kept.
+    pub kept: u64,
     /// Refused: pool index out of range.
     pub bad_pool: u64,
     /// Refused: element index out of range.
@@ -143,10 +147,10 @@ pub struct Inserted {
 }
 
 impl Inserted {
-    /// Entries written (or refreshed).
+    /// Entries written (or refreshed, or found newer here).
     #[must_use]
     pub fn stored(&self) -> u64 {
-        self.added + self.evicted + self.refreshed + self.replaced
+        self.added + self.evicted + self.refreshed + self.replaced + self.kept
     }
 
     /// Entries refused.
