@@ -53,8 +53,8 @@ use self::{
 };
 use crate::dataplane::{FlowEvents, FlowTable};
 
-/// What a node needs to take part in flow sync.
-#[derive(Debug, Clone)]
+/// What a node needs to take part in flow sync. Its `Debug` output never shows the key.
+#[derive(Clone)]
 pub struct FlowSyncConfig {
     /// Address of the UDP socket that receives peers' datagrams and sends this node's.
     pub listen: SocketAddr,
@@ -71,6 +71,22 @@ pub struct FlowSyncConfig {
     /// Datagrams a full dump sends per millisecond at most.
     pub dump_pace: u32,
 }
+
+impl std::fmt::Debug for FlowSyncConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowSyncConfig")
+            .field("listen", &self.listen)
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("node", &self.node)
+            .field("flush_after", &self.flush_after)
+            .field("refresh_period", &self.refresh_period)
+            .field("dump_pace", &self.dump_pace)
+            .finish()
+    }
+}
+
+/// Shortest cluster key [`FlowSync::start`] accepts.
+pub const MIN_KEY_LEN: usize = 16;
 
 impl FlowSyncConfig {
     /// A configuration with the default timings.
@@ -426,6 +442,12 @@ impl FlowSync {
         table: Arc<dyn FlowTable>,
         peers: watch::Receiver<Vec<SocketAddr>>,
     ) -> io::Result<Self> {
+        if cfg.key.len() < MIN_KEY_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("flow sync: a cluster key of at least {MIN_KEY_LEN} bytes is needed"),
+            ));
+        }
         let socket = UdpSocket::bind(cfg.listen).await?;
         let local = socket.local_addr()?;
         let stats = Arc::new(Stats::default());
@@ -908,6 +930,20 @@ mod tests {
         assert_eq!(a_table.wait_for(1000, WITHIN).await, held);
         assert_eq!(a.stats().snapshot().dumps_requested, 1);
         wait_until(&b.stats(), |s| s.dumps_served == 1).await;
+    }
+
+    #[tokio::test]
+    async fn a_short_key_is_refused_and_no_key_is_printed() {
+        let cfg = config(KEY, 1);
+        assert!(!format!("{cfg:?}").contains("7, 7"), "{cfg:?}");
+        let (_tx, events) = mpsc::channel(1);
+        let (_peers, none) = watch::channel(Vec::new());
+        let short = FlowSyncConfig {
+            key: vec![1; MIN_KEY_LEN - 1],
+            ..cfg
+        };
+        let err = FlowSync::start(short, events, MemTable::with(Vec::new()), none).await;
+        assert_eq!(err.err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
     }
 
     #[tokio::test]
