@@ -1018,4 +1018,31 @@ fn a_peer_entry_pins_its_flow_to_the_peer_element() {
         (flow::bucket(found[0].hash, mask), found[0].element),
         (flow::bucket(flow::hash64(&key), mask), 1)
     );
+
+    // A refresh sends only entries used lately: an entry the peer last used 5 stamp units ago
+    // is written that old, and left out of a scan for recent entries.
+    let (fresh, stale) = (tcp4_key(9103), tcp4_key(9104));
+    let aged = FlowEvent {
+        age: 5,
+        ..event(&stale, 1)
+    };
+    let inserted = table.insert(&[event(&fresh, 1), aged]).expect("insert");
+    assert_eq!(inserted.added, 2, "{inserted:?}");
+    let mut recent = Vec::new();
+    let mut from = 0;
+    loop {
+        from = table.scan(from, 1 << 14, true, &mut recent).expect("scan");
+        if from == 0 {
+            break;
+        }
+    }
+    let has = |k: &FlowKey| {
+        recent
+            .iter()
+            .any(|e| flow::fingerprint(e.hash) == flow::fingerprint(flow::hash64(k)))
+    };
+    // (`key`'s entry is stamped with the clock as it was before the first new flow of this
+    // test, the last time the program had stored it: long ago.)
+    assert!(has(&fresh), "an entry used now is recent");
+    assert!(!has(&stale), "an entry 5 units old is not");
 }

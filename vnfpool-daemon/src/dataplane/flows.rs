@@ -155,7 +155,10 @@ impl AyaFlowTable {
         })
     }
 
-    /// The program's current stamp: entries written now carry it.
+    /// The program's current stamp: entries written now carry it. It is the stamp of the
+    /// program's last new flow (user space has no jiffies), so on a node that has recorded no
+    /// flow for a while, peers' entries are written older than they are: evicted sooner, never
+    /// kept longer, and left out of refreshes until the node records a flow again.
     fn now(&self) -> Result<u64> {
         self.ctl
             .get(&0, 0)
