@@ -505,28 +505,8 @@ async fn send_loop<S: EventSource>(
     loop {
         tokio::select! {
             biased;
-            read = events.read(&mut incoming, 4 * MAX_RECORDS), if events_open => {
-                match read {
-                    Ok(0) => events_open = false,
-                    Ok(n) => add(&shared.stats.events, n as u64),
-                    Err(error) => {
-                        tracing::error!(%error, "flow sync: reading flow events failed; no more are sent");
-                        events_open = false;
-                    }
-                }
-                for e in incoming.drain(..) {
-                    batch.push(e);
-                    if batch.len() == MAX_RECORDS {
-                        shared.send(Kind::Records, &batch, &current, &mut buf).await;
-                        batch.clear();
-                    }
-                }
-                deadline = match (batch.is_empty(), deadline) {
-                    (true, _) => None,
-                    (false, None) => Some(Instant::now() + shared.cfg.flush_after),
-                    (false, d) => d,
-                };
-            }
+            // Timers first: under a steady stream of events, the ring is never empty and a
+            // branch after it would never run.
             () = sleep_until(deadline), if deadline.is_some() => {
                 shared.send(Kind::Records, &batch, &current, &mut buf).await;
                 batch.clear();
@@ -550,6 +530,28 @@ async fn send_loop<S: EventSource>(
                     }
                 }
                 shared.send_all(&scanned, &current, &mut buf).await;
+            }
+            read = events.read(&mut incoming, 4 * MAX_RECORDS), if events_open => {
+                match read {
+                    Ok(0) => events_open = false,
+                    Ok(n) => add(&shared.stats.events, n as u64),
+                    Err(error) => {
+                        tracing::error!(%error, "flow sync: reading flow events failed; no more are sent");
+                        events_open = false;
+                    }
+                }
+                for e in incoming.drain(..) {
+                    batch.push(e);
+                    if batch.len() == MAX_RECORDS {
+                        shared.send(Kind::Records, &batch, &current, &mut buf).await;
+                        batch.clear();
+                    }
+                }
+                deadline = match (batch.is_empty(), deadline) {
+                    (true, _) => None,
+                    (false, None) => Some(Instant::now() + shared.cfg.flush_after),
+                    (false, d) => d,
+                };
             }
         }
     }
