@@ -23,6 +23,11 @@ pub const FLOW_CTL: &str = "VNF_FLOW_CTL";
 /// New flow entries for peer nodes, `RINGBUF` of [`crate::flow::FlowEvent`] records,
 /// [`FLOW_EVENTS_SIZE`] bytes. Written by the program when `FlowCtl::events` is on, read by the
 /// daemon's flow sync.
+///
+/// # Minimum kernel version
+/// `BPF_MAP_TYPE_RINGBUF` needs Linux 5.8
+/// ([`kernel/bpf/ringbuf.c`](https://github.com/torvalds/linux/blob/v5.8/kernel/bpf/ringbuf.c)
+/// first appears there).
 pub const FLOW_EVENTS: &str = "VNF_FLOW_EVENTS";
 /// Egress devices for `XDP_REDIRECT`, `DEVMAP_HASH` ifindex → ifindex. Written by the daemon.
 pub const TX_PORTS: &str = "VNF_TX_PORTS";
