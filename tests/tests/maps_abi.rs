@@ -33,6 +33,8 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
         (maps::RING, u32s, size_of::<RingChunk>(), 4096),
         (maps::FLOWS, u32s, size_of::<FlowBucket>(), flow::buckets(8192)),
         (maps::FLOW_CTL, u32s, size_of::<FlowCtl>(), 1),
+        // Ring buffers have neither keys nor values, only bytes.
+        (maps::FLOW_EVENTS, 0, 0, maps::FLOW_EVENTS_SIZE),
         // bpf_devmap_val: ifindex + program fd/id.
         (maps::TX_PORTS, u32s, 8, maps::MAX_TX_PORTS),
         (maps::POOL_STATS, u32s, size_of::<PoolCounters>(), maps::MAX_POOLS),

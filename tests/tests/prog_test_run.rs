@@ -9,12 +9,12 @@ use std::net::IpAddr;
 use vnfpool_common::{
     addr,
     element::{Element, STATE_DOWN, STATE_DRAINING, STATE_UP},
-    flow::{self, FlowKey},
+    flow::{self, FlowEvent, FlowKey},
     maps, ring,
     stats::Reason,
     vip::{PROTO_TCP, PROTO_UDP},
 };
-use vnfpool_daemon::dataplane::Mapping;
+use vnfpool_daemon::dataplane::{FlowEvents, FlowTable as _, Mapping};
 use vnfpool_tests::{
     harness::{Harness, Run, verdict_name},
     packet::{Frame, HOST_MAC, L4, hex, ip_packet, with_macs},
@@ -876,4 +876,173 @@ fn full_flow_bucket_evicts_one_flow_and_keeps_the_others() {
     for sport in 8008..8010 {
         check(&mut h, &case("new flow stays", tcp4(sport).build(), Want::Tx(1)));
     }
+}
+
+/// The event the program emits for a new flow `key` picking element `element`.
+fn event(key: &FlowKey, element: u16) -> FlowEvent {
+    FlowEvent {
+        hash: flow::hash64(key),
+        pool: key.pool,
+        element,
+        exact_bits: 64,
+        age: 0,
+        _pad: [0; 2],
+    }
+}
+
+fn drain(events: &mut FlowEvents) -> Vec<FlowEvent> {
+    let mut out = Vec::new();
+    events.drain(&mut out, usize::MAX);
+    out
+}
+
+#[test]
+fn new_flows_emit_one_event_each_while_events_are_on() {
+    let mut h = Harness::new();
+    provision(&mut h);
+    let mut events = h.dp.flow_events().expect("flow event reader");
+    check(&mut h, &case("events off", tcp4(9000).build(), Want::Tx(0)));
+    assert_eq!(drain(&mut events), [], "no event while off");
+
+    h.dp.set_flow_events(true).expect("events on");
+    check(&mut h, &case("new flow", tcp4(9001).build(), Want::Tx(0)));
+    assert_eq!(
+        drain(&mut events),
+        [event(&tcp4_key(9001), 0)],
+        "exactly one event"
+    );
+    check(&mut h, &case("established flow", tcp4(9001).build(), Want::Tx(0)));
+    check(
+        &mut h,
+        &case("flow recorded while off", tcp4(9000).build(), Want::Tx(0)),
+    );
+    assert_eq!(drain(&mut events), [], "flow-table hits emit nothing");
+
+    // A flow whose element went down is picked again, and that new pick is an event.
+    map_all_to(&mut h, 0, 1, vec![element(0, STATE_DOWN), element(1, STATE_UP)]);
+    check(&mut h, &case("re-picked flow", tcp4(9001).build(), Want::Tx(1)));
+    assert_eq!(drain(&mut events), [event(&tcp4_key(9001), 1)]);
+
+    h.dp.set_flow_events(false).expect("events off");
+    check(
+        &mut h,
+        &case("new flow, events off again", tcp4(9002).build(), Want::Tx(1)),
+    );
+    assert_eq!(drain(&mut events), []);
+}
+
+#[test]
+fn a_full_event_ring_counts_and_still_forwards() {
+    let mut h = Harness::new();
+    provision(&mut h);
+    h.dp.set_flow_events(true).expect("events on");
+    let room = maps::FLOW_EVENTS_SIZE as usize / (size_of::<FlowEvent>() + 8);
+    // Distinct flows: client port and one byte of the client address.
+    let flow = |i: usize| {
+        let mut f = tcp4((i % 50_000) as u16 + 1);
+        f.src = ip(&format!("10.0.{}.2", i / 50_000));
+        f.build()
+    };
+    for i in 0..room {
+        let r = h.run(&flow(i));
+        assert_eq!(r.verdict, XDP_TX, "flow {i}");
+    }
+    assert_eq!(reason_packets(&h, Reason::FlowEventLost), 0, "{room} events fit");
+    let r = h.run(&flow(room));
+    assert_eq!(r.verdict, XDP_TX, "the packet is forwarded all the same");
+    assert_eq!(
+        reason_packets(&h, Reason::FlowEventLost),
+        1,
+        "the lost event is counted"
+    );
+    let mut events = h.dp.flow_events().expect("reader");
+    assert_eq!(drain(&mut events).len(), room);
+}
+
+#[test]
+fn a_peer_entry_pins_its_flow_to_the_peer_element() {
+    let mut h = Harness::new();
+    provision(&mut h);
+    let table = h.dp.flow_table().expect("flow table handle");
+    let key = tcp4_key(9100);
+    // The Maglev table sends every new flow to element 0; the peer pinned this one to 1.
+    let inserted = table
+        .insert(&[
+            event(&key, 1),
+            FlowEvent {
+                element: maps::MAX_ELEMENTS as u16,
+                ..event(&tcp4_key(9101), 1)
+            },
+            FlowEvent {
+                pool: maps::MAX_POOLS as u16,
+                ..event(&tcp4_key(9102), 1)
+            },
+        ])
+        .expect("insert");
+    assert_eq!(
+        (inserted.added, inserted.bad_element, inserted.bad_pool),
+        (1, 1, 1),
+        "{inserted:?}"
+    );
+    assert_eq!(h.dp.flow(&key).expect("lookup"), Some(1));
+    check(
+        &mut h,
+        &case(
+            "the peer's pin wins over the ring",
+            tcp4(9100).build(),
+            Want::Tx(1),
+        ),
+    );
+    for sport in [9101, 9102] {
+        check(
+            &mut h,
+            &case("refused entries left no trace", tcp4(sport).build(), Want::Tx(0)),
+        );
+    }
+    // Read back, the entry places the same flow in the same bucket for a peer.
+    let mut back = Vec::new();
+    let mut from = 0;
+    loop {
+        from = table.scan(from, 1 << 14, false, &mut back).expect("scan");
+        if from == 0 {
+            break;
+        }
+    }
+    let mask = table.buckets() - 1;
+    let found: Vec<&FlowEvent> = back
+        .iter()
+        .filter(|e| flow::fingerprint(e.hash) == flow::fingerprint(flow::hash64(&key)))
+        .collect();
+    assert_eq!(found.len(), 1, "{back:?}");
+    assert_eq!(
+        (flow::bucket(found[0].hash, mask), found[0].element),
+        (flow::bucket(flow::hash64(&key), mask), 1)
+    );
+
+    // A refresh sends only entries used lately: an entry the peer last used 5 stamp units ago
+    // is written that old, and left out of a scan for recent entries.
+    let (fresh, stale) = (tcp4_key(9103), tcp4_key(9104));
+    let aged = FlowEvent {
+        age: 5,
+        ..event(&stale, 1)
+    };
+    let inserted = table.insert(&[event(&fresh, 1), aged]).expect("insert");
+    assert_eq!(inserted.added, 2, "{inserted:?}");
+    let mut recent = Vec::new();
+    let mut from = 0;
+    loop {
+        from = table.scan(from, 1 << 14, true, &mut recent).expect("scan");
+        if from == 0 {
+            break;
+        }
+    }
+    let has = |k: &FlowKey| {
+        recent
+            .iter()
+            .any(|e| flow::fingerprint(e.hash) == flow::fingerprint(flow::hash64(k)))
+    };
+    // (`key`'s entry is stamped with the clock as it was before the first new flow of this
+    // test, the last time the program had stored it: long ago.)
+    assert!(has(&fresh), "an entry used now is recent");
+    assert!(!has(&stale), "an entry 5 units old is not");
 }

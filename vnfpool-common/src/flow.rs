@@ -136,10 +136,73 @@ pub struct FlowCtl {
     /// Written by the loader with the mask; a daemon refuses to adopt a table packed another
     /// way, whose entries it would no longer match.
     pub entry_layout: u32,
-    /// Always 0.
-    pub _pad: u32,
+    /// [`EVENTS_ON`] when the program emits a [`FlowEvent`] on `VNF_FLOW_EVENTS` for every flow
+    /// it records; 0 (the loader's value) when it emits none. Written by the daemon (flow sync
+    /// between cluster nodes); read by packets that record a flow, in the line they read anyway.
+    pub events: u32,
 }
 abi_type!(FlowCtl, 16);
+
+/// [`FlowCtl::events`] value that turns flow events on.
+pub const EVENTS_ON: u32 = 1;
+
+/// One record of `VNF_FLOW_EVENTS`, and of the flow-sync wire format: a flow entry as a peer
+/// node needs it to hold the same entry. 16 bytes.
+///
+/// A peer puts the entry in bucket `hash & its_mask`, with fingerprint [`fingerprint`]`(hash)`,
+/// in whatever way its own bucket has free ([`FlowBucket::find`], [`FlowBucket::victim`]): the
+/// way is not part of the record, so tables of different occupancy (or size) agree on it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowEvent {
+    /// The flow's [`hash64`]. In an event from the program every bit is exact; in one read back
+    /// from a table ([`from_entry`]) only what places the entry is: the low
+    /// [`Self::exact_bits`] bits (the bucket) and the [`fingerprint`] (bits [`FP_SHIFT`] up to
+    /// 62); the bits in between are 0.
+    pub hash: u64,
+    /// Pool index (below [`crate::maps::MAX_POOLS`]).
+    pub pool: u16,
+    /// Element index (below [`crate::maps::MAX_ELEMENTS`]).
+    pub element: u16,
+    /// How many low bits of `hash` are exact besides the fingerprint's: 64 from the program, the
+    /// bucket index's width from a table scan (64 when that reaches [`FP_SHIFT`]). A table whose
+    /// bucket index is wider cannot place the entry ([`placeable`]).
+    pub exact_bits: u8,
+    /// Stamp units since the flow was last used on the sender ([`age`]): 0 from the program.
+    /// A peer stamps its entry that much in the past, so re-sending an entry never makes it
+    /// look more recent than it is.
+    pub age: u8,
+    /// Always 0.
+    pub _pad: [u8; 2],
+}
+abi_type!(FlowEvent, 16);
+
+/// The entry `entry` found in bucket `bucket` of a table with `bucket_mask` at stamp `now`, as
+/// an event of pool `pool` (the table does not hold pools: the caller knows it or sends
+/// [`NO_POOL`]).
+#[must_use]
+pub const fn from_entry(entry: u64, bucket: u32, bucket_mask: u32, now: u64, pool: u16) -> FlowEvent {
+    let width = 32 - bucket_mask.leading_zeros();
+    FlowEvent {
+        // The fingerprint's marker bit lands on bit 63, which `fingerprint` sets anyway.
+        hash: (entry_fingerprint(entry) << FP_SHIFT) | (bucket & bucket_mask) as u64,
+        pool,
+        element: entry_element(entry) as u16,
+        exact_bits: if width >= FP_SHIFT { 64 } else { width as u8 },
+        age: age(entry_stamp(entry), now) as u8,
+        _pad: [0; 2],
+    }
+}
+
+/// [`FlowEvent::pool`] of an entry read back from a table, which does not record pools.
+pub const NO_POOL: u16 = u16::MAX;
+
+/// Whether a table whose bucket mask is `bucket_mask` can place `event` in the bucket the
+/// flow's own hash names (see [`FlowEvent::exact_bits`]).
+#[must_use]
+pub const fn placeable(event: &FlowEvent, bucket_mask: u32) -> bool {
+    32 - bucket_mask.leading_zeros() <= event.exact_bits as u32
+}
 
 /// The packing of [`entry`]: raised whenever its fields move or change width.
 pub const ENTRY_LAYOUT: u32 = 1;
@@ -157,7 +220,8 @@ pub const STAMP_SHIFT: u32 = 10;
 pub const HAND_BITS: u32 = 3;
 const HAND_SHIFT: u32 = ELEMENT_BITS + STAMP_BITS;
 const HAND_MASK: u64 = ((1 << HAND_BITS) - 1) << HAND_SHIFT;
-const FP_SHIFT: u32 = HAND_SHIFT + HAND_BITS;
+/// The lowest bit of a flow hash that the fingerprint keeps (the bits below pick the bucket).
+pub const FP_SHIFT: u32 = HAND_SHIFT + HAND_BITS;
 /// Stamp units within which an entry counts as recently used (4.1 to 8.2 s at HZ=250): a full
 /// bucket replaces another way first.
 pub const RECENT: u64 = 2;
@@ -412,6 +476,35 @@ mod tests {
         let mut b = FlowBucket::default();
         b.ways[0] = handed;
         assert_eq!(b.find(fp), Way::Hit(0, handed), "way 0 matches whatever its hand");
+    }
+
+    #[test]
+    fn an_entry_read_back_lands_where_the_flow_would() {
+        for h in [0u64, u64::MAX, 0x1234_5678_9abc_def0, 0x8000_0000_0001_ffff] {
+            for mask in [0u32, 7, (1 << 17) - 1, (1 << 21) - 1, u32::MAX >> 1] {
+                let e = from_entry(entry(fingerprint(h), 9, 77), super::bucket(h, mask), mask, 12, 3);
+                assert_eq!(
+                    (
+                        fingerprint(e.hash),
+                        super::bucket(e.hash, mask),
+                        e.element,
+                        e.pool
+                    ),
+                    (fingerprint(h), super::bucket(h, mask), 77, 3),
+                    "hash {h:#x} mask {mask:#x}"
+                );
+                assert!(placeable(&e, mask), "placeable in a table of the same size");
+                assert_eq!(e.age, 3, "used at stamp 9, read at 12");
+            }
+        }
+        let e = from_entry(entry(fingerprint(5), 0, 1), 5, 7, 0, 0);
+        assert_eq!(e.exact_bits, 3);
+        assert!(placeable(&e, 1), "a smaller table can place it");
+        assert!(!placeable(&e, 15), "a larger one cannot: bit 3 is unknown");
+        assert_eq!(
+            from_entry(entry(fingerprint(5), 0, 1), 5, (1 << 21) - 1, 0, 0).exact_bits,
+            64
+        );
     }
 
     #[test]

@@ -18,8 +18,17 @@ pub const RING: &str = "VNF_RING";
 /// that each bucket is one aligned cache line. Written by the program.
 pub const FLOWS: &str = "VNF_FLOWS";
 /// The flow table's shape and clock, `ARRAY` of one [`crate::flow::FlowCtl`]. Written by the
-/// loader (shape, once) and the program (clock).
+/// loader (shape, once), the program (clock) and the daemon (the flow-events switch).
 pub const FLOW_CTL: &str = "VNF_FLOW_CTL";
+/// New flow entries for peer nodes, `RINGBUF` of [`crate::flow::FlowEvent`] records,
+/// [`FLOW_EVENTS_SIZE`] bytes. Written by the program when `FlowCtl::events` is on, read by the
+/// daemon's flow sync.
+///
+/// # Minimum kernel version
+/// `BPF_MAP_TYPE_RINGBUF` needs Linux 5.8
+/// ([`kernel/bpf/ringbuf.c`](https://github.com/torvalds/linux/blob/v5.8/kernel/bpf/ringbuf.c)
+/// first appears there).
+pub const FLOW_EVENTS: &str = "VNF_FLOW_EVENTS";
 /// Egress devices for `XDP_REDIRECT`, `DEVMAP_HASH` ifindex → ifindex. Written by the daemon.
 pub const TX_PORTS: &str = "VNF_TX_PORTS";
 /// Per-pool and per-element counters, `PERCPU_ARRAY` of [`crate::stats::PoolCounters`] indexed
@@ -38,6 +47,7 @@ pub const ALL: &[&str] = &[
     RING,
     FLOWS,
     FLOW_CTL,
+    FLOW_EVENTS,
     TX_PORTS,
     POOL_STATS,
     REASON_STATS,
@@ -85,6 +95,11 @@ pub const DEFAULT_RING_CHUNKS: u32 = 1 << 19;
 pub const VIP_FILTER_SIZE: u32 = 1 << 16;
 /// Capacity of the VIP table: per pool one entry per port plus one address entry per protocol.
 pub const MAX_VIP_ENTRIES: u32 = 4096;
+/// Bytes of the flow-event ring (a power of two, a multiple of the page size): 1 MiB holds
+/// 43,690 events (16 bytes each plus the kernel's 8-byte header), 44 ms of new flows at 1 M/s,
+/// which the daemon drains every millisecond or so. A full ring loses events, never packets
+/// ([`crate::stats::Reason::FlowEventLost`]).
+pub const FLOW_EVENTS_SIZE: u32 = 1 << 20;
 /// Capacity of the egress device map.
 pub const MAX_TX_PORTS: u32 = 64;
 /// Entries of the element table (every element of every pool, in both slots).

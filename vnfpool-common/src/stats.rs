@@ -86,10 +86,13 @@ pub enum Reason {
     Malformed = 4,
     /// An ICMP error about a VIP flow, forwarded to that flow's element.
     IcmpForwarded = 5,
+    /// A new flow whose event for peer nodes did not fit the full `VNF_FLOW_EVENTS` ring: the
+    /// packet is forwarded all the same, only the entry's replication is lost.
+    FlowEventLost = 6,
 }
 
 /// Entries of `VNF_REASONS`.
-pub const REASONS: u32 = 6;
+pub const REASONS: u32 = 7;
 
 impl Reason {
     /// Every reason, by index.
@@ -100,6 +103,7 @@ impl Reason {
         Reason::NoTxPort,
         Reason::Malformed,
         Reason::IcmpForwarded,
+        Reason::FlowEventLost,
     ];
 
     /// Stable name for metrics and `vnfpool status`.
@@ -112,6 +116,7 @@ impl Reason {
             Reason::NoTxPort => "no_tx_port",
             Reason::Malformed => "malformed",
             Reason::IcmpForwarded => "icmp_forwarded",
+            Reason::FlowEventLost => "flow_event_lost",
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod controller;
 pub mod dataplane;
 pub mod entry;
 pub mod events;
+pub mod flowsync;
 pub mod health;
 pub mod heartbeat;
 pub mod manual;

@@ -612,6 +612,34 @@ impl AyaDataplane {
         })
     }
 
+    /// Turns the program's flow events (`VNF_FLOW_EVENTS`, for flow sync) on or off.
+    ///
+    /// The program keeps the stamp in the same value and may store it meanwhile; this writes
+    /// the whole value back, which can set the stamp back by the one unit it moved in between:
+    /// harmless, the next new flow stores the current one.
+    pub fn set_flow_events(&mut self, on: bool) -> Result<()> {
+        let err = |source| DataplaneError::Map {
+            name: maps::FLOW_CTL,
+            source,
+        };
+        let mut ctl: Array<&mut MapData, FlowCtl> = map(&mut self.ebpf, maps::FLOW_CTL)?;
+        let mut value = ctl.get(&0, 0).map_err(err)?;
+        value.events = if on { flow::EVENTS_ON } else { 0 };
+        ctl.set(0, value, 0).map_err(err)
+    }
+
+    /// A reader of the program's flow events. The ring has one consumer position: make one
+    /// reader per data plane (several would each see part of the events).
+    pub fn flow_events(&self) -> Result<super::FlowEvents> {
+        super::FlowEvents::new(&self.ebpf)
+    }
+
+    /// A handle on the flow table for peers' entries, refreshes and dumps; it maps the table
+    /// on its own and can move to another task.
+    pub fn flow_table(&self) -> Result<super::AyaFlowTable> {
+        super::AyaFlowTable::new(&self.ebpf, self.flow_buckets)
+    }
+
     /// The live selector of `pool`.
     #[must_use]
     pub fn live(&self, pool: u32) -> PoolSel {
@@ -954,6 +982,7 @@ pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u
         (maps::RING, (u32s, size(size_of::<RingChunk>()), ring_chunks)),
         (maps::FLOWS, (u32s, size(size_of::<FlowBucket>()), flow_buckets)),
         (maps::FLOW_CTL, (u32s, size(size_of::<FlowCtl>()), 1)),
+        (maps::FLOW_EVENTS, (0, 0, maps::FLOW_EVENTS_SIZE)),
         (maps::TX_PORTS, (u32s, 8, maps::MAX_TX_PORTS)),
         (
             maps::POOL_STATS,

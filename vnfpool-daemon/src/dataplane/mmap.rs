@@ -137,5 +137,41 @@ impl<T: Pod> MappedArray<T> {
     }
 }
 
+impl<T: Pod> MappedArray<T> {
+    fn word(&self, index: u32, word: usize) -> &AtomicU64 {
+        assert!((word + 1) * 8 <= size_of::<T>(), "word {word} outside the entry");
+        // SAFETY: inside the entry (asserted) hence inside the mapping.
+        let ptr = unsafe { self.slot(index).add(word * 8) };
+        assert!(
+            ptr.align_offset(align_of::<AtomicU64>()) == 0,
+            "word {word} of entry {index} not 8-aligned"
+        );
+        // SAFETY: an 8-aligned 8-byte word inside the mapping, which lives as long as `self`;
+        // the program accesses it with aligned 8-byte loads and stores only (the flow table's
+        // ways), so atomic accesses from this side never tear and are never torn.
+        #[expect(clippy::cast_ptr_alignment, reason = "alignment asserted just above")]
+        unsafe {
+            &*ptr.cast::<AtomicU64>()
+        }
+    }
+
+    /// The 64-bit word `word` of entry `index`, with one atomic load (an entry that the program
+    /// writes concurrently, word by word).
+    #[must_use]
+    pub fn load_word(&self, index: u32, word: usize) -> u64 {
+        self.word(index, word).load(Ordering::Relaxed)
+    }
+
+    /// Stores `value` into the 64-bit word `word` of entry `index` with one atomic store: a
+    /// concurrent reader sees the old word or the new one.
+    pub fn store_word(&self, index: u32, word: usize, value: u64) {
+        self.word(index, word).store(value, Ordering::Release);
+    }
+}
+
 // SAFETY: the mapping is plain shared memory; access is coordinated by the single writer.
 unsafe impl<T> Send for MappedArray<T> {}
+// SAFETY: what `&self` allows is volatile reads and atomic word accesses (`read`,
+// `store_atomic`, `load_word`, `store_word`), which the kernel's own concurrent accesses
+// already have to tolerate; plain writes need `&mut self`.
+unsafe impl<T> Sync for MappedArray<T> {}

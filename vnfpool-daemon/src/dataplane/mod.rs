@@ -1,7 +1,9 @@
 //! The seam between the controller and the kernel: the [`Dataplane`] trait, the values that cross
-//! it, and its two implementations. [`AyaDataplane`] (in `bpf.rs`, with `mmap.rs` and
-//! `counters.rs`) is the only code of the daemon that uses aya; a test keeps it that way.
-//! [`recording::RecordingDataplane`] stands in for it in the controller's tests.
+//! it, and its two implementations. [`AyaDataplane`] (in `bpf.rs`, with `mmap.rs`,
+//! `counters.rs` and `flows.rs`) is the only code of the daemon that uses aya; a test keeps it
+//! that way. [`FlowTable`] and [`FlowEvents`] (`flows.rs`) serve flow sync between cluster
+//! nodes (`crate::flowsync`): the program's new entries out, peers' entries in.
+//! [`recording::RecordingDataplane`] stands in for [`AyaDataplane`] in the controller's tests.
 //!
 //! # The switch (DESIGN invariant 1)
 //! Each pool has two slots, each a complete mapping (Maglev table, element table, shape).
@@ -16,6 +18,7 @@
 
 mod bpf;
 mod counters;
+pub mod flows;
 mod mmap;
 #[cfg(any(test, feature = "test-util"))]
 pub mod recording;
@@ -24,6 +27,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use vnfpool_common::{
     addr::Addr,
+    flow::FlowEvent,
     pool::PoolSel,
     stats::{Counters, PoolCounters, Reason},
 };
@@ -33,6 +37,7 @@ pub use self::bpf::BASELINE_OBJECT;
 pub use self::{
     bpf::{AyaDataplane, DataplaneError, EBPF_OBJECT, LoadOptions, Result, layout},
     counters::{AyaReader, EXACT_BUCKETS},
+    flows::{AyaFlowTable, FlowEvents},
     mmap::MappedArray,
 };
 
@@ -118,4 +123,53 @@ pub trait Dataplane: Send + 'static {
     fn remove_pool(&mut self, pool: u32) -> Result<()>;
     /// A reader of counters and occupancy for other tasks.
     fn reader(&self) -> Arc<dyn DataplaneReader>;
+}
+
+/// What [`FlowTable::insert`] did with a batch of peers' entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Inserted {
+    /// Entries new to the table, stored in an empty way.
+    pub added: u64,
+    /// Entries new to the table, stored over a full bucket's victim.
+    pub evicted: u64,
+    /// Flows the table had on the same element (their stamp refreshed).
+    pub refreshed: u64,
+    /// Flows the table had on another element, now on the peer's.
+    pub replaced: u64,
+    /// Flows the table had on another element, used here more recently than by the peer: kept.
+    pub kept: u64,
+    /// Refused: pool index out of range.
+    pub bad_pool: u64,
+    /// Refused: element index out of range.
+    pub bad_element: u64,
+    /// Refused: the hash lacks bits this table's bucket index needs.
+    pub unplaceable: u64,
+}
+
+impl Inserted {
+    /// Entries written (or refreshed, or found newer here).
+    #[must_use]
+    pub fn stored(&self) -> u64 {
+        self.added + self.evicted + self.refreshed + self.replaced + self.kept
+    }
+
+    /// Entries refused.
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.bad_pool + self.bad_element + self.unplaceable
+    }
+}
+
+/// The flow-affinity table as flow sync between cluster nodes uses it: peers' entries in, the
+/// table's entries out. Shared by the tasks that receive and send (`&self`, `Sync`).
+pub trait FlowTable: Send + Sync {
+    /// Writes peers' entries by the program's placement rules, refusing invalid ones; never
+    /// leaves a bucket half-written (see [`flows`]).
+    fn insert(&self, events: &[FlowEvent]) -> Result<Inserted>;
+    /// Appends the entries of buckets `from..from + count` to `out` (only those used in the
+    /// last `flow::RECENT` stamp units with `recent_only`); returns the bucket to scan next,
+    /// 0 once the table is done. Entries read back carry `flow::NO_POOL`.
+    fn scan(&self, from: u32, count: u32, recent_only: bool, out: &mut Vec<FlowEvent>) -> Result<u32>;
+    /// Buckets of the table.
+    fn buckets(&self) -> u32;
 }
