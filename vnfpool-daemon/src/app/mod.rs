@@ -8,6 +8,7 @@
 //! writes). However busy the main one is, a probe result and the failover it decides never
 //! queue behind its tasks.
 
+mod cluster;
 mod error;
 mod failover;
 
@@ -29,7 +30,7 @@ use self::failover::Failover;
 use crate::{
     api, control,
     controller::{
-        ClusterLink, Controller, Deps, Inputs, Start,
+        Controller, Deps, Inputs, Start,
         commands::{self, Command},
         persist::Persisted,
         reconcile,
@@ -68,6 +69,7 @@ struct Built {
     views: Views,
     probes: mpsc::Receiver<crate::health::ProbeReport>,
     cluster_inputs: mpsc::Receiver<crate::cluster::ClusterInput>,
+    flows: Option<crate::flowsync::FlowSync>,
     writer: JoinHandle<()>,
     metrics_listener: tokio::net::TcpListener,
     metrics: Metrics,
@@ -76,34 +78,6 @@ struct Built {
     verifier: Arc<Mutex<Verifier>>,
     spec: Spec,
     epoch: Instant,
-}
-
-/// With a `cluster:` section: the session task with etcd started (it connects, and reconnects,
-/// on its own), the controller's link to it and the inputs it sends. Without one, the link is
-/// `None` and the inputs stay silent.
-fn join_cluster(
-    spec: &Spec,
-) -> Result<(Option<ClusterLink>, mpsc::Receiver<crate::cluster::ClusterInput>), AppError> {
-    let (inputs_tx, inputs) = mpsc::channel(1024);
-    let Some(c) = &spec.cluster else {
-        return Ok((None, inputs));
-    };
-    let etcd = crate::cluster::etcd::Etcd::new(c).map_err(|e| AppError::Cluster(e.to_string()))?;
-    let (out, outputs) = mpsc::unbounded_channel();
-    let me = crate::cluster::Member {
-        node: c.node.clone(),
-        flow_sync: c.flow_sync.listen,
-    };
-    let pools = spec.pools.iter().map(|p| p.name.clone()).collect();
-    info!(node = %c.node, endpoints = ?c.etcd.endpoints, "joining the cluster");
-    tokio::spawn(crate::cluster::run(etcd, me, pools, outputs, inputs_tx));
-    Ok((
-        Some(ClusterLink {
-            node: c.node.clone(),
-            out,
-        }),
-        inputs,
-    ))
 }
 
 /// Everything up to the first input: the saved state, the resolved elements, the data plane
@@ -160,9 +134,9 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         Metrics::new(spec.daemon.flow_table_size),
         Readiness::default(),
     );
-    let (cluster, cluster_inputs) = join_cluster(&spec)?;
+    let joined = cluster::join(&spec, &mut dp).await?;
     let deps = Deps {
-        cluster,
+        cluster: joined.link,
         dataplane: dp,
         resolver: net,
         probers: Box::new(TaskProbers::new(probes_tx, failover.handle().clone())),
@@ -190,7 +164,8 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         controller,
         views,
         probes,
-        cluster_inputs,
+        cluster_inputs: joined.inputs,
+        flows: joined.flows,
         writer,
         metrics_listener,
         metrics,
@@ -285,6 +260,7 @@ async fn spawn(b: Built) -> Result<Running, AppError> {
             api::Timeouts::default(),
         ));
     }
+    let snapshots = b.views.snapshot.clone();
     tokio::spawn(control::serve(listener, commands_tx.clone(), b.views));
     let mut sighup = signal(SignalKind::hangup()).map_err(io("installing signal handlers"))?;
     tokio::spawn(async move {
@@ -303,11 +279,20 @@ async fn spawn(b: Built) -> Result<Running, AppError> {
         commands,
         cluster: b.cluster_inputs,
     };
+    let announcer = match &b.spec.cluster {
+        Some(c) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            Some((stop, cluster::announce(c, snapshots, stopped)?))
+        }
+        None => None,
+    };
     Ok(Running {
         failover: b.failover,
         controller: b.controller,
         inputs,
         writer: b.writer,
+        flows: b.flows,
+        announcer,
     })
 }
 
@@ -317,6 +302,10 @@ struct Running {
     controller: Controller<AyaDataplane>,
     inputs: Inputs,
     writer: JoinHandle<()>,
+    /// Flow sync, stopped when this goes (cluster nodes only).
+    flows: Option<crate::flowsync::FlowSync>,
+    /// The VIP announcer and its stop (cluster nodes only).
+    announcer: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 /// Runs the controller on the failover runtime until SIGTERM or SIGINT, then waits for the
@@ -358,6 +347,15 @@ async fn drain(r: Running) -> Result<(), AppError> {
         }
     }
     crate::systemd::notify_stopping();
+    // Out of the cluster: the router moves this node's flows to the others (which hold them,
+    // from flow sync), and the session task leaves (the controller's link is gone).
+    if let Some((stop, task)) = r.announcer {
+        let _ = stop.send(());
+        if let Err(e) = task.await {
+            error!(error = %e, "VIP announcer failed");
+        }
+    }
+    drop(r.flows);
     // The controller is gone with its saver: the writer ends after the last document.
     if let Err(e) = r.writer.await {
         error!(error = %e, "pool state writer failed");
