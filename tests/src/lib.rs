@@ -10,6 +10,7 @@
 pub mod bird;
 pub mod daemon;
 pub mod demo;
+pub mod etcd;
 pub mod harness;
 pub mod lab;
 pub mod load;

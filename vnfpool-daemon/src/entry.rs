@@ -327,6 +327,7 @@ mod tests {
             cluster: Some(ClusterStatus {
                 node: "lb-2".to_owned(),
                 connected: true,
+                member: true,
                 members: vec!["lb-1".to_owned(), "lb-2".to_owned()],
                 pools: vec![ClusterPoolStatus {
                     pool: "web".to_owned(),

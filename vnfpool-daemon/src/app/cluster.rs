@@ -128,8 +128,9 @@ fn read_key(path: &Path) -> Result<Vec<u8>, AppError> {
 }
 
 /// Keeps the node's VIP routes in `c.route_table` as the controller's snapshots say: every
-/// VIP with an active element while the node is in the cluster, none otherwise. Withdraws
-/// them all when `stop` fires.
+/// VIP with an active element while the node is a member (joined, its lease not known lost:
+/// etcd away for every node must not take every route away), none otherwise. Withdraws them
+/// all when `stop` fires.
 pub(super) fn announce(
     c: &ClusterSpec,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -169,7 +170,7 @@ pub(super) fn announce(
 fn wanted(snapshot: &Snapshot) -> BTreeSet<std::net::IpAddr> {
     let node = NodeState {
         dataplane_up: true,
-        member: snapshot.cluster.as_ref().is_some_and(|c| c.connected),
+        member: snapshot.cluster.as_ref().is_some_and(|c| c.member),
     };
     let pools = snapshot.pools.iter().filter_map(|p| {
         Some(PoolReach {

@@ -22,7 +22,9 @@
 //! A node that loses the store keeps forwarding with the last decision it applied and keeps
 //! probing; it decides nothing and applies nothing new until it is back, then takes the
 //! newest decision and reports its verdicts again. Its leaderships end with its lease (another
-//! node leads within the lease TTL); the data plane never stops.
+//! node leads within the lease TTL); the data plane never stops. It stays a member, and keeps
+//! announcing its VIPs, until the store says its lease ended: a store that is down for every
+//! node must not take every route away.
 //!
 //! # The controller seam
 //! The controller sees the cluster as inputs ([`ClusterInput`]) and asks it for writes
@@ -55,9 +57,12 @@ pub struct Member {
 /// What the cluster tells the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterInput {
-    /// Whether this node is in the cluster now (its lease alive, its watch running). While it
-    /// is not, it leads nothing.
+    /// Whether this node is in a session with the store now (its lease kept alive, its watch
+    /// running). While it is not, it leads nothing; it is still a member until its lease is
+    /// known lost ([`Self::LeaseLost`]).
     Connected(bool),
+    /// The store let this node's lease end: it is no member until its next session starts.
+    LeaseLost,
     /// The members, this node included.
     Members(Vec<Member>),
     /// The pool's leader (`None`: none right now).
@@ -164,6 +169,14 @@ pub async fn run<C: Coordinator>(
     loop {
         let ended = session(&coordinator, &me, &pools, &mut outputs, &inputs, &mut reported).await;
         if inputs.send(ClusterInput::Connected(false)).await.is_err() {
+            break;
+        }
+        if let Ended::Failed {
+            error: CoordinatorError::LeaseLost,
+            ..
+        } = &ended
+            && inputs.send(ClusterInput::LeaseLost).await.is_err()
+        {
             break;
         }
         match ended {

@@ -34,6 +34,8 @@ pub(super) struct ClusterRt {
     out: mpsc::UnboundedSender<ClusterOutput>,
     /// In a session with the store: leads nothing otherwise.
     connected: bool,
+    /// Joined, and the lease not known lost since.
+    member: bool,
     members: Vec<Member>,
     pools: HashMap<String, ClusterPool>,
 }
@@ -56,6 +58,7 @@ impl ClusterRt {
             node: link.node,
             out: link.out,
             connected: false,
+            member: false,
             members: Vec::new(),
             pools: HashMap::new(),
         }
@@ -74,7 +77,10 @@ impl ClusterRt {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterStatus {
     pub node: String,
+    /// In a session with the store now.
     pub connected: bool,
+    /// A member: joined, and its lease not known lost since (it announces its VIPs).
+    pub member: bool,
     pub members: Vec<String>,
     pub pools: Vec<ClusterPoolStatus>,
 }
@@ -258,8 +264,10 @@ impl<D: Dataplane> Controller<D> {
         let Some(c) = &mut self.cluster else { return };
         self.dirty = true;
         match input {
+            ClusterInput::LeaseLost => c.member = false,
             ClusterInput::Connected(connected) => {
                 c.connected = connected;
+                c.member |= connected;
                 if !connected {
                     // Its leaderships end with its lease; until it is back it leads nothing.
                     for cp in c.pools.values_mut() {
@@ -347,6 +355,7 @@ impl<D: Dataplane> Controller<D> {
         Some(ClusterStatus {
             node: c.node.clone(),
             connected: c.connected,
+            member: c.member,
             members: c.members.iter().map(|m| m.node.clone()).collect(),
             pools: self
                 .pools

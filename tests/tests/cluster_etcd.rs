@@ -1,13 +1,11 @@
-//! The etcd coordinator against a real etcd (Debian `etcd-server`, started here on free
-//! loopback ports with its own data directory; never a system one): leader election per pool,
+//! The etcd coordinator against a real etcd (Debian `etcd-server`, started by
+//! `vnfpool_tests::etcd` on free loopback ports with its own data directory; never a system
+//! one): leader election per pool,
 //! decisions written only by the leader, verdicts that go with the lease, and leadership that
 //! moves when a leader leaves or its lease runs out.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -17,117 +15,22 @@ use vnfpool_daemon::{
     },
     model::{health::Health, roles::Role, spec::ClusterSpec},
 };
+use vnfpool_tests::etcd::Etcd as TestEtcd;
 
-/// An etcd of this test's own, stopped and its data removed on drop.
-struct TestEtcd {
-    child: Child,
-    dir: PathBuf,
-    client: SocketAddr,
-    peer: u16,
-}
-
-fn spawn(dir: &std::path::Path, client: u16, peer: u16) -> Child {
-    let c = format!("http://127.0.0.1:{client}");
-    let p = format!("http://127.0.0.1:{peer}");
-    Command::new("etcd")
-        .args(["--name", "t", "--data-dir"])
-        .arg(dir.join("data"))
-        .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
-        .args(["--listen-peer-urls", &p, "--initial-advertise-peer-urls", &p])
-        .args(["--initial-cluster", &format!("t={p}")])
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("etcd.log"))
-                .expect("log"),
-        )
-        .spawn()
-        .expect("etcd runs (scripts/setup.sh installs etcd-server)")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-impl TestEtcd {
-    async fn start(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("vnfpool-etcd-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("data dir");
-        let (client, peer) = (free_port(), free_port());
-        let child = spawn(&dir, client, peer);
-        let etcd = Self {
-            child,
-            dir,
-            client: SocketAddr::from(([127, 0, 0, 1], client)),
-            peer,
-        };
-        etcd.ready().await;
-        etcd
-    }
-
-    /// Stops etcd (SIGKILL, as a crash), keeping its data.
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again on the same ports and data.
-    async fn restart(&mut self) {
-        self.child = spawn(&self.dir, self.client.port(), self.peer);
-        self.ready().await;
-    }
-
-    /// Ready when its /health says so (it has elected itself and serves requests).
-    async fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.healthy() {
-            assert!(Instant::now() < deadline, "etcd was not healthy within 20 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn healthy(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(self.client) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut answer = String::new();
-        stream
-            .write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")
-            .and_then(|()| stream.read_to_string(&mut answer))
-            .is_ok()
-            && answer.contains("\"health\":\"true\"")
-    }
-
-    fn spec(&self, node: &str, ttl: u64) -> ClusterSpec {
-        ClusterSpec {
-            node: node.to_owned(),
-            etcd: vnfpool_daemon::model::spec::EtcdSpec {
-                endpoints: vec![format!("http://{}", self.client)],
-                tls: None,
-            },
-            prefix: "/test/".to_owned(),
-            lease_ttl: Duration::from_secs(ttl),
-            flow_sync: vnfpool_daemon::model::spec::FlowSyncSpec {
-                listen: "127.0.0.1:9472".parse().expect("addr"),
-                key_file: "/dev/null".into(),
-            },
-            route_table: 100,
-        }
-    }
-}
-
-impl Drop for TestEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+fn spec(etcd: &TestEtcd, node: &str, ttl: u64) -> ClusterSpec {
+    ClusterSpec {
+        node: node.to_owned(),
+        etcd: vnfpool_daemon::model::spec::EtcdSpec {
+            endpoints: vec![etcd.url()],
+            tls: None,
+        },
+        prefix: "/test/".to_owned(),
+        lease_ttl: Duration::from_secs(ttl),
+        flow_sync: vnfpool_daemon::model::spec::FlowSyncSpec {
+            listen: "127.0.0.1:9472".parse().expect("addr"),
+            key_file: "/dev/null".into(),
+        },
+        route_table: 100,
     }
 }
 
@@ -159,9 +62,9 @@ async fn until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_per_pool_and_only_it_decides() {
-    let etcd = TestEtcd::start("leader").await;
-    let a = Etcd::new(&etcd.spec("a", 2)).expect("coordinator");
-    let b = Etcd::new(&etcd.spec("b", 2)).expect("coordinator");
+    let etcd = TestEtcd::start(None);
+    let a = Etcd::new(&spec(&etcd, "a", 2)).expect("coordinator");
+    let b = Etcd::new(&spec(&etcd, "b", 2)).expect("coordinator");
     a.join(&member("a", 1001)).await.expect("a joins");
     b.join(&member("b", 1002)).await.expect("b joins");
 
@@ -248,9 +151,9 @@ async fn one_leader_per_pool_and_only_it_decides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_leader_loses_its_pools_within_the_lease() {
-    let etcd = TestEtcd::start("ttl").await;
-    let a = Etcd::new(&etcd.spec("a", 2)).expect("coordinator");
-    let b = Etcd::new(&etcd.spec("b", 2)).expect("coordinator");
+    let etcd = TestEtcd::start(None);
+    let a = Etcd::new(&spec(&etcd, "a", 2)).expect("coordinator");
+    let b = Etcd::new(&spec(&etcd, "b", 2)).expect("coordinator");
     a.join(&member("a", 1001)).await.expect("a joins");
     b.join(&member("b", 1002)).await.expect("b joins");
     assert_eq!(a.campaign("web").await.expect("campaign"), "a");
@@ -262,7 +165,7 @@ async fn a_silent_leader_loses_its_pools_within_the_lease() {
         (b, error)
     });
     let silent = Instant::now();
-    let watcher = Etcd::new(&etcd.spec("watcher", 2)).expect("coordinator");
+    let watcher = Etcd::new(&spec(&etcd, "watcher", 2)).expect("coordinator");
     watcher.join(&member("watcher", 1003)).await.expect("joins");
     until(&watcher, &mut changes, Duration::from_secs(5), |u| {
         *u == Update::Leader {
@@ -279,7 +182,7 @@ async fn a_silent_leader_loses_its_pools_within_the_lease() {
         "a's leadership ended after {lost:?}"
     );
     keep.abort();
-    let b = Etcd::new(&etcd.spec("b", 2)).expect("coordinator");
+    let b = Etcd::new(&spec(&etcd, "b", 2)).expect("coordinator");
     b.join(&member("b", 1002)).await.expect("b joins again");
     assert_eq!(b.campaign("web").await.expect("campaign"), "b");
     println!("a silent leader's pool was free after {lost:?} (TTL 2 s)");
@@ -287,15 +190,15 @@ async fn a_silent_leader_loses_its_pools_within_the_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_holds_the_lease_past_its_ttl() {
-    let etcd = TestEtcd::start("keep").await;
-    let a = std::sync::Arc::new(Etcd::new(&etcd.spec("a", 2)).expect("coordinator"));
+    let etcd = TestEtcd::start(None);
+    let a = std::sync::Arc::new(Etcd::new(&spec(&etcd, "a", 2)).expect("coordinator"));
     a.join(&member("a", 1001)).await.expect("a joins");
     assert_eq!(a.campaign("web").await.expect("campaign"), "a");
     let keeper = {
         let a = std::sync::Arc::clone(&a);
         tokio::spawn(async move { a.keep_alive().await })
     };
-    let b = Etcd::new(&etcd.spec("b", 2)).expect("coordinator");
+    let b = Etcd::new(&spec(&etcd, "b", 2)).expect("coordinator");
     b.join(&member("b", 1002)).await.expect("b joins");
     let (_, mut changes) = b.watch().await.expect("watch");
     // Three TTLs: the key would be gone twice over without the keep-alive.
@@ -342,9 +245,9 @@ async fn heard(
 /// hear and write, and what happens when etcd goes away and comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_carry_verdicts_and_decisions_and_survive_etcd_going_away() {
-    let mut etcd = TestEtcd::start("run").await;
+    let mut etcd = TestEtcd::start(None);
     let start = |node: &str, port: u16| {
-        let coordinator = Etcd::new(&etcd.spec(node, 2)).expect("coordinator");
+        let coordinator = Etcd::new(&spec(&etcd, node, 2)).expect("coordinator");
         let (out, outputs) = tokio::sync::mpsc::unbounded_channel();
         let (inputs_tx, inputs) = tokio::sync::mpsc::channel(256);
         let task = tokio::spawn(cluster::run(
@@ -418,7 +321,7 @@ async fn sessions_carry_verdicts_and_decisions_and_survive_etcd_going_away() {
         *i == ClusterInput::Connected(false)
     })
     .await;
-    etcd.restart().await;
+    etcd.restart();
     heard(&mut a_in, "a back", |i| *i == ClusterInput::Connected(true)).await;
     heard(&mut b_in, "b back", |i| *i == ClusterInput::Connected(true)).await;
     // A session starts from what the store holds (keys in order: decisions, then leaders).
