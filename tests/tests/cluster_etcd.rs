@@ -34,6 +34,15 @@ fn spec(etcd: &TestEtcd, node: &str, ttl: u64) -> ClusterSpec {
     }
 }
 
+/// Nodes `a` and `b`, both joined.
+async fn two_joined(etcd: &TestEtcd) -> (Etcd, Etcd) {
+    let a = Etcd::new(&spec(etcd, "a", 2)).expect("coordinator");
+    let b = Etcd::new(&spec(etcd, "b", 2)).expect("coordinator");
+    a.join(&member("a", 1001)).await.expect("a joins");
+    b.join(&member("b", 1002)).await.expect("b joins");
+    (a, b)
+}
+
 fn member(node: &str, port: u16) -> Member {
     Member {
         node: node.to_owned(),
@@ -63,10 +72,7 @@ async fn until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_per_pool_and_only_it_decides() {
     let etcd = TestEtcd::start(None);
-    let a = Etcd::new(&spec(&etcd, "a", 2)).expect("coordinator");
-    let b = Etcd::new(&spec(&etcd, "b", 2)).expect("coordinator");
-    a.join(&member("a", 1001)).await.expect("a joins");
-    b.join(&member("b", 1002)).await.expect("b joins");
+    let (a, b) = two_joined(&etcd).await;
 
     assert_eq!(a.campaign("web").await.expect("campaign"), "a");
     assert_eq!(b.campaign("web").await.expect("campaign"), "a", "b sees a lead");
@@ -152,10 +158,7 @@ async fn one_leader_per_pool_and_only_it_decides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_leader_loses_its_pools_within_the_lease() {
     let etcd = TestEtcd::start(None);
-    let a = Etcd::new(&spec(&etcd, "a", 2)).expect("coordinator");
-    let b = Etcd::new(&spec(&etcd, "b", 2)).expect("coordinator");
-    a.join(&member("a", 1001)).await.expect("a joins");
-    b.join(&member("b", 1002)).await.expect("b joins");
+    let (a, b) = two_joined(&etcd).await;
     assert_eq!(a.campaign("web").await.expect("campaign"), "a");
     let (_, mut changes) = b.watch().await.expect("watch");
 

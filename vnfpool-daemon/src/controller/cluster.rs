@@ -13,7 +13,7 @@ use crate::{
     cluster::{ClusterInput, ClusterOutput, Decision, Member, Verdicts, merge},
     dataplane::Dataplane,
     model::{
-        failover::{Effect, Event, PoolState},
+        failover::{Effect, Event, FailoverRecord, PoolState},
         health::{Health, Now},
         roles::Role,
         spec::PoolSpec,
@@ -182,25 +182,41 @@ impl<D: Dataplane> Controller<D> {
         let state = cluster_state(&mut cp.state, spec);
         let nodes: Vec<&Verdicts> = cp.verdicts.values().collect();
         let merged = merge(spec, &nodes);
+        let decided = std::time::Instant::now();
+        let mut records = Vec::new();
         for (e, &health) in merged.iter().enumerate() {
             if health == Health::Unknown || state.elements()[e].health() == health {
                 continue;
             }
-            match state.step(
-                spec,
-                Event::Verdict {
-                    element: e,
-                    health,
-                    since: now,
-                },
-                now,
-            ) {
-                Ok(effects) if leads => log_records(&effects),
-                Ok(_) => {}
+            let verdict = Event::Verdict {
+                element: e,
+                health,
+                since: now,
+            };
+            match state.step(spec, verdict, now) {
+                Ok(effects) => records.extend(failovers(effects)),
                 Err(e) => error!(error = %e, "cluster decision refused"),
             }
         }
+        self.decide_and_record(p, now, leads, records, decided);
+    }
+
+    /// Decides pool `p` if due, then, on its leader, records the failovers of the decision.
+    fn decide_and_record(
+        &mut self,
+        p: usize,
+        now: Now,
+        leads: bool,
+        records: Vec<FailoverRecord>,
+        decided: std::time::Instant,
+    ) {
         self.maybe_decide(p, now);
+        if leads {
+            let switch = decided.elapsed();
+            for record in records {
+                self.record_failover(p, record, switch);
+            }
+        }
     }
 
     /// Decides pool `p` if this node leads it and its cluster-wide roles differ from the
@@ -339,12 +355,15 @@ impl<D: Dataplane> Controller<D> {
                 continue;
             };
             if state.next_deadline().is_some_and(|d| d <= now) {
-                match state.step(spec, Event::Tick, now) {
-                    Ok(effects) if leads => log_records(&effects),
-                    Ok(_) => {}
-                    Err(e) => error!(error = %e, "cluster decision refused"),
-                }
-                self.maybe_decide(p, now);
+                let decided = std::time::Instant::now();
+                let records = match state.step(spec, Event::Tick, now) {
+                    Ok(effects) => failovers(effects).collect(),
+                    Err(e) => {
+                        error!(error = %e, "cluster decision refused");
+                        Vec::new()
+                    }
+                };
+                self.decide_and_record(p, now, leads, records, decided);
             }
         }
     }
@@ -387,19 +406,10 @@ fn cluster_state<'s>(state: &'s mut Option<PoolState>, spec: &PoolSpec) -> &'s m
     state
 }
 
-/// The leader's failovers, logged as a node on its own logs its own.
-fn log_records(effects: &[Effect]) {
-    for effect in effects {
-        if let Effect::Record(record) = effect {
-            info!(
-                pool = %record.pool,
-                element = %record.element,
-                reason = ?record.reason,
-                from = ?record.from,
-                to = ?record.to,
-                replaced_by = ?record.replaced_by,
-                "failover decided for the cluster"
-            );
-        }
-    }
+/// The failovers among `effects`.
+fn failovers(effects: Vec<Effect>) -> impl Iterator<Item = FailoverRecord> {
+    effects.into_iter().filter_map(|effect| match effect {
+        Effect::Record(record) => Some(record),
+        _ => None,
+    })
 }

@@ -26,7 +26,7 @@ use crate::{
     health::{ElementRef, ProbeReport, ProbeTarget, link::LinkEvent},
     heartbeat::{Liveness, udp::HeartbeatEvent},
     model::{
-        failover::{Effect, Event, PoolState},
+        failover::{Effect, Event, FailoverRecord, PoolState},
         health::{Health, Now},
         plan::{self, Mapping, PlanError},
         roles::Role,
@@ -304,39 +304,7 @@ impl<D: Dataplane> Controller<D> {
                         error!(pool = %self.pools[p].spec.name, error = %e, "mapping not written; the previous one stays");
                     }
                 },
-                Effect::Record(record) => {
-                    let switch = switch.unwrap_or_default();
-                    info!(
-                        pool = %record.pool,
-                        element = %record.element,
-                        reason = ?record.reason,
-                        from = ?record.from,
-                        to = ?record.to,
-                        replaced_by = ?record.replaced_by,
-                        detection_ms = record.detection.as_secs_f64() * 1e3,
-                        switch_us = switch.as_secs_f64() * 1e6,
-                        "failover"
-                    );
-                    self.metrics
-                        .failover(&record.pool, record.reason.name(), record.detection, switch);
-                    self.events.failover(&serde_json::json!({
-                        "pool": record.pool,
-                        "element": record.element,
-                        "reason": record.reason.name(),
-                        "replaced_by": record.replaced_by,
-                        "detection_ms": record.detection.as_secs_f64() * 1e3,
-                        "switch_us": switch.as_secs_f64() * 1e6,
-                    }));
-                    let pool = &mut self.pools[p];
-                    pool.recent.push_back(Switched {
-                        record,
-                        switch,
-                        at: SystemTime::now(),
-                    });
-                    while pool.recent.len() > STATUS_HISTORY {
-                        pool.recent.pop_front();
-                    }
-                }
+                Effect::Record(record) => self.record_failover(p, record, switch.unwrap_or_default()),
                 Effect::PolicyViolation(b) => {
                     let pool = &mut self.pools[p];
                     pool.violations += 1;
@@ -358,6 +326,41 @@ impl<D: Dataplane> Controller<D> {
         if changed {
             let pool = &self.pools[p];
             self.events.pool(&summary(&pool.spec, &pool.state));
+        }
+    }
+
+    /// A failover decided for pool `p` and switched in `switch`: logged, counted, sent to the
+    /// SCE's event stream and kept for `vnfpool status`.
+    pub(super) fn record_failover(&mut self, p: usize, record: FailoverRecord, switch: Duration) {
+        info!(
+            pool = %record.pool,
+            element = %record.element,
+            reason = ?record.reason,
+            from = ?record.from,
+            to = ?record.to,
+            replaced_by = ?record.replaced_by,
+            detection_ms = record.detection.as_secs_f64() * 1e3,
+            switch_us = switch.as_secs_f64() * 1e6,
+            "failover"
+        );
+        self.metrics
+            .failover(&record.pool, record.reason.name(), record.detection, switch);
+        self.events.failover(&serde_json::json!({
+            "pool": record.pool,
+            "element": record.element,
+            "reason": record.reason.name(),
+            "replaced_by": record.replaced_by,
+            "detection_ms": record.detection.as_secs_f64() * 1e3,
+            "switch_us": switch.as_secs_f64() * 1e6,
+        }));
+        let pool = &mut self.pools[p];
+        pool.recent.push_back(Switched {
+            record,
+            switch,
+            at: SystemTime::now(),
+        });
+        while pool.recent.len() > STATUS_HISTORY {
+            pool.recent.pop_front();
         }
     }
 
