@@ -38,8 +38,8 @@ fn spec(etcd: &TestEtcd, node: &str, ttl: u64) -> ClusterSpec {
 async fn two_joined(etcd: &TestEtcd) -> (Etcd, Etcd) {
     let a = Etcd::new(&spec(etcd, "a", 2)).expect("coordinator");
     let b = Etcd::new(&spec(etcd, "b", 2)).expect("coordinator");
-    a.join(&member("a", 1001)).await.expect("a joins");
-    b.join(&member("b", 1002)).await.expect("b joins");
+    Box::pin(a.join(&member("a", 1001))).await.expect("a joins");
+    Box::pin(b.join(&member("b", 1002))).await.expect("b joins");
     (a, b)
 }
 
