@@ -167,6 +167,7 @@ async fn start(headers_timeout: Duration) -> Api {
         snapshot,
         reader: Arc::new(RecordingDataplane::new()),
         heartbeats: None,
+        flow_sync: None,
     };
     let events = EventLog::new();
     let clients: HashMap<String, Role> = spec.clients.iter().map(|c| (c.subject.clone(), c.role)).collect();

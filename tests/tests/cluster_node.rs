@@ -64,6 +64,7 @@ fn a_cluster_node_leads_maps_announces_and_rides_out_etcd() {
     });
     let c = status.cluster.as_ref().expect("cluster");
     assert_eq!(c.members, vec!["n1".to_owned()]);
+    assert!(status.flow_sync.is_some(), "flow sync runs on a cluster node");
     println!("{}", cluster_line(&daemon));
 
     // Traffic through the VIP, mapped from the decision.

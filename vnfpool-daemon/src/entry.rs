@@ -249,6 +249,19 @@ pub fn render_status(status: &crate::control::Status) -> String {
     if let Some(c) = &status.cluster {
         render_cluster(&mut out, c);
     }
+    if let Some(f) = &status.flow_sync {
+        let _ = writeln!(
+            out,
+            "flow sync: {} records sent, {} received ({} stored, {} refused), {} datagrams rejected, lag {:.1} ms (max {:.1} ms)",
+            f.records_sent,
+            f.records_received,
+            f.records_stored,
+            f.records_refused,
+            f.rejected.iter().sum::<u64>(),
+            std::time::Duration::from_nanos(f.lag_last_ns).as_secs_f64() * 1e3,
+            std::time::Duration::from_nanos(f.lag_max_ns).as_secs_f64() * 1e3,
+        );
+    }
     out
 }
 
@@ -346,6 +359,25 @@ mod tests {
         assert_eq!(
             render_status(&status),
             "cluster: node lb-2, connected, members lb-1 lb-2\n  pool web              leader lb-1             decision 4 by lb-1  seen down: e1@lb-2\n"
+        );
+        let status = crate::control::Status {
+            flow_sync: Some(Box::new(crate::flowsync::StatsSnapshot {
+                records_sent: 10,
+                records_received: 7,
+                records_stored: 6,
+                records_refused: 1,
+                lag_last_ns: 400_000,
+                lag_max_ns: 2_100_000,
+                ..crate::flowsync::StatsSnapshot::default()
+            })),
+            ..status
+        };
+        assert!(
+            render_status(&status).ends_with(
+                "flow sync: 10 records sent, 7 received (6 stored, 1 refused), 0 datagrams rejected, lag 0.4 ms (max 2.1 ms)\n"
+            ),
+            "{}",
+            render_status(&status)
         );
     }
 }

@@ -78,6 +78,18 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordLabels {
+    /// `sent`, `received`, `stored` or `refused`.
+    records: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LagLabels {
+    /// `last` or `max`.
+    lag: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -135,6 +147,14 @@ pub struct Metrics {
     cluster_members: Family<NodeLabels, Gauge>,
     cluster_leader: Family<PoolLabels, Gauge>,
     cluster_generation: Family<PoolLabels, Gauge>,
+    flow_sync_records: Family<RecordLabels, Counter>,
+    flow_sync_rejected: Family<ReasonLabel, Counter>,
+    flow_sync_lag: Family<LagLabels, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 /// One element's state as a scrape copies it in.
@@ -203,6 +223,9 @@ impl Metrics {
             cluster_members: Family::default(),
             cluster_leader: Family::default(),
             cluster_generation: Family::default(),
+            flow_sync_records: Family::default(),
+            flow_sync_rejected: Family::default(),
+            flow_sync_lag: Family::default(),
         };
         m.flow_capacity.set(i64::from(flow_capacity));
         m.register(&mut registry);
@@ -280,6 +303,21 @@ impl Metrics {
             "vnfpool_cluster_leader",
             "1 for the pools this node leads (cluster nodes only)",
             self.cluster_leader.clone(),
+        );
+        r.register(
+            "vnfpool_flow_sync_records",
+            "Flow-table entries sent to peers, received, stored and refused (cluster nodes only)",
+            self.flow_sync_records.clone(),
+        );
+        r.register(
+            "vnfpool_flow_sync_rejected",
+            "Flow-sync datagrams rejected, by reason (cluster nodes only)",
+            self.flow_sync_rejected.clone(),
+        );
+        r.register(
+            "vnfpool_flow_sync_lag_seconds",
+            "From a peer's send to this node's receipt of a flow-sync datagram: the last and the largest (cluster nodes only; by the two nodes' wall clocks)",
+            self.flow_sync_lag.clone(),
         );
         r.register(
             "vnfpool_cluster_decision_generation",
@@ -500,6 +538,33 @@ impl Metrics {
             self.cluster_generation
                 .get_or_create(&labels)
                 .set(i64::try_from(p.generation).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Flow sync's counters.
+    pub fn sample_flow_sync(&self, s: &crate::flowsync::StatsSnapshot) {
+        for (records, value) in [
+            ("sent", s.records_sent),
+            ("received", s.records_received),
+            ("stored", s.records_stored),
+            ("refused", s.records_refused),
+        ] {
+            let labels = RecordLabels {
+                records: records.to_owned(),
+            };
+            store(&self.flow_sync_records.get_or_create(&labels), value);
+        }
+        for (kind, &value) in crate::flowsync::Rejected::ALL.iter().zip(&s.rejected) {
+            let labels = ReasonLabel {
+                reason: kind.name().to_owned(),
+            };
+            store(&self.flow_sync_rejected.get_or_create(&labels), value);
+        }
+        for (lag, ns) in [("last", s.lag_last_ns), ("max", s.lag_max_ns)] {
+            let labels = LagLabels { lag: lag.to_owned() };
+            self.flow_sync_lag
+                .get_or_create(&labels)
+                .set(Duration::from_nanos(ns).as_secs_f64());
         }
     }
 

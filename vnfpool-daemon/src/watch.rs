@@ -761,6 +761,7 @@ mod tests {
             }],
             heartbeats: None,
             cluster: None,
+            flow_sync: None,
         }
     }
 

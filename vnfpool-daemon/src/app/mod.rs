@@ -157,7 +157,8 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         epoch,
         adopted,
     };
-    let (mut controller, views) = Controller::new(deps, start);
+    let (mut controller, mut views) = Controller::new(deps, start);
+    views.flow_sync = joined.flows.as_ref().map(crate::flowsync::FlowSync::stats);
     controller.start(&down);
     Ok(Built {
         failover,

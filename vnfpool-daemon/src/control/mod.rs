@@ -205,6 +205,7 @@ mod tests {
             snapshot,
             reader: Arc::new(RecordingDataplane::new()),
             heartbeats: None,
+            flow_sync: None,
         }
     }
 

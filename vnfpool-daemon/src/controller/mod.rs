@@ -155,6 +155,7 @@ impl<D: Dataplane> Controller<D> {
             snapshot: snapshot_rx,
             reader: deps.dataplane.reader(),
             heartbeats: start.spec.api.as_ref().map(|_| Arc::clone(&deps.verifier)),
+            flow_sync: None,
         };
         let mut controller = Self {
             config_path: start.config_path,

@@ -126,6 +126,9 @@ pub struct Status {
     /// The cluster, on a cluster node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<super::ClusterStatus>,
+    /// Flow sync's counters and lag, on a cluster node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_sync: Option<Box<crate::flowsync::StatsSnapshot>>,
 }
 
 /// One pool.
@@ -275,6 +278,8 @@ pub struct Views {
     pub reader: Arc<dyn DataplaneReader>,
     /// The heartbeat verifier, when the API (and so heartbeats) is configured.
     pub heartbeats: Option<Arc<Mutex<Verifier>>>,
+    /// Flow sync's counters, on a cluster node.
+    pub flow_sync: Option<Arc<crate::flowsync::Stats>>,
 }
 
 impl Views {
@@ -323,6 +328,7 @@ impl Views {
             pools,
             heartbeats: self.heartbeat_counters(),
             cluster: snapshot.cluster.clone(),
+            flow_sync: self.flow_sync.as_ref().map(|s| Box::new(s.snapshot())),
         }
     }
 
@@ -365,6 +371,9 @@ impl Views {
         }
         if let Some(cluster) = &snapshot.cluster {
             metrics.sample_cluster(cluster);
+        }
+        if let Some(stats) = &self.flow_sync {
+            metrics.sample_flow_sync(&stats.snapshot());
         }
         metrics.encode()
     }

@@ -196,7 +196,7 @@ pub struct Stats {
 }
 
 /// [`Stats`] as read at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatsSnapshot {
     /// Flow events read from the program.
     pub events: u64,
