@@ -164,6 +164,14 @@ fn bench(cargo_bin: &str) -> Result<()> {
             "-p",
             "vnfpool-tests",
             "--bin",
+            "vnfpool-flowsync-bench",
+        ],
+        &[
+            "run",
+            "--release",
+            "-p",
+            "vnfpool-tests",
+            "--bin",
             "vnfpool-api-bench",
         ],
     ];
