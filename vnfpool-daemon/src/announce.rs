@@ -36,7 +36,8 @@ use rtnetlink::{
     },
     sys::AsyncSocket as _,
 };
-use tokio::task::JoinHandle;
+
+use crate::health::link::AbortOnDrop;
 
 /// The routing table the announcer writes unless told otherwise.
 pub const DEFAULT_TABLE: u32 = 100;
@@ -415,14 +416,6 @@ fn parse(route: &RouteMessage) -> Ours {
         }
     }
     ours
-}
-
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[cfg(test)]

@@ -118,13 +118,8 @@ impl<D: Dataplane> Controller<D> {
     /// A step of the node's own view of pool `p` (its probes, links, heartbeats): the verdicts
     /// it reports. Its roles map nothing; the cluster's decision does.
     pub(super) fn local_step(&mut self, p: usize, event: Event, now: Now) {
-        let pool = &mut self.pools[p];
-        let effects = match pool.state.step(&pool.spec, event, now) {
-            Ok(effects) => effects,
-            Err(e) => {
-                error!(error = %e, "decision refused");
-                return;
-            }
+        let Some(effects) = self.step_state(p, event, now) else {
+            return;
         };
         if !effects.is_empty() {
             self.dirty = true;

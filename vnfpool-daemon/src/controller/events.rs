@@ -267,6 +267,15 @@ impl<D: Dataplane> Controller<D> {
         }
     }
 
+    /// Steps pool `p`'s own state; `None` (logged) when the step is refused.
+    pub(super) fn step_state(&mut self, p: usize, event: Event, now: Now) -> Option<Vec<Effect>> {
+        let pool = &mut self.pools[p];
+        pool.state
+            .step(&pool.spec, event, now)
+            .inspect_err(|e| error!(error = %e, "decision refused"))
+            .ok()
+    }
+
     /// One decision and its effects. Errors are logged: a failed write keeps the last good
     /// mapping in the data plane (fail static), and the next event retries.
     pub(super) fn step(&mut self, p: usize, event: Event, now: Now) {
@@ -274,13 +283,8 @@ impl<D: Dataplane> Controller<D> {
             return self.local_step(p, event, now);
         }
         let decided = Instant::now();
-        let pool = &mut self.pools[p];
-        let effects = match pool.state.step(&pool.spec, event, now) {
-            Ok(effects) => effects,
-            Err(e) => {
-                error!(error = %e, "decision refused");
-                return;
-            }
+        let Some(effects) = self.step_state(p, event, now) else {
+            return;
         };
         // A step without effects changed no role or health: nothing for readers.
         let changed = !effects.is_empty();

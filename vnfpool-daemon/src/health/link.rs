@@ -257,7 +257,9 @@ fn not_found_as_none(
     }
 }
 
-struct AbortOnDrop(JoinHandle<()>);
+/// A task aborted when this is dropped (a netlink connection's, here and in
+/// [`crate::announce`]).
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
