@@ -78,6 +78,11 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecordLabels {
     /// `sent`, `received`, `stored` or `refused`.
     records: String,
@@ -150,11 +155,6 @@ pub struct Metrics {
     flow_sync_records: Family<RecordLabels, Counter>,
     flow_sync_rejected: Family<ReasonLabel, Counter>,
     flow_sync_lag: Family<LagLabels, Gauge<f64, AtomicU64>>,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: String,
 }
 
 /// One element's state as a scrape copies it in.

@@ -216,12 +216,9 @@ impl<D: Dataplane> Controller<D> {
     }
 
     fn pool_position(&self, pool: &str) -> Result<usize, Refusal> {
-        self.pools
-            .iter()
-            .position(|p| p.spec.name == pool)
-            .ok_or_else(|| Refusal::NoPool {
-                pool: pool.to_owned(),
-            })
+        self.pool_named(pool).ok_or_else(|| Refusal::NoPool {
+            pool: pool.to_owned(),
+        })
     }
 
     pub(super) fn internal(&mut self, done: Internal) {

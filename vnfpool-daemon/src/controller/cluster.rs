@@ -121,9 +121,12 @@ impl<D: Dataplane> Controller<D> {
         let Some(effects) = self.step_state(p, event, now) else {
             return;
         };
-        if !effects.is_empty() {
-            self.dirty = true;
+        // A step without effects changed no health (a change of health asks for a save): most
+        // probe reports. Nothing to report, merge or decide for them.
+        if effects.is_empty() {
+            return;
         }
+        self.dirty = true;
         self.report_verdicts(p);
         let pool = &self.pools[p];
         if !pool.live && !pool.state.is_carrying() && pool.state.is_settled() {
@@ -288,7 +291,7 @@ impl<D: Dataplane> Controller<D> {
             }
             ClusterInput::Members(members) => c.members = members,
             ClusterInput::Leader { pool, node } => {
-                let Some(p) = self.position(&pool) else { return };
+                let Some(p) = self.pool_named(&pool) else { return };
                 let Some(c) = &mut self.cluster else { return };
                 let takes_over = node.as_deref() == Some(c.node.as_str());
                 let spec = &self.pools[p].spec;
@@ -305,7 +308,7 @@ impl<D: Dataplane> Controller<D> {
                 }
             }
             ClusterInput::Decision(decision) => {
-                let Some(p) = self.position(&decision.pool) else {
+                let Some(p) = self.pool_named(&decision.pool) else {
                     return;
                 };
                 let Some(c) = &mut self.cluster else { return };
@@ -315,7 +318,7 @@ impl<D: Dataplane> Controller<D> {
                 }
             }
             ClusterInput::Verdicts { pool, node, verdicts } => {
-                let Some(p) = self.position(&pool) else { return };
+                let Some(p) = self.pool_named(&pool) else { return };
                 let Some(c) = &mut self.cluster else { return };
                 if node == c.node {
                     // This node's own, as it wrote them: it knows better now.
@@ -387,10 +390,6 @@ impl<D: Dataplane> Controller<D> {
                 })
                 .collect(),
         })
-    }
-
-    fn position(&self, pool: &str) -> Option<usize> {
-        self.pools.iter().position(|p| p.spec.name == pool)
     }
 }
 

@@ -103,7 +103,7 @@ impl<D: Dataplane> Controller<D> {
     pub(super) fn sync_agents(&mut self, now: Now) {
         self.agents.clear();
         for (pool, added) in &self.added.pools {
-            let Some(p) = self.pools.iter().position(|p| &p.spec.name == pool) else {
+            let Some(p) = self.pool_named(pool) else {
                 continue;
             };
             let spec = &self.pools[p].spec;

@@ -192,6 +192,11 @@ impl<D: Dataplane> Controller<D> {
         self.epoch.elapsed()
     }
 
+    /// The position of the pool named `pool`.
+    fn pool_named(&self, pool: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.spec.name == pool)
+    }
+
     fn index_pools(&mut self) {
         self.by_index = self.pools.iter().enumerate().map(|(i, p)| (p.index, i)).collect();
     }
