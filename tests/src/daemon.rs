@@ -79,9 +79,14 @@ impl Places {
     /// The `daemon:` section for a lab: XDP on the host's client-facing interface.
     #[must_use]
     pub fn daemon_section(&self, lab: &Lab) -> String {
+        self.daemon_section_on(&lab.ingress.name)
+    }
+
+    /// The `daemon:` section with XDP natively on `interface`.
+    #[must_use]
+    pub fn daemon_section_on(&self, interface: &str) -> String {
         format!(
-            "daemon:\n  interfaces: [{}]\n  xdp_mode: native\n  pin_dir: {}\n  state_dir: {}\n  socket: {}\n  flow_table_size: 65536\n",
-            lab.ingress.name,
+            "daemon:\n  interfaces: [{interface}]\n  xdp_mode: native\n  pin_dir: {}\n  state_dir: {}\n  socket: {}\n  flow_table_size: 65536\n",
             self.pins.path().display(),
             self.scratch.path.join("state").display(),
             self.socket().display(),
@@ -151,8 +156,14 @@ pub fn command(binary: &Path, lab: &Lab, places: &Places) -> Command {
 /// once in the lab's host namespace: `nsenter --net=… <wrapper…> binary daemon --config …`.
 #[must_use]
 pub fn command_via(wrapper: &[String], binary: &Path, lab: &Lab, places: &Places) -> Command {
+    command_in(lab.host.name(), wrapper, binary, places)
+}
+
+/// `nsenter --net=/run/netns/<netns> <wrapper…> binary daemon --config <places.config()>`.
+#[must_use]
+pub fn command_in(netns: &str, wrapper: &[String], binary: &Path, places: &Places) -> Command {
     let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{}", lab.host.name()))
+    c.arg(format!("--net=/run/netns/{netns}"))
         .args(wrapper)
         .arg(binary)
         .args(["daemon", "--config"])

@@ -8,7 +8,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -35,6 +35,13 @@ impl Etcd {
     /// healthy.
     #[must_use]
     pub fn start(netns: Option<&str>) -> Self {
+        Self::start_at(netns, Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts one listening on `host` (an address of `netns`, or of this namespace), and waits
+    /// until it is healthy.
+    #[must_use]
+    pub fn start_at(netns: Option<&str>, host: Ipv4Addr) -> Self {
         let dir = std::env::temp_dir().join(format!("{}-etcd", netns::unique_name()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("etcd data dir");
@@ -43,10 +50,11 @@ impl Etcd {
             Some(_) => (2379, 2380),
             None => (free_port(), free_port()),
         };
+        let client = SocketAddr::from((host, client));
         let mut etcd = Self {
             child: spawn(&dir, client, peer, netns),
             dir,
-            client: SocketAddr::from(([127, 0, 0, 1], client)),
+            client,
             peer,
             netns: netns.map(str::to_owned),
         };
@@ -68,7 +76,7 @@ impl Etcd {
 
     /// Starts it again on the same ports and data, and waits until it is healthy.
     pub fn restart(&mut self) {
-        self.child = spawn(&self.dir, self.client.port(), self.peer, self.netns.as_deref());
+        self.child = spawn(&self.dir, self.client, self.peer, self.netns.as_deref());
         self.wait_ready();
     }
 
@@ -110,9 +118,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(dir: &Path, client: u16, peer: u16, netns: Option<&str>) -> Child {
-    let c = format!("http://127.0.0.1:{client}");
-    let p = format!("http://127.0.0.1:{peer}");
+fn spawn(dir: &Path, client: SocketAddr, peer: u16, netns: Option<&str>) -> Child {
+    let c = format!("http://{client}");
+    let p = format!("http://{}:{peer}", client.ip());
     let mut command = match netns {
         Some(ns) => {
             let mut nsenter = Command::new("nsenter");

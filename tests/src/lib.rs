@@ -8,6 +8,7 @@
 )]
 
 pub mod bird;
+pub mod cluster_lab;
 pub mod daemon;
 pub mod demo;
 pub mod etcd;

@@ -215,7 +215,9 @@ impl Coordinator for Etcd {
                 }
             }
             if Instant::now() >= alive_until {
-                return CoordinatorError::LeaseLost;
+                // Probably gone, but only etcd can say so: a node that cannot reach etcd stays
+                // a member (an etcd away from every node must not take every route away).
+                return CoordinatorError::Store("no renewal of the lease for its TTL".to_owned());
             }
         }
     }

@@ -125,8 +125,8 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Starts a session: this node's lease granted and its member record written.
     fn join(&self, me: &Member) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
-    /// Keeps the lease alive; returns when it is lost or the store cannot be reached for longer
-    /// than it lasts.
+    /// Keeps the lease alive; returns [`CoordinatorError::LeaseLost`] when the store says the
+    /// lease ended, another error when the store cannot be reached for longer than it lasts.
     fn keep_alive(&self) -> impl Future<Output = CoordinatorError> + Send;
     /// What the store holds now (members, leaders, decisions, verdicts), and the changes after.
     fn watch(&self) -> impl Future<Output = Result<(Vec<Update>, Self::Changes), CoordinatorError>> + Send;
