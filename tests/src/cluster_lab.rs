@@ -74,6 +74,8 @@ const FLOW_SYNC_PORT: u16 = 9_472;
 const FIRST_CLIENT_PORT: u16 = 20_000;
 /// BIRD's first connect waits 1 s, then a round trip or two.
 const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(20);
+/// Flow sync sends new flows within milliseconds; this bounds a lab's few hundred.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// A node's daemon: joined, leader elected, first decision mapped.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -83,6 +85,17 @@ fn node_addr(i: usize) -> Ipv4Addr {
 
 fn element_addr(j: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 190, 0, 21 + u8::try_from(j).expect("a small index"))
+}
+
+/// How to build a [`ClusterLab`].
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Elements in the pool's configuration at the start: the first ones of the lab's.
+    pub configured: usize,
+    /// Whether BFD watches the BGP sessions.
+    pub bfd: Bfd,
+    /// Whether the nodes share flows (else each has a cluster key of its own).
+    pub flow_sync: bool,
 }
 
 /// One vnfpool node: a daemon and a BIRD in a namespace, `None` once killed.
@@ -122,7 +135,8 @@ pub struct ClusterLab {
     _links: Vec<VethPair>,
     /// The router's end of the client's link.
     client_port: Link,
-    key: PathBuf,
+    /// The cluster key of each node: one file for all, unless the lab runs without flow sync.
+    keys: Vec<PathBuf>,
     binary: PathBuf,
     scratch: Scratch,
     next_port: u16,
@@ -140,12 +154,24 @@ impl ClusterLab {
     /// decision and the router holds a next hop per node.
     #[must_use]
     pub fn new(binary: &Path, configured: usize) -> Self {
-        Self::with_bfd(binary, configured, Bfd::Fast)
+        Self::start(
+            binary,
+            &Options {
+                configured,
+                bfd: Bfd::Fast,
+                flow_sync: true,
+            },
+        )
     }
 
-    /// [`Self::new`] with the BGP sessions watched by BFD or by BGP's own timers only.
+    /// [`Self::new`] with `options`.
     #[must_use]
-    pub fn with_bfd(binary: &Path, configured: usize, bfd: Bfd) -> Self {
+    pub fn start(binary: &Path, options: &Options) -> Self {
+        let &Options {
+            configured,
+            bfd,
+            flow_sync,
+        } = options;
         let router = Netns::new();
         let client = Netns::new();
         let node_ns: Vec<Netns> = (0..NODES).map(|_| Netns::new()).collect();
@@ -186,9 +212,24 @@ impl ClusterLab {
             .collect();
 
         let scratch = Scratch::new();
-        let key = scratch.path.join("cluster.key");
-        std::fs::write(&key, [0x5a_u8; 32]).expect("the cluster key");
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod 0600");
+        let keys = (0..NODES)
+            .map(|i| {
+                // Without flow sync each node has a key of its own: every node rejects what
+                // the others send.
+                let (name, byte) = if flow_sync {
+                    ("cluster.key".to_owned(), 0x5a)
+                } else {
+                    (
+                        format!("n{}.key", i + 1),
+                        1 + u8::try_from(i).expect("a small index"),
+                    )
+                };
+                let key = scratch.path.join(name);
+                std::fs::write(&key, [byte; 32]).expect("a cluster key");
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod 0600");
+                key
+            })
+            .collect();
 
         let nodes: Vec<ClusterNode> = node_links
             .into_iter()
@@ -209,7 +250,7 @@ impl ClusterLab {
             elements,
             _links: links,
             client_port,
-            key,
+            keys,
             binary: binary.to_owned(),
             scratch,
             next_port: FIRST_CLIENT_PORT,
@@ -275,7 +316,7 @@ impl ClusterLab {
             self.etcd.url(),
             LEASE_TTL.as_secs(),
             node.addr,
-            self.key.display(),
+            self.keys[i].display(),
         )
         .expect("a String");
         std::fs::write(node.places.config(), text).expect("writing a node's configuration");
@@ -305,7 +346,13 @@ impl ClusterLab {
     }
 
     /// Polls node `i`'s status until `ready` holds.
-    pub fn wait_node(&mut self, i: usize, what: &str, timeout: Duration, ready: impl Fn(&Status) -> bool) -> Status {
+    pub fn wait_node(
+        &mut self,
+        i: usize,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&Status) -> bool,
+    ) -> Status {
         let name = self.nodes[i].name.clone();
         self.nodes[i]
             .daemon
@@ -377,7 +424,10 @@ impl ClusterLab {
     /// The router's route to the VIP has exactly the next hops of `nodes`; the time since
     /// `since` it took.
     #[track_caller]
-    #[expect(clippy::must_use_candidate, reason = "a wait; the time it took is for those who report it")]
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "a wait; the time it took is for those who report it"
+    )]
     pub fn wait_router(&self, nodes: &[usize], since: Instant, timeout: Duration) -> Duration {
         let hops = nodes.iter().map(|&i| IpAddr::V4(node_addr(i))).collect();
         wait_kernel_next_hops(&self.router, VIP_PREFIX, &hops, since, timeout)
@@ -403,7 +453,8 @@ impl ClusterLab {
             (first..first + u16::try_from(n).expect("checked"))
                 .map(|sport| {
                     let from = SocketAddr::from((CLIENT, sport));
-                    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("TCP socket");
+                    let sock =
+                        Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("TCP socket");
                     sock.set_reuse_address(true).expect("SO_REUSEADDR");
                     sock.bind(&from.into())
                         .unwrap_or_else(|e| panic!("binding {from}: {e}"));
@@ -456,6 +507,17 @@ impl ClusterLab {
         paths
     }
 
+    /// Waits until flow sync gave every alive node the flows the router sends to the others
+    /// (`paths[k]`: the node of flow `k`, as [`Self::paths`] tells).
+    pub fn wait_flows_synced(&mut self, paths: &[usize]) {
+        for i in self.alive() {
+            let others = paths.iter().filter(|&&p| p != i).count() as u64;
+            self.wait_node(i, "every other node's flows synced", SYNC_TIMEOUT, |s| {
+                s.flow_sync.as_ref().is_some_and(|f| f.records_stored >= others)
+            });
+        }
+    }
+
     /// Node `i`'s live Maglev table for the pool, read from its pinned maps: the element
     /// name at each position.
     #[must_use]
@@ -475,7 +537,9 @@ impl ClusterLab {
         let names: Vec<String> = (0..meta.elements)
             .map(|k| {
                 let e = elems.get(&elem_index(0, slot, k), 0).expect("reading an element");
-                by_mac.get(&e.dst_mac).map_or_else(|| format!("?{k}"), |n| (*n).to_owned())
+                by_mac
+                    .get(&e.dst_mac)
+                    .map_or_else(|| format!("?{k}"), |n| (*n).to_owned())
             })
             .collect();
         let ring: Array<MapData, RingChunk> = open(pins, maps::RING);
@@ -524,65 +588,71 @@ struct Wiring {
 
 /// Links the namespaces as the module docs draw them.
 fn wire(router: &Netns, client: &Netns, node_ns: &[Netns], element_ns: &[Netns]) -> Wiring {
-        for ns in [router, client].into_iter().chain(node_ns).chain(element_ns) {
-            // Replies leave the elements from the VIP: no reverse-path checks.
-            ns.sysctl("net.ipv4.conf.all.rp_filter", "0");
-            ns.sysctl("net.ipv4.conf.default.rp_filter", "0");
-        }
+    for ns in [router, client].into_iter().chain(node_ns).chain(element_ns) {
+        // Replies leave the elements from the VIP: no reverse-path checks.
+        ns.sysctl("net.ipv4.conf.all.rp_filter", "0");
+        ns.sysctl("net.ipv4.conf.default.rp_filter", "0");
+    }
 
-        let bridge = crate::netns::unique_name();
-        router.ip(&["link", "add", &bridge, "type", "bridge"]);
-        router.ip(&["link", "set", &bridge, "up"]);
-        router.ip(&["addr", "add", &format!("{ROUTER}/24"), "dev", &bridge]);
-        router.ip(&["addr", "add", &format!("{ETCD}/32"), "dev", "lo"]);
-        let mut links = Vec::new();
-        // An uplink into the bridge at `addr`; `ns`'s end.
-        let mut plug = |ns: &Netns, addr: Ipv4Addr| -> Link {
-            let pair = VethPair::new(router, ns);
-            router.ip(&["link", "set", &pair.a.name, "master", &bridge]);
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &pair.b.name]);
-            ns.ip(&["route", "add", "default", "via", &ROUTER.to_string()]);
-            let end = pair.b.clone();
-            links.push(pair);
-            end
-        };
-        let node_links: Vec<Link> = node_ns
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| plug(ns, node_addr(i)))
-            .collect();
-        for (j, ns) in element_ns.iter().enumerate() {
-            let _ = plug(ns, element_addr(j));
-            ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-        }
-        let element_links: Vec<Vec<Link>> = element_ns
-            .iter()
-            .enumerate()
-            .map(|(j, ns)| {
-                node_ns
-                    .iter()
-                    .map(|node| {
-                        let pair = VethPair::new(node, ns);
-                        node.ip(&["route", "add", &format!("{}/32", element_addr(j)), "dev", &pair.a.name]);
-                        // Frames redirected into the node's end arrive only if this end has
-                        // NAPI: GRO on gives it that (shared/TOOLCHAIN.md).
-                        ns.exec("ethtool", &["-K", &pair.b.name, "gro", "on"]);
-                        let end = pair.b.clone();
-                        links.push(pair);
-                        end
-                    })
-                    .collect()
-            })
-            .collect();
-        let pair = VethPair::new(client, router);
-        let (client_link, client_port) = (pair.a.clone(), pair.b.clone());
+    let bridge = crate::netns::unique_name();
+    router.ip(&["link", "add", &bridge, "type", "bridge"]);
+    router.ip(&["link", "set", &bridge, "up"]);
+    router.ip(&["addr", "add", &format!("{ROUTER}/24"), "dev", &bridge]);
+    router.ip(&["addr", "add", &format!("{ETCD}/32"), "dev", "lo"]);
+    let mut links = Vec::new();
+    // An uplink into the bridge at `addr`; `ns`'s end.
+    let mut plug = |ns: &Netns, addr: Ipv4Addr| -> Link {
+        let pair = VethPair::new(router, ns);
+        router.ip(&["link", "set", &pair.a.name, "master", &bridge]);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &pair.b.name]);
+        ns.ip(&["route", "add", "default", "via", &ROUTER.to_string()]);
+        let end = pair.b.clone();
         links.push(pair);
-        client.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", &client_link.name]);
-        client.ip(&["route", "add", "default", "via", "10.191.0.1"]);
-        router.ip(&["addr", "add", "10.191.0.1/24", "dev", &client_port.name]);
-        // veth leaves transmit checksums to "hardware"; once XDP sends the frame on, nothing
-        // finishes them (shared/TOOLCHAIN.md).
-        client.exec("ethtool", &["-K", &client_link.name, "tx", "off"]);
+        end
+    };
+    let node_links: Vec<Link> = node_ns
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| plug(ns, node_addr(i)))
+        .collect();
+    for (j, ns) in element_ns.iter().enumerate() {
+        let _ = plug(ns, element_addr(j));
+        ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    }
+    let element_links: Vec<Vec<Link>> = element_ns
+        .iter()
+        .enumerate()
+        .map(|(j, ns)| {
+            node_ns
+                .iter()
+                .map(|node| {
+                    let pair = VethPair::new(node, ns);
+                    node.ip(&[
+                        "route",
+                        "add",
+                        &format!("{}/32", element_addr(j)),
+                        "dev",
+                        &pair.a.name,
+                    ]);
+                    // Frames redirected into the node's end arrive only if this end has
+                    // NAPI: GRO on gives it that (shared/TOOLCHAIN.md).
+                    ns.exec("ethtool", &["-K", &pair.b.name, "gro", "on"]);
+                    let end = pair.b.clone();
+                    links.push(pair);
+                    end
+                })
+                .collect()
+        })
+        .collect();
+    let pair = VethPair::new(client, router);
+    let (client_link, client_port) = (pair.a.clone(), pair.b.clone());
+    links.push(pair);
+    client.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", &client_link.name]);
+    client.ip(&["route", "add", "default", "via", "10.191.0.1"]);
+    router.ip(&["addr", "add", "10.191.0.1/24", "dev", &client_port.name]);
+    // veth leaves transmit checksums to "hardware"; once XDP sends the frame on, nothing
+    // finishes them (shared/TOOLCHAIN.md).
+    client.exec("ethtool", &["-K", &client_link.name, "tx", "off"]);
 
     Wiring {
         links,

@@ -190,9 +190,12 @@ fn leader_cut_off_from_etcd(lab: &mut ClusterLab, flows: &mut Flows, generation:
         });
     }
     let takeover = at.elapsed();
-    lab.wait_node(cut, "cut off: out of its session, still a member", SESSION_BOUND, |s| {
-        s.cluster.as_ref().is_some_and(|c| !c.connected && c.member)
-    });
+    lab.wait_node(
+        cut,
+        "cut off: out of its session, still a member",
+        SESSION_BOUND,
+        |s| s.cluster.as_ref().is_some_and(|c| !c.connected && c.member),
+    );
     let all: Vec<usize> = (0..NODES).collect();
     assert_eq!(lab.announcing(), all, "(f) the cut node still announces");
     flows.assert_kept("(f) with the leader cut off from etcd");
@@ -225,7 +228,11 @@ fn element_added(lab: &mut ClusterLab, flows: &mut Flows, generation: u64) -> (V
     }
     let tables: Vec<Vec<String>> = (0..NODES).map(|i| lab.table(i)).collect();
     for (i, t) in tables.iter().enumerate() {
-        assert_eq!(t, &tables[0], "{}'s new table differs from n1's", lab.nodes[i].name);
+        assert_eq!(
+            t, &tables[0],
+            "{}'s new table differs from n1's",
+            lab.nodes[i].name
+        );
     }
     let pinned: Vec<usize> = (0..CONNS)
         .filter(|&k| pick(&tables[0], flows.sports[k]) != flows.elements[k])
@@ -257,18 +264,17 @@ fn follower_dies(
     fresh: &mut Flows,
     leader_name: &str,
 ) -> Vec<usize> {
-    let victim = (0..NODES).find(|&i| lab.nodes[i].name != leader_name).expect("a follower");
+    let victim = (0..NODES)
+        .find(|&i| lab.nodes[i].name != leader_name)
+        .expect("a follower");
     let survivors: Vec<usize> = (0..NODES).filter(|&i| i != victim).collect();
     let victim_pinned = pinned.iter().filter(|&&k| flows.paths[k] == victim).count();
-    assert!(victim_pinned >= 10, "the victim carries pinned flows: {victim_pinned}");
-    for &s in &survivors {
-        let others = CONNS + fresh.conns.len() - count(&flows.paths, s) - count(&fresh.paths, s);
-        lab.wait_node(s, "every other node's flows synced", SESSION_BOUND, |st| {
-            st.flow_sync
-                .as_ref()
-                .is_some_and(|f| f.records_stored >= others as u64)
-        });
-    }
+    assert!(
+        victim_pinned >= 10,
+        "the victim carries pinned flows: {victim_pinned}"
+    );
+    let paths: Vec<usize> = flows.paths.iter().chain(&fresh.paths).copied().collect();
+    lab.wait_flows_synced(&paths);
     let victim_name = lab.nodes[victim].name.clone();
     let at = lab.kill_node(victim);
     let moved = lab.wait_router(&survivors, at, ROUTER_BOUND);
@@ -285,7 +291,11 @@ fn follower_dies(
 /// (d) The leader dies: the last node leads and still fails an element over.
 fn leader_dies(lab: &mut ClusterLab, flows: Flows, survivors: &[usize], leader_name: &str) {
     let dead = lab.index(leader_name);
-    let last = survivors.iter().copied().find(|&i| i != dead).expect("a last node");
+    let last = survivors
+        .iter()
+        .copied()
+        .find(|&i| i != dead)
+        .expect("a last node");
     let last_name = lab.nodes[last].name.clone();
     let before = applied_generation(&lab.status(last));
     let at = lab.kill_node(dead);
@@ -302,7 +312,11 @@ fn leader_dies(lab: &mut ClusterLab, flows: Flows, survivors: &[usize], leader_n
         mut conns, elements, ..
     } = flows;
     assert_kept(&mut conns, &elements, "(d) after the leader died");
-    assert_eq!(applied_generation(&lab.status(last)), before, "(d) the takeover decides nothing");
+    assert_eq!(
+        applied_generation(&lab.status(last)),
+        before,
+        "(d) the takeover decides nothing"
+    );
 
     lab.stop_element(0);
     let after = lab.wait_node(last, "e1 failed over", SESSION_BOUND, |s| {
@@ -313,12 +327,13 @@ fn leader_dies(lab: &mut ClusterLab, flows: Flows, survivors: &[usize], leader_n
     let mut late = lab.connect(30);
     let late_elements: Vec<String> = late.iter().map(|c| pick(&table, c.sport).to_owned()).collect();
     assert_kept(&mut late, &late_elements, "(d) new flows after e1 failed");
-    let (mut kept, kept_elements): (Vec<Conn>, Vec<String>) = conns
-        .into_iter()
-        .zip(elements)
-        .filter(|(_, e)| e != "e1")
-        .unzip();
-    assert_kept(&mut kept, &kept_elements, "(d) connections of the other elements after e1 failed");
+    let (mut kept, kept_elements): (Vec<Conn>, Vec<String>) =
+        conns.into_iter().zip(elements).filter(|(_, e)| e != "e1").unzip();
+    assert_kept(
+        &mut kept,
+        &kept_elements,
+        "(d) connections of the other elements after e1 failed",
+    );
     println!(
         "(d) {leader_name} killed: {last_name} led after {takeover:?} (TTL {LEASE_TTL:?}), then failed e1 over \
          (generation {before} -> {}); the {} connections of e2 kept",

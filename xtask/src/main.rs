@@ -172,6 +172,14 @@ fn bench(cargo_bin: &str) -> Result<()> {
             "-p",
             "vnfpool-tests",
             "--bin",
+            "vnfpool-cluster-bench",
+        ],
+        &[
+            "run",
+            "--release",
+            "-p",
+            "vnfpool-tests",
+            "--bin",
             "vnfpool-api-bench",
         ],
     ];
