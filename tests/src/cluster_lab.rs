@@ -262,11 +262,18 @@ impl ClusterLab {
         for j in 0..ELEMENTS {
             lab.start_element(j);
         }
+        lab.start_nodes(configured, bfd);
+        lab
+    }
+
+    /// Starts every node's BIRD and daemon, and waits until each maps the pool's first
+    /// decision and the router has a next hop per node.
+    fn start_nodes(&mut self, configured: usize, bfd: Bfd) {
         for i in 0..NODES {
-            lab.configure(i, configured);
-            let node = &mut lab.nodes[i];
+            self.configure(i, configured);
+            let node = &mut self.nodes[i];
             node.bird = Some(Bird::start_node(
-                &lab.node_ns[i],
+                &self.node_ns[i],
                 &NodeConfig {
                     addr: node.addr,
                     asn: NODE_ASN,
@@ -276,21 +283,20 @@ impl ClusterLab {
                     bfd,
                 },
             ));
-            lab.start_daemon(i);
+            self.start_daemon(i);
         }
         for i in 0..NODES {
-            let name = lab.nodes[i].name.clone();
-            lab.router_bird.wait_established(&name, ESTABLISHED_TIMEOUT);
+            let name = self.nodes[i].name.clone();
+            self.router_bird.wait_established(&name, ESTABLISHED_TIMEOUT);
         }
-        let all: Vec<usize> = (0..NODES).collect();
         for i in 0..NODES {
-            lab.wait_node(i, "the pool mapped from a decision", READY_TIMEOUT, |s| {
+            self.wait_node(i, "the pool mapped from a decision", READY_TIMEOUT, |s| {
                 applied_generation(s) >= 1
                     && (0..configured).all(|j| role(s, &format!("e{}", j + 1)) == Some("active"))
             });
         }
-        lab.wait_router(&all, Instant::now(), ESTABLISHED_TIMEOUT);
-        lab
+        let all: Vec<usize> = (0..NODES).collect();
+        self.wait_router(&all, Instant::now(), ESTABLISHED_TIMEOUT);
     }
 
     /// Writes node `i`'s configuration with the first `elements` elements in the pool.

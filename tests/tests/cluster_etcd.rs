@@ -11,7 +11,8 @@ use std::{
 
 use vnfpool_daemon::{
     cluster::{
-        self, ClusterInput, ClusterOutput, Coordinator, Decision, Member, Update, Verdicts, etcd::Etcd,
+        self, ClusterInput, ClusterOutput, Coordinator, Decision, Drain, Intent, Member, Update, Verdicts,
+        etcd::Etcd,
     },
     model::{health::Health, roles::Role, spec::ClusterSpec},
 };
@@ -152,6 +153,63 @@ async fn one_leader_per_pool_and_only_it_decides() {
         a.campaign("dns").await.expect("campaign"),
         "a",
         "a takes the pool b led"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_and_levels_outlive_the_node_that_wrote_them() {
+    let etcd = TestEtcd::start(None);
+    let (a, b) = two_joined(&etcd).await;
+    let (_, mut changes) = a.watch().await.expect("watch");
+    let drain = Drain {
+        until_unix_ms: Some(1_900_000_000_000),
+    };
+    let drained = Update::Intent {
+        pool: "web".to_owned(),
+        intent: Intent::Drain {
+            element: "e2".to_owned(),
+            drain: Some(drain),
+        },
+    };
+    let level = Update::Intent {
+        pool: "web".to_owned(),
+        intent: Intent::Level { active: 2 },
+    };
+    for u in [&drained, &level] {
+        let Update::Intent { pool, intent } = u else {
+            unreachable!()
+        };
+        b.intend(pool, intent).await.expect("intent written");
+    }
+    until(&a, &mut changes, Duration::from_secs(5), |u| *u == drained).await;
+    until(&a, &mut changes, Duration::from_secs(5), |u| *u == level).await;
+
+    // b leaves; the drain and the level are the operator's and the SCE's, not b's: a node
+    // joining now still sees them.
+    b.leave().await;
+    let (seen, _) = a.watch().await.expect("watch");
+    assert!(seen.contains(&drained) && seen.contains(&level), "{seen:?}");
+
+    let undrain = Intent::Drain {
+        element: "e2".to_owned(),
+        drain: None,
+    };
+    a.intend("web", &undrain).await.expect("undrain");
+    let undrained = Update::Intent {
+        pool: "web".to_owned(),
+        intent: undrain,
+    };
+    until(&a, &mut changes, Duration::from_secs(5), |u| *u == undrained).await;
+    let (seen, _) = a.watch().await.expect("watch");
+    assert!(
+        !seen.iter().any(|u| matches!(
+            u,
+            Update::Intent {
+                intent: Intent::Drain { .. },
+                ..
+            }
+        )),
+        "{seen:?}"
     );
 }
 

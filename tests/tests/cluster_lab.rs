@@ -8,6 +8,8 @@
 //! - (f) the leader is cut off from etcd: it keeps forwarding and announcing with its last
 //!   decision (DESIGN: fail static), another node leads within the lease TTL, no decision is
 //!   made, and the cut node rejoins when etcd is back;
+//! - a drain asked of a node that does not lead reaches every node through the leader's
+//!   decision: no new flows to the element, its connections go on; an undrain ends it;
 //! - (c) an element is added, so that a third of the flows are pinned by the flow tables, then
 //!   (b) a node dies: its connections move to the other nodes through the router and keep their
 //!   element, the pinned ones too, because flow sync gave the others its flows;
@@ -21,8 +23,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use vnfpool_daemon::control::{Request, Response};
 use vnfpool_tests::{
-    cluster_lab::{ClusterLab, Conn, LEASE_TTL, NODES, applied_generation, leader, pick, role},
+    cluster_lab::{ClusterLab, Conn, LEASE_TTL, NODES, POOL, applied_generation, leader, pick, role},
     lab,
 };
 
@@ -100,6 +103,8 @@ fn three_nodes_behind_ecmp_keep_their_connections_through_node_leader_and_etcd_f
     let generation = applied_generation(&lab.status(0));
     etcd_away_under_traffic(&mut lab, &mut flows, generation);
     leader_cut_off_from_etcd(&mut lab, &mut flows, generation);
+    drain_asked_of_a_follower(&mut lab, &mut flows);
+    let generation = applied_generation(&lab.status(0));
     let (pinned, mut fresh) = element_added(&mut lab, &mut flows, generation);
     let leader_name = lab.leader(0).expect("a leader");
     let survivors = follower_dies(&mut lab, &mut flows, &pinned, &mut fresh, &leader_name);
@@ -211,6 +216,65 @@ fn leader_cut_off_from_etcd(lab: &mut ClusterLab, flows: &mut Flows, generation:
     assert_no_decision(lab, generation, "(f) back");
     println!(
         "(f) {cut_name} cut off from etcd: it kept its routes, {new_leader} led after {takeover:?}, no decision, {cut_name} back"
+    );
+}
+
+/// A drain asked of a node that does not lead: every node stops sending new flows to the
+/// element, its connections go on, and an undrain asked of another node ends it.
+fn drain_asked_of_a_follower(lab: &mut ClusterLab, flows: &mut Flows) {
+    let leader_name = lab.leader(0).expect("a leader");
+    let follower = (0..NODES)
+        .find(|&i| lab.nodes[i].name != leader_name)
+        .expect("a follower");
+    let other = (0..NODES)
+        .find(|&i| i != follower && lab.nodes[i].name != leader_name)
+        .expect("another follower");
+    let ask = |lab: &ClusterLab, i: usize, request: Request| match lab.daemon(i).request(&request) {
+        Response::Ok { message } => message,
+        other => panic!("{}: {request:?}: {other:?}", lab.nodes[i].name),
+    };
+    ask(
+        lab,
+        follower,
+        Request::Drain {
+            pool: POOL.to_owned(),
+            element: "e2".to_owned(),
+            deadline: None,
+        },
+    );
+    for i in 0..NODES {
+        lab.wait_node(i, "e2 draining", SESSION_BOUND, |s| {
+            role(s, "e2") == Some("draining")
+        });
+    }
+    for i in 0..NODES {
+        assert!(
+            lab.table(i).iter().all(|e| e == "e1"),
+            "{}: new flows go to e1 only",
+            lab.nodes[i].name
+        );
+    }
+    flows.assert_kept("while e2 drains");
+    let mut during = lab.connect(20);
+    let on_e1 = vec!["e1".to_owned(); during.len()];
+    assert_kept(&mut during, &on_e1, "new flows while e2 drains");
+    ask(
+        lab,
+        other,
+        Request::Undrain {
+            pool: POOL.to_owned(),
+            element: "e2".to_owned(),
+        },
+    );
+    for i in 0..NODES {
+        lab.wait_node(i, "e2 active again", SESSION_BOUND, |s| {
+            role(s, "e2") == Some("active")
+        });
+    }
+    flows.assert_kept("after e2 was undrained");
+    println!(
+        "drain of e2 asked of {}, undrain of {}: applied by every node, no connection lost",
+        lab.nodes[follower].name, lab.nodes[other].name
     );
 }
 

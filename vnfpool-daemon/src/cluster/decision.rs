@@ -49,6 +49,48 @@ impl Decision {
     }
 }
 
+/// An operator's drain of an element, kept in the store for every node: no new flows to it, its
+/// flows stay until they end or the deadline passes. The pool's leader decides the roles it
+/// leads to, as for any other change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    /// The deadline, in milliseconds since the Unix epoch (a wall-clock time: the nodes'
+    /// clocks are assumed to agree to well under a second); `None`: until undrained.
+    pub until_unix_ms: Option<u64>,
+}
+
+impl Drain {
+    /// The time left at `now_unix_ms`; `None` without a deadline.
+    #[must_use]
+    pub fn remaining(&self, now_unix_ms: u64) -> Option<std::time::Duration> {
+        self.until_unix_ms
+            .map(|until| std::time::Duration::from_millis(until.saturating_sub(now_unix_ms)))
+    }
+}
+
+/// What an operator or the SCE asked of a pool through any node: kept in the store for every
+/// node (no lease: it outlives them all), and turned into roles by the pool's leader like any
+/// other change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// An element's drain (`None`: undrained).
+    Drain { element: String, drain: Option<Drain> },
+    /// The SCE's redundancy level: the actives it wants.
+    Level { active: u32 },
+}
+
+impl Intent {
+    /// What a newer intent of the same pool replaces this one for: the element drained, or
+    /// (empty) the pool's level.
+    #[must_use]
+    pub fn subject(&self) -> &str {
+        match self {
+            Self::Drain { element, .. } => element,
+            Self::Level { .. } => "",
+        }
+    }
+}
+
 /// One node's verdicts on a pool's elements: element name → its health as that node sees it.
 pub type Verdicts = BTreeMap<String, Health>;
 

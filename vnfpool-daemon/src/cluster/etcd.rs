@@ -7,6 +7,8 @@
 //! | `leaders/<pool>` | the leader's node name | the leader's |
 //! | `decisions/<pool>` | [`Decision`] as JSON | none: outlives every node |
 //! | `verdicts/<pool>/<node>` | [`Verdicts`] as JSON | the node's |
+//! | `drains/<pool>/<element>` | [`Drain`] as JSON | none: an operator's, until undrained |
+//! | `levels/<pool>` | `{"active": n}`, the SCE's redundancy level | none |
 //!
 //! A leader is elected by creating `leaders/<pool>` only if it does not exist (a transaction
 //! comparing its create revision with 0), bound to the node's lease: when the node dies or is
@@ -26,7 +28,7 @@ use etcd_client::{
 use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
-use super::{Coordinator, CoordinatorError, Decision, Member, Update, Verdicts};
+use super::{Coordinator, CoordinatorError, Decision, Intent, Member, Update, Verdicts};
 use crate::model::spec::ClusterSpec;
 
 /// HTTP/2 ping period: just above etcd's default minimum.
@@ -128,9 +130,28 @@ impl Etcd {
                 node: (*node).to_owned(),
                 verdicts: decode(key, kv.value(), "verdict", deleted),
             }),
+            ["drains", pool, element] => Some(Update::Intent {
+                pool: (*pool).to_owned(),
+                intent: Intent::Drain {
+                    element: (*element).to_owned(),
+                    drain: decode(key, kv.value(), "drain", deleted),
+                },
+            }),
+            ["levels", pool] => {
+                decode(key, kv.value(), "redundancy level", deleted).map(|Level { active }| Update::Intent {
+                    pool: (*pool).to_owned(),
+                    intent: Intent::Level { active },
+                })
+            }
             _ => None,
         }
     }
+}
+
+/// The value of `levels/<pool>`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Level {
+    active: u32,
 }
 
 /// A value as vnfpool writes it (`None` for a deleted key); anything else is logged and
@@ -335,6 +356,28 @@ impl Coordinator for Etcd {
             Some(PutOptions::new().with_lease(lease)),
         ))
         .await?;
+        Ok(())
+    }
+
+    async fn intend(&self, pool: &str, intent: &Intent) -> Result<(), CoordinatorError> {
+        let (mut client, _) = self.session()?;
+        match intent {
+            Intent::Drain {
+                element,
+                drain: Some(d),
+            } => {
+                self.within(client.put(self.key(&["drains", pool, element]), encode(d), None))
+                    .await?;
+            }
+            Intent::Drain { element, drain: None } => {
+                self.within(client.delete(self.key(&["drains", pool, element]), None))
+                    .await?;
+            }
+            &Intent::Level { active } => {
+                self.within(client.put(self.key(&["levels", pool]), encode(&Level { active }), None))
+                    .await?;
+            }
+        }
         Ok(())
     }
 

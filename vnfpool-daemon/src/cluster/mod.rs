@@ -18,6 +18,13 @@
 //! that element for the cluster; it is down when no node sees it up. A node's verdicts vanish
 //! with its lease.
 //!
+//! # What operators and the SCE ask
+//! A drain or a redundancy level asked of any node is an [`Intent`]: written to the store
+//! without a lease (it outlives every node), applied by every node from its watch, and turned
+//! into roles by the pool's leader. A node out of the store refuses them rather than apply
+//! them later by surprise. Elements added at run time are not shared yet: a cluster node
+//! refuses them.
+//!
 //! # When the store is away
 //! A node that loses the store keeps forwarding with the last decision it applied and keeps
 //! probing; it decides nothing and applies nothing new until it is back, then takes the
@@ -44,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-pub use self::decision::{Decision, Verdicts, merge};
+pub use self::decision::{Decision, Drain, Intent, Verdicts, merge};
 
 /// A member of the cluster, as it registers itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +82,8 @@ pub enum ClusterInput {
         node: String,
         verdicts: Option<Verdicts>,
     },
+    /// An intent for a pool, asked of any node.
+    Intent { pool: String, intent: Intent },
 }
 
 /// What the controller asks the cluster to write.
@@ -84,6 +93,8 @@ pub enum ClusterOutput {
     Verdicts { pool: String, verdicts: Verdicts },
     /// A decision of a pool this node leads.
     Decide(Decision),
+    /// An intent for a pool asked of this node, for every node.
+    Intent { pool: String, intent: Intent },
 }
 
 /// A change seen in the store.
@@ -103,6 +114,10 @@ pub enum Update {
         pool: String,
         node: String,
         verdicts: Option<Verdicts>,
+    },
+    Intent {
+        pool: String,
+        intent: Intent,
     },
 }
 
@@ -139,6 +154,13 @@ pub trait Coordinator: Send + Sync + 'static {
     fn campaign(&self, pool: &str) -> impl Future<Output = Result<String, CoordinatorError>> + Send;
     /// Writes `decision` if this node still leads its pool; whether it did.
     fn decide(&self, decision: &Decision) -> impl Future<Output = Result<bool, CoordinatorError>> + Send;
+    /// Writes an intent for a pool (replacing the one of the same subject), for every node
+    /// and outliving them.
+    fn intend(
+        &self,
+        pool: &str,
+        intent: &Intent,
+    ) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
     /// Writes this node's verdicts on a pool (gone with the lease).
     fn report(
         &self,
@@ -163,11 +185,10 @@ pub async fn run<C: Coordinator>(
     mut outputs: mpsc::UnboundedReceiver<ClusterOutput>,
     inputs: mpsc::Sender<ClusterInput>,
 ) {
-    // This node's latest verdicts per pool: written again in every session.
-    let mut reported: BTreeMap<String, Verdicts> = BTreeMap::new();
+    let mut owed = Owed::default();
     let mut retry = RETRY_MIN;
     loop {
-        let ended = session(&coordinator, &me, &pools, &mut outputs, &inputs, &mut reported).await;
+        let ended = session(&coordinator, &me, &pools, &mut outputs, &inputs, &mut owed).await;
         if inputs.send(ClusterInput::Connected(false)).await.is_err() {
             break;
         }
@@ -189,27 +210,68 @@ pub async fn run<C: Coordinator>(
             }
         }
         // Decisions asked for meanwhile are dropped (the leader decides again once back);
-        // verdicts are kept for the next session.
+        // verdicts and drains wait for the next session.
         let sleep = tokio::time::sleep(retry);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
                 () = &mut sleep => break,
-                out = outputs.recv() => match out {
-                    Some(ClusterOutput::Verdicts { pool, verdicts }) => {
-                        reported.insert(pool, verdicts);
-                    }
-                    Some(ClusterOutput::Decide(_)) => {}
-                    None => {
+                out = outputs.recv() => {
+                    let Some(out) = out else {
                         coordinator.leave().await;
                         return;
-                    }
-                },
+                    };
+                    owed.keep(out);
+                }
             }
         }
         retry = (retry * 2).min(RETRY_MAX);
     }
     coordinator.leave().await;
+}
+
+/// What this node has to write at the start of every session: its latest verdicts per pool
+/// (they went with its last lease), and the intents asked of it that no session wrote yet.
+#[derive(Default)]
+struct Owed {
+    verdicts: BTreeMap<String, Verdicts>,
+    /// By pool and subject ([`Intent::subject`]).
+    intents: BTreeMap<(String, String), Intent>,
+}
+
+impl Owed {
+    /// Keeps what `out` asks for the next session (a decision is dropped: the leader decides
+    /// again once back).
+    fn keep(&mut self, out: ClusterOutput) {
+        match out {
+            ClusterOutput::Verdicts { pool, verdicts } => {
+                self.verdicts.insert(pool, verdicts);
+            }
+            ClusterOutput::Decide(_) => {}
+            ClusterOutput::Intent { pool, intent } => {
+                self.intents.insert((pool, intent.subject().to_owned()), intent);
+            }
+        }
+    }
+
+    /// Writes everything owed (at the start of a session).
+    async fn write<C: Coordinator>(&mut self, c: &C) -> Result<(), CoordinatorError> {
+        for (pool, verdicts) in &self.verdicts {
+            c.report(pool, verdicts).await?;
+        }
+        self.write_intents(c).await
+    }
+
+    /// Writes the intents owed; those written are owed no more.
+    async fn write_intents<C: Coordinator>(&mut self, c: &C) -> Result<(), CoordinatorError> {
+        while let Some(((pool, subject), intent)) = self.intents.pop_first() {
+            if let Err(e) = c.intend(&pool, &intent).await {
+                self.intents.insert((pool, subject), intent);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
 }
 
 enum Ended {
@@ -227,7 +289,7 @@ async fn session<C: Coordinator>(
     pools: &[String],
     outputs: &mut mpsc::UnboundedReceiver<ClusterOutput>,
     inputs: &mpsc::Sender<ClusterInput>,
-    reported: &mut BTreeMap<String, Verdicts>,
+    owed: &mut Owed,
 ) -> Ended {
     let failed = |error| Ended::Failed { error, joined: false };
     if let Err(e) = c.join(me).await {
@@ -242,10 +304,8 @@ async fn session<C: Coordinator>(
     if inputs.send(ClusterInput::Connected(true)).await.is_err() {
         return Ended::Closed;
     }
-    for (pool, verdicts) in reported.iter() {
-        if let Err(e) = c.report(pool, verdicts).await {
-            return failed(e);
-        }
+    if let Err(e) = owed.write(c).await {
+        return failed(e);
     }
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
     let mut leaderless: BTreeSet<String> = pools.iter().cloned().collect();
@@ -274,6 +334,7 @@ async fn session<C: Coordinator>(
                 }
                 Update::Decision(d) => ClusterInput::Decision(d),
                 Update::Verdicts { pool, node, verdicts } => ClusterInput::Verdicts { pool, node, verdicts },
+                Update::Intent { pool, intent } => ClusterInput::Intent { pool, intent },
             };
             if inputs.send(input).await.is_err() {
                 return Ended::Closed;
@@ -308,18 +369,24 @@ async fn session<C: Coordinator>(
             },
             out = outputs.recv() => match out {
                 None => return Ended::Closed,
-                Some(ClusterOutput::Verdicts { pool, verdicts }) => {
-                    let written = c.report(&pool, &verdicts).await;
-                    reported.insert(pool, verdicts);
-                    if let Err(e) = written {
-                        return failed(e);
-                    }
-                }
                 Some(ClusterOutput::Decide(d)) => match c.decide(&d).await {
                     Ok(true) => {}
                     Ok(false) => warn!(pool = %d.pool, generation = d.generation, "decision not written: this node no longer leads the pool"),
                     Err(e) => return failed(e),
                 },
+                Some(ClusterOutput::Verdicts { pool, verdicts }) => {
+                    let written = c.report(&pool, &verdicts).await;
+                    owed.verdicts.insert(pool, verdicts);
+                    if let Err(e) = written {
+                        return failed(e);
+                    }
+                }
+                Some(intent @ ClusterOutput::Intent { .. }) => {
+                    owed.keep(intent);
+                    if let Err(e) = owed.write_intents(c).await {
+                        return failed(e);
+                    }
+                }
             },
         }
     }

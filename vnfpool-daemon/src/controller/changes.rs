@@ -36,7 +36,7 @@ use crate::{
 
 /// A drain without a deadline lasts this long (until undrained, in practice), and none lasts
 /// longer.
-const FOREVER: std::time::Duration = std::time::Duration::from_hours(87_600);
+pub(super) const FOREVER: std::time::Duration = std::time::Duration::from_hours(87_600);
 
 /// The results of the controller's own tasks.
 #[derive(Debug)]
@@ -92,14 +92,14 @@ impl Change {
 }
 
 /// A configuration change, checked, ready to be carried out once its addresses are known.
-struct Pending {
+pub(super) struct Pending {
     file_spec: Spec,
     added: Added,
     spec: Spec,
 }
 
 /// What a change answers.
-enum Answer {
+pub(super) enum Answer {
     Text(String),
     Added(ElementAdded),
     Level(LevelAnswer),
@@ -119,7 +119,7 @@ impl Change {
 }
 
 /// What a checked change leads to.
-enum Prepared {
+pub(super) enum Prepared {
     /// Nothing to change: the answer.
     Done(Answer),
     /// A change to carry out.
@@ -149,11 +149,20 @@ impl<D: Dataplane> Controller<D> {
                 // Clamped here, at input: a deadline of `500000000000y` would overflow the
                 // clock's arithmetic, and a state saved with it would crash every restart.
                 let deadline = deadline.map_or(FOREVER, |d| d.min(FOREVER));
-                let answer = self.admin(&pool, &element, |e| Event::Drain { element: e, deadline });
+                let answer = if self.cluster.is_some() {
+                    let deadline = (deadline < FOREVER).then_some(deadline);
+                    self.cluster_drain(&pool, &element, Some(super::cluster::drain_from_now(deadline)))
+                } else {
+                    self.admin(&pool, &element, |e| Event::Drain { element: e, deadline })
+                };
                 return drop(reply.send(answer));
             }
             Command::Undrain { pool, element, reply } => {
-                let answer = self.admin(&pool, &element, |e| Event::Undrain { element: e });
+                let answer = if self.cluster.is_some() {
+                    self.cluster_drain(&pool, &element, None)
+                } else {
+                    self.admin(&pool, &element, |e| Event::Undrain { element: e })
+                };
                 return drop(reply.send(answer));
             }
             Command::Reload { reply } => {
@@ -166,14 +175,15 @@ impl<D: Dataplane> Controller<D> {
             }
             Command::AddElement(add) => Change::Add(add),
             Command::RemoveElement(remove) => Change::Remove(remove),
+            Command::SetRedundancy(level) if self.cluster.is_some() => return self.cluster_level(level),
             Command::SetRedundancy(level) => Change::Level(level),
         };
         self.try_change(change);
     }
 
-    /// A cluster node takes no command that changes a pool's elements or their holds: the
-    /// cluster does not share those yet (README, Limits), and one node alone would differ
-    /// from the others. Answers such a command (`Err`) or hands it back.
+    /// A cluster node takes no command that changes a pool's elements: the cluster does not
+    /// share those yet (README, Limits), and one node alone would differ from the others.
+    /// Answers such a command (`Err`) or hands it back.
     fn refused_in_cluster(&self, cmd: Command) -> Result<Command, ()> {
         if self.cluster.is_none() {
             return Ok(cmd);
@@ -181,17 +191,18 @@ impl<D: Dataplane> Controller<D> {
         let refusal = |pool: &str| {
             Refusal::Conflict {
             pool: pool.to_owned(),
-            why: "this node is one of a cluster, which does not share drains, run-time elements or redundancy levels yet; change them in every node's configuration file".to_owned(),
+            why: "this node is one of a cluster, which does not share run-time elements yet; change them in every node's configuration file".to_owned(),
         }
         };
         match cmd {
-            Command::Drain { pool, reply, .. } | Command::Undrain { pool, reply, .. } => {
-                let _ = reply.send(Err(refusal(&pool)));
-            }
             Command::AddElement(a) => drop(a.reply.send(Err(refusal(&a.pool)))),
             Command::RemoveElement(r) => drop(r.reply.send(Err(refusal(&r.pool)))),
-            Command::SetRedundancy(l) => drop(l.reply.send(Err(refusal(&l.pool)))),
-            Command::Reload { .. } => return Ok(cmd),
+            Command::Reload { .. }
+            | Command::Drain { .. }
+            | Command::Undrain { .. }
+            | Command::SetRedundancy(_) => {
+                return Ok(cmd);
+            }
         }
         Err(())
     }
@@ -246,7 +257,7 @@ impl<D: Dataplane> Controller<D> {
 
     /// Checks `change` against the state of now and carries it out, or first resolves the
     /// addresses it needs in a task (it then comes back here, to be checked again).
-    fn try_change(&mut self, change: Change) {
+    pub(super) fn try_change(&mut self, change: Change) {
         let pending = match self.prepare(&change) {
             Err(why) => return change.refuse(why),
             Ok(Prepared::Done(answer)) => return change.answer(answer),
@@ -320,6 +331,7 @@ impl<D: Dataplane> Controller<D> {
         self.sync_agents(now);
         for p in changed {
             self.step(p, Event::Tick, now);
+            self.cluster_changed(p, now);
             if self.pools[p].live
                 && let Err(e) = self.remap(p, now)
             {
@@ -592,7 +604,7 @@ impl<D: Dataplane> Controller<D> {
     }
 
     /// See [`Command::SetRedundancy`].
-    fn prepare_level(&self, pool: &str, active: u32) -> Result<Prepared, Refusal> {
+    pub(super) fn prepare_level(&self, pool: &str, active: u32) -> Result<Prepared, Refusal> {
         let p = self.pool_position(pool)?;
         let mut base = self.pools[p].spec.clone();
         if let Some(file) = self.file_spec.pools.iter().find(|f| f.name == pool) {

@@ -3,14 +3,21 @@
 //! the pool's leader decides from that state, and every node maps the pool from the newest
 //! decision. Without a `cluster:` section none of this runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use super::Controller;
+use super::{
+    Controller,
+    changes::{Answer, Change, Prepared},
+    commands::{LevelAnswer, Refusal, Reply, SetRedundancy},
+};
 use crate::{
-    cluster::{ClusterInput, ClusterOutput, Decision, Member, Verdicts, merge},
+    cluster::{ClusterInput, ClusterOutput, Decision, Drain, Intent, Member, Verdicts, merge},
     dataplane::Dataplane,
     model::{
         failover::{Effect, Event, FailoverRecord, PoolState},
@@ -38,6 +45,9 @@ pub(super) struct ClusterRt {
     member: bool,
     members: Vec<Member>,
     pools: HashMap<String, ClusterPool>,
+    /// Levels asked of this node, by pool, with the actives each asked: answered once the
+    /// level comes back from the store and is applied here.
+    level_replies: HashMap<String, Vec<(u32, Reply<LevelAnswer>)>>,
 }
 
 /// One pool, cluster-wide.
@@ -61,6 +71,7 @@ impl ClusterRt {
             member: false,
             members: Vec::new(),
             pools: HashMap::new(),
+            level_replies: HashMap::new(),
         }
     }
 
@@ -287,6 +298,13 @@ impl<D: Dataplane> Controller<D> {
                     for cp in c.pools.values_mut() {
                         cp.leader = None;
                     }
+                    for (pool, replies) in c.level_replies.drain() {
+                        for (active, reply) in replies {
+                            let _ = reply.send(Err(Refusal::Failed(format!(
+                                "pool {pool}: this node's session with the cluster's store ended before the level of {active} actives came back; it applies once the node is back (vnfpool status shows the pool's level)"
+                            ))));
+                        }
+                    }
                 }
             }
             ClusterInput::Members(members) => c.members = members,
@@ -331,7 +349,138 @@ impl<D: Dataplane> Controller<D> {
                 };
                 self.reconsider(p, now);
             }
+            ClusterInput::Intent {
+                pool,
+                intent: Intent::Drain { element, drain },
+            } => self.cluster_drained(&pool, &element, drain, now),
+            ClusterInput::Intent {
+                pool,
+                intent: Intent::Level { active },
+            } => self.cluster_leveled(pool, active),
         }
+    }
+
+    /// A drain (`Some`) or an undrain asked of this node:
+    /// written to the store for every node, the pool's leader deciding the roles it leads to.
+    /// Refused while this node is out of the store: it would apply only once the node is back.
+    pub(super) fn cluster_drain(
+        &mut self,
+        pool: &str,
+        element: &str,
+        drain: Option<Drain>,
+    ) -> Result<String, Refusal> {
+        let p = self.pool_named(pool).ok_or_else(|| Refusal::NoPool {
+            pool: pool.to_owned(),
+        })?;
+        if !self.pools[p].spec.elements.iter().any(|e| e.name == element) {
+            return Err(Refusal::NoElement {
+                pool: pool.to_owned(),
+                element: element.to_owned(),
+            });
+        }
+        let Some(c) = &self.cluster else {
+            unreachable!("asked of a cluster node only")
+        };
+        if !c.connected {
+            return Err(Refusal::Failed(format!(
+                "{pool}/{element}: this node is out of its session with the cluster's store, which holds drains; ask another node or try again"
+            )));
+        }
+        let _ = c.out.send(ClusterOutput::Intent {
+            pool: pool.to_owned(),
+            intent: Intent::Drain {
+                element: element.to_owned(),
+                drain,
+            },
+        });
+        let what = if drain.is_some() { "drain" } else { "undrain" };
+        Ok(format!(
+            "{pool}/{element}: {what} written for the cluster; the pool's leader applies it (vnfpool status shows the role)"
+        ))
+    }
+
+    /// An SCE's redundancy level asked of this node: checked here, then written to the store
+    /// for every node; answered once it comes back from the store and is applied here.
+    pub(super) fn cluster_level(&mut self, level: SetRedundancy) {
+        let SetRedundancy { pool, active, reply } = level;
+        match self.prepare_level(&pool, active) {
+            Err(why) => return drop(reply.send(Err(why))),
+            Ok(Prepared::Done(Answer::Level(answer))) => return drop(reply.send(Ok(answer))),
+            Ok(Prepared::Done(_)) => unreachable!("a level answers with a level"),
+            Ok(Prepared::Change(_)) => {}
+        }
+        let Some(c) = &mut self.cluster else {
+            unreachable!("asked of a cluster node only")
+        };
+        if !c.connected {
+            return drop(reply.send(Err(Refusal::Failed(format!(
+                "pool {pool}: this node is out of its session with the cluster's store, which holds redundancy levels; ask another node or try again"
+            )))));
+        }
+        let _ = c.out.send(ClusterOutput::Intent {
+            pool: pool.clone(),
+            intent: Intent::Level { active },
+        });
+        c.level_replies.entry(pool).or_default().push((active, reply));
+    }
+
+    /// A redundancy level from the store: applied here as a change of the pool's level, which
+    /// answers the request that asked for it if it was asked of this node.
+    fn cluster_leveled(&mut self, pool: String, active: u32) {
+        let reply = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.level_replies.get_mut(&pool))
+            .and_then(|replies| {
+                let i = replies.iter().position(|(a, _)| *a == active)?;
+                Some(replies.remove(i).1)
+            })
+            .unwrap_or_else(|| oneshot::channel().0);
+        info!(%pool, active, "redundancy level from the cluster");
+        self.try_change(Change::Level(SetRedundancy { pool, active, reply }));
+    }
+
+    /// A drain or undrain from the store: steps the pool's cluster-wide state, which its
+    /// leader decides from.
+    fn cluster_drained(&mut self, pool: &str, element: &str, drain: Option<Drain>, now: Now) {
+        let Some(p) = self.pool_named(pool) else { return };
+        let spec = &self.pools[p].spec;
+        let Some(e) = spec.elements.iter().position(|x| x.name == element) else {
+            warn!(%pool, %element, "a drain names an element this node's configuration lacks: the nodes' configurations differ");
+            return;
+        };
+        let event = match drain {
+            Some(d) => Event::Drain {
+                element: e,
+                deadline: d.remaining(unix_ms()).unwrap_or(super::changes::FOREVER),
+            },
+            None => Event::Undrain { element: e },
+        };
+        info!(%pool, %element, ?drain, "drain from the cluster");
+        self.cluster_step(p, event, now);
+    }
+
+    /// Pool `p`'s configuration changed (a reload, a level): its cluster-wide state follows
+    /// it, and its leader decides again.
+    pub(super) fn cluster_changed(&mut self, p: usize, now: Now) {
+        self.cluster_step(p, Event::Tick, now);
+    }
+
+    /// Steps pool `p`'s cluster-wide state with `event`; its leader decides from the result.
+    fn cluster_step(&mut self, p: usize, event: Event, now: Now) {
+        let Some(c) = &mut self.cluster else { return };
+        let spec = &self.pools[p].spec;
+        let leads = c.leads(&spec.name);
+        let cp = c.pools.entry(spec.name.clone()).or_default();
+        let decided = std::time::Instant::now();
+        let records = match cluster_state(&mut cp.state, spec).step(spec, event, now) {
+            Ok(effects) => failovers(effects).collect(),
+            Err(e) => {
+                error!(error = %e, "cluster decision refused");
+                Vec::new()
+            }
+        };
+        self.decide_and_record(p, now, leads, records, decided);
     }
 
     /// The earliest deadline of the pools' cluster-wide states (fail-back periods, drains).
@@ -346,22 +495,14 @@ impl<D: Dataplane> Controller<D> {
     /// Fires the cluster-wide states' deadlines up to `now`.
     pub(super) fn cluster_tick(&mut self, now: Now) {
         for p in 0..self.pools.len() {
-            let Some(c) = &mut self.cluster else { return };
-            let spec = &self.pools[p].spec;
-            let leads = c.leads(&spec.name);
-            let Some(state) = c.pools.get_mut(&spec.name).and_then(|cp| cp.state.as_mut()) else {
-                continue;
-            };
-            if state.next_deadline().is_some_and(|d| d <= now) {
-                let decided = std::time::Instant::now();
-                let records = match state.step(spec, Event::Tick, now) {
-                    Ok(effects) => failovers(effects).collect(),
-                    Err(e) => {
-                        error!(error = %e, "cluster decision refused");
-                        Vec::new()
-                    }
-                };
-                self.decide_and_record(p, now, leads, records, decided);
+            let Some(c) = &self.cluster else { return };
+            let due = c
+                .pools
+                .get(&self.pools[p].spec.name)
+                .and_then(|cp| cp.state.as_ref()?.next_deadline())
+                .is_some_and(|d| d <= now);
+            if due {
+                self.cluster_step(p, Event::Tick, now);
             }
         }
     }
@@ -398,6 +539,21 @@ fn cluster_state<'s>(state: &'s mut Option<PoolState>, spec: &PoolSpec) -> &'s m
     let state = state.get_or_insert_with(|| PoolState::new(spec));
     state.reconcile(spec);
     state
+}
+
+/// A drain asked now, ending after `deadline` (`None`: when undrained).
+pub(super) fn drain_from_now(deadline: Option<Duration>) -> Drain {
+    Drain {
+        until_unix_ms: deadline
+            .map(|d| unix_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))),
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The failovers among `effects`.

@@ -69,6 +69,7 @@ impl Bus {
                                 s.written.push(d.clone());
                                 ClusterInput::Decision(d)
                             }
+                            ClusterOutput::Intent { pool, intent } => ClusterInput::Intent { pool, intent },
                         };
                         (s.reachable(), input)
                     };
@@ -333,8 +334,81 @@ async fn a_node_without_the_store_keeps_its_mapping_and_decides_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_cluster_node_refuses_what_the_cluster_does_not_share_yet() {
+async fn a_drain_asked_of_any_node_is_decided_by_the_leader_and_mapped_by_every_node() {
     let bus = Bus::three(AA).await;
+    bus.up(&["e1", "e2", "e3"]).await;
+    let settled = bus.settled().await;
+    let drain = |element: &str, deadline| {
+        let element = element.to_owned();
+        move |reply| super::Command::Drain {
+            pool: "dns".to_owned(),
+            element,
+            deadline,
+            reply,
+        }
+    };
+
+    // Asked of b, which does not lead: a decides, every node maps e2 draining.
+    let answer = bus.node("b").ask(drain("e2", None)).await.expect("accepted");
+    assert!(answer.contains("drain written for the cluster"), "{answer}");
+    let maps = bus.applied(&["a", "b", "c"], settled + 1).await;
+    assert_eq!(maps[0], maps[1]);
+    assert_eq!(maps[0], maps[2]);
+    assert!(
+        !maps[0].ring.contains(&bus.node("a").slot("dns", "e2")),
+        "no new flows to e2"
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(bus.node(name).role("dns", "e2"), "draining", "on {name}");
+    }
+    assert_eq!(bus.written().last().expect("a decision").leader, "a");
+
+    // Undrained through c.
+    let answer = bus
+        .node("c")
+        .ask(|reply| super::Command::Undrain {
+            pool: "dns".to_owned(),
+            element: "e2".to_owned(),
+            reply,
+        })
+        .await
+        .expect("accepted");
+    assert!(answer.contains("undrain written"), "{answer}");
+    bus.applied(&["a", "b", "c"], settled + 2).await;
+    assert_eq!(bus.node("b").role("dns", "e2"), "active");
+
+    // A deadline ends the drain on every node, through the leader's next decision.
+    bus.node("c")
+        .ask(drain("e3", Some(std::time::Duration::from_secs(5))))
+        .await
+        .expect("accepted");
+    bus.applied(&["a", "b", "c"], settled + 3).await;
+    assert_eq!(bus.node("c").role("dns", "e3"), "draining");
+    bus.applied(&["a", "b", "c"], settled + 4).await;
+    assert_eq!(bus.node("b").role("dns", "e3"), "out");
+
+    // An unknown element is refused at once, on any node.
+    let answer = bus.node("b").ask(drain("e9", None)).await;
+    assert!(
+        matches!(answer, Err(super::Refusal::NoElement { .. })),
+        "{answer:?}"
+    );
+    bus.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_asked_of_a_node_out_of_the_store_is_refused() {
+    let bus = Bus::three(AA).await;
+    bus.node("b")
+        .cluster
+        .send(ClusterInput::Connected(false))
+        .await
+        .expect("running");
+    bus.node("b")
+        .until("b out of its session", |s| {
+            s.cluster.as_ref().is_some_and(|c| !c.connected)
+        })
+        .await;
     let answer = bus
         .node("b")
         .ask(|reply| super::Command::Drain {
@@ -342,6 +416,67 @@ async fn a_cluster_node_refuses_what_the_cluster_does_not_share_yet() {
             element: "e1".to_owned(),
             deadline: None,
             reply,
+        })
+        .await;
+    assert!(
+        matches!(&answer, Err(super::Refusal::Failed(why)) if why.contains("out of its session")),
+        "{answer:?}"
+    );
+    bus.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_level_asked_of_any_node_changes_every_nodes_pool_and_the_leaders_decision() {
+    let bus = Bus::three("{ model: n+m, active: 1 }").await;
+    bus.up(&["e1", "e2", "e3"]).await;
+    for name in ["a", "b", "c"] {
+        bus.node(name)
+            .until(&format!("{name}: one active"), |s| {
+                roles(s, "dns") == ["active", "standby", "standby"]
+            })
+            .await;
+    }
+    let level = |active| {
+        move |reply| {
+            super::Command::SetRedundancy(super::SetRedundancy {
+                pool: "dns".to_owned(),
+                active,
+                reply,
+            })
+        }
+    };
+    // Asked of c, which does not lead: answered once c applied it from the store.
+    let answer = bus.node("c").ask(level(2)).await.expect("applied");
+    assert_eq!((answer.pool.as_str(), answer.active), ("dns", 2), "{answer:?}");
+    for name in ["a", "b", "c"] {
+        bus.node(name)
+            .until(&format!("{name}: two actives"), |s| {
+                roles(s, "dns") == ["active", "active", "standby"]
+            })
+            .await;
+    }
+    assert!(
+        bus.written().iter().all(|d| d.leader == "a"),
+        "the leader decided it"
+    );
+    // Checked where asked, before anything is written.
+    let why = bus.node("b").ask(level(4)).await;
+    assert!(matches!(why, Err(super::Refusal::Conflict { .. })), "{why:?}");
+    bus.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_node_refuses_what_the_cluster_does_not_share_yet() {
+    let bus = Bus::three(AA).await;
+    let answer = bus
+        .node("b")
+        .ask(|reply| {
+            super::Command::RemoveElement(super::RemoveElement {
+                pool: "dns".to_owned(),
+                element: "e1".to_owned(),
+                subject: None,
+                reply,
+            })
         })
         .await;
     assert!(
