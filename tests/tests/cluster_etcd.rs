@@ -157,7 +157,7 @@ async fn one_leader_per_pool_and_only_it_decides() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drains_and_levels_outlive_the_node_that_wrote_them() {
+async fn drains_levels_and_elements_outlive_the_node_that_wrote_them() {
     let etcd = TestEtcd::start(None);
     let (a, b) = two_joined(&etcd).await;
     let (_, mut changes) = a.watch().await.expect("watch");
@@ -175,7 +175,19 @@ async fn drains_and_levels_outlive_the_node_that_wrote_them() {
         pool: "web".to_owned(),
         intent: Intent::Level { active: 2 },
     };
-    for u in [&drained, &level] {
+    let element = Update::Intent {
+        pool: "web".to_owned(),
+        intent: Intent::Element {
+            name: "e4".to_owned(),
+            element: Some(Box::new(vnfpool_daemon::registry::AddedElement {
+                name: "e4".to_owned(),
+                origin: vnfpool_daemon::model::spec::Origin::Operator,
+                body: serde_json::json!({ "address": "10.0.0.4" }),
+                agent: None,
+            })),
+        },
+    };
+    for u in [&drained, &level, &element] {
         let Update::Intent { pool, intent } = u else {
             unreachable!()
         };
@@ -183,12 +195,16 @@ async fn drains_and_levels_outlive_the_node_that_wrote_them() {
     }
     until(&a, &mut changes, Duration::from_secs(5), |u| *u == drained).await;
     until(&a, &mut changes, Duration::from_secs(5), |u| *u == level).await;
+    until(&a, &mut changes, Duration::from_secs(5), |u| *u == element).await;
 
-    // b leaves; the drain and the level are the operator's and the SCE's, not b's: a node
-    // joining now still sees them.
+    // b leaves; the drain, the level and the element are the operator's and the SCE's, not
+    // b's: a node joining now still sees them.
     b.leave().await;
     let (seen, _) = a.watch().await.expect("watch");
-    assert!(seen.contains(&drained) && seen.contains(&level), "{seen:?}");
+    assert!(
+        seen.contains(&drained) && seen.contains(&level) && seen.contains(&element),
+        "{seen:?}"
+    );
 
     let undrain = Intent::Drain {
         element: "e2".to_owned(),

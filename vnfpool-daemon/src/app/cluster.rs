@@ -4,7 +4,6 @@
 
 use std::{collections::BTreeSet, net::SocketAddr, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
 
-use sha2::{Digest as _, Sha256};
 use tokio::{
     sync::{mpsc, oneshot, watch},
     task::JoinHandle,
@@ -74,7 +73,7 @@ pub(super) async fn join(spec: &Spec, dp: &mut AyaDataplane) -> Result<Joined, A
     dp.set_flow_events(true)?;
     let events = dp.flow_events()?;
     let table = Arc::new(dp.flow_table()?);
-    let config = FlowSyncConfig::new(c.flow_sync.listen, key, node_id(&c.node));
+    let config = FlowSyncConfig::new(c.flow_sync.listen, key, cluster::node_id(&c.node));
     let flows = FlowSync::start(config, events, table, peers)
         .await
         .map_err(|e| AppError::Cluster(format!("flow sync on {}: {e}", c.flow_sync.listen)))?;
@@ -96,13 +95,6 @@ fn peers_of(me: &str, members: &[Member]) -> Vec<SocketAddr> {
         .filter(|m| m.node != me)
         .map(|m| m.flow_sync)
         .collect()
-}
-
-/// A node's flow-sync id: the first eight bytes of the SHA-256 of its name, the same on
-/// every start.
-fn node_id(name: &str) -> u64 {
-    let digest = Sha256::digest(name.as_bytes());
-    u64::from_be_bytes(digest[..8].try_into().expect("eight bytes"))
 }
 
 /// The cluster key: `KEY_MIN..=KEY_MAX` bytes, readable by its owner only.
@@ -184,12 +176,6 @@ fn wanted(snapshot: &Snapshot) -> BTreeSet<std::net::IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn node_ids_are_stable_and_differ() {
-        assert_eq!(node_id("lb-1"), node_id("lb-1"));
-        assert_ne!(node_id("lb-1"), node_id("lb-2"));
-    }
 
     #[test]
     fn peers_are_the_other_members() {

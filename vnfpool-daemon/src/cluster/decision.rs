@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{health::Health, roles::Role, spec::PoolSpec};
+use crate::{
+    model::{health::Health, roles::Role, spec::PoolSpec},
+    registry::AddedElement,
+};
 
 /// A pool leader's decision: the role of every element, numbered. Every node maps the pool
 /// from the roles of the newest decision it has seen ([`crate::model::plan::plan_roles`]), so
@@ -77,16 +80,23 @@ pub enum Intent {
     Drain { element: String, drain: Option<Drain> },
     /// The SCE's redundancy level: the actives it wants.
     Level { active: u32 },
+    /// An element added at run time (by an operator, or registered by itself with its
+    /// heartbeat key and id), `None`: removed.
+    Element {
+        name: String,
+        element: Option<Box<AddedElement>>,
+    },
 }
 
 impl Intent {
-    /// What a newer intent of the same pool replaces this one for: the element drained, or
-    /// (empty) the pool's level.
+    /// What a newer intent of the same pool replaces this one for: `drain/<element>`,
+    /// `level`, `element/<name>`.
     #[must_use]
-    pub fn subject(&self) -> &str {
+    pub fn subject(&self) -> String {
         match self {
-            Self::Drain { element, .. } => element,
-            Self::Level { .. } => "",
+            Self::Drain { element, .. } => format!("drain/{element}"),
+            Self::Level { .. } => "level".to_owned(),
+            Self::Element { name, .. } => format!("element/{name}"),
         }
     }
 }

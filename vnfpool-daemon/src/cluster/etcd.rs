@@ -9,6 +9,7 @@
 //! | `verdicts/<pool>/<node>` | [`Verdicts`] as JSON | the node's |
 //! | `drains/<pool>/<element>` | [`Drain`] as JSON | none: an operator's, until undrained |
 //! | `levels/<pool>` | `{"active": n}`, the SCE's redundancy level | none |
+//! | `elements/<pool>/<name>` | an element added at run time as JSON (a registration's heartbeat key included) | none |
 //!
 //! A leader is elected by creating `leaders/<pool>` only if it does not exist (a transaction
 //! comparing its create revision with 0), bound to the node's lease: when the node dies or is
@@ -135,6 +136,13 @@ impl Etcd {
                 intent: Intent::Drain {
                     element: (*element).to_owned(),
                     drain: decode(key, kv.value(), "drain", deleted),
+                },
+            }),
+            ["elements", pool, name] => Some(Update::Intent {
+                pool: (*pool).to_owned(),
+                intent: Intent::Element {
+                    name: (*name).to_owned(),
+                    element: decode(key, kv.value(), "element", deleted).map(Box::new),
                 },
             }),
             ["levels", pool] => {
@@ -371,6 +379,17 @@ impl Coordinator for Etcd {
             }
             Intent::Drain { element, drain: None } => {
                 self.within(client.delete(self.key(&["drains", pool, element]), None))
+                    .await?;
+            }
+            Intent::Element {
+                name,
+                element: Some(e),
+            } => {
+                self.within(client.put(self.key(&["elements", pool, name]), encode(e), None))
+                    .await?;
+            }
+            Intent::Element { name, element: None } => {
+                self.within(client.delete(self.key(&["elements", pool, name]), None))
                     .await?;
             }
             &Intent::Level { active } => {

@@ -19,11 +19,11 @@
 //! with its lease.
 //!
 //! # What operators and the SCE ask
-//! A drain or a redundancy level asked of any node is an [`Intent`]: written to the store
-//! without a lease (it outlives every node), applied by every node from its watch, and turned
-//! into roles by the pool's leader. A node out of the store refuses them rather than apply
-//! them later by surprise. Elements added at run time are not shared yet: a cluster node
-//! refuses them.
+//! A drain, a redundancy level or an element added at run time (an operator's, or one that
+//! registered itself, with its heartbeat key) asked of any node is an [`Intent`]: written to
+//! the store without a lease (it outlives every node), applied by every node from its watch,
+//! and turned into roles by the pool's leader. A node out of the store refuses them rather
+//! than apply them later by surprise.
 //!
 //! # When the store is away
 //! A node that loses the store keeps forwarding with the last decision it applied and keeps
@@ -52,6 +52,16 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use self::decision::{Decision, Drain, Intent, Verdicts, merge};
+
+/// A node's id: the first eight bytes of the SHA-256 of its name, the same on every start
+/// (flow sync's sender id; the high half prefixes the registration ids the node hands out, so
+/// that no two nodes hand out the same).
+#[must_use]
+pub fn node_id(name: &str) -> u64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("eight bytes"))
+}
 
 /// A member of the cluster, as it registers itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +94,9 @@ pub enum ClusterInput {
     },
     /// An intent for a pool, asked of any node.
     Intent { pool: String, intent: Intent },
+    /// At the start of a session: every element added at run time the store holds, by pool
+    /// and name (a node drops those it holds that were removed while it was away).
+    Elements(BTreeSet<(String, String)>),
 }
 
 /// What the controller asks the cluster to write.
@@ -249,7 +262,7 @@ impl Owed {
             }
             ClusterOutput::Decide(_) => {}
             ClusterOutput::Intent { pool, intent } => {
-                self.intents.insert((pool, intent.subject().to_owned()), intent);
+                self.intents.insert((pool, intent.subject()), intent);
             }
         }
     }
@@ -283,6 +296,47 @@ enum Ended {
     },
 }
 
+/// The elements added at run time among `updates`, by pool and name.
+fn run_time_elements(updates: &[Update]) -> BTreeSet<(String, String)> {
+    updates
+        .iter()
+        .filter_map(|u| match u {
+            Update::Intent {
+                pool,
+                intent:
+                    Intent::Element {
+                        name,
+                        element: Some(_),
+                    },
+            } => Some((pool.clone(), name.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Starts a session: joined, watching, what is owed written; what the store holds now and
+/// the changes after.
+async fn open<C: Coordinator>(
+    c: &C,
+    me: &Member,
+    inputs: &mpsc::Sender<ClusterInput>,
+    owed: &mut Owed,
+) -> Result<(Vec<Update>, C::Changes), Ended> {
+    let failed = |error| Ended::Failed { error, joined: false };
+    c.join(me).await.map_err(failed)?;
+    let (initial, changes) = c.watch().await.map_err(failed)?;
+    let failed = |error| Ended::Failed { error, joined: true };
+    info!(node = %me.node, "joined the cluster");
+    let closed = |_| Ended::Closed;
+    inputs.send(ClusterInput::Connected(true)).await.map_err(closed)?;
+    owed.write(c).await.map_err(failed)?;
+    inputs
+        .send(ClusterInput::Elements(run_time_elements(&initial)))
+        .await
+        .map_err(closed)?;
+    Ok((initial, changes))
+}
+
 async fn session<C: Coordinator>(
     c: &C,
     me: &Member,
@@ -291,22 +345,11 @@ async fn session<C: Coordinator>(
     inputs: &mpsc::Sender<ClusterInput>,
     owed: &mut Owed,
 ) -> Ended {
-    let failed = |error| Ended::Failed { error, joined: false };
-    if let Err(e) = c.join(me).await {
-        return failed(e);
-    }
-    let (initial, mut changes) = match c.watch().await {
-        Ok(w) => w,
-        Err(e) => return failed(e),
+    let (initial, mut changes) = match open(c, me, inputs, owed).await {
+        Ok(opened) => opened,
+        Err(ended) => return ended,
     };
     let failed = |error| Ended::Failed { error, joined: true };
-    info!(node = %me.node, "joined the cluster");
-    if inputs.send(ClusterInput::Connected(true)).await.is_err() {
-        return Ended::Closed;
-    }
-    if let Err(e) = owed.write(c).await {
-        return failed(e);
-    }
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
     let mut leaderless: BTreeSet<String> = pools.iter().cloned().collect();
     let mut pending = initial;
@@ -389,5 +432,16 @@ async fn session<C: Coordinator>(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_id;
+
+    #[test]
+    fn node_ids_are_stable_and_differ() {
+        assert_eq!(node_id("lb-1"), node_id("lb-1"));
+        assert_ne!(node_id("lb-1") >> 32, node_id("lb-2") >> 32);
     }
 }

@@ -66,16 +66,50 @@ pub(super) enum Change {
     Add(AddElement),
     Remove(RemoveElement),
     Level(SetRedundancy),
+    /// A cluster node's run-time elements as the cluster's store has them now: `element` of
+    /// `pool` was added, changed or removed, on this node or another one.
+    Adopt {
+        pool: String,
+        element: String,
+        added: Box<Added>,
+        reply: Adopted,
+    },
+}
+
+/// Who waits for an [`Change::Adopt`]: the request asked of this node that it carries out, if
+/// any.
+#[derive(Debug)]
+pub(super) enum Adopted {
+    Add(Reply<ElementAdded>),
+    Remove(Reply<String>),
+    Nobody,
 }
 
 impl Change {
     fn refuse(self, why: Refusal) {
         match self {
-            Self::Reload { reply, .. } | Self::Remove(RemoveElement { reply, .. }) => {
+            Self::Reload { reply, .. }
+            | Self::Remove(RemoveElement { reply, .. })
+            | Self::Adopt {
+                reply: Adopted::Remove(reply),
+                ..
+            } => {
                 drop(reply.send(Err(why)));
             }
-            Self::Add(AddElement { reply, .. }) => drop(reply.send(Err(why))),
+            Self::Add(AddElement { reply, .. })
+            | Self::Adopt {
+                reply: Adopted::Add(reply),
+                ..
+            } => drop(reply.send(Err(why))),
             Self::Level(SetRedundancy { reply, .. }) => drop(reply.send(Err(why))),
+            Self::Adopt {
+                reply: Adopted::Nobody,
+                pool,
+                element,
+                ..
+            } => {
+                warn!(%pool, %element, error = %why, "an element from the cluster was not taken");
+            }
         }
     }
 
@@ -85,7 +119,7 @@ impl Change {
         let why = match &self {
             Self::Reload { .. } => Refusal::Config(message),
             Self::Add(_) => Refusal::Invalid(message),
-            Self::Remove(_) | Self::Level(_) => Refusal::Failed(message),
+            Self::Remove(_) | Self::Level(_) | Self::Adopt { .. } => Refusal::Failed(message),
         };
         self.refuse(why);
     }
@@ -94,7 +128,7 @@ impl Change {
 /// A configuration change, checked, ready to be carried out once its addresses are known.
 pub(super) struct Pending {
     file_spec: Spec,
-    added: Added,
+    pub(super) added: Added,
     spec: Spec,
 }
 
@@ -111,8 +145,29 @@ impl Change {
             (Self::Reload { reply, .. } | Self::Remove(RemoveElement { reply, .. }), Answer::Text(t)) => {
                 drop(reply.send(Ok(t)));
             }
-            (Self::Add(AddElement { reply, .. }), Answer::Added(a)) => drop(reply.send(Ok(a))),
+            (
+                Self::Add(AddElement { reply, .. })
+                | Self::Adopt {
+                    reply: Adopted::Add(reply),
+                    ..
+                },
+                Answer::Added(a),
+            ) => drop(reply.send(Ok(a))),
+            (
+                Self::Adopt {
+                    reply: Adopted::Remove(reply),
+                    ..
+                },
+                Answer::Text(t),
+            ) => drop(reply.send(Ok(t))),
             (Self::Level(SetRedundancy { reply, .. }), Answer::Level(l)) => drop(reply.send(Ok(l))),
+            (
+                Self::Adopt {
+                    reply: Adopted::Nobody,
+                    ..
+                },
+                _,
+            ) => {}
             (change, _) => unreachable!("an answer of another kind for {change:?}"),
         }
     }
@@ -136,9 +191,6 @@ fn origin_name(origin: Origin) -> &'static str {
 
 impl<D: Dataplane> Controller<D> {
     pub(super) fn command(&mut self, cmd: Command) {
-        let Ok(cmd) = self.refused_in_cluster(cmd) else {
-            return;
-        };
         let change = match cmd {
             Command::Drain {
                 pool,
@@ -173,38 +225,14 @@ impl<D: Dataplane> Controller<D> {
                 });
                 return;
             }
+            Command::AddElement(add) if self.cluster.is_some() => return self.cluster_add(add),
             Command::AddElement(add) => Change::Add(add),
+            Command::RemoveElement(remove) if self.cluster.is_some() => return self.cluster_remove(remove),
             Command::RemoveElement(remove) => Change::Remove(remove),
             Command::SetRedundancy(level) if self.cluster.is_some() => return self.cluster_level(level),
             Command::SetRedundancy(level) => Change::Level(level),
         };
         self.try_change(change);
-    }
-
-    /// A cluster node takes no command that changes a pool's elements: the cluster does not
-    /// share those yet (README, Limits), and one node alone would differ from the others.
-    /// Answers such a command (`Err`) or hands it back.
-    fn refused_in_cluster(&self, cmd: Command) -> Result<Command, ()> {
-        if self.cluster.is_none() {
-            return Ok(cmd);
-        }
-        let refusal = |pool: &str| {
-            Refusal::Conflict {
-            pool: pool.to_owned(),
-            why: "this node is one of a cluster, which does not share run-time elements yet; change them in every node's configuration file".to_owned(),
-        }
-        };
-        match cmd {
-            Command::AddElement(a) => drop(a.reply.send(Err(refusal(&a.pool)))),
-            Command::RemoveElement(r) => drop(r.reply.send(Err(refusal(&r.pool)))),
-            Command::Reload { .. }
-            | Command::Drain { .. }
-            | Command::Undrain { .. }
-            | Command::SetRedundancy(_) => {
-                return Ok(cmd);
-            }
-        }
-        Err(())
     }
 
     fn admin(
@@ -361,36 +389,61 @@ impl<D: Dataplane> Controller<D> {
                 origin,
                 ..
             }) => {
-                let agent = self.agent(pool, element);
-                if let Some(agent) = &agent {
-                    let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
-                    if !verifier.contains(agent.id) {
-                        verifier.register(agent.id, agent.key.clone(), self.now());
-                    }
-                }
+                self.sync_verifier();
                 info!(%pool, %element, origin = origin_name(*origin), "element added");
-                Answer::Added(ElementAdded {
-                    pool: pool.clone(),
-                    element: element.clone(),
-                    created: true,
-                    registration: agent.and_then(|a| self.registration_info(pool, &a)),
-                })
+                self.added_answer(pool, element, true)
             }
             Change::Remove(RemoveElement { pool, element, .. }) => {
-                // Registrations still running keep their keys; this one is gone.
-                let running: std::collections::HashSet<u64> = self.added.agents().map(|a| a.id).collect();
-                let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
-                let gone: Vec<u64> = verifier.ids().filter(|id| !running.contains(id)).collect();
-                for id in gone {
-                    verifier.remove(id);
-                }
+                self.sync_verifier();
                 info!(%pool, %element, "element removed");
                 Answer::Text(format!("{pool}/{element}: removed"))
+            }
+            Change::Adopt {
+                pool, element, reply, ..
+            } => {
+                self.sync_verifier();
+                info!(%pool, %element, "run-time elements from the cluster");
+                match reply {
+                    Adopted::Add(_) => self.added_answer(pool, element, true),
+                    Adopted::Remove(_) | Adopted::Nobody => {
+                        Answer::Text(format!("{pool}/{element}: removed"))
+                    }
+                }
             }
             Change::Level(SetRedundancy { pool, active, .. }) => match self.level_answer(pool, *active) {
                 Ok(answer) => Answer::Level(answer),
                 Err(why) => unreachable!("the pool was just checked: {why}"),
             },
+        }
+    }
+
+    /// The answer to an element's addition.
+    fn added_answer(&self, pool: &str, element: &str, created: bool) -> Answer {
+        Answer::Added(ElementAdded {
+            pool: pool.to_owned(),
+            element: element.to_owned(),
+            created,
+            registration: self
+                .agent(pool, element)
+                .and_then(|a| self.registration_info(pool, &a)),
+        })
+    }
+
+    /// The heartbeat verifier knows the keys of the registrations there are, and no others
+    /// (a removed element's heartbeats must not count for anything).
+    fn sync_verifier(&self) {
+        let now = self.now();
+        let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
+        let running: std::collections::HashMap<u64, &Key> =
+            self.added.agents().map(|a| (a.id, &a.key)).collect();
+        let gone: Vec<u64> = verifier.ids().filter(|id| !running.contains_key(id)).collect();
+        for id in gone {
+            verifier.remove(id);
+        }
+        for (&id, &key) in &running {
+            if !verifier.contains(id) {
+                verifier.register(id, key.clone(), now);
+            }
         }
     }
 
@@ -470,11 +523,27 @@ impl<D: Dataplane> Controller<D> {
             Change::Add(a) => self.prepare_add(&a.pool, &a.element, &a.body, a.origin, a.subject.as_deref()),
             Change::Remove(r) => self.prepare_remove(&r.pool, &r.element, r.subject.as_deref()),
             Change::Level(l) => self.prepare_level(&l.pool, l.active),
+            Change::Adopt {
+                pool,
+                element,
+                added,
+                reply,
+            } => {
+                if **added != self.added {
+                    return Ok(self.with_added((**added).clone()));
+                }
+                Ok(Prepared::Done(match reply {
+                    Adopted::Add(_) => self.added_answer(pool, element, false),
+                    Adopted::Remove(_) | Adopted::Nobody => {
+                        Answer::Text(format!("{pool}/{element}: removed"))
+                    }
+                }))
+            }
         }
     }
 
     /// See [`Command::AddElement`].
-    fn prepare_add(
+    pub(super) fn prepare_add(
         &self,
         pool: &str,
         element: &str,
@@ -500,7 +569,7 @@ impl<D: Dataplane> Controller<D> {
                         let key = Key::generate().map_err(|e| Refusal::Failed(e.to_string()))?;
                         added.next_id += 1;
                         Some(registry::Agent {
-                            id: added.next_id,
+                            id: self.registration_id(added.next_id),
                             key,
                             subject: subject.unwrap_or_default().to_owned(),
                             last_seq: None,
@@ -563,7 +632,12 @@ impl<D: Dataplane> Controller<D> {
     }
 
     /// See [`Command::RemoveElement`].
-    fn prepare_remove(&self, pool: &str, element: &str, subject: Option<&str>) -> Result<Prepared, Refusal> {
+    pub(super) fn prepare_remove(
+        &self,
+        pool: &str,
+        element: &str,
+        subject: Option<&str>,
+    ) -> Result<Prepared, Refusal> {
         let p = self.pool_position(pool)?;
         let (pool_owned, element_owned) = (pool.to_owned(), element.to_owned());
         let mut added = self.added.clone();

@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 use super::{
     Controller,
-    changes::{Answer, Change, Prepared},
-    commands::{LevelAnswer, Refusal, Reply, SetRedundancy},
+    changes::{Adopted, Answer, Change, Prepared},
+    commands::{AddElement, LevelAnswer, Refusal, RemoveElement, Reply, SetRedundancy},
 };
 use crate::{
     cluster::{ClusterInput, ClusterOutput, Decision, Drain, Intent, Member, Verdicts, merge},
@@ -25,6 +25,7 @@ use crate::{
         roles::Role,
         spec::PoolSpec,
     },
+    registry::AddedElement,
 };
 
 /// How the controller reaches the cluster.
@@ -48,6 +49,11 @@ pub(super) struct ClusterRt {
     /// Levels asked of this node, by pool, with the actives each asked: answered once the
     /// level comes back from the store and is applied here.
     level_replies: HashMap<String, Vec<(u32, Reply<LevelAnswer>)>>,
+    /// Elements added or removed at this node's asking, by pool and element: answered once
+    /// the store's change is applied here.
+    element_replies: HashMap<(String, String), Adopted>,
+    /// The high half of the registration ids this node hands out ([`crate::cluster::node_id`]).
+    id_base: u64,
 }
 
 /// One pool, cluster-wide.
@@ -64,6 +70,7 @@ struct ClusterPool {
 
 impl ClusterRt {
     pub(super) fn new(link: ClusterLink) -> Self {
+        let id_base = crate::cluster::node_id(&link.node) & 0xffff_ffff_0000_0000;
         Self {
             node: link.node,
             out: link.out,
@@ -72,6 +79,8 @@ impl ClusterRt {
             members: Vec::new(),
             pools: HashMap::new(),
             level_replies: HashMap::new(),
+            element_replies: HashMap::new(),
+            id_base,
         }
     }
 
@@ -298,6 +307,16 @@ impl<D: Dataplane> Controller<D> {
                     for cp in c.pools.values_mut() {
                         cp.leader = None;
                     }
+                    for ((pool, element), waiting) in c.element_replies.drain() {
+                        let why = Refusal::Failed(format!(
+                            "{pool}/{element}: this node's session with the cluster's store ended before the change came back; it applies once the node is back (vnfpool status shows the pool)"
+                        ));
+                        match waiting {
+                            Adopted::Add(reply) => drop(reply.send(Err(why))),
+                            Adopted::Remove(reply) => drop(reply.send(Err(why))),
+                            Adopted::Nobody => {}
+                        }
+                    }
                     for (pool, replies) in c.level_replies.drain() {
                         for (active, reply) in replies {
                             let _ = reply.send(Err(Refusal::Failed(format!(
@@ -357,6 +376,23 @@ impl<D: Dataplane> Controller<D> {
                 pool,
                 intent: Intent::Level { active },
             } => self.cluster_leveled(pool, active),
+            ClusterInput::Intent {
+                pool,
+                intent: Intent::Element { name, element },
+            } => self.cluster_element(pool, name, element.map(|e| *e)),
+            ClusterInput::Elements(present) => {
+                let gone: Vec<(String, String)> = self
+                    .added
+                    .pools
+                    .iter()
+                    .flat_map(|(pool, p)| p.elements.iter().map(move |e| (pool.clone(), e.name.clone())))
+                    .filter(|k| !present.contains(k))
+                    .collect();
+                for (pool, name) in gone {
+                    info!(%pool, element = %name, "removed from the cluster while this node was away");
+                    self.cluster_element(pool, name, None);
+                }
+            }
         }
     }
 
@@ -422,6 +458,118 @@ impl<D: Dataplane> Controller<D> {
             intent: Intent::Level { active },
         });
         c.level_replies.entry(pool).or_default().push((active, reply));
+    }
+
+    /// The registration id for a node's `n`th registration: unique across the cluster's nodes
+    /// (their ids differ in the high half), `n` itself on a node on its own.
+    pub(super) fn registration_id(&self, n: u64) -> u64 {
+        self.cluster.as_ref().map_or(n, |c| c.id_base | (n & 0xffff_ffff))
+    }
+
+    /// An element added at run time, asked of this node: checked here (a registration gets
+    /// its id and key here), then written to the store for every node; answered once the
+    /// store's change is applied here.
+    pub(super) fn cluster_add(&mut self, add: AddElement) {
+        let AddElement {
+            pool,
+            element,
+            body,
+            origin,
+            subject,
+            reply,
+        } = add;
+        let pending = match self.prepare_add(&pool, &element, &body, origin, subject.as_deref()) {
+            Err(why) => return drop(reply.send(Err(why))),
+            Ok(Prepared::Done(Answer::Added(answer))) => return drop(reply.send(Ok(answer))),
+            Ok(Prepared::Done(_)) => unreachable!("an addition answers with an element"),
+            Ok(Prepared::Change(pending)) => pending,
+        };
+        let Some(new) = pending
+            .added
+            .pools
+            .get(&pool)
+            .and_then(|p| p.elements.iter().find(|e| e.name == element))
+            .cloned()
+        else {
+            unreachable!("a prepared addition holds the element")
+        };
+        // The id is handed out now, whether or not the store takes the element.
+        if self.added.next_id != pending.added.next_id {
+            self.added.next_id = pending.added.next_id;
+            self.dirty = true;
+            self.save();
+        }
+        self.ask_cluster(pool, element, Some(new), Adopted::Add(reply));
+    }
+
+    /// The removal of an element added at run time, asked of this node: checked here, then
+    /// written to the store for every node; answered once applied here.
+    pub(super) fn cluster_remove(&mut self, remove: RemoveElement) {
+        let RemoveElement {
+            pool,
+            element,
+            subject,
+            reply,
+        } = remove;
+        match self.prepare_remove(&pool, &element, subject.as_deref()) {
+            Err(why) => drop(reply.send(Err(why))),
+            Ok(Prepared::Done(_)) => unreachable!("a removal always changes something"),
+            Ok(Prepared::Change(_)) => self.ask_cluster(pool, element, None, Adopted::Remove(reply)),
+        }
+    }
+
+    /// Writes `element` of `pool` (`None`: its removal) to the store, `waiting` for it to come
+    /// back; refused while this node is out of the store.
+    fn ask_cluster(&mut self, pool: String, element: String, new: Option<AddedElement>, waiting: Adopted) {
+        let Some(c) = &mut self.cluster else {
+            unreachable!("asked of a cluster node only")
+        };
+        if !c.connected {
+            let why = Refusal::Failed(format!(
+                "{pool}/{element}: this node is out of its session with the cluster's store, which holds the elements added at run time; ask another node or try again"
+            ));
+            match waiting {
+                Adopted::Add(reply) => drop(reply.send(Err(why))),
+                Adopted::Remove(reply) => drop(reply.send(Err(why))),
+                Adopted::Nobody => {}
+            }
+            return;
+        }
+        let _ = c.out.send(ClusterOutput::Intent {
+            pool: pool.clone(),
+            intent: Intent::Element {
+                name: element.clone(),
+                element: new.map(Box::new),
+            },
+        });
+        c.element_replies.insert((pool, element), waiting);
+    }
+
+    /// An element added, changed or removed at run time, from the store: this node's run-time
+    /// elements follow, which answers the request that asked for it if it was asked here.
+    fn cluster_element(&mut self, pool: String, name: String, element: Option<AddedElement>) {
+        let waiting = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.element_replies.remove(&(pool.clone(), name.clone())))
+            .unwrap_or(Adopted::Nobody);
+        let mut added = self.added.clone();
+        let elements = &mut added.pools.entry(pool.clone()).or_default().elements;
+        let at = elements.iter().position(|e| e.name == name);
+        match (element, at) {
+            (Some(e), Some(i)) => elements[i] = e,
+            (Some(e), None) => elements.push(e),
+            (None, Some(i)) => {
+                elements.remove(i);
+            }
+            (None, None) => {}
+        }
+        self.try_change(Change::Adopt {
+            pool,
+            element: name,
+            added: Box::new(added),
+            reply: waiting,
+        });
     }
 
     /// A redundancy level from the store: applied here as a change of the pool's level, which

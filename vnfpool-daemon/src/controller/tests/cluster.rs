@@ -37,11 +37,16 @@ struct Bus {
 impl Bus {
     /// Three nodes `a`, `b`, `c` with the three-element pool of `model`; `a` leads.
     async fn three(model: &str) -> Self {
+        Self::start(model, false).await
+    }
+
+    /// [`Self::three`], with the API configured when `api` (registrations need it).
+    async fn start(model: &str, api: bool) -> Self {
         let store = Arc::new(Mutex::new(Store::default()));
         let mut nodes = Vec::new();
         let mut tasks = Vec::new();
         for name in ["a", "b", "c"] {
-            let (h, outputs) = Harness::start_node(&three(model), false, Some(name)).await;
+            let (h, outputs) = Harness::start_node(&three(model), api, Some(name)).await;
             let mut outputs = outputs.expect("a cluster node");
             store
                 .lock()
@@ -466,9 +471,95 @@ async fn a_level_asked_of_any_node_changes_every_nodes_pool_and_the_leaders_deci
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_cluster_node_refuses_what_the_cluster_does_not_share_yet() {
-    let bus = Bus::three(AA).await;
-    let answer = bus
+async fn elements_added_and_registered_at_any_node_reach_every_node() {
+    let bus = Bus::start(AA, true).await;
+    bus.up(&["e1", "e2", "e3"]).await;
+    let settled = bus.settled().await;
+
+    // An operator adds e4 through b: every node has it, probes it, and the leader maps it.
+    let added = bus
+        .node("b")
+        .ask(|reply| {
+            super::Command::AddElement(super::AddElement {
+                pool: "dns".to_owned(),
+                element: "e4".to_owned(),
+                body: serde_json::json!({ "address": "10.0.0.4" }),
+                origin: crate::model::spec::Origin::Operator,
+                subject: None,
+                reply,
+            })
+        })
+        .await
+        .expect("added");
+    assert!(added.created && added.registration.is_none(), "{added:?}");
+    bus.up(&["e4"]).await;
+    for name in ["a", "b", "c"] {
+        bus.node(name)
+            .until(&format!("{name} maps e4 active"), |s| {
+                roles(s, "dns") == ["active", "active", "active", "active"]
+            })
+            .await;
+    }
+    assert!(bus.written().last().expect("a decision").generation > settled);
+
+    // An element registers itself through c: its id is c's, and every node takes its
+    // heartbeats (a hears them here).
+    let registered = bus
+        .node("c")
+        .ask(|reply| {
+            super::Command::AddElement(super::AddElement {
+                pool: "dns".to_owned(),
+                element: "r1".to_owned(),
+                body: serde_json::json!({ "address": "10.0.0.31" }),
+                origin: crate::model::spec::Origin::Agent,
+                subject: Some("CN=e".to_owned()),
+                reply,
+            })
+        })
+        .await
+        .expect("registered");
+    let registration = registered.registration.expect("a heartbeat key");
+    assert_eq!(
+        registration.id >> 32,
+        crate::cluster::node_id("c") >> 32,
+        "c's ids: no other node hands them out"
+    );
+    let key = crate::heartbeat::Key::from_hex(&registration.key).expect("key");
+    bus.node("a")
+        .until("a knows r1", |s| roles(s, "dns").len() == 5)
+        .await;
+    bus.node("a").beat(registration.id, &key, 1).await;
+    for name in ["a", "b", "c"] {
+        bus.node(name)
+            .until(&format!("{name} maps r1 active"), |s| {
+                super::role_in(s, "dns", "r1").as_deref() == Some("active")
+            })
+            .await;
+    }
+
+    // Removed through a: gone from every node.
+    let removed = bus
+        .node("a")
+        .ask(|reply| {
+            super::Command::RemoveElement(super::RemoveElement {
+                pool: "dns".to_owned(),
+                element: "e4".to_owned(),
+                subject: None,
+                reply,
+            })
+        })
+        .await
+        .expect("removed");
+    assert_eq!(removed, "dns/e4: removed");
+    for name in ["a", "b", "c"] {
+        bus.node(name)
+            .until(&format!("{name} without e4"), |s| {
+                super::role_in(s, "dns", "e4").is_none()
+            })
+            .await;
+    }
+    // A file element stays the file's, on any node.
+    let why = bus
         .node("b")
         .ask(|reply| {
             super::Command::RemoveElement(super::RemoveElement {
@@ -479,8 +570,38 @@ async fn a_cluster_node_refuses_what_the_cluster_does_not_share_yet() {
             })
         })
         .await;
+    assert!(matches!(why, Err(super::Refusal::InFile { .. })), "{why:?}");
+    bus.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_node_out_of_the_store_refuses_elements() {
+    let bus = Bus::three(AA).await;
+    bus.node("b")
+        .cluster
+        .send(ClusterInput::Connected(false))
+        .await
+        .expect("running");
+    bus.node("b")
+        .until("b out of its session", |s| {
+            s.cluster.as_ref().is_some_and(|c| !c.connected)
+        })
+        .await;
+    let answer = bus
+        .node("b")
+        .ask(|reply| {
+            super::Command::AddElement(super::AddElement {
+                pool: "dns".to_owned(),
+                element: "e4".to_owned(),
+                body: serde_json::json!({ "address": "10.0.0.4" }),
+                origin: crate::model::spec::Origin::Operator,
+                subject: None,
+                reply,
+            })
+        })
+        .await;
     assert!(
-        matches!(&answer, Err(super::Refusal::Conflict { why, .. }) if why.contains("one of a cluster")),
+        matches!(&answer, Err(super::Refusal::Failed(why)) if why.contains("out of its session")),
         "{answer:?}"
     );
     bus.stop().await;
