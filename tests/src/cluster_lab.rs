@@ -62,7 +62,7 @@ pub const POOL: &str = "web";
 pub const NODES: usize = 3;
 pub const ELEMENTS: usize = 3;
 /// The cluster's lease TTL.
-pub const LEASE_TTL: Duration = Duration::from_secs(2);
+pub const LEASE_TTL: Duration = Duration::from_secs(3);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 191, 0, 2);
 const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 190, 0, 1);
 const ETCD: Ipv4Addr = Ipv4Addr::new(10, 189, 0, 1);

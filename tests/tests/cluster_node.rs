@@ -18,7 +18,7 @@ const TABLE: u32 = 100;
 
 fn config(lab: &Lab, places: &Places, etcd: &Etcd, key: &Path) -> String {
     format!(
-        "{}pools:\n  - name: web\n    vip: {}\n    ports: [{TCP_PORT}]\n    protocol: tcp\n    redundancy: {{ model: active-active }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 20ms, timeout: 50ms, rise: 2, fall: 3 }}\n{}cluster:\n  node: n1\n  etcd: {{ endpoints: [{}] }}\n  lease_ttl: 2s\n  flow_sync: {{ listen: \"127.0.0.1:9472\", key_file: {} }}\n  route_table: {TABLE}\n",
+        "{}pools:\n  - name: web\n    vip: {}\n    ports: [{TCP_PORT}]\n    protocol: tcp\n    redundancy: {{ model: active-active }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 20ms, timeout: 50ms, rise: 2, fall: 3 }}\n{}cluster:\n  node: n1\n  etcd: {{ endpoints: [{}] }}\n  lease_ttl: 3s\n  flow_sync: {{ listen: \"127.0.0.1:9472\", key_file: {} }}\n  route_table: {TABLE}\n",
         places.daemon_section(lab),
         lab.vip,
         Places::elements(lab, &[100, 100]),

@@ -112,7 +112,7 @@ fn spread(mut v: Vec<Duration>) -> (Duration, Duration) {
 fn main() {
     let binary = vnfpool_tests::sibling_binary("vnfpool-under-test");
     println!(
-        "a cluster of 3 nodes behind a BIRD router (ECMP), {CONNS} TCP connections, lease TTL 2 s; {RUNS} runs per variant, \
+        "a cluster of 3 nodes behind a BIRD router (ECMP), {CONNS} TCP connections, lease_ttl 3 s; {RUNS} runs per variant, \
          each killing a follower, then the leader\n"
     );
     println!(

@@ -35,11 +35,16 @@ use crate::model::spec::ClusterSpec;
 /// HTTP/2 ping period: just above etcd's default minimum.
 const PING_INTERVAL: Duration = Duration::from_secs(6);
 
+/// How much shorter than `lease_ttl` the lease asked of etcd is: etcd looks for ended leases
+/// every 500 ms, so that a dead node's leaderships end, and its pools move, within `lease_ttl`.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+
 /// One node's sessions with etcd.
 pub struct Etcd {
     endpoints: Vec<String>,
     options: ConnectOptions,
     prefix: String,
+    /// The lease's TTL in etcd: `lease_ttl` less [`EXPIRY_MARGIN`].
     ttl: Duration,
     node: String,
     /// The client and lease of the current session.
@@ -53,7 +58,10 @@ impl Etcd {
     /// # Errors
     /// When a certificate or key file cannot be read.
     pub fn new(spec: &ClusterSpec) -> Result<Self, CoordinatorError> {
-        let ttl = spec.lease_ttl;
+        let ttl = spec
+            .lease_ttl
+            .saturating_sub(EXPIRY_MARGIN)
+            .max(Duration::from_secs(1));
         // HTTP/2 pings find a dead connection (and end the watch on it); etcd closes
         // connections that ping more often than every 5 s (its `--grpc-keepalive-min-time`).
         // Requests are timed one by one ([`Etcd::within`]): a timeout for every request would

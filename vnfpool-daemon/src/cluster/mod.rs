@@ -368,10 +368,18 @@ async fn session<C: Coordinator>(
                     continue;
                 }
                 Update::Leader { pool, node } => {
-                    if node.is_some() {
-                        leaderless.remove(&pool);
-                    } else if pools.contains(&pool) {
-                        leaderless.insert(pool.clone());
+                    match node.as_deref() {
+                        None if pools.contains(&pool) => {
+                            leaderless.insert(pool.clone());
+                        }
+                        // Campaigned for all the same when the session starts (every pool
+                        // is): the key may be bound to the lease of an earlier session, which
+                        // nothing keeps alive any more (etcd restarted, say); the campaign
+                        // binds it to this session's.
+                        Some(n) if n == me.node => {}
+                        _ => {
+                            leaderless.remove(&pool);
+                        }
                     }
                     ClusterInput::Leader { pool, node }
                 }

@@ -1702,9 +1702,9 @@ site-c: {}
                 4,
                 "endpoints mix http:// and https://",
             ),
-            (cluster.replace("5s", "1s"), 5, "lease_ttl 1s is out of range"),
+            (cluster.replace("5s", "2s"), 5, "lease_ttl 2s is out of range"),
             (
-                cluster.replace("5s", "2500ms"),
+                cluster.replace("5s", "3500ms"),
                 5,
                 "not a whole number of seconds",
             ),

@@ -84,7 +84,7 @@
 //!     cert: /etc/vnfpool/etcd.pem    # https only, optional with `key`: client certificate
 //!     key: /etc/vnfpool/etcd.key     #   and its private key (PEM)
 //!   prefix: /vnfpool/                # etcd key prefix: starts and ends with `/`
-//!   lease_ttl: 3s                    # membership and leadership lease, 2s..=60s (whole
+//!   lease_ttl: 3s                    # membership and leadership lease, 3s..=60s (whole
 //!                                    #   seconds): a dead node's pools move within it
 //!   flow_sync:                       # required: new flows replicated to the other nodes
 //!     listen: 10.0.0.1:9472          # required, IP address and UDP port peers send to

@@ -52,7 +52,9 @@ const DEFAULT_CLUSTER_PREFIX: &str = "/vnfpool/";
 const PREFIX_MAX: usize = 128;
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
 /// etcd grants leases in whole seconds; 1 s would leave no room for a keep-alive round trip.
-const LEASE_TTL_MIN: Duration = Duration::from_secs(2);
+/// etcd's lease is a second shorter (`cluster::etcd::EXPIRY_MARGIN`), and etcd grants no lease
+/// under 2 s with its default timing.
+const LEASE_TTL_MIN: Duration = Duration::from_secs(3);
 const LEASE_TTL_MAX: Duration = Duration::from_mins(1);
 const ENDPOINTS_MAX: usize = 16;
 /// A table no distribution uses for itself (BIRD and FRR examples use it too).
