@@ -431,7 +431,7 @@ impl<D: Dataplane> Controller<D> {
         });
         let what = if drain.is_some() { "drain" } else { "undrain" };
         Ok(format!(
-            "{pool}/{element}: {what} written for the cluster; the pool's leader applies it (vnfpool status shows the role)"
+            "{pool}/{element}: {what} sent to the cluster; the pool's leader applies it (vnfpool status shows the role)"
         ))
     }
 
@@ -554,15 +554,19 @@ impl<D: Dataplane> Controller<D> {
             .and_then(|c| c.element_replies.remove(&(pool.clone(), name.clone())))
             .unwrap_or(Adopted::Nobody);
         let mut added = self.added.clone();
-        let elements = &mut added.pools.entry(pool.clone()).or_default().elements;
-        let at = elements.iter().position(|e| e.name == name);
-        match (element, at) {
-            (Some(e), Some(i)) => elements[i] = e,
-            (Some(e), None) => elements.push(e),
-            (None, Some(i)) => {
-                elements.remove(i);
+        match element {
+            Some(e) => {
+                let elements = &mut added.pools.entry(pool.clone()).or_default().elements;
+                match elements.iter().position(|x| x.name == name) {
+                    Some(i) => elements[i] = e,
+                    None => elements.push(e),
+                }
             }
-            (None, None) => {}
+            None => {
+                if let Some(p) = added.pools.get_mut(&pool) {
+                    p.elements.retain(|x| x.name != name);
+                }
+            }
         }
         self.try_change(Change::Adopt {
             pool,

@@ -355,7 +355,7 @@ async fn a_drain_asked_of_any_node_is_decided_by_the_leader_and_mapped_by_every_
 
     // Asked of b, which does not lead: a decides, every node maps e2 draining.
     let answer = bus.node("b").ask(drain("e2", None)).await.expect("accepted");
-    assert!(answer.contains("drain written for the cluster"), "{answer}");
+    assert!(answer.contains("drain sent to the cluster"), "{answer}");
     let maps = bus.applied(&["a", "b", "c"], settled + 1).await;
     assert_eq!(maps[0], maps[1]);
     assert_eq!(maps[0], maps[2]);
@@ -378,7 +378,7 @@ async fn a_drain_asked_of_any_node_is_decided_by_the_leader_and_mapped_by_every_
         })
         .await
         .expect("accepted");
-    assert!(answer.contains("undrain written"), "{answer}");
+    assert!(answer.contains("undrain sent"), "{answer}");
     bus.applied(&["a", "b", "c"], settled + 2).await;
     assert_eq!(bus.node("b").role("dns", "e2"), "active");
 
