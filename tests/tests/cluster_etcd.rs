@@ -280,9 +280,24 @@ async fn keep_alive_holds_the_lease_past_its_ttl() {
     b.join(&member("b", 1002)).await.expect("b joins");
     let (_, mut changes) = b.watch().await.expect("watch");
     // Three TTLs: the key would be gone twice over without the keep-alive.
-    let quiet = tokio::time::timeout(Duration::from_secs(6), async {
+    assert!(
+        !leadership_ends_within(&b, &mut changes, Duration::from_secs(6)).await,
+        "a's leadership ended while its lease was kept alive"
+    );
+    assert!(!keeper.is_finished(), "keep-alive gave up");
+    assert_eq!(b.campaign("web").await.expect("campaign"), "a");
+    keeper.abort();
+}
+
+/// Whether `c` hears some pool lose its leader within `within`.
+async fn leadership_ends_within(
+    c: &Etcd,
+    changes: &mut <Etcd as Coordinator>::Changes,
+    within: Duration,
+) -> bool {
+    tokio::time::timeout(within, async {
         loop {
-            let updates = b.changes(&mut changes).await.expect("changes");
+            let updates = c.changes(changes).await.expect("changes");
             if updates
                 .iter()
                 .any(|u| matches!(u, Update::Leader { node: None, .. }))
@@ -291,14 +306,8 @@ async fn keep_alive_holds_the_lease_past_its_ttl() {
             }
         }
     })
-    .await;
-    assert!(
-        quiet.is_err(),
-        "a's leadership ended while its lease was kept alive"
-    );
-    assert!(!keeper.is_finished(), "keep-alive gave up");
-    assert_eq!(b.campaign("web").await.expect("campaign"), "a");
-    keeper.abort();
+    .await
+    .is_ok()
 }
 
 /// Receives inputs until one satisfies `want`, within 10 s.
@@ -450,20 +459,8 @@ async fn a_new_session_keeps_the_leaderships_of_the_last_one() {
     watcher.join(&member("watcher", 1003)).await.expect("joins");
     let (_, mut changes) = watcher.watch().await.expect("watch");
     // The earlier lease (2 s in etcd) ends within 2.5 s; the leadership must not end with it.
-    let ended = tokio::time::timeout(Duration::from_secs(4), async {
-        loop {
-            let updates = watcher.changes(&mut changes).await.expect("changes");
-            if updates
-                .iter()
-                .any(|u| matches!(u, Update::Leader { node: None, .. }))
-            {
-                return;
-            }
-        }
-    })
-    .await;
     assert!(
-        ended.is_err(),
+        !leadership_ends_within(&watcher, &mut changes, Duration::from_secs(4)).await,
         "a's leadership ended with its earlier session's lease"
     );
     assert_eq!(watcher.campaign("web").await.expect("campaign"), "a");

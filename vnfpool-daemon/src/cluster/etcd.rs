@@ -377,32 +377,23 @@ impl Coordinator for Etcd {
 
     async fn intend(&self, pool: &str, intent: &Intent) -> Result<(), CoordinatorError> {
         let (mut client, _) = self.session()?;
-        match intent {
-            Intent::Drain {
-                element,
-                drain: Some(d),
-            } => {
-                self.within(client.put(self.key(&["drains", pool, element]), encode(d), None))
-                    .await?;
+        // The key, and its value (`None`: the key removed).
+        let (key, value) = match intent {
+            Intent::Drain { element, drain } => {
+                (self.key(&["drains", pool, element]), drain.as_ref().map(encode))
             }
-            Intent::Drain { element, drain: None } => {
-                self.within(client.delete(self.key(&["drains", pool, element]), None))
-                    .await?;
+            Intent::Element { name, element } => (
+                self.key(&["elements", pool, name]),
+                element.as_deref().map(encode),
+            ),
+            &Intent::Level { active } => (self.key(&["levels", pool]), Some(encode(&Level { active }))),
+        };
+        match value {
+            Some(value) => {
+                self.within(client.put(key, value, None)).await?;
             }
-            Intent::Element {
-                name,
-                element: Some(e),
-            } => {
-                self.within(client.put(self.key(&["elements", pool, name]), encode(e), None))
-                    .await?;
-            }
-            Intent::Element { name, element: None } => {
-                self.within(client.delete(self.key(&["elements", pool, name]), None))
-                    .await?;
-            }
-            &Intent::Level { active } => {
-                self.within(client.put(self.key(&["levels", pool]), encode(&Level { active }), None))
-                    .await?;
+            None => {
+                self.within(client.delete(key, None)).await?;
             }
         }
         Ok(())

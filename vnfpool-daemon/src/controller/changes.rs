@@ -85,22 +85,24 @@ pub(super) enum Adopted {
     Nobody,
 }
 
+impl Adopted {
+    /// Answers whoever waits with `why`.
+    pub(super) fn refuse(self, why: Refusal) {
+        match self {
+            Self::Add(reply) => drop(reply.send(Err(why))),
+            Self::Remove(reply) => drop(reply.send(Err(why))),
+            Self::Nobody => {}
+        }
+    }
+}
+
 impl Change {
     fn refuse(self, why: Refusal) {
         match self {
-            Self::Reload { reply, .. }
-            | Self::Remove(RemoveElement { reply, .. })
-            | Self::Adopt {
-                reply: Adopted::Remove(reply),
-                ..
-            } => {
+            Self::Reload { reply, .. } | Self::Remove(RemoveElement { reply, .. }) => {
                 drop(reply.send(Err(why)));
             }
-            Self::Add(AddElement { reply, .. })
-            | Self::Adopt {
-                reply: Adopted::Add(reply),
-                ..
-            } => drop(reply.send(Err(why))),
+            Self::Add(AddElement { reply, .. }) => drop(reply.send(Err(why))),
             Self::Level(SetRedundancy { reply, .. }) => drop(reply.send(Err(why))),
             Self::Adopt {
                 reply: Adopted::Nobody,
@@ -110,6 +112,7 @@ impl Change {
             } => {
                 warn!(%pool, %element, error = %why, "an element from the cluster was not taken");
             }
+            Self::Adopt { reply, .. } => reply.refuse(why),
         }
     }
 

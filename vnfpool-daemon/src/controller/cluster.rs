@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use tokio::sync::{mpsc, oneshot};
@@ -308,14 +308,9 @@ impl<D: Dataplane> Controller<D> {
                         cp.leader = None;
                     }
                     for ((pool, element), waiting) in c.element_replies.drain() {
-                        let why = Refusal::Failed(format!(
+                        waiting.refuse(Refusal::Failed(format!(
                             "{pool}/{element}: this node's session with the cluster's store ended before the change came back; it applies once the node is back (vnfpool status shows the pool)"
-                        ));
-                        match waiting {
-                            Adopted::Add(reply) => drop(reply.send(Err(why))),
-                            Adopted::Remove(reply) => drop(reply.send(Err(why))),
-                            Adopted::Nobody => {}
-                        }
+                        )));
                     }
                     for (pool, replies) in c.level_replies.drain() {
                         for (active, reply) in replies {
@@ -525,15 +520,9 @@ impl<D: Dataplane> Controller<D> {
             unreachable!("asked of a cluster node only")
         };
         if !c.connected {
-            let why = Refusal::Failed(format!(
+            return waiting.refuse(Refusal::Failed(format!(
                 "{pool}/{element}: this node is out of its session with the cluster's store, which holds the elements added at run time; ask another node or try again"
-            ));
-            match waiting {
-                Adopted::Add(reply) => drop(reply.send(Err(why))),
-                Adopted::Remove(reply) => drop(reply.send(Err(why))),
-                Adopted::Nobody => {}
-            }
-            return;
+            )));
         }
         let _ = c.out.send(ClusterOutput::Intent {
             pool: pool.clone(),
@@ -703,9 +692,7 @@ pub(super) fn drain_from_now(deadline: Option<Duration>) -> Drain {
 
 /// Milliseconds since the Unix epoch, now.
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::heartbeat::unix_ns(SystemTime::now()) / 1_000_000
 }
 
 /// The failovers among `effects`.

@@ -51,7 +51,10 @@ use self::{
     replay::{Replay, Windows},
     wire::{Header, Key, Kind, MAX_DATAGRAM, MAX_RECORDS, Malformed},
 };
-use crate::dataplane::{FlowEvents, FlowTable};
+use crate::{
+    dataplane::{FlowEvents, FlowTable},
+    heartbeat::unix_ns,
+};
 
 /// What a node needs to take part in flow sync. Its `Debug` output never shows the key.
 #[derive(Clone)]
@@ -334,13 +337,6 @@ impl Signer {
         };
         wire::encode(&self.key, &header, records, out);
     }
-}
-
-/// Nanoseconds since the Unix epoch on the wall clock.
-#[must_use]
-pub fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 // === EventSource ===

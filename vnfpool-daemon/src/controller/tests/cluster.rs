@@ -160,6 +160,19 @@ impl Bus {
             .await;
     }
 
+    /// Node `name` loses its session with the store; returns once it says so.
+    async fn out_of_store(&self, name: &str) {
+        let h = self.node(name);
+        h.cluster
+            .send(ClusterInput::Connected(false))
+            .await
+            .expect("running");
+        h.until(&format!("{name} out of its session"), |s| {
+            s.cluster.as_ref().is_some_and(|c| !c.connected)
+        })
+        .await;
+    }
+
     /// Every node's probes see `elements` up.
     async fn up(&self, elements: &[&str]) {
         for h in &self.nodes {
@@ -404,16 +417,7 @@ async fn a_drain_asked_of_any_node_is_decided_by_the_leader_and_mapped_by_every_
 #[tokio::test(start_paused = true)]
 async fn a_drain_asked_of_a_node_out_of_the_store_is_refused() {
     let bus = Bus::three(AA).await;
-    bus.node("b")
-        .cluster
-        .send(ClusterInput::Connected(false))
-        .await
-        .expect("running");
-    bus.node("b")
-        .until("b out of its session", |s| {
-            s.cluster.as_ref().is_some_and(|c| !c.connected)
-        })
-        .await;
+    bus.out_of_store("b").await;
     let answer = bus
         .node("b")
         .ask(|reply| super::Command::Drain {
@@ -470,6 +474,31 @@ async fn a_level_asked_of_any_node_changes_every_nodes_pool_and_the_leaders_deci
     bus.stop().await;
 }
 
+/// An operator's addition of e4 at 10.0.0.4.
+fn add_e4(reply: super::commands::Reply<super::ElementAdded>) -> super::Command {
+    super::Command::AddElement(super::AddElement {
+        pool: "dns".to_owned(),
+        element: "e4".to_owned(),
+        body: serde_json::json!({ "address": "10.0.0.4" }),
+        origin: crate::model::spec::Origin::Operator,
+        subject: None,
+        reply,
+    })
+}
+
+/// An operator's removal of `element`.
+fn remove(element: &str) -> impl FnOnce(super::commands::Reply<String>) -> super::Command {
+    let element = element.to_owned();
+    move |reply| {
+        super::Command::RemoveElement(super::RemoveElement {
+            pool: "dns".to_owned(),
+            element,
+            subject: None,
+            reply,
+        })
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn elements_added_and_registered_at_any_node_reach_every_node() {
     let bus = Bus::start(AA, true).await;
@@ -477,20 +506,7 @@ async fn elements_added_and_registered_at_any_node_reach_every_node() {
     let settled = bus.settled().await;
 
     // An operator adds e4 through b: every node has it, probes it, and the leader maps it.
-    let added = bus
-        .node("b")
-        .ask(|reply| {
-            super::Command::AddElement(super::AddElement {
-                pool: "dns".to_owned(),
-                element: "e4".to_owned(),
-                body: serde_json::json!({ "address": "10.0.0.4" }),
-                origin: crate::model::spec::Origin::Operator,
-                subject: None,
-                reply,
-            })
-        })
-        .await
-        .expect("added");
+    let added = bus.node("b").ask(add_e4).await.expect("added");
     assert!(added.created && added.registration.is_none(), "{added:?}");
     bus.up(&["e4"]).await;
     for name in ["a", "b", "c"] {
@@ -504,18 +520,7 @@ async fn elements_added_and_registered_at_any_node_reach_every_node() {
 
     // An element registers itself through c: its id is c's, and every node takes its
     // heartbeats (a hears them here).
-    let registered = bus
-        .node("c")
-        .ask(|reply| {
-            super::Command::AddElement(super::AddElement {
-                pool: "dns".to_owned(),
-                element: "r1".to_owned(),
-                body: serde_json::json!({ "address": "10.0.0.31" }),
-                origin: crate::model::spec::Origin::Agent,
-                subject: Some("CN=e".to_owned()),
-                reply,
-            })
-        })
+    let registered = super::register(bus.node("c"), "r1", "10.0.0.31")
         .await
         .expect("registered");
     let registration = registered.registration.expect("a heartbeat key");
@@ -538,18 +543,7 @@ async fn elements_added_and_registered_at_any_node_reach_every_node() {
     }
 
     // Removed through a: gone from every node.
-    let removed = bus
-        .node("a")
-        .ask(|reply| {
-            super::Command::RemoveElement(super::RemoveElement {
-                pool: "dns".to_owned(),
-                element: "e4".to_owned(),
-                subject: None,
-                reply,
-            })
-        })
-        .await
-        .expect("removed");
+    let removed = bus.node("a").ask(remove("e4")).await.expect("removed");
     assert_eq!(removed, "dns/e4: removed");
     for name in ["a", "b", "c"] {
         bus.node(name)
@@ -559,17 +553,7 @@ async fn elements_added_and_registered_at_any_node_reach_every_node() {
             .await;
     }
     // A file element stays the file's, on any node.
-    let why = bus
-        .node("b")
-        .ask(|reply| {
-            super::Command::RemoveElement(super::RemoveElement {
-                pool: "dns".to_owned(),
-                element: "e1".to_owned(),
-                subject: None,
-                reply,
-            })
-        })
-        .await;
+    let why = bus.node("b").ask(remove("e1")).await;
     assert!(matches!(why, Err(super::Refusal::InFile { .. })), "{why:?}");
     bus.stop().await;
 }
@@ -577,29 +561,8 @@ async fn elements_added_and_registered_at_any_node_reach_every_node() {
 #[tokio::test(start_paused = true)]
 async fn a_cluster_node_out_of_the_store_refuses_elements() {
     let bus = Bus::three(AA).await;
-    bus.node("b")
-        .cluster
-        .send(ClusterInput::Connected(false))
-        .await
-        .expect("running");
-    bus.node("b")
-        .until("b out of its session", |s| {
-            s.cluster.as_ref().is_some_and(|c| !c.connected)
-        })
-        .await;
-    let answer = bus
-        .node("b")
-        .ask(|reply| {
-            super::Command::AddElement(super::AddElement {
-                pool: "dns".to_owned(),
-                element: "e4".to_owned(),
-                body: serde_json::json!({ "address": "10.0.0.4" }),
-                origin: crate::model::spec::Origin::Operator,
-                subject: None,
-                reply,
-            })
-        })
-        .await;
+    bus.out_of_store("b").await;
+    let answer = bus.node("b").ask(add_e4).await;
     assert!(
         matches!(&answer, Err(super::Refusal::Failed(why)) if why.contains("out of its session")),
         "{answer:?}"
