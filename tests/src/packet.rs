@@ -31,7 +31,8 @@ pub struct Frame {
     pub payload: Vec<u8>,
     /// IPv4: set the "more fragments" flag; IPv6: insert a Fragment header.
     pub fragment: bool,
-    /// IPv6 extension headers (hop-by-hop options, 8 bytes each) before the L4 header.
+    /// IPv6 extension headers before the L4 header, 8 bytes each: hop-by-hop options, then
+    /// destination options.
     pub ipv6_ext: usize,
     /// IPv4 options, in 4-byte words (NOPs).
     pub ipv4_options: usize,
@@ -136,9 +137,10 @@ pub fn ip_packet(fr: &Frame) -> Vec<u8> {
                 ext.splice(0..0, [next, 0, 0x00, 0x01, 0, 0, 0x12, 0x34]);
                 next = 44;
             }
-            for _ in 0..fr.ipv6_ext {
+            // Innermost first: destination options, then hop-by-hop options, which come first.
+            for i in (0..fr.ipv6_ext).rev() {
                 ext.splice(0..0, [next, 0, 1, 4, 0, 0, 0, 0]); // PadN option
-                next = 0;
+                next = if i == 0 { 0 } else { 60 };
             }
             let mut h = vec![0x60, 0, 0, 0];
             h.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());

@@ -153,6 +153,8 @@ enum Want {
     Tx(u8),
     /// `XDP_DROP`, counted under the reason, frame unmodified.
     Drop(Reason),
+    /// `XDP_PASS`, frame unmodified, counted as malformed: the kernel drops or answers it.
+    Malformed,
 }
 
 struct Case {
@@ -167,13 +169,15 @@ fn case(what: &'static str, frame: Vec<u8>, want: Want) -> Case {
 
 #[track_caller]
 fn check(h: &mut Harness, c: &Case) -> Run {
-    let before = match c.want {
-        Want::Drop(reason) => reason_packets(h, reason),
-        _ => 0,
+    let counted = match c.want {
+        Want::Drop(reason) => Some(reason),
+        Want::Malformed => Some(Reason::Malformed),
+        Want::Pass | Want::Tx(_) => None,
     };
+    let before = counted.map_or(0, |reason| reason_packets(h, reason));
     let r = h.run(&c.frame);
     let (verdict, frame) = match c.want {
-        Want::Pass => (XDP_PASS, c.frame.clone()),
+        Want::Pass | Want::Malformed => (XDP_PASS, c.frame.clone()),
         Want::Tx(n) => (XDP_TX, with_macs(&c.frame, mac(n), HOST_MAC)),
         Want::Drop(_) => (XDP_DROP, c.frame.clone()),
     };
@@ -187,7 +191,7 @@ fn check(h: &mut Harness, c: &Case) -> Run {
         hex(&r.frame),
         hex(&frame)
     );
-    if let Want::Drop(reason) = c.want {
+    if let Some(reason) = counted {
         assert_eq!(
             reason_packets(h, reason),
             before + 1,
@@ -326,6 +330,198 @@ fn fixtures() {
         ),
         // ICMP that is not an error is not VIP:port traffic.
         case("ICMP echo to a VIP", icmp4_echo(), Want::Pass),
+    ];
+    for c in &cases {
+        check(&mut h, c);
+    }
+}
+
+/// Offsets in the fixtures' untagged frames.
+const L3: usize = 14;
+const L4_V4: usize = L3 + 20;
+const L4_V6: usize = L3 + 40;
+
+/// `frame` with the big-endian 16-bit field at `at` set to `value`.
+fn set16(mut frame: Vec<u8>, at: usize, value: u16) -> Vec<u8> {
+    frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
+    frame
+}
+
+/// `frame` with the byte at `at` set to `value`.
+fn set8(mut frame: Vec<u8>, at: usize, value: u8) -> Vec<u8> {
+    frame[at] = value;
+    frame
+}
+
+/// VIP frames whose lengths disagree with each other are not steered: what an element's stack
+/// would drop is left to this host's (the kernel drops it, or answers it), and counted. Each
+/// frame stays whole within the Ethernet frame, so only the IP and L4 lengths tell them apart
+/// from good ones; each good original is steered (checked first).
+#[test]
+fn frames_whose_lengths_disagree_are_not_steered() {
+    let mut h = Harness::new();
+    provision(&mut h);
+    let with_ext = |f: Frame, n| {
+        let mut f = f;
+        f.ipv6_ext = n;
+        f.build()
+    };
+    let udp6_ext = with_ext(udp6(4001), 1);
+    let udp6_ext2 = with_ext(udp6(4002), 2);
+    let tcp4 = tcp4(4000).build();
+    let udp4 = udp4(4000).build();
+    let tcp6 = tcp6(4000).build();
+    let udp6 = udp6(4000).build();
+    for (what, good) in [
+        ("IPv4 TCP", &tcp4),
+        ("IPv4 UDP", &udp4),
+        ("IPv6 TCP", &tcp6),
+        ("IPv6 UDP", &udp6),
+        ("IPv6 UDP behind one extension header", &udp6_ext),
+        ("IPv6 UDP behind two extension headers", &udp6_ext2),
+    ] {
+        check(&mut h, &case(what, good.clone(), Want::Tx(0)));
+    }
+    // The TCP segments are 27 bytes (20 of header, 7 of payload), the UDP datagrams 15.
+    let ipv4_total = |f: &Vec<u8>, l4: usize| set16(f.clone(), L3 + 2, (20 + l4) as u16);
+    let ipv6_payload = |f: &Vec<u8>, n: u16| set16(f.clone(), L3 + 4, n);
+    // Hop-by-hop options (next header 0) in the second extension header.
+    let hop_by_hop_second = set8(udp6_ext2.clone(), L4_V6, 0);
+    let cases = vec![
+        case(
+            "IPv4 total length cuts the TCP header",
+            ipv4_total(&tcp4, 12),
+            Want::Malformed,
+        ),
+        case(
+            "IPv4 total length cuts the UDP header",
+            ipv4_total(&udp4, 6),
+            Want::Malformed,
+        ),
+        case(
+            "IPv6 payload length cuts the TCP header",
+            ipv6_payload(&tcp6, 19),
+            Want::Malformed,
+        ),
+        case(
+            "IPv6 payload length cuts the UDP header",
+            ipv6_payload(&udp6, 7),
+            Want::Malformed,
+        ),
+        case(
+            "IPv6 payload length 0 (jumbogram)",
+            ipv6_payload(&tcp6, 0),
+            Want::Malformed,
+        ),
+        case(
+            "TCP data offset 4",
+            set8(tcp4.clone(), L4_V4 + 12, 0x40),
+            Want::Malformed,
+        ),
+        case(
+            "TCP data offset 0",
+            set8(tcp6.clone(), L4_V6 + 12, 0x00),
+            Want::Malformed,
+        ),
+        case(
+            "TCP data offset 7 (28 bytes) in a 27-byte segment",
+            set8(tcp4.clone(), L4_V4 + 12, 0x70),
+            Want::Malformed,
+        ),
+        case("UDP length 7", set16(udp4.clone(), L4_V4 + 4, 7), Want::Malformed),
+        case("UDP length 0", set16(udp6.clone(), L4_V6 + 4, 0), Want::Malformed),
+        case(
+            "UDP length 16 in a 15-byte datagram",
+            set16(udp4.clone(), L4_V4 + 4, 16),
+            Want::Malformed,
+        ),
+        case(
+            "IPv6 extension header longer than the payload",
+            ipv6_payload(&udp6_ext, 4),
+            Want::Malformed,
+        ),
+        case(
+            "IPv6 payload ends with the extension header",
+            ipv6_payload(&udp6_ext, 8),
+            Want::Malformed,
+        ),
+        case(
+            "IPv6 hop-by-hop options not first",
+            hop_by_hop_second,
+            Want::Malformed,
+        ),
+        // A shorter UDP length than the IP payload is trailing data, which the kernel trims.
+        case(
+            "UDP length 14 in a 15-byte datagram",
+            set16(udp4.clone(), L4_V4 + 4, 14),
+            Want::Tx(0),
+        ),
+        // Ethernet padding after the IP packet is not part of it.
+        case(
+            "IPv4 TCP with Ethernet padding",
+            [tcp4.clone(), vec![0; 6]].concat(),
+            Want::Tx(0),
+        ),
+    ];
+    for c in &cases {
+        check(&mut h, c);
+    }
+}
+
+/// The maps store IPv4 addresses IPv4-mapped; an IPv6 packet carrying that form must not reach
+/// the IPv4 pool.
+#[test]
+fn ipv6_packets_with_ipv4_mapped_addresses_never_reach_an_ipv4_pool() {
+    let mut h = Harness::new();
+    provision(&mut h);
+    let mapped_vip = ip(&format!("::ffff:{VIP4}"));
+    let mapped_client = ip(&format!("::ffff:{CLIENT4}"));
+    let tcp = L4::Tcp {
+        sport: 4100,
+        dport: TCP_PORT,
+    };
+    let udp = L4::Udp {
+        sport: 4100,
+        dport: UDP_PORT,
+    };
+    let cases = vec![
+        case(
+            "IPv6 TCP to ::ffff:VIP4",
+            Frame::new(ip(CLIENT6), mapped_vip, tcp.clone()).build(),
+            Want::Malformed,
+        ),
+        case(
+            "IPv6 UDP to ::ffff:VIP4",
+            Frame::new(ip(CLIENT6), mapped_vip, udp).build(),
+            Want::Malformed,
+        ),
+        case(
+            "IPv6 TCP from an IPv4-mapped client to VIP6",
+            Frame::new(mapped_client, ip(VIP6), tcp.clone()).build(),
+            Want::Malformed,
+        ),
+        case(
+            "ICMPv6 error quoting a packet from ::ffff:VIP4",
+            Frame::new(
+                ip("fd00:1::1"),
+                ip(VIP6),
+                L4::IcmpError {
+                    ty: 1,
+                    inner: ip_packet(&Frame::new(
+                        mapped_vip,
+                        ip(CLIENT6),
+                        L4::Tcp {
+                            sport: TCP_PORT,
+                            dport: 4100,
+                        },
+                    )),
+                },
+            )
+            .build(),
+            Want::Pass,
+        ),
+        // And the IPv4 VIP itself still steers.
+        case("IPv4 TCP to VIP4", tcp4(4100).build(), Want::Tx(0)),
     ];
     for c in &cases {
         check(&mut h, c);

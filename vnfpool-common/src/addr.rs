@@ -53,6 +53,7 @@ pub const fn octets(addr: &Addr) -> [u8; 16] {
 }
 
 /// Whether a map address is IPv4-mapped.
+#[inline(always)]
 #[must_use]
 pub const fn is_v4(addr: &Addr) -> bool {
     addr[0] == 0 && addr[1] == 0 && addr[2] == v4_mapped_marker()

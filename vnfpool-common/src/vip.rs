@@ -28,7 +28,8 @@ pub const PROTO_UDP: u8 = 17;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VipKey {
-    /// Destination address (IPv4-mapped for IPv4), see [`crate::addr`].
+    /// Destination address (IPv4-mapped for IPv4, see [`crate::addr`]). The form tells the
+    /// family: the data plane refuses IPv6 packets that carry an IPv4-mapped address.
     pub addr: Addr,
     /// Destination port in network byte order, as read from the L4 header; 0 for an address entry.
     pub port_be: u16,

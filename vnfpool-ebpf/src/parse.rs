@@ -147,6 +147,9 @@ fn ipv4(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
     if tot_len < ihl || !pkt.has(l3, tot_len) {
         return Err(Stop::Malformed);
     }
+    // The L4 header must lie inside the IP packet, not just inside the frame (which may carry
+    // padding or a forged tail past the IP length).
+    let ip_end = l3 + tot_len;
     let proto = w2.to_ne_bytes()[1];
     let b1 = w1.to_ne_bytes();
     let frag = u16::from_be_bytes([b1[2], b1[3]]);
@@ -168,7 +171,7 @@ fn ipv4(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
     }
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => {
-            let (sport_be, dport_be) = ports(pkt, l4, proto)?;
+            let (sport_be, dport_be) = ports(pkt, l4, ip_end, proto)?;
             Ok(Parsed::L4(Tuple {
                 src,
                 dst,
@@ -191,16 +194,28 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
     }
     let b1 = h[1].to_ne_bytes();
     let payload_len = u16::from_be_bytes([b1[0], b1[1]]) as usize;
-    if !pkt.has(l3 + 40, payload_len) {
+    // A payload length of 0 announces a jumbogram (RFC 2675), which no Ethernet frame carries.
+    if payload_len == 0 || !pkt.has(l3 + 40, payload_len) {
         return Err(Stop::Malformed);
     }
-    let mut next = b1[2];
     let src = [h[2], h[3], h[4], h[5]];
     let dst = [h[6], h[7], h[8], h[9]];
+    // IPv4-mapped addresses never appear on the wire (RFC 4291 2.5.5.2). Refusing them here is
+    // what keeps the families apart in the maps, where IPv4 is stored IPv4-mapped: an IPv6
+    // packet to `::ffff:a.b.c.d` must not reach the pool of the IPv4 VIP a.b.c.d.
+    if addr::is_v4(&src) || addr::is_v4(&dst) {
+        return Err(Stop::Malformed);
+    }
+    let ip_end = l3 + 40 + payload_len;
+    let mut next = b1[2];
     let mut l4 = l3 + 40;
-    for _ in 0..MAX_IPV6_EXT_HEADERS {
+    for i in 0..MAX_IPV6_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH => {
+                // Hop-by-hop options come first or not at all (RFC 8200 4.3).
+                if next == IPPROTO_HOPOPTS && i != 0 {
+                    return Err(Stop::Malformed);
+                }
                 let ext = pkt.load::<[u8; 2]>(l4)?;
                 // AH counts 4-byte units minus 2; the others 8-byte units minus 1.
                 l4 += if next == IPPROTO_AH {
@@ -208,6 +223,9 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
                 } else {
                     (ext[1] as usize + 1) * 8
                 };
+                if l4 > ip_end {
+                    return Err(Stop::Malformed);
+                }
                 next = ext[0];
             }
             IPPROTO_FRAGMENT => {
@@ -229,7 +247,7 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
     }
     match next {
         IPPROTO_TCP | IPPROTO_UDP => {
-            let (sport_be, dport_be) = ports(pkt, l4, next)?;
+            let (sport_be, dport_be) = ports(pkt, l4, ip_end, next)?;
             Ok(Parsed::L4(Tuple {
                 src,
                 dst,
@@ -248,15 +266,34 @@ fn is_l4(proto: u8) -> bool {
     proto == IPPROTO_TCP || proto == IPPROTO_UDP
 }
 
-/// Source and destination ports, after checking that the whole fixed L4 header is present.
+/// Source and destination ports of a TCP or UDP header at `l4`, after checking that the header
+/// is whole and consistent within the IP packet, which ends at `ip_end`: a TCP data offset of
+/// at least 5 words and inside the packet, a UDP length of at least 8 and inside the packet.
+/// The kernel drops such packets; steering them would hand an element what its stack drops.
+///
+/// verifier: the header is read (bounds-checked against the frame) before its end is compared
+/// with `ip_end`. The other way round, LLVM proves the frame check redundant (the IP packet was
+/// checked to lie inside the frame) and removes it, and the verifier, which does not follow
+/// that reasoning, refuses the read.
 #[inline(always)]
-fn ports(pkt: &Packet, l4: usize, proto: u8) -> Result<(u16, u16), Stop> {
-    let hlen = if proto == IPPROTO_TCP { TCP_HLEN } else { UDP_HLEN };
-    if !pkt.has(l4, hlen) {
-        return Err(Stop::Malformed);
+fn ports(pkt: &Packet, l4: usize, ip_end: usize, proto: u8) -> Result<(u16, u16), Stop> {
+    if proto == IPPROTO_TCP {
+        // Ports, sequence and acknowledgement numbers, data offset: one bounds check.
+        let [w0, _seq, _ack, w3] = pkt.load::<[u32; 4]>(l4)?;
+        let doff = (w3.to_ne_bytes()[0] >> 4) as usize * 4;
+        if doff < TCP_HLEN || l4 + doff > ip_end {
+            return Err(Stop::Malformed);
+        }
+        let p = w0.to_ne_bytes();
+        Ok((u16::from_ne_bytes([p[0], p[1]]), u16::from_ne_bytes([p[2], p[3]])))
+    } else {
+        let [sport_be, dport_be, len_be, _csum] = pkt.load::<[u16; 4]>(l4)?;
+        let len = u16::from_be(len_be) as usize;
+        if len < UDP_HLEN || l4 + len > ip_end {
+            return Err(Stop::Malformed);
+        }
+        Ok((sport_be, dport_be))
     }
-    let p = pkt.load::<[u16; 2]>(l4)?;
-    Ok((p[0], p[1]))
 }
 
 /// ICMPv4 destination unreachable (3), time exceeded (11), parameter problem (12).
@@ -295,12 +332,14 @@ fn icmp6_error(pkt: &Packet, l4: usize) -> Result<Parsed, Stop> {
     let inner = l4 + ICMP_HLEN;
     let h = pkt.load::<[u32; 10]>(inner)?;
     let proto = h[1].to_ne_bytes()[2];
-    if h[0].to_ne_bytes()[0] >> 4 != 6 || !is_l4(proto) {
+    let src = [h[2], h[3], h[4], h[5]];
+    // An IPv4-mapped source would name an IPv4 VIP's flow (see `ipv6`).
+    if h[0].to_ne_bytes()[0] >> 4 != 6 || !is_l4(proto) || addr::is_v4(&src) {
         return Err(Stop::NotOurs);
     }
     let p = pkt.load::<[u16; 2]>(inner + 40)?;
     Ok(Parsed::IcmpError(Tuple {
-        src: [h[2], h[3], h[4], h[5]],
+        src,
         dst: [h[6], h[7], h[8], h[9]],
         sport_be: p[0],
         dport_be: p[1],

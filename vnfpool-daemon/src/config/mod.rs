@@ -1016,6 +1016,12 @@ site-c: {}
                 "VIP 224.0.0.1 is a multicast address; expected a unicast address",
             ),
             (
+                "IPv4-mapped IPv6 VIP",
+                base("vip: 10.0.0.1", "vip: \"::ffff:10.0.0.9\""),
+                "4:10",
+                "VIP ::ffff:10.0.0.9 is an IPv4-mapped IPv6 address; expected the IPv4 address itself (10.0.0.9) or a native IPv6 address",
+            ),
+            (
                 "VIP not an address",
                 base("vip: 10.0.0.1", "vip: 10.0.0.300"),
                 "4:10",

@@ -1628,6 +1628,18 @@ impl Checker<'_> {
             );
             return None;
         };
+        if let IpAddr::V6(v6) = address
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            // The maps store IPv4 addresses in this form, and the data plane refuses IPv6
+            // packets that carry it: such an address would be an IPv4 one in disguise.
+            self.invalid(
+                raw.referenced,
+                format!("{what} {address} is an IPv4-mapped IPv6 address"),
+                format!("the IPv4 address itself ({v4}) or a native IPv6 address"),
+            );
+            return None;
+        }
         let kind = if address.is_unspecified() {
             "unspecified"
         } else if address.is_multicast() {
