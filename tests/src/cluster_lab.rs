@@ -35,7 +35,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use vnfpool_common::{
     addr,
     element::{Element, elem_index},
-    flow::{self, FlowKey},
+    flow::{self, FlowCtl, FlowKey},
     maps,
     pool::Pool,
     ring::{self, RingChunk},
@@ -94,7 +94,7 @@ pub struct Options {
     pub configured: usize,
     /// Whether BFD watches the BGP sessions.
     pub bfd: Bfd,
-    /// Whether the nodes share flows (else each has a cluster key of its own).
+    /// Whether the nodes share flows (else no node reaches another's flow-sync port).
     pub flow_sync: bool,
 }
 
@@ -212,24 +212,20 @@ impl ClusterLab {
             .collect();
 
         let scratch = Scratch::new();
-        let keys = (0..NODES)
-            .map(|i| {
-                // Without flow sync each node has a key of its own: every node rejects what
-                // the others send.
-                let (name, byte) = if flow_sync {
-                    ("cluster.key".to_owned(), 0x5a)
-                } else {
-                    (
-                        format!("n{}.key", i + 1),
-                        1 + u8::try_from(i).expect("a small index"),
-                    )
-                };
-                let key = scratch.path.join(name);
-                std::fs::write(&key, [byte; 32]).expect("a cluster key");
-                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod 0600");
-                key
-            })
-            .collect();
+        // One key for every node: the cluster's flow hash comes from it too.
+        let key = scratch.path.join("cluster.key");
+        std::fs::write(&key, [0x5a; 32]).expect("a cluster key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod 0600");
+        let keys = vec![key; NODES];
+        if !flow_sync {
+            // Without flow sync no node reaches another (they talk only for it; BGP and etcd
+            // are on the router): what one sends the others never get.
+            for (i, ns) in node_ns.iter().enumerate() {
+                for j in (0..NODES).filter(|&j| j != i) {
+                    ns.ip(&["route", "add", "blackhole", &format!("{}/32", node_addr(j))]);
+                }
+            }
+        }
 
         let nodes: Vec<ClusterNode> = node_links
             .into_iter()
@@ -524,6 +520,13 @@ impl ClusterLab {
         }
     }
 
+    /// Node `i`'s flow hash key, from its pinned `VNF_FLOW_CTL`.
+    #[must_use]
+    pub fn flow_hash_key(&self, i: usize) -> flow::HashKey {
+        let ctl: Array<MapData, FlowCtl> = open(self.nodes[i].places.pins.path(), maps::FLOW_CTL);
+        ctl.get(&0, 0).expect("reading the flow table's control").hash_key
+    }
+
     /// Node `i`'s live Maglev table for the pool, read from its pinned maps: the element
     /// name at each position.
     #[must_use]
@@ -668,9 +671,10 @@ fn wire(router: &Netns, client: &Netns, node_ns: &[Netns], element_ns: &[Netns])
     }
 }
 
-/// The element a table picks for the client's flow from `sport`.
+/// The element a table picks for the client's flow from `sport`, hashed under `key`.
 #[must_use]
-pub fn pick(table: &[String], sport: u16) -> &str {
+pub fn pick<'a>(table: &'a [String], key: &flow::HashKey, sport: u16) -> &'a str {
+    let secret = key;
     let key = FlowKey {
         src: addr::from_ip(IpAddr::V4(CLIENT)),
         sport_be: sport.to_be(),
@@ -680,7 +684,7 @@ pub fn pick(table: &[String], sport: u16) -> &str {
         _pad: 0,
     };
     let size = u32::try_from(table.len()).expect("a ring size");
-    &table[ring::position(flow::hash(&key), size) as usize]
+    &table[ring::position(flow::hash(&key, secret), size) as usize]
 }
 
 /// The role of `element` in the lab's pool, from a status.

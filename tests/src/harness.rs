@@ -22,13 +22,12 @@ pub struct Run {
 }
 
 impl Harness {
-    /// Loads the program with a flow table of `flow_table_size` entries.
+    /// Loads the program with `opts`, its maps unpinned whatever `opts` says.
     #[must_use]
-    pub fn with_flow_table(flow_table_size: u32) -> Self {
+    pub fn with(opts: &LoadOptions) -> Self {
         let opts = LoadOptions {
             pin_dir: None,
-            flow_table_size,
-            ..LoadOptions::default()
+            ..opts.clone()
         };
         let mut dp = AyaDataplane::load(&opts).expect("loading the XDP object (needs root and bpf-linker)");
         let prog: &mut Xdp = dp
@@ -41,10 +40,11 @@ impl Harness {
         Self { dp }
     }
 
-    /// Loads the program with the default flow-table size.
+    /// Loads the program as the daemon would by default (a 1M-flow table, a random flow hash
+    /// key, the default flood guard).
     #[must_use]
     pub fn new() -> Self {
-        Self::with_flow_table(maps::DEFAULT_FLOW_TABLE_SIZE)
+        Self::with(&LoadOptions::default())
     }
 
     fn prog(&mut self) -> &mut Xdp {

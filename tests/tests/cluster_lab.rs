@@ -111,11 +111,17 @@ fn three_nodes_behind_ecmp_keep_their_connections_through_node_leader_and_etcd_f
     leader_dies(&mut lab, flows, &survivors, &leader_name);
 }
 
-/// (a) One table on every node, and every flow on the element it names.
+/// (a) One table and one flow hash key on every node, and every flow on the element they name.
 fn same_table_same_element(lab: &mut ClusterLab) -> Flows {
     let tables: Vec<Vec<String>> = (0..NODES).map(|i| lab.table(i)).collect();
+    let key = lab.flow_hash_key(0);
     for (i, t) in tables.iter().enumerate() {
         assert_eq!(t, &tables[0], "{}'s table differs from n1's", lab.nodes[i].name);
+        assert!(
+            lab.flow_hash_key(i) == key,
+            "{}'s flow hash key differs from n1's",
+            lab.nodes[i].name
+        );
     }
     let conns = lab.connect(CONNS);
     let sports: Vec<u16> = conns.iter().map(|c| c.sport).collect();
@@ -129,7 +135,10 @@ fn same_table_same_element(lab: &mut ClusterLab) -> Flows {
         spread.iter().all(|&n| n >= MIN_PER_NODE),
         "the router spreads flows over every node: {spread:?}"
     );
-    let elements: Vec<String> = sports.iter().map(|&s| pick(&tables[0], s).to_owned()).collect();
+    let elements: Vec<String> = sports
+        .iter()
+        .map(|&s| pick(&tables[0], &key, s).to_owned())
+        .collect();
     let mut flows = Flows {
         conns,
         sports,
@@ -302,8 +311,9 @@ fn element_added(lab: &mut ClusterLab, flows: &mut Flows, generation: u64) -> (V
             lab.nodes[i].name
         );
     }
+    let key = lab.flow_hash_key(0);
     let pinned: Vec<usize> = (0..CONNS)
-        .filter(|&k| pick(&tables[0], flows.sports[k]) != flows.elements[k])
+        .filter(|&k| pick(&tables[0], &key, flows.sports[k]) != flows.elements[k])
         .collect();
     assert!(
         pinned.len() >= CONNS / 5,
@@ -315,7 +325,10 @@ fn element_added(lab: &mut ClusterLab, flows: &mut Flows, generation: u64) -> (V
     let sports: Vec<u16> = conns.iter().map(|c| c.sport).collect();
     let mut fresh = Flows {
         paths: lab.paths(&sports),
-        elements: sports.iter().map(|&s| pick(&tables[0], s).to_owned()).collect(),
+        elements: sports
+            .iter()
+            .map(|&s| pick(&tables[0], &key, s).to_owned())
+            .collect(),
         sports,
         conns,
     };
@@ -391,9 +404,13 @@ fn leader_dies(lab: &mut ClusterLab, flows: Flows, survivors: &[usize], leader_n
         role(s, "e1") != Some("active") && applied_generation(s) > before
     });
     let table = lab.table(last);
+    let key = lab.flow_hash_key(last);
     assert!(!table.iter().any(|e| e == "e1"), "e1 left the table");
     let mut late = lab.connect(30);
-    let late_elements: Vec<String> = late.iter().map(|c| pick(&table, c.sport).to_owned()).collect();
+    let late_elements: Vec<String> = late
+        .iter()
+        .map(|c| pick(&table, &key, c.sport).to_owned())
+        .collect();
     assert_kept(&mut late, &late_elements, "(d) new flows after e1 failed");
     let (mut kept, kept_elements): (Vec<Conn>, Vec<String>) =
         conns.into_iter().zip(elements).filter(|(_, e)| e != "e1").unzip();

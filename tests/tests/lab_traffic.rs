@@ -16,7 +16,7 @@ use vnfpool_common::{
     vip::{PROTO_TCP, PROTO_UDP},
 };
 use vnfpool_daemon::{
-    dataplane::{AyaDataplane, LoadOptions, Mapping},
+    dataplane::{AyaDataplane, FlowHashKey, LoadOptions, Mapping},
     model::maglev::{self, Backend},
 };
 use vnfpool_tests::lab::{self, Lab, TCP_PORT, UDP_PORT};
@@ -80,7 +80,7 @@ fn predicted(lab: &Lab, table: &[u16], pool: u32, proto: u8, vport: u16, port: u
         _pad: 0,
     };
     let size = u32::try_from(table.len()).expect("table size");
-    usize::from(table[ring::position(flow::hash(&key), size) as usize])
+    usize::from(table[ring::position(flow::hash(&key, &KEY), size) as usize])
 }
 
 /// Index of the element that answered `answer`.
@@ -194,9 +194,13 @@ fn percent(part: usize, total: usize) -> f64 {
 const POOL_TCP: u32 = 0;
 const POOL_UDP: u32 = 1;
 
+/// The flow hash key of these labs' data plane, so that the tests can predict picks.
+const KEY: flow::HashKey = [0x5eed, 0x1ab];
+
 fn loaded(lab: &Lab) -> AyaDataplane {
     let mut dp = AyaDataplane::load(&LoadOptions {
         pin_dir: None,
+        flow_hash_key: FlowHashKey::Preferred(KEY),
         ..LoadOptions::default()
     })
     .expect("loading the XDP object (needs root)");

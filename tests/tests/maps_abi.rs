@@ -7,7 +7,7 @@ use aya::maps::MapInfo;
 use vnfpool_common::{
     addr,
     element::{Element, STATE_UP},
-    flow::{self, FlowBucket, FlowCtl},
+    flow::{self, FlowBucket, FlowCtl, FlowGuard},
     maps,
     pool::Pool,
     ring::RingChunk,
@@ -33,6 +33,7 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
         (maps::RING, u32s, size_of::<RingChunk>(), 4096),
         (maps::FLOWS, u32s, size_of::<FlowBucket>(), flow::buckets(8192)),
         (maps::FLOW_CTL, u32s, size_of::<FlowCtl>(), 1),
+        (maps::FLOW_GUARD, u32s, size_of::<FlowGuard>(), 1),
         // Ring buffers have neither keys nor values, only bytes.
         (maps::FLOW_EVENTS, 0, 0, maps::FLOW_EVENTS_SIZE),
         // bpf_devmap_val: ifindex + program fd/id.
@@ -49,6 +50,7 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
         pin_dir: Some(pins.path().to_owned()),
         flow_table_size: 8192,
         ring_chunks: 4096,
+        ..LoadOptions::default()
     };
     let mut dp = AyaDataplane::load(&opts).expect("load with pins");
 

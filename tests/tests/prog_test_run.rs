@@ -14,7 +14,7 @@ use vnfpool_common::{
     stats::Reason,
     vip::{PROTO_TCP, PROTO_UDP},
 };
-use vnfpool_daemon::dataplane::{FlowEvents, FlowTable as _, Mapping};
+use vnfpool_daemon::dataplane::{FlowEvents, FlowTable as _, LoadOptions, Mapping};
 use vnfpool_tests::{
     harness::{Harness, Run, verdict_name},
     packet::{Frame, HOST_MAC, L4, hex, ip_packet, with_macs},
@@ -468,6 +468,120 @@ fn frames_whose_lengths_disagree_are_not_steered() {
     }
 }
 
+/// `frame` (built by `tcp4`/`tcp6`, SYN set) with TCP flags `flags` instead.
+fn with_tcp_flags(frame: Vec<u8>, v6: bool, flags: u8) -> Vec<u8> {
+    set8(frame, if v6 { L4_V6 } else { L4_V4 } + 13, flags)
+}
+
+const ACK: u8 = 0x10;
+const SYN_ACK: u8 = 0x12;
+
+/// A TCP flow gets an entry on its SYN only: a mid-stream packet the table does not know goes
+/// where the Maglev table says without being recorded, so it follows the table; UDP has no SYN
+/// and records on any packet; a recorded flow whose element went away is recorded again on any
+/// packet (so that it does not go back when the element returns).
+#[test]
+fn tcp_flows_are_recorded_on_their_syn_only() {
+    let mut h = Harness::new();
+    provision(&mut h);
+    let before = reason_packets(&h, Reason::FlowNotRecorded);
+    for (what, frame) in [
+        ("ACK", with_tcp_flags(tcp4(6000).build(), false, ACK)),
+        ("SYN+ACK", with_tcp_flags(tcp4(6001).build(), false, SYN_ACK)),
+        ("IPv6 ACK", with_tcp_flags(tcp6(6002).build(), true, ACK)),
+    ] {
+        check(&mut h, &case(what, frame, Want::Tx(0)));
+    }
+    assert_eq!(reason_packets(&h, Reason::FlowNotRecorded), before + 3);
+    assert_eq!(
+        h.dp.flow(&tcp4_key(6000)).expect("lookup"),
+        None,
+        "an ACK records nothing"
+    );
+    assert_eq!(
+        h.dp.flow(&tcp4_key(6001)).expect("lookup"),
+        None,
+        "nor does a SYN+ACK"
+    );
+    check(&mut h, &case("SYN", tcp4(6003).build(), Want::Tx(0)));
+    assert_eq!(
+        h.dp.flow(&tcp4_key(6003)).expect("lookup"),
+        Some(0),
+        "a SYN records"
+    );
+    check(&mut h, &case("UDP", udp4(6004).build(), Want::Tx(0)));
+
+    // New flows now go to element 1: the recorded ones stay, the unrecorded one follows.
+    map_all_to(&mut h, 0, 1, vec![element(0, STATE_UP), element(1, STATE_UP)]);
+    map_all_to(&mut h, 1, 1, vec![element(0, STATE_UP), element(1, STATE_UP)]);
+    let ack = |sport| with_tcp_flags(tcp4(sport).build(), false, ACK);
+    check(&mut h, &case("recorded by its SYN", ack(6003), Want::Tx(0)));
+    check(&mut h, &case("UDP recorded", udp4(6004).build(), Want::Tx(0)));
+    check(
+        &mut h,
+        &case("never recorded: follows the table", ack(6000), Want::Tx(1)),
+    );
+
+    // Element 0 goes down: its flow is re-picked on a plain ACK and recorded to element 1, so
+    // that it stays there when element 0 comes back.
+    map_all_to(&mut h, 0, 1, vec![element(0, STATE_DOWN), element(1, STATE_UP)]);
+    check(&mut h, &case("re-picked", ack(6003), Want::Tx(1)));
+    assert_eq!(h.dp.flow(&tcp4_key(6003)).expect("lookup"), Some(1));
+    map_all_to(&mut h, 0, 0, vec![element(0, STATE_UP), element(1, STATE_UP)]);
+    check(
+        &mut h,
+        &case("stays after the element returns", ack(6003), Want::Tx(1)),
+    );
+}
+
+/// 10,000 established flows, then 2,000,000 SYNs from random spoofed sources through the
+/// default flood guard (and a keyed hash, so the sources cannot aim at the flows' buckets):
+/// at least 99% of the established flows keep their element.
+#[test]
+fn a_syn_flood_does_not_push_established_flows_out() {
+    const ESTABLISHED: u32 = 10_000;
+    const FLOOD: u32 = 2_000_000;
+    let mut h = Harness::new();
+    provision(&mut h);
+    let client = |i: u32| -> Vec<u8> {
+        let mut f = tcp4((i % 50_000) as u16 + 1);
+        f.src = IpAddr::from([10, 1, (i / 50_000) as u8, 2]);
+        f.build()
+    };
+    for i in 0..ESTABLISHED {
+        assert_eq!(h.run(&client(i)).verdict, XDP_TX, "flow {i}");
+    }
+    // New flows now go to element 1: an established flow still on element 0 kept its entry.
+    map_all_to(&mut h, 0, 1, vec![element(0, STATE_UP), element(1, STATE_UP)]);
+    let not_recorded = reason_packets(&h, Reason::FlowNotRecorded);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let started = std::time::Instant::now();
+    for _ in 0..FLOOD {
+        // xorshift64: random source address and port.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut f = tcp4((x >> 32) as u16 | 1);
+        f.src = IpAddr::from(((x as u32) | 0x0100_0000).to_be_bytes());
+        assert_eq!(h.run(&f.build()).verdict, XDP_TX);
+    }
+    let refused = reason_packets(&h, Reason::FlowNotRecorded) - not_recorded;
+    let kept = (0..ESTABLISHED)
+        .filter(|&i| {
+            let r = h.run(&with_tcp_flags(client(i), false, ACK));
+            r.frame[..6] == mac(0)
+        })
+        .count();
+    println!(
+        "{FLOOD} spoofed SYNs in {:?}: {refused} not recorded; {kept} of {ESTABLISHED} established flows kept their element",
+        started.elapsed()
+    );
+    assert!(
+        kept * 100 >= ESTABLISHED as usize * 99,
+        "{kept} of {ESTABLISHED} established flows kept their element; want at least 99%"
+    );
+}
+
 /// The maps store IPv4 addresses IPv4-mapped; an IPv6 packet carrying that form must not reach
 /// the IPv4 pool.
 #[test]
@@ -788,7 +902,8 @@ fn program_picks_the_position_the_flow_hash_names() {
     )
     .expect("apply");
     for sport in 10_000..10_500u16 {
-        let want = table[ring::position(flow::hash(&tcp4_key(sport)), RING as u32) as usize];
+        let want =
+            table[ring::position(flow::hash(&tcp4_key(sport), &h.dp.flow_hash_key()), RING as u32) as usize];
         let r = h.run(&tcp4(sport).build());
         assert_eq!(
             (r.verdict, &r.frame[..6]),
@@ -1036,8 +1151,13 @@ fn a_pool_routes_one_address_which_can_change_once_withdrawn() {
 fn full_flow_bucket_evicts_one_flow_and_keeps_the_others() {
     // Eight flows fill the only bucket of an 8-flow table; a ninth takes the way under the
     // bucket's clock hand (all eight were just used, so none is passed over: way 0, the first
-    // flow's), and the hand moves on, so a tenth takes way 1.
-    let mut h = Harness::with_flow_table(8);
+    // flow's), and the hand moves on, so a tenth takes way 1. No flood guard: it would record
+    // one flow per stamp unit in so small a table.
+    let mut h = Harness::with(&LoadOptions {
+        flow_table_size: 8,
+        new_flows_per_unit: Some(0),
+        ..LoadOptions::default()
+    });
     provision(&mut h);
     let key = tcp4_key;
     for sport in 8000..8008 {
@@ -1075,9 +1195,9 @@ fn full_flow_bucket_evicts_one_flow_and_keeps_the_others() {
 }
 
 /// The event the program emits for a new flow `key` picking element `element`.
-fn event(key: &FlowKey, element: u16) -> FlowEvent {
+fn event(h: &Harness, key: &FlowKey, element: u16) -> FlowEvent {
     FlowEvent {
-        hash: flow::hash64(key),
+        hash: flow::hash64(key, &h.dp.flow_hash_key()),
         pool: key.pool,
         element,
         exact_bits: 64,
@@ -1104,7 +1224,7 @@ fn new_flows_emit_one_event_each_while_events_are_on() {
     check(&mut h, &case("new flow", tcp4(9001).build(), Want::Tx(0)));
     assert_eq!(
         drain(&mut events),
-        [event(&tcp4_key(9001), 0)],
+        [event(&h, &tcp4_key(9001), 0)],
         "exactly one event"
     );
     check(&mut h, &case("established flow", tcp4(9001).build(), Want::Tx(0)));
@@ -1117,7 +1237,7 @@ fn new_flows_emit_one_event_each_while_events_are_on() {
     // A flow whose element went down is picked again, and that new pick is an event.
     map_all_to(&mut h, 0, 1, vec![element(0, STATE_DOWN), element(1, STATE_UP)]);
     check(&mut h, &case("re-picked flow", tcp4(9001).build(), Want::Tx(1)));
-    assert_eq!(drain(&mut events), [event(&tcp4_key(9001), 1)]);
+    assert_eq!(drain(&mut events), [event(&h, &tcp4_key(9001), 1)]);
 
     h.dp.set_flow_events(false).expect("events off");
     check(
@@ -1129,7 +1249,12 @@ fn new_flows_emit_one_event_each_while_events_are_on() {
 
 #[test]
 fn a_full_event_ring_counts_and_still_forwards() {
-    let mut h = Harness::new();
+    // Every new flow recorded, whatever the host's CPUs make of the flood guard: this fills the
+    // ring with more new flows than the guard may let through on a host with many CPUs.
+    let mut h = Harness::with(&LoadOptions {
+        new_flows_per_unit: Some(0),
+        ..LoadOptions::default()
+    });
     provision(&mut h);
     h.dp.set_flow_events(true).expect("events on");
     let room = maps::FLOW_EVENTS_SIZE as usize / (size_of::<FlowEvent>() + 8);
@@ -1164,14 +1289,14 @@ fn a_peer_entry_pins_its_flow_to_the_peer_element() {
     // The Maglev table sends every new flow to element 0; the peer pinned this one to 1.
     let inserted = table
         .insert(&[
-            event(&key, 1),
+            event(&h, &key, 1),
             FlowEvent {
                 element: maps::MAX_ELEMENTS as u16,
-                ..event(&tcp4_key(9101), 1)
+                ..event(&h, &tcp4_key(9101), 1)
             },
             FlowEvent {
                 pool: maps::MAX_POOLS as u16,
-                ..event(&tcp4_key(9102), 1)
+                ..event(&h, &tcp4_key(9102), 1)
             },
         ])
         .expect("insert");
@@ -1207,12 +1332,12 @@ fn a_peer_entry_pins_its_flow_to_the_peer_element() {
     let mask = table.buckets() - 1;
     let found: Vec<&FlowEvent> = back
         .iter()
-        .filter(|e| flow::fingerprint(e.hash) == flow::fingerprint(flow::hash64(&key)))
+        .filter(|e| flow::fingerprint(e.hash) == flow::fingerprint(flow::hash64(&key, &h.dp.flow_hash_key())))
         .collect();
     assert_eq!(found.len(), 1, "{back:?}");
     assert_eq!(
         (flow::bucket(found[0].hash, mask), found[0].element),
-        (flow::bucket(flow::hash64(&key), mask), 1)
+        (flow::bucket(flow::hash64(&key, &h.dp.flow_hash_key()), mask), 1)
     );
 
     // A refresh sends only entries used lately: an entry the peer last used 5 stamp units ago
@@ -1220,9 +1345,9 @@ fn a_peer_entry_pins_its_flow_to_the_peer_element() {
     let (fresh, stale) = (tcp4_key(9103), tcp4_key(9104));
     let aged = FlowEvent {
         age: 5,
-        ..event(&stale, 1)
+        ..event(&h, &stale, 1)
     };
-    let inserted = table.insert(&[event(&fresh, 1), aged]).expect("insert");
+    let inserted = table.insert(&[event(&h, &fresh, 1), aged]).expect("insert");
     assert_eq!(inserted.added, 2, "{inserted:?}");
     let mut recent = Vec::new();
     let mut from = 0;
@@ -1235,7 +1360,7 @@ fn a_peer_entry_pins_its_flow_to_the_peer_element() {
     let has = |k: &FlowKey| {
         recent
             .iter()
-            .any(|e| flow::fingerprint(e.hash) == flow::fingerprint(flow::hash64(k)))
+            .any(|e| flow::fingerprint(e.hash) == flow::fingerprint(flow::hash64(k, &h.dp.flow_hash_key())))
     };
     // (`key`'s entry is stamped with the clock as it was before the first new flow of this
     // test, the last time the program had stored it: long ago.)

@@ -8,7 +8,7 @@ use vnfpool_common::{
     vip::PROTO_TCP,
 };
 use vnfpool_daemon::{
-    dataplane::{AyaDataplane, DataplaneError, LoadOptions, Mapping},
+    dataplane::{AyaDataplane, DataplaneError, FlowHashKey, LoadOptions, Mapping},
     model::maglev::{self, Backend},
 };
 use vnfpool_tests::{
@@ -54,6 +54,7 @@ fn data_plane_outlives_its_loader_and_is_adopted() {
 
     let mut first = AyaDataplane::load(&opts).expect("first load");
     assert!(!first.adopted(), "fresh pins");
+    let key = first.flow_hash_key();
     lab.attach(&mut first);
     first
         .add_vip(0, addr::from_ip(lab.vip.into()), TCP_PORT, PROTO_TCP)
@@ -81,9 +82,15 @@ fn data_plane_outlives_its_loader_and_is_adopted() {
         "every connection answered by the same element with no loader"
     );
 
-    // A new loader adopts: same generation, same attachment, same flows.
-    let mut second = AyaDataplane::load(&opts).expect("second load adopts the pins");
+    // A new loader adopts: same generation, same attachment, same flows, and the flow hash key
+    // the table was recorded with, although it would have made another for a new table.
+    let again = LoadOptions {
+        flow_hash_key: FlowHashKey::random(),
+        ..opts.clone()
+    };
+    let mut second = AyaDataplane::load(&again).expect("second load adopts the pins");
     assert!(second.adopted());
+    assert!(second.flow_hash_key() == key, "the adopted table's key is kept");
     lab.attach(&mut second);
     assert_eq!(
         second.live(0).generation,

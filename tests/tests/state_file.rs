@@ -61,3 +61,55 @@ fn an_unreadable_state_file_stops_the_start_and_is_kept() {
         "a log file gets no terminal colour codes:\n{log}"
     );
 }
+
+/// The pinned flow table's hash key, read with bpftool's view of the map (the daemon's own
+/// pins).
+fn pinned_flow_hash_key(places: &Places) -> vnfpool_common::flow::HashKey {
+    use aya::maps::{Array, Map, MapData};
+    let data = MapData::from_pin(places.pins.path().join(vnfpool_common::maps::FLOW_CTL))
+        .expect("the pinned VNF_FLOW_CTL");
+    let ctl: Array<MapData, vnfpool_common::flow::FlowCtl> =
+        Array::try_from(Map::Array(data)).expect("an array of FlowCtl");
+    ctl.get(&0, 0).expect("reading it").hash_key
+}
+
+/// A node on its own keeps its flow hash key in the state file: after a reboot (the pins are
+/// gone, the elements and their clients' connections are not), flows hash as before and keep
+/// their Maglev positions. A restart that adopts the pins keeps the key too.
+#[test]
+fn the_flow_hash_key_outlives_the_pins_in_the_state_file() {
+    let lab = Lab::new(1);
+    let places = Places::new();
+    std::fs::write(places.config(), config(&lab, &places)).expect("config");
+    let start = || {
+        let mut daemon = Daemon::start(Path::new(BIN), &lab, &places);
+        daemon.wait_until("e1 active", Duration::from_secs(10), |s| {
+            role(s, "dns", "e1") == Some("active")
+        });
+        daemon
+    };
+    let daemon = start();
+    let key = pinned_flow_hash_key(&places);
+    assert!(key != [0, 0], "a random key, not the zero key");
+    let exit = daemon.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "the daemon stops cleanly on SIGTERM: {exit}");
+    let state = std::fs::read_to_string(places.scratch.path.join("state/state.json")).expect("state file");
+    let saved: serde_json::Value = serde_json::from_str(&state).expect("JSON");
+    assert_eq!(
+        saved["flow_hash_key"],
+        serde_json::json!(key),
+        "the state holds the key: {state}"
+    );
+
+    // A reboot: every pin gone, the program detached.
+    for pin in std::fs::read_dir(places.pins.path()).expect("pin dir") {
+        std::fs::remove_file(pin.expect("a pin").path()).expect("unpinning");
+    }
+    let daemon = start();
+    assert!(
+        pinned_flow_hash_key(&places) == key,
+        "the new table hashes with the saved key"
+    );
+    let exit = daemon.terminate(Duration::from_secs(10));
+    assert!(exit.success(), "the daemon stops cleanly on SIGTERM: {exit}");
+}

@@ -121,8 +121,7 @@ impl FlowBucket {
     }
 }
 
-/// Value of `VNF_FLOW_CTL` (one entry): what a packet needs to use the flow table, in one
-/// cache line it touches anyway. 16 bytes.
+/// Value of `VNF_FLOW_CTL` (one entry): what a packet needs to use the flow table. 40 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowCtl {
@@ -140,8 +139,66 @@ pub struct FlowCtl {
     /// it records; 0 (the loader's value) when it emits none. Written by the daemon (flow sync
     /// between cluster nodes); read by packets that record a flow, in the line they read anyway.
     pub events: u32,
+    /// The secret key of the flow hash ([`hash64`]), so that no one outside can compute which
+    /// flows share a bucket. Written by the loader with the mask (a table's entries are only
+    /// found with the key they were recorded with), never after.
+    pub hash_key: HashKey,
+    /// The flood guard: the most flows one CPU records in one stamp unit ([`FlowGuard`]); 0
+    /// records every flow. Written by the loader.
+    pub new_flows_per_unit: u32,
+    /// Always 0.
+    pub _pad: u32,
 }
-abi_type!(FlowCtl, 16);
+abi_type!(FlowCtl, 40);
+
+/// Value of `VNF_FLOW_GUARD` (one entry, per CPU): how many flows this CPU recorded in stamp
+/// unit `unit`. 8 bytes.
+///
+/// Past [`FlowCtl::new_flows_per_unit`] in a unit, a new flow is still forwarded to the element
+/// its Maglev position names, but not recorded: a flood of new flows (spoofed SYNs, random UDP
+/// sources) then cannot push the established flows out of the table. The budget is counted in
+/// stamp units because that is the table's own clock: a flow not used for [`RECENT`] units is
+/// what an insert may replace, so what protects live flows is a bound on inserts per unit,
+/// whatever the kernel's HZ.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowGuard {
+    /// The stamp unit counted ([`stamp`]).
+    pub unit: u32,
+    /// Flows recorded by this CPU in `unit`.
+    pub recorded: u32,
+}
+abi_type!(FlowGuard, 8);
+
+/// The default flood guard ([`FlowCtl::new_flows_per_unit`]) of a table of `entries` flows
+/// for `cpus` CPUs: a whole table's worth of buckets per unit, shared out between the CPUs.
+/// Over the [`RECENT`] window that is at most two inserts per bucket on average (of eight ways),
+/// so established flows keep their ways under any flood; it is also about what a table of that
+/// size can hold without replacing flows in use.
+#[must_use]
+pub const fn default_guard(entries: u32, cpus: u32) -> u32 {
+    let per_cpu = buckets(entries) / if cpus == 0 { 1 } else { cpus };
+    if per_cpu == 0 { 1 } else { per_cpu }
+}
+
+/// Whether a CPU whose guard is `guard` may record one more flow at stamp `now` under
+/// `budget` ([`FlowCtl::new_flows_per_unit`], 0: no limit); counts it if so.
+#[inline(always)]
+pub fn guard_admits(guard: &mut FlowGuard, now: u64, budget: u32) -> bool {
+    if budget == 0 {
+        return true;
+    }
+    let unit = now as u32;
+    if guard.unit != unit {
+        guard.unit = unit;
+        guard.recorded = 0;
+    }
+    if guard.recorded >= budget {
+        return false;
+    }
+    guard.recorded += 1;
+    true
+}
 
 /// [`FlowCtl::events`] value that turns flow events on.
 pub const EVENTS_ON: u32 = 1;
@@ -316,36 +373,70 @@ pub const fn bucket(hash: u64, bucket_mask: u32) -> u32 {
     (hash as u32) & bucket_mask
 }
 
-const K1: u64 = 0x9e37_79b9_7f4a_7c15;
-const K2: u64 = 0xc2b2_ae3d_27d4_eb4f;
-const K3: u64 = 0x1656_67b1_9e37_79f9;
+/// The flow hash's secret: the 128-bit key of `SipHash` as two little-endian words.
+pub type HashKey = [u64; 2];
 
-/// 64-bit hash of a flow. Every vnfpool node computes the same value for the same flow (no
-/// per-node seed), which is what lets nodes behind ECMP agree without sharing flow tables.
-/// The destination address is left out: the pool already identifies it.
+#[inline(always)]
+const fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13) ^ v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16) ^ v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21) ^ v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17) ^ v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+/// 64-bit hash of a flow: `SipHash-1-3` under `secret` of the [`FlowKey`]'s 24 bytes, as the
+/// kernel keys its own flow hashes. Without a secret anyone could compute tuples that land in
+/// one victim's bucket and evict its flow with eight packets. Nodes behind ECMP share the key
+/// (derived from the cluster's secret), which is what lets them agree on a flow's element
+/// without sharing flow tables. `SipHash-1-3` costs about 10 ns here; the key's secrecy matters,
+/// not a margin against cryptanalysis (the kernel's flow hashes make the same choice).
 #[inline(always)]
 #[must_use]
-pub const fn hash64(key: &FlowKey) -> u64 {
-    let a = (key.src[0] as u64) | ((key.src[1] as u64) << 32);
-    let b = (key.src[2] as u64) | ((key.src[3] as u64) << 32);
-    let c = (key.sport_be as u64)
-        | ((key.dport_be as u64) << 16)
-        | ((key.pool as u64) << 32)
-        | ((key.proto as u64) << 48);
-    let mut h = a.wrapping_mul(K1) ^ b.wrapping_mul(K2).rotate_left(29) ^ c.wrapping_mul(K3);
-    // A finaliser (xor-shift-multiply) so that every input bit reaches every output bit.
-    h ^= h >> 32;
-    h = h.wrapping_mul(K1);
-    h ^= h >> 29;
-    h
+pub const fn hash64(key: &FlowKey, secret: &HashKey) -> u64 {
+    // The key's bytes as little-endian words (its layout on the little-endian hosts vnfpool
+    // runs on: x86-64, arm64).
+    let m = [
+        (key.src[0] as u64) | ((key.src[1] as u64) << 32),
+        (key.src[2] as u64) | ((key.src[3] as u64) << 32),
+        (key.sport_be as u64)
+            | ((key.dport_be as u64) << 16)
+            | ((key.pool as u64) << 32)
+            | ((key.proto as u64) << 48),
+        // The length block: 24 bytes, no tail.
+        24 << 56,
+    ];
+    let mut v = [
+        secret[0] ^ 0x736f_6d65_7073_6575,
+        secret[1] ^ 0x646f_7261_6e64_6f6d,
+        secret[0] ^ 0x6c79_6765_6e65_7261,
+        secret[1] ^ 0x7465_6462_7974_6573,
+    ];
+    let mut i = 0;
+    while i < m.len() {
+        v[3] ^= m[i];
+        sip_round(&mut v);
+        v[0] ^= m[i];
+        i += 1;
+    }
+    v[2] ^= 0xff;
+    sip_round(&mut v);
+    sip_round(&mut v);
+    sip_round(&mut v);
+    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 /// The 32-bit hash that picks a flow's Maglev position ([`crate::ring::position`]): the high
 /// half of [`hash64`] (the low half picks the flow-table bucket).
 #[inline(always)]
 #[must_use]
-pub const fn hash(key: &FlowKey) -> u32 {
-    (hash64(key) >> 32) as u32
+pub const fn hash(key: &FlowKey, secret: &HashKey) -> u32 {
+    (hash64(key, secret) >> 32) as u32
 }
 
 #[cfg(test)]
@@ -358,6 +449,87 @@ mod tests {
             b.ways[way] = entry(fp, stamp, element);
         }
         b
+    }
+
+    /// The key's 24 bytes as they sit in memory.
+    fn key_bytes(k: &FlowKey) -> [u8; 24] {
+        let mut b = [0; 24];
+        for (i, w) in k.src.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        b[16..18].copy_from_slice(&k.sport_be.to_ne_bytes());
+        b[18..20].copy_from_slice(&k.dport_be.to_ne_bytes());
+        b[20..22].copy_from_slice(&k.pool.to_ne_bytes());
+        b[22] = k.proto;
+        // b[23]: the padding byte, always 0.
+        b
+    }
+
+    #[test]
+    fn the_flow_hash_is_siphash_1_3_of_the_key_under_the_secret() {
+        use core::hash::Hasher as _;
+        let keys = [
+            FlowKey::default(),
+            FlowKey {
+                src: [0x0102_0304, 0x0506_0708, 0x090a_0b0c, 0x0d0e_0f10],
+                sport_be: 0x1112,
+                dport_be: 0x1314,
+                pool: 0x1516,
+                proto: 17,
+                _pad: 0,
+            },
+            FlowKey {
+                src: crate::addr::from_v4([10, 0, 0, 2]),
+                sport_be: 40000u16.to_be(),
+                dport_be: 443u16.to_be(),
+                pool: 3,
+                proto: 6,
+                _pad: 0,
+            },
+        ];
+        for secret in [
+            [0, 0],
+            [0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908],
+            [u64::MAX, 1],
+        ] {
+            for k in &keys {
+                let mut reference = siphasher::sip::SipHasher13::new_with_keys(secret[0], secret[1]);
+                reference.write(&key_bytes(k));
+                assert_eq!(hash64(k, &secret), reference.finish(), "{k:?} under {secret:x?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_flow_hash_depends_on_the_secret() {
+        let k = FlowKey {
+            src: crate::addr::from_v4([10, 0, 0, 2]),
+            ..FlowKey::default()
+        };
+        assert_ne!(hash64(&k, &[1, 2]), hash64(&k, &[1, 3]));
+        assert_ne!(hash64(&k, &[1, 2]), hash64(&k, &[2, 2]));
+    }
+
+    #[test]
+    fn the_guard_counts_per_unit_and_stops_at_its_budget() {
+        let mut g = FlowGuard::default();
+        for _ in 0..3 {
+            assert!(guard_admits(&mut g, 5, 3));
+        }
+        assert!(!guard_admits(&mut g, 5, 3), "the fourth flow of unit 5");
+        assert!(guard_admits(&mut g, 6, 3), "a new unit, a new budget");
+        assert_eq!(g, FlowGuard { unit: 6, recorded: 1 });
+        let mut off = FlowGuard::default();
+        for _ in 0..1000 {
+            assert!(guard_admits(&mut off, 5, 0), "budget 0: no limit");
+        }
+    }
+
+    #[test]
+    fn the_default_guard_is_a_table_of_buckets_per_unit_shared_by_the_cpus() {
+        assert_eq!(default_guard(1 << 20, 2), (1 << 17) / 2);
+        assert_eq!(default_guard(1 << 20, 0), 1 << 17);
+        assert_eq!(default_guard(8, 64), 1, "never 0, which would mean no guard");
     }
 
     #[test]

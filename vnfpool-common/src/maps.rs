@@ -20,6 +20,9 @@ pub const FLOWS: &str = "VNF_FLOWS";
 /// The flow table's shape and clock, `ARRAY` of one [`crate::flow::FlowCtl`]. Written by the
 /// loader (shape, once), the program (clock) and the daemon (the flow-events switch).
 pub const FLOW_CTL: &str = "VNF_FLOW_CTL";
+/// The flood guard's count, `PERCPU_ARRAY` of one [`crate::flow::FlowGuard`]. Written by the
+/// program.
+pub const FLOW_GUARD: &str = "VNF_FLOW_GUARD";
 /// New flow entries for peer nodes, `RINGBUF` of [`crate::flow::FlowEvent`] records,
 /// [`FLOW_EVENTS_SIZE`] bytes. Written by the program when `FlowCtl::events` is on, read by the
 /// daemon's flow sync.
@@ -47,6 +50,7 @@ pub const ALL: &[&str] = &[
     RING,
     FLOWS,
     FLOW_CTL,
+    FLOW_GUARD,
     FLOW_EVENTS,
     TX_PORTS,
     POOL_STATS,

@@ -89,10 +89,14 @@ pub enum Reason {
     /// A new flow whose event for peer nodes did not fit the full `VNF_FLOW_EVENTS` ring: the
     /// packet is forwarded all the same, only the entry's replication is lost.
     FlowEventLost = 6,
+    /// A new flow forwarded by its Maglev position but not recorded in the flow table: a TCP
+    /// packet without SYN (a flow whose start this node did not see), or any new flow past the
+    /// flood guard ([`crate::flow::FlowGuard`]).
+    FlowNotRecorded = 7,
 }
 
 /// Entries of `VNF_REASONS`.
-pub const REASONS: u32 = 7;
+pub const REASONS: u32 = 8;
 
 impl Reason {
     /// Every reason, by index.
@@ -104,6 +108,7 @@ impl Reason {
         Reason::Malformed,
         Reason::IcmpForwarded,
         Reason::FlowEventLost,
+        Reason::FlowNotRecorded,
     ];
 
     /// Stable name for metrics and `vnfpool status`.
@@ -117,6 +122,7 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::IcmpForwarded => "icmp_forwarded",
             Reason::FlowEventLost => "flow_event_lost",
+            Reason::FlowNotRecorded => "flow_not_recorded",
         }
     }
 }

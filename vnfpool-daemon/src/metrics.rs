@@ -487,7 +487,7 @@ impl Metrics {
         for &(reason, c) in counters {
             let action = match reason {
                 Reason::Malformed => "pass",
-                Reason::IcmpForwarded | Reason::FlowEventLost => "forward",
+                Reason::IcmpForwarded | Reason::FlowEventLost | Reason::FlowNotRecorded => "forward",
                 Reason::NoElement | Reason::Fragment | Reason::IcmpNoFlow | Reason::NoTxPort => "drop",
             };
             let labels = DataplaneReasonLabels {

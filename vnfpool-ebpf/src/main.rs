@@ -3,8 +3,8 @@
 //!
 //! Per packet: parse (Ethernet, VLAN, IPv4/IPv6, TCP/UDP/ICMP errors) → VIP pre-filter →
 //! pool entry (or the VIP table on a pre-filter collision) → flow table (hit on a usable
-//! element: done) → the pool's live Maglev table → record the flow → rewrite MACs → `XDP_TX`
-//! or `XDP_REDIRECT`.
+//! element: done) → the pool's live Maglev table → record the flow (TCP on SYN only, within
+//! the flood guard) → rewrite MACs → `XDP_TX` or `XDP_REDIRECT`.
 //! Everything that is not for a VIP leaves with `XDP_PASS`, unmodified.
 #![no_std]
 #![no_main]
@@ -18,11 +18,11 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use parse::{Packet, Parsed, Stop, Tuple};
+use parse::{IPPROTO_TCP, Packet, Parsed, Stop, TCP_ACK, TCP_SYN, Tuple};
 use vnfpool_common::{
     addr::Addr,
     element::{self, Element, STATE_UP},
-    flow::{self, FlowBucket, FlowCtl, FlowEvent, FlowKey, Way},
+    flow::{self, FlowBucket, FlowCtl, FlowEvent, FlowGuard, FlowKey, Way},
     maps,
     pool::Pool,
     ring::{self, RingChunk},
@@ -61,6 +61,10 @@ static VNF_FLOWS: Array<
 /// Owner: loader (bucket mask, once, before attach) and program (stamp). Pinned.
 #[btf_map]
 static VNF_FLOW_CTL: Array<FlowCtl, 1> = Array::new();
+
+/// Owner: program. Per CPU, the flood guard's count of flows recorded in the current stamp unit. Pinned.
+#[btf_map]
+static VNF_FLOW_GUARD: PerCpuArray<FlowGuard, 1> = PerCpuArray::new();
 
 /// Owner: program (producer) and daemon (consumer, flow sync). One `FlowEvent` per flow recorded
 /// while `FlowCtl::events` is on, 1 MiB. Pinned.
@@ -148,12 +152,12 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
     };
     // The one read of the selector: from here on only this slot is used (atomic switch).
     let slot = p.sel.slot & 1;
-    let h = flow::hash64(&key);
     let Some(ctl) = VNF_FLOW_CTL.get_ptr_mut(0) else {
         return drop(pkt, Reason::NoElement);
     };
-    // SAFETY: a valid array value; aligned 4-byte loads.
-    let (mask, cached) = unsafe { ((*ctl).bucket_mask, u64::from((*ctl).stamp)) };
+    // SAFETY: a valid array value; aligned loads.
+    let (mask, cached, secret) = unsafe { ((*ctl).bucket_mask, u64::from((*ctl).stamp), (*ctl).hash_key) };
+    let h = flow::hash64(&key, &secret);
     let Some(bucket) = VNF_FLOWS.get_ptr_mut(flow::bucket(h, mask)) else {
         return drop(pkt, Reason::NoElement);
     };
@@ -190,8 +194,14 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
             let action = forward(ctx, pkt, pool, idx, e);
             let entry = flow::entry(fp, now, idx);
             match found {
-                // A flow re-picked keeps its way (and way 0 its hand).
+                // A flow re-picked keeps its way (and way 0 its hand): no other flow loses its
+                // entry, and a stale entry must not send the flow back when its element returns.
                 Way::Hit(way, old) => store(bucket, way, flow::with_hand(entry, flow::hand(old))),
+                // A new entry only for a flow's first packet, and within the flood guard.
+                Way::Empty(_) | Way::Full if !may_record(t, now, ctl) => {
+                    count(&VNF_REASONS, Reason::FlowNotRecorded as u32, pkt);
+                    return action;
+                }
                 Way::Empty(way) => store(bucket, way, entry),
                 Way::Full => {
                     // SAFETY: as above.
@@ -212,6 +222,27 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
             action
         }
         _ => drop(pkt, Reason::NoElement),
+    }
+}
+
+/// Whether a flow the table does not hold gets an entry at stamp `now`.
+///
+/// TCP only on a SYN without ACK: a mid-stream packet of a flow whose start this node did not
+/// see (its entry was replaced, or ECMP moved it here and flow sync did not) goes where the
+/// Maglev table says, as every node would send it, without taking a way from a recorded flow;
+/// a flood of spoofed non-SYN segments thus records nothing. Then the flood guard: at most
+/// `FlowCtl::new_flows_per_unit` entries per CPU per stamp unit (`flow::FlowGuard`).
+#[inline(always)]
+fn may_record(t: &Tuple, now: u64, ctl: *const FlowCtl) -> bool {
+    if t.proto == IPPROTO_TCP && t.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return false;
+    }
+    // SAFETY: a valid array value; an aligned 4-byte load of a line already read.
+    let budget = unsafe { (*ctl).new_flows_per_unit };
+    match VNF_FLOW_GUARD.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, and XDP does not preempt itself on a CPU.
+        Some(g) => flow::guard_admits(unsafe { &mut *g }, now, budget),
+        None => true,
     }
 }
 
@@ -239,11 +270,12 @@ fn emit(pkt: &Packet, hash: u64, pool: u32, idx: u32) {
     }
 }
 
-/// The flow-table bucket of a flow hash, for paths that do not otherwise need `VNF_FLOW_CTL`.
+/// A flow's hash and bucket, for paths that do not otherwise need `VNF_FLOW_CTL`.
 #[inline(always)]
-fn flow_bucket(h: u64) -> Option<*mut FlowBucket> {
-    let mask = VNF_FLOW_CTL.get(0)?.bucket_mask;
-    VNF_FLOWS.get_ptr_mut(flow::bucket(h, mask))
+fn flow_bucket(key: &FlowKey) -> Option<(u64, *mut FlowBucket)> {
+    let ctl = VNF_FLOW_CTL.get(0)?;
+    let h = flow::hash64(key, &ctl.hash_key);
+    Some((h, VNF_FLOWS.get_ptr_mut(flow::bucket(h, ctl.bucket_mask))?))
 }
 
 #[inline(always)]
@@ -349,8 +381,7 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
         _pad: 0,
     };
     let slot = p.sel.slot & 1;
-    let h = flow::hash64(&key);
-    if let Some(bucket) = flow_bucket(h)
+    if let Some((h, bucket)) = flow_bucket(&key)
         // SAFETY: `bucket` points at a value of the array, valid for the whole run.
         && let Way::Hit(_, entry) = unsafe { (*bucket).find(flow::fingerprint(h)) }
     {

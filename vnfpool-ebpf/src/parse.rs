@@ -102,7 +102,13 @@ pub struct Tuple {
     pub sport_be: u16,
     pub dport_be: u16,
     pub proto: u8,
+    /// TCP flags (byte 13 of the header); 0 for anything else.
+    pub tcp_flags: u8,
 }
+
+/// TCP SYN and ACK flags.
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
 
 /// What a parsed packet is.
 pub enum Parsed {
@@ -164,6 +170,7 @@ fn ipv4(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
                 sport_be: 0,
                 dport_be: 0,
                 proto,
+                tcp_flags: 0,
             }))
         } else {
             Err(Stop::NotOurs)
@@ -171,13 +178,14 @@ fn ipv4(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
     }
     match proto {
         IPPROTO_TCP | IPPROTO_UDP => {
-            let (sport_be, dport_be) = ports(pkt, l4, ip_end, proto)?;
+            let (sport_be, dport_be, tcp_flags) = ports(pkt, l4, ip_end, proto)?;
             Ok(Parsed::L4(Tuple {
                 src,
                 dst,
                 sport_be,
                 dport_be,
                 proto,
+                tcp_flags,
             }))
         }
         IPPROTO_ICMP => icmp4_error(pkt, l4),
@@ -237,6 +245,7 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
                         sport_be: 0,
                         dport_be: 0,
                         proto,
+                        tcp_flags: 0,
                     }))
                 } else {
                     Err(Stop::NotOurs)
@@ -247,13 +256,14 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
     }
     match next {
         IPPROTO_TCP | IPPROTO_UDP => {
-            let (sport_be, dport_be) = ports(pkt, l4, ip_end, next)?;
+            let (sport_be, dport_be, tcp_flags) = ports(pkt, l4, ip_end, next)?;
             Ok(Parsed::L4(Tuple {
                 src,
                 dst,
                 sport_be,
                 dport_be,
                 proto: next,
+                tcp_flags,
             }))
         }
         IPPROTO_ICMPV6 => icmp6_error(pkt, l4),
@@ -266,7 +276,7 @@ fn is_l4(proto: u8) -> bool {
     proto == IPPROTO_TCP || proto == IPPROTO_UDP
 }
 
-/// Source and destination ports of a TCP or UDP header at `l4`, after checking that the header
+/// Source and destination ports (and TCP flags) of a TCP or UDP header at `l4`, after checking that the header
 /// is whole and consistent within the IP packet, which ends at `ip_end`: a TCP data offset of
 /// at least 5 words and inside the packet, a UDP length of at least 8 and inside the packet.
 /// The kernel drops such packets; steering them would hand an element what its stack drops.
@@ -276,23 +286,28 @@ fn is_l4(proto: u8) -> bool {
 /// checked to lie inside the frame) and removes it, and the verifier, which does not follow
 /// that reasoning, refuses the read.
 #[inline(always)]
-fn ports(pkt: &Packet, l4: usize, ip_end: usize, proto: u8) -> Result<(u16, u16), Stop> {
+fn ports(pkt: &Packet, l4: usize, ip_end: usize, proto: u8) -> Result<(u16, u16, u8), Stop> {
     if proto == IPPROTO_TCP {
         // Ports, sequence and acknowledgement numbers, data offset: one bounds check.
         let [w0, _seq, _ack, w3] = pkt.load::<[u32; 4]>(l4)?;
-        let doff = (w3.to_ne_bytes()[0] >> 4) as usize * 4;
+        let [offset, flags, ..] = w3.to_ne_bytes();
+        let doff = (offset >> 4) as usize * 4;
         if doff < TCP_HLEN || l4 + doff > ip_end {
             return Err(Stop::Malformed);
         }
         let p = w0.to_ne_bytes();
-        Ok((u16::from_ne_bytes([p[0], p[1]]), u16::from_ne_bytes([p[2], p[3]])))
+        Ok((
+            u16::from_ne_bytes([p[0], p[1]]),
+            u16::from_ne_bytes([p[2], p[3]]),
+            flags,
+        ))
     } else {
         let [sport_be, dport_be, len_be, _csum] = pkt.load::<[u16; 4]>(l4)?;
         let len = u16::from_be(len_be) as usize;
         if len < UDP_HLEN || l4 + len > ip_end {
             return Err(Stop::Malformed);
         }
-        Ok((sport_be, dport_be))
+        Ok((sport_be, dport_be, 0))
     }
 }
 
@@ -319,6 +334,7 @@ fn icmp4_error(pkt: &Packet, l4: usize) -> Result<Parsed, Stop> {
         sport_be: p[0],
         dport_be: p[1],
         proto,
+        tcp_flags: 0,
     }))
 }
 
@@ -344,5 +360,6 @@ fn icmp6_error(pkt: &Packet, l4: usize) -> Result<Parsed, Stop> {
         sport_be: p[0],
         dport_be: p[1],
         proto,
+        tcp_flags: 0,
     }))
 }

@@ -47,7 +47,8 @@ fn run(binary: &Path, options: &Options) -> Run {
     let sports: Vec<u16> = conns.iter().map(|c| c.sport).collect();
     let paths = lab.paths(&sports);
     let first = lab.table(0);
-    let elements: Vec<String> = sports.iter().map(|&s| pick(&first, s).to_owned()).collect();
+    let key = lab.flow_hash_key(0);
+    let elements: Vec<String> = sports.iter().map(|&s| pick(&first, &key, s).to_owned()).collect();
 
     for i in 0..NODES {
         lab.configure(i, 3);
@@ -58,7 +59,7 @@ fn run(binary: &Path, options: &Options) -> Run {
     }
     let second = lab.table(0);
     let pinned: Vec<bool> = (0..CONNS)
-        .map(|k| pick(&second, sports[k]) != elements[k])
+        .map(|k| pick(&second, &key, sports[k]) != elements[k])
         .collect();
     if options.flow_sync {
         lab.wait_flows_synced(&paths);

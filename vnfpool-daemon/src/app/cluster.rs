@@ -88,6 +88,17 @@ pub(super) async fn join(spec: &Spec, dp: &mut AyaDataplane) -> Result<Joined, A
     })
 }
 
+/// The flow hash's key of every node of the cluster: derived from the cluster's secret, so
+/// that nodes behind ECMP give a flow the same hash, hence the same Maglev position and the
+/// same flow-table entry (flow sync sends hashes).
+pub(super) fn flow_hash_key(c: &ClusterSpec) -> Result<vnfpool_common::flow::HashKey, AppError> {
+    let secret = crate::flowsync::wire::Key::new(&read_key(&c.flow_sync.key_file)?);
+    let derived = secret.derive(b"vnfpool flow hash key v1");
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&derived[..16]);
+    Ok(crate::dataplane::key_of(bytes))
+}
+
 /// The flow-sync addresses of the other members.
 fn peers_of(me: &str, members: &[Member]) -> Vec<SocketAddr> {
     members

@@ -37,7 +37,7 @@ use crate::{
         snapshot::Views,
         work::{self, NetResolver, Saver, TaskProbers},
     },
-    dataplane::{AyaDataplane, LoadOptions},
+    dataplane::{AyaDataplane, FlowHashKey, LoadOptions},
     events::EventLog,
     health::link,
     heartbeat::{self, Verifier},
@@ -99,6 +99,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
     let opts = LoadOptions {
         pin_dir: Some(spec.daemon.pin_dir.clone()),
         flow_table_size: spec.daemon.flow_table_size,
+        flow_hash_key: flow_hash_key(&spec, &persisted)?,
         ..LoadOptions::default()
     };
     let mut dp = AyaDataplane::load(&opts)?;
@@ -134,6 +135,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         Metrics::new(spec.daemon.flow_table_size),
         Readiness::default(),
     );
+    let dp_key = dp.flow_hash_key();
     let joined = cluster::join(&spec, &mut dp).await?;
     let deps = Deps {
         cluster: joined.link,
@@ -156,6 +158,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         generations,
         epoch,
         adopted,
+        flow_hash_key: Some(dp_key),
     };
     let (mut controller, mut views) = Controller::new(deps, start);
     views.flow_sync = joined.flows.as_ref().map(crate::flowsync::FlowSync::stats);
@@ -175,6 +178,17 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         verifier,
         spec,
         epoch,
+    })
+}
+
+/// The flow hash's key: a cluster's nodes hash flows alike (their key comes from the cluster's
+/// secret); a node on its own keeps the key of its saved state, or makes one.
+fn flow_hash_key(spec: &Spec, persisted: &Persisted) -> Result<FlowHashKey, AppError> {
+    Ok(match &spec.cluster {
+        Some(c) => FlowHashKey::Required(cluster::flow_hash_key(c)?),
+        None => persisted
+            .flow_hash_key
+            .map_or_else(FlowHashKey::random, FlowHashKey::Preferred),
     })
 }
 

@@ -427,8 +427,12 @@ impl<D: Dataplane> Controller<D> {
                 }
             }
         }
-        self.saver
-            .save(store::encode(&Persisted::of(&self.pools, added, self.now())));
+        self.saver.save(store::encode(&Persisted::of(
+            &self.pools,
+            added,
+            self.flow_hash_key,
+            self.now(),
+        )));
     }
 
     /// Ready once every pool is live (its mapping is in the data plane after the first round

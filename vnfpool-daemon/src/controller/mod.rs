@@ -102,6 +102,8 @@ pub struct Start {
     pub epoch: Instant,
     /// The data plane's maps were adopted from a previous run.
     pub adopted: bool,
+    /// The key the data plane hashes flows with, saved with the state.
+    pub flow_hash_key: Option<vnfpool_common::flow::HashKey>,
 }
 
 /// What the controller listens to.
@@ -126,6 +128,7 @@ pub struct Controller<D: Dataplane> {
     generations: u64,
     epoch: Instant,
     adopted: bool,
+    flow_hash_key: Option<vnfpool_common::flow::HashKey>,
     dp: D,
     resolver: Arc<dyn Resolver>,
     probers: Box<dyn Probers>,
@@ -167,6 +170,7 @@ impl<D: Dataplane> Controller<D> {
             generations: start.generations,
             epoch: start.epoch,
             adopted: start.adopted,
+            flow_hash_key: start.flow_hash_key,
             dp: deps.dataplane,
             resolver: deps.resolver,
             probers: deps.probers,

@@ -31,6 +31,10 @@ pub struct Persisted {
     /// redundancy requests.
     #[serde(default)]
     pub added: Added,
+    /// The flow hash's secret key: a restart after the pins are gone (a reboot) hashes flows as
+    /// before, so connections that outlive the data plane keep their Maglev position.
+    #[serde(default)]
+    pub flow_hash_key: Option<vnfpool_common::flow::HashKey>,
 }
 
 /// One pool's saved state.
@@ -46,7 +50,12 @@ pub struct PersistedPool {
 impl Persisted {
     /// The document for `pools` and `added` as of `now`.
     #[must_use]
-    pub fn of(pools: &[PoolRt], added: Added, now: Now) -> Self {
+    pub fn of(
+        pools: &[PoolRt],
+        added: Added,
+        flow_hash_key: Option<vnfpool_common::flow::HashKey>,
+        now: Now,
+    ) -> Self {
         Self {
             saved_unix: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
             saved_now: now,
@@ -64,6 +73,7 @@ impl Persisted {
                 })
                 .collect(),
             added,
+            flow_hash_key,
         }
     }
 

@@ -283,6 +283,7 @@ impl Harness {
             generations,
             epoch,
             adopted: false,
+            flow_hash_key: None,
         };
         let (mut controller, views) = Controller::new(deps, start);
         controller.start(&[]);

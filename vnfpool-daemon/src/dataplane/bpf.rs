@@ -14,7 +14,7 @@ use aya::{
 };
 use vnfpool_common::{
     element::{Element, STATE_UP},
-    flow::{self, FlowBucket, FlowCtl, FlowKey},
+    flow::{self, FlowBucket, FlowCtl, FlowGuard, FlowKey, HashKey},
     maps,
     pool::{Pool, PoolSel, SlotMeta},
     ring::{self, RingChunk},
@@ -146,6 +146,54 @@ pub struct LoadOptions {
     pub flow_table_size: u32,
     /// Capacity of the Maglev arena, in chunks of four positions.
     pub ring_chunks: u32,
+    /// The flow hash's secret key.
+    pub flow_hash_key: FlowHashKey,
+    /// The flood guard (`FlowCtl::new_flows_per_unit`: flows one CPU records per stamp unit;
+    /// 0: no guard). `None`: [`flow::default_guard`] of the table for this host's CPUs.
+    pub new_flows_per_unit: Option<u32>,
+}
+
+/// The flow hash's secret key ([`flow::hash64`]) for [`AyaDataplane::load`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum FlowHashKey {
+    /// This key, even over an adopted table recorded with another (whose entries then no
+    /// longer match, and its flows are recorded again): the nodes of a cluster must share it.
+    Required(HashKey),
+    /// This key for a new table; an adopted table keeps the one its entries were recorded with.
+    Preferred(HashKey),
+}
+
+impl FlowHashKey {
+    /// A fresh random key, preferred.
+    ///
+    /// # Panics
+    /// When the kernel gives no random bytes (`getrandom` fails only on broken systems).
+    #[must_use]
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("random bytes from the kernel");
+        Self::Preferred(key_of(bytes))
+    }
+}
+
+/// A key never reaches a log.
+impl std::fmt::Debug for FlowHashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Required(_) => f.write_str("Required(..)"),
+            Self::Preferred(_) => f.write_str("Preferred(..)"),
+        }
+    }
+}
+
+/// A flow hash key from 16 bytes.
+#[must_use]
+pub fn key_of(bytes: [u8; 16]) -> HashKey {
+    let (a, b) = bytes.split_at(8);
+    [
+        u64::from_le_bytes(a.try_into().expect("8 bytes")),
+        u64::from_le_bytes(b.try_into().expect("8 bytes")),
+    ]
 }
 
 impl Default for LoadOptions {
@@ -154,6 +202,8 @@ impl Default for LoadOptions {
             pin_dir: Some(PathBuf::from(maps::PIN_DIR)),
             flow_table_size: maps::DEFAULT_FLOW_TABLE_SIZE,
             ring_chunks: maps::DEFAULT_RING_CHUNKS,
+            flow_hash_key: FlowHashKey::random(),
+            new_flows_per_unit: None,
         }
     }
 }
@@ -170,6 +220,8 @@ pub struct AyaDataplane {
     pin_dir: Option<PathBuf>,
     adopted: bool,
     flow_buckets: u32,
+    /// The key the table's flows are hashed with.
+    flow_hash_key: HashKey,
     pools: MappedArray<Pool>,
     elems: MappedArray<Element>,
     ring: MappedArray<RingChunk>,
@@ -221,31 +273,43 @@ impl AyaDataplane {
         // The flow table's shape, before anything can attach the program (an adopted table
         // has it already, and its size was checked above).
         let mut ctl: Array<&mut MapData, FlowCtl> = map(&mut ebpf, maps::FLOW_CTL)?;
-        if adopted {
-            let found = ctl
-                .get(&0, 0)
-                .map_err(|source| DataplaneError::Map {
-                    name: maps::FLOW_CTL,
-                    source,
-                })?
-                .entry_layout;
-            if found != flow::ENTRY_LAYOUT {
+        let ctl_err = |source| DataplaneError::Map {
+            name: maps::FLOW_CTL,
+            source,
+        };
+        let mut shape = if adopted {
+            let found = ctl.get(&0, 0).map_err(ctl_err)?;
+            if found.entry_layout != flow::ENTRY_LAYOUT {
                 return Err(DataplaneError::FlowLayout {
-                    found,
+                    found: found.entry_layout,
                     expected: flow::ENTRY_LAYOUT,
                 });
             }
+            found
         } else {
-            let shape = FlowCtl {
+            FlowCtl {
                 bucket_mask: flow_buckets - 1,
                 entry_layout: flow::ENTRY_LAYOUT,
                 ..FlowCtl::default()
-            };
-            ctl.set(0, shape, 0).map_err(|source| DataplaneError::Map {
-                name: maps::FLOW_CTL,
-                source,
-            })?;
+            }
+        };
+        match opts.flow_hash_key {
+            FlowHashKey::Preferred(_) if adopted => {}
+            FlowHashKey::Preferred(key) => shape.hash_key = key,
+            FlowHashKey::Required(key) => {
+                if adopted && shape.hash_key != key {
+                    tracing::warn!(
+                        "the adopted flow table was recorded with another flow hash key (the cluster's secret changed?): its flows are recorded anew, and those whose Maglev position changes move"
+                    );
+                }
+                shape.hash_key = key;
+            }
         }
+        shape.new_flows_per_unit = opts
+            .new_flows_per_unit
+            .unwrap_or_else(|| flow::default_guard(flow_buckets * flow::WAYS as u32, cpus()));
+        ctl.set(0, shape, 0).map_err(ctl_err)?;
+        let flow_hash_key = shape.hash_key;
         let pools = mapped(&mut ebpf, maps::POOLS, maps::MAX_POOLS)?;
         let elems = mapped(&mut ebpf, maps::ELEMS, maps::ELEM_ENTRIES)?;
         let ring = mapped(&mut ebpf, maps::RING, opts.ring_chunks)?;
@@ -254,6 +318,7 @@ impl AyaDataplane {
             pin_dir: opts.pin_dir.clone(),
             adopted,
             flow_buckets,
+            flow_hash_key,
             pools,
             elems,
             ring,
@@ -277,6 +342,13 @@ impl AyaDataplane {
     #[must_use]
     pub fn adopted(&self) -> bool {
         self.adopted
+    }
+
+    /// The key the program hashes flows with (to be saved, so that a restart after the pins
+    /// are gone keeps every flow's Maglev position).
+    #[must_use]
+    pub fn flow_hash_key(&self) -> HashKey {
+        self.flow_hash_key
     }
 
     /// Rebuilds what the writer keeps in memory from adopted maps: ring regions from
@@ -599,7 +671,7 @@ impl AyaDataplane {
     /// The element the flow table holds for `key`, if any.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<u32>> {
         let flows: Array<&MapData, FlowBucket> = map_ref(&self.ebpf, maps::FLOWS)?;
-        let h = flow::hash64(key);
+        let h = flow::hash64(key, &self.flow_hash_key);
         let bucket = flows
             .get(&flow::bucket(h, self.flow_buckets - 1), 0)
             .map_err(|source| DataplaneError::Map {
@@ -957,6 +1029,14 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
         .map_err(|_| missing(maps::PROGRAM))
 }
 
+/// The CPUs per-CPU maps have (possible CPUs); 1 when the kernel does not say.
+fn cpus() -> u32 {
+    aya::util::nr_cpus()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1)
+}
+
 /// Key size, value size and entries of every map, as this build creates them.
 #[must_use]
 pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u32, u32))> {
@@ -982,6 +1062,7 @@ pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u
         (maps::RING, (u32s, size(size_of::<RingChunk>()), ring_chunks)),
         (maps::FLOWS, (u32s, size(size_of::<FlowBucket>()), flow_buckets)),
         (maps::FLOW_CTL, (u32s, size(size_of::<FlowCtl>()), 1)),
+        (maps::FLOW_GUARD, (u32s, size(size_of::<FlowGuard>()), 1)),
         (maps::FLOW_EVENTS, (0, 0, maps::FLOW_EVENTS_SIZE)),
         (maps::TX_PORTS, (u32s, 8, maps::MAX_TX_PORTS)),
         (

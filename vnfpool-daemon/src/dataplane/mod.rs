@@ -35,7 +35,7 @@ use vnfpool_common::{
 #[cfg(feature = "bench")]
 pub use self::bpf::BASELINE_OBJECT;
 pub use self::{
-    bpf::{AyaDataplane, DataplaneError, EBPF_OBJECT, LoadOptions, Result, layout},
+    bpf::{AyaDataplane, DataplaneError, EBPF_OBJECT, FlowHashKey, LoadOptions, Result, key_of, layout},
     counters::{AyaReader, EXACT_BUCKETS},
     flows::{AyaFlowTable, FlowEvents},
     mmap::MappedArray,

@@ -82,6 +82,15 @@ impl Key {
     pub fn new(bytes: &[u8]) -> Self {
         Self(HmacSha256::new_from_slice(bytes).expect("HMAC takes keys of any length"))
     }
+
+    /// A secret for another use, derived from this key and `label` (HMAC-SHA256 of the label,
+    /// as HKDF's expand step for one block): it tells nothing of the key or of other labels.
+    #[must_use]
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(label);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 impl std::fmt::Debug for Key {
