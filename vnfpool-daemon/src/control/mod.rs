@@ -79,23 +79,39 @@ pub enum ControlError {
 }
 
 /// Binds the socket at `path` (replacing a stale one), mode 0600.
+///
+/// The socket never exists under `path` with another mode: `bind` makes it with the mode the
+/// umask leaves (0755 or so, which lets anyone connect), so it is bound in a directory of its
+/// own (mode 0700: no one else may reach what is inside), made 0600 there, then renamed onto
+/// `path`, which is atomic. The process's umask is left alone: other threads create files too.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    use std::os::unix::fs::DirBuilderExt as _;
     let io = |what, source| ControlError::Io {
         path: path.to_owned(),
         what,
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io("creating its directory", e))?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing a stale socket", e)),
-        _ => {}
-    }
-    let listener = UnixListener::bind(path).map_err(|e| io("binding", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| io("setting mode 0600", e))?;
-    Ok(listener)
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| io("creating its directory", e))?;
+    let private = dir.join(format!(".vnfpool-bind-{}", std::process::id()));
+    // A leftover of a process of the same pid that died here.
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| io("creating a private directory to bind in", e))?;
+    let bound = private.join("sock");
+    let listener = UnixListener::bind(&bound)
+        .map_err(|e| io("binding", e))
+        .and_then(|listener| {
+            std::fs::set_permissions(&bound, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| io("setting mode 0600", e))?;
+            // Replaces a stale socket in the same step.
+            std::fs::rename(&bound, path).map_err(|e| io("moving into place", e))?;
+            Ok(listener)
+        });
+    let _ = std::fs::remove_dir_all(&private);
+    listener
 }
 
 /// Serves connections until the process ends.
@@ -207,6 +223,58 @@ mod tests {
             heartbeats: None,
             flow_sync: None,
         }
+    }
+
+    /// What happened to `name` in the directory an inotify instance watches, in order.
+    fn events_of(inotify: &std::os::fd::OwnedFd, name: &str) -> Vec<rustix::fs::inotify::ReadFlags> {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = rustix::fs::inotify::Reader::new(inotify, &mut buf);
+        let mut seen = Vec::new();
+        while let Ok(event) = reader.next() {
+            if event.file_name().is_some_and(|n| n.to_bytes() == name.as_bytes()) {
+                seen.push(event.events());
+            }
+        }
+        seen
+    }
+
+    /// The socket shows up under its name by one rename, already 0600: at no instant could
+    /// another user connect to it (made by `bind` under its name, it would have the umask's
+    /// mode until a chmod).
+    #[tokio::test]
+    async fn the_socket_appears_under_its_name_already_private() {
+        use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+        let dir = std::env::temp_dir().join(format!("vnfp-control-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("vnfpool.sock");
+        // A stale socket of a dead daemon is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
+        let watch = inotify::init(CreateFlags::NONBLOCK).expect("inotify");
+        inotify::add_watch(
+            &watch,
+            &dir,
+            WatchFlags::CREATE | WatchFlags::ATTRIB | WatchFlags::MOVED_TO | WatchFlags::DELETE,
+        )
+        .expect("watch");
+        let listener = bind(&path).expect("bind");
+        assert_eq!(
+            events_of(&watch, "vnfpool.sock"),
+            [ReadFlags::MOVED_TO],
+            "created, deleted or chmod-ed under its name"
+        );
+        let mode = std::fs::metadata(&path).expect("socket").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            std::fs::read_dir(&dir).expect("dir").count(),
+            1,
+            "nothing left beside the socket"
+        );
+        // And it is the socket the listener accepts on.
+        let client = tokio::net::UnixStream::connect(&path);
+        let (accepted, connected) = tokio::join!(listener.accept(), client);
+        accepted.expect("accepted");
+        connected.expect("connected");
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[tokio::test]
