@@ -11,7 +11,7 @@ use vnfpool_common::{
     flow::FlowEvent,
     vip::PROTO_TCP,
 };
-use vnfpool_daemon::dataplane::Mapping;
+use vnfpool_daemon::dataplane::{LoadOptions, Mapping};
 use vnfpool_tests::{
     harness::Harness,
     packet::{Frame, HOST_MAC, L4},
@@ -22,7 +22,11 @@ const FLOWS: u32 = 4000;
 const ROUNDS: u32 = 30;
 
 fn node() -> Harness {
-    let mut h = Harness::new();
+    // The flood guard checked but never reached: every new flow is recorded, with its event.
+    let mut h = Harness::with(&LoadOptions {
+        new_flows_per_unit: Some(u32::MAX),
+        ..LoadOptions::default()
+    });
     let vip: IpAddr = VIP.parse().expect("address");
     h.dp.add_vip(0, addr::from_ip(vip), 8080, PROTO_TCP)
         .expect("add vip");

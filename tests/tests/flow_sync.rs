@@ -16,7 +16,7 @@ use vnfpool_common::{
     vip::PROTO_TCP,
 };
 use vnfpool_daemon::{
-    dataplane::{FlowTable, Mapping},
+    dataplane::{FlowHashKey, FlowTable, LoadOptions, Mapping},
     flowsync::{FlowSync, FlowSyncConfig},
 };
 use vnfpool_tests::{
@@ -38,9 +38,13 @@ fn mac(n: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 0xe0, n]
 }
 
-/// Pool 0 at VIP:8080/tcp with elements 0 and 1 up, every new flow to element `to`.
+/// Pool 0 at VIP:8080/tcp with elements 0 and 1 up, every new flow to element `to`. Every
+/// node hashes flows with the same key, as a cluster's nodes derive it from their shared secret.
 fn node(to: u16) -> Harness {
-    let mut h = Harness::new();
+    let mut h = Harness::with(&LoadOptions {
+        flow_hash_key: FlowHashKey::Required([0x5eed, 0xc1a5]),
+        ..LoadOptions::default()
+    });
     h.dp.add_vip(0, addr::from_ip(ip(VIP)), PORT, PROTO_TCP)
         .expect("add vip");
     let element = |n: u8| Element {
