@@ -450,6 +450,21 @@ fn frames_whose_lengths_disagree_are_not_steered() {
             hop_by_hop_second,
             Want::Malformed,
         ),
+    ];
+    for c in &cases {
+        check(&mut h, c);
+    }
+}
+
+/// Bytes past the lengths are not part of the packet, and are accepted: Ethernet padding after
+/// the IP packet, a UDP datagram shorter than the IP payload (the kernel trims both).
+#[test]
+fn bytes_past_the_lengths_are_accepted() {
+    let mut h = Harness::new();
+    provision(&mut h);
+    let tcp4 = tcp4(4000).build();
+    let udp4 = udp4(4000).build();
+    let cases = vec![
         // A shorter UDP length than the IP payload is trailing data, which the kernel trims.
         case(
             "UDP length 14 in a 15-byte datagram",
