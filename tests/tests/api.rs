@@ -115,6 +115,7 @@ async fn start(headers_timeout: Duration) -> Api {
             },
         ],
         heartbeat_listen: "127.0.0.1:0".parse().expect("addr"),
+        heartbeat_clock_skew: vnfpool_daemon::heartbeat::DEFAULT_SKEW,
     };
     let tls = tls_config(&spec).expect("TLS config");
     let listener = TcpListener::bind(spec.listen).await.expect("bind");

@@ -371,6 +371,7 @@ fn baseline_server(args: &[String]) {
         client_ca: client_ca.into(),
         clients: Vec::new(),
         heartbeat_listen: "127.0.0.1:0".parse().expect("an address"),
+        heartbeat_clock_skew: vnfpool_daemon::heartbeat::DEFAULT_SKEW,
     };
     let tls = api::tls_config(&spec).expect("the TLS configuration");
     let body = Bytes::from(std::fs::read(body).expect("reading BODY"));

@@ -32,7 +32,7 @@ use rustix::{
 use sha2::Sha256;
 use tokio::{net::UdpSocket, sync::mpsc};
 use vnfpool_daemon::heartbeat::{
-    Clocks, DEFAULT_WINDOW, Key, LEN, Signer, Verifier,
+    Clocks, DEFAULT_SKEW, Key, LEN, Signer, Verifier,
     udp::{BATCH, Receiver},
     unix_ns,
 };
@@ -96,7 +96,7 @@ fn pool() -> Result<Pool> {
         .zip(FIRST_ID..)
         .map(|(key, id)| Signer::new(id, key))
         .collect();
-    let mut verifier = Verifier::new(DEFAULT_WINDOW);
+    let mut verifier = Verifier::new(DEFAULT_SKEW);
     for (key, id) in keys.iter().zip(FIRST_ID..) {
         verifier.register(id, key.clone(), Duration::ZERO);
     }

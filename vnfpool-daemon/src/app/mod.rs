@@ -120,7 +120,9 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
     let mut generations = 0;
     let pools = persisted.restore(&spec, resolved, now, &mut generations)?;
     let verifier = Arc::new(Mutex::new(Verifier::restore(
-        heartbeat::DEFAULT_WINDOW,
+        spec.api
+            .as_ref()
+            .map_or(heartbeat::DEFAULT_SKEW, |api| api.heartbeat_clock_skew),
         persisted.added.agents().map(|a| heartbeat::Registration {
             id: a.id,
             key: a.key.clone(),

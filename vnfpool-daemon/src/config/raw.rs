@@ -160,6 +160,7 @@ pub(crate) struct RawApi {
     pub client_ca: Option<Spanned<String>>,
     pub clients: Option<Spanned<Vec<Spanned<RawApiClient>>>>,
     pub heartbeat_listen: Option<Spanned<String>>,
+    pub heartbeat_clock_skew: Option<Spanned<String>>,
 }
 
 /// One entry of `api.clients:`.

@@ -44,6 +44,8 @@ const DEFAULT_SOCKET: &str = "/run/vnfpool/vnfpool.sock";
 /// Loopback only by default: metrics say which elements exist and how they fare.
 const DEFAULT_METRICS: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9470);
+/// Largest `api.heartbeat_clock_skew`.
+const HEARTBEAT_SKEW_MAX: Duration = Duration::from_secs(10);
 /// UDP port of the heartbeat listener when `api.heartbeat_listen` is not given (on the API's
 /// address).
 const DEFAULT_HEARTBEAT_PORT: u16 = 9471;
@@ -279,6 +281,10 @@ impl Checker<'_> {
             None => listen
                 .map(|l: std::net::SocketAddr| std::net::SocketAddr::new(l.ip(), DEFAULT_HEARTBEAT_PORT)),
         };
+        let heartbeat_clock_skew = match &raw.heartbeat_clock_skew {
+            Some(skew) => self.duration(skew, "heartbeat_clock_skew", Duration::ZERO, HEARTBEAT_SKEW_MAX),
+            None => Some(crate::heartbeat::DEFAULT_SKEW),
+        };
         let mut path = |key: &str, value: Option<&Spanned<String>>| {
             let value = self.required(value, at, "api", key)?;
             self.absolute(Some(value), key, "")
@@ -336,6 +342,7 @@ impl Checker<'_> {
             client_ca: client_ca?,
             clients,
             heartbeat_listen: heartbeat_listen?,
+            heartbeat_clock_skew: heartbeat_clock_skew?,
         })
     }
 

@@ -382,6 +382,8 @@ impl<D: Dataplane> Controller<D> {
     fn finish(&mut self, change: &Change) -> Answer {
         match change {
             Change::Reload { .. } => {
+                // A pool's heartbeat miss limit may have changed.
+                self.sync_verifier();
                 let message = format!("reloaded {} pools", self.pools.len());
                 info!(%message, "reloaded");
                 Answer::Text(message)
@@ -433,20 +435,31 @@ impl<D: Dataplane> Controller<D> {
     }
 
     /// The heartbeat verifier knows the keys of the registrations there are, and no others
-    /// (a removed element's heartbeats must not count for anything).
-    fn sync_verifier(&self) {
+    /// (a removed element's heartbeats must not count for anything), each with its pool's miss
+    /// limit (how old a heartbeat may be).
+    pub(super) fn sync_verifier(&self) {
         let now = self.now();
         let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
-        let running: std::collections::HashMap<u64, &Key> =
-            self.added.agents().map(|a| (a.id, &a.key)).collect();
+        let mut running: std::collections::HashMap<u64, (&Key, std::time::Duration)> =
+            std::collections::HashMap::new();
+        for (pool, added) in &self.added.pools {
+            let miss_limit = self.pool_named(pool).map_or_else(
+                || crate::model::spec::HeartbeatSpec::DEFAULT.miss_limit(),
+                |p| self.pools[p].spec.heartbeat.miss_limit(),
+            );
+            for agent in added.elements.iter().filter_map(|e| e.agent.as_ref()) {
+                running.insert(agent.id, (&agent.key, miss_limit));
+            }
+        }
         let gone: Vec<u64> = verifier.ids().filter(|id| !running.contains_key(id)).collect();
         for id in gone {
             verifier.remove(id);
         }
-        for (&id, &key) in &running {
+        for (&id, &(key, miss_limit)) in &running {
             if !verifier.contains(id) {
                 verifier.register(id, key.clone(), now);
             }
+            verifier.set_miss_limit(id, miss_limit);
         }
     }
 

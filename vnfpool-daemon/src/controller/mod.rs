@@ -223,6 +223,7 @@ impl<D: Dataplane> Controller<D> {
             }
         }
         self.sync_agents(now);
+        self.sync_verifier();
         self.probers.start(self.probe_targets());
         for &(p, e) in down {
             self.step(p, crate::model::failover::Event::LinkDown { element: e }, now);

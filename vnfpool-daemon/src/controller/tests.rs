@@ -258,7 +258,7 @@ impl Harness {
             .expect("restore");
         let dp = RecordingDataplane::new();
         let probers = RecordingProbers::default();
-        let verifier = Arc::new(Mutex::new(Verifier::new(heartbeat::DEFAULT_WINDOW)));
+        let verifier = Arc::new(Mutex::new(Verifier::new(heartbeat::DEFAULT_SKEW)));
         let store = Store::open(&spec.daemon.state_dir).expect("store");
         let (saver, writer) = Saver::spawn(store);
         let (link, outputs) = node.map(cluster_link).unzip();
@@ -879,6 +879,43 @@ async fn a_registered_element_lives_by_its_heartbeats_and_fails_when_they_stop()
     assert_eq!(gone, "dns/a1: removed");
     assert!(role_in(&h.views.current(), "dns", "a1").is_none());
     assert!(!h.verifier.lock().expect("lock").contains(registration.id));
+    h.stop().await;
+}
+
+/// The verifier takes a registered element's heartbeats as old as its pool's miss limit plus the
+/// clock skew, and no older: the window follows the pool's heartbeat settings.
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_window_is_the_pools_miss_limit_plus_the_skew() {
+    let h = Harness::started_with(AA, &ALL_ACTIVE, true).await;
+    let registration = register(&h, "a1", "10.0.0.31")
+        .await
+        .expect("registered")
+        .registration
+        .expect("a heartbeat key");
+    let key = Key::from_hex(&registration.key).expect("key");
+    let miss_limit = Duration::from_micros(registration.interval_us) * registration.misses;
+    let skew = heartbeat::DEFAULT_SKEW;
+    let wall = heartbeat::unix_ns(std::time::SystemTime::now());
+    let verify = |seq: u64, age: Duration| {
+        let stamped = wall - u64::try_from(age.as_nanos()).expect("small");
+        let bytes = Signer::new(registration.id, &key).sign(seq, stamped);
+        h.verifier.lock().expect("lock").verify(
+            &bytes,
+            Clocks {
+                wall,
+                mono: h.epoch.elapsed(),
+            },
+        )
+    };
+    assert!(
+        verify(1, miss_limit + skew).is_ok(),
+        "stamped the miss limit plus the skew ago ({:?})",
+        miss_limit + skew
+    );
+    assert_eq!(
+        verify(2, miss_limit + skew + MS).map(|_| ()),
+        Err(heartbeat::Rejected::OutsideWindow)
+    );
     h.stop().await;
 }
 

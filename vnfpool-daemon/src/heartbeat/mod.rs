@@ -4,7 +4,8 @@
 //! per-element [`Key`]) sends a heartbeat datagram every few milliseconds. The [`Verifier`]
 //! accepts one only when its HMAC is right under that element's key, its sequence number is
 //! greater than the last one accepted from the element, and its timestamp is within the window
-//! around the receiver's clock. Anything else is rejected and counted, and never refreshes the
+//! around the receiver's clock: no later than the clock skew allows, no earlier than the
+//! element's miss limit plus that skew. Anything else is rejected and counted, and never refreshes the
 //! element's liveness. [`Verifier::liveness`] then tells, at a given instant, which elements
 //! have been silent for longer than the miss limit.
 //!
@@ -44,9 +45,13 @@ pub const LEN: usize = 57;
 pub const KEY_LEN: usize = 32;
 /// Bytes covered by the MAC: version, id, sequence and timestamp.
 const SIGNED: usize = 25;
-/// The default acceptance window: a timestamp may be this far before or after the receiver's
-/// wall clock.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(1);
+/// The default clock skew allowed between an element and the receiver (`api.heartbeat_clock_skew`).
+///
+/// A heartbeat's timestamp must lie within the element's miss limit plus this before the
+/// receiver's wall clock, and within this after it: one sent longer ago than the miss limit
+/// could not keep the element alive anyway, so accepting it late (held back on the path and
+/// let through after the element died) would only stretch a failure's detection.
+pub const DEFAULT_SKEW: Duration = Duration::from_millis(100);
 
 /// An element's registration id, handed out by the API when the element registers.
 pub type ElementId = u64;
@@ -379,6 +384,8 @@ struct Element {
     /// When the element was registered or the verifier restored: the origin of silence before
     /// the first heartbeat.
     since: Now,
+    /// The element's miss limit, in ns ([`Verifier::set_miss_limit`]; 0 until told).
+    miss_limit_ns: u64,
 }
 
 impl Element {
@@ -389,14 +396,19 @@ impl Element {
             last_seq,
             heard: None,
             since: now,
+            miss_limit_ns: 0,
         }
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Per-element heartbeat state: keys, last accepted sequence numbers and times, and counters.
 #[derive(Clone)]
 pub struct Verifier {
-    window_ns: u64,
+    skew_ns: u64,
     elements: HashMap<ElementId, Element>,
     counters: Counters,
 }
@@ -404,7 +416,7 @@ pub struct Verifier {
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
-            .field("window_ns", &self.window_ns)
+            .field("skew_ns", &self.skew_ns)
             .field("elements", &self.elements.len())
             .field("counters", &self.counters)
             .finish()
@@ -412,11 +424,11 @@ impl fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// A verifier with no element that accepts timestamps within `window` of its wall clock.
+    /// A verifier with no element that allows `skew` between an element's clock and its own.
     #[must_use]
-    pub fn new(window: Duration) -> Self {
+    pub fn new(skew: Duration) -> Self {
         Self {
-            window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            skew_ns: nanos(skew),
             elements: HashMap::new(),
             counters: Counters::default(),
         }
@@ -425,12 +437,8 @@ impl Verifier {
     /// A verifier holding `registrations` (as saved by [`Verifier::snapshot`]); their silence
     /// counts from `now`, their sequence numbers go on from the saved ones.
     #[must_use]
-    pub fn restore(
-        window: Duration,
-        registrations: impl IntoIterator<Item = Registration>,
-        now: Now,
-    ) -> Self {
-        let mut verifier = Self::new(window);
+    pub fn restore(skew: Duration, registrations: impl IntoIterator<Item = Registration>, now: Now) -> Self {
+        let mut verifier = Self::new(skew);
         for r in registrations {
             verifier
                 .elements
@@ -455,9 +463,19 @@ impl Verifier {
         registrations
     }
 
+    /// The clock skew allowed.
     #[must_use]
-    pub fn window(&self) -> Duration {
-        Duration::from_nanos(self.window_ns)
+    pub fn skew(&self) -> Duration {
+        Duration::from_nanos(self.skew_ns)
+    }
+
+    /// Sets the miss limit of `id` (its pool's): how far before the receiver's clock its
+    /// heartbeats may be stamped, besides the skew. Returns whether `id` is registered.
+    pub fn set_miss_limit(&mut self, id: ElementId, miss_limit: Duration) -> bool {
+        self.elements
+            .get_mut(&id)
+            .map(|e| e.miss_limit_ns = nanos(miss_limit))
+            .is_some()
     }
 
     /// Registers `id` with `key` at `now`; returns whether it was registered before. A new
@@ -530,7 +548,11 @@ impl Verifier {
         if element.last_seq.is_some_and(|last| fields.seq <= last) {
             return Err(Rejected::OldSequence);
         }
-        if fields.timestamp.abs_diff(now.wall) > self.window_ns {
+        let earliest = now
+            .wall
+            .saturating_sub(element.miss_limit_ns.saturating_add(self.skew_ns));
+        let latest = now.wall.saturating_add(self.skew_ns);
+        if !(earliest..=latest).contains(&fields.timestamp) {
             return Err(Rejected::OutsideWindow);
         }
         element.last_seq = Some(fields.seq);
@@ -597,9 +619,9 @@ mod tests {
         }
     }
 
-    /// A verifier with a 1 s window and elements 1 and 2 (keys 1 and 2) registered at 0.
+    /// A verifier allowing the default skew, elements 1 and 2 (keys 1 and 2) registered at 0.
     fn verifier() -> Verifier {
-        let mut v = Verifier::new(DEFAULT_WINDOW);
+        let mut v = Verifier::new(DEFAULT_SKEW);
         assert!(!v.register(1, key(1), ms(0)));
         assert!(!v.register(2, key(2), ms(0)));
         v
@@ -679,7 +701,7 @@ mod tests {
         wrong_version[0] = 2;
         let mut longer = good.to_vec();
         longer.push(0);
-        let window = DEFAULT_WINDOW.as_nanos() as u64;
+        let window = DEFAULT_SKEW.as_nanos() as u64;
 
         let cases: [(&str, Vec<u8>, Rejected); 13] = [
             ("bit-flipped MAC", flipped_mac.to_vec(), Rejected::BadMac),
@@ -773,12 +795,47 @@ mod tests {
         );
     }
 
+    /// A heartbeat may be stamped up to the miss limit plus the skew before the receiver's clock,
+    /// and up to the skew after it: one held back longer on the path (after the element died,
+    /// say) no longer refreshes it.
+    #[test]
+    fn the_window_is_the_miss_limit_plus_the_skew_before_and_the_skew_after() {
+        let mut v = Verifier::new(ms(100));
+        v.register(1, key(1), ms(0));
+        assert!(v.set_miss_limit(1, ms(30)));
+        assert!(!v.set_miss_limit(9, ms(30)), "not registered");
+        let now = at(1_000);
+        let stamped = |ms_before: i64| {
+            let t = i128::from(now.wall) - i128::from(ms_before) * i128::from(MS);
+            u64::try_from(t).expect("a time after T0")
+        };
+        let mut seq = 0;
+        let mut verify = |v: &mut Verifier, ms_before: i64| {
+            seq += 1;
+            v.verify(&encode(1, seq, stamped(ms_before), &key(1)), now)
+                .map(|_| ())
+        };
+        assert_eq!(verify(&mut v, 130), Ok(()), "miss limit + skew before");
+        assert_eq!(verify(&mut v, 131), Err(Rejected::OutsideWindow));
+        assert_eq!(verify(&mut v, -100), Ok(()), "skew after");
+        assert_eq!(verify(&mut v, -101), Err(Rejected::OutsideWindow));
+        // A pool whose miss limit grows (a reload) widens the window.
+        v.set_miss_limit(1, ms(1_000));
+        assert_eq!(verify(&mut v, 1_100), Ok(()));
+        // Until told its miss limit, an element gets the skew alone.
+        v.register(2, key(2), ms(0));
+        assert_eq!(
+            v.verify(&encode(2, 1, stamped(101), &key(2)), now).map(|_| ()),
+            Err(Rejected::OutsideWindow)
+        );
+    }
+
     #[test]
     fn liveness_counts_from_the_last_heartbeat_or_the_registration() {
         let limit = miss_limit(ms(10), 3);
         assert_eq!(limit, ms(30));
         assert_eq!(miss_limit(ms(10), 0), ms(10), "0 misses acts as 1");
-        let mut v = Verifier::new(DEFAULT_WINDOW);
+        let mut v = Verifier::new(DEFAULT_SKEW);
         v.register(7, key(7), ms(100));
         assert_eq!(v.liveness(7, limit, ms(100)), Some(Liveness::Pending));
         assert_eq!(
@@ -859,7 +916,7 @@ mod tests {
         let saved: Vec<Registration> = serde_json::from_str(&json).expect("deserializes");
         let mut restored = Verifier::restore(ms(500), saved, ms(1_000));
         assert_eq!(restored.snapshot(), v.snapshot());
-        assert_eq!(restored.window(), ms(500));
+        assert_eq!(restored.skew(), ms(500));
         // A heartbeat captured before the restart is still a replay after it.
         assert_eq!(
             restored.verify(&encode(2, 41, T0, &key(2)), at(1_000)),
@@ -895,7 +952,7 @@ mod tests {
         assert_eq!(Key::from_hex(&a.to_hex()).expect("hex"), a);
         assert_eq!(format!("{a:?}"), "Key(..)");
         let v = Verifier::restore(
-            DEFAULT_WINDOW,
+            DEFAULT_SKEW,
             [Registration {
                 id: 1,
                 key: a.clone(),

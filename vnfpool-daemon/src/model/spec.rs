@@ -72,6 +72,10 @@ pub struct ApiSpec {
     /// UDP address heartbeats of self-registered elements are received on (default: the API's
     /// address, port 9471).
     pub heartbeat_listen: std::net::SocketAddr,
+    /// How far an element's clock may be from the daemon's: heartbeats are accepted when
+    /// stamped at most this after the daemon's clock, and at most the pool's miss limit plus
+    /// this before it.
+    pub heartbeat_clock_skew: std::time::Duration,
 }
 
 /// One client of the API.
