@@ -64,7 +64,13 @@ impl Setup {
     /// `nsenter --net=<host> setpriv <as the user, with the unit's capabilities> -- vnfpool daemon …`
     /// with `NOTIFY_SOCKET`.
     fn start(&self, lab: &Lab, places: &Places, notify: &Notify) -> Daemon {
-        let mut command = command_via(&self.user.setpriv(&self.caps), &self.binary, lab, places);
+        // Started with the usual soft limit of 1,024 descriptors (below the hard one), which the
+        // daemon raises.
+        let wrapper: Vec<String> = ["prlimit".to_owned(), "--nofile=1024:".to_owned(), "--".to_owned()]
+            .into_iter()
+            .chain(self.user.setpriv(&self.caps))
+            .collect();
+        let mut command = command_via(&wrapper, &self.binary, lab, places);
         command.env("NOTIFY_SOCKET", &notify.path);
         Daemon::spawn(command, places)
     }
@@ -87,6 +93,18 @@ impl Setup {
             no_new_privs: true,
         };
         assert_eq!(c, expected, "the daemon's credentials ({:?})", self.caps);
+        // The soft limit on descriptors raised to the hard one at start.
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).expect("limits");
+        let open_files: Vec<&str> = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("a descriptor limit")
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            open_files[3], open_files[4],
+            "soft and hard descriptor limits: {limits}"
+        );
     }
 }
 

@@ -45,6 +45,7 @@ pub fn main() -> ExitCode {
                 }
             };
             drop_ambient_capabilities();
+            raise_descriptor_limit();
             run_daemon(config, spec, move_aside_bad_state)
         }
         Command::Agent { config } => crate::agent::main(&config),
@@ -103,6 +104,26 @@ fn print(write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), crate::manual
 fn drop_ambient_capabilities() {
     if let Err(e) = rustix::thread::clear_ambient_capability_set() {
         eprintln!("vnfpool: clearing the ambient capabilities: {e}; exec probes may inherit them");
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard one: every probe, API client, SSE
+/// stream and flow-sync peer holds one, and the usual soft limit of 1,024 is soon reached (the
+/// systemd unit also sets `LimitNOFILE=`).
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            ..limit
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            eprintln!(
+                "vnfpool: raising the open-descriptor limit to {:?}: {e}",
+                limit.maximum
+            );
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod events;
 pub mod flowsync;
 pub mod health;
 pub mod heartbeat;
+pub mod listen;
 pub mod manual;
 pub mod metrics;
 pub mod model;

@@ -27,7 +27,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::debug;
 use vnfpool_common::stats::{Counters, Reason};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -406,6 +406,21 @@ impl Metrics {
             .inc();
     }
 
+    /// A probe of `element` that this host could not make (`result="local_error"`, no verdict);
+    /// how many so far.
+    #[must_use]
+    pub fn probe_local_error(&self, pool_name: &str, element_name: &str) -> u64 {
+        let labels = element(pool_name, element_name);
+        self.probes
+            .get_or_create(&ProbeLabels {
+                pool: labels.pool,
+                element: labels.element,
+                result: "local_error".to_owned(),
+            })
+            .inc()
+            + 1
+    }
+
     /// A failover was decided (`detection`) and switched (`switch`).
     pub fn failover(&self, pool_name: &str, reason: &str, detection: Duration, switch: Duration) {
         self.failovers
@@ -621,17 +636,12 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, readiness: Readiness
         readiness,
         scrape,
     });
+    let mut gate = crate::listen::Gate::new("metrics", crate::listen::METRICS_CONNECTIONS);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "metrics listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        let ((stream, peer), permit) = gate.accept(|| listener.accept()).await;
         let state = Arc::clone(&state);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
                 let state = Arc::clone(&state);
                 async move { Ok::<_, Infallible>(state.answer(&request).await) }

@@ -205,12 +205,12 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let clients = Arc::new(clients);
     let app = router(state);
+    let mut gate = crate::listen::Gate::new("api", crate::listen::API_CONNECTIONS);
     loop {
-        let Ok((tcp, addr)) = listener.accept().await else {
-            continue;
-        };
+        let ((tcp, addr), permit) = gate.accept(|| listener.accept()).await;
         let (acceptor, clients, app) = (acceptor.clone(), Arc::clone(&clients), app.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {

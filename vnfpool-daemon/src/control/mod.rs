@@ -116,17 +116,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 
 /// Serves connections until the process ends.
 pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>, views: Views) {
+    let mut gate = crate::listen::Gate::new("control", crate::listen::CONTROL_CONNECTIONS);
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "control socket: accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        let ((stream, _), permit) = gate.accept(|| listener.accept()).await;
         let (commands, views) = (commands.clone(), views.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = handle(stream, commands, views).await {
                 tracing::debug!(error = %e, "control connection");
             }

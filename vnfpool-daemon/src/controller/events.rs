@@ -157,6 +157,21 @@ impl<D: Dataplane> Controller<D> {
             return;
         };
         let spec = &self.pools[p].spec;
+        if report.outcome.local {
+            // This host could not make the probe: no verdict on the element.
+            let n = self.metrics.probe_local_error(&spec.name, &spec.elements[e].name);
+            // The first, then every power of two: a descriptor flood must not flood the log.
+            if n.is_power_of_two() {
+                warn!(
+                    pool = %spec.name,
+                    element = %spec.elements[e].name,
+                    detail = report.outcome.detail.as_deref().unwrap_or(""),
+                    count = n,
+                    "a probe failed on this host (not counted against the element)"
+                );
+            }
+            return;
+        }
         self.metrics.probe(
             &spec.name,
             &spec.elements[e].name,

@@ -127,6 +127,7 @@ struct Harness {
     heartbeats: mpsc::Sender<HeartbeatEvent>,
     commands: mpsc::Sender<Command>,
     views: Views,
+    metrics: Metrics,
     probers: RecordingProbers,
     resolver: Arc<FakeResolver>,
     verifier: Arc<Mutex<Verifier>>,
@@ -262,12 +263,13 @@ impl Harness {
         let store = Store::open(&spec.daemon.state_dir).expect("store");
         let (saver, writer) = Saver::spawn(store);
         let (link, outputs) = node.map(cluster_link).unzip();
+        let metrics = Metrics::new(1024);
         let deps = Deps {
             dataplane: dp.clone(),
             resolver: Arc::clone(&resolver) as Arc<dyn Resolver>,
             probers: Box::new(probers.clone()),
             saver,
-            metrics: Metrics::new(1024),
+            metrics: metrics.clone(),
             events: EventLog::new(),
             readiness: Readiness::default(),
             verifier: Arc::clone(&verifier),
@@ -315,6 +317,7 @@ impl Harness {
             heartbeats,
             commands,
             views,
+            metrics,
             probers,
             resolver,
             verifier,
@@ -347,6 +350,10 @@ impl Harness {
         } else {
             Outcome::failure(MS, "refused".to_owned())
         };
+        self.send_outcome(target, outcome).await;
+    }
+
+    async fn send_outcome(&self, target: &ProbeTarget, outcome: Outcome) {
         self.probes
             .send(ProbeReport {
                 element: target.element,
@@ -486,6 +493,47 @@ async fn active_standby_fails_over_to_the_next_priority_and_back_with_preemption
     h.report("e1", true, 2).await;
     h.until("e1 preempts", |s| {
         role_in(s, "dns", "e1").as_deref() == Some("active")
+    })
+    .await;
+    h.stop().await;
+}
+
+/// Probes this host could not make (out of descriptors, say) say nothing of the element: ten of
+/// them and two real failures leave it active with `fall: 3`, where counted they would fail it.
+#[tokio::test(start_paused = true)]
+async fn probes_this_host_could_not_make_never_fail_an_element() {
+    let h = Harness::started(
+        "{ model: active-standby, preempt: true }",
+        &["active", "standby", "standby"],
+    )
+    .await;
+    let target = h.target("e1");
+    let emfile = Outcome {
+        local: true,
+        ..Outcome::failure(MS, "TCP connect: Too many open files (os error 24)".to_owned())
+    };
+    for _ in 0..10 {
+        h.send_outcome(&target, emfile.clone()).await;
+    }
+    h.report("e1", false, 2).await;
+    let counted = |text: &str, result: &str, n: u32| {
+        text.contains(&format!(
+            "vnfpool_probes_total{{pool=\"dns\",element=\"e1\",result=\"{result}\"}} {n}"
+        ))
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !counted(&h.metrics.encode(), "failed", 2) {
+            tokio::time::sleep(MS).await;
+        }
+    })
+    .await
+    .expect("the two failures counted");
+    let text = h.metrics.encode();
+    assert!(counted(&text, "local_error", 10), "{text}");
+    assert_eq!(h.role("dns", "e1"), "active", "two real failures of three");
+    h.report("e1", false, 1).await;
+    h.until("e1 fails on its third real failure", |s| {
+        role_in(s, "dns", "e1").as_deref() == Some("out")
     })
     .await;
     h.stop().await;

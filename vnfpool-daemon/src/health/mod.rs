@@ -46,6 +46,10 @@ pub struct Outcome {
     pub latency: Duration,
     /// Why the probe failed (`None` when `ok`).
     pub detail: Option<String>,
+    /// The probe could not be made for a reason of this host's ([`ProbeError::is_local`]: no
+    /// descriptor, no buffer, no process): it says nothing of the element, and must not count
+    /// against it (a descriptor flood would otherwise fail every element).
+    pub local: bool,
 }
 
 impl Outcome {
@@ -55,6 +59,7 @@ impl Outcome {
             ok: true,
             latency,
             detail: None,
+            local: false,
         }
     }
 
@@ -64,13 +69,17 @@ impl Outcome {
             ok: false,
             latency,
             detail: Some(detail),
+            local: false,
         }
     }
 
     fn from_result(result: Result<(), ProbeError>, latency: Duration) -> Self {
         match result {
             Ok(()) => Self::success(latency),
-            Err(error) => Self::failure(latency, error_chain(&error)),
+            Err(error) => Self {
+                local: error.is_local(),
+                ..Self::failure(latency, error_chain(&error))
+            },
         }
     }
 }
@@ -132,6 +141,31 @@ pub enum ProbeError {
     Overrun { running: Duration },
     #[error("no answer after {running:?}, where the element usually answers within {expected:?}")]
     Late { running: Duration, expected: Duration },
+}
+
+impl ProbeError {
+    /// Whether the probe failed for want of something on this host before it could reach the
+    /// element: descriptors (`EMFILE`, `ENFILE`), buffers or memory (`ENOBUFS`, `ENOMEM`),
+    /// local ports (`EADDRNOTAVAIL`) or processes (`EAGAIN` from fork).
+    #[must_use]
+    pub fn is_local(&self) -> bool {
+        let (Self::Connect { source, .. } | Self::Udp { source, .. } | Self::Spawn { source, .. }) = self
+        else {
+            return false;
+        };
+        let Some(errno) = source.raw_os_error() else {
+            return false;
+        };
+        let local = [
+            rustix::io::Errno::MFILE,
+            rustix::io::Errno::NFILE,
+            rustix::io::Errno::NOBUFS,
+            rustix::io::Errno::NOMEM,
+            rustix::io::Errno::ADDRNOTAVAIL,
+            rustix::io::Errno::AGAIN,
+        ];
+        local.iter().any(|e| e.raw_os_error() == errno)
+    }
 }
 
 /// Runs one probe of `spec` against the element `name` at `target`.
@@ -197,6 +231,47 @@ mod tests {
     use super::*;
 
     const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn a_probe_this_host_could_not_make_is_local() {
+        let addr = SocketAddr::new(LOCALHOST, 1);
+        let connect = |e: rustix::io::Errno| ProbeError::Connect {
+            addr,
+            source: io::Error::from_raw_os_error(e.raw_os_error()),
+        };
+        for local in [
+            rustix::io::Errno::MFILE,
+            rustix::io::Errno::NFILE,
+            rustix::io::Errno::NOBUFS,
+            rustix::io::Errno::NOMEM,
+            rustix::io::Errno::ADDRNOTAVAIL,
+        ] {
+            assert!(connect(local).is_local(), "{local:?}");
+            let outcome = Outcome::from_result(Err(connect(local)), Duration::ZERO);
+            assert!(outcome.local && !outcome.ok, "{outcome:?}");
+        }
+        let spawn = ProbeError::Spawn {
+            program: "/bin/true".into(),
+            source: io::Error::from_raw_os_error(rustix::io::Errno::AGAIN.raw_os_error()),
+        };
+        assert!(spawn.is_local(), "no process left");
+        // What the element or the path says is a verdict.
+        for remote in [
+            rustix::io::Errno::CONNREFUSED,
+            rustix::io::Errno::HOSTUNREACH,
+            rustix::io::Errno::NETUNREACH,
+            rustix::io::Errno::CONNRESET,
+        ] {
+            assert!(!connect(remote).is_local(), "{remote:?}");
+        }
+        assert!(
+            !ProbeError::TimedOut {
+                after: Duration::ZERO
+            }
+            .is_local()
+        );
+        assert!(!Outcome::failure(Duration::ZERO, "refused".into()).local);
+    }
 
     #[tokio::test]
     async fn detail_carries_the_source_chain() {
