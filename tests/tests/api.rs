@@ -176,6 +176,7 @@ async fn start(headers_timeout: Duration) -> Api {
         commands,
         events: events.clone(),
         views,
+        streams: vnfpool_daemon::api::EventStreams::default(),
     };
     let timeouts = Timeouts {
         handshake: Duration::from_secs(2),

@@ -29,7 +29,10 @@ use rustls::{
     server::WebPkiClientVerifier,
 };
 use serde::Deserialize;
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, mpsc, oneshot},
+};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::BroadcastStream;
 use tracing::{debug, info};
@@ -191,6 +194,25 @@ pub struct ApiState {
     pub commands: mpsc::Sender<Command>,
     pub events: EventLog,
     pub views: Views,
+    /// Room for SSE event streams ([`EVENT_STREAMS`] at once).
+    pub streams: EventStreams,
+}
+
+/// SSE event streams open at once; past this, `GET /v1/events` answers 503.
+pub const EVENT_STREAMS: usize = 256;
+/// Connections whose TLS handshake is under way at once: a new one past this ends the oldest,
+/// so that whoever opens connections and says nothing cannot keep a real client out (an
+/// unauthenticated connection holds nothing for long).
+pub const PENDING_HANDSHAKES: usize = 128;
+
+/// The room for SSE event streams.
+#[derive(Clone, Debug)]
+pub struct EventStreams(Arc<Semaphore>);
+
+impl Default for EventStreams {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(EVENT_STREAMS)))
+    }
 }
 
 /// Serves the API on `listener` until the process ends: TLS with client certificates, then
@@ -205,22 +227,60 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let clients = Arc::new(clients);
     let app = router(state);
-    let mut gate = crate::listen::Gate::new("api", crate::listen::API_CONNECTIONS);
+    // Every socket: those handshaking (at most PENDING_HANDSHAKES, by eviction) and those
+    // served after it (at most API_CONNECTIONS).
+    let mut gate = crate::listen::Gate::new("api", PENDING_HANDSHAKES + crate::listen::API_CONNECTIONS);
+    let served = Arc::new(Semaphore::new(crate::listen::API_CONNECTIONS));
+    // One sender per handshake under way, oldest first; a handshake that ended dropped its
+    // receiver.
+    let mut pending: std::collections::VecDeque<oneshot::Sender<()>> = std::collections::VecDeque::new();
+    let mut evicted = 0u64;
     loop {
         let ((tcp, addr), permit) = gate.accept(|| listener.accept()).await;
-        let (acceptor, clients, app) = (acceptor.clone(), Arc::clone(&clients), app.clone());
+        pending.retain(|handshake| !handshake.is_closed());
+        if pending.len() >= PENDING_HANDSHAKES
+            && let Some(oldest) = pending.pop_front()
+        {
+            let _ = oldest.send(());
+            evicted += 1;
+            if evicted.is_power_of_two() {
+                info!(
+                    evicted,
+                    "API: {PENDING_HANDSHAKES} TLS handshakes under way; the oldest ended for a new one"
+                );
+            }
+        }
+        let (evict, evicted_rx) = oneshot::channel();
+        pending.push_back(evict);
+        let (acceptor, clients, app, served) = (
+            acceptor.clone(),
+            Arc::clone(&clients),
+            app.clone(),
+            Arc::clone(&served),
+        );
         tokio::spawn(async move {
             let _permit = permit;
-            let tls = match tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    info!(%addr, error = %e, "API: TLS handshake refused");
+            let handshake = tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp));
+            let tls = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        info!(%addr, error = %e, "API: TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        info!(%addr, "API: TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = evicted_rx => {
+                    debug!(%addr, "API: TLS handshake ended to make room for a newer one");
                     return;
                 }
-                Err(_) => {
-                    info!(%addr, "API: TLS handshake timed out");
-                    return;
-                }
+            };
+            let Ok(_served) = served.try_acquire_owned() else {
+                info!(%addr, max = crate::listen::API_CONNECTIONS, "API: connections at their cap; closed");
+                return;
             };
             let subject = tls
                 .get_ref()
@@ -542,6 +602,12 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let role = allow(&peer, &[Role::Sce, Role::Operator])?;
+    let Ok(slot) = Arc::clone(&state.streams.0).try_acquire_owned() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{EVENT_STREAMS} event streams are open; try again later"),
+        ));
+    };
     let last: u64 = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -566,7 +632,13 @@ async fn events(
             ),
         })
     });
-    let stream = stream::iter(gap.into_iter().chain(missed)).chain(live).map(Ok);
+    // The stream holds its slot until the client goes.
+    let stream = stream::iter(gap.into_iter().chain(missed))
+        .chain(live)
+        .map(move |event| {
+            let _slot = &slot;
+            Ok(event)
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

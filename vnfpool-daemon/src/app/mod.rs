@@ -267,6 +267,7 @@ async fn spawn(b: Built) -> Result<Running, AppError> {
             commands: commands_tx.clone(),
             events: b.events,
             views: b.views.clone(),
+            streams: api::EventStreams::default(),
         };
         info!(listen = %api_spec.listen, "API listening (HTTPS, client certificates required)");
         tokio::spawn(api::serve(
