@@ -46,6 +46,8 @@ struct Api {
     addr: SocketAddr,
     /// Signs the server's certificate and the clients'.
     ca: Ca,
+    /// Another CA the server trusts for clients, to which no role is pinned but `sce`'s.
+    other: Ca,
     events: EventLog,
     /// What the controller was asked, in order.
     asked: Arc<Mutex<Vec<Asked>>>,
@@ -91,10 +93,56 @@ fn pool_summary(name: &str, actives: u32) -> PoolSummary {
     }
 }
 
+/// What the controller would answer: every command logged in `log`, drains and the like done,
+/// additions and redundancy requests refused for want of the pool.
+async fn controller(mut rx: mpsc::Receiver<Command>, log: Arc<Mutex<Vec<Asked>>>) {
+    while let Some(cmd) = rx.recv().await {
+        let done = Ok("done".to_owned());
+        match cmd {
+            Command::Drain {
+                pool,
+                element,
+                deadline,
+                reply,
+            } => {
+                log.lock().expect("log").push(Asked::Drain {
+                    pool,
+                    element,
+                    deadline,
+                });
+                let _ = reply.send(done);
+            }
+            Command::Undrain { reply, .. }
+            | Command::Reload { reply }
+            | Command::RemoveElement(RemoveElement { reply, .. }) => {
+                log.lock().expect("log").push(Asked::Other);
+                let _ = reply.send(done);
+            }
+            Command::AddElement(AddElement { pool, reply, .. }) => {
+                log.lock().expect("log").push(Asked::Other);
+                let _ = reply.send(Err(Refusal::NoPool { pool }));
+            }
+            Command::SetRedundancy(SetRedundancy { pool, reply, .. }) => {
+                log.lock().expect("log").push(Asked::Other);
+                let _ = reply.send(Err(Refusal::NoPool { pool }));
+            }
+        }
+    }
+}
+
+/// Adds `ca` to the client CA bundle at `path`.
+fn trust_too(path: &std::path::Path, ca: &Ca) {
+    let mut bundle = std::fs::read_to_string(path).expect("client CA file");
+    bundle.push_str(&ca.pem());
+    std::fs::write(path, bundle).expect("client CA bundle");
+}
+
 async fn start(headers_timeout: Duration) -> Api {
     let ca = Ca::new("vnfpool test clients");
+    let other = Ca::new("vnfpool other clients");
     let dir = Scratch::new();
     let (cert, key, client_ca) = vnfpool_tests::pki::server_files(&ca, &dir.path, &["127.0.0.1"]);
+    trust_too(&client_ca, &other);
     let spec = ApiSpec {
         listen: "127.0.0.1:0".parse().expect("addr"),
         cert,
@@ -116,47 +164,15 @@ async fn start(headers_timeout: Duration) -> Api {
         ],
         heartbeat_listen: "127.0.0.1:0".parse().expect("addr"),
         heartbeat_clock_skew: vnfpool_daemon::heartbeat::DEFAULT_SKEW,
+        issuers: vec![(Role::Sce, "CN=vnfpool test clients".to_owned())],
     };
     let tls = tls_config(&spec).expect("TLS config");
     let listener = TcpListener::bind(spec.listen).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let (commands, mut rx) = mpsc::channel::<Command>(16);
+    let (commands, rx) = mpsc::channel::<Command>(16);
     let asked = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&asked);
-    tokio::spawn(async move {
-        while let Some(cmd) = rx.recv().await {
-            let done = Ok("done".to_owned());
-            match cmd {
-                Command::Drain {
-                    pool,
-                    element,
-                    deadline,
-                    reply,
-                } => {
-                    log.lock().expect("log").push(Asked::Drain {
-                        pool,
-                        element,
-                        deadline,
-                    });
-                    let _ = reply.send(done);
-                }
-                Command::Undrain { reply, .. }
-                | Command::Reload { reply }
-                | Command::RemoveElement(RemoveElement { reply, .. }) => {
-                    log.lock().expect("log").push(Asked::Other);
-                    let _ = reply.send(done);
-                }
-                Command::AddElement(AddElement { pool, reply, .. }) => {
-                    log.lock().expect("log").push(Asked::Other);
-                    let _ = reply.send(Err(Refusal::NoPool { pool }));
-                }
-                Command::SetRedundancy(SetRedundancy { pool, reply, .. }) => {
-                    log.lock().expect("log").push(Asked::Other);
-                    let _ = reply.send(Err(Refusal::NoPool { pool }));
-                }
-            }
-        }
-    });
+    tokio::spawn(controller(rx, log));
     // What the controller would have published: one pool.
     let summaries = vec![pool_summary("dns", 1)];
     let (_, snapshot) = tokio::sync::watch::channel(Arc::new(Snapshot {
@@ -177,6 +193,7 @@ async fn start(headers_timeout: Duration) -> Api {
         events: events.clone(),
         views,
         streams: vnfpool_daemon::api::EventStreams::default(),
+        issuers: Arc::new(spec.issuers.clone()),
     };
     let timeouts = Timeouts {
         handshake: Duration::from_secs(2),
@@ -186,6 +203,7 @@ async fn start(headers_timeout: Duration) -> Api {
     Api {
         addr,
         ca,
+        other,
         events,
         asked,
         _dir: dir,
@@ -292,6 +310,31 @@ async fn clients_without_a_trusted_certificate_or_a_role_are_refused_and_others_
     assert_eq!(
         sce.call("GET", "/v1/pools", "").await.map(|r| r.0),
         Ok(StatusCode::OK)
+    );
+}
+
+/// A role pinned to an issuer is given only to certificates of that CA: `CN=orchestrator` from
+/// another trusted CA gets no role, while roles not pinned are given whatever trusted CA
+/// signed the certificate.
+#[tokio::test]
+async fn a_role_pinned_to_an_issuer_is_not_given_by_another_trusted_ca() {
+    let api = start(Duration::from_secs(5)).await;
+    let forged = api.client(Some(&api.other.issue("orchestrator", &[])));
+    let (status, body) = forged.call("GET", "/v1/pools", "").await.expect("answer");
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let ops = api.client(Some(&api.other.issue("ops", &[])));
+    assert_eq!(
+        ops.call("GET", "/v1/pools", "").await.map(|r| r.0),
+        Ok(StatusCode::OK),
+        "operator is not pinned"
+    );
+    assert_eq!(
+        api.as_cn("orchestrator")
+            .call("GET", "/v1/pools", "")
+            .await
+            .map(|r| r.0),
+        Ok(StatusCode::OK),
+        "the pinned CA's sce"
     );
 }
 

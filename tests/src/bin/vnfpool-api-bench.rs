@@ -372,6 +372,7 @@ fn baseline_server(args: &[String]) {
         clients: Vec::new(),
         heartbeat_listen: "127.0.0.1:0".parse().expect("an address"),
         heartbeat_clock_skew: vnfpool_daemon::heartbeat::DEFAULT_SKEW,
+        issuers: Vec::new(),
     };
     let tls = api::tls_config(&spec).expect("the TLS configuration");
     let body = Bytes::from(std::fs::read(body).expect("reading BODY"));

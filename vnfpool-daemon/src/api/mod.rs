@@ -131,10 +131,21 @@ pub struct Peer {
 /// when a value is not a string.
 #[must_use]
 pub fn subject(der: &[u8]) -> Option<String> {
-    use x509_parser::objects::{oid_registry, oid2abbrev};
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let rdns = cert
-        .subject()
+    dn(cert.subject())
+}
+
+/// The issuer of a DER certificate, written as [`subject`] writes subjects.
+#[must_use]
+pub fn issuer(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    dn(cert.issuer())
+}
+
+/// A distinguished name as `CN=…, O=…` (see [`subject`]).
+fn dn(name: &x509_parser::x509::X509Name<'_>) -> Option<String> {
+    use x509_parser::objects::{oid_registry, oid2abbrev};
+    let rdns = name
         .iter_rdn()
         .map(|rdn| {
             rdn.iter()
@@ -196,6 +207,18 @@ pub struct ApiState {
     pub views: Views,
     /// Room for SSE event streams ([`EVENT_STREAMS`] at once).
     pub streams: EventStreams,
+    /// Roles pinned to one issuer (`api.issuers`).
+    pub issuers: Arc<Vec<(Role, String)>>,
+}
+
+/// The role of a client certificate whose subject maps to `role`: none when `role` is pinned
+/// to an issuer other than the certificate's.
+fn pinned_role(role: Option<Role>, issuer: Option<&str>, issuers: &[(Role, String)]) -> Option<Role> {
+    let role = role?;
+    match issuers.iter().find(|(r, _)| *r == role) {
+        Some((_, pinned)) => (issuer == Some(pinned.as_str())).then_some(role),
+        None => Some(role),
+    }
 }
 
 /// SSE event streams open at once; past this, `GET /v1/events` answers 503.
@@ -226,6 +249,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let clients = Arc::new(clients);
+    let issuers = Arc::clone(&state.issuers);
     let app = router(state);
     // Every socket: those handshaking (at most PENDING_HANDSHAKES, by eviction) and those
     // served after it (at most API_CONNECTIONS).
@@ -252,11 +276,12 @@ pub async fn serve(
         }
         let (evict, evicted_rx) = oneshot::channel();
         pending.push_back(evict);
-        let (acceptor, clients, app, served) = (
+        let (acceptor, clients, app, served, issuers) = (
             acceptor.clone(),
             Arc::clone(&clients),
             app.clone(),
             Arc::clone(&served),
+            Arc::clone(&issuers),
         );
         tokio::spawn(async move {
             let _permit = permit;
@@ -282,15 +307,11 @@ pub async fn serve(
                 info!(%addr, max = crate::listen::API_CONNECTIONS, "API: connections at their cap; closed");
                 return;
             };
-            let subject = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| subject(c))
-                .unwrap_or_default();
+            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let subject = leaf.and_then(|c| subject(c)).unwrap_or_default();
+            let issuer = leaf.and_then(|c| issuer(c));
             let peer = Peer {
-                role: clients.get(&subject).copied(),
+                role: pinned_role(clients.get(&subject).copied(), issuer.as_deref(), &issuers),
                 subject,
             };
             let service = hyper_util::service::TowerToHyperService::new(app.layer(Extension(peer)));

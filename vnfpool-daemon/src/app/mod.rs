@@ -268,6 +268,7 @@ async fn spawn(b: Built) -> Result<Running, AppError> {
             events: b.events,
             views: b.views.clone(),
             streams: api::EventStreams::default(),
+            issuers: Arc::new(api_spec.issuers.clone()),
         };
         info!(listen = %api_spec.listen, "API listening (HTTPS, client certificates required)");
         tokio::spawn(api::serve(

@@ -1669,6 +1669,38 @@ site-c: {}
         );
         let missing = messages(&format!("{BASE}{}", api.replace("  listen: 0.0.0.0:9443\n", "")));
         assert!(missing[0].contains("missing key `listen` in api"), "{missing:?}");
+
+        // Issuer pins, and the clock skew of heartbeats.
+        let pins = "  issuers:\n    - { role: sce, issuer: \"CN=sce-ca\" }\n  heartbeat_clock_skew: 250ms\n";
+        let pinned = parse(&format!("{BASE}{api}{pins}"), origin())
+            .expect("valid")
+            .api
+            .expect("api");
+        assert_eq!(
+            pinned.issuers,
+            [(crate::model::spec::ApiRole::Sce, "CN=sce-ca".to_owned())]
+        );
+        assert_eq!(pinned.heartbeat_clock_skew, Duration::from_millis(250));
+        assert_eq!(
+            api_spec.heartbeat_clock_skew,
+            crate::heartbeat::DEFAULT_SKEW,
+            "default skew"
+        );
+        let twice = messages(&format!(
+            "{BASE}{api}{}",
+            pins.replace(
+                "role: sce, issuer: \"CN=sce-ca\" }",
+                "role: sce, issuer: a }\n    - { role: sce, issuer: b }"
+            )
+        ));
+        assert!(twice[0].contains("role sce"), "{twice:?}");
+        let empty = messages(&format!("{BASE}{api}{}", pins.replace("CN=sce-ca", " ")));
+        assert!(empty[0].contains("an empty issuer"), "{empty:?}");
+        let skew = messages(&format!("{BASE}{api}{}", pins.replace("250ms", "11s")));
+        assert!(
+            skew[0].contains("heartbeat_clock_skew 11s is out of range"),
+            "{skew:?}"
+        );
     }
 
     #[test]

@@ -161,6 +161,15 @@ pub(crate) struct RawApi {
     pub clients: Option<Spanned<Vec<Spanned<RawApiClient>>>>,
     pub heartbeat_listen: Option<Spanned<String>>,
     pub heartbeat_clock_skew: Option<Spanned<String>>,
+    pub issuers: Option<Spanned<Vec<Spanned<RawApiIssuer>>>>,
+}
+
+/// One entry of `api.issuers:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApiIssuer {
+    pub role: Option<Spanned<crate::model::spec::ApiRole>>,
+    pub issuer: Option<Spanned<String>>,
 }
 
 /// One entry of `api.clients:`.

@@ -335,7 +335,9 @@ impl Checker<'_> {
                 }
             }
         }
+        let issuers = self.issuers(raw.issuers.as_ref());
         Some(ApiSpec {
+            issuers,
             listen: listen?,
             cert: cert?,
             key: key?,
@@ -344,6 +346,46 @@ impl Checker<'_> {
             heartbeat_listen: heartbeat_listen?,
             heartbeat_clock_skew: heartbeat_clock_skew?,
         })
+    }
+
+    /// `api.issuers`: each role pinned once, to a non-empty issuer.
+    fn issuers(
+        &mut self,
+        raw: Option<&Spanned<Vec<Spanned<super::raw::RawApiIssuer>>>>,
+    ) -> Vec<(crate::model::spec::ApiRole, String)> {
+        let mut issuers = Vec::new();
+        if let Some(list) = raw {
+            let mut seen = HashMap::new();
+            for pin in &list.value {
+                let role = self.required(pin.value.role.as_ref(), pin.referenced, "an issuer pin", "role");
+                let issuer = self.required(
+                    pin.value.issuer.as_ref(),
+                    pin.referenced,
+                    "an issuer pin",
+                    "issuer",
+                );
+                let (Some(role), Some(issuer)) = (role, issuer) else {
+                    continue;
+                };
+                if issuer.value.trim().is_empty() {
+                    self.invalid(
+                        issuer.referenced,
+                        "an empty issuer",
+                        "a CA subject like `CN=sce-ca`",
+                    );
+                    continue;
+                }
+                self.unique(
+                    &mut seen,
+                    role.value,
+                    role,
+                    || format!("role {:?}", role.value).to_lowercase(),
+                    "each role pinned once",
+                );
+                issuers.push((role.value, issuer.value.trim().to_owned()));
+            }
+        }
+        issuers
     }
 
     fn cluster(&mut self, raw: &Spanned<RawCluster>) -> Option<ClusterSpec> {

@@ -69,6 +69,9 @@ pub struct ApiSpec {
     pub client_ca: PathBuf,
     /// Client certificate subjects (as `CN=…, O=…`) and their roles.
     pub clients: Vec<ApiClient>,
+    /// Roles pinned to one issuer (its subject, as `CN=…, O=…`): a certificate of another CA
+    /// of `client_ca` gets no such role, whatever its subject.
+    pub issuers: Vec<(ApiRole, String)>,
     /// UDP address heartbeats of self-registered elements are received on (default: the API's
     /// address, port 9471).
     pub heartbeat_listen: std::net::SocketAddr,
