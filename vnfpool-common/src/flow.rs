@@ -170,14 +170,14 @@ pub struct FlowGuard {
 }
 abi_type!(FlowGuard, 8);
 
-/// The default flood guard ([`FlowCtl::new_flows_per_unit`]) of a table of `entries` flows
-/// for `cpus` CPUs: a whole table's worth of buckets per unit, shared out between the CPUs.
+/// The default flood guard ([`FlowCtl::new_flows_per_unit`]) of a table of `buckets` buckets
+/// for `cpus` CPUs: one insert per bucket per unit, shared out between the CPUs.
 /// Over the [`RECENT`] window that is at most two inserts per bucket on average (of eight ways),
 /// so established flows keep their ways under any flood; it is also about what a table of that
 /// size can hold without replacing flows in use.
 #[must_use]
-pub const fn default_guard(entries: u32, cpus: u32) -> u32 {
-    let per_cpu = buckets(entries) / if cpus == 0 { 1 } else { cpus };
+pub const fn default_guard(buckets: u32, cpus: u32) -> u32 {
+    let per_cpu = buckets / if cpus == 0 { 1 } else { cpus };
     if per_cpu == 0 { 1 } else { per_cpu }
 }
 
@@ -527,9 +527,14 @@ mod tests {
 
     #[test]
     fn the_default_guard_is_a_table_of_buckets_per_unit_shared_by_the_cpus() {
-        assert_eq!(default_guard(1 << 20, 2), (1 << 17) / 2);
-        assert_eq!(default_guard(1 << 20, 0), 1 << 17);
-        assert_eq!(default_guard(8, 64), 1, "never 0, which would mean no guard");
+        let table = buckets(1 << 20);
+        assert_eq!(default_guard(table, 2), (1 << 17) / 2);
+        assert_eq!(default_guard(table, 0), 1 << 17);
+        assert_eq!(
+            default_guard(buckets(8), 64),
+            1,
+            "never 0, which would mean no guard"
+        );
     }
 
     #[test]

@@ -307,7 +307,7 @@ impl AyaDataplane {
         }
         shape.new_flows_per_unit = opts
             .new_flows_per_unit
-            .unwrap_or_else(|| flow::default_guard(flow_buckets * flow::WAYS as u32, cpus()));
+            .unwrap_or_else(|| flow::default_guard(flow_buckets, cpus()));
         ctl.set(0, shape, 0).map_err(ctl_err)?;
         let flow_hash_key = shape.hash_key;
         let pools = mapped(&mut ebpf, maps::POOLS, maps::MAX_POOLS)?;
