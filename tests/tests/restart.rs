@@ -186,3 +186,53 @@ fn a_flow_table_packed_another_way_is_refused_untouched() {
         "the refused table is left as it was"
     );
 }
+
+/// `VNF_TX_PORTS` holds an egress interface while a pool's elements are behind it, and not
+/// after: it has 64 entries, and once elements could fill it for good, no reload or restart
+/// could add the interface a new element needs. What a previous run left and no pool uses goes
+/// once every pool has been applied.
+#[test]
+fn egress_interfaces_leave_the_tx_map_with_the_last_pool_that_used_them() {
+    use std::collections::BTreeSet;
+    use vnfpool_daemon::dataplane::{Dataplane as _, PoolPlan};
+    let lab = Lab::new(3);
+    let pins = PinDir::new();
+    let opts = LoadOptions {
+        pin_dir: Some(pins.path().to_owned()),
+        ..LoadOptions::default()
+    };
+    let [a, b, c] = [0, 1, 2].map(|i| lab.elements[i].host_link.ifindex);
+    let plan = |pool: u32, tx_ports: Vec<u32>| PoolPlan {
+        pool,
+        vips: Vec::new(),
+        mapping: Mapping::default(),
+        tx_ports,
+    };
+    let set = |ports: &[u32]| ports.iter().copied().collect::<BTreeSet<u32>>();
+    lab.host.run(|| {
+        let mut dp = AyaDataplane::load(&opts).expect("load");
+        dp.apply_pool(&plan(0, vec![a, b])).expect("pool 0");
+        dp.apply_pool(&plan(1, vec![b])).expect("pool 1");
+        assert_eq!(dp.tx_ports().expect("read"), set(&[a, b]));
+        dp.apply_pool(&plan(0, vec![b])).expect("pool 0 without a");
+        assert_eq!(dp.tx_ports().expect("read"), set(&[b]), "a went with its last pool");
+        dp.remove_pool(1).expect("pool 1 removed");
+        assert_eq!(dp.tx_ports().expect("read"), set(&[b]), "pool 0 still uses b");
+        dp.apply_pool(&plan(0, Vec::new())).expect("pool 0 without elements");
+        assert_eq!(dp.tx_ports().expect("read"), set(&[]));
+        // A run that ends with c in the map (as an older release left every interface it was
+        // ever given), then one whose pools use a only.
+        dp.apply_pool(&plan(0, vec![c])).expect("pool 0 behind c");
+        drop(dp);
+        let mut dp = AyaDataplane::load(&opts).expect("adopting load");
+        assert!(dp.adopted());
+        dp.apply_pool(&plan(0, vec![a])).expect("pool 0 behind a");
+        assert_eq!(
+            dp.tx_ports().expect("read"),
+            set(&[a, c]),
+            "nothing adopted goes before every pool is applied"
+        );
+        dp.settled().expect("settled");
+        assert_eq!(dp.tx_ports().expect("read"), set(&[a]), "what no pool uses went");
+    });
+}

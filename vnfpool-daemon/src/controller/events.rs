@@ -457,6 +457,9 @@ impl<D: Dataplane> Controller<D> {
             self.readiness.set();
             self.dirty = true;
             info!(pools = self.pools.len(), "ready: every pool is live");
+            if let Err(e) = self.dp.settled() {
+                error!(error = %e, "what no pool uses not taken out of the data plane");
+            }
             crate::systemd::notify_ready(&format!("{} pools live", self.pools.len()));
         }
     }

@@ -2,7 +2,7 @@
 //! mappings with the atomic switch described in the module above.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -239,6 +239,9 @@ pub struct AyaDataplane {
     /// The grace period that follows each pool's last switch: its retired slot is written
     /// again only once that one has passed (other pools' switches do not hold it up).
     switched: HashMap<u32, u64>,
+    /// The egress interfaces each pool's elements are behind: a `VNF_TX_PORTS` entry stays
+    /// while a pool uses it, and goes with the last one.
+    tx_users: HashMap<u32, BTreeSet<u32>>,
     clock: fn() -> std::time::Instant,
 }
 
@@ -330,6 +333,7 @@ impl AyaDataplane {
             withdrawn: Vec::new(),
             retirer: Retirer::new(),
             switched: HashMap::new(),
+            tx_users: HashMap::new(),
             clock: std::time::Instant::now,
         };
         if adopted {
@@ -615,13 +619,7 @@ impl AyaDataplane {
             self.withdrawn.drain(..).partition(|w| w.seq <= passed);
         self.withdrawn = later;
         let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
-        let gone = |r: std::result::Result<(), MapError>| match r {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DataplaneError::Map {
-                name: maps::VIPS,
-                source,
-            }),
-        };
+        let gone = |r| removed(r, maps::VIPS);
         for w in due {
             if let Some((_, n)) = self.pool_vips.get_mut(&w.pool) {
                 *n = n.saturating_sub(1);
@@ -647,6 +645,51 @@ impl AyaDataplane {
         ports
             .insert(ifindex, ifindex, None, 0)
             .map_err(|source| DataplaneError::TxPort { ifindex, source })
+    }
+
+    /// Makes `ports` the egress interfaces `pool` uses: new ones are added to `VNF_TX_PORTS`,
+    /// and those no pool uses any more are removed from it.
+    fn use_tx_ports(&mut self, pool: u32, ports: BTreeSet<u32>) -> Result<()> {
+        for &ifindex in &ports {
+            if !self.tx_users.values().any(|used| used.contains(&ifindex)) {
+                self.add_tx_port(ifindex)?;
+            }
+        }
+        let before = if ports.is_empty() {
+            self.tx_users.remove(&pool)
+        } else {
+            self.tx_users.insert(pool, ports)
+        };
+        let unused: Vec<u32> = before
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|ifindex| !self.tx_users.values().any(|used| used.contains(ifindex)))
+            .collect();
+        self.remove_tx_ports(&unused)
+    }
+
+    /// Removes `ifindexes` from `VNF_TX_PORTS` (those already gone are no error).
+    fn remove_tx_ports(&mut self, ifindexes: &[u32]) -> Result<()> {
+        if ifindexes.is_empty() {
+            return Ok(());
+        }
+        let mut ports: DevMapHash<&mut MapData> = map(&mut self.ebpf, maps::TX_PORTS)?;
+        for &ifindex in ifindexes {
+            removed(ports.remove(ifindex), maps::TX_PORTS)?;
+        }
+        Ok(())
+    }
+
+    /// The egress interfaces in `VNF_TX_PORTS`.
+    pub fn tx_ports(&self) -> Result<BTreeSet<u32>> {
+        let ports: DevMapHash<&MapData> = map_ref(&self.ebpf, maps::TX_PORTS)?;
+        ports
+            .keys()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|source| DataplaneError::Map {
+                name: maps::TX_PORTS,
+                source,
+            })
     }
 
     /// What `pool` forwarded, in total and per element index, summed over CPUs.
@@ -822,14 +865,22 @@ impl AyaDataplane {
     }
 }
 
+/// The result of removing a key from map `name`: a key that was not there is no error (the
+/// kernel answers `ENOENT`).
+fn removed(result: std::result::Result<(), MapError>, name: &'static str) -> Result<()> {
+    match result {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DataplaneError::Map { name, source }),
+    }
+}
+
 // === impl Dataplane for AyaDataplane ===
 
 impl Dataplane for AyaDataplane {
     fn apply_pool(&mut self, plan: &PoolPlan) -> Result<Applied> {
         self.reap(false)?;
-        for &ifindex in &plan.tx_ports {
-            self.add_tx_port(ifindex)?;
-        }
+        self.use_tx_ports(plan.pool, plan.tx_ports.iter().copied().collect())?;
         let keys: HashSet<VipKey> = plan.vips.iter().map(vip_key).collect();
         let stale: Vec<VipKey> = self
             .vip_pool
@@ -854,7 +905,17 @@ impl Dataplane for AyaDataplane {
             .map(|(k, _)| *k)
             .collect();
         self.withdraw(&keys)?;
-        self.apply(pool, &Mapping::default()).map(drop)
+        self.apply(pool, &Mapping::default())?;
+        self.use_tx_ports(pool, BTreeSet::new())
+    }
+
+    fn settled(&mut self) -> Result<()> {
+        let used: BTreeSet<u32> = self.tx_users.values().flatten().copied().collect();
+        let left: Vec<u32> = self.tx_ports()?.difference(&used).copied().collect();
+        if !left.is_empty() {
+            tracing::info!(ifindexes = ?left, "egress interfaces no pool uses taken out of {}", maps::TX_PORTS);
+        }
+        self.remove_tx_ports(&left)
     }
 
     fn reader(&self) -> Arc<dyn DataplaneReader> {

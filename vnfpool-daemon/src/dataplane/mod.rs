@@ -121,6 +121,11 @@ pub trait Dataplane: Send + 'static {
     /// Withdraws the pool's VIPs and clears its mapping. The VIP entries themselves are removed
     /// once no packet can still be reading them, without blocking the caller.
     fn remove_pool(&mut self, pool: u32) -> Result<()>;
+    /// Every pool has been applied once since the start: what the maps still hold that no
+    /// pool uses (egress interfaces a previous run added) may go.
+    fn settled(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// A reader of counters and occupancy for other tasks.
     fn reader(&self) -> Arc<dyn DataplaneReader>;
 }
