@@ -100,8 +100,8 @@ pub fn gateway(element: std::net::Ipv4Addr) -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(a, b, c, 1)
 }
 
-/// The JSON body that adds lab element `i` (address, host-side interface and MAC given, so
-/// nothing needs resolving), with `more` keys (`"priority": 300`, …).
+/// The JSON body that adds lab element `i`, with `more` keys (`"priority": 300`, …): its
+/// address only, as a registration must give it (the daemon finds the interface and MAC).
 #[must_use]
 pub fn element_body(lab: &Lab, i: usize, more: &str) -> String {
     let e = &lab.elements[i];
@@ -110,12 +110,7 @@ pub fn element_body(lab: &Lab, i: usize, more: &str) -> String {
     } else {
         format!(", {more}")
     };
-    format!(
-        "{{\"address\": \"{}\", \"interface\": \"{}\", \"mac\": \"{}\"{more}}}",
-        e.addr,
-        e.host_link.name,
-        e.mac_text()
-    )
+    format!("{{\"address\": \"{}\"{more}}}", e.addr)
 }
 
 /// `vnfpool agent` for lab element `i`, running in its namespace.

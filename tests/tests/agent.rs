@@ -32,11 +32,12 @@ const MISSES: u32 = 3;
 const SLACK: Duration = Duration::from_millis(20);
 
 /// A lab of three elements, a UDP pool `dns` in active-standby with preemption of which e1
-/// (priority 100) and e2 (50) are in the file, probed over TCP; e3 may register itself.
+/// (priority 100) and e2 (50) are in the file, probed over TCP; e3 may register itself, with
+/// a priority up to 300.
 fn setup(places: &Places, parties: &Parties) -> Lab {
     let lab = Lab::new(3);
     let text = format!(
-        "{}{}pools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n    ring_size: 251\n    redundancy: {{ model: active-standby, preempt: true }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }}\n    heartbeat: {{ interval: {}ms, misses: {MISSES} }}\n{}",
+        "{}{}pools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n    ring_size: 251\n    redundancy: {{ model: active-standby, preempt: true }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }}\n    heartbeat: {{ interval: {}ms, misses: {MISSES} }}\n    registration: {{ max_priority: 300 }}\n{}",
         places.daemon_section(&lab),
         parties.api_section(&lab, places),
         lab.vip,

@@ -26,7 +26,7 @@ use vnfpool_daemon::{
     },
     dataplane::recording::RecordingDataplane,
     events,
-    model::spec::{ApiClient, ApiSpec},
+    model::spec::{ApiClient, ApiSpec, Grant},
 };
 use vnfpool_tests::{daemon::Scratch, pki::Ca};
 
@@ -152,14 +152,17 @@ async fn start(headers_timeout: Duration) -> Api {
             ApiClient {
                 subject: "CN=orchestrator".to_owned(),
                 role: Role::Sce,
+                grant: Grant::default(),
             },
             ApiClient {
                 subject: "CN=ops".to_owned(),
                 role: Role::Operator,
+                grant: Grant::default(),
             },
             ApiClient {
                 subject: "CN=admin, O=acme".to_owned(),
                 role: Role::Operator,
+                grant: Grant::default(),
             },
         ],
         heartbeat_listen: "127.0.0.1:0".parse().expect("addr"),

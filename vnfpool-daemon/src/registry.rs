@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     config,
     heartbeat::{ElementId, Key, Now},
-    model::spec::{Origin, PoolSpec, RedundancySpec, Spec},
+    model::spec::{Grant, Origin, PoolSpec, RedundancySpec, Spec},
 };
 
 /// Everything added at run time, by pool name.
@@ -178,6 +178,62 @@ pub fn check(pool: &PoolSpec, element: &AddedElement) -> Result<crate::model::sp
         ));
     }
     Ok(spec)
+}
+
+/// The matcher of an element-name glob (`*` any run, `?` one character, `[…]` a class).
+///
+/// # Errors
+/// When `pattern` is not a glob.
+pub fn name_glob(pattern: &str) -> Result<globset::GlobMatcher, globset::Error> {
+    Ok(globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()?
+        .compile_matcher())
+}
+
+/// Whether the `element` client `subject`, holding `grant`, may register `element` (as
+/// checked by [`check`]) in `pool`, where `held` of its registrations exist besides this one.
+///
+/// # Errors
+/// What it may not do, in words.
+pub fn admit(
+    subject: &str,
+    grant: &Grant,
+    pool: &str,
+    element: &crate::model::spec::ElementSpec,
+    held: usize,
+) -> Result<(), String> {
+    if let Some(pools) = &grant.pools
+        && !pools.iter().any(|p| p == pool)
+    {
+        return Err(format!("{subject} may not register elements in pool {pool}"));
+    }
+    if let Some(names) = &grant.names
+        && !name_glob(names).is_ok_and(|glob| glob.is_match(&element.name))
+    {
+        return Err(format!(
+            "{subject} may register only elements whose names match `{names}`, not {}",
+            element.name
+        ));
+    }
+    if let Some(prefixes) = &grant.prefixes
+        && !prefixes.iter().any(|net| net.contains(&element.address))
+    {
+        let listed: Vec<String> = prefixes.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "{subject} may register only addresses in {}, not {}",
+            listed.join(", "),
+            element.address
+        ));
+    }
+    if held >= grant.max_elements as usize {
+        return Err(format!(
+            "{subject} holds {held} registrations, the most it may (max_elements: {})",
+            grant.max_elements
+        ));
+    }
+    Ok(())
 }
 
 /// When each self-registered element's silence must next be judged: a min-heap with one

@@ -97,6 +97,7 @@ fn pool() -> PoolSpec {
         budget: None,
         placement,
         heartbeat: vnfpool_daemon::model::spec::HeartbeatSpec::DEFAULT,
+        registration: vnfpool_daemon::model::spec::RegistrationSpec::DEFAULT,
     }
 }
 

@@ -484,9 +484,11 @@ async fn drain(
 pub struct ElementBody {
     /// Same family as the pool's VIP, not the VIP, unique in the pool.
     pub address: String,
-    /// 0..=4294967295, default 100; higher wins the active role.
+    /// 0..=4294967295, default 100; higher wins the active role. A registration's is at
+    /// most its pool's `registration.max_priority`.
     pub priority: Option<u32>,
-    /// 1..=1000, default 1; share of new flows when active.
+    /// 1..=1000, default 1; share of new flows when active. A registration's is at most its
+    /// pool's `registration.max_weight`.
     pub weight: Option<u32>,
     /// Failure-domain kind → value, like `{"host": "h1"}`.
     pub failure_domains: Option<std::collections::BTreeMap<String, String>>,
@@ -494,9 +496,10 @@ pub struct ElementBody {
     pub srlg: Option<Vec<String>>,
     /// A site of the placement topology.
     pub site: Option<String>,
-    /// The element's MAC, when not to be resolved from the neighbour table.
+    /// The element's MAC, when not to be resolved from the neighbour table. Operators only: a
+    /// registration naming it is refused (422).
     pub mac: Option<String>,
-    /// The egress interface, when not to be resolved from the routing table.
+    /// The egress interface, when not to be resolved from the routing table. Operators only.
     pub interface: Option<String>,
 }
 

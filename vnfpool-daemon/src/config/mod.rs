@@ -657,6 +657,7 @@ site-c: {}
                 budget: None,
                 placement: std::sync::Arc::default(),
                 heartbeat: crate::model::spec::HeartbeatSpec::DEFAULT,
+                registration: crate::model::spec::RegistrationSpec::DEFAULT,
             }],
             placement: std::sync::Arc::default(),
             api: None,
@@ -1701,6 +1702,58 @@ site-c: {}
             skew[0].contains("heartbeat_clock_skew 11s is out of range"),
             "{skew:?}"
         );
+    }
+
+    #[test]
+    fn element_grants_and_registration_caps() {
+        let api = "api:\n  listen: 0.0.0.0:9443\n  cert: /c\n  key: /k\n  client_ca: /ca\n  clients:\n    - { subject: \"CN=ops\", role: operator }\n    - { subject: \"CN=fw\", role: element, pools: [web], names: \"fw-*\", prefixes: [10.0.1.0/24, \"2001:db8::1/64\"], max_elements: 3 }\n    - { subject: \"CN=any\", role: element }\n";
+        let spec = parse(&format!("{BASE}{api}"), origin()).expect("valid");
+        let clients = spec.api.expect("api").clients;
+        let grant = &clients[1].grant;
+        assert_eq!(grant.pools.as_deref(), Some(&["web".to_owned()][..]));
+        assert_eq!(grant.names.as_deref(), Some("fw-*"));
+        let prefixes: Vec<String> = grant.prefixes.iter().flatten().map(ToString::to_string).collect();
+        assert_eq!(prefixes, ["10.0.1.0/24", "2001:db8::/64"], "host bits cleared");
+        assert_eq!(grant.max_elements, 3);
+        assert_eq!(clients[2].grant, crate::model::spec::Grant::default());
+        assert_eq!(clients[2].grant.max_elements, 8, "a quota by default");
+        assert_eq!(
+            spec.pools[0].registration,
+            crate::model::spec::RegistrationSpec::DEFAULT
+        );
+
+        let messages =
+            |text: &str| -> Vec<String> { errors_of(text).iter().map(ToString::to_string).collect() };
+        let line = BASE.lines().count() + 8;
+        for (from, to, expected) in [
+            ("\"fw-*\"", "\"fw-[\"", "is not an element-name pattern"),
+            ("10.0.1.0/24", "10.0.1.0/33", "`10.0.1.0/33` is not an address prefix"),
+            ("pools: [web]", "pools: [Web]", "pool name `Web` is not a valid name"),
+            ("max_elements: 3", "max_elements: 2000", "max_elements 2000 is out of range"),
+        ] {
+            let errors = messages(&format!("{BASE}{}", api.replace(from, to)));
+            assert!(
+                errors[0].starts_with(&format!("pools.yaml:{line}:")) && errors[0].contains(expected),
+                "{from} -> {to}: {errors:?}"
+            );
+        }
+        let operator = messages(&format!(
+            "{BASE}{}",
+            api.replace("role: operator }", "role: operator, max_elements: 1 }")
+        ));
+        assert!(operator[0].contains("`max_elements` is for element clients"), "{operator:?}");
+
+        let caps = base("elements:", "registration: { max_priority: 300, max_weight: 4 }\n    elements:");
+        let spec = parse(&caps, origin()).expect("valid");
+        assert_eq!(
+            spec.pools[0].registration,
+            crate::model::spec::RegistrationSpec {
+                max_priority: 300,
+                max_weight: 4
+            }
+        );
+        let errors = messages(&caps.replace("max_weight: 4", "max_weight: 0"));
+        assert!(errors[0].contains("registration max_weight 0 is out of range"), "{errors:?}");
     }
 
     #[test]

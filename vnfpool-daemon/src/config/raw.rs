@@ -178,6 +178,10 @@ pub(crate) struct RawApiIssuer {
 pub(crate) struct RawApiClient {
     pub subject: Option<Spanned<String>>,
     pub role: Option<Spanned<crate::model::spec::ApiRole>>,
+    pub pools: Option<Spanned<Vec<Spanned<String>>>>,
+    pub names: Option<Spanned<String>>,
+    pub prefixes: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_elements: Option<Spanned<i64>>,
 }
 
 /// `placement:`.
@@ -232,6 +236,15 @@ pub(crate) struct RawPool {
     pub ring_size: Option<Spanned<i64>>,
     pub budget: Option<Spanned<RawBudget>>,
     pub heartbeat: Option<Spanned<RawHeartbeat>>,
+    pub registration: Option<Spanned<RawRegistration>>,
+}
+
+/// `registration:` of a pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistration {
+    pub max_priority: Option<Spanned<i64>>,
+    pub max_weight: Option<Spanned<i64>>,
 }
 
 /// `heartbeat:` of a pool.

@@ -21,16 +21,16 @@ use super::{
     raw::{
         CostMap, CostRow, DomainMap, Entries, Mapping, RawBudget, RawCheck, RawCluster, RawConfig, RawDaemon,
         RawElement, RawEtcd, RawHealth, RawHeartbeat, RawModel, RawPlacement, RawPool, RawProtocol,
-        RawRedundancy, RawTopology, RawXdpMode, Text, WeightMap,
+        RawRedundancy, RawRegistration, RawTopology, RawXdpMode, Text, WeightMap,
     },
     sanitize,
 };
 use crate::model::{
     maglev,
     spec::{
-        ApiClient, ApiSpec, Budget, CheckSpec, ClusterSpec, DaemonSpec, ElementSpec, EtcdSpec, EtcdTls,
-        FlowSyncSpec, HealthSpec, HeartbeatSpec, Origin, PlacementSpec, PoolSpec, Protocol, RedundancySpec,
-        Spec, XdpMode,
+        ApiClient, ApiRole, ApiSpec, Budget, CheckSpec, ClusterSpec, DaemonSpec, ElementSpec, EtcdSpec,
+        EtcdTls, FlowSyncSpec, Grant, HealthSpec, HeartbeatSpec, Origin, PlacementSpec, PoolSpec, Protocol,
+        RedundancySpec, RegistrationSpec, Spec, XdpMode,
     },
 };
 
@@ -40,6 +40,9 @@ const NAME_RULE: &str = "[a-z0-9][a-z0-9_-]*, at most 32 bytes";
 const IFNAME_MAX: usize = 15;
 const IFNAME_RULE: &str = "an interface name of 1 to 15 bytes without `/`, `:` or whitespace";
 const DOMAIN_VALUE_MAX: usize = 64;
+/// Most failure-domain kinds, and most `srlg` entries, of one element: each is compared with
+/// every other element's at every backup selection.
+const ELEMENT_LIST_MAX: usize = 32;
 const DEFAULT_SOCKET: &str = "/run/vnfpool/vnfpool.sock";
 /// Loopback only by default: metrics say which elements exist and how they fare.
 const DEFAULT_METRICS: std::net::SocketAddr =
@@ -173,8 +176,22 @@ pub(super) fn element(
         Some(_) => {}
         None => raw.value.name = Some(Spanned::new(name.to_owned(), raw.referenced, raw.defined)),
     }
+    if origin == Origin::Agent {
+        check.registered(&raw.value, pool.registration);
+    }
     match check.element(&raw, Some(pool.vip)) {
-        Some(spec) if check.errors.is_empty() => Ok(ElementSpec { origin, ..spec }),
+        Some(spec) if check.errors.is_empty() => {
+            let priority = if origin == Origin::Agent && raw.value.priority.is_none() {
+                spec.priority.min(pool.registration.max_priority)
+            } else {
+                spec.priority
+            };
+            Ok(ElementSpec {
+                priority,
+                origin,
+                ..spec
+            })
+        }
         _ => Err(check.errors),
     }
 }
@@ -326,10 +343,12 @@ impl Checker<'_> {
                         || format!("client subject `{}`", sanitize(&subject.value)),
                         "each subject once",
                     );
-                    if let Some(role) = role {
+                    let grant = self.grant(&client.value, role.map(|r| r.value));
+                    if let (Some(role), Some(grant)) = (role, grant) {
                         clients.push(ApiClient {
                             subject: subject.value.trim().to_owned(),
                             role: role.value,
+                            grant,
                         });
                     }
                 }
@@ -349,6 +368,85 @@ impl Checker<'_> {
     }
 
     /// `api.issuers`: each role pinned once, to a non-empty issuer.
+    /// What an `element` client may register (its `pools`, `names`, `prefixes` and
+    /// `max_elements`); those keys given to another role are an error.
+    fn grant(&mut self, raw: &super::raw::RawApiClient, role: Option<ApiRole>) -> Option<Grant> {
+        if role != Some(ApiRole::Element) {
+            for (key, at) in [
+                ("pools", raw.pools.as_ref().map(|v| v.referenced)),
+                ("names", raw.names.as_ref().map(|v| v.referenced)),
+                ("prefixes", raw.prefixes.as_ref().map(|v| v.referenced)),
+                ("max_elements", raw.max_elements.as_ref().map(|v| v.referenced)),
+            ] {
+                if let Some(at) = at
+                    && role.is_some()
+                {
+                    self.invalid(
+                        at,
+                        format!("`{key}` is for element clients, which register elements"),
+                        "pools, names, prefixes and max_elements only with role: element",
+                    );
+                }
+            }
+            return Some(Grant::default());
+        }
+        let mut ok = true;
+        let pools = raw.pools.as_ref().map(|list| {
+            list.value
+                .iter()
+                .filter(|pool| {
+                    let valid = self.name(pool, "pool name");
+                    ok &= valid;
+                    valid
+                })
+                .map(|pool| pool.value.clone())
+                .collect::<Vec<_>>()
+        });
+        let names = raw.names.as_ref().and_then(|names| {
+            let pattern = names.value.trim();
+            if pattern.is_empty() || crate::registry::name_glob(pattern).is_err() {
+                ok = false;
+                self.invalid(
+                    names.referenced,
+                    format!("`{}` is not an element-name pattern", sanitize(pattern)),
+                    "a glob over element names, like `fw-*` (`*` any run, `?` one character)",
+                );
+                return None;
+            }
+            Some(pattern.to_owned())
+        });
+        let prefixes = raw.prefixes.as_ref().map(|list| {
+            list.value
+                .iter()
+                .filter_map(|prefix| {
+                    if let Ok(net) = prefix.value.trim().parse::<ipnet::IpNet>() {
+                        return Some(net.trunc());
+                    }
+                    ok = false;
+                    self.invalid(
+                        prefix.referenced,
+                        format!("`{}` is not an address prefix", sanitize(&prefix.value)),
+                        "an address prefix, like 10.10.1.0/24 or 2001:db8::/64",
+                    );
+                    None
+                })
+                .collect::<Vec<_>>()
+        });
+        let max_elements = match &raw.max_elements {
+            Some(max) => self.int(max, "max_elements", 0, i64::from(vnfpool_common::maps::MAX_ELEMENTS)),
+            None => Some(Grant::DEFAULT_MAX_ELEMENTS),
+        };
+        if !ok {
+            return None;
+        }
+        Some(Grant {
+            pools,
+            names,
+            prefixes,
+            max_elements: max_elements?,
+        })
+    }
+
     fn issuers(
         &mut self,
         raw: Option<&Spanned<Vec<Spanned<super::raw::RawApiIssuer>>>>,
@@ -727,6 +825,10 @@ impl Checker<'_> {
             Some(heartbeat) => self.heartbeat(heartbeat),
             None => Some(HeartbeatSpec::DEFAULT),
         };
+        let registration = match &raw.registration {
+            Some(registration) => self.registration(registration),
+            None => Some(RegistrationSpec::DEFAULT),
+        };
         if !name_ok {
             return None;
         }
@@ -742,6 +844,7 @@ impl Checker<'_> {
             budget: budget?,
             placement: Arc::clone(&self.placement),
             heartbeat: heartbeat?,
+            registration: registration?,
         })
     }
 
@@ -897,6 +1000,22 @@ impl Checker<'_> {
         Some(HeartbeatSpec {
             interval: interval?,
             misses: misses?,
+        })
+    }
+
+    fn registration(&mut self, raw: &Spanned<RawRegistration>) -> Option<RegistrationSpec> {
+        let raw = &raw.value;
+        let max_priority = match &raw.max_priority {
+            Some(max) => self.int(max, "registration max_priority", 0, i64::from(u32::MAX)),
+            None => Some(RegistrationSpec::DEFAULT.max_priority),
+        };
+        let max_weight = match &raw.max_weight {
+            Some(max) => self.int(max, "registration max_weight", 1, WEIGHT_MAX),
+            None => Some(RegistrationSpec::DEFAULT.max_weight),
+        };
+        Some(RegistrationSpec {
+            max_priority: max_priority?,
+            max_weight: max_weight?,
         })
     }
 
@@ -1144,6 +1263,36 @@ impl Checker<'_> {
         })
     }
 
+    /// What only a self-registered element is held to: the daemon finds its MAC and
+    /// interface itself (a caller naming them could steer the pool's traffic anywhere, and
+    /// fill `VNF_TX_PORTS`), and the pool caps its priority and weight.
+    fn registered(&mut self, raw: &RawElement, caps: RegistrationSpec) {
+        for (key, at) in [
+            ("mac", raw.mac.as_ref().map(|v| v.referenced)),
+            ("interface", raw.interface.as_ref().map(|v| v.referenced)),
+        ] {
+            if let Some(at) = at {
+                self.invalid(
+                    at,
+                    format!("`{key}` of a self-registered element is the daemon's to find"),
+                    "no mac or interface: the daemon resolves them from its routing and neighbour tables",
+                );
+            }
+        }
+        if let Some(priority) = &raw.priority
+            && priority.value > i64::from(caps.max_priority)
+        {
+            let expected = format!("at most {} (the pool's registration.max_priority)", caps.max_priority);
+            self.out_of_range(priority.referenced, "priority", priority.value, expected);
+        }
+        if let Some(weight) = &raw.weight
+            && weight.value > i64::from(caps.max_weight)
+        {
+            let expected = format!("at most {} (the pool's registration.max_weight)", caps.max_weight);
+            self.out_of_range(weight.referenced, "weight", weight.value, expected);
+        }
+    }
+
     /// An element's address, against the pool's VIP (when that one is valid).
     fn element_address(
         &mut self,
@@ -1183,6 +1332,14 @@ impl Checker<'_> {
             "failure_domains",
             "a mapping of failure-domain kind to string value, like { host: h1, rack: r1 }",
         )?;
+        if entries.len() > ELEMENT_LIST_MAX {
+            self.invalid(
+                raw.referenced,
+                format!("{} failure-domain kinds", entries.len()),
+                format!("at most {ELEMENT_LIST_MAX}"),
+            );
+            return None;
+        }
         let mut ok = true;
         let mut domains = BTreeMap::new();
         for (kind, value) in entries {
@@ -1199,6 +1356,14 @@ impl Checker<'_> {
 
     /// An element's `srlg`: sorted, each once.
     fn srlg(&mut self, raw: &Spanned<Vec<Spanned<Text>>>) -> Option<Vec<String>> {
+        if raw.value.len() > ELEMENT_LIST_MAX {
+            self.invalid(
+                raw.referenced,
+                format!("{} srlg entries", raw.value.len()),
+                format!("at most {ELEMENT_LIST_MAX}"),
+            );
+            return None;
+        }
         let mut groups = Vec::with_capacity(raw.value.len());
         let mut ok = true;
         for group in &raw.value {

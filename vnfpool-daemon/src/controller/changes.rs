@@ -599,8 +599,9 @@ impl<D: Dataplane> Controller<D> {
                     body: body.clone(),
                     agent,
                 };
-                registry::check(&self.pools[p].spec, &new)
+                let spec = registry::check(&self.pools[p].spec, &new)
                     .map_err(|why| Refusal::Invalid(format!("pool {pool}: {why}")))?;
+                self.admit(subject, pool, &spec, None)?;
                 added.pools.entry(pool_owned).or_default().elements.push(new);
                 Ok(self.with_added(added))
             }
@@ -639,12 +640,46 @@ impl<D: Dataplane> Controller<D> {
                     body: body.clone(),
                     ..old.clone()
                 };
-                registry::check(&others, &new)
+                let spec = registry::check(&others, &new)
                     .map_err(|why| Refusal::Invalid(format!("pool {pool}: {why}")))?;
+                self.admit(subject, pool, &spec, Some(element))?;
                 extra.elements[i] = new;
                 Ok(self.with_added(added))
             }
         }
+    }
+
+    /// Whether `subject` (an `element` client; `None`: an operator, who may add anything
+    /// the pool's rules allow) may register `spec` in `pool`, by its grant in `api.clients`;
+    /// `replacing` is the name of its registration in `pool` that `spec` changes.
+    fn admit(
+        &self,
+        subject: Option<&str>,
+        pool: &str,
+        spec: &crate::model::spec::ElementSpec,
+        replacing: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let Some(subject) = subject else {
+            return Ok(());
+        };
+        let grant = self
+            .spec
+            .api
+            .as_ref()
+            .and_then(|api| api.clients.iter().find(|c| c.subject == subject))
+            .map(|c| c.grant.clone())
+            .unwrap_or_default();
+        let held = self
+            .added
+            .pools
+            .iter()
+            .flat_map(|(p, added)| added.elements.iter().map(move |e| (p, e)))
+            .filter(|(p, e)| {
+                e.agent.as_ref().is_some_and(|a| a.subject == subject)
+                    && !(p.as_str() == pool && Some(e.name.as_str()) == replacing)
+            })
+            .count();
+        registry::admit(subject, &grant, pool, spec, held).map_err(Refusal::Forbidden)
     }
 
     /// See [`Command::RemoveElement`].

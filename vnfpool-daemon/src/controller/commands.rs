@@ -98,6 +98,10 @@ pub enum Refusal {
         element: String,
         why: &'static str,
     },
+    /// The caller's grant does not cover the request (an `element` client outside its
+    /// pools, names, prefixes or quota).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request cannot be met by this pool (an active-active pool asked for N actives…).
     #[error("pool {pool}: {why}")]
     Conflict { pool: String, why: String },
@@ -132,7 +136,7 @@ impl Refusal {
     pub fn kind(&self) -> RefusalKind {
         match self {
             Self::NoPool { .. } | Self::NoElement { .. } => RefusalKind::NotFound,
-            Self::NotYours { .. } => RefusalKind::Forbidden,
+            Self::NotYours { .. } | Self::Forbidden(_) => RefusalKind::Forbidden,
             Self::InFile { .. } | Self::AddedBy { .. } | Self::Conflict { .. } => RefusalKind::Conflict,
             Self::Invalid(_) | Self::Config(_) => RefusalKind::Invalid,
             Self::ShuttingDown => RefusalKind::Unavailable,

@@ -164,7 +164,7 @@ fn yaml(scratch: &Scratch, pools: &str, api: bool) -> String {
     let d = scratch.0.display();
     let api = if api {
         format!(
-            "api:\n  listen: 127.0.0.1:9443\n  heartbeat_listen: 127.0.0.1:9444\n  cert: {d}/c.pem\n  key: {d}/k.pem\n  client_ca: {d}/ca.pem\n  clients:\n    - {{ subject: \"CN=e\", role: element }}\n"
+            "api:\n  listen: 127.0.0.1:9443\n  heartbeat_listen: 127.0.0.1:9444\n  cert: {d}/c.pem\n  key: {d}/k.pem\n  client_ca: {d}/ca.pem\n  clients:\n    - {{ subject: \"CN=e\", role: element }}\n    - {{ subject: \"CN=g\", role: element, pools: [dns], names: \"g-*\", prefixes: [10.0.0.64/26], max_elements: 2 }}\n"
         )
     } else {
         String::new()
@@ -858,6 +858,115 @@ async fn register(h: &Harness, element: &str, address: &str) -> Result<ElementAd
         })
     })
     .await
+}
+
+async fn register_as(
+    h: &Harness,
+    subject: &str,
+    pool: &str,
+    element: &str,
+    body: serde_json::Value,
+) -> Result<ElementAdded, Refusal> {
+    h.ask(|reply| {
+        Command::AddElement(AddElement {
+            pool: pool.into(),
+            element: element.into(),
+            body,
+            origin: Origin::Agent,
+            subject: Some(subject.into()),
+            reply,
+        })
+    })
+    .await
+}
+
+/// `CN=g` may register in `dns` only, names `g-*`, addresses in 10.0.0.64/26, two at once.
+#[tokio::test(start_paused = true)]
+async fn an_element_client_registers_only_what_its_grant_allows() {
+    let pools = format!(
+        "{}{}",
+        three(AA),
+        pool("web", "192.0.2.2", AA, &[("w1", 11, 100)])
+    );
+    let h = Harness::start_with(&pools, true).await;
+    h.up(&["e1", "e2", "e3", "w1"]).await;
+    let forbidden = |r: Result<ElementAdded, Refusal>, what: &str| {
+        let why = r.expect_err(what);
+        assert_eq!(why.kind(), commands::RefusalKind::Forbidden, "{what}: {why}");
+        why.to_string()
+    };
+    let address = |a: &str| serde_json::json!({ "address": a });
+    let why = forbidden(
+        register_as(&h, "CN=g", "web", "g-1", serde_json::json!({ "address": "192.0.2.70" })).await,
+        "another pool",
+    );
+    assert!(why.contains("may not register elements in pool web"), "{why}");
+    let why = forbidden(
+        register_as(&h, "CN=g", "dns", "x-1", address("10.0.0.65")).await,
+        "another name",
+    );
+    assert!(why.contains("match `g-*`"), "{why}");
+    let why = forbidden(
+        register_as(&h, "CN=g", "dns", "g-1", address("10.0.0.31")).await,
+        "another address",
+    );
+    assert!(why.contains("10.0.0.64/26"), "{why}");
+    register_as(&h, "CN=g", "dns", "g-1", address("10.0.0.65"))
+        .await
+        .expect("within the grant");
+    register_as(&h, "CN=g", "dns", "g-2", address("10.0.0.66"))
+        .await
+        .expect("the second");
+    let why = forbidden(
+        register_as(&h, "CN=g", "dns", "g-3", address("10.0.0.67")).await,
+        "past the quota",
+    );
+    assert!(why.contains("max_elements: 2"), "{why}");
+    // A change is held to the grant too, and does not count against the quota itself.
+    forbidden(
+        register_as(&h, "CN=g", "dns", "g-1", address("10.0.0.32")).await,
+        "moved out of the prefix",
+    );
+    register_as(&h, "CN=g", "dns", "g-1", serde_json::json!({ "address": "10.0.0.65", "weight": 3 }))
+        .await
+        .expect("changed within the grant");
+    // A removal frees its place.
+    h.ask(|reply| {
+        Command::RemoveElement(RemoveElement {
+            pool: "dns".into(),
+            element: "g-2".into(),
+            subject: Some("CN=g".into()),
+            reply,
+        })
+    })
+    .await
+    .expect("removed");
+    register_as(&h, "CN=g", "dns", "g-3", address("10.0.0.67"))
+        .await
+        .expect("the quota has room again");
+    h.stop().await;
+}
+
+/// A registration names neither MAC nor interface (the daemon finds them), and asks for no
+/// more priority or weight than the pool's `registration:` allows (100 and 1000 by default).
+#[tokio::test(start_paused = true)]
+async fn a_registration_cannot_choose_its_mac_interface_or_outrank_the_pool_caps() {
+    let h = Harness::started_with(AA, &ALL_ACTIVE, true).await;
+    for (body, what) in [
+        (serde_json::json!({ "address": "10.0.0.31", "mac": "02:00:00:00:00:01" }), "`mac`"),
+        (serde_json::json!({ "address": "10.0.0.31", "interface": "eth0" }), "`interface`"),
+        (serde_json::json!({ "address": "10.0.0.31", "priority": 101 }), "priority"),
+    ] {
+        let why = register_as(&h, "CN=e", "dns", "a1", body)
+            .await
+            .expect_err(what);
+        assert_eq!(why.kind(), commands::RefusalKind::Invalid, "{why}");
+        assert!(why.to_string().contains(what), "{why}");
+    }
+    register_as(&h, "CN=e", "dns", "a1", serde_json::json!({ "address": "10.0.0.31", "priority": 100, "weight": 1000 }))
+        .await
+        .expect("at the caps");
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -86,6 +86,39 @@ pub struct ApiSpec {
 pub struct ApiClient {
     pub subject: String,
     pub role: ApiRole,
+    /// What an `element` client may register (`Grant::default()` for the other roles, which
+    /// register nothing).
+    pub grant: Grant,
+}
+
+/// What one `element` client may register: its own elements and nothing else. Checked on
+/// every registration and change (`registry::admit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Pools it may register in; `None`: every pool.
+    pub pools: Option<Vec<String>>,
+    /// A glob its element names must match (`*` any run, `?` one character); `None`: any.
+    pub names: Option<String>,
+    /// Prefixes one of which must hold the element's address; `None`: any address.
+    pub prefixes: Option<Vec<ipnet::IpNet>>,
+    /// Registrations it may hold at once, over every pool.
+    pub max_elements: u32,
+}
+
+impl Grant {
+    /// Registrations an `element` client may hold when the file does not say.
+    pub const DEFAULT_MAX_ELEMENTS: u32 = 8;
+}
+
+impl Default for Grant {
+    fn default() -> Self {
+        Self {
+            pools: None,
+            names: None,
+            prefixes: None,
+            max_elements: Self::DEFAULT_MAX_ELEMENTS,
+        }
+    }
 }
 
 /// What a client may do.
@@ -187,6 +220,25 @@ pub struct PoolSpec {
     pub placement: Arc<PlacementSpec>,
     /// How often self-registered elements send heartbeats and how many they may miss.
     pub heartbeat: HeartbeatSpec,
+    /// Caps on what a self-registered element may ask for.
+    pub registration: RegistrationSpec,
+}
+
+/// `registration:` of a pool: the most priority and weight a self-registered element may
+/// ask for (an operator's or the file's elements are not capped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrationSpec {
+    pub max_priority: u32,
+    pub max_weight: u32,
+}
+
+impl RegistrationSpec {
+    /// Default: the default priority (100; never above the file's elements at theirs) and any
+    /// weight (1..=1000).
+    pub const DEFAULT: Self = Self {
+        max_priority: 100,
+        max_weight: 1000,
+    };
 }
 
 /// `heartbeat:` of a pool: what its self-registered elements are told at registration, and

@@ -51,6 +51,7 @@ pub(crate) fn pool(redundancy: RedundancySpec, elements: &[(&str, u32, u32)]) ->
         budget: None,
         placement: std::sync::Arc::default(),
         heartbeat: crate::model::spec::HeartbeatSpec::DEFAULT,
+        registration: crate::model::spec::RegistrationSpec::DEFAULT,
     }
 }
 
