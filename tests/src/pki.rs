@@ -36,11 +36,19 @@ impl Ca {
     /// or IP addresses).
     #[must_use]
     pub fn issue(&self, cn: &str, sans: &[&str]) -> Identity {
+        self.issue_named(&[(DnType::CommonName, cn)], sans)
+    }
+
+    /// A certificate whose subject has the attributes `subject`, in that order (one RDN each).
+    #[must_use]
+    pub fn issue_named(&self, subject: &[(DnType, &str)], sans: &[&str]) -> Identity {
         let key = KeyPair::generate().expect("key");
         let mut params =
             CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).expect("params");
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, cn);
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
         let cert = params.signed_by(&key, &self.cert, &self.key).expect("signing");
         (cert.pem(), key.serialize_pem())
     }

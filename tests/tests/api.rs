@@ -160,7 +160,8 @@ async fn start(headers_timeout: Duration) -> Api {
                 grant: Grant::default(),
             },
             ApiClient {
-                subject: "CN=admin, O=acme".to_owned(),
+                // Written otherwise than certificates are: matched on its attributes.
+                subject: "cn = admin,o=acme".to_owned(),
                 role: Role::Operator,
                 grant: Grant::default(),
             },
@@ -356,6 +357,20 @@ async fn a_common_name_that_spells_another_subject_gets_no_role() {
         .await
         .expect("answer");
     assert_eq!(status, StatusCode::OK, "a plain operator still is one");
+    // The two attributes CN=admin and O=acme are the configured `cn = admin,o=acme`.
+    let identity = api.ca.issue_named(
+        &[
+            (rcgen::DnType::CommonName, "admin"),
+            (rcgen::DnType::OrganizationName, "acme"),
+        ],
+        &[],
+    );
+    let (status, body) = api
+        .client(Some(&identity))
+        .call("GET", "/v1/status", "")
+        .await
+        .expect("answer");
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[tokio::test]

@@ -215,10 +215,15 @@ fn egress_interfaces_leave_the_tx_map_with_the_last_pool_that_used_them() {
         dp.apply_pool(&plan(1, vec![b])).expect("pool 1");
         assert_eq!(dp.tx_ports().expect("read"), set(&[a, b]));
         dp.apply_pool(&plan(0, vec![b])).expect("pool 0 without a");
-        assert_eq!(dp.tx_ports().expect("read"), set(&[b]), "a went with its last pool");
+        assert_eq!(
+            dp.tx_ports().expect("read"),
+            set(&[b]),
+            "a went with its last pool"
+        );
         dp.remove_pool(1).expect("pool 1 removed");
         assert_eq!(dp.tx_ports().expect("read"), set(&[b]), "pool 0 still uses b");
-        dp.apply_pool(&plan(0, Vec::new())).expect("pool 0 without elements");
+        dp.apply_pool(&plan(0, Vec::new()))
+            .expect("pool 0 without elements");
         assert_eq!(dp.tx_ports().expect("read"), set(&[]));
         // A run that ends with c in the map (as an older release left every interface it was
         // ever given), then one whose pools use a only.

@@ -8,6 +8,7 @@
 //! writes.
 
 pub mod client;
+pub mod dn;
 
 use std::{collections::HashMap, convert::Infallible, path::Path, sync::Arc, time::Duration};
 
@@ -38,6 +39,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tracing::{debug, info};
 use utoipa::{OpenApi, ToSchema};
 
+use self::dn::Dn;
 use crate::{
     controller::{
         commands::{self, AddElement, Command, Refusal, RefusalKind, RemoveElement, Reply, SetRedundancy},
@@ -125,60 +127,27 @@ pub struct Peer {
     pub role: Option<Role>,
 }
 
-/// The subject of a DER certificate, as `CN=…, O=…`: its attributes in the certificate's order
-/// (those of one RDN joined by ` + `), each value escaped as RFC 4514 says. A value such as
-/// `ops, O=acme` thus reads `CN=ops\, O=acme` and can never pass for two attributes. `None`
-/// when a value is not a string.
+/// The subject of a DER certificate as its [`Dn`] writes it (`CN=…, O=…`, every value escaped
+/// as RFC 4514 says): a value such as `ops, O=acme` reads `CN=ops\, O=acme` and can never pass
+/// for two attributes. `None` when a value is not a string.
 #[must_use]
 pub fn subject(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    dn(cert.subject())
+    Dn::of(cert.subject()).map(|dn| dn.to_string())
 }
 
 /// The issuer of a DER certificate, written as [`subject`] writes subjects.
 #[must_use]
 pub fn issuer(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    dn(cert.issuer())
+    Dn::of(cert.issuer()).map(|dn| dn.to_string())
 }
 
-/// A distinguished name as `CN=…, O=…` (see [`subject`]).
-fn dn(name: &x509_parser::x509::X509Name<'_>) -> Option<String> {
-    use x509_parser::objects::{oid_registry, oid2abbrev};
-    let rdns = name
-        .iter_rdn()
-        .map(|rdn| {
-            rdn.iter()
-                .map(|a| {
-                    let name = oid2abbrev(a.attr_type(), oid_registry())
-                        .map_or_else(|_| a.attr_type().to_id_string(), str::to_owned);
-                    Some(format!("{name}={}", escape_dn_value(a.as_str().ok()?)))
-                })
-                .collect::<Option<Vec<_>>>()
-                .map(|attrs| attrs.join(" + "))
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(rdns.join(", "))
-}
-
-/// `value` escaped for a distinguished name (RFC 4514, section 2.4).
-fn escape_dn_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && matches!(c, '#' | ' '))
-            || (i == last && c == ' ');
-        if c == '\0' {
-            out.push_str("\\00");
-        } else {
-            if special {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-    }
-    out
+/// `name` as [`subject`] would write a certificate's that has the same attributes (see
+/// [`Dn::parse`]); `None` when it is not a distinguished name.
+#[must_use]
+pub fn canonical_name(name: &str) -> Option<String> {
+    Dn::parse(name).ok().map(|dn| dn.to_string())
 }
 
 /// Limits against slow or idle clients.
@@ -248,8 +217,26 @@ pub async fn serve(
     timeouts: Timeouts,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let clients = Arc::new(clients);
-    let issuers = Arc::clone(&state.issuers);
+    // Names are compared as certificates' are written, whatever their spacing and case.
+    let canonical = |name: &str| {
+        canonical_name(name).or_else(|| {
+            tracing::warn!(name, "not a distinguished name; it matches no certificate");
+            None
+        })
+    };
+    let clients: Arc<HashMap<String, Role>> = Arc::new(
+        clients
+            .iter()
+            .filter_map(|(subject, &role)| Some((canonical(subject)?, role)))
+            .collect(),
+    );
+    let issuers: Arc<Vec<(Role, String)>> = Arc::new(
+        state
+            .issuers
+            .iter()
+            .filter_map(|(role, issuer)| Some((*role, canonical(issuer)?)))
+            .collect(),
+    );
     let app = router(state);
     // Every socket: those handshaking (at most PENDING_HANDSHAKES, by eviction) and those
     // served after it (at most API_CONNECTIONS).

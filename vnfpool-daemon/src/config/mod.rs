@@ -1691,7 +1691,7 @@ site-c: {}
             "{BASE}{api}{}",
             pins.replace(
                 "role: sce, issuer: \"CN=sce-ca\" }",
-                "role: sce, issuer: a }\n    - { role: sce, issuer: b }"
+                "role: sce, issuer: \"CN=a\" }\n    - { role: sce, issuer: \"CN=b\" }"
             )
         ));
         assert!(twice[0].contains("role sce"), "{twice:?}");
@@ -1702,6 +1702,30 @@ site-c: {}
             skew[0].contains("heartbeat_clock_skew 11s is out of range"),
             "{skew:?}"
         );
+    }
+
+    #[test]
+    fn subjects_and_issuers_are_read_as_distinguished_names() {
+        let api = "api:\n  listen: 0.0.0.0:9443\n  cert: /c\n  key: /k\n  client_ca: /ca\n  clients:\n    - { subject: \"cn=ops,o=acme\", role: operator }\n    - { subject: 'CN=a\\, b', role: sce }\n  issuers:\n    - { role: sce, issuer: \"cn = sce-ca\" }\n";
+        let spec = parse(&format!("{BASE}{api}"), origin())
+            .expect("valid")
+            .api
+            .expect("api");
+        let subjects: Vec<&str> = spec.clients.iter().map(|c| c.subject.as_str()).collect();
+        assert_eq!(subjects, ["CN=ops, O=acme", "CN=a\\, b"]);
+        assert_eq!(spec.issuers[0].1, "CN=sce-ca");
+        let messages =
+            |text: &str| -> Vec<String> { errors_of(text).iter().map(ToString::to_string).collect() };
+        let bad = messages(&format!("{BASE}{}", api.replace("cn=ops,o=acme", "ops")));
+        assert!(
+            bad[0].contains("subject `ops` is not a distinguished name: `ops` has no `=`"),
+            "{bad:?}"
+        );
+        let twice = messages(&format!(
+            "{BASE}{}",
+            api.replace("'CN=a\\, b', role: sce", "\"CN=ops, O=acme\", role: sce")
+        ));
+        assert!(twice[0].contains("client subject `CN=ops, O=acme`"), "{twice:?}");
     }
 
     #[test]
@@ -1727,9 +1751,21 @@ site-c: {}
         let line = BASE.lines().count() + 8;
         for (from, to, expected) in [
             ("\"fw-*\"", "\"fw-[\"", "is not an element-name pattern"),
-            ("10.0.1.0/24", "10.0.1.0/33", "`10.0.1.0/33` is not an address prefix"),
-            ("pools: [web]", "pools: [Web]", "pool name `Web` is not a valid name"),
-            ("max_elements: 3", "max_elements: 2000", "max_elements 2000 is out of range"),
+            (
+                "10.0.1.0/24",
+                "10.0.1.0/33",
+                "`10.0.1.0/33` is not an address prefix",
+            ),
+            (
+                "pools: [web]",
+                "pools: [Web]",
+                "pool name `Web` is not a valid name",
+            ),
+            (
+                "max_elements: 3",
+                "max_elements: 2000",
+                "max_elements 2000 is out of range",
+            ),
         ] {
             let errors = messages(&format!("{BASE}{}", api.replace(from, to)));
             assert!(
@@ -1741,9 +1777,15 @@ site-c: {}
             "{BASE}{}",
             api.replace("role: operator }", "role: operator, max_elements: 1 }")
         ));
-        assert!(operator[0].contains("`max_elements` is for element clients"), "{operator:?}");
+        assert!(
+            operator[0].contains("`max_elements` is for element clients"),
+            "{operator:?}"
+        );
 
-        let caps = base("elements:", "registration: { max_priority: 300, max_weight: 4 }\n    elements:");
+        let caps = base(
+            "elements:",
+            "registration: { max_priority: 300, max_weight: 4 }\n    elements:",
+        );
         let spec = parse(&caps, origin()).expect("valid");
         assert_eq!(
             spec.pools[0].registration,
@@ -1753,7 +1795,10 @@ site-c: {}
             }
         );
         let errors = messages(&caps.replace("max_weight: 4", "max_weight: 0"));
-        assert!(errors[0].contains("registration max_weight 0 is out of range"), "{errors:?}");
+        assert!(
+            errors[0].contains("registration max_weight 0 is out of range"),
+            "{errors:?}"
+        );
     }
 
     #[test]

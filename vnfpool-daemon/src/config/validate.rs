@@ -336,17 +336,20 @@ impl Checker<'_> {
                         );
                         continue;
                     }
+                    let Some(name) = self.distinguished_name(subject, "subject") else {
+                        continue;
+                    };
                     self.unique(
                         &mut seen,
-                        subject.value.as_str(),
+                        name.clone(),
                         subject,
-                        || format!("client subject `{}`", sanitize(&subject.value)),
+                        || format!("client subject `{}`", sanitize(&name)),
                         "each subject once",
                     );
                     let grant = self.grant(&client.value, role.map(|r| r.value));
                     if let (Some(role), Some(grant)) = (role, grant) {
                         clients.push(ApiClient {
-                            subject: subject.value.trim().to_owned(),
+                            subject: name,
                             role: role.value,
                             grant,
                         });
@@ -368,6 +371,25 @@ impl Checker<'_> {
     }
 
     /// `api.issuers`: each role pinned once, to a non-empty issuer.
+    /// A subject or issuer, as certificates' are written (see `api::dn`): `CN=ops,o=acme` is
+    /// kept as `CN=ops, O=acme`.
+    fn distinguished_name(&mut self, raw: &Spanned<String>, what: &str) -> Option<String> {
+        match crate::api::dn::Dn::parse(&raw.value) {
+            Ok(dn) => Some(dn.to_string()),
+            Err(why) => {
+                self.invalid(
+                    raw.referenced,
+                    format!(
+                        "{what} `{}` is not a distinguished name: {why}",
+                        sanitize(&raw.value)
+                    ),
+                    "attributes like `CN=ops, O=acme`, a `,` or `+` in a value escaped as `\\,` or `\\+`",
+                );
+                None
+            }
+        }
+    }
+
     /// What an `element` client may register (its `pools`, `names`, `prefixes` and
     /// `max_elements`); those keys given to another role are an error.
     fn grant(&mut self, raw: &super::raw::RawApiClient, role: Option<ApiRole>) -> Option<Grant> {
@@ -433,7 +455,12 @@ impl Checker<'_> {
                 .collect::<Vec<_>>()
         });
         let max_elements = match &raw.max_elements {
-            Some(max) => self.int(max, "max_elements", 0, i64::from(vnfpool_common::maps::MAX_ELEMENTS)),
+            Some(max) => self.int(
+                max,
+                "max_elements",
+                0,
+                i64::from(vnfpool_common::maps::MAX_ELEMENTS),
+            ),
             None => Some(Grant::DEFAULT_MAX_ELEMENTS),
         };
         if !ok {
@@ -473,6 +500,9 @@ impl Checker<'_> {
                     );
                     continue;
                 }
+                let Some(issuer) = self.distinguished_name(issuer, "issuer") else {
+                    continue;
+                };
                 self.unique(
                     &mut seen,
                     role.value,
@@ -480,7 +510,7 @@ impl Checker<'_> {
                     || format!("role {:?}", role.value).to_lowercase(),
                     "each role pinned once",
                 );
-                issuers.push((role.value, issuer.value.trim().to_owned()));
+                issuers.push((role.value, issuer));
             }
         }
         issuers
@@ -1282,7 +1312,10 @@ impl Checker<'_> {
         if let Some(priority) = &raw.priority
             && priority.value > i64::from(caps.max_priority)
         {
-            let expected = format!("at most {} (the pool's registration.max_priority)", caps.max_priority);
+            let expected = format!(
+                "at most {} (the pool's registration.max_priority)",
+                caps.max_priority
+            );
             self.out_of_range(priority.referenced, "priority", priority.value, expected);
         }
         if let Some(weight) = &raw.weight

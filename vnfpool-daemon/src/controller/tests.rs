@@ -897,7 +897,14 @@ async fn an_element_client_registers_only_what_its_grant_allows() {
     };
     let address = |a: &str| serde_json::json!({ "address": a });
     let why = forbidden(
-        register_as(&h, "CN=g", "web", "g-1", serde_json::json!({ "address": "192.0.2.70" })).await,
+        register_as(
+            &h,
+            "CN=g",
+            "web",
+            "g-1",
+            serde_json::json!({ "address": "192.0.2.70" }),
+        )
+        .await,
         "another pool",
     );
     assert!(why.contains("may not register elements in pool web"), "{why}");
@@ -927,9 +934,15 @@ async fn an_element_client_registers_only_what_its_grant_allows() {
         register_as(&h, "CN=g", "dns", "g-1", address("10.0.0.32")).await,
         "moved out of the prefix",
     );
-    register_as(&h, "CN=g", "dns", "g-1", serde_json::json!({ "address": "10.0.0.65", "weight": 3 }))
-        .await
-        .expect("changed within the grant");
+    register_as(
+        &h,
+        "CN=g",
+        "dns",
+        "g-1",
+        serde_json::json!({ "address": "10.0.0.65", "weight": 3 }),
+    )
+    .await
+    .expect("changed within the grant");
     // A removal frees its place.
     h.ask(|reply| {
         Command::RemoveElement(RemoveElement {
@@ -953,19 +966,32 @@ async fn an_element_client_registers_only_what_its_grant_allows() {
 async fn a_registration_cannot_choose_its_mac_interface_or_outrank_the_pool_caps() {
     let h = Harness::started_with(AA, &ALL_ACTIVE, true).await;
     for (body, what) in [
-        (serde_json::json!({ "address": "10.0.0.31", "mac": "02:00:00:00:00:01" }), "`mac`"),
-        (serde_json::json!({ "address": "10.0.0.31", "interface": "eth0" }), "`interface`"),
-        (serde_json::json!({ "address": "10.0.0.31", "priority": 101 }), "priority"),
+        (
+            serde_json::json!({ "address": "10.0.0.31", "mac": "02:00:00:00:00:01" }),
+            "`mac`",
+        ),
+        (
+            serde_json::json!({ "address": "10.0.0.31", "interface": "eth0" }),
+            "`interface`",
+        ),
+        (
+            serde_json::json!({ "address": "10.0.0.31", "priority": 101 }),
+            "priority",
+        ),
     ] {
-        let why = register_as(&h, "CN=e", "dns", "a1", body)
-            .await
-            .expect_err(what);
+        let why = register_as(&h, "CN=e", "dns", "a1", body).await.expect_err(what);
         assert_eq!(why.kind(), commands::RefusalKind::Invalid, "{why}");
         assert!(why.to_string().contains(what), "{why}");
     }
-    register_as(&h, "CN=e", "dns", "a1", serde_json::json!({ "address": "10.0.0.31", "priority": 100, "weight": 1000 }))
-        .await
-        .expect("at the caps");
+    register_as(
+        &h,
+        "CN=e",
+        "dns",
+        "a1",
+        serde_json::json!({ "address": "10.0.0.31", "priority": 100, "weight": 1000 }),
+    )
+    .await
+    .expect("at the caps");
     h.stop().await;
 }
 
