@@ -49,9 +49,52 @@ impl Ca {
         for (kind, value) in subject {
             params.distinguished_name.push(kind.clone(), *value);
         }
+        params.serial_number = Some(serial_of(subject.iter().map(|(_, v)| *v)));
         let cert = params.signed_by(&key, &self.cert, &self.key).expect("signing");
         (cert.pem(), key.serialize_pem())
     }
+}
+
+impl Ca {
+    /// A certificate revocation list of this CA, PEM, revoking every certificate it issued
+    /// with the common name of one of `revoked` (and no other attribute).
+    #[must_use]
+    pub fn crl(&self, revoked: &[&str]) -> String {
+        let now = rcgen::date_time_ymd(2026, 1, 1);
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: rcgen::date_time_ymd(2036, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|cn| rcgen::RevokedCertParams {
+                    serial_number: serial_of([*cn]),
+                    revocation_time: now,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.cert, &self.key)
+            .expect("signing the CRL")
+            .pem()
+            .expect("PEM")
+    }
+}
+
+/// The serial number of the certificates of a subject's attribute values: one per subject,
+/// so that a CRL can name them (FNV-1a, made positive and non-zero).
+fn serial_of<'a>(values: impl IntoIterator<Item = &'a str>) -> rcgen::SerialNumber {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for value in values {
+        for b in value.bytes().chain([0]) {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    rcgen::SerialNumber::from((hash >> 2) | 1)
 }
 
 /// The files of an API server in `dir`: `(cert, key, client_ca)` paths, the server's

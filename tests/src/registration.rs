@@ -57,12 +57,45 @@ impl Parties {
             )
             .expect("writing to a String");
         }
+        let crl = Self::crl_path(places);
+        std::fs::write(&crl, self.ca.crl(&[])).expect("the CRL");
         format!(
-            "api:\n  listen: 0.0.0.0:{API_PORT}\n  heartbeat_listen: 0.0.0.0:{HEARTBEAT_PORT}\n  cert: {}\n  key: {}\n  client_ca: {}\n  clients:\n{clients}",
+            "api:\n  listen: 0.0.0.0:{API_PORT}\n  heartbeat_listen: 0.0.0.0:{HEARTBEAT_PORT}\n  cert: {}\n  key: {}\n  client_ca: {}\n  crls: [{}]\n  clients:\n{clients}",
             cert.display(),
             key.display(),
             client_ca.display(),
+            crl.display(),
         )
+    }
+
+    /// The CRL file of [`Self::api_section`]: it starts empty.
+    #[must_use]
+    pub fn crl_path(places: &Places) -> PathBuf {
+        places.scratch.path.join("clients.crl")
+    }
+
+    /// Writes a CRL revoking the clients `CN=cn` for each of `cns` (the daemon reads it at its
+    /// next reload).
+    pub fn revoke(&self, places: &Places, cns: &[&str]) {
+        std::fs::write(Self::crl_path(places), self.ca.crl(cns)).expect("the CRL");
+    }
+
+    /// `method path` as `CN=cn`, from the host namespace: `Err` when the exchange failed (a
+    /// refused handshake…).
+    pub fn try_call(&self, lab: &Lab, cn: &str, method: &str, path: &str) -> Result<u16, String> {
+        let (cert, key) = self.ca.issue(cn, &[]);
+        let ca_pem = self.ca.pem();
+        let (method, path) = (method.to_owned(), path.to_owned());
+        lab.host.run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let addr = SocketAddr::from(([127, 0, 0, 1], API_PORT));
+            let client = Client::new(addr, &ca_pem, Some((&cert, &key))).expect("client");
+            rt.block_on(client.call(&method, &path, ""))
+                .map(|(s, _)| s.as_u16())
+        })
     }
 
     /// `method path` with `body` as the client `CN=cn`, from the host namespace: the status

@@ -444,3 +444,44 @@ fn operators_add_and_remove_elements_and_the_sce_asks_for_a_redundancy_level() {
     let (_, pools) = parties.call(&lab, "orchestrator", "GET", "/v1/pools", "");
     assert!(pools.contains("\"standbys\":0"), "{pools}");
 }
+
+/// `api.crls` are read again on every reload: a client revoked since is refused, others go on;
+/// a CRL that does not parse refuses the reload, naming the file, and the last good one stays.
+#[test]
+fn a_reload_reads_the_crls_again() {
+    let (places, parties) = (Places::new(), Parties::new());
+    let (lab, daemon) = running(&places, &parties, &[]);
+    assert_eq!(parties.try_call(&lab, "ops", "GET", "/v1/status"), Ok(200));
+
+    parties.revoke(&places, &["ops"]);
+    let answer = daemon.request(&vnfpool_daemon::control::Request::Reload);
+    assert!(
+        matches!(answer, vnfpool_daemon::control::Response::Ok { .. }),
+        "{answer:?}"
+    );
+    let refused = parties.try_call(&lab, "ops", "GET", "/v1/status");
+    assert!(refused.is_err(), "revoked, yet {refused:?}");
+    assert_eq!(
+        parties.try_call(&lab, "orchestrator", "GET", "/v1/pools"),
+        Ok(200)
+    );
+
+    std::fs::write(
+        Parties::crl_path(&places),
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .expect("a broken CRL");
+    let answer = daemon.request(&vnfpool_daemon::control::Request::Reload);
+    let vnfpool_daemon::control::Response::Error { message } = &answer else {
+        panic!("a broken CRL was accepted: {answer:?}");
+    };
+    assert!(message.contains("clients.crl"), "{message}");
+    assert!(
+        parties.try_call(&lab, "ops", "GET", "/v1/status").is_err(),
+        "the last good CRL stays"
+    );
+    assert_eq!(
+        parties.try_call(&lab, "orchestrator", "GET", "/v1/pools"),
+        Ok(200)
+    );
+}

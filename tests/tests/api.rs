@@ -51,7 +51,10 @@ struct Api {
     events: EventLog,
     /// What the controller was asked, in order.
     asked: Arc<Mutex<Vec<Asked>>>,
-    _dir: Scratch,
+    /// The server's TLS, which a test may renew, and the configuration it was read from.
+    tls: vnfpool_daemon::api::Tls,
+    spec: ApiSpec,
+    dir: Scratch,
 }
 
 impl Api {
@@ -148,6 +151,7 @@ async fn start(headers_timeout: Duration) -> Api {
         cert,
         key,
         client_ca,
+        crls: Vec::new(),
         clients: vec![
             ApiClient {
                 subject: "CN=orchestrator".to_owned(),
@@ -170,7 +174,7 @@ async fn start(headers_timeout: Duration) -> Api {
         heartbeat_clock_skew: vnfpool_daemon::heartbeat::DEFAULT_SKEW,
         issuers: vec![(Role::Sce, "CN=vnfpool test clients".to_owned())],
     };
-    let tls = tls_config(&spec).expect("TLS config");
+    let tls = vnfpool_daemon::api::Tls::from(tls_config(&spec).expect("TLS config"));
     let listener = TcpListener::bind(spec.listen).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (commands, rx) = mpsc::channel::<Command>(16);
@@ -203,14 +207,16 @@ async fn start(headers_timeout: Duration) -> Api {
         handshake: Duration::from_secs(2),
         headers: headers_timeout,
     };
-    tokio::spawn(serve(listener, tls, clients, state, timeouts));
+    tokio::spawn(serve(listener, tls.clone(), clients, state, timeouts));
     Api {
         addr,
         ca,
         other,
         events,
         asked,
-        _dir: dir,
+        tls,
+        spec,
+        dir,
     }
 }
 
@@ -467,4 +473,69 @@ fn the_checked_in_openapi_document_is_the_generated_one() {
     for path in ["/v1/pools", "/v1/pools/{name}", "/v1/events", "/v1/status"] {
         assert!(generated.contains(path), "{path}");
     }
+}
+
+/// A client revoked by a CRL the server reads again is refused from then on, and an event
+/// stream it had open is ended; other clients go on.
+#[tokio::test]
+async fn a_client_revoked_by_a_renewed_crl_is_refused_and_its_stream_ended() {
+    let api = start(Duration::from_secs(5)).await;
+    let ops = api.as_cn("ops");
+    assert_eq!(
+        ops.call("GET", "/v1/status", "").await.map(|r| r.0),
+        Ok(StatusCode::OK)
+    );
+    // An event stream of ops, open (it has seen an event) before the CRL changes.
+    let (open_tx, open_rx) = tokio::sync::oneshot::channel();
+    let mut open_tx = Some(open_tx);
+    let stream = tokio::spawn(async move {
+        ops.follow(None, Duration::from_secs(30), |events| {
+            if !events.is_empty()
+                && let Some(tx) = open_tx.take()
+            {
+                let _ = tx.send(());
+            }
+            false
+        })
+        .await
+    });
+    api.events.pool(&pool_summary("dns", 1));
+    open_rx.await.expect("the stream saw its first event");
+
+    let crl = api.dir.path.join("clients.crl");
+    std::fs::write(&crl, api.ca.crl(&["ops"])).expect("CRL");
+    let spec = ApiSpec {
+        crls: vec![crl],
+        ..api.spec.clone()
+    };
+    let files = vnfpool_daemon::api::read_tls(&spec).expect("TLS with the CRL");
+    let renewed = std::time::Instant::now();
+    assert!(api.tls.install(files), "the CRL changed what is trusted");
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream)
+        .await
+        .expect("the stream ends")
+        .expect("task");
+    assert!(ended.is_err(), "{ended:?}");
+    assert!(
+        renewed.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        renewed.elapsed()
+    );
+
+    let refused = api.as_cn("ops").call("GET", "/v1/status", "").await;
+    assert!(
+        refused.is_err(),
+        "a revoked client is refused at the handshake: {refused:?}"
+    );
+    assert_eq!(
+        api.as_cn("orchestrator")
+            .call("GET", "/v1/pools", "")
+            .await
+            .map(|r| r.0),
+        Ok(StatusCode::OK),
+        "another client goes on"
+    );
+    // The same files again change nothing: no connection is ended for it.
+    let same = vnfpool_daemon::api::read_tls(&spec).expect("again");
+    assert!(!api.tls.install(same));
 }

@@ -369,6 +369,7 @@ fn baseline_server(args: &[String]) {
         cert: cert.into(),
         key: key.into(),
         client_ca: client_ca.into(),
+        crls: Vec::new(),
         clients: Vec::new(),
         heartbeat_listen: "127.0.0.1:0".parse().expect("an address"),
         heartbeat_clock_skew: vnfpool_daemon::heartbeat::DEFAULT_SKEW,

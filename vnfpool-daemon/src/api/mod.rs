@@ -26,7 +26,7 @@ use futures_util::{Stream, StreamExt as _, stream};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::{
     RootCertStore, ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject as _},
     server::WebPkiClientVerifier,
 };
 use serde::Deserialize;
@@ -76,14 +76,47 @@ pub enum SetupError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("{what} {}", path.display())]
+    Read {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("certificate revocation list {}: {why}", path.display())]
+    Crl { path: std::path::PathBuf, why: String },
 }
 
 /// The server's TLS configuration: its certificate, and client certificates required and
-/// checked against `client_ca`.
+/// checked against `client_ca` and the revocation lists `crls`.
 ///
 /// # Errors
 /// When a file cannot be read or parsed, or the key does not fit the certificate.
 pub fn tls_config(spec: &ApiSpec) -> Result<Arc<ServerConfig>, SetupError> {
+    read_tls(spec).map(|files| files.config)
+}
+
+/// What the API's TLS was built from, and what it is.
+#[derive(Clone)]
+pub struct TlsFiles {
+    config: Arc<ServerConfig>,
+    /// The client CAs and the CRLs (DER): what decides whether a client is trusted.
+    trust: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("trust", &self.trust.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the API's certificate, key, client CAs and CRLs (see [`tls_config`]).
+///
+/// # Errors
+/// When a file cannot be read or parsed, or the key does not fit the certificate.
+pub fn read_tls(spec: &ApiSpec) -> Result<TlsFiles, SetupError> {
     fn pem(what: &'static str, path: &Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> SetupError {
         let path = path.to_owned();
         move |source| SetupError::Pem { what, path, source }
@@ -96,14 +129,35 @@ pub fn tls_config(spec: &ApiSpec) -> Result<Arc<ServerConfig>, SetupError> {
     let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&spec.client_ca)
         .and_then(Iterator::collect)
         .map_err(pem("reading the client CA certificates", &spec.client_ca))?;
+    let mut trust: Vec<Vec<u8>> = cas.iter().map(|ca| ca.to_vec()).collect();
     for ca in cas {
         roots.add(ca).map_err(|e| SetupError::Tls {
             what: "adding a client CA certificate",
             source: Box::new(e),
         })?;
     }
+    let roots = Arc::new(roots);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+    let mut crls = Vec::new();
+    for path in &spec.crls {
+        let these = read_crls(path)?;
+        // Each file on its own first, so that a bad one is named.
+        WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
+            .with_crls(these.iter().cloned())
+            .build()
+            .map_err(|e| SetupError::Crl {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        trust.extend(these.iter().map(|crl| crl.to_vec()));
+        crls.extend(these);
+    }
+    // Revocation is checked for the client's own certificate; a CA with no list among `crls`
+    // revokes nothing (its clients are not refused for want of one).
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
         .build()
         .map_err(|e| SetupError::Tls {
             what: "building the client certificate verifier",
@@ -117,7 +171,94 @@ pub fn tls_config(spec: &ApiSpec) -> Result<Arc<ServerConfig>, SetupError> {
             source: Box::new(e),
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(TlsFiles {
+        config: Arc::new(config),
+        trust,
+    })
+}
+
+/// The CRLs of one file, PEM (one or more `X509 CRL` blocks) or DER (one).
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, SetupError> {
+    let bytes = std::fs::read(path).map_err(|source| SetupError::Read {
+        what: "reading the certificate revocation list",
+        path: path.to_owned(),
+        source,
+    })?;
+    if !bytes.starts_with(b"-----") && bytes.first() == Some(&0x30) {
+        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+    }
+    let crls: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|source| SetupError::Pem {
+            what: "reading the certificate revocation list",
+            path: path.to_owned(),
+            source,
+        })?;
+    if crls.is_empty() {
+        return Err(SetupError::Crl {
+            path: path.to_owned(),
+            why: "no `X509 CRL` block, and not DER".to_owned(),
+        });
+    }
+    Ok(crls)
+}
+
+/// The API's TLS, which a reload may replace: new handshakes use the newest, and when what
+/// decides trust changed (client CAs, CRLs), connections made before are ended, so that a
+/// revoked client is not served on a connection it already had.
+#[derive(Clone)]
+pub struct Tls(Arc<TlsState>);
+
+struct TlsState {
+    current: std::sync::RwLock<TlsFiles>,
+    /// Bumped when trust changes; every connection watches it.
+    renewed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Tls {
+    #[must_use]
+    pub fn new(files: TlsFiles) -> Self {
+        Self(Arc::new(TlsState {
+            current: std::sync::RwLock::new(files),
+            renewed: tokio::sync::watch::Sender::new(0),
+        }))
+    }
+
+    /// Makes `files` the TLS of new handshakes; whether trust changed (connections made
+    /// before are then ended).
+    pub fn install(&self, files: TlsFiles) -> bool {
+        let mut current = self
+            .0
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = current.trust != files.trust;
+        *current = files;
+        drop(current);
+        if changed {
+            self.0.renewed.send_modify(|n| *n += 1);
+            info!("API: client CAs or revocation lists changed; connections made before end");
+        }
+        changed
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        let current = self
+            .0
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        TlsAcceptor::from(Arc::clone(&current.config))
+    }
+}
+
+impl From<Arc<ServerConfig>> for Tls {
+    fn from(config: Arc<ServerConfig>) -> Self {
+        Self::new(TlsFiles {
+            config,
+            trust: Vec::new(),
+        })
+    }
 }
 
 /// Who is calling: the certificate's subject and, when the configuration maps it, its role.
@@ -190,6 +331,9 @@ fn pinned_role(role: Option<Role>, issuer: Option<&str>, issuers: &[(Role, Strin
     }
 }
 
+/// How long a request under way may take to finish when trust changed under its connection.
+const RENEWED_GRACE: Duration = Duration::from_secs(1);
+
 /// SSE event streams open at once; past this, `GET /v1/events` answers 503.
 pub const EVENT_STREAMS: usize = 256;
 /// Connections whose TLS handshake is under way at once: a new one past this ends the oldest,
@@ -211,12 +355,11 @@ impl Default for EventStreams {
 /// HTTP/1.1 with the caller's [`Peer`] attached to each request.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: Tls,
     clients: HashMap<String, Role, impl std::hash::BuildHasher + Send + Sync + 'static>,
     state: ApiState,
     timeouts: Timeouts,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     // Names are compared as certificates' are written, whatever their spacing and case.
     let canonical = |name: &str| {
         canonical_name(name).or_else(|| {
@@ -263,8 +406,9 @@ pub async fn serve(
         }
         let (evict, evicted_rx) = oneshot::channel();
         pending.push_back(evict);
+        let mut renewed = tls.0.renewed.subscribe();
         let (acceptor, clients, app, served, issuers) = (
-            acceptor.clone(),
+            tls.acceptor(),
             Arc::clone(&clients),
             app.clone(),
             Arc::clone(&served),
@@ -306,7 +450,17 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeouts.headers)
                 .serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                Ok(()) = renewed.changed() => {
+                    // Trust changed: the request under way may finish, briefly; an event
+                    // stream, which never does, is cut.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(RENEWED_GRACE, conn).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = ended {
                 debug!(%addr, error = %e, "API connection ended");
             }
         });

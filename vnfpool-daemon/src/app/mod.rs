@@ -78,6 +78,7 @@ struct Built {
     verifier: Arc<Mutex<Verifier>>,
     spec: Spec,
     epoch: Instant,
+    api_tls: Option<api::Tls>,
 }
 
 /// Everything up to the first input: the saved state, the resolved elements, the data plane
@@ -88,6 +89,13 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
     let metrics_listener = metrics::bind(file_spec.daemon.metrics)
         .await
         .map_err(io("binding the metrics listener (daemon.metrics)"))?;
+    // Read before the data plane is touched: certificates that do not load stop the start.
+    let api_tls = file_spec
+        .api
+        .as_ref()
+        .map(api::read_tls)
+        .transpose()?
+        .map(api::Tls::new);
     let store = Store::open(&file_spec.daemon.state_dir)?;
     let persisted = load_state(&store, move_aside_bad_state)?;
     let spec = crate::controller::merged(&file_spec, &persisted.added);
@@ -103,17 +111,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         ..LoadOptions::default()
     };
     let mut dp = AyaDataplane::load(&opts)?;
-    for interface in &spec.daemon.interfaces {
-        match dp.attach(interface, spec.daemon.xdp_mode)? {
-            None => info!(%interface, "adopted the pinned XDP attachment"),
-            Some(mode) => {
-                if mode == "generic" && spec.daemon.xdp_mode == crate::model::spec::XdpMode::Auto {
-                    warn!(%interface, "native XDP unavailable; attached in generic mode (slower)");
-                }
-                info!(%interface, mode, "attached");
-            }
-        }
-    }
+    attach(&mut dp, &spec.daemon)?;
     let down = links_down(&resolved).await;
     let adopted = dp.adopted();
     let now = epoch.elapsed();
@@ -140,6 +138,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
     let dp_key = dp.flow_hash_key();
     let joined = cluster::join(&spec, &mut dp).await?;
     let deps = Deps {
+        api_tls: api_tls.clone(),
         cluster: joined.link,
         dataplane: dp,
         resolver: net,
@@ -180,7 +179,25 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         verifier,
         spec,
         epoch,
+        api_tls,
     })
+}
+
+/// Attaches the program to every interface of `daemon.interfaces`, or adopts its pinned
+/// attachment there.
+fn attach(dp: &mut AyaDataplane, daemon: &crate::model::spec::DaemonSpec) -> Result<(), AppError> {
+    for interface in &daemon.interfaces {
+        match dp.attach(interface, daemon.xdp_mode)? {
+            None => info!(%interface, "adopted the pinned XDP attachment"),
+            Some(mode) => {
+                if mode == "generic" && daemon.xdp_mode == crate::model::spec::XdpMode::Auto {
+                    warn!(%interface, "native XDP unavailable; attached in generic mode (slower)");
+                }
+                info!(%interface, mode, "attached");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The flow hash's key: a cluster's nodes hash flows alike (their key comes from the cluster's
@@ -254,7 +271,7 @@ async fn spawn(b: Built) -> Result<Running, AppError> {
     let scrape: metrics::Scrape = Arc::new(move |m: &Metrics| views.scrape(m));
     tokio::spawn(metrics::serve(b.metrics_listener, b.metrics, b.readiness, scrape));
     if let Some(api_spec) = &b.spec.api {
-        let tls = api::tls_config(api_spec)?;
+        let tls = b.api_tls.expect("read at build when the API is configured");
         let listener = tokio::net::TcpListener::bind(api_spec.listen)
             .await
             .map_err(io("binding the API listener (api.listen)"))?;

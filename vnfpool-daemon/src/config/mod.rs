@@ -1670,6 +1670,21 @@ site-c: {}
         );
         let missing = messages(&format!("{BASE}{}", api.replace("  listen: 0.0.0.0:9443\n", "")));
         assert!(missing[0].contains("missing key `listen` in api"), "{missing:?}");
+        assert!(api_spec.crls.is_empty(), "no CRL unless given");
+        let crls = parse(
+            &format!("{BASE}{api}  crls: [/etc/vnfpool/a.crl, /etc/vnfpool/b.crl]\n"),
+            origin(),
+        )
+        .expect("valid")
+        .api
+        .expect("api")
+        .crls;
+        assert_eq!(crls.len(), 2);
+        let relative = messages(&format!("{BASE}{api}  crls: [a.crl]\n"));
+        assert!(
+            relative[0].contains("crls entry `a.crl` is not an absolute path"),
+            "{relative:?}"
+        );
 
         // Issuer pins, and the clock skew of heartbeats.
         let pins = "  issuers:\n    - { role: sce, issuer: \"CN=sce-ca\" }\n  heartbeat_clock_skew: 250ms\n";

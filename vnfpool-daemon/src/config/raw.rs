@@ -158,6 +158,7 @@ pub(crate) struct RawApi {
     pub cert: Option<Spanned<String>>,
     pub key: Option<Spanned<String>>,
     pub client_ca: Option<Spanned<String>>,
+    pub crls: Option<Spanned<Vec<Spanned<String>>>>,
     pub clients: Option<Spanned<Vec<Spanned<RawApiClient>>>>,
     pub heartbeat_listen: Option<Spanned<String>>,
     pub heartbeat_clock_skew: Option<Spanned<String>>,

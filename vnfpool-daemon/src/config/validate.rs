@@ -309,6 +309,14 @@ impl Checker<'_> {
         let cert = path("cert", raw.cert.as_ref());
         let key = path("key", raw.key.as_ref());
         let client_ca = path("client_ca", raw.client_ca.as_ref());
+        let crls: Option<Vec<PathBuf>> = raw.crls.as_ref().map_or(Some(Vec::new()), |list| {
+            list.value
+                .iter()
+                .map(|crl| self.absolute(Some(crl), "crls entry", ""))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect()
+        });
         let mut clients = Vec::new();
         if let Some(list) = self.required(raw.clients.as_ref(), at, "api", "clients") {
             if list.value.is_empty() {
@@ -364,6 +372,7 @@ impl Checker<'_> {
             cert: cert?,
             key: key?,
             client_ca: client_ca?,
+            crls: crls?,
             clients,
             heartbeat_listen: heartbeat_listen?,
             heartbeat_clock_skew: heartbeat_clock_skew?,

@@ -222,8 +222,9 @@ impl<D: Dataplane> Controller<D> {
             }
             Command::Reload { reply } => {
                 let (path, done) = (self.config_path.clone(), self.internal.0.clone());
+                let tls = self.api_tls.is_some();
                 self.work.spawn(async move {
-                    let result = work::load_config(&path).await.map(Box::new);
+                    let result = work::load_config(&path, tls).await.map(Box::new);
                     let _ = done.send(Internal::Loaded { result, reply });
                 });
                 return;
@@ -381,9 +382,14 @@ impl<D: Dataplane> Controller<D> {
     /// The answer to a change just carried out, and what follows from it.
     fn finish(&mut self, change: &Change) -> Answer {
         match change {
-            Change::Reload { .. } => {
+            Change::Reload { file, .. } => {
                 // A pool's heartbeat miss limit may have changed.
                 self.sync_verifier();
+                // Certificates and CRLs read again: new handshakes use them, and a client
+                // revoked since is not served on the connection it had.
+                if let (Some(tls), Some(files)) = (&self.api_tls, &file.tls) {
+                    tls.install(files.clone());
+                }
                 let message = format!("reloaded {} pools", self.pools.len());
                 info!(%message, "reloaded");
                 Answer::Text(message)

@@ -84,6 +84,8 @@ pub struct Deps<D> {
     pub work: tokio::runtime::Handle,
     /// The cluster this node belongs to (`cluster:`); `None`: a node on its own.
     pub cluster: Option<ClusterLink>,
+    /// The API's TLS, renewed on reload (`None`: no API).
+    pub api_tls: Option<crate::api::Tls>,
 }
 
 /// Where the controller starts from.
@@ -148,6 +150,7 @@ pub struct Controller<D: Dataplane> {
     /// Something readers see changed since the last snapshot.
     dirty: bool,
     cluster: Option<ClusterRt>,
+    api_tls: Option<crate::api::Tls>,
 }
 
 impl<D: Dataplane> Controller<D> {
@@ -187,6 +190,7 @@ impl<D: Dataplane> Controller<D> {
             snapshot,
             dirty: true,
             cluster: deps.cluster.map(ClusterRt::new),
+            api_tls: deps.api_tls,
         };
         controller.index_pools();
         (controller, views)

@@ -172,10 +172,13 @@ pub struct Loaded {
     pub api_at: String,
     /// `file:line:column: ` of the `cluster:` section, or empty.
     pub cluster_at: String,
+    /// The API's certificates, client CAs and CRLs read again, when the API runs.
+    pub tls: Option<crate::api::TlsFiles>,
 }
 
-/// Reads and checks the configuration file on a blocking thread.
-pub async fn load_config(path: &Path) -> Result<Loaded, String> {
+/// Reads and checks the configuration file on a blocking thread; with `tls` (the API runs),
+/// reads the files of its `api:` section too (certificates, client CAs, CRLs).
+pub async fn load_config(path: &Path, tls: bool) -> Result<Loaded, String> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let spec = config::load(&path).map_err(|e| e.to_string())?;
@@ -185,11 +188,24 @@ pub async fn load_config(path: &Path) -> Result<Loaded, String> {
                 .map(|p| format!("{}:{p}: ", path.display()))
                 .unwrap_or_default()
         };
+        let tls = match &spec.api {
+            Some(api) if tls => Some(crate::api::read_tls(api).map_err(|e| {
+                let mut why = format!("{}{e}", at("api"));
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    why = format!("{why}: {s}");
+                    source = s.source();
+                }
+                why
+            })?),
+            _ => None,
+        };
         Ok(Loaded {
             daemon_at: at("daemon"),
             api_at: at("api"),
             cluster_at: at("cluster"),
             spec,
+            tls,
         })
     })
     .await

@@ -67,6 +67,9 @@ pub struct ApiSpec {
     pub key: PathBuf,
     /// PEM certificates of the CAs whose client certificates are accepted.
     pub client_ca: PathBuf,
+    /// Certificate revocation lists (PEM or DER files) of those CAs, read at start and again
+    /// on every reload.
+    pub crls: Vec<PathBuf>,
     /// Client certificate subjects (as `CN=…, O=…`) and their roles.
     pub clients: Vec<ApiClient>,
     /// Roles pinned to one issuer (its subject, as `CN=…, O=…`): a certificate of another CA
