@@ -72,10 +72,19 @@ bpf-linker --version | grep -qx "bpf-linker $BPF_LINKER_VERSION" || {
     exit 1
 }
 
+# --- cargo-fuzz: `cargo xtask fuzz` (libFuzzer targets in fuzz/, built with the nightly) -----
+CARGO_FUZZ_VERSION=0.13.2
+if cargo +nightly fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION"; then
+    log "cargo-fuzz $CARGO_FUZZ_VERSION present"
+else
+    log "installing cargo-fuzz $CARGO_FUZZ_VERSION (under a minute)"
+    cargo +nightly install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --force
+fi
+
 # --- bpffs -------------------------------------------------------------------------------------
 if ! mountpoint -q /sys/fs/bpf; then
     log "mounting bpffs at /sys/fs/bpf"
     mount -t bpf bpf /sys/fs/bpf
 fi
 
-log "ready: $(rustc --version), $(rustc +nightly --version), $(bpf-linker --version), $(bpftool version | head -n1)"
+log "ready: $(rustc --version), $(rustc +nightly --version), $(bpf-linker --version), $(cargo +nightly fuzz --version), $(bpftool version | head -n1)"

@@ -1,6 +1,11 @@
 //! Packet parsing. The only module that compares offsets with `data_end`: every read of
 //! packet memory goes through [`Packet::load`].
+//!
+//! The module also builds for the host, where `fuzz/fuzz_targets/packet_parse.rs` includes it
+//! and runs it over byte slices ([`Packet::with_frame`]) under AddressSanitizer; what differs
+//! between the two builds is gated on `target_arch = "bpf"` and changes no BPF instruction.
 
+#[cfg(target_arch = "bpf")]
 use aya_ebpf::programs::XdpContext;
 use vnfpool_common::addr::{self, Addr};
 
@@ -46,12 +51,24 @@ pub struct Packet {
 }
 
 impl Packet {
+    #[cfg(target_arch = "bpf")]
     #[inline(always)]
     pub fn new(ctx: &XdpContext) -> Self {
         Self {
             start: ctx.data(),
             end: ctx.data_end(),
         }
+    }
+
+    /// Runs `f` on a view of `frame` (host builds only: the fuzz target). The view lives only
+    /// inside `f`, so the addresses it holds never outlive the slice.
+    #[cfg(not(target_arch = "bpf"))]
+    pub fn with_frame<R>(frame: &[u8], f: impl FnOnce(&Self) -> R) -> R {
+        let start = frame.as_ptr() as usize;
+        f(&Self {
+            start,
+            end: start + frame.len(),
+        })
     }
 
     /// Frame length in bytes.
@@ -78,13 +95,20 @@ impl Packet {
     /// LLVM's BPF backend splits any load it believes unaligned into byte loads (a 4-byte field
     /// becomes seven instructions), while the JIT and the verifier accept unaligned packet loads
     /// on the architectures vnfpool runs on (x86-64, arm64: `CONFIG_HAVE_EFFICIENT_UNALIGNED_ACCESS`).
+    /// In Rust on the host, though, a misaligned `read` is undefined behaviour (and a panic
+    /// with debug assertions): the host build reads unaligned.
     #[inline(always)]
     pub fn load<T: Copy>(&self, off: usize) -> Result<T, Stop> {
         const { assert!(size_of::<T>() >= 2) };
         let p = self.ptr::<T>(off)?;
         // SAFETY: `ptr` proved that `size_of::<T>()` bytes at `p` are inside the frame; see
         // above for alignment.
-        Ok(unsafe { p.read() })
+        #[cfg(target_arch = "bpf")]
+        let value = unsafe { p.read() };
+        // SAFETY: as above; `read_unaligned` has no alignment requirement.
+        #[cfg(not(target_arch = "bpf"))]
+        let value = unsafe { p.read_unaligned() };
+        Ok(value)
     }
 
     /// Whether `len` bytes from `off` are inside the frame.

@@ -10,6 +10,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
+
 #[derive(Parser)]
 #[command(about = "vnfpool development tasks")]
 struct Cli {
@@ -37,6 +39,16 @@ enum Task {
     /// Per-packet cost, mapping-switch cost, failover gaps, daemon cost, backup selection,
     /// heartbeat verification and API requests per second, as tables (see BENCHMARKS.md).
     Bench,
+    /// Runs every fuzz target (`fuzz/`: cargo-fuzz, libFuzzer, `AddressSanitizer`) in turn for
+    /// `--seconds` each, from its seed corpus (`fuzz/corpus/<target>`), and fails when one
+    /// finds a crash, naming the input it saved. Needs `cargo-fuzz` (scripts/setup.sh).
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Only the targets whose names contain this.
+        filter: Option<String>,
+    },
 }
 
 /// What `demo` and `lab` run on: the `vnfpool` binary and every binary of the test crate.
@@ -118,6 +130,7 @@ fn main() -> Result<()> {
         // Usually built by the demo already; `ask` or `fail e2` should print only its answer.
         Task::Lab { args } => build_and_exec(&cargo_bin, true, "vnfpool-lab", &args),
         Task::Bench => bench(&cargo_bin),
+        Task::Fuzz { seconds, filter } => fuzz::run(seconds, filter.as_deref()),
     }
 }
 

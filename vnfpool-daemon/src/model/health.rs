@@ -183,9 +183,13 @@ impl HealthCounter {
     }
 }
 
-/// `t - from + to`, saturating at the epoch.
+/// `t - from + to`, saturating at the epoch and at the largest instant (a drain deadline
+/// saved before drains were clamped can be that far).
 pub(crate) fn rebase(t: Now, from: Now, to: Now) -> Now {
-    (t + to).saturating_sub(from)
+    match t.checked_sub(from) {
+        Some(after) => after.saturating_add(to),
+        None => to.saturating_sub(from.saturating_sub(t)),
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +341,16 @@ mod tests {
         let mut counter = HealthCounter::new();
         let change = counter.link_down(at(3)).expect("decided");
         assert_eq!((change.from, change.to), (Health::Unknown, Health::Down));
+    }
+
+    /// Found by the `api_bodies` fuzz target: a drain with a deadline the clock cannot hold
+    /// (`PoolState::drain` saturates it to `Duration::MAX`), then a restart's rebase, where
+    /// `t + to` overflowed and panicked.
+    #[test]
+    fn rebase_saturates_instead_of_overflowing() {
+        assert_eq!(rebase(Duration::MAX, at(0), at(1)), Duration::MAX);
+        assert_eq!(rebase(Duration::MAX, at(10), at(3)), Duration::MAX.saturating_sub(at(7)));
+        assert_eq!(rebase(at(2), Duration::MAX, at(5)), Duration::ZERO);
     }
 
     #[test]
