@@ -368,6 +368,9 @@ fn frames_whose_lengths_disagree_are_not_steered() {
     };
     let udp6_ext = with_ext(udp6(4001), 1);
     let udp6_ext2 = with_ext(udp6(4002), 2);
+    let mut udp6_fragment = udp6(3000);
+    udp6_fragment.fragment = true;
+    let udp6_fragment = udp6_fragment.build();
     let tcp4 = tcp4(4000).build();
     let udp4 = udp4(4000).build();
     let tcp6 = tcp6(4000).build();
@@ -448,6 +451,24 @@ fn frames_whose_lengths_disagree_are_not_steered() {
         case(
             "IPv6 hop-by-hop options not first",
             hop_by_hop_second,
+            Want::Malformed,
+        ),
+        // Found by fuzzing the parser: headers read against the frame's end, not the IP
+        // packet's. An ICMP error quoting 20 + 8 (IPv4) or 40 + 8 (IPv6) bytes whose outer
+        // length ends two bytes into the quoted ports; an IPv6 fragment header cut at 4 bytes.
+        case(
+            "IPv4 total length cuts the ICMP error's quoted ports",
+            set16(icmp_error_about(false, 4000, 3), L3 + 2, 20 + 8 + 20 + 2),
+            Want::Malformed,
+        ),
+        case(
+            "IPv6 payload length cuts the ICMPv6 error's quoted ports",
+            ipv6_payload(&icmp_error_about(true, 4000, 1), 8 + 40 + 2),
+            Want::Malformed,
+        ),
+        case(
+            "IPv6 payload length cuts the fragment header",
+            ipv6_payload(&udp6_fragment, 4),
             Want::Malformed,
         ),
     ];

@@ -32,6 +32,7 @@ const IPPROTO_DSTOPTS: u8 = 60;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 const ICMP_HLEN: usize = 8;
+const FRAGMENT_HLEN: usize = 8;
 /// IPv4 "more fragments" flag and fragment offset.
 const IP_MF_OFFSET: u16 = 0x3FFF;
 
@@ -212,7 +213,7 @@ fn ipv4(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
                 tcp_flags,
             }))
         }
-        IPPROTO_ICMP => icmp4_error(pkt, l4),
+        IPPROTO_ICMP => icmp4_error(pkt, l4, ip_end),
         _ => Err(Stop::NotOurs),
     }
 }
@@ -262,6 +263,10 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
             }
             IPPROTO_FRAGMENT => {
                 let proto = pkt.load::<[u8; 2]>(l4)?[0];
+                // The 8-byte fragment header lies inside the payload, like any other header.
+                if l4 + FRAGMENT_HLEN > ip_end {
+                    return Err(Stop::Malformed);
+                }
                 return if is_l4(proto) {
                     Ok(Parsed::Fragment(Tuple {
                         src,
@@ -290,7 +295,7 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
                 tcp_flags,
             }))
         }
-        IPPROTO_ICMPV6 => icmp6_error(pkt, l4),
+        IPPROTO_ICMPV6 => icmp6_error(pkt, l4, ip_end),
         _ => Err(Stop::NotOurs),
     }
 }
@@ -337,7 +342,7 @@ fn ports(pkt: &Packet, l4: usize, ip_end: usize, proto: u8) -> Result<(u16, u16,
 
 /// ICMPv4 destination unreachable (3), time exceeded (11), parameter problem (12).
 #[inline(always)]
-fn icmp4_error(pkt: &Packet, l4: usize) -> Result<Parsed, Stop> {
+fn icmp4_error(pkt: &Packet, l4: usize, ip_end: usize) -> Result<Parsed, Stop> {
     let ty = pkt.load::<[u8; 2]>(l4)?[0];
     if ty != 3 && ty != 11 && ty != 12 {
         return Err(Stop::NotOurs);
@@ -350,8 +355,12 @@ fn icmp4_error(pkt: &Packet, l4: usize) -> Result<Parsed, Stop> {
     if b0[0] >> 4 != 4 || ihl < 20 || !is_l4(proto) {
         return Err(Stop::NotOurs);
     }
-    // An ICMP error quotes at least 8 bytes of the L4 header: the ports are there.
+    // An ICMP error quotes at least 8 bytes of the L4 header: the ports are there. Like every
+    // header, the quote lies inside the IP packet (read first, then compared: see `ports`).
     let p = pkt.load::<[u16; 2]>(inner + ihl)?;
+    if inner + ihl + 4 > ip_end {
+        return Err(Stop::Malformed);
+    }
     Ok(Parsed::IcmpError(Tuple {
         src: addr::from_v4_word(w3),
         dst: addr::from_v4_word(w4),
@@ -364,7 +373,7 @@ fn icmp4_error(pkt: &Packet, l4: usize) -> Result<Parsed, Stop> {
 
 /// ICMPv6 destination unreachable (1), packet too big (2), time exceeded (3), parameter problem (4).
 #[inline(always)]
-fn icmp6_error(pkt: &Packet, l4: usize) -> Result<Parsed, Stop> {
+fn icmp6_error(pkt: &Packet, l4: usize, ip_end: usize) -> Result<Parsed, Stop> {
     let ty = pkt.load::<[u8; 2]>(l4)?[0];
     if !(1..=4).contains(&ty) {
         return Err(Stop::NotOurs);
@@ -378,6 +387,9 @@ fn icmp6_error(pkt: &Packet, l4: usize) -> Result<Parsed, Stop> {
         return Err(Stop::NotOurs);
     }
     let p = pkt.load::<[u16; 2]>(inner + 40)?;
+    if inner + 44 > ip_end {
+        return Err(Stop::Malformed);
+    }
     Ok(Parsed::IcmpError(Tuple {
         src,
         dst: [h[6], h[7], h[8], h[9]],
