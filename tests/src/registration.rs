@@ -83,25 +83,25 @@ impl Parties {
     /// `method path` as `CN=cn`, from the host namespace: `Err` when the exchange failed (a
     /// refused handshake…).
     pub fn try_call(&self, lab: &Lab, cn: &str, method: &str, path: &str) -> Result<u16, String> {
-        let (cert, key) = self.ca.issue(cn, &[]);
-        let ca_pem = self.ca.pem();
-        let (method, path) = (method.to_owned(), path.to_owned());
-        lab.host.run(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let addr = SocketAddr::from(([127, 0, 0, 1], API_PORT));
-            let client = Client::new(addr, &ca_pem, Some((&cert, &key))).expect("client");
-            rt.block_on(client.call(&method, &path, ""))
-                .map(|(s, _)| s.as_u16())
-        })
+        self.exchange(lab, cn, method, path, "").map(|(status, _)| status)
     }
 
     /// `method path` with `body` as the client `CN=cn`, from the host namespace: the status
     /// and the body.
     #[must_use]
     pub fn call(&self, lab: &Lab, cn: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+        self.exchange(lab, cn, method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    fn exchange(
+        &self,
+        lab: &Lab,
+        cn: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, String), String> {
         let (cert, key) = self.ca.issue(cn, &[]);
         let ca_pem = self.ca.pem();
         let (method, path, body) = (method.to_owned(), path.to_owned(), body.to_owned());
@@ -112,10 +112,8 @@ impl Parties {
                 .expect("runtime");
             let addr = SocketAddr::from(([127, 0, 0, 1], API_PORT));
             let client = Client::new(addr, &ca_pem, Some((&cert, &key))).expect("client");
-            let (status, body) = rt
-                .block_on(client.call(&method, &path, &body))
-                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-            (status.as_u16(), body)
+            rt.block_on(client.call(&method, &path, &body))
+                .map(|(status, body)| (status.as_u16(), body))
         })
     }
 }

@@ -51,7 +51,13 @@ fn files(dir: &Path) -> BTreeSet<PathBuf> {
 fn last_number(output: &str, key: &str) -> Option<u64> {
     let at = output.rfind(key)? + key.len();
     // `corp: 463/12Kb` counts inputs before the slash.
-    output[at..].split_whitespace().next()?.split('/').next()?.parse().ok()
+    output[at..]
+        .split_whitespace()
+        .next()?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub fn run(seconds: u32, filter: Option<&str>) -> Result<()> {

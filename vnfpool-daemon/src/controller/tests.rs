@@ -848,16 +848,13 @@ async fn drains_of_unknown_pools_and_elements_are_refused_by_kind() {
 // === Registrations, heartbeats, redundancy requests ===
 
 async fn register(h: &Harness, element: &str, address: &str) -> Result<ElementAdded, Refusal> {
-    h.ask(|reply| {
-        Command::AddElement(AddElement {
-            pool: "dns".into(),
-            element: element.into(),
-            body: serde_json::json!({ "address": address }),
-            origin: Origin::Agent,
-            subject: Some("CN=e".into()),
-            reply,
-        })
-    })
+    register_as(
+        h,
+        "CN=e",
+        "dns",
+        element,
+        serde_json::json!({ "address": address }),
+    )
     .await
 }
 

@@ -349,7 +349,10 @@ mod tests {
     #[test]
     fn rebase_saturates_instead_of_overflowing() {
         assert_eq!(rebase(Duration::MAX, at(0), at(1)), Duration::MAX);
-        assert_eq!(rebase(Duration::MAX, at(10), at(3)), Duration::MAX.saturating_sub(at(7)));
+        assert_eq!(
+            rebase(Duration::MAX, at(10), at(3)),
+            Duration::MAX.saturating_sub(at(7))
+        );
         assert_eq!(rebase(at(2), Duration::MAX, at(5)), Duration::ZERO);
     }
 
