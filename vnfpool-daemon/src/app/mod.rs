@@ -138,7 +138,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
     let dp_key = dp.flow_hash_key();
     let joined = cluster::join(&spec, &mut dp).await?;
     let deps = Deps {
-        api_tls: api_tls.clone(),
+        renewal: api_tls.clone().map(renewal),
         cluster: joined.link,
         dataplane: dp,
         resolver: net,
@@ -180,6 +180,29 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         spec,
         epoch,
         api_tls,
+    })
+}
+
+/// What a reload renews of the API: its certificate, key, client CAs and CRLs, read again;
+/// installed once the reload is carried out.
+fn renewal(tls: api::Tls) -> crate::controller::work::Renewal {
+    Arc::new(move |spec: &Spec| {
+        let Some(api_spec) = &spec.api else {
+            return Ok(None);
+        };
+        let files = api::read_tls(api_spec).map_err(|e| {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            why
+        })?;
+        let tls = tls.clone();
+        Ok(Some(crate::controller::work::Install(Box::new(move || {
+            tls.install(files.clone());
+        }))))
     })
 }
 

@@ -222,9 +222,9 @@ impl<D: Dataplane> Controller<D> {
             }
             Command::Reload { reply } => {
                 let (path, done) = (self.config_path.clone(), self.internal.0.clone());
-                let tls = self.api_tls.is_some();
+                let renewal = self.renewal.clone();
                 self.work.spawn(async move {
-                    let result = work::load_config(&path, tls).await.map(Box::new);
+                    let result = work::load_config(&path, renewal).await.map(Box::new);
                     let _ = done.send(Internal::Loaded { result, reply });
                 });
                 return;
@@ -387,8 +387,8 @@ impl<D: Dataplane> Controller<D> {
                 self.sync_verifier();
                 // Certificates and CRLs read again: new handshakes use them, and a client
                 // revoked since is not served on the connection it had.
-                if let (Some(tls), Some(files)) = (&self.api_tls, &file.tls) {
-                    tls.install(files.clone());
+                if let Some(install) = &file.renewed {
+                    (install.0)();
                 }
                 let message = format!("reloaded {} pools", self.pools.len());
                 info!(%message, "reloaded");

@@ -84,8 +84,8 @@ pub struct Deps<D> {
     pub work: tokio::runtime::Handle,
     /// The cluster this node belongs to (`cluster:`); `None`: a node on its own.
     pub cluster: Option<ClusterLink>,
-    /// The API's TLS, renewed on reload (`None`: no API).
-    pub api_tls: Option<crate::api::Tls>,
+    /// What a reload renews outside the controller (the API's TLS); `None`: nothing.
+    pub renewal: Option<work::Renewal>,
 }
 
 /// Where the controller starts from.
@@ -150,7 +150,7 @@ pub struct Controller<D: Dataplane> {
     /// Something readers see changed since the last snapshot.
     dirty: bool,
     cluster: Option<ClusterRt>,
-    api_tls: Option<crate::api::Tls>,
+    renewal: Option<work::Renewal>,
 }
 
 impl<D: Dataplane> Controller<D> {
@@ -190,7 +190,7 @@ impl<D: Dataplane> Controller<D> {
             snapshot,
             dirty: true,
             cluster: deps.cluster.map(ClusterRt::new),
-            api_tls: deps.api_tls,
+            renewal: deps.renewal,
         };
         controller.index_pools();
         (controller, views)

@@ -275,7 +275,7 @@ impl Harness {
             verifier: Arc::clone(&verifier),
             work: tokio::runtime::Handle::current(),
             cluster: link,
-            api_tls: None,
+            renewal: None,
         };
         let start = Start {
             config_path: config.clone(),

@@ -172,13 +172,28 @@ pub struct Loaded {
     pub api_at: String,
     /// `file:line:column: ` of the `cluster:` section, or empty.
     pub cluster_at: String,
-    /// The API's certificates, client CAs and CRLs read again, when the API runs.
-    pub tls: Option<crate::api::TlsFiles>,
+    /// What the reload renews outside the controller, read for this file (see [`Renewal`]).
+    pub renewed: Option<Install>,
 }
 
-/// Reads and checks the configuration file on a blocking thread; with `tls` (the API runs),
-/// reads the files of its `api:` section too (certificates, client CAs, CRLs).
-pub async fn load_config(path: &Path, tls: bool) -> Result<Loaded, String> {
+/// What a reload renews outside the controller (the API's certificates and CRLs, which the
+/// controller knows nothing of): called with the new configuration in the reload's work task,
+/// it reads what that names (an error, in words, refuses the reload), and what it returns is
+/// called once the reload has been carried out.
+pub type Renewal = Arc<dyn Fn(&Spec) -> Result<Option<Install>, String> + Send + Sync>;
+
+/// The second half of a [`Renewal`]: makes what was read current.
+pub struct Install(pub Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Install {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Install")
+    }
+}
+
+/// Reads and checks the configuration file on a blocking thread, and what `renewal` reads for
+/// it (an error there is placed at the `api:` section, whose files it reads).
+pub async fn load_config(path: &Path, renewal: Option<Renewal>) -> Result<Loaded, String> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let spec = config::load(&path).map_err(|e| e.to_string())?;
@@ -188,24 +203,16 @@ pub async fn load_config(path: &Path, tls: bool) -> Result<Loaded, String> {
                 .map(|p| format!("{}:{p}: ", path.display()))
                 .unwrap_or_default()
         };
-        let tls = match &spec.api {
-            Some(api) if tls => Some(crate::api::read_tls(api).map_err(|e| {
-                let mut why = format!("{}{e}", at("api"));
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    why = format!("{why}: {s}");
-                    source = s.source();
-                }
-                why
-            })?),
-            _ => None,
+        let renewed = match &renewal {
+            Some(renew) => renew(&spec).map_err(|why| format!("{}{why}", at("api")))?,
+            None => None,
         };
         Ok(Loaded {
             daemon_at: at("daemon"),
             api_at: at("api"),
             cluster_at: at("cluster"),
             spec,
-            tls,
+            renewed,
         })
     })
     .await
