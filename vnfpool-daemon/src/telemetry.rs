@@ -7,6 +7,19 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::cli::LogFormat;
 
+/// `error: source: source…`, for the one line an operator reads.
+#[must_use]
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    use std::fmt::Write as _;
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
 /// Installs the global subscriber.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

@@ -104,14 +104,6 @@ pub struct TlsFiles {
     trust: Vec<Vec<u8>>,
 }
 
-impl std::fmt::Debug for TlsFiles {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsFiles")
-            .field("trust", &self.trust.len())
-            .finish_non_exhaustive()
-    }
-}
-
 /// Reads the API's certificate, key, client CAs and CRLs (see [`tls_config`]).
 ///
 /// # Errors

@@ -190,15 +190,7 @@ fn renewal(tls: api::Tls) -> crate::controller::work::Renewal {
         let Some(api_spec) = &spec.api else {
             return Ok(None);
         };
-        let files = api::read_tls(api_spec).map_err(|e| {
-            let mut why = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                why = format!("{why}: {s}");
-                source = s.source();
-            }
-            why
-        })?;
+        let files = api::read_tls(api_spec).map_err(|e| crate::telemetry::error_chain(&e))?;
         let tls = tls.clone();
         Ok(Some(crate::controller::work::Install(Box::new(move || {
             tls.install(files.clone());

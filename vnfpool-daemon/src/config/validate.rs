@@ -309,6 +309,7 @@ impl Checker<'_> {
         let cert = path("cert", raw.cert.as_ref());
         let key = path("key", raw.key.as_ref());
         let client_ca = path("client_ca", raw.client_ca.as_ref());
+        // Every entry checked (each error reported), then `None` if one was wrong.
         let crls: Option<Vec<PathBuf>> = raw.crls.as_ref().map_or(Some(Vec::new()), |list| {
             list.value
                 .iter()
@@ -336,15 +337,9 @@ impl Checker<'_> {
                 );
                 let role = self.required(client.value.role.as_ref(), client.referenced, "a client", "role");
                 if let Some(subject) = subject {
-                    if subject.value.trim().is_empty() {
-                        self.invalid(
-                            subject.referenced,
-                            "an empty subject",
-                            "a subject like `CN=orchestrator`",
-                        );
-                        continue;
-                    }
-                    let Some(name) = self.distinguished_name(subject, "subject") else {
+                    let Some(name) =
+                        self.distinguished_name(subject, "subject", "a subject like `CN=orchestrator`")
+                    else {
                         continue;
                     };
                     self.unique(
@@ -379,10 +374,13 @@ impl Checker<'_> {
         })
     }
 
-    /// `api.issuers`: each role pinned once, to a non-empty issuer.
-    /// A subject or issuer, as certificates' are written (see `api::dn`): `CN=ops,o=acme` is
-    /// kept as `CN=ops, O=acme`.
-    fn distinguished_name(&mut self, raw: &Spanned<String>, what: &str) -> Option<String> {
+    /// A subject or issuer (`what`, like `example`), as certificates' are written (see
+    /// `api::dn`): `CN=ops,o=acme` is kept as `CN=ops, O=acme`.
+    fn distinguished_name(&mut self, raw: &Spanned<String>, what: &str, example: &str) -> Option<String> {
+        if raw.value.trim().is_empty() {
+            self.invalid(raw.referenced, format!("an empty {what}"), example);
+            return None;
+        }
         match crate::api::dn::Dn::parse(&raw.value) {
             Ok(dn) => Some(dn.to_string()),
             Err(why) => {
@@ -483,6 +481,7 @@ impl Checker<'_> {
         })
     }
 
+    /// `api.issuers`: each role pinned once, to a non-empty issuer.
     fn issuers(
         &mut self,
         raw: Option<&Spanned<Vec<Spanned<super::raw::RawApiIssuer>>>>,
@@ -501,15 +500,8 @@ impl Checker<'_> {
                 let (Some(role), Some(issuer)) = (role, issuer) else {
                     continue;
                 };
-                if issuer.value.trim().is_empty() {
-                    self.invalid(
-                        issuer.referenced,
-                        "an empty issuer",
-                        "a CA subject like `CN=sce-ca`",
-                    );
-                    continue;
-                }
-                let Some(issuer) = self.distinguished_name(issuer, "issuer") else {
+                let Some(issuer) = self.distinguished_name(issuer, "issuer", "a CA subject like `CN=sce-ca`")
+                else {
                     continue;
                 };
                 self.unique(

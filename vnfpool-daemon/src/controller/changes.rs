@@ -668,13 +668,13 @@ impl<D: Dataplane> Controller<D> {
         let Some(subject) = subject else {
             return Ok(());
         };
+        let ungranted = crate::model::spec::Grant::default();
         let grant = self
             .spec
             .api
             .as_ref()
             .and_then(|api| api.clients.iter().find(|c| c.subject == subject))
-            .map(|c| c.grant.clone())
-            .unwrap_or_default();
+            .map_or(&ungranted, |c| &c.grant);
         let held = self
             .added
             .pools
@@ -685,7 +685,7 @@ impl<D: Dataplane> Controller<D> {
                     && !(p.as_str() == pool && Some(e.name.as_str()) == replacing)
             })
             .count();
-        registry::admit(subject, &grant, pool, spec, held).map_err(Refusal::Forbidden)
+        registry::admit(subject, grant, pool, spec, held).map_err(Refusal::Forbidden)
     }
 
     /// See [`Command::RemoveElement`].

@@ -15,8 +15,6 @@ pub mod udp;
 pub(crate) mod testnet;
 
 use std::{
-    error::Error as _,
-    fmt::Write as _,
     io,
     net::{IpAddr, SocketAddr},
     process::ExitStatus,
@@ -36,7 +34,7 @@ pub struct ElementRef {
     pub slot: u32,
     pub generation: u64,
 }
-use crate::model::spec::CheckSpec;
+use crate::{model::spec::CheckSpec, telemetry::error_chain};
 
 /// The result of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,17 +209,6 @@ async fn within(
     time::timeout(timeout, probe)
         .await
         .unwrap_or(Err(ProbeError::TimedOut { after: timeout }))
-}
-
-/// `error: source: source…`, for the one line an operator reads.
-fn error_chain(error: &ProbeError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
