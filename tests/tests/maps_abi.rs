@@ -11,7 +11,7 @@ use vnfpool_common::{
     maps,
     pool::Pool,
     ring::RingChunk,
-    stats::{Counters, PoolCounters, REASONS},
+    stats::{Counters, PoolCounters, REASON_ENTRIES},
     vip::{PROTO_TCP, VipKey, VipMeta},
 };
 use vnfpool_daemon::dataplane::{AyaDataplane, LoadOptions, Mapping};
@@ -28,6 +28,12 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
             maps::MAX_VIP_ENTRIES,
         ),
         (maps::VIP_FILTER, u32s, u32s, maps::VIP_FILTER_SIZE),
+        (
+            maps::HB_PEERS,
+            size_of::<vnfpool_common::addr::Addr>(),
+            u32s,
+            maps::MAX_HB_PEERS,
+        ),
         (maps::POOLS, u32s, size_of::<Pool>(), maps::MAX_POOLS),
         (maps::ELEMS, u32s, size_of::<Element>(), maps::ELEM_ENTRIES),
         (maps::RING, u32s, size_of::<RingChunk>(), 4096),
@@ -39,7 +45,7 @@ fn expected() -> Vec<(&'static str, usize, usize, u32)> {
         // bpf_devmap_val: ifindex + program fd/id.
         (maps::TX_PORTS, u32s, 8, maps::MAX_TX_PORTS),
         (maps::POOL_STATS, u32s, size_of::<PoolCounters>(), maps::MAX_POOLS),
-        (maps::REASON_STATS, u32s, size_of::<Counters>(), REASONS),
+        (maps::REASON_STATS, u32s, size_of::<Counters>(), REASON_ENTRIES),
     ]
 }
 

@@ -1403,3 +1403,81 @@ fn a_peer_entry_pins_its_flow_to_the_peer_element() {
     assert!(has(&fresh), "an entry used now is recent");
     assert!(!has(&stale), "an entry 5 units old is not");
 }
+
+/// A UDP datagram from `src` to `dst`:`dport`.
+fn udp_to(src: &str, dst: IpAddr, dport: u16) -> Vec<u8> {
+    Frame::new(ip(src), dst, L4::Udp { sport: 40_000, dport }).build()
+}
+
+/// The heartbeat listener's guard (issue 14, item 3): datagrams to the listener's address and
+/// port pass only from the peers' addresses, anything else there passes untouched, and a VIP
+/// that shares the guard's pre-filter entry is still steered.
+#[test]
+fn the_heartbeat_listener_hears_its_peers_only() {
+    use vnfpool_common::vip::filter_index;
+    use vnfpool_daemon::dataplane::HeartbeatGuard;
+
+    const HB: u16 = 9471;
+    let (host4, host6) = (ip("10.0.0.1"), ip("fd00:1::1"));
+    let (peer4, peer6) = ("10.1.0.5", "fd00:2::5");
+    let mut h = Harness::new();
+    provision(&mut h);
+    // A VIP whose destination folds into the IPv4 guard's pre-filter entry.
+    let want = filter_index(&addr::from_ip(host4), HB.to_be(), PROTO_UDP);
+    let twin = addr::from_ip(ip("10.10.0.201"));
+    let twin_port = u16::from_be(HB.to_be() ^ (filter_index(&twin, HB.to_be(), PROTO_UDP) ^ want) as u16);
+    assert_eq!(filter_index(&twin, twin_port.to_be(), PROTO_UDP), want);
+    h.dp.add_vip(4, twin, twin_port, PROTO_UDP).expect("add vip");
+    map_all_to(&mut h, 4, 1, vec![element(0, STATE_UP), element(1, STATE_UP)]);
+    let twin_frame = udp_to(CLIENT4, addr::to_ip(&twin), twin_port);
+
+    let guard = |peers: &[&str]| HeartbeatGuard {
+        listen: [(addr::from_ip(host4), HB), (addr::from_ip(host6), HB)]
+            .into_iter()
+            .collect(),
+        peers: peers.iter().map(|p| (addr::from_ip(ip(p)), 1)).collect(),
+    };
+    h.dp.set_heartbeat_guard(&guard(&[peer4, peer6])).expect("guard");
+    let refused = Want::Drop(Reason::HeartbeatRefused);
+    for c in [
+        case("v4 heartbeat from a peer", udp_to(peer4, host4, HB), Want::Pass),
+        case("v6 heartbeat from a peer", udp_to(peer6, host6, HB), Want::Pass),
+        case("v4 datagram from a stranger", udp_to(CLIENT4, host4, HB), refused),
+        case("v6 datagram from a stranger", udp_to(CLIENT6, host6, HB), refused),
+        case(
+            "another port of the listener's address",
+            udp_to(CLIENT4, host4, HB + 1),
+            Want::Pass,
+        ),
+        case(
+            "the port on another address",
+            udp_to(CLIENT4, ip("10.0.0.9"), HB),
+            Want::Pass,
+        ),
+        case(
+            "TCP to the listener's port",
+            Frame::new(ip(CLIENT4), host4, L4::Tcp { sport: 1, dport: HB }).build(),
+            Want::Pass,
+        ),
+        case(
+            "a VIP in the guard's pre-filter entry",
+            twin_frame.clone(),
+            Want::Tx(1),
+        ),
+        case("a VIP elsewhere", udp4(7).build(), Want::Tx(0)),
+    ] {
+        check(&mut h, &c);
+    }
+    // A peer that goes is refused from then on.
+    h.dp.set_heartbeat_guard(&guard(&[peer6])).expect("guard");
+    check(&mut h, &case("a former peer", udp_to(peer4, host4, HB), refused));
+    check(&mut h, &case("a peer left", udp_to(peer6, host6, HB), Want::Pass));
+    // Without a guard the listener's port is the kernel's again, and the VIP keeps its entry.
+    h.dp.set_heartbeat_guard(&HeartbeatGuard::default())
+        .expect("no guard");
+    check(&mut h, &case("no guard", udp_to(CLIENT4, host4, HB), Want::Pass));
+    check(
+        &mut h,
+        &case("the VIP, alone in its entry", twin_frame, Want::Tx(1)),
+    );
+}

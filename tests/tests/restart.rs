@@ -241,3 +241,81 @@ fn egress_interfaces_leave_the_tx_map_with_the_last_pool_that_used_them() {
         assert_eq!(dp.tx_ports().expect("read"), set(&[a]), "what no pool uses went");
     });
 }
+
+/// A restarted daemon's first heartbeat guard replaces the one the adopted maps hold from the
+/// run before: destinations and peers it lacks are taken out, not left behind.
+#[test]
+fn an_adopted_heartbeat_guard_is_replaced_by_the_first_one_written() {
+    use std::collections::BTreeSet;
+
+    use aya::maps::{Array, HashMap, MapData};
+    use vnfpool_common::{
+        addr::Addr,
+        maps,
+        vip::{self, VipKey, VipMeta},
+    };
+    use vnfpool_daemon::dataplane::HeartbeatGuard;
+
+    const HB: u16 = 9471;
+    let pins = PinDir::new();
+    let opts = LoadOptions {
+        pin_dir: Some(pins.path().to_owned()),
+        flow_table_size: 8192,
+        ring_chunks: 4096,
+        ..LoadOptions::default()
+    };
+    let a = |text: &str| addr::from_ip(text.parse().expect("an address"));
+    let guard = |listen: &[&str], peers: &[&str]| HeartbeatGuard {
+        listen: listen.iter().map(|l| (a(l), HB)).collect(),
+        peers: peers.iter().map(|p| (a(p), 1)).collect(),
+    };
+    // What the maps hold: the guarded destinations, the peers, and the pre-filter at `at`.
+    let held = |dp: &mut AyaDataplane, at: &str| {
+        let ebpf = dp.ebpf_mut();
+        let vips: HashMap<&MapData, VipKey, VipMeta> =
+            HashMap::try_from(ebpf.map(maps::VIPS).expect("VNF_VIPS")).expect("a hash");
+        let guarded: BTreeSet<Addr> = vips
+            .iter()
+            .map(|kv| kv.expect("entry"))
+            .filter(|(_, meta)| meta.flags & vip::FLAG_HEARTBEAT != 0)
+            .map(|(key, _)| key.addr)
+            .collect();
+        let peers: HashMap<&MapData, Addr, u32> =
+            HashMap::try_from(ebpf.map(maps::HB_PEERS).expect("VNF_HB_PEERS")).expect("a hash");
+        let peers: BTreeSet<Addr> = peers.keys().map(|k| k.expect("key")).collect();
+        let filter: Array<&MapData, u32> =
+            Array::try_from(ebpf.map(maps::VIP_FILTER).expect("VNF_VIP_FILTER")).expect("an array");
+        let value = filter
+            .get(&vip::filter_index(&a(at), HB.to_be(), vip::PROTO_UDP), 0)
+            .expect("pre-filter");
+        (guarded, peers, value)
+    };
+    let set = |addrs: &[&str]| addrs.iter().map(|t| a(t)).collect::<BTreeSet<Addr>>();
+
+    let mut dp = AyaDataplane::load(&opts).expect("load");
+    dp.set_heartbeat_guard(&guard(&["10.0.0.1"], &["10.1.0.5", "10.1.0.6"]))
+        .expect("guard");
+    assert_eq!(
+        held(&mut dp, "10.0.0.1"),
+        (
+            set(&["10.0.0.1"]),
+            set(&["10.1.0.5", "10.1.0.6"]),
+            vip::FILTER_COLLISION
+        )
+    );
+    drop(dp);
+
+    let mut dp = AyaDataplane::load(&opts).expect("adopting load");
+    assert!(dp.adopted());
+    dp.set_heartbeat_guard(&guard(&["10.0.0.2"], &["10.1.0.6"]))
+        .expect("the new run's guard");
+    assert_eq!(
+        held(&mut dp, "10.0.0.1"),
+        (set(&["10.0.0.2"]), set(&["10.1.0.6"]), 0),
+        "the old destination and peer went"
+    );
+    assert_eq!(held(&mut dp, "10.0.0.2").2, vip::FILTER_COLLISION);
+    dp.set_heartbeat_guard(&HeartbeatGuard::default())
+        .expect("no guard");
+    assert_eq!(held(&mut dp, "10.0.0.2"), (set(&[]), set(&[]), 0));
+}

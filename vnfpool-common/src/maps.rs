@@ -8,6 +8,11 @@
 pub const VIPS: &str = "VNF_VIPS";
 /// VIP pre-filter, `ARRAY` of `u32` indexed by [`crate::vip::filter_index`]. Written by the daemon.
 pub const VIP_FILTER: &str = "VNF_VIP_FILTER";
+/// Sources that may send to the heartbeat listener, `HASH` [`crate::addr::Addr`] → `u32` (the
+/// number of self-registered elements at that address), allocated on use
+/// ([`BPF_F_NO_PREALLOC`]). Written by the daemon; read by the program for datagrams to a
+/// guarded destination (a [`crate::vip::FLAG_HEARTBEAT`] entry of `VNF_VIPS`).
+pub const HB_PEERS: &str = "VNF_HB_PEERS";
 /// Live slot and slot shapes per pool, mmap-able `ARRAY` of [`crate::pool::Pool`]. Written by the daemon.
 pub const POOLS: &str = "VNF_POOLS";
 /// Per pool, slot and element, mmap-able `ARRAY` of [`crate::element::Element`]. Written by the daemon.
@@ -45,6 +50,7 @@ pub const REASON_STATS: &str = "VNF_REASONS";
 pub const ALL: &[&str] = &[
     VIPS,
     VIP_FILTER,
+    HB_PEERS,
     POOLS,
     ELEMS,
     RING,
@@ -104,6 +110,8 @@ pub const MAX_VIP_ENTRIES: u32 = 4096;
 /// which the daemon drains every millisecond or so. A full ring loses events, never packets
 /// ([`crate::stats::Reason::FlowEventLost`]).
 pub const FLOW_EVENTS_SIZE: u32 = 1 << 20;
+/// Capacity of the heartbeat sources' map: one address per element of every pool.
+pub const MAX_HB_PEERS: u32 = MAX_POOLS * MAX_ELEMENTS;
 /// Capacity of the egress device map.
 pub const MAX_TX_PORTS: u32 = 64;
 /// Entries of the element table (every element of every pool, in both slots).
@@ -114,3 +122,7 @@ pub const ELEM_ENTRIES: u32 = MAX_POOLS * SLOTS_PER_POOL * MAX_ELEMENTS;
 /// a page boundary (the values of a plain array start 312 bytes into `struct bpf_array` on
 /// Linux 6.18, i.e. 56 bytes into a cache line), which is why the flow table has it.
 pub const BPF_F_MMAPABLE: usize = 1 << 10;
+
+/// `BPF_F_NO_PREALLOC`: a hash map whose entries are allocated when inserted, so that its
+/// memory follows its use rather than its capacity.
+pub const BPF_F_NO_PREALLOC: usize = 1;

@@ -93,10 +93,17 @@ pub enum Reason {
     /// packet without SYN (a flow whose start this node did not see), or any new flow past the
     /// flood guard ([`crate::flow::FlowGuard`]).
     FlowNotRecorded = 7,
+    /// A datagram to the heartbeat listener from a source that is not a self-registered
+    /// element's address: dropped (see [`crate::vip::FLAG_HEARTBEAT`]).
+    HeartbeatRefused = 8,
 }
 
-/// Entries of `VNF_REASONS`.
-pub const REASONS: u32 = 8;
+/// Reasons there are.
+pub const REASONS: u32 = 9;
+/// Entries of `VNF_REASONS`: room for reasons to come, so that adding one does not change the
+/// map's layout (which would make a restarted daemon refuse the pinned maps).
+pub const REASON_ENTRIES: u32 = 16;
+const _: () = assert!(REASONS <= REASON_ENTRIES);
 
 impl Reason {
     /// Every reason, by index.
@@ -109,6 +116,7 @@ impl Reason {
         Reason::IcmpForwarded,
         Reason::FlowEventLost,
         Reason::FlowNotRecorded,
+        Reason::HeartbeatRefused,
     ];
 
     /// Stable name for metrics and `vnfpool status`.
@@ -123,6 +131,7 @@ impl Reason {
             Reason::IcmpForwarded => "icmp_forwarded",
             Reason::FlowEventLost => "flow_event_lost",
             Reason::FlowNotRecorded => "flow_not_recorded",
+            Reason::HeartbeatRefused => "heartbeat_refused",
         }
     }
 }

@@ -16,6 +16,9 @@
 //! with port 0 and [`FLAG_ADDRESS`]: it lets the program recognise IP fragments and ICMP errors
 //! that concern a VIP even though they carry no (outer) port. Address entries are not in the
 //! pre-filter.
+//!
+//! Guard entries ([`FLAG_HEARTBEAT`]) put the heartbeat listener's address and port in the same
+//! table, so that the filter of heartbeat sources costs other traffic nothing.
 
 use crate::{abi_type, addr::Addr};
 
@@ -43,6 +46,12 @@ abi_type!(VipKey, 20);
 /// This entry is an address entry (port 0): it marks the address as a VIP for fragments and
 /// ICMP errors, and routes no traffic by itself.
 pub const FLAG_ADDRESS: u32 = 1;
+
+/// This entry guards the heartbeat listener (`api.heartbeat_listen`) at this address, port and
+/// protocol (UDP): a datagram to it passes only when its source address is in `VNF_HB_PEERS`,
+/// and is dropped otherwise, before the socket sees it. A guard's pre-filter entry is always
+/// [`FILTER_COLLISION`], so that only packets folding there pay for the hash lookup; `pool` is 0.
+pub const FLAG_HEARTBEAT: u32 = 2;
 
 /// Value of `VNF_VIPS`: 8 bytes.
 #[repr(C)]

@@ -24,6 +24,7 @@ pub mod flowsync;
 pub mod health;
 pub mod heartbeat;
 pub mod listen;
+pub mod local;
 pub mod manual;
 pub mod metrics;
 pub mod model;

@@ -503,7 +503,11 @@ impl Metrics {
             let action = match reason {
                 Reason::Malformed => "pass",
                 Reason::IcmpForwarded | Reason::FlowEventLost | Reason::FlowNotRecorded => "forward",
-                Reason::NoElement | Reason::Fragment | Reason::IcmpNoFlow | Reason::NoTxPort => "drop",
+                Reason::NoElement
+                | Reason::Fragment
+                | Reason::IcmpNoFlow
+                | Reason::NoTxPort
+                | Reason::HeartbeatRefused => "drop",
             };
             let labels = DataplaneReasonLabels {
                 reason: reason.name().to_owned(),

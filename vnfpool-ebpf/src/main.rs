@@ -5,7 +5,9 @@
 //! pool entry (or the VIP table on a pre-filter collision) → flow table (hit on a usable
 //! element: done) → the pool's live Maglev table → record the flow (TCP on SYN only, within
 //! the flood guard) → rewrite MACs → `XDP_TX` or `XDP_REDIRECT`.
-//! Everything that is not for a VIP leaves with `XDP_PASS`, unmodified.
+//! Everything that is not for a VIP leaves with `XDP_PASS`, unmodified, except a datagram to
+//! the guarded heartbeat listener from a source that is no self-registered element's address,
+//! which is dropped (`vnfpool_common::vip::FLAG_HEARTBEAT`).
 #![no_std]
 #![no_main]
 
@@ -26,7 +28,7 @@ use vnfpool_common::{
     maps,
     pool::Pool,
     ring::{self, RingChunk},
-    stats::{Counters, PoolCounters, REASONS, Reason},
+    stats::{Counters, PoolCounters, REASON_ENTRIES, Reason},
     vip::{self, VipKey, VipMeta},
 };
 
@@ -39,6 +41,11 @@ static VNF_VIPS: HashMap<VipKey, VipMeta, { maps::MAX_VIP_ENTRIES as usize }> = 
 /// Owner: daemon. 16-bit fold of VIP:port/proto → 0 (no VIP), port/proto/pool of its one VIP, or collision. Pinned.
 #[btf_map]
 static VNF_VIP_FILTER: Array<u32, { maps::VIP_FILTER_SIZE as usize }> = Array::new();
+/// Owner: daemon. Source address → self-registered elements there: who may reach the guarded
+/// heartbeat listener. Allocated on use, pinned.
+#[btf_map]
+static VNF_HB_PEERS: HashMap<Addr, u32, { maps::MAX_HB_PEERS as usize }, { maps::BPF_F_NO_PREALLOC }> =
+    HashMap::new();
 /// Owner: daemon (one atomic store per switch). pool → live slot. mmap-able, pinned.
 #[btf_map]
 static VNF_POOLS: Array<Pool, { maps::MAX_POOLS as usize }, { maps::BPF_F_MMAPABLE }> = Array::new();
@@ -79,7 +86,7 @@ static VNF_TX_PORTS: DevMapHash<{ maps::MAX_TX_PORTS as usize }> = DevMapHash::n
 static VNF_POOL_STATS: PerCpuArray<PoolCounters, { maps::MAX_POOLS as usize }> = PerCpuArray::new();
 /// Owner: program. `Reason` → packets/bytes, per CPU. Pinned.
 #[btf_map]
-static VNF_REASONS: PerCpuArray<Counters, { REASONS as usize }> = PerCpuArray::new();
+static VNF_REASONS: PerCpuArray<Counters, { REASON_ENTRIES as usize }> = PerCpuArray::new();
 
 #[xdp]
 pub fn vnfpool(ctx: XdpContext) -> u32 {
@@ -97,24 +104,38 @@ pub fn vnfpool(ctx: XdpContext) -> u32 {
     }
 }
 
-/// The pool of a VIP destination and its entry, or `None` when it is not one.
+/// What a destination is.
+enum Dest {
+    /// Not a VIP: the kernel's.
+    Other,
+    /// A VIP of this pool, with its entry.
+    Pool(u32, &'static Pool),
+    /// The guarded heartbeat listener.
+    Heartbeat,
+}
+
+/// What the destination `addr`, `port_be`, `proto` is.
 #[inline(always)]
-fn vip_pool(addr: &Addr, port_be: u16, proto: u8) -> Option<(u32, &'static Pool)> {
+fn destination(addr: &Addr, port_be: u16, proto: u8) -> Dest {
     // verifier: the index is masked to the filter's size inside filter_index.
-    let v = *VNF_VIP_FILTER.get(vip::filter_index(addr, port_be, proto))?;
+    let Some(&v) = VNF_VIP_FILTER.get(vip::filter_index(addr, port_be, proto)) else {
+        return Dest::Other;
+    };
     if v == 0 {
-        return None;
+        return Dest::Other;
     }
     if v != vip::FILTER_COLLISION {
         // One VIP folds here: its port and protocol are in the value, its address in the
         // pool's entry, which the packet needs anyway (the pool index depends on the value
         // read, so the entry is read after it on every CPU).
         if v & vip::FILTER_PORT_PROTO != vip::filter_port_proto(port_be, proto) {
-            return None;
+            return Dest::Other;
         }
         let pool = vip::filter_pool(v);
-        let p = VNF_POOLS.get(pool)?;
-        return same_addr(&p.vip, addr).then_some((pool, p));
+        return match VNF_POOLS.get(pool) {
+            Some(p) if same_addr(&p.vip, addr) => Dest::Pool(pool, p),
+            _ => Dest::Other,
+        };
     }
     let key = VipKey {
         addr: *addr,
@@ -123,11 +144,31 @@ fn vip_pool(addr: &Addr, port_be: u16, proto: u8) -> Option<(u32, &'static Pool)
         _pad: 0,
     };
     // SAFETY: the value is copied out at once; no reference outlives the lookup.
-    let meta = unsafe { *VNF_VIPS.get(key)? };
-    if meta.flags & vip::FLAG_ADDRESS != 0 {
-        return None;
+    let Some(meta) = (unsafe { VNF_VIPS.get(key) }).copied() else {
+        return Dest::Other;
+    };
+    if meta.flags != 0 {
+        // An address entry routes nothing by itself.
+        return if meta.flags & vip::FLAG_HEARTBEAT != 0 {
+            Dest::Heartbeat
+        } else {
+            Dest::Other
+        };
     }
-    Some((meta.pool, VNF_POOLS.get(meta.pool)?))
+    match VNF_POOLS.get(meta.pool) {
+        Some(p) => Dest::Pool(meta.pool, p),
+        None => Dest::Other,
+    }
+}
+
+/// A datagram to the guarded heartbeat listener: passed when its source is a self-registered
+/// element's address, dropped otherwise (a flood from elsewhere never reaches the socket).
+#[inline(always)]
+fn heartbeat(pkt: &Packet, t: &Tuple) -> u32 {
+    if VNF_HB_PEERS.get_ptr(t.src).is_some() {
+        return xdp_action::XDP_PASS;
+    }
+    drop(pkt, Reason::HeartbeatRefused)
 }
 
 /// Word-by-word equality (a derived `==` on arrays may become a `memcmp` call, which BPF lacks).
@@ -139,8 +180,10 @@ fn same_addr(a: &Addr, b: &Addr) -> bool {
 /// A TCP or UDP packet.
 #[inline(always)]
 fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
-    let Some((pool, p)) = vip_pool(&t.dst, t.dport_be, t.proto) else {
-        return xdp_action::XDP_PASS;
+    let (pool, p) = match destination(&t.dst, t.dport_be, t.proto) {
+        Dest::Pool(pool, p) => (pool, p),
+        Dest::Other => return xdp_action::XDP_PASS,
+        Dest::Heartbeat => return heartbeat(pkt, t),
     };
     let key = FlowKey {
         src: t.src,
@@ -369,7 +412,7 @@ fn fragment(pkt: &Packet, t: &Tuple) -> u32 {
 #[inline(always)]
 fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
     // The quoted packet went VIP:vport → client:cport.
-    let Some((pool, p)) = vip_pool(&quoted.src, quoted.sport_be, quoted.proto) else {
+    let Dest::Pool(pool, p) = destination(&quoted.src, quoted.sport_be, quoted.proto) else {
         return xdp_action::XDP_PASS;
     };
     let key = FlowKey {

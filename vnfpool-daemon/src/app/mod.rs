@@ -13,6 +13,8 @@ mod error;
 mod failover;
 
 use std::{
+    collections::BTreeSet,
+    net::IpAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -254,6 +256,24 @@ async fn links_down(resolved: &[Vec<crate::model::plan::Resolved>]) -> Vec<(usiz
     down
 }
 
+/// This host's addresses, followed by a task when the heartbeat listener is on a wildcard
+/// address (the data plane guards it at each of them); never changing otherwise.
+fn watch_local_addresses(b: &Built) -> tokio::sync::watch::Receiver<BTreeSet<IpAddr>> {
+    let (tx, rx) = tokio::sync::watch::channel(BTreeSet::new());
+    if b.spec
+        .api
+        .as_ref()
+        .is_some_and(|a| a.heartbeat_listen.ip().is_unspecified())
+    {
+        b.failover.spawn(async move {
+            if let Err(e) = crate::local::watch_addresses(tx).await {
+                error!(error = %crate::telemetry::error_chain(&e), "address watcher stopped; heartbeats to new addresses are not guarded");
+            }
+        });
+    }
+    rx
+}
+
 /// Starts the tasks around the controller: heartbeat receiver, link watcher, control socket,
 /// metrics listener, API, and SIGHUP.
 async fn spawn(b: Built) -> Result<Running, AppError> {
@@ -274,6 +294,7 @@ async fn spawn(b: Built) -> Result<Running, AppError> {
             }
         });
     }
+    let local_addresses = watch_local_addresses(&b);
     let (links_tx, links) = mpsc::channel(256);
     b.failover.spawn(async move {
         if let Err(e) = link::watch_links(links_tx).await {
@@ -329,6 +350,7 @@ async fn spawn(b: Built) -> Result<Running, AppError> {
         heartbeats,
         commands,
         cluster: b.cluster_inputs,
+        local_addresses,
     };
     let announcer = match &b.spec.cluster {
         Some(c) => {

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{
     Controller,
@@ -23,7 +23,7 @@ use super::{
     work::{self, Address, ResolveFailure},
 };
 use crate::{
-    dataplane::Dataplane,
+    dataplane::{Dataplane, HeartbeatGuard},
     heartbeat::Key,
     model::{
         failover::{Admin, Event},
@@ -443,7 +443,7 @@ impl<D: Dataplane> Controller<D> {
     /// The heartbeat verifier knows the keys of the registrations there are, and no others
     /// (a removed element's heartbeats must not count for anything), each with its pool's miss
     /// limit (how old a heartbeat may be).
-    pub(super) fn sync_verifier(&self) {
+    pub(super) fn sync_verifier(&mut self) {
         let now = self.now();
         let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
         let mut running: std::collections::HashMap<u64, (&Key, std::time::Duration)> =
@@ -466,6 +466,35 @@ impl<D: Dataplane> Controller<D> {
                 verifier.register(id, key.clone(), now);
             }
             verifier.set_miss_limit(id, miss_limit);
+        }
+        drop(verifier);
+        self.sync_guard();
+    }
+
+    /// The data plane lets heartbeats reach the listener from the running self-registered
+    /// elements' addresses only (issue 14, item 3). A write that fails leaves the guard as it
+    /// was (fail static) and is tried again at the next change.
+    pub(super) fn sync_guard(&mut self) {
+        let guard = HeartbeatGuard::new(
+            self.spec.api.as_ref().map(|api| api.heartbeat_listen),
+            &self.local_addresses,
+            self.agents
+                .values()
+                .map(|&(p, e)| self.pools[p].spec.elements[e].address),
+        );
+        if self.guard.as_ref() == Some(&guard) {
+            return;
+        }
+        match self.dp.heartbeat_guard(&guard) {
+            Ok(()) => {
+                debug!(
+                    destinations = guard.listen.len(),
+                    peers = guard.peers.len(),
+                    "heartbeat guard written"
+                );
+                self.guard = Some(guard);
+            }
+            Err(e) => error!(error = %crate::telemetry::error_chain(&e), "heartbeat guard not written"),
         }
     }
 

@@ -32,7 +32,8 @@ pub mod work;
 mod tests;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -57,7 +58,7 @@ pub use self::{
 };
 use crate::{
     cluster::ClusterInput,
-    dataplane::Dataplane,
+    dataplane::{Dataplane, HeartbeatGuard},
     events::EventLog,
     health::{ProbeReport, link::LinkEvent},
     heartbeat::{ElementId, Verifier, udp::HeartbeatEvent},
@@ -116,6 +117,9 @@ pub struct Inputs {
     pub commands: mpsc::Receiver<Command>,
     /// What the cluster says (never anything on a node on its own).
     pub cluster: mpsc::Receiver<ClusterInput>,
+    /// This host's addresses ([`crate::local::watch_addresses`]): where a heartbeat listener
+    /// on a wildcard address is guarded.
+    pub local_addresses: watch::Receiver<BTreeSet<IpAddr>>,
 }
 
 /// See the module documentation.
@@ -151,6 +155,11 @@ pub struct Controller<D: Dataplane> {
     dirty: bool,
     cluster: Option<ClusterRt>,
     renewal: Option<work::Renewal>,
+    /// This host's addresses, as last reported.
+    local_addresses: BTreeSet<IpAddr>,
+    /// The heartbeat guard written to the data plane; `None` before the first write (which
+    /// also clears what adopted maps hold from a run that had another).
+    guard: Option<HeartbeatGuard>,
 }
 
 impl<D: Dataplane> Controller<D> {
@@ -191,6 +200,8 @@ impl<D: Dataplane> Controller<D> {
             dirty: true,
             cluster: deps.cluster.map(ClusterRt::new),
             renewal: deps.renewal,
+            local_addresses: BTreeSet::new(),
+            guard: None,
         };
         controller.index_pools();
         (controller, views)
@@ -257,6 +268,10 @@ impl<D: Dataplane> Controller<D> {
                 Some(event) = inputs.heartbeats.recv() => self.heartbeat(event),
                 Some(report) = inputs.probes.recv() => self.probe(&report),
                 Some(input) = inputs.cluster.recv() => self.cluster_input(input),
+                Ok(()) = inputs.local_addresses.changed() => {
+                    self.local_addresses.clone_from(&inputs.local_addresses.borrow_and_update());
+                    self.sync_guard();
+                }
                 Some(done) = self.internal.1.recv() => self.internal(done),
                 Some(command) = inputs.commands.recv() => self.command(command),
             }

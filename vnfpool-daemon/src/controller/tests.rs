@@ -3,7 +3,7 @@
 //! channels and reads what it published.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     fmt::Write as _,
     net::IpAddr,
     path::PathBuf,
@@ -142,7 +142,12 @@ struct Harness {
     api: bool,
     /// What the cluster says to a cluster node (nothing to a node on its own).
     cluster: mpsc::Sender<crate::cluster::ClusterInput>,
+    /// This host's addresses as the controller hears them.
+    local_addresses: tokio::sync::watch::Sender<BTreeSet<std::net::IpAddr>>,
 }
+
+/// The writes a cluster node asks for (`None` for a node on its own).
+type ClusterOutputs = Option<mpsc::UnboundedReceiver<crate::cluster::ClusterOutput>>;
 
 /// A cluster node's link, and the writes it asks for.
 fn cluster_link(
@@ -225,14 +230,11 @@ impl Harness {
 
     /// A controller; with `node`, one node of a cluster whose writes come out of the receiver
     /// (see `cluster.rs`).
-    async fn start_node(
-        pools: &str,
-        api: bool,
-        node: Option<&str>,
-    ) -> (
-        Self,
-        Option<mpsc::UnboundedReceiver<crate::cluster::ClusterOutput>>,
-    ) {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one harness: configuration, controller, inputs"
+    )]
+    async fn start_node(pools: &str, api: bool, node: Option<&str>) -> (Self, ClusterOutputs) {
         let scratch = Scratch::new();
         let config = scratch.0.join("pools.yaml");
         std::fs::write(&config, yaml(&scratch, pools, api)).expect("config");
@@ -295,6 +297,7 @@ impl Harness {
         let (heartbeats, heartbeats_rx) = mpsc::channel(1024);
         let (commands, commands_rx) = mpsc::channel(64);
         let (cluster, cluster_rx) = mpsc::channel(1024);
+        let (local_addresses, local_addresses_rx) = tokio::sync::watch::channel(BTreeSet::new());
         let (stop, stopped) = oneshot::channel::<()>();
         let inputs = Inputs {
             probes: reports_rx,
@@ -302,6 +305,7 @@ impl Harness {
             heartbeats: heartbeats_rx,
             commands: commands_rx,
             cluster: cluster_rx,
+            local_addresses: local_addresses_rx,
         };
         let task = tokio::spawn(controller.run(
             inputs,
@@ -312,6 +316,7 @@ impl Harness {
         ));
         let harness = Self {
             cluster,
+            local_addresses,
             dp,
             probes: reports,
             links,
@@ -1060,6 +1065,61 @@ async fn a_registered_element_lives_by_its_heartbeats_and_fails_when_they_stop()
     assert_eq!(gone, "dns/a1: removed");
     assert!(role_in(&h.views.current(), "dns", "a1").is_none());
     assert!(!h.verifier.lock().expect("lock").contains(registration.id));
+    h.stop().await;
+}
+
+/// The data plane lets datagrams reach the heartbeat listener only from the addresses of
+/// running self-registered elements, as registrations come and go (issue 14, item 3).
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_guard_admits_the_registered_elements_addresses_only() {
+    let h = Harness::started_with(AA, &ALL_ACTIVE, true).await;
+    let ip = |text: &str| text.parse::<std::net::IpAddr>().expect("an address");
+    let peers = |h: &Harness| -> Vec<(std::net::IpAddr, u32)> {
+        h.dp.guard()
+            .peers
+            .iter()
+            .map(|(a, n)| (vnfpool_common::addr::to_ip(a), *n))
+            .collect()
+    };
+    let guard = h.dp.guard();
+    assert_eq!(
+        guard
+            .listen
+            .iter()
+            .map(|(a, p)| (vnfpool_common::addr::to_ip(a), *p))
+            .collect::<Vec<_>>(),
+        [(ip("127.0.0.1"), 9444)],
+        "the listener's address and port"
+    );
+    assert!(
+        guard.peers.is_empty(),
+        "nobody registered: every heartbeat dropped"
+    );
+    register(&h, "a1", "10.0.0.31").await.expect("registered");
+    register(&h, "a2", "10.0.0.32").await.expect("registered");
+    assert_eq!(peers(&h), [(ip("10.0.0.31"), 1), (ip("10.0.0.32"), 1)]);
+    // The file's elements are probed, not heard: they are no peers.
+    h.ask(|reply| {
+        Command::RemoveElement(RemoveElement {
+            pool: "dns".into(),
+            element: "a1".into(),
+            subject: Some("CN=e".into()),
+            reply,
+        })
+    })
+    .await
+    .expect("deregistered");
+    assert_eq!(
+        peers(&h),
+        [(ip("10.0.0.32"), 1)],
+        "a deregistered element's address goes"
+    );
+    // A listener on one address does not follow the host's addresses.
+    h.local_addresses
+        .send(std::iter::once(ip("192.0.2.99")).collect())
+        .expect("the controller listening");
+    h.until("a snapshot after the addresses", |_| true).await;
+    assert_eq!(h.dp.guard().listen.len(), 1);
     h.stop().await;
 }
 

@@ -2,7 +2,7 @@
 //! mappings with the atomic switch described in the module above.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -13,6 +13,7 @@ use aya::{
     programs::Xdp,
 };
 use vnfpool_common::{
+    addr::Addr,
     element::{Element, STATE_UP},
     flow::{self, FlowBucket, FlowCtl, FlowGuard, FlowKey, HashKey},
     maps,
@@ -23,7 +24,8 @@ use vnfpool_common::{
 };
 
 use super::{
-    Applied, Dataplane, DataplaneReader, Mapping, PoolPlan, Vip, counters::AyaReader, mmap::MappedArray,
+    Applied, Dataplane, DataplaneReader, HeartbeatGuard, Mapping, PoolPlan, Vip, counters::AyaReader,
+    mmap::MappedArray,
 };
 
 /// The XDP object built by `build.rs` from `vnfpool-ebpf`.
@@ -233,6 +235,11 @@ pub struct AyaDataplane {
     pool_vips: HashMap<u32, (vnfpool_common::addr::Addr, usize)>,
     /// The pool of every VIP entry with a pre-filter share.
     vip_pool: HashMap<VipKey, u32>,
+    /// The heartbeat listener's guard entries (`vip::FLAG_HEARTBEAT`), each with a pre-filter
+    /// share (always a collision value).
+    guards: HashSet<VipKey>,
+    /// What `VNF_HB_PEERS` holds.
+    hb_peers: BTreeMap<Addr, u32>,
     /// VIP entries out of the pre-filter whose hash entries wait for a grace period.
     withdrawn: Vec<Withdrawn>,
     retirer: Retirer,
@@ -330,6 +337,8 @@ impl AyaDataplane {
             vip_buckets: HashMap::new(),
             pool_vips: HashMap::new(),
             vip_pool: HashMap::new(),
+            guards: HashSet::new(),
+            hb_peers: BTreeMap::new(),
             withdrawn: Vec::new(),
             retirer: Retirer::new(),
             switched: HashMap::new(),
@@ -356,7 +365,8 @@ impl AyaDataplane {
     }
 
     /// Rebuilds what the writer keeps in memory from adopted maps: ring regions from
-    /// `VNF_POOLS`, the VIP pre-filter buckets and the pools' addresses from `VNF_VIPS`.
+    /// `VNF_POOLS`, the VIP pre-filter buckets, the pools' addresses and the heartbeat guard
+    /// from `VNF_VIPS` and `VNF_HB_PEERS`.
     fn rebuild_bookkeeping(&mut self) -> Result<()> {
         for pool in 0..maps::MAX_POOLS {
             let p = self.pools.read(pool);
@@ -378,9 +388,15 @@ impl AyaDataplane {
         for (key, meta) in entries {
             let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
             self.vip_buckets.entry(idx).or_default().push(key);
+            if meta.flags & vip::FLAG_HEARTBEAT != 0 {
+                self.guards.insert(key);
+                continue;
+            }
             self.pool_vips.entry(meta.pool).or_insert((key.addr, 0)).1 += 1;
             self.vip_pool.insert(key, meta.pool);
         }
+        let peers: BpfHashMap<&MapData, Addr, u32> = map_ref(&self.ebpf, maps::HB_PEERS)?;
+        self.hb_peers = peers.iter().filter_map(std::result::Result::ok).collect();
         Ok(())
     }
 
@@ -495,6 +511,14 @@ impl AyaDataplane {
         if self.vip_pool.contains_key(&key) {
             return Ok(());
         }
+        // A VIP wins over a guard of the same address, port and protocol (a configuration
+        // that listens for heartbeats on a VIP's port): its entry replaces the guard's.
+        if self.guards.remove(&key) {
+            let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
+            if let Some(bucket) = self.vip_buckets.get_mut(&idx) {
+                bucket.retain(|k| *k != key);
+            }
+        }
         let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
         match self.pool_vips.get_mut(&pool) {
             Some((have, n)) if *n > 0 && *have != addr => {
@@ -532,19 +556,101 @@ impl AyaDataplane {
         .map_err(insert_err)?;
 
         let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
-        let bucket = self.vip_buckets.entry(idx).or_default();
-        bucket.push(key);
+        self.vip_buckets.entry(idx).or_default().push(key);
         self.vip_pool.insert(key, pool);
-        let value = if bucket.len() == 1 {
-            vip::filter_entry(pool, key.port_be, key.proto)
-        } else {
-            vip::FILTER_COLLISION
+        self.write_filter(idx)
+    }
+
+    /// Writes the pre-filter entry `idx` from the entries that fold there: none (0), one VIP
+    /// (its [`vip::filter_entry`]), else a collision (as for any guard entry, which only the
+    /// hash table describes).
+    fn write_filter(&mut self, idx: u32) -> Result<()> {
+        let value = match self.vip_buckets.get(&idx).map(Vec::as_slice) {
+            None | Some([]) => 0,
+            Some([only]) if !self.guards.contains(only) => {
+                vip::filter_entry(self.vip_pool[only], only.port_be, only.proto)
+            }
+            Some(_) => vip::FILTER_COLLISION,
         };
         let mut filter: Array<&mut MapData, u32> = map(&mut self.ebpf, maps::VIP_FILTER)?;
         filter.set(idx, value, 0).map_err(|source| DataplaneError::Map {
             name: maps::VIP_FILTER,
             source,
-        })?;
+        })
+    }
+
+    /// Makes `guard` the heartbeat listener's guard: datagrams to its destinations pass the
+    /// program only from its peers. New peers go in before new destinations, and old
+    /// destinations out before old peers, so a registered element's heartbeat is never dropped
+    /// on the way. A destination's entries go without waiting for a grace period: a packet
+    /// that still reads a removed guard's pre-filter value finds no hash entry and passes.
+    pub fn set_heartbeat_guard(&mut self, guard: &HeartbeatGuard) -> Result<()> {
+        let peers_err = |source| DataplaneError::Map {
+            name: maps::HB_PEERS,
+            source,
+        };
+        let mut peers: BpfHashMap<&mut MapData, Addr, u32> = map(&mut self.ebpf, maps::HB_PEERS)?;
+        for (addr, &n) in &guard.peers {
+            if self.hb_peers.get(addr) != Some(&n) {
+                peers.insert(addr, n, 0).map_err(peers_err)?;
+                self.hb_peers.insert(*addr, n);
+            }
+        }
+        let keys: HashSet<VipKey> = guard
+            .listen
+            .iter()
+            .map(|&(addr, port)| VipKey {
+                addr,
+                port_be: port.to_be(),
+                proto: vip::PROTO_UDP,
+                _pad: 0,
+            })
+            .filter(|k| !self.vip_pool.contains_key(k))
+            .collect();
+        let vips_err = |source| DataplaneError::Map {
+            name: maps::VIPS,
+            source,
+        };
+        for key in keys.difference(&self.guards).copied().collect::<Vec<_>>() {
+            let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
+            vips.insert(
+                key,
+                VipMeta {
+                    pool: 0,
+                    flags: vip::FLAG_HEARTBEAT,
+                },
+                0,
+            )
+            .map_err(vips_err)?;
+            let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
+            self.guards.insert(key);
+            self.vip_buckets.entry(idx).or_default().push(key);
+            self.write_filter(idx)?;
+        }
+        for key in self.guards.difference(&keys).copied().collect::<Vec<_>>() {
+            let idx = vip::filter_index(&key.addr, key.port_be, key.proto);
+            self.guards.remove(&key);
+            if let Some(bucket) = self.vip_buckets.get_mut(&idx) {
+                bucket.retain(|k| *k != key);
+                if bucket.is_empty() {
+                    self.vip_buckets.remove(&idx);
+                }
+            }
+            self.write_filter(idx)?;
+            let mut vips: BpfHashMap<&mut MapData, VipKey, VipMeta> = map(&mut self.ebpf, maps::VIPS)?;
+            removed(vips.remove(&key), maps::VIPS)?;
+        }
+        let gone: Vec<Addr> = self
+            .hb_peers
+            .keys()
+            .filter(|a| !guard.peers.contains_key(*a))
+            .copied()
+            .collect();
+        let mut peers: BpfHashMap<&mut MapData, Addr, u32> = map(&mut self.ebpf, maps::HB_PEERS)?;
+        for addr in gone {
+            removed(peers.remove(&addr), maps::HB_PEERS)?;
+            self.hb_peers.remove(&addr);
+        }
         Ok(())
     }
 
@@ -575,21 +681,12 @@ impl AyaDataplane {
                 continue;
             };
             bucket.swap_remove(at);
-            let pool = self.vip_pool.remove(key).unwrap_or_default();
-            // The pre-filter entry: now naming the one VIP left, or none.
-            let value = match bucket.as_slice() {
-                [] => 0,
-                [only] => vip::filter_entry(self.vip_pool[only], only.port_be, only.proto),
-                _ => vip::FILTER_COLLISION,
-            };
             if bucket.is_empty() {
                 self.vip_buckets.remove(&idx);
             }
-            let mut filter: Array<&mut MapData, u32> = map(&mut self.ebpf, maps::VIP_FILTER)?;
-            filter.set(idx, value, 0).map_err(|source| DataplaneError::Map {
-                name: maps::VIP_FILTER,
-                source,
-            })?;
+            let pool = self.vip_pool.remove(key).unwrap_or_default();
+            // The pre-filter entry: now naming the one VIP left, or none.
+            self.write_filter(idx)?;
             out.push((*key, pool));
         }
         if !out.is_empty() {
@@ -918,6 +1015,10 @@ impl Dataplane for AyaDataplane {
         self.remove_tx_ports(&left)
     }
 
+    fn heartbeat_guard(&mut self, guard: &HeartbeatGuard) -> Result<()> {
+        self.set_heartbeat_guard(guard)
+    }
+
     fn reader(&self) -> Arc<dyn DataplaneReader> {
         Arc::new(AyaReader::new(&self.ebpf, self.flow_buckets))
     }
@@ -1101,7 +1202,7 @@ fn cpus() -> u32 {
 /// Key size, value size and entries of every map, as this build creates them.
 #[must_use]
 pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u32, u32))> {
-    use vnfpool_common::stats::{Counters, PoolCounters, REASONS};
+    use vnfpool_common::stats::{Counters, PoolCounters, REASON_ENTRIES};
     let size = |n: usize| u32::try_from(n).expect("small type");
     let u32s = size(size_of::<u32>());
     let counters = size(size_of::<Counters>());
@@ -1115,6 +1216,10 @@ pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u
             ),
         ),
         (maps::VIP_FILTER, (u32s, u32s, maps::VIP_FILTER_SIZE)),
+        (
+            maps::HB_PEERS,
+            (size(size_of::<Addr>()), u32s, maps::MAX_HB_PEERS),
+        ),
         (maps::POOLS, (u32s, size(size_of::<Pool>()), maps::MAX_POOLS)),
         (
             maps::ELEMS,
@@ -1130,7 +1235,7 @@ pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u
             maps::POOL_STATS,
             (u32s, size(size_of::<PoolCounters>()), maps::MAX_POOLS),
         ),
-        (maps::REASON_STATS, (u32s, counters, REASONS)),
+        (maps::REASON_STATS, (u32s, counters, REASON_ENTRIES)),
     ]
 }
 

@@ -74,6 +74,51 @@ pub struct PoolPlan {
     pub tx_ports: Vec<u32>,
 }
 
+/// The heartbeat listener's guard in the program: UDP datagrams to `listen` pass only from
+/// the addresses in `peers` (`vnfpool_common::vip::FLAG_HEARTBEAT`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeartbeatGuard {
+    /// The listener's addresses (every local address of its family when it listens on a
+    /// wildcard), each with its port (host order). Empty: no guard.
+    pub listen: std::collections::BTreeSet<(Addr, u16)>,
+    /// The source addresses that may reach it, each with how many self-registered elements
+    /// have it.
+    pub peers: BTreeMap<Addr, u32>,
+}
+
+impl HeartbeatGuard {
+    /// The guard of a listener on `listen` (`None`: no listener, no guard) that accepts
+    /// heartbeats from `peers` (self-registered elements' addresses, one per element). A
+    /// wildcard listener is guarded at every address in `local` that it receives on: IPv4 ones
+    /// for `0.0.0.0`, all for `[::]` (a dual-stack socket).
+    #[must_use]
+    pub fn new(
+        listen: Option<std::net::SocketAddr>,
+        local: &std::collections::BTreeSet<std::net::IpAddr>,
+        peers: impl IntoIterator<Item = std::net::IpAddr>,
+    ) -> Self {
+        let Some(listen) = listen else {
+            return Self::default();
+        };
+        let at = |ip: std::net::IpAddr| (vnfpool_common::addr::from_ip(ip), listen.port());
+        let listen = match listen.ip() {
+            std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+                local.iter().filter(|ip| ip.is_ipv4()).map(|&ip| at(ip)).collect()
+            }
+            std::net::IpAddr::V6(v6) if v6.is_unspecified() => local.iter().map(|&ip| at(ip)).collect(),
+            ip => std::iter::once(at(ip)).collect(),
+        };
+        let mut counted = BTreeMap::new();
+        for peer in peers {
+            *counted.entry(vnfpool_common::addr::from_ip(peer)).or_insert(0) += 1;
+        }
+        Self {
+            listen,
+            peers: counted,
+        }
+    }
+}
+
 /// What one apply did, with its timings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Applied {
@@ -126,6 +171,8 @@ pub trait Dataplane: Send + 'static {
     fn settled(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Makes `guard` the heartbeat listener's guard (replacing the one before).
+    fn heartbeat_guard(&mut self, guard: &HeartbeatGuard) -> Result<()>;
     /// A reader of counters and occupancy for other tasks.
     fn reader(&self) -> Arc<dyn DataplaneReader>;
 }
@@ -177,4 +224,61 @@ pub trait FlowTable: Send + Sync {
     fn scan(&self, from: u32, count: u32, recent_only: bool, out: &mut Vec<FlowEvent>) -> Result<u32>;
     /// Buckets of the table.
     fn buckets(&self) -> u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeSet,
+        net::{IpAddr, SocketAddr},
+    };
+
+    use vnfpool_common::addr::from_ip;
+
+    use super::HeartbeatGuard;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("an address")
+    }
+
+    #[test]
+    fn a_guard_covers_the_listeners_addresses_and_counts_its_peers() {
+        let local: BTreeSet<IpAddr> = ["10.0.0.1", "192.0.2.7", "fd00::1"].into_iter().map(ip).collect();
+        let peers = || ["10.1.0.2", "10.1.0.3", "10.1.0.2"].into_iter().map(ip);
+        let listen = |text: &str| Some(text.parse::<SocketAddr>().expect("a socket address"));
+        let dests = |g: &HeartbeatGuard| -> Vec<(IpAddr, u16)> {
+            g.listen
+                .iter()
+                .map(|(a, p)| (vnfpool_common::addr::to_ip(a), *p))
+                .collect()
+        };
+
+        let none = HeartbeatGuard::new(None, &local, peers());
+        assert_eq!(
+            none,
+            HeartbeatGuard::default(),
+            "no listener, no guard and no peers"
+        );
+
+        let one = HeartbeatGuard::new(listen("192.0.2.7:9471"), &local, peers());
+        assert_eq!(dests(&one), [(ip("192.0.2.7"), 9471)]);
+        assert_eq!(
+            one.peers.into_iter().collect::<Vec<_>>(),
+            [(from_ip(ip("10.1.0.2")), 2), (from_ip(ip("10.1.0.3")), 1)],
+            "two elements at one address count twice"
+        );
+
+        let v4 = HeartbeatGuard::new(listen("0.0.0.0:9471"), &local, peers());
+        assert_eq!(
+            dests(&v4),
+            [(ip("10.0.0.1"), 9471), (ip("192.0.2.7"), 9471)],
+            "a v4 wildcard: the v4 addresses"
+        );
+        let both = HeartbeatGuard::new(listen("[::]:9471"), &local, peers());
+        assert_eq!(
+            dests(&both).len(),
+            3,
+            "a v6 wildcard is dual-stack: every address"
+        );
+    }
 }

@@ -9,7 +9,9 @@ use std::{
 
 use vnfpool_common::pool::PoolSel;
 
-use super::{Applied, CounterSnapshot, Dataplane, DataplaneError, DataplaneReader, PoolPlan, Result};
+use super::{
+    Applied, CounterSnapshot, Dataplane, DataplaneError, DataplaneReader, HeartbeatGuard, PoolPlan, Result,
+};
 
 /// One call the controller made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,7 @@ pub enum Change {
 struct Record {
     changes: Vec<Change>,
     live: BTreeMap<u32, (PoolPlan, u32)>,
+    guard: HeartbeatGuard,
     fail_next: Option<String>,
 }
 
@@ -49,6 +52,12 @@ impl RecordingDataplane {
     #[must_use]
     pub fn live(&self, pool: u32) -> Option<PoolPlan> {
         self.record().live.get(&pool).map(|(p, _)| p.clone())
+    }
+
+    /// The heartbeat guard as last set.
+    #[must_use]
+    pub fn guard(&self) -> HeartbeatGuard {
+        self.record().guard.clone()
     }
 
     /// Makes the next call fail with `why`, changing nothing (to test fail-static).
@@ -82,6 +91,11 @@ impl Dataplane for RecordingDataplane {
         Self::check(&mut record, pool)?;
         record.changes.push(Change::Remove(pool));
         record.live.remove(&pool);
+        Ok(())
+    }
+
+    fn heartbeat_guard(&mut self, guard: &HeartbeatGuard) -> Result<()> {
+        self.record().guard = guard.clone();
         Ok(())
     }
 
