@@ -12,6 +12,7 @@ pub mod cluster_lab;
 pub mod daemon;
 pub mod demo;
 pub mod etcd;
+pub mod flood;
 pub mod harness;
 pub mod lab;
 pub mod load;

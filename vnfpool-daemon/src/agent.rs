@@ -20,6 +20,9 @@
 //!                                 #   gives, else the API's, with the port the daemon gives
 //! ```
 //!
+//! Heartbeats leave from the element's address when it is one of this host's: the daemon's
+//! data plane drops datagrams to its heartbeat port from any other source.
+//!
 //! Registration is retried (1 s apart) while the daemon cannot be reached; a refusal (a 4xx
 //! answer) ends the agent with its message and exit status 2. Heartbeats go every interval the
 //! daemon gave, stamped with the wall clock; a late tick sends one heartbeat, not a burst.
@@ -82,6 +85,11 @@ impl AgentConfig {
             .get("name")
             .and_then(|n| n.as_str())
             .unwrap_or_default()
+    }
+
+    /// The element's address, as registered.
+    fn address(&self) -> Option<IpAddr> {
+        self.element.get("address")?.as_str()?.parse().ok()
     }
 
     /// The registration path and body.
@@ -161,7 +169,7 @@ async fn run(config: AgentConfig) -> ExitCode {
         SocketAddr::new(ip, registration.heartbeat_port)
     });
     let interval = Duration::from_micros(registration.interval_us.max(1));
-    let mut sender = match Sender::connect(target, registration.id, &key).await {
+    let mut sender = match Sender::connect_from(config.address(), target, registration.id, &key).await {
         Ok(s) => s,
         Err(e) => {
             error!(error = %e, %target, "heartbeat socket");

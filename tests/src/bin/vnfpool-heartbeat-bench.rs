@@ -10,6 +10,10 @@
 //!    a consumer task on the same thread counts its events. Baseline: the same batched receive
 //!    loop that only counts datagrams, measured in turns with it. Besides the rates, the CPU time
 //!    of the receiving thread gives what one fully busy core would verify.
+//! 3. A flood of the heartbeat port in a lab (`vnfpool_tests::flood`): the daemon with two
+//!    self-registered elements sending heartbeats every 3 ms, while the client floods the port
+//!    as fast as one thread can. Baseline: the same time without the flood, in turns. What the
+//!    program dropped, what reached the verifier, the heartbeats accepted and the failovers.
 
 use std::{
     hint::black_box,
@@ -33,7 +37,7 @@ use sha2::Sha256;
 use tokio::{net::UdpSocket, sync::mpsc};
 use vnfpool_daemon::heartbeat::{
     Clocks, DEFAULT_SKEW, Key, LEN, Signer, Verifier,
-    udp::{BATCH, Receiver},
+    udp::{BATCH, BUF, Receiver, receive_many},
     unix_ns,
 };
 
@@ -47,6 +51,9 @@ const E2E_SAMPLES: usize = 7;
 const E2E_WARMUP: Duration = Duration::from_millis(200);
 const E2E_SAMPLE: Duration = Duration::from_secs(1);
 const TARGET: f64 = 100_000.0;
+/// Samples of the flood measurement, each flooded and quiet in turns.
+const FLOOD_SAMPLES: usize = 3;
+const FLOOD_SAMPLE: Duration = Duration::from_secs(3);
 /// Datagrams per `sendmmsg` call of the sender.
 const SEND_BATCH: usize = 64;
 /// `SO_RCVBUF` of both receiving sockets (the kernel caps it at `net.core.rmem_max`): room for
@@ -231,24 +238,23 @@ fn blast(signers: &[Signer], sockets: &[StdUdpSocket; 2], target: &AtomicUsize, 
     }
 }
 
-/// The baseline receiver: the same batched, non-blocking receive loop as the verifying one,
-/// counting datagrams and nothing else.
+/// The baseline receiver: the same batched, non-blocking receive loop as the verifying one
+/// (`recvmmsg`), counting datagrams and nothing else.
 async fn count_only(socket: UdpSocket, received: Arc<AtomicU64>) -> std::io::Result<()> {
-    let mut bufs = [[0_u8; LEN + 1]; BATCH];
+    let mut bufs = [[0_u8; BUF]; BATCH];
+    let mut lens = [0_usize; BATCH];
     loop {
         socket.readable().await?;
-        let mut n = 0;
-        while n < BATCH {
-            match socket.try_recv(&mut bufs[n]) {
-                Ok(len) => {
-                    black_box(&bufs[n][..len]);
-                    n += 1;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
+        match socket.try_io(tokio::io::Interest::READABLE, || {
+            receive_many(&socket, &mut bufs, &mut lens)
+        }) {
+            Ok(n) => {
+                black_box(&bufs[..n]);
+                received.fetch_add(n as u64, Ordering::Relaxed);
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
-        received.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -435,5 +441,42 @@ fn main() -> Result<()> {
         "\nevents/s reported {:.0}; events dropped (channel full) {}; heartbeats rejected {} (all were valid)",
         v.events, e2e.events_dropped, e2e.rejected
     );
+    flood_table();
     Ok(())
+}
+
+/// Section 3: the heartbeat port flooded from the lab's client, against the same time quiet.
+fn flood_table() {
+    use vnfpool_tests::flood::{AGENTS, FloodLab, INTERVAL_MS, MISSES};
+    let lab = FloodLab::start(&vnfpool_tests::sibling_binary("vnfpool-under-test"));
+    let (mut flooded, mut quiet) = (Vec::new(), Vec::new());
+    for _ in 0..FLOOD_SAMPLES {
+        flooded.push(lab.measure(FLOOD_SAMPLE, true));
+        quiet.push(lab.measure(FLOOD_SAMPLE, false));
+    }
+    let per_s = |v: f64, m: &vnfpool_tests::flood::Measured| v / m.flood.elapsed.as_secs_f64();
+    let row = |label: &str, samples: &[vnfpool_tests::flood::Measured], baseline: f64| {
+        let offered = median(samples.iter().map(|m| m.flood.rate()).collect());
+        let refused = median(samples.iter().map(|m| per_s(m.refused, m)).collect());
+        let reached = median(samples.iter().map(|m| per_s(m.rejected, m)).collect());
+        let accepted = median(samples.iter().map(|m| m.accepted / m.expected).collect());
+        let failovers: f64 = samples.iter().map(|m| m.failovers).sum();
+        println!(
+            "| {label} | {offered:.0} | {refused:.0} | {reached:.0} | {:.1}% | {:.3} | {failovers} |",
+            accepted * 100.0,
+            if baseline > 0.0 { accepted / baseline } else { 1.0 }
+        );
+        accepted
+    };
+    println!(
+        "\nthe heartbeat port flooded from the lab's client ({AGENTS} agents, a heartbeat every {INTERVAL_MS} ms, {MISSES} misses allowed), {} s per sample, flooded and quiet in turns, median of {FLOOD_SAMPLES}\n",
+        FLOOD_SAMPLE.as_secs_f64()
+    );
+    println!(
+        "| run | flood offered/s | dropped by the program/s | reached the verifier/s | heartbeats accepted (of sent) | vs quiet | failovers (all samples) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let baseline = median(quiet.iter().map(|m| m.accepted / m.expected).collect());
+    row("flood of well-formed heartbeats, wrong key", &flooded, baseline);
+    row("baseline: quiet", &quiet, 0.0);
 }

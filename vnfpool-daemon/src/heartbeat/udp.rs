@@ -1,7 +1,7 @@
 //! Heartbeats over UDP: the receiver task that verifies them, and the sender an element runs.
 //!
-//! The receiver drains up to [`BATCH`] datagrams from its socket each time it is woken, reads
-//! the clocks once, verifies the batch under one lock of the shared [`Verifier`] and then
+//! The receiver drains up to [`BATCH`] datagrams from its socket with one system call
+//! (`recvmmsg`) each time it is woken, reads the clocks once, verifies the batch under one lock of the shared [`Verifier`] and then
 //! reports each accepted heartbeat as a [`HeartbeatEvent`]. Its buffers live in the task: no
 //! allocation per datagram.
 //!
@@ -17,7 +17,7 @@
 
 use std::{
     io,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -25,7 +25,9 @@ use std::{
     time::SystemTime,
 };
 
+use nix::sys::socket::{MsgFlags, MultiHeaders, recvmmsg};
 use tokio::{
+    io::Interest,
     net::UdpSocket,
     sync::mpsc::{self, error::TrySendError},
     time::Instant,
@@ -37,7 +39,7 @@ use super::{Clocks, ElementId, Key, LEN, Now, Signer, Verifier, unix_ns};
 pub const BATCH: usize = 64;
 /// One byte more than a heartbeat, so that a longer datagram, cut to this, is still rejected
 /// as malformed.
-const BUF: usize = LEN + 1;
+pub const BUF: usize = LEN + 1;
 
 /// An accepted heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,16 +163,19 @@ impl Receiver {
         }
     }
 
-    /// Reads datagrams until the socket has none left or `bufs` is full; returns how many.
+    /// Reads what the socket holds, up to a full `bufs`, with one `recvmmsg`; returns how many
+    /// datagrams (0 when there were none).
     fn receive_batch(&self, bufs: &mut [[u8; BUF]; BATCH], lens: &mut [usize; BATCH]) -> io::Result<usize> {
-        let mut n = 0;
-        while n < BATCH {
-            match self.socket.try_recv(&mut bufs[n]) {
-                Ok(len) => {
-                    lens[n] = len;
-                    n += 1;
+        loop {
+            match self
+                .socket
+                .try_io(Interest::READABLE, || receive_many(&self.socket, bufs, lens))
+            {
+                Ok(n) => {
+                    self.stats.datagrams.fetch_add(n as u64, Ordering::Relaxed);
+                    return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -184,9 +189,37 @@ impl Receiver {
                 Err(e) => return Err(e),
             }
         }
-        self.stats.datagrams.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
     }
+}
+
+/// One `recvmmsg` into `bufs` without waiting; each datagram's length (cut to its buffer) in
+/// `lens`. `WouldBlock` when the socket holds none. Call it within [`UdpSocket::try_io`], so
+/// that the socket's readiness is cleared when it is empty.
+///
+/// # Errors
+/// The system call's.
+pub fn receive_many(
+    socket: &UdpSocket,
+    bufs: &mut [[u8; BUF]; BATCH],
+    lens: &mut [usize; BATCH],
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    let mut headers = MultiHeaders::<()>::preallocate(BATCH, None);
+    let mut slices = bufs.each_mut().map(|buf| [io::IoSliceMut::new(buf)]);
+    let received = recvmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        slices.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    let mut n = 0;
+    for (message, len) in received.zip(lens.iter_mut()) {
+        *len = message.bytes;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// First pause before a receiver that failed is started again; it doubles with each failure
@@ -267,11 +300,35 @@ impl Sender {
 
     /// A sender from a new socket on an ephemeral port, connected to `receiver`.
     pub async fn connect(receiver: SocketAddr, id: ElementId, key: &Key) -> io::Result<Self> {
-        let local: SocketAddr = match receiver {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        Self::connect_from(None, receiver, id, key).await
+    }
+
+    /// A sender as [`Self::connect`] makes, whose heartbeats leave from `from` when this host
+    /// has that address: the daemon's data plane lets heartbeats through from the addresses
+    /// elements registered only (an element whose route to the daemon leaves from another of
+    /// its addresses would otherwise be refused). Without it, or when it is not local, the
+    /// route chooses.
+    pub async fn connect_from(
+        from: Option<IpAddr>,
+        receiver: SocketAddr,
+        id: ElementId,
+        key: &Key,
+    ) -> io::Result<Self> {
+        let any: IpAddr = match receiver {
+            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
         };
-        let socket = UdpSocket::bind(local).await?;
+        let socket = match from.filter(|ip| ip.is_ipv4() == receiver.is_ipv4()) {
+            Some(ip) => match UdpSocket::bind((ip, 0)).await {
+                Ok(socket) => socket,
+                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+                    tracing::warn!(address = %ip, "not an address of this host; heartbeats leave from the address the route chooses, which the daemon may refuse");
+                    UdpSocket::bind((any, 0)).await?
+                }
+                Err(e) => return Err(e),
+            },
+            None => UdpSocket::bind((any, 0)).await?,
+        };
         socket.connect(receiver).await?;
         Ok(Self::new(socket, id, key))
     }
@@ -321,7 +378,7 @@ pub fn bind(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
 
 #[cfg(test)]
 mod tests {
-    use std::{net::IpAddr, time::Duration};
+    use std::time::Duration;
 
     use tokio::{sync::mpsc::Receiver as Events, task::JoinHandle};
 
