@@ -1,9 +1,9 @@
 //! Heartbeats over UDP: the receiver task that verifies them, and the sender an element runs.
 //!
 //! The receiver drains up to [`BATCH`] datagrams from its socket with one system call
-//! (`recvmmsg`) each time it is woken, reads the clocks once, verifies the batch under one lock of the shared [`Verifier`] and then
-//! reports each accepted heartbeat as a [`HeartbeatEvent`]. Its buffers live in the task: no
-//! allocation per datagram.
+//! (`recvmmsg`) each time it is woken, reads the clocks once, verifies the batch under one lock
+//! of the shared [`Verifier`] and then reports each accepted heartbeat as a
+//! [`HeartbeatEvent`]. Its buffers live in the task: no allocation per datagram.
 //!
 //! Liveness is recorded in the verifier itself, before any event is sent. The events are for a
 //! consumer that wants to react to heartbeats as they come (an element's first one, say); one
