@@ -2,7 +2,7 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 /// Builds the XDP program (`vnfpool-ebpf`) with the nightly toolchain and puts the object in
-/// `OUT_DIR`, where `dataplane::loader` embeds it.
+/// `OUT_DIR`, where `dataplane::bpf` embeds it (`EBPF_OBJECT`).
 fn main() -> anyhow::Result<()> {
     let metadata = cargo_metadata::MetadataCommand::new()
         .no_deps()

@@ -130,3 +130,83 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
         );
     }
 }
+
+/// The kind of map a README map table's type cell names, as aya names it.
+fn documented_kind(cell: &str) -> &'static str {
+    match cell.split([',', '(']).next().map(str::trim) {
+        Some("hash") => "HashMap",
+        Some("array" | "array of 8-way buckets") => "Array",
+        Some("per-CPU array") => "PerCpuArray",
+        Some("ring buffer") => "RingBuf",
+        Some("device hash") => "DevMapHash",
+        _ => panic!("README names an unknown map type: {cell:?}"),
+    }
+}
+
+/// The kind of a loaded map, as aya names it.
+fn loaded_kind(map: &aya::maps::Map) -> &'static str {
+    use aya::maps::Map;
+    match map {
+        Map::HashMap(_) => "HashMap",
+        Map::Array(_) => "Array",
+        Map::PerCpuArray(_) => "PerCpuArray",
+        Map::RingBuf(_) => "RingBuf",
+        Map::DevMapHash(_) => "DevMapHash",
+        other => panic!("a map type README has no word for: {other:?}"),
+    }
+}
+
+/// README's map table names every map of the program, in `maps::ALL`'s order, with its type
+/// and the number of entries this build gives it by default (issue 18: the docs said 64 pools
+/// where the code had 128).
+#[test]
+fn the_readme_map_table_matches_the_build() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let mut kinds = Vec::new();
+    let rows: Vec<(String, u64)> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `VNF_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            let name = cells[0].trim_matches('`').to_owned();
+            kinds.push((name.clone(), documented_kind(cells[1])));
+            let entries = cells.get(3).unwrap_or_else(|| panic!("{name}: no entries cell in {l:?}"));
+            let mut words = entries.split_whitespace();
+            let n: u64 = words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: entries {entries:?} do not start with a number"));
+            let n = if words.next() == Some("MiB") { n << 20 } else { n };
+            (name, n)
+        })
+        .collect();
+    let layout = vnfpool_daemon::dataplane::layout(
+        flow::buckets(maps::DEFAULT_FLOW_TABLE_SIZE),
+        maps::DEFAULT_RING_CHUNKS,
+    );
+    let built: Vec<(String, u64)> = maps::ALL
+        .iter()
+        .map(|name| {
+            let (_, (_, _, entries)) = layout
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("{name} missing from layout()"));
+            ((*name).to_owned(), u64::from(*entries))
+        })
+        .collect();
+    assert_eq!(rows, built, "README's map table (name, entries) against the build");
+    let mut dp = AyaDataplane::load(&LoadOptions {
+        pin_dir: None,
+        ..LoadOptions::default()
+    })
+    .expect("load");
+    let loaded: std::collections::BTreeMap<String, &str> = dp
+        .ebpf_mut()
+        .maps()
+        .map(|(name, map)| (name.to_owned(), loaded_kind(map)))
+        .collect();
+    for (name, kind) in kinds {
+        assert_eq!(loaded.get(&name), Some(&kind), "{name}: README's type against the object's");
+    }
+}
