@@ -161,8 +161,8 @@ fn loaded_kind(map: &aya::maps::Map) -> &'static str {
 /// where the code had 128).
 #[test]
 fn the_readme_map_table_matches_the_build() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
     let mut kinds = Vec::new();
     let rows: Vec<(String, u64)> = readme
         .lines()
@@ -171,7 +171,9 @@ fn the_readme_map_table_matches_the_build() {
             let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
             let name = cells[0].trim_matches('`').to_owned();
             kinds.push((name.clone(), documented_kind(cells[1])));
-            let entries = cells.get(3).unwrap_or_else(|| panic!("{name}: no entries cell in {l:?}"));
+            let entries = cells
+                .get(3)
+                .unwrap_or_else(|| panic!("{name}: no entries cell in {l:?}"));
             let mut words = entries.split_whitespace();
             let n: u64 = words
                 .next()
@@ -195,7 +197,10 @@ fn the_readme_map_table_matches_the_build() {
             ((*name).to_owned(), u64::from(*entries))
         })
         .collect();
-    assert_eq!(rows, built, "README's map table (name, entries) against the build");
+    assert_eq!(
+        rows, built,
+        "README's map table (name, entries) against the build"
+    );
     let mut dp = AyaDataplane::load(&LoadOptions {
         pin_dir: None,
         ..LoadOptions::default()
@@ -207,6 +212,10 @@ fn the_readme_map_table_matches_the_build() {
         .map(|(name, map)| (name.to_owned(), loaded_kind(map)))
         .collect();
     for (name, kind) in kinds {
-        assert_eq!(loaded.get(&name), Some(&kind), "{name}: README's type against the object's");
+        assert_eq!(
+            loaded.get(&name),
+            Some(&kind),
+            "{name}: README's type against the object's"
+        );
     }
 }

@@ -2,100 +2,9 @@
 //! every value a later check may point at, and reject unknown keys. `validate` turns them into
 //! [`crate::model::spec`] values.
 //!
-//! # Configuration reference
-//!
-//! Keys marked *required* must be present; every other key may be left out and takes the
-//! default shown. Durations are written as `10ms`, `1s`, `1m 30s`, … (humantime). A name is
-//! `[a-z0-9][a-z0-9_-]*`, at most 32 bytes. Any key not listed here is an error.
-//!
-//! ```yaml
-//! daemon:                            # required
-//!   interfaces: [eth0]               # required, at least one; where XDP attaches (ingress)
-//!   xdp_mode: auto                   # native | generic | auto (native, else generic with a warning)
-//!   pin_dir: /sys/fs/bpf/vnfpool     # absolute path on a bpffs
-//!   state_dir: /var/lib/vnfpool      # absolute path; persisted pool state
-//!   socket: /run/vnfpool/vnfpool.sock  # absolute path; local control socket (mode 0600)
-//!   metrics: 127.0.0.1:9470          # address:port of /metrics, /live and /ready (HTTP)
-//!   flow_table_size: 1048576         # flows, 8..=67108864 (2^26)
-//! pools:                             # required, at most 128 pools (may be empty)
-//!   - name: web                      # required, a name, unique among pools
-//!     vip: 10.10.0.100               # required, IPv4 or IPv6 unicast address
-//!     ports: [8080]                  # required, at least one, 1..=65535, no repeats; a
-//!                                    #   VIP:port/protocol belongs to one pool only
-//!     protocol: tcp                  # required: tcp | udp
-//!     ring_size: 65537               # Maglev table size: a prime, 251..=1048573, >= elements;
-//!                                    #   all pools together: at most 15 tables of 65537
-//!     redundancy:                    # required
-//!       model: active-standby        # required: active-standby | n+m | active-active
-//!       active: 1                    # n+m: required, 1..=number of elements (N);
-//!                                    #   active-standby: 1 if given; active-active: not allowed
-//!       preempt: true                # active-standby and n+m: a returning higher-priority
-//!                                    #   element takes over again; active-active: not allowed
-//!     health:                        # required
-//!       check: tcp                   # required: tcp | http | udp | exec
-//!       port: 8080                   # tcp, http, udp: required, 1..=65535; exec: not allowed
-//!       path: /                      # http only: request path, starts with `/`
-//!       expect_status: 200           # http only: 100..=599
-//!       payload: "ping"              # udp only, required: datagram sent (UTF-8 bytes of the
-//!                                    #   string; YAML escapes like "\x01" allowed)
-//!       expect: "pong"               # udp only: the reply must equal this (any reply if absent)
-//!       command: [/usr/bin/check, --fast]  # exec only, required: program and arguments (no
-//!                                    #   shell); gets VNFPOOL_ELEMENT and VNFPOOL_ELEMENT_ADDRESS
-//!       interval: 10ms               # required, 1ms..=1h
-//!       timeout: 50ms                # required, 1ms..=1h
-//!       rise: 2                      # required, 1..=100 successes to come up
-//!       fall: 3                      # required, 1..=100 failures to go down
-//!     budget:                        # optional availability budget
-//!       detect: 50ms                 # required, > 0; must be >= interval x fall + timeout
-//!       switch: 1ms                  # required, > 0; checked at run time
-//!     heartbeat:                     # self-registered elements (see the API): they are told
-//!       interval: 10ms               #   this interval, 1ms..=1h, and failed after `misses`
-//!       misses: 3                    #   (1..=100) silent intervals; default 10ms x 3
-//!     elements:                      # required, 1..=1024 elements
-//!       - name: e1                   # required, a name, unique within the pool
-//!         address: 10.10.1.11        # required, unicast, same family as the VIP, not the VIP,
-//!                                    #   unique within the pool
-//!         priority: 100              # 0..=4294967295; higher wins the active role
-//!         weight: 1                  # 1..=1000; share of new flows when active
-//!         failure_domains: { host: h1, rack: r1, zone: z1 }  # kind (a name) -> value
-//!                                    #   (a string, non-empty, at most 64 bytes; quote one
-//!                                    #   YAML reads otherwise, like "3" or "no"); default none
-//!         srlg: [fiber-7, duct-2]    # shared-risk link groups, strings as failure-domain
-//!                                    #   values; kept sorted, each once; default none
-//!         site: site-a               # a site of placement.topology; default none
-//!         mac: "aa:bb:cc:dd:ee:ff"   # unicast MAC; default: from the neighbour table
-//!         interface: eth1            # egress interface; default: from the routing table
-//! placement:                         # optional: what backup selection weighs
-//!   weights: { host: 100, rack: 10, zone: 1, srlg: 50 }  # failure-domain kind (a name), or
-//!                                    #   `srlg` for each shared link group -> 0..=1000000;
-//!                                    #   a kind not listed weighs 1
-//!   topology:                        # site cost map: site (a name) -> { site -> cost
-//!     site-a: { site-a: 0, site-b: 2 }  #   0..=1000000 }, directional; every site costed
-//!     site-b: { site-a: 2, site-c: 5 }  #   to is a key here; a pair not given is unknown
-//!     site-c: {}                     #   (a site to itself: 0); default none
-//!   # topology: sites.yaml           # or the path of a file holding that mapping as its whole
-//!                                    #   document, relative to this file's directory; read
-//!                                    #   again on every load (and so on reload)
-//! cluster:                           # optional: this daemon is one node of a cluster
-//!   node: lb-1                       # required, a name, unique in the cluster
-//!   etcd:                            # required: the etcd v3 cluster holding the pools' state
-//!     endpoints: [http://10.0.0.5:2379]  # required, 1..=16 URLs, all http:// or all https://
-//!     ca: /etc/vnfpool/etcd-ca.pem   # https only, required: CA of the etcd servers (PEM)
-//!     cert: /etc/vnfpool/etcd.pem    # https only, optional with `key`: client certificate
-//!     key: /etc/vnfpool/etcd.key     #   and its private key (PEM)
-//!   prefix: /vnfpool/                # etcd key prefix: starts and ends with `/`
-//!   lease_ttl: 3s                    # membership and leadership lease, 3s..=60s (whole
-//!                                    #   seconds): a dead node's pools move within it
-//!   flow_sync:                       # required: new flows replicated to the other nodes
-//!     listen: 10.0.0.1:9472          # required, IP address and UDP port peers send to
-//!     key_file: /etc/vnfpool/cluster.key  # required, absolute path: the cluster's shared
-//!                                    #   secret (32..=1024 bytes; mode 0600 or stricter)
-//!   route_table: 100                 # kernel routing table the VIP routes go to, 1..=4294967295
-//!                                    #   but not 253..=255 (default, main, local)
-//! ```
-//!
-//! `path` and `expect_status` default to `/` and `200` for an `http` check. A key that does not
-//! apply to the chosen check or redundancy model is an error rather than silently ignored.
+//! The configuration reference is README's "Configuration" section (with `api:` under "The
+//! API" and `cluster:` under "A cluster of nodes"), the one copy: a test below fails when a key
+//! these structs accept is missing from it.
 
 use std::{fmt, marker::PhantomData};
 
@@ -472,5 +381,103 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for NodeVisitor<V> {
 
     fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Node<V>, E> {
         Ok(Node::Wrong(Wrong("binary data")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Deserializer, de};
+
+    use super::*;
+
+    /// A deserializer that only records the keys a struct accepts (what serde's derive hands
+    /// to `deserialize_struct`) and then fails.
+    #[derive(Default)]
+    struct Keys(Option<&'static [&'static str]>);
+
+    impl<'de> Deserializer<'de> for &mut Keys {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: de::Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(de::Error::custom("recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    /// The keys `T` accepts.
+    fn keys<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+        let mut keys = Keys::default();
+        let _ = T::deserialize(&mut keys);
+        keys.0.expect("a struct")
+    }
+
+    /// Every key of the configuration file and of `agent.yaml` is in README's reference: a
+    /// `key:` line of one of its YAML blocks.
+    #[test]
+    fn readme_documents_every_key_the_parser_accepts() {
+        let readme = include_str!("../../../README.md");
+        let mut yaml = String::new();
+        let mut inside = false;
+        for line in readme.lines() {
+            if line.starts_with("```") {
+                inside = line == "```yaml";
+                continue;
+            }
+            if inside {
+                yaml.push_str(line);
+                yaml.push('\n');
+            }
+        }
+        let documented = |key: &str| {
+            yaml.lines().any(|l| {
+                let l = l.trim_start().trim_start_matches("- ").trim_start_matches("# ");
+                l.starts_with(&format!("{key}:"))
+                    || l.contains(&format!("{{ {key}:"))
+                    || l.contains(&format!(", {key}:"))
+            })
+        };
+        let tables: [(&str, &[&str]); 17] = [
+            ("the file", keys::<RawConfig>()),
+            ("daemon", keys::<RawDaemon>()),
+            ("pools[]", keys::<RawPool>()),
+            ("redundancy", keys::<RawRedundancy>()),
+            ("health", keys::<RawHealth>()),
+            ("budget", keys::<RawBudget>()),
+            ("heartbeat", keys::<RawHeartbeat>()),
+            ("registration", keys::<RawRegistration>()),
+            ("elements[]", keys::<RawElement>()),
+            ("placement", keys::<RawPlacement>()),
+            ("api", keys::<RawApi>()),
+            ("api.clients[]", keys::<RawApiClient>()),
+            ("api.issuers[]", keys::<RawApiIssuer>()),
+            ("cluster", keys::<RawCluster>()),
+            ("cluster.etcd", keys::<RawEtcd>()),
+            ("cluster.flow_sync", keys::<RawFlowSync>()),
+            ("agent.yaml", keys::<crate::agent::AgentConfig>()),
+        ];
+        let missing: Vec<String> = tables
+            .iter()
+            .flat_map(|(table, keys)| {
+                keys.iter()
+                    .filter(|k| !documented(k))
+                    .map(move |k| format!("{table}: {k}"))
+            })
+            .collect();
+        assert!(missing.is_empty(), "keys README's reference lacks: {missing:?}");
     }
 }
