@@ -146,11 +146,11 @@ impl FloodLab {
         }
     }
 
-    #[expect(clippy::cast_precision_loss, reason = "a handful of agents")]
     /// Floods the heartbeat port at the host's address on the client's link (where the program
     /// runs) for `duration`, or, without `flood`, only waits as long; what the daemon counted
     /// meanwhile.
     #[must_use]
+    #[expect(clippy::cast_precision_loss, reason = "a handful of agents")]
     pub fn measure(&self, duration: Duration, flood: bool) -> Measured {
         let before = scrape::metrics(&self.lab.host);
         let sent = if flood {

@@ -260,8 +260,6 @@ fn an_adopted_heartbeat_guard_is_replaced_by_the_first_one_written() {
     let pins = PinDir::new();
     let opts = LoadOptions {
         pin_dir: Some(pins.path().to_owned()),
-        flow_table_size: 8192,
-        ring_chunks: 4096,
         ..LoadOptions::default()
     };
     let a = |text: &str| addr::from_ip(text.parse().expect("an address"));

@@ -466,7 +466,6 @@ fn flood_table() {
             accepted * 100.0,
             if baseline > 0.0 { accepted / baseline } else { 1.0 }
         );
-        accepted
     };
     println!(
         "\nthe heartbeat port flooded from the lab's client ({AGENTS} agents, a heartbeat every {INTERVAL_MS} ms, {MISSES} misses allowed), {} s per sample, flooded and quiet in turns, median of {FLOOD_SAMPLES}\n",

@@ -883,6 +883,19 @@ async fn register_as(
     .await
 }
 
+/// `subject` removes `element` from `pool`.
+async fn deregister_as(h: &Harness, subject: &str, pool: &str, element: &str) -> Result<String, Refusal> {
+    h.ask(|reply| {
+        Command::RemoveElement(RemoveElement {
+            pool: pool.into(),
+            element: element.into(),
+            subject: Some(subject.into()),
+            reply,
+        })
+    })
+    .await
+}
+
 /// `CN=g` may register in `dns` only, names `g-*`, addresses in 10.0.0.64/26, two at once.
 #[tokio::test(start_paused = true)]
 async fn an_element_client_registers_only_what_its_grant_allows() {
@@ -947,16 +960,7 @@ async fn an_element_client_registers_only_what_its_grant_allows() {
     .await
     .expect("changed within the grant");
     // A removal frees its place.
-    h.ask(|reply| {
-        Command::RemoveElement(RemoveElement {
-            pool: "dns".into(),
-            element: "g-2".into(),
-            subject: Some("CN=g".into()),
-            reply,
-        })
-    })
-    .await
-    .expect("removed");
+    deregister_as(&h, "CN=g", "dns", "g-2").await.expect("removed");
     register_as(&h, "CN=g", "dns", "g-3", address("10.0.0.67"))
         .await
         .expect("the quota has room again");
@@ -1039,27 +1043,11 @@ async fn a_registered_element_lives_by_its_heartbeats_and_fails_when_they_stop()
         silent.elapsed()
     );
 
-    let other = h
-        .ask(|reply| {
-            Command::RemoveElement(RemoveElement {
-                pool: "dns".into(),
-                element: "a1".into(),
-                subject: Some("CN=someone-else".into()),
-                reply,
-            })
-        })
+    let other = deregister_as(&h, "CN=someone-else", "dns", "a1")
         .await
         .expect_err("not the caller's");
     assert_eq!(other.kind(), commands::RefusalKind::Forbidden);
-    let gone = h
-        .ask(|reply| {
-            Command::RemoveElement(RemoveElement {
-                pool: "dns".into(),
-                element: "a1".into(),
-                subject: Some("CN=e".into()),
-                reply,
-            })
-        })
+    let gone = deregister_as(&h, "CN=e", "dns", "a1")
         .await
         .expect("deregistered");
     assert_eq!(gone, "dns/a1: removed");
@@ -1097,18 +1085,11 @@ async fn the_heartbeat_guard_admits_the_registered_elements_addresses_only() {
     );
     register(&h, "a1", "10.0.0.31").await.expect("registered");
     register(&h, "a2", "10.0.0.32").await.expect("registered");
-    assert_eq!(peers(&h), [(ip("10.0.0.31"), 1), (ip("10.0.0.32"), 1)]);
     // The file's elements are probed, not heard: they are no peers.
-    h.ask(|reply| {
-        Command::RemoveElement(RemoveElement {
-            pool: "dns".into(),
-            element: "a1".into(),
-            subject: Some("CN=e".into()),
-            reply,
-        })
-    })
-    .await
-    .expect("deregistered");
+    assert_eq!(peers(&h), [(ip("10.0.0.31"), 1), (ip("10.0.0.32"), 1)]);
+    deregister_as(&h, "CN=e", "dns", "a1")
+        .await
+        .expect("deregistered");
     assert_eq!(
         peers(&h),
         [(ip("10.0.0.32"), 1)],
