@@ -131,7 +131,8 @@ pub struct FlowCtl {
     /// The current stamp ([`stamp`]), refreshed by packets that insert a flow and read by
     /// those that hit one, so that hits need no clock read. Written by the program.
     pub stamp: u32,
-    /// How the table's entries are packed ([`ENTRY_LAYOUT`] of the build that created it).
+    /// How the table's entries are packed and placed ([`ENTRY_LAYOUT`] of the build that
+    /// created it).
     /// Written by the loader with the mask; a daemon refuses to adopt a table packed another
     /// way, whose entries it would no longer match.
     pub entry_layout: u32,
@@ -261,8 +262,9 @@ pub const fn placeable(event: &FlowEvent, bucket_mask: u32) -> bool {
     32 - bucket_mask.leading_zeros() <= event.exact_bits as u32
 }
 
-/// The packing of [`entry`]: raised whenever its fields move or change width.
-pub const ENTRY_LAYOUT: u32 = 1;
+/// The packing of [`entry`] and the flow hash that places entries: raised whenever a field
+/// moves or changes width, or [`hash64`] changes (2: the hash takes an IPv4 flow's 11 bytes).
+pub const ENTRY_LAYOUT: u32 = 2;
 
 /// Bits of an entry holding the element index.
 pub const ELEMENT_BITS: u32 = 10;
@@ -390,45 +392,92 @@ const fn sip_round(v: &mut [u64; 4]) {
     v[2] = v[2].rotate_left(32);
 }
 
-/// 64-bit hash of a flow: `SipHash-1-3` under `secret` of the [`FlowKey`]'s 24 bytes, as the
+/// 64-bit hash of a flow: `SipHash-1-3` under `secret` of the flow's [`hash_input`], as the
 /// kernel keys its own flow hashes. Without a secret anyone could compute tuples that land in
 /// one victim's bucket and evict its flow with eight packets. Nodes behind ECMP share the key
 /// (derived from the cluster's secret), which is what lets them agree on a flow's element
-/// without sharing flow tables. `SipHash-1-3` costs about 10 ns here; the key's secrecy matters,
-/// not a margin against cryptanalysis (the kernel's flow hashes make the same choice).
+/// without sharing flow tables. The key's secrecy matters here, not a margin against
+/// cryptanalysis (the kernel's flow hashes make the same choice).
+///
+/// Every new flow waits for this hash before its bucket's cache miss can start, so its rounds
+/// are counted: an IPv4 flow's 11 bytes take two compression rounds, an IPv6 flow's 23 bytes
+/// three (the 24 bytes of [`FlowKey`] would take four: a whole block for the length), then the
+/// three finalization rounds. That is 5 or 6 rounds instead of 7 (BENCHMARKS.md).
 #[inline(always)]
 #[must_use]
 pub const fn hash64(key: &FlowKey, secret: &HashKey) -> u64 {
-    // The key's bytes as little-endian words (its layout on the little-endian hosts vnfpool
-    // runs on: x86-64, arm64).
-    let m = [
-        (key.src[0] as u64) | ((key.src[1] as u64) << 32),
-        (key.src[2] as u64) | ((key.src[3] as u64) << 32),
-        (key.sport_be as u64)
-            | ((key.dport_be as u64) << 16)
-            | ((key.pool as u64) << 32)
-            | ((key.proto as u64) << 48),
-        // The length block: 24 bytes, no tail.
-        24 << 56,
-    ];
     let mut v = [
         secret[0] ^ 0x736f_6d65_7073_6575,
         secret[1] ^ 0x646f_7261_6e64_6f6d,
         secret[0] ^ 0x6c79_6765_6e65_7261,
         secret[1] ^ 0x7465_6462_7974_6573,
     ];
-    let mut i = 0;
-    while i < m.len() {
-        v[3] ^= m[i];
-        sip_round(&mut v);
-        v[0] ^= m[i];
-        i += 1;
-    }
+    // The input's little-endian words (see `hash_input`); an IPv4 flow's first word is its
+    // IPv6 flow's second, so one sequence of rounds serves both, the first one skipped.
+    let src = &key.src;
+    let ports = (key.sport_be as u64) | ((key.dport_be as u64) << 16);
+    let (second, last) = if is_v4(src) {
+        (
+            (src[3] as u64) | (ports << 32),
+            (key.pool as u64) | ((key.proto as u64) << 16) | (V4_INPUT_LEN << 56),
+        )
+    } else {
+        compress(&mut v, (src[0] as u64) | ((src[1] as u64) << 32));
+        (
+            (src[2] as u64) | ((src[3] as u64) << 32),
+            ports | ((key.pool as u64) << 32) | ((key.proto as u64) << 48) | (V6_INPUT_LEN << 56),
+        )
+    };
+    compress(&mut v, second);
+    compress(&mut v, last);
     v[2] ^= 0xff;
     sip_round(&mut v);
     sip_round(&mut v);
     sip_round(&mut v);
     v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+/// Bytes of an IPv4 flow's [`hash_input`].
+const V4_INPUT_LEN: u64 = 11;
+/// Bytes of an IPv6 flow's [`hash_input`].
+const V6_INPUT_LEN: u64 = 23;
+
+/// Whether `addr` is an IPv4 address (mapped, as the maps store it).
+#[inline(always)]
+const fn is_v4(addr: &crate::addr::Addr) -> bool {
+    addr[0] == 0 && addr[1] == 0 && addr[2] == crate::addr::v4_mapped_marker()
+}
+
+/// One `SipHash` compression of message word `m`.
+#[inline(always)]
+const fn compress(v: &mut [u64; 4], m: u64) {
+    v[3] ^= m;
+    sip_round(v);
+    v[0] ^= m;
+}
+
+/// The bytes [`hash64`] hashes for a flow, at most 23 of them in a buffer of 24: the client
+/// address (4 bytes for IPv4, 16 for IPv6), the client port, the VIP port, the pool and the
+/// protocol, each field as the little-endian bytes of its value in the key (an address's words
+/// and the ports hold network-order bytes, read natively on the little-endian hosts vnfpool
+/// runs on: x86-64, arm64). A key has one input and different keys have different ones (an
+/// address is IPv4 or not, and the two lengths differ). For tests and tools: [`hash64`] builds
+/// the same words without it.
+#[must_use]
+pub fn hash_input(key: &FlowKey) -> ([u8; 24], usize) {
+    let mut b = [0; 24];
+    let mut n = 0;
+    let words: &[u32] = if is_v4(&key.src) { &key.src[3..] } else { &key.src };
+    for w in words {
+        b[n..n + 4].copy_from_slice(&w.to_le_bytes());
+        n += 4;
+    }
+    for part in [key.sport_be, key.dport_be, key.pool] {
+        b[n..n + 2].copy_from_slice(&part.to_le_bytes());
+        n += 2;
+    }
+    b[n] = key.proto;
+    (b, n + 1)
 }
 
 /// The 32-bit hash that picks a flow's Maglev position ([`crate::ring::position`]): the high
@@ -451,22 +500,8 @@ mod tests {
         b
     }
 
-    /// The key's 24 bytes as they sit in memory.
-    fn key_bytes(k: &FlowKey) -> [u8; 24] {
-        let mut b = [0; 24];
-        for (i, w) in k.src.iter().enumerate() {
-            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        b[16..18].copy_from_slice(&k.sport_be.to_ne_bytes());
-        b[18..20].copy_from_slice(&k.dport_be.to_ne_bytes());
-        b[20..22].copy_from_slice(&k.pool.to_ne_bytes());
-        b[22] = k.proto;
-        // b[23]: the padding byte, always 0.
-        b
-    }
-
     #[test]
-    fn the_flow_hash_is_siphash_1_3_of_the_key_under_the_secret() {
+    fn the_flow_hash_is_siphash_1_3_of_the_flows_input_under_the_secret() {
         use core::hash::Hasher as _;
         let keys = [
             FlowKey::default(),
@@ -494,10 +529,40 @@ mod tests {
         ] {
             for k in &keys {
                 let mut reference = siphasher::sip::SipHasher13::new_with_keys(secret[0], secret[1]);
-                reference.write(&key_bytes(k));
+                let (input, len) = hash_input(k);
+                reference.write(&input[..len]);
                 assert_eq!(hash64(k, &secret), reference.finish(), "{k:?} under {secret:x?}");
             }
         }
+    }
+
+    #[test]
+    fn an_ipv4_flows_input_is_its_11_bytes_and_an_ipv6_flows_its_23() {
+        let v4 = FlowKey {
+            src: crate::addr::from_v4([10, 0, 0, 2]),
+            sport_be: 40000u16.to_be(),
+            dport_be: 443u16.to_be(),
+            pool: 3,
+            proto: 6,
+            _pad: 0,
+        };
+        let (b, n) = hash_input(&v4);
+        assert_eq!(&b[..n], &[10, 0, 0, 2, 0x9c, 0x40, 0x01, 0xbb, 3, 0, 6]);
+        let v6 = FlowKey {
+            src: crate::addr::from_v6([0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]),
+            ..v4
+        };
+        let (b, n) = hash_input(&v6);
+        assert_eq!(n, 23);
+        assert_eq!(&b[..4], &[0xfd, 0, 0, 1]);
+        assert_eq!(&b[16..n], &[0x9c, 0x40, 0x01, 0xbb, 3, 0, 6]);
+        // The same IPv4 address written out as an IPv6 one is an IPv6 input no longer.
+        let unmapped = FlowKey {
+            src: [0, 0, 0, v4.src[3]],
+            ..v4
+        };
+        assert_eq!(hash_input(&unmapped).1, 23);
+        assert_ne!(hash64(&unmapped, &[1, 2]), hash64(&v4, &[1, 2]));
     }
 
     #[test]

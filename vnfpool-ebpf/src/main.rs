@@ -205,6 +205,11 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
         return drop(pkt, Reason::NoElement);
     };
     let fp = flow::fingerprint(h);
+    // A new flow's element (its Maglev position, then its entry) is read before the bucket is
+    // searched, although a flow the table holds does not use it: a new flow's bucket, a line
+    // not in the caches, then loads during those two reads instead of before them
+    // (BENCHMARKS.md).
+    let picked = pick(p, pool, slot, (h >> 32) as u32);
 
     // SAFETY: `bucket` points at a value of the array, valid for the whole run.
     let found = unsafe { (*bucket).find(fp) };
@@ -222,50 +227,44 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
         }
     }
 
-    let Some(idx) = pick(p, slot, (h >> 32) as u32) else {
+    let Some((idx, e)) = picked else {
         return drop(pkt, Reason::NoElement);
     };
-    match element_at(pool, slot, idx) {
-        // The table holds only up elements of its own slot; the check guards a broken writer.
-        Some(e) if e.state == STATE_UP => {
-            let now = flow::stamp(jiffies());
-            if now != cached {
-                // SAFETY: as above; an aligned 4-byte store (a race between CPUs leaves one of
-                // two current stamps).
-                unsafe { core::ptr::write_volatile(&raw mut (*ctl).stamp, now as u32) };
-            }
-            let action = forward(ctx, pkt, pool, idx, e);
-            let entry = flow::entry(fp, now, idx);
-            match found {
-                // A flow re-picked keeps its way (and way 0 its hand): no other flow loses its
-                // entry, and a stale entry must not send the flow back when its element returns.
-                Way::Hit(way, old) => store(bucket, way, flow::with_hand(entry, flow::hand(old))),
-                // A new entry only for a flow's first packet, and within the flood guard.
-                Way::Empty(_) | Way::Full if !may_record(t, now, ctl) => {
-                    count(&VNF_REASONS, Reason::FlowNotRecorded as u32, pkt);
-                    return action;
-                }
-                Way::Empty(way) => store(bucket, way, entry),
-                Way::Full => {
-                    // SAFETY: as above.
-                    let way = unsafe { (*bucket).victim(now) };
-                    store(bucket, way, entry);
-                    // The hand moves past the way just written; way 0 is read again as it may
-                    // be that way. Its own 8-byte store: a race with another CPU's store to
-                    // way 0 keeps one of the two, as for any way.
-                    // SAFETY: as above.
-                    let way0 = unsafe { core::ptr::read_volatile(&raw const (*bucket).ways[0]) };
-                    store(bucket, 0, flow::with_hand(way0, way + 1));
-                }
-            }
-            // SAFETY: as above; an aligned 4-byte load of a line already read.
-            if unsafe { (*ctl).events } != 0 {
-                emit(pkt, h, pool, idx);
-            }
-            action
-        }
-        _ => drop(pkt, Reason::NoElement),
+    let now = flow::stamp(jiffies());
+    if now != cached {
+        // SAFETY: as above; an aligned 4-byte store (a race between CPUs leaves one of
+        // two current stamps).
+        unsafe { core::ptr::write_volatile(&raw mut (*ctl).stamp, now as u32) };
     }
+    let action = forward(ctx, pkt, pool, idx, e);
+    let entry = flow::entry(fp, now, idx);
+    match found {
+        // A flow re-picked keeps its way (and way 0 its hand): no other flow loses its
+        // entry, and a stale entry must not send the flow back when its element returns.
+        Way::Hit(way, old) => store(bucket, way, flow::with_hand(entry, flow::hand(old))),
+        // A new entry only for a flow's first packet, and within the flood guard.
+        Way::Empty(_) | Way::Full if !may_record(t, now, ctl) => {
+            count(&VNF_REASONS, Reason::FlowNotRecorded as u32, pkt);
+            return action;
+        }
+        Way::Empty(way) => store(bucket, way, entry),
+        Way::Full => {
+            // SAFETY: as above.
+            let way = unsafe { (*bucket).victim(now) };
+            store(bucket, way, entry);
+            // The hand moves past the way just written; way 0 is read again as it may
+            // be that way. Its own 8-byte store: a race with another CPU's store to
+            // way 0 keeps one of the two, as for any way.
+            // SAFETY: as above.
+            let way0 = unsafe { core::ptr::read_volatile(&raw const (*bucket).ways[0]) };
+            store(bucket, 0, flow::with_hand(way0, way + 1));
+        }
+    }
+    // SAFETY: as above; an aligned 4-byte load of a line already read.
+    if unsafe { (*ctl).events } != 0 {
+        emit(pkt, h, pool, idx);
+    }
+    action
 }
 
 /// Whether a flow the table does not hold gets an entry at stamp `now`.
@@ -337,18 +336,27 @@ fn jiffies() -> u64 {
     unsafe { bpf_jiffies64() }
 }
 
-/// The element a new flow with Maglev hash `hash` gets from the live table of pool `p`.
+/// The element a new flow with Maglev hash `hash` gets from the live table of pool `p`, with
+/// its index, when it is up (the table holds only up elements of its own slot: the check
+/// guards a broken writer).
 #[inline(always)]
-fn pick(p: &Pool, slot: u32, hash: u32) -> Option<u32> {
+fn pick(p: &Pool, pool: u32, slot: u32, hash: u32) -> Option<(u32, &'static Element)> {
     // verifier: `slot` is 0 or 1, the array's length.
     let meta = &p.slots[(slot & 1) as usize];
     if meta.ring_size == 0 {
         return None;
     }
     let pos = ring::position(hash, meta.ring_size);
-    let chunk = VNF_RING.get(meta.ring_offset + pos / ring::LANES)?;
+    let chunk = VNF_RING.get_ptr(meta.ring_offset + pos / ring::LANES)?;
     // verifier: the lane is masked to 0..4, the array's length.
-    Some(chunk.elements[(pos & (ring::LANES - 1)) as usize] as u32)
+    let lane = (pos & (ring::LANES - 1)) as usize;
+    // SAFETY: a valid array value. Volatile, as the state below, so that the compiler keeps
+    // the loads where they are written (`steer` issues them early on purpose) instead of
+    // sinking them to their use.
+    let idx = u32::from(unsafe { core::ptr::read_volatile(&raw const (*chunk).elements[lane]) });
+    let e = element_at(pool, slot, idx)?;
+    // SAFETY: a valid array value.
+    (unsafe { core::ptr::read_volatile(&raw const e.state) } == STATE_UP).then_some((idx, e))
 }
 
 #[inline(always)]

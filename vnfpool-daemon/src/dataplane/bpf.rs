@@ -69,9 +69,9 @@ pub enum DataplaneError {
         #[source]
         source: aya::maps::xdp::XdpMapError,
     },
-    /// The pinned flow table packs its entries another way than this build.
+    /// The pinned flow table packs or places its entries another way than this build.
     #[error(
-        "pinned flow table packs its entries in layout {found}, this build in layout {expected}: \
+        "pinned flow table packs or places its entries in layout {found}, this build in layout {expected}: \
          adopted, every flow in it would be picked again; remove the pins (the data plane \
          stops) or run the matching build"
     )]
