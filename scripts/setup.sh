@@ -18,9 +18,11 @@ fi
 # `vnfpool watch`'s screen (tests/tests/watch.rs). The cluster (issue #15): etcd-server (the
 # tests start their own etcd on free ports and never use a system one), protobuf-compiler and
 # libprotobuf-dev (etcd-client's build runs protoc on etcd's protos and the well-known types),
-# bird2 (the lab's BGP router and the nodes' route exporters).
+# bird2 (the lab's BGP router and the nodes' route exporters). The Debian package
+# (`cargo xtask dist`, tests/tests/package.rs): dpkg-dev (dpkg-shlibdeps: its dependencies) and
+# binutils (strip).
 debs=(bpftool iproute2 ethtool iputils-ping util-linux systemd tmux
-      etcd-server protobuf-compiler libprotobuf-dev bird2)
+      etcd-server protobuf-compiler libprotobuf-dev bird2 dpkg-dev binutils)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -9,7 +9,7 @@ use std::process::Command;
 use vnfpool_tests::{daemon::Scratch, unit};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vnfpool-under-test");
-const INSTALLED: &str = "/usr/local/bin/vnfpool";
+const INSTALLED: &str = "/usr/bin/vnfpool";
 
 /// The unit with its commands pointing at the built binary (verify checks that they exist).
 fn installable(unit: &str) -> String {

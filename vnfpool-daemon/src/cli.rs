@@ -105,6 +105,10 @@ pub enum Command {
     Man {
         /// A subcommand's own page (`vnfpool man watch`) instead of vnfpool(1).
         command: Option<String>,
+        /// Writes every page instead, vnfpool.1 and vnfpool-COMMAND.1 for each subcommand, into
+        /// this directory (made if missing), and prints their paths.
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        out_dir: Option<PathBuf>,
     },
 }
 

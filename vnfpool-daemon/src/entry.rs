@@ -55,7 +55,16 @@ pub fn main() -> ExitCode {
             crate::manual::completions(shell, out);
             Ok(())
         }),
-        Command::Man { command } => print(|out| crate::manual::man(command.as_deref(), out)),
+        Command::Man {
+            out_dir: Some(dir), ..
+        } => print(|out| {
+            for page in crate::manual::write_pages(&dir)? {
+                // Into the buffer `print` writes out: it cannot fail.
+                let _ = writeln!(out, "{}", page.display());
+            }
+            Ok(())
+        }),
+        Command::Man { command, .. } => print(|out| crate::manual::man(command.as_deref(), out)),
         Command::Drain {
             pool,
             element,

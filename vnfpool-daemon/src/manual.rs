@@ -1,7 +1,10 @@
 //! `vnfpool completions SHELL` and `vnfpool man [COMMAND]`: generated from the clap definitions
 //! in [`crate::cli`], so they cannot drift from the command line.
 
-use std::io::Write;
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 use clap::CommandFactory as _;
 use clap_complete::Shell;
@@ -18,6 +21,12 @@ pub enum ManualError {
     NoSuchCommand { name: String, known: Vec<String> },
     #[error("writing the manual page")]
     Write {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {}", path.display())]
+    WriteFile {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -50,6 +59,33 @@ pub fn man(command: Option<&str>, out: &mut dyn Write) -> Result<(), ManualError
         .source(source)
         .render(out)
         .map_err(|source| ManualError::Write { source })
+}
+
+/// Writes vnfpool(1) and every subcommand's page into `dir` (made if missing) as
+/// `vnfpool.1` and `vnfpool-COMMAND.1`, the names vnfpool(1) refers to; returns their paths.
+pub fn write_pages(dir: &Path) -> Result<Vec<PathBuf>, ManualError> {
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ManualError::WriteFile { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+    let commands = Cli::command()
+        .disable_help_subcommand(true)
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect::<Vec<_>>();
+    let mut written = Vec::new();
+    for command in std::iter::once(None).chain(commands.iter().map(|c| Some(c.as_str()))) {
+        let path = dir.join(match command {
+            None => format!("{BIN}.1"),
+            Some(name) => format!("{BIN}-{name}.1"),
+        });
+        let mut page = Vec::new();
+        man(command, &mut page)?;
+        std::fs::write(&path, page).map_err(write_err(&path))?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -132,6 +168,35 @@ mod tests {
                 "{name} missing:\n{page}"
             );
         }
+    }
+
+    #[test]
+    fn every_page_vnfpool_1_refers_to_is_written() {
+        let dir = std::env::temp_dir().join(format!("vnfpool-man-{}", std::process::id()));
+        let written = write_pages(&dir).expect("writes");
+        let names: Vec<String> = written
+            .iter()
+            .map(|p| p.file_name().expect("a file").to_string_lossy().into_owned())
+            .collect();
+        let mut top = Vec::new();
+        man(None, &mut top).expect("renders");
+        let top = String::from_utf8(top).expect("utf-8");
+        for name in subcommands() {
+            assert!(
+                top.contains(&format!("vnfpool\\-{name}(1)")),
+                "vnfpool(1) refers to {name}"
+            );
+            let file = format!("vnfpool-{name}.1");
+            assert!(names.contains(&file), "{file} in {names:?}");
+            let page = std::fs::read_to_string(dir.join(&file)).expect("readable");
+            assert!(
+                page.contains(&format!("\n.TH vnfpool-{name} 1 ")),
+                "{file}: {page}"
+            );
+        }
+        assert!(names.contains(&"vnfpool.1".to_owned()));
+        assert_eq!(names.len(), subcommands().len() + 1, "{names:?}");
+        std::fs::remove_dir_all(&dir).expect("removed");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod dist;
 mod fuzz;
 
 #[derive(Parser)]
@@ -39,6 +40,16 @@ enum Task {
     /// Per-packet cost, mapping-switch cost, failover gaps, daemon cost, backup selection,
     /// heartbeat verification and API requests per second, as tables (see BENCHMARKS.md).
     Bench,
+    /// Builds the Debian package, `vnfpool_VERSION_ARCH.deb`: the release binary (its eBPF
+    /// program embedded), the systemd unit, the sysusers and tmpfiles entries, bash, zsh and
+    /// fish completions, the manual pages, /etc/vnfpool/pools.yaml.example, the Grafana
+    /// dashboard and the documentation. Install it with `apt-get install ./PATH`; that does
+    /// not start the daemon, and an upgrade never restarts it.
+    Dist {
+        /// Where the package goes (the target directory's `dist/` by default).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Runs every fuzz target (`fuzz/`: cargo-fuzz, libFuzzer, `AddressSanitizer`) in turn for
     /// `--seconds` each, from its seed corpus (`fuzz/corpus/<target>`), and fails when one
     /// finds a crash, naming the input it saved. Needs `cargo-fuzz` (scripts/setup.sh).
@@ -62,15 +73,17 @@ const BUILD: [&str; 7] = [
     "--bins",
 ];
 
-/// `name` as the release build leaves it (in `CARGO_TARGET_DIR` when set).
+/// Cargo's target directory (`CARGO_TARGET_DIR` when set).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    )
+}
+
+/// `name` as the release build leaves it.
 fn release_binary(name: &str) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-            PathBuf::from,
-        )
-        .join("release")
-        .join(name)
+    target_dir().join("release").join(name)
 }
 
 /// Whether `cargo run` set the variable `name` for this process (as for any program it runs).
@@ -130,6 +143,11 @@ fn main() -> Result<()> {
         // Usually built by the demo already; `ask` or `fail e2` should print only its answer.
         Task::Lab { args } => build_and_exec(&cargo_bin, true, "vnfpool-lab", &args),
         Task::Bench => bench(&cargo_bin),
+        Task::Dist { out_dir } => {
+            let deb = dist::run(&cargo_bin, &out_dir.unwrap_or_else(|| target_dir().join("dist")))?;
+            println!("{}", deb.display());
+            Ok(())
+        }
         Task::Fuzz { seconds, filter } => fuzz::run(seconds, filter.as_deref()),
     }
 }
