@@ -135,7 +135,7 @@ pub struct ClusterLab {
     _links: Vec<VethPair>,
     /// The router's end of the client's link.
     client_port: Link,
-    /// The cluster key of each node: one file for all, unless the lab runs without flow sync.
+    /// The cluster key of each node: one file for all.
     keys: Vec<PathBuf>,
     binary: PathBuf,
     scratch: Scratch,

@@ -20,7 +20,8 @@
 //! the hand then moves past it ([`FlowBucket::victim`]). So a flow used in the last 4.1 s is
 //! never replaced while its bucket holds one idle for more than 8.2 s, and among idle flows the
 //! one written longest ago goes first. The exact oldest way cost 20–30 ns more per new flow
-//! into a full table: comparing eight stamps mispredicts once the bucket arrives (BENCHMARKS.md).
+//! into a full table: comparing eight stamps mispredicts once the bucket arrives
+//! (docs/decisions/2026-11-28-full-bucket-clock.md).
 //! The kernel's `LRU_HASH` approximates recency too (reference bits, per-CPU lists), with two
 //! spin locks, a free-list pop and cold list nodes per insert (several hundred nanoseconds on a
 //! 1M-entry table); this layout costs one cache line.
@@ -402,7 +403,8 @@ const fn sip_round(v: &mut [u64; 4]) {
 /// Every new flow waits for this hash before its bucket's cache miss can start, so its rounds
 /// are counted: an IPv4 flow's 11 bytes take two compression rounds, an IPv6 flow's 23 bytes
 /// three (the 24 bytes of [`FlowKey`] would take four: a whole block for the length), then the
-/// three finalization rounds. That is 5 or 6 rounds instead of 7 (BENCHMARKS.md).
+/// three finalization rounds. That is 5 or 6 rounds instead of 7
+/// (docs/decisions/2026-12-07-flow-hash-input-and-early-element-read.md).
 #[inline(always)]
 #[must_use]
 pub const fn hash64(key: &FlowKey, secret: &HashKey) -> u64 {

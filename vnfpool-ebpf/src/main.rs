@@ -208,7 +208,7 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
     // A new flow's element (its Maglev position, then its entry) is read before the bucket is
     // searched, although a flow the table holds does not use it: a new flow's bucket, a line
     // not in the caches, then loads during those two reads instead of before them
-    // (BENCHMARKS.md).
+    // (docs/decisions/2026-12-07-flow-hash-input-and-early-element-read.md).
     let picked = pick(p, pool, slot, (h >> 32) as u32);
 
     // SAFETY: `bucket` points at a value of the array, valid for the whole run.
@@ -302,7 +302,8 @@ fn emit(pkt: &Packet, hash: u64, pool: u32, idx: u32) {
     };
     // Reserve, write in place, submit without waking the reader (it polls the ring): 18-30 ns
     // per new flow here, against 39 for `output` without wake-up (a copy from the stack) and 65
-    // for `output` with the kernel's adaptive wake-up (BENCHMARKS.md).
+    // for `output` with the kernel's adaptive wake-up
+    // (docs/decisions/2026-12-06-flow-events-ring.md).
     match VNF_FLOW_EVENTS.reserve(0) {
         Some(mut slot) => {
             slot.write(event);

@@ -12,8 +12,8 @@
 //! - kills the leader: the time until the last node leads the pool.
 //!
 //! Variants: BFD (50 ms x 3) with flow sync; BGP's own timers (hold 3 s) with flow sync; BFD
-//! without flow sync (each node with a key of its own, so that every node rejects the others'
-//! flows), the same-run baseline for the broken connections.
+//! without flow sync (the nodes share the key, and with it the flow hash, but no node reaches
+//! another, so none gets the others' flows), the same-run baseline for the broken connections.
 
 use std::{
     path::Path,

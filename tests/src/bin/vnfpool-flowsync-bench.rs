@@ -2,7 +2,7 @@
 //! `cargo xtask bench`; figures are in BENCHMARKS.md.
 //!
 //! Node A's flow sync reads new-flow records from a channel (standing in for the program's ring
-//! buffer, whose cost per flow is measured in `prog_test_run`'s flow-events benchmark) offered
+//! buffer, whose cost per flow is measured in `tests/tests/flow_events_cost.rs`) offered
 //! at a fixed rate, batches them, tags them with HMAC-SHA256 and sends them over loopback UDP to
 //! node B's flow sync, which checks each datagram and hands the records to a table that notes
 //! when each one arrived. Each record carries its offer time, so the lag is offer to arrival:
