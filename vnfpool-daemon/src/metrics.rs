@@ -8,7 +8,6 @@
 //! enters the controller's queue.
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     sync::{
         Arc,
@@ -17,9 +16,13 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request as HttpRequest, Response as HttpResponse, StatusCode, body::Incoming};
+use axum::{
+    Router,
+    extract::State,
+    http::{Method, StatusCode, header},
+    response::{IntoResponse as _, Response},
+    routing::get,
+};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -635,21 +638,17 @@ pub type Scrape = Arc<dyn Fn(&Metrics) -> String + Send + Sync>;
 /// reads the controller's published snapshot and the data plane's counters on a blocking
 /// thread; it never asks the controller.
 pub async fn serve(listener: TcpListener, metrics: Metrics, readiness: Readiness, scrape: Scrape) {
-    let state = Arc::new(Served {
+    let app = router(Arc::new(Served {
         metrics,
         readiness,
         scrape,
-    });
+    }));
     let mut gate = crate::listen::Gate::new("metrics", crate::listen::METRICS_CONNECTIONS);
     loop {
         let ((stream, peer), permit) = gate.accept(|| listener.accept()).await;
-        let state = Arc::clone(&state);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |request| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(state.answer(&request).await) }
-            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(5))
@@ -661,61 +660,105 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, readiness: Readiness
     }
 }
 
+/// The listener's routes: GET only, anything else named.
+fn router(served: Arc<Served>) -> Router {
+    let only_get = || async { text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".to_owned()) };
+    Router::new()
+        .route("/live", get(|| async { text(StatusCode::OK, PLAIN, "live\n".to_owned()) }).fallback(only_get))
+        .route("/ready", get(ready).fallback(only_get))
+        .route("/metrics", get(scrape).fallback(only_get))
+        .fallback(|method: Method| async move {
+            if method == Method::GET {
+                text(StatusCode::NOT_FOUND, PLAIN, "try /metrics, /live or /ready\n".to_owned())
+            } else {
+                text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".to_owned())
+            }
+        })
+        .with_state(served)
+}
+
 struct Served {
     metrics: Metrics,
     readiness: Readiness,
     scrape: Scrape,
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> HttpResponse<Full<Bytes>> {
-    let mut response = HttpResponse::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
-    response
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 const PLAIN: &str = "text/plain; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-impl Served {
-    async fn answer(&self, request: &HttpRequest<Incoming>) -> HttpResponse<Full<Bytes>> {
-        if request.method() != Method::GET {
-            return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".to_owned());
-        }
-        match request.uri().path() {
-            "/live" => text(StatusCode::OK, PLAIN, "live\n".to_owned()),
-            "/ready" if self.readiness.is_ready() => text(StatusCode::OK, PLAIN, "ready\n".to_owned()),
-            "/ready" => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                PLAIN,
-                "not ready: the data plane or the first health round is not done\n".to_owned(),
-            ),
-            "/metrics" => match self.scrape().await {
-                Ok(body) => text(StatusCode::OK, OPENMETRICS, body),
-                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("{why}\n")),
-            },
-            _ => text(
-                StatusCode::NOT_FOUND,
-                PLAIN,
-                "try /metrics, /live or /ready\n".to_owned(),
-            ),
-        }
+async fn ready(State(served): State<Arc<Served>>) -> Response {
+    if served.readiness.is_ready() {
+        text(StatusCode::OK, PLAIN, "ready\n".to_owned())
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PLAIN,
+            "not ready: the data plane or the first health round is not done\n".to_owned(),
+        )
     }
+}
 
-    async fn scrape(&self) -> Result<String, &'static str> {
-        let (metrics, scrape) = (self.metrics.clone(), Arc::clone(&self.scrape));
-        tokio::task::spawn_blocking(move || scrape(&metrics))
-            .await
-            .map_err(|_| "reading the state failed")
+async fn scrape(State(served): State<Arc<Served>>) -> Response {
+    let (metrics, scrape) = (served.metrics.clone(), Arc::clone(&served.scrape));
+    match tokio::task::spawn_blocking(move || scrape(&metrics)).await {
+        Ok(body) => text(StatusCode::OK, OPENMETRICS, body),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "reading the state failed\n".to_owned()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `method path` through the listener's routes: status, content type, body.
+    async fn ask(readiness: &Readiness, method: &str, path: &str) -> (u16, String, String) {
+        use tower::ServiceExt as _;
+        let app = router(Arc::new(Served {
+            metrics: Metrics::new(16),
+            readiness: readiness.clone(),
+            scrape: Arc::new(Metrics::encode),
+        }));
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let response = app.oneshot(request).await.expect("answered");
+        let status = response.status().as_u16();
+        let kind = response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ASCII")
+            .to_owned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
+        (status, kind, String::from_utf8(body.to_vec()).expect("UTF-8"))
+    }
+
+    #[tokio::test]
+    async fn the_listener_answers_get_only_and_names_what_it_serves() {
+        let readiness = Readiness::default();
+        let plain = PLAIN.to_owned();
+        assert_eq!(ask(&readiness, "GET", "/live").await, (200, plain.clone(), "live\n".to_owned()));
+        let (status, _, body) = ask(&readiness, "GET", "/ready").await;
+        assert_eq!((status, body.starts_with("not ready")), (503, true));
+        readiness.set();
+        assert_eq!(ask(&readiness, "GET", "/ready").await, (200, plain.clone(), "ready\n".to_owned()));
+        let (status, kind, body) = ask(&readiness, "GET", "/metrics").await;
+        assert_eq!((status, kind.as_str()), (200, OPENMETRICS));
+        assert!(body.contains("vnfpool_build_info") && body.ends_with("# EOF\n"), "{body}");
+        let only_get = (405, plain.clone(), "only GET\n".to_owned());
+        assert_eq!(ask(&readiness, "POST", "/metrics").await, only_get);
+        assert_eq!(ask(&readiness, "DELETE", "/elsewhere").await, only_get);
+        assert_eq!(
+            ask(&readiness, "GET", "/elsewhere").await,
+            (404, plain, "try /metrics, /live or /ready\n".to_owned())
+        );
+    }
 
     #[test]
     fn names_and_labels_follow_the_conventions() {

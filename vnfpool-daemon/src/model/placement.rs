@@ -15,7 +15,7 @@
 //! that could still matter; for pools up to 8 elements a test checks it against every
 //! assignment, and for pools up to 60 against the plain dense solver.
 
-use std::{cmp::Reverse, collections::HashMap};
+use std::cmp::Reverse;
 
 use serde::{Deserialize, Serialize};
 
@@ -151,40 +151,10 @@ pub fn rank(spec: &PoolSpec, standbys: &[usize]) -> Vec<usize> {
     ranked
 }
 
-/// Fx hashing, as in rustc: a rotate, a xor and a multiply per word. What is hashed here comes
-/// from the configuration, not from an attacker, and numbering the names of a pool is most of
-/// the cost of an `active-standby` selection.
-#[derive(Default)]
-struct Fx(u64);
-
-impl Fx {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl std::hash::Hasher for Fx {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut w = [0; 8];
-            w.copy_from_slice(word);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut w = [0; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fx>>;
+/// rustc's own hasher (`rustc-hash`): a few integer operations per word. What is hashed here
+/// comes from the configuration, not from an attacker, and numbering the names of a pool is
+/// most of the cost of an `active-standby` selection.
+type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// The elements' placement with every name replaced by a number, so that weighing a pair costs
 /// a few integer operations: a pool of 1,000 elements has up to 250,000 pairs to weigh.
