@@ -235,12 +235,12 @@ fn a_foreign_route_for_the_same_prefix_is_an_error_naming_table_and_prefix() {
     });
 }
 
-/// README.md's BIRD snippet for a node, the text after its `bird-node-snippet` marker.
-fn readme_bird_snippet() -> &'static str {
-    const README: &str = include_str!("../../README.md");
-    let (_, after) = README
+/// docs/cluster.md's BIRD snippet for a node, the text after its `bird-node-snippet` marker.
+fn documented_bird_snippet() -> &'static str {
+    const CLUSTER: &str = include_str!("../../docs/cluster.md");
+    let (_, after) = CLUSTER
         .split_once("<!-- bird-node-snippet")
-        .expect("README.md has the BIRD node snippet");
+        .expect("docs/cluster.md has the BIRD node snippet");
     let (_, block) = after.split_once("```\n").expect("a code block after the marker");
     let (snippet, _) = block.split_once("```").expect("the end of the code block");
     snippet
@@ -248,8 +248,8 @@ fn readme_bird_snippet() -> &'static str {
 
 #[test]
 #[expect(clippy::disallowed_methods, reason = "polls a real BIRD in real time")]
-fn the_readme_bird_snippet_learns_what_the_announcer_writes() {
-    let snippet = readme_bird_snippet();
+fn the_documented_bird_snippet_learns_what_the_announcer_writes() {
+    let snippet = documented_bird_snippet();
     assert!(
         snippet.contains(&format!("kernel table {DEFAULT_TABLE};")),
         "the snippet reads the announcer's default table:\n{snippet}"

@@ -252,9 +252,9 @@ async fn a_silent_leader_loses_its_pools_within_the_lease() {
     })
     .await;
     let lost = silent.elapsed();
-    // README: a dead leader's pools move within `lease_ttl` (3 s here): etcd's lease is a second
-    // shorter, ends that long after the grant at most, and etcd looks for ended leases every
-    // 500 ms.
+    // docs/cluster.md: a dead leader's pools move within `lease_ttl` (3 s here): etcd's lease is
+    // a second shorter, ends that long after the grant at most, and etcd looks for ended leases
+    // every 500 ms.
     assert!(
         lost <= Duration::from_secs(3),
         "a's leadership ended after {lost:?}"

@@ -6,7 +6,7 @@
 //! - (e) etcd stops for 10 s under traffic: no connection breaks or changes element, and no
 //!   decision is made;
 //! - (f) the leader is cut off from etcd: it keeps forwarding and announcing with its last
-//!   decision (README: "When etcd is away"), another node leads within `lease_ttl`, no
+//!   decision (docs/cluster.md: "When etcd is away"), another node leads within `lease_ttl`, no
 //!   decision is made, and the cut node rejoins when etcd is back;
 //! - a drain asked of a node that does not lead reaches every node through the leader's
 //!   decision: no new flows to the element, its connections go on; an undrain ends it;
@@ -38,8 +38,8 @@ const CONNS: usize = 300;
 const MIN_PER_NODE: usize = 50;
 /// A node cut off from the router is noticed by BFD (50 ms x 3).
 const ROUTER_BOUND: Duration = Duration::from_secs(2);
-/// README: a dead leader's pools move within `lease_ttl` (etcd's lease is a second shorter,
-/// so that etcd's check for ended leases, every 500 ms, fits in).
+/// docs/cluster.md: a dead leader's pools move within `lease_ttl` (etcd's lease is a second
+/// shorter, so that etcd's check for ended leases, every 500 ms, fits in).
 const TAKEOVER_BOUND: Duration = LEASE_TTL;
 /// A node notices etcd is gone within a third of the TTL (its request timeout) and reconnects
 /// with a back-off of at most 2 s.
@@ -191,7 +191,8 @@ fn assert_no_decision(lab: &ClusterLab, generation: u64, when: &str) {
 }
 
 /// (f) The leader cut off from etcd: it forwards and announces with its last decision
-/// (README: "When etcd is away"), another node leads, nothing is decided, and it comes back.
+/// (docs/cluster.md: "When etcd is away"), another node leads, nothing is decided, and it
+/// comes back.
 fn leader_cut_off_from_etcd(lab: &mut ClusterLab, flows: &mut Flows, generation: u64) {
     let cut_name = lab.leader(0).expect("a leader");
     let cut = lab.index(&cut_name);

@@ -1,9 +1,9 @@
-//! The daemon as one node of a cluster, driven through what README documents (the `cluster:`
-//! section, `vnfpool status`, the route table): a real etcd in the lab's host namespace, the
-//! node elected leader of its pool, traffic through the VIP mapped from its decision, its VIP
-//! route in the cluster's table, fail static while etcd is away, and the route withdrawn when
-//! the daemon stops. The lab with a router and three nodes is `ecmp.rs` (BIRD) and, for the
-//! cluster's logic, the controller's own tests.
+//! The daemon as one node of a cluster, driven through what the docs document (the `cluster:`
+//! section of docs/configuration.md; `vnfpool status` and the route table, docs/cluster.md): a
+//! real etcd in the lab's host namespace, the node elected leader of its pool, traffic through
+//! the VIP mapped from its decision, its VIP route in the cluster's table, fail static while etcd
+//! is away, and the route withdrawn when the daemon stops. The lab with a router and three nodes
+//! is `ecmp.rs` (BIRD) and, for the cluster's logic, the controller's own tests.
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
 

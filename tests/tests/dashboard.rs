@@ -1,6 +1,7 @@
 //! The Grafana dashboard (`packaging/grafana/vnfpool.json`) cannot drift from the metrics: every
-//! metric, label and function its queries use must be one README.md's metrics table lists, and
-//! that table must be what the daemon exposes (the same names, types and labels).
+//! metric, label and function its queries use must be one the metrics table of
+//! docs/operations.md lists, and that table must be what the daemon exposes (the same names,
+//! types and labels).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 use vnfpool_common::stats::{Counters, Reason};
 use vnfpool_daemon::metrics::{ElementSample, Metrics};
 
-const README: &str = include_str!("../../README.md");
+const OPERATIONS: &str = include_str!("../../docs/operations.md");
 const DASHBOARD: &str = include_str!("../../packaging/grafana/vnfpool.json");
 
 /// Labels Prometheus adds to every series it scrapes.
@@ -44,17 +45,17 @@ struct Metric {
     labels: BTreeSet<String>,
 }
 
-/// README.md's metrics table: one entry per name (`…_bytes_total` after a name stands for that
-/// name with its last two words replaced).
+/// docs/operations.md's metrics table: one entry per name (`…_bytes_total` after a name stands
+/// for that name with its last two words replaced).
 fn readme_metrics() -> BTreeMap<String, Metric> {
-    let mut lines = README
+    let mut lines = OPERATIONS
         .lines()
         .skip_while(|l| !l.starts_with("| metric | type | labels |"))
         .skip(2);
     let mut out = BTreeMap::new();
     for line in lines.by_ref().take_while(|l| l.starts_with('|')) {
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        assert!(cells.len() >= 4, "README metrics row: {line}");
+        assert!(cells.len() >= 4, "docs/operations.md metrics row: {line}");
         let labels: BTreeSet<String> = backticked(cells[2]).into_iter().collect();
         let mut previous: Option<String> = None;
         for name in backticked(cells[0]) {
@@ -77,7 +78,10 @@ fn readme_metrics() -> BTreeMap<String, Metric> {
             previous = Some(name);
         }
     }
-    assert!(out.len() > 10, "README metrics table not found or cut: {out:?}");
+    assert!(
+        out.len() > 10,
+        "docs/operations.md metrics table not found or cut: {out:?}"
+    );
     out
 }
 
@@ -231,7 +235,7 @@ fn check(place: &str, expr: &str, legend: Option<&str>, metrics: &BTreeMap<Strin
     for (series, labels) in &uses.selectors {
         let Some((name, metric, bucket)) = metric_of(series, metrics) else {
             errors.push(format!(
-                "{place}: {series:?} is not a metric of README.md's table, in {expr:?}"
+                "{place}: {series:?} is not a metric of docs/operations.md's table, in {expr:?}"
             ));
             continue;
         };
@@ -336,7 +340,7 @@ fn every_query_uses_only_metrics_and_labels_the_readme_lists() {
     }
     assert!(
         errors.is_empty(),
-        "the dashboard drifted from README.md:\n{}",
+        "the dashboard drifted from docs/operations.md:\n{}",
         errors.join("\n")
     );
     // What the issue asks the dashboard to show.
@@ -455,7 +459,7 @@ fn the_scanner_catches_drift() {
     assert!(errors(r#"vnfpool_element_role{pool=~"$pool", state="a{b}"} == 1"#).is_empty());
 }
 
-/// The README's table is the daemon's exposition: the same names, types and labels.
+/// The table of docs/operations.md is the daemon's exposition: the same names, types and labels.
 #[test]
 fn the_readme_lists_what_the_daemon_exposes() {
     let m = Metrics::new(1024);
@@ -524,6 +528,6 @@ fn the_readme_lists_what_the_daemon_exposes() {
     assert_eq!(
         readme_metrics(),
         exposed,
-        "README.md's metrics table against the exposition:\n{text}"
+        "docs/operations.md's metrics table against the exposition:\n{text}"
     );
 }

@@ -131,7 +131,7 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
     }
 }
 
-/// The kind of map a README map table's type cell names, as aya names it.
+/// The kind of map a type cell of `docs/architecture.md`'s map table names, as aya names it.
 fn documented_kind(cell: &str) -> &'static str {
     match cell.split([',', '(']).next().map(str::trim) {
         Some("hash") => "HashMap",
@@ -139,7 +139,7 @@ fn documented_kind(cell: &str) -> &'static str {
         Some("per-CPU array") => "PerCpuArray",
         Some("ring buffer") => "RingBuf",
         Some("device hash") => "DevMapHash",
-        _ => panic!("README names an unknown map type: {cell:?}"),
+        _ => panic!("docs/architecture.md names an unknown map type: {cell:?}"),
     }
 }
 
@@ -152,19 +152,19 @@ fn loaded_kind(map: &aya::maps::Map) -> &'static str {
         Map::PerCpuArray(_) => "PerCpuArray",
         Map::RingBuf(_) => "RingBuf",
         Map::DevMapHash(_) => "DevMapHash",
-        other => panic!("a map type README has no word for: {other:?}"),
+        other => panic!("a map type docs/architecture.md has no word for: {other:?}"),
     }
 }
 
-/// README's map table names every map of the program, in `maps::ALL`'s order, with its type
-/// and the number of entries this build gives it by default (issue 18: the docs said 64 pools
-/// where the code had 128).
+/// The map table of `docs/architecture.md` names every map of the program, in `maps::ALL`'s
+/// order, with its type and the number of entries this build gives it by default (issue 18: the
+/// docs said 64 pools where the code had 128).
 #[test]
-fn the_readme_map_table_matches_the_build() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
+fn the_docs_map_table_matches_the_build() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/architecture.md"))
+        .expect("docs/architecture.md");
     let mut kinds = Vec::new();
-    let rows: Vec<(String, u64)> = readme
+    let rows: Vec<(String, u64)> = docs
         .lines()
         .filter(|l| l.starts_with("| `VNF_"))
         .map(|l| {
@@ -199,7 +199,7 @@ fn the_readme_map_table_matches_the_build() {
         .collect();
     assert_eq!(
         rows, built,
-        "README's map table (name, entries) against the build"
+        "docs/architecture.md's map table (name, entries) against the build"
     );
     let mut dp = AyaDataplane::load(&LoadOptions {
         pin_dir: None,
@@ -215,7 +215,7 @@ fn the_readme_map_table_matches_the_build() {
         assert_eq!(
             loaded.get(&name),
             Some(&kind),
-            "{name}: README's type against the object's"
+            "{name}: docs/architecture.md's type against the object's"
         );
     }
 }

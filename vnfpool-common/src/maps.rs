@@ -46,7 +46,7 @@ pub const POOL_STATS: &str = "VNF_POOL_STATS";
 /// [`crate::stats::Reason`]. Written by the program.
 pub const REASON_STATS: &str = "VNF_REASONS";
 
-/// Every map of the program, in the order the README documents them.
+/// Every map of the program, in the order `docs/architecture.md`'s map table documents them.
 pub const ALL: &[&str] = &[
     VIPS,
     VIP_FILTER,

@@ -2,9 +2,10 @@
 //! every value a later check may point at, and reject unknown keys. `validate` turns them into
 //! [`crate::model::spec`] values.
 //!
-//! The configuration reference is README's "Configuration" section (with `api:` under "The
-//! API" and `cluster:` under "A cluster of nodes"), the one copy: a test below fails when a key
-//! these structs accept is missing from it.
+//! The configuration reference is `docs/configuration.md`, the one copy: tests below fail when
+//! a key these structs accept is missing from it, when it documents a key they do not accept,
+//! and when a YAML example in README.md, `docs/` or `examples/pools.yaml` uses a key it does
+//! not document.
 
 use std::{fmt, marker::PhantomData};
 
@@ -386,6 +387,8 @@ impl<'de, V: Deserialize<'de>> Visitor<'de> for NodeVisitor<V> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use serde::{Deserialize, Deserializer, de};
 
     use super::*;
@@ -426,41 +429,21 @@ mod tests {
         keys.0.expect("a struct")
     }
 
-    /// Every key of the configuration file and of `agent.yaml` is in README's reference: a
-    /// `key:` line of one of its YAML blocks.
-    #[test]
-    fn readme_documents_every_key_the_parser_accepts() {
-        let readme = include_str!("../../../README.md");
-        let mut yaml = String::new();
-        let mut inside = false;
-        for line in readme.lines() {
-            if line.starts_with("```") {
-                inside = line == "```yaml";
-                continue;
-            }
-            if inside {
-                yaml.push_str(line);
-                yaml.push('\n');
-            }
-        }
-        let documented = |key: &str| {
-            yaml.lines().any(|l| {
-                let l = l.trim_start().trim_start_matches("- ").trim_start_matches("# ");
-                l.starts_with(&format!("{key}:"))
-                    || l.contains(&format!("{{ {key}:"))
-                    || l.contains(&format!(", {key}:"))
-            })
-        };
-        let tables: [(&str, &[&str]); 17] = [
-            ("the file", keys::<RawConfig>()),
+    /// Where each struct of the configuration file sits (`pools[].health`: the `health` of
+    /// every entry of `pools`), with the keys it accepts. No other value holds keys of the
+    /// reference: `failure_domains`, `placement.weights` and `placement.topology` map names the
+    /// file chooses.
+    fn file_tables() -> Vec<(&'static str, &'static [&'static str])> {
+        vec![
+            ("", keys::<RawConfig>()),
             ("daemon", keys::<RawDaemon>()),
             ("pools[]", keys::<RawPool>()),
-            ("redundancy", keys::<RawRedundancy>()),
-            ("health", keys::<RawHealth>()),
-            ("budget", keys::<RawBudget>()),
-            ("heartbeat", keys::<RawHeartbeat>()),
-            ("registration", keys::<RawRegistration>()),
-            ("elements[]", keys::<RawElement>()),
+            ("pools[].redundancy", keys::<RawRedundancy>()),
+            ("pools[].health", keys::<RawHealth>()),
+            ("pools[].budget", keys::<RawBudget>()),
+            ("pools[].heartbeat", keys::<RawHeartbeat>()),
+            ("pools[].registration", keys::<RawRegistration>()),
+            ("pools[].elements[]", keys::<RawElement>()),
             ("placement", keys::<RawPlacement>()),
             ("api", keys::<RawApi>()),
             ("api.clients[]", keys::<RawApiClient>()),
@@ -468,16 +451,331 @@ mod tests {
             ("cluster", keys::<RawCluster>()),
             ("cluster.etcd", keys::<RawEtcd>()),
             ("cluster.flow_sync", keys::<RawFlowSync>()),
-            ("agent.yaml", keys::<crate::agent::AgentConfig>()),
-        ];
-        let missing: Vec<String> = tables
+        ]
+    }
+
+    /// The same for `agent.yaml`: its `element` takes the keys of a file element.
+    fn agent_tables() -> Vec<(&'static str, &'static [&'static str])> {
+        vec![
+            ("", keys::<crate::agent::AgentConfig>()),
+            ("element", keys::<RawElement>()),
+        ]
+    }
+
+    /// Keys as (where, key): `("pools[].health", "fall")`.
+    type KeySet = BTreeSet<(String, String)>;
+
+    /// What a YAML document of the documentation is.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Kind {
+        File,
+        Agent,
+    }
+
+    /// A configuration file (or part of one) when it has a top-level key only the file has, or
+    /// an `api:` mapping; an `agent.yaml` when it has a key only the agent's file has, or an
+    /// `api:` address; anything else is not vnfpool's (`None`).
+    fn kind(doc: &serde_json::Value) -> Option<Kind> {
+        let map = doc.as_object()?;
+        let (file, agent) = (keys::<RawConfig>(), keys::<crate::agent::AgentConfig>());
+        let only = |ours: &[&str], theirs: &[&str]| {
+            map.keys()
+                .any(|k| ours.contains(&k.as_str()) && !theirs.contains(&k.as_str()))
+        };
+        if only(file, agent) {
+            Some(Kind::File)
+        } else if only(agent, file) {
+            Some(Kind::Agent)
+        } else {
+            match map.get("api")? {
+                serde_json::Value::Object(_) => Some(Kind::File),
+                _ => Some(Kind::Agent),
+            }
+        }
+    }
+
+    /// Every key `value` uses where `tables` names a struct, as (where, key), `value` being at
+    /// `path`; and in `free`, where it holds mappings that `tables` does not name.
+    fn used_keys(
+        value: &serde_json::Value,
+        path: &str,
+        tables: &[(&str, &[&str])],
+        out: &mut KeySet,
+        free: &mut BTreeSet<String>,
+    ) {
+        let Some(map) = value.as_object() else {
+            return;
+        };
+        for (key, child) in map {
+            out.insert((path.to_owned(), key.clone()));
+            let mut child_path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            let items = match child {
+                serde_json::Value::Array(items) => {
+                    child_path.push_str("[]");
+                    items.iter().collect()
+                }
+                other => vec![other],
+            };
+            if tables.iter().any(|(p, _)| *p == child_path) {
+                for item in items {
+                    used_keys(item, &child_path, tables, out, free);
+                }
+            } else if items.iter().any(|item| item.is_object()) {
+                free.insert(child_path);
+            }
+        }
+    }
+
+    /// Every (where, key) `tables` accepts.
+    fn accepted(tables: &[(&str, &[&str])]) -> KeySet {
+        tables
             .iter()
-            .flat_map(|(table, keys)| {
-                keys.iter()
-                    .filter(|k| !documented(k))
-                    .map(move |k| format!("{table}: {k}"))
+            .flat_map(|(path, keys)| keys.iter().map(|k| ((*path).to_owned(), (*k).to_owned())))
+            .collect()
+    }
+
+    /// The `yaml` code blocks of a Markdown text: the line each starts on, and its text.
+    fn yaml_blocks(markdown: &str) -> Vec<(usize, String)> {
+        let mut blocks = Vec::new();
+        let mut inside: Option<(usize, String)> = None;
+        for (n, line) in markdown.lines().enumerate() {
+            if line.starts_with("```") {
+                if let Some(block) = inside.take() {
+                    blocks.push(block);
+                } else if matches!(line.trim_start_matches('`').trim(), "yaml" | "yml") {
+                    inside = Some((n + 2, String::new()));
+                }
+                continue;
+            }
+            if let Some((_, text)) = &mut inside {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        blocks
+    }
+
+    /// The keys of the YAML documents of `markdown` (`name` in messages), by kind; documents
+    /// that are not vnfpool's are left out.
+    fn documented_keys(name: &str, markdown: &str) -> Vec<(String, Kind, KeySet)> {
+        documents(name, markdown)
+            .into_iter()
+            .map(|(place, kind, keys, _)| (place, kind, keys))
+            .collect()
+    }
+
+    /// As [`documented_keys`], with where each document holds mappings no table names.
+    fn documents(name: &str, markdown: &str) -> Vec<(String, Kind, KeySet, BTreeSet<String>)> {
+        yaml_blocks(markdown)
+            .into_iter()
+            .filter_map(|(line, text)| {
+                let doc: serde_json::Value = serde_saphyr::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{name}:{line}: a YAML block that does not parse: {e}"));
+                let kind = kind(&doc)?;
+                let tables = match kind {
+                    Kind::File => file_tables(),
+                    Kind::Agent => agent_tables(),
+                };
+                let (mut keys, mut free) = (BTreeSet::new(), BTreeSet::new());
+                used_keys(&doc, "", &tables, &mut keys, &mut free);
+                Some((format!("{name}:{line}"), kind, keys, free))
+            })
+            .collect()
+    }
+
+    fn repository(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// What `docs/configuration.md` documents, for the file and for `agent.yaml`. Every YAML
+    /// block of the reference is one of the two.
+    fn reference() -> (KeySet, KeySet) {
+        let text = repository("docs/configuration.md");
+        assert_eq!(
+            yaml_blocks(&text).len(),
+            documented_keys("docs/configuration.md", &text).len(),
+            "docs/configuration.md holds a YAML block that is neither a configuration file nor an agent.yaml"
+        );
+        let (mut file, mut agent) = (BTreeSet::new(), BTreeSet::new());
+        for (_, kind, keys) in documented_keys("docs/configuration.md", &text) {
+            match kind {
+                Kind::File => file.extend(keys),
+                Kind::Agent => agent.extend(keys),
+            }
+        }
+        (file, agent)
+    }
+
+    fn listed(keys: &KeySet) -> Vec<String> {
+        keys.iter()
+            .map(|(path, key)| {
+                if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                }
+            })
+            .collect()
+    }
+
+    /// Every key of the configuration file and of `agent.yaml` is in the reference,
+    /// `docs/configuration.md`, at its place (a `key:` of one of its YAML blocks); an agent's
+    /// `element` is documented by reference to the file's elements.
+    #[test]
+    fn the_reference_documents_every_key_the_parser_accepts() {
+        let (file, agent) = reference();
+        let mut missing = listed(&accepted(&file_tables()).difference(&file).cloned().collect());
+        let agent_top: BTreeSet<_> = accepted(&agent_tables()[..1]);
+        missing.extend(
+            listed(&agent_top.difference(&agent).cloned().collect())
+                .into_iter()
+                .map(|k| format!("agent.yaml: {k}")),
+        );
+        assert!(
+            missing.is_empty(),
+            "keys docs/configuration.md lacks: {missing:?}"
+        );
+    }
+
+    /// The tables above know every struct the reference shows: the only mappings they do not
+    /// name are those whose keys the file chooses (a struct added to the file without its table
+    /// would show here).
+    #[test]
+    fn the_tables_name_every_struct_the_reference_shows() {
+        let text = repository("docs/configuration.md");
+        let mut free = BTreeSet::new();
+        for (_, kind, _, mappings) in documents("docs/configuration.md", &text) {
+            free.extend(mappings.into_iter().map(|m| format!("{kind:?}: {m}")));
+        }
+        assert_eq!(
+            free.iter().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "File: placement.topology",
+                "File: placement.weights",
+                "File: pools[].elements[].failure_domains",
+            ],
+            "mappings of docs/configuration.md that no table of these tests names"
+        );
+    }
+
+    /// The other way round: every key the reference documents is one the parser accepts at
+    /// that place (an agent's `element` takes the keys of a file element).
+    #[test]
+    fn every_key_the_reference_documents_is_one_the_parser_accepts() {
+        let (file, agent) = reference();
+        let mut unknown = listed(&file.difference(&accepted(&file_tables())).cloned().collect());
+        unknown.extend(
+            listed(&agent.difference(&accepted(&agent_tables())).cloned().collect())
+                .into_iter()
+                .map(|k| format!("agent.yaml: {k}")),
+        );
+        assert!(
+            unknown.is_empty(),
+            "keys docs/configuration.md documents that the parser refuses: {unknown:?}"
+        );
+    }
+
+    /// Every YAML example of a configuration file or an `agent.yaml` in README.md, in
+    /// `docs/*.md` and in `examples/pools.yaml` uses only keys the reference documents, at
+    /// their place (`config::tests::example_file` validates the example as `vnfpool validate`
+    /// does).
+    #[test]
+    fn yaml_examples_use_only_documented_keys() {
+        let (file, agent) = reference();
+        // An agent's element is documented with the file's elements.
+        let element_keys: KeySet = file
+            .iter()
+            .filter(|(path, _)| path == "pools[].elements[]")
+            .map(|(_, key)| ("element".to_owned(), key.clone()))
+            .collect();
+        let mut pages = vec![("README.md".to_owned(), repository("README.md"))];
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        for entry in std::fs::read_dir(&docs).expect("docs/") {
+            let path = entry.expect("a docs/ entry").path();
+            if path.extension().is_some_and(|e| e == "md") {
+                let name = format!("docs/{}", path.file_name().expect("a name").to_string_lossy());
+                pages.push((name.clone(), repository(&name)));
+            }
+        }
+        assert!(
+            pages.len() > 5,
+            "README.md and the docs/ pages: {:?}",
+            pages.iter().map(|p| &p.0).collect::<Vec<_>>()
+        );
+        let mut examples = Vec::new();
+        for (name, text) in &pages {
+            examples.extend(documented_keys(name, text));
+        }
+        let example: serde_json::Value =
+            serde_saphyr::from_str(&repository("examples/pools.yaml")).expect("examples/pools.yaml parses");
+        assert_eq!(
+            kind(&example),
+            Some(Kind::File),
+            "examples/pools.yaml is a configuration file"
+        );
+        let mut keys = BTreeSet::new();
+        used_keys(&example, "", &file_tables(), &mut keys, &mut BTreeSet::new());
+        examples.push(("examples/pools.yaml".to_owned(), Kind::File, keys));
+        let undocumented: Vec<String> = examples
+            .iter()
+            .flat_map(|(place, kind, keys)| {
+                let known = |k: &(String, String)| match kind {
+                    Kind::File => file.contains(k),
+                    Kind::Agent => agent.contains(k) || element_keys.contains(k),
+                };
+                listed(&keys.iter().filter(|k| !known(k)).cloned().collect())
+                    .into_iter()
+                    .map(move |k| format!("{place}: {k}"))
             })
             .collect();
-        assert!(missing.is_empty(), "keys README's reference lacks: {missing:?}");
+        assert!(
+            undocumented.is_empty(),
+            "YAML examples using keys docs/configuration.md does not document: {undocumented:?}"
+        );
+    }
+
+    /// The checks above see what they should: keys at the wrong place, a typo, an agent's
+    /// element key, and blocks that are not vnfpool's.
+    #[test]
+    fn the_key_checks_see_places_and_kinds() {
+        let doc = "```yaml\npools:\n  - name: web\n    health: { check: tcp, fall: 3 }\n    elements:\n      - { name: e1, site: a }\n    fal: 3\n```\n\
+                   ```yaml\napi: 10.0.0.1:9443\npool: web\nelement: { name: e4, mac: x }\n```\n\
+                   ```yaml\nscrape_configs: []\n```\n";
+        let found = documented_keys("doc", doc);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].1, Kind::File);
+        assert_eq!(
+            listed(&found[0].2),
+            [
+                "pools",
+                "pools[].elements",
+                "pools[].fal",
+                "pools[].health",
+                "pools[].name",
+                "pools[].elements[].name",
+                "pools[].elements[].site",
+                "pools[].health.check",
+                "pools[].health.fall",
+            ]
+        );
+        let unknown: Vec<_> = found[0]
+            .2
+            .difference(&accepted(&file_tables()))
+            .cloned()
+            .collect();
+        assert_eq!(unknown, [("pools[]".to_owned(), "fal".to_owned())]);
+        assert_eq!(found[1].1, Kind::Agent);
+        assert!(found[1].2.contains(&("element".to_owned(), "mac".to_owned())));
+        assert_eq!(
+            kind(&serde_json::json!({ "api": { "listen": "x" } })),
+            Some(Kind::File)
+        );
     }
 }
