@@ -5,7 +5,6 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
@@ -13,36 +12,37 @@ use vnfpool_daemon::control::{self, Request, Response, Status};
 
 use crate::{lab::Lab, pins::PinDir};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A scratch directory for one daemon's config, state, socket and log; removed on drop.
+/// A scratch directory for one daemon's config, state, socket and log; removed on drop, also
+/// when a test panics. Named `{prefix}-{pid}-…` (see [`crate::netns::name_prefix`]) so that a
+/// leftover (of a killed test, or of a kept demo lab) says whose it is.
 pub struct Scratch {
+    /// The directory.
     pub path: PathBuf,
+    /// Held for its drop, which removes the directory.
+    _dir: tempfile::TempDir,
 }
 
 impl Scratch {
     #[must_use]
     pub fn new() -> Self {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "{}-{}-{n}",
-            crate::netns::name_prefix(),
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        Self { path }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(
+                "{}-{}-",
+                crate::netns::name_prefix(),
+                std::process::id()
+            ))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a scratch directory: {e}"));
+        Self {
+            path: dir.path().to_owned(),
+            _dir: dir,
+        }
     }
 }
 
 impl Default for Scratch {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 

@@ -9,7 +9,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -23,7 +23,8 @@ const POLL: Duration = Duration::from_millis(20);
 /// A running etcd.
 pub struct Etcd {
     child: Child,
-    dir: PathBuf,
+    /// Its data and log; removed when dropped, after [`Drop`] has killed etcd.
+    dir: tempfile::TempDir,
     /// Client URL's address (in `netns` when given).
     pub client: SocketAddr,
     peer: u16,
@@ -42,9 +43,10 @@ impl Etcd {
     /// until it is healthy.
     #[must_use]
     pub fn start_at(netns: Option<&str>, host: Ipv4Addr) -> Self {
-        let dir = std::env::temp_dir().join(format!("{}-etcd", netns::unique_name()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("etcd data dir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-{}-etcd-", netns::name_prefix(), std::process::id()))
+            .tempdir()
+            .expect("etcd data dir");
         let (client, peer) = match netns {
             // A fresh namespace has its loopback to itself: any port is free there.
             Some(_) => (2379, 2380),
@@ -52,7 +54,7 @@ impl Etcd {
         };
         let client = SocketAddr::from((host, client));
         let mut etcd = Self {
-            child: spawn(&dir, client, peer, netns),
+            child: spawn(dir.path(), client, peer, netns),
             dir,
             client,
             peer,
@@ -76,7 +78,7 @@ impl Etcd {
 
     /// Starts it again on the same ports and data, and waits until it is healthy.
     pub fn restart(&mut self) {
-        self.child = spawn(&self.dir, self.client, self.peer, self.netns.as_deref());
+        self.child = spawn(self.dir.path(), self.client, self.peer, self.netns.as_deref());
         self.wait_ready();
     }
 
@@ -95,7 +97,7 @@ impl Etcd {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "etcd exited ({status}): {}",
-                    std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+                    std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
                 );
             }
             assert!(start.elapsed() < READY, "etcd was not healthy within {READY:?}");
@@ -106,8 +108,8 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
+        // Killed first: the fields, its data directory among them, drop after this.
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

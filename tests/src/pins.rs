@@ -1,30 +1,31 @@
 //! A unique pin directory on the bpffs, removed with everything in it on drop.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::path::{Path, PathBuf};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// `/sys/fs/bpf/vnfp-{pid}-{n}` (see [`crate::netns::name_prefix`]), created empty; its pins
+/// A directory `/sys/fs/bpf/vnfp-{pid}-…` (see [`crate::netns::name_prefix`]), created empty; its pins
 /// are removed on drop.
 pub struct PinDir {
     path: PathBuf,
+    /// `None` only while dropping.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl PinDir {
     /// Creates a fresh directory.
     #[must_use]
     pub fn new() -> Self {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = PathBuf::from(format!(
-            "/sys/fs/bpf/{}-{}-{n}",
-            crate::netns::name_prefix(),
-            std::process::id()
-        ));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        Self { path }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(
+                "{}-{}-",
+                crate::netns::name_prefix(),
+                std::process::id()
+            ))
+            .tempdir_in("/sys/fs/bpf")
+            .unwrap_or_else(|e| panic!("creating a directory in /sys/fs/bpf: {e}"));
+        Self {
+            path: dir.path().to_owned(),
+            dir: Some(dir),
+        }
     }
 
     /// The directory.
@@ -42,8 +43,11 @@ impl Default for PinDir {
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        // A bpffs directory holds only pins (files): unlinking them unpins.
-        if let Err(e) = std::fs::remove_dir_all(&self.path)
+        // A bpffs directory holds only pins (files): unlinking them unpins. Removed by `close`
+        // rather than by the `TempDir`'s own drop, which would hide a failure: pins left behind
+        // keep their maps (and whatever holds them) alive.
+        if let Some(dir) = self.dir.take()
+            && let Err(e) = dir.close()
             && !std::thread::panicking()
         {
             panic!("removing {}: {e}", self.path.display());

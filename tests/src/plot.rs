@@ -238,13 +238,15 @@ mod tests {
         let a: Vec<f64> = (0..20).map(|i| 28.0 + f64::from(i) * 0.4).collect();
         let b: Vec<f64> = (0..20).map(|i| 4.0 + f64::from(i % 7)).collect();
         let c = [30.0, 31.5, 29.0, 38.0, 27.5];
-        let dir = std::env::temp_dir().join(format!("vnfpool-plot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("gaps.svg");
+        let dir = tempfile::Builder::new()
+            .prefix("vnfpool-plot-")
+            .tempdir()
+            .expect("temp dir");
+        let path = dir.path().join("gaps.svg");
         write_failover_gaps_svg(&path, "failover gaps", &strips(&a, &b, &c), &REFERENCES)
             .expect("write the plot");
         let svg = std::fs::read_to_string(&path).expect("read the plot back");
-        std::fs::remove_dir_all(&dir).expect("remove temp dir");
+        dir.close().expect("remove temp dir");
 
         assert!(
             svg.starts_with("<svg"),

@@ -265,9 +265,11 @@ mod tests {
 
     #[test]
     fn the_configuration_gives_the_registration_request_and_says_what_is_missing() {
-        let dir = std::env::temp_dir().join(format!("vnfp-agent-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("agent.yaml");
+        let dir = tempfile::Builder::new()
+            .prefix("vnfp-agent-")
+            .tempdir()
+            .expect("dir");
+        let path = dir.path().join("agent.yaml");
         std::fs::write(
             &path,
             "api: 10.0.0.1:9443\nca: /ca.pem\ncert: /a.pem\nkey: /a.key\npool: web\nelement: { name: e4, address: 10.10.1.14, weight: 2 }\n",
@@ -292,6 +294,5 @@ mod tests {
             e.starts_with(&path.display().to_string()) && e.contains("line 1"),
             "{e}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -172,7 +172,12 @@ mod tests {
 
     #[test]
     fn every_page_vnfpool_1_refers_to_is_written() {
-        let dir = std::env::temp_dir().join(format!("vnfpool-man-{}", std::process::id()));
+        let tmp = tempfile::Builder::new()
+            .prefix("vnfpool-man-")
+            .tempdir()
+            .expect("a temporary directory");
+        // Not there yet, as `vnfpool man --out-dir` may be given it: `write_pages` makes it.
+        let dir = tmp.path().join("man1");
         let written = write_pages(&dir).expect("writes");
         let names: Vec<String> = written
             .iter()
@@ -196,7 +201,7 @@ mod tests {
         }
         assert!(names.contains(&"vnfpool.1".to_owned()));
         assert_eq!(names.len(), subcommands().len() + 1, "{names:?}");
-        std::fs::remove_dir_all(&dir).expect("removed");
+        tmp.close().expect("removed");
     }
 
     #[test]

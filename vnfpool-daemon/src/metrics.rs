@@ -664,12 +664,19 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, readiness: Readiness
 fn router(served: Arc<Served>) -> Router {
     let only_get = || async { text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".to_owned()) };
     Router::new()
-        .route("/live", get(|| async { text(StatusCode::OK, PLAIN, "live\n".to_owned()) }).fallback(only_get))
+        .route(
+            "/live",
+            get(|| async { text(StatusCode::OK, PLAIN, "live\n".to_owned()) }).fallback(only_get),
+        )
         .route("/ready", get(ready).fallback(only_get))
         .route("/metrics", get(scrape).fallback(only_get))
         .fallback(|method: Method| async move {
             if method == Method::GET {
-                text(StatusCode::NOT_FOUND, PLAIN, "try /metrics, /live or /ready\n".to_owned())
+                text(
+                    StatusCode::NOT_FOUND,
+                    PLAIN,
+                    "try /metrics, /live or /ready\n".to_owned(),
+                )
             } else {
                 text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".to_owned())
             }
@@ -706,7 +713,11 @@ async fn scrape(State(served): State<Arc<Served>>) -> Response {
     let (metrics, scrape) = (served.metrics.clone(), Arc::clone(&served.scrape));
     match tokio::task::spawn_blocking(move || scrape(&metrics)).await {
         Ok(body) => text(StatusCode::OK, OPENMETRICS, body),
-        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "reading the state failed\n".to_owned()),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PLAIN,
+            "reading the state failed\n".to_owned(),
+        ),
     }
 }
 
@@ -743,14 +754,23 @@ mod tests {
     async fn the_listener_answers_get_only_and_names_what_it_serves() {
         let readiness = Readiness::default();
         let plain = PLAIN.to_owned();
-        assert_eq!(ask(&readiness, "GET", "/live").await, (200, plain.clone(), "live\n".to_owned()));
+        assert_eq!(
+            ask(&readiness, "GET", "/live").await,
+            (200, plain.clone(), "live\n".to_owned())
+        );
         let (status, _, body) = ask(&readiness, "GET", "/ready").await;
         assert_eq!((status, body.starts_with("not ready")), (503, true));
         readiness.set();
-        assert_eq!(ask(&readiness, "GET", "/ready").await, (200, plain.clone(), "ready\n".to_owned()));
+        assert_eq!(
+            ask(&readiness, "GET", "/ready").await,
+            (200, plain.clone(), "ready\n".to_owned())
+        );
         let (status, kind, body) = ask(&readiness, "GET", "/metrics").await;
         assert_eq!((status, kind.as_str()), (200, OPENMETRICS));
-        assert!(body.contains("vnfpool_build_info") && body.ends_with("# EOF\n"), "{body}");
+        assert!(
+            body.contains("vnfpool_build_info") && body.ends_with("# EOF\n"),
+            "{body}"
+        );
         let only_get = (405, plain.clone(), "only GET\n".to_owned());
         assert_eq!(ask(&readiness, "POST", "/metrics").await, only_get);
         assert_eq!(ask(&readiness, "DELETE", "/elsewhere").await, only_get);

@@ -174,19 +174,25 @@ fn control_file(version: &str, arch: &str, depends: &str, installed_kib: u64) ->
 /// `libc6 (>= …), …` for the binary, from `dpkg-shlibdeps` (which wants a `debian/control` in
 /// the directory it runs in).
 fn depends(binary: &Path) -> Result<String> {
-    let dir = std::env::temp_dir().join(format!("vnfpool-shlibdeps-{}", std::process::id()));
-    fs::create_dir_all(dir.join("debian"))?;
+    // Removed on drop too, so that a failure on the way leaves nothing behind.
+    let dir = tempfile::Builder::new()
+        .prefix("vnfpool-shlibdeps-")
+        .tempdir()
+        .context("making a directory for dpkg-shlibdeps")?;
+    fs::create_dir(dir.path().join("debian"))?;
     fs::write(
-        dir.join("debian/control"),
+        dir.path().join("debian/control"),
         format!("Source: {NAME}\n\nPackage: {NAME}\nArchitecture: any\n"),
     )?;
     let printed = output(
         Command::new("dpkg-shlibdeps")
-            .current_dir(&dir)
+            .current_dir(dir.path())
             .arg("-O")
             .arg(binary),
     );
-    fs::remove_dir_all(&dir)?;
+    let path = dir.path().to_owned();
+    dir.close()
+        .with_context(|| format!("removing {}", path.display()))?;
     let printed = String::from_utf8(printed?)?;
     printed
         .lines()

@@ -202,9 +202,11 @@ mod tests {
 
     #[test]
     fn the_key_file_must_be_private_and_long_enough() {
-        let dir = std::env::temp_dir().join(format!("vnfp-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("cluster.key");
+        let dir = tempfile::Builder::new()
+            .prefix("vnfp-key-")
+            .tempdir()
+            .expect("dir");
+        let path = dir.path().join("cluster.key");
         std::fs::write(&path, [7u8; 32]).expect("key");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let open = read_key(&path).expect_err("readable by others");
@@ -214,6 +216,5 @@ mod tests {
         std::fs::write(&path, [7u8; 8]).expect("key");
         let short = read_key(&path).expect_err("too short");
         assert!(short.to_string().contains("8 bytes"), "{short}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

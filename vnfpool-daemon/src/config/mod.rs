@@ -550,28 +550,24 @@ site-c: {}
         .collect()
     }
 
-    /// A directory under the system's temporary directory, removed when dropped.
-    struct TempDir(PathBuf);
+    /// A test's files, in a fresh temporary directory that is removed when dropped.
+    struct Files(tempfile::TempDir);
 
-    impl TempDir {
+    impl Files {
         fn new(tag: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("vnfp-config-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("creating a temporary directory");
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("vnfp-config-{tag}-"))
+                .tempdir()
+                .expect("creating a temporary directory");
             Self(dir)
         }
 
+        /// Writes `text` to the file `name` in the directory; its path.
         #[track_caller]
         fn write(&self, name: &str, text: &str) -> PathBuf {
-            let path = self.0.join(name);
+            let path = self.0.path().join(name);
             std::fs::write(&path, text).expect("writing a temporary file");
             path
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
@@ -2080,7 +2076,7 @@ site-c: {}
 
     #[test]
     fn topology_file_on_disk() {
-        let dir = TempDir::new("topology");
+        let dir = Files::new("topology");
         let config = dir.write("pools.yaml", &with_topology_file("topology.yaml"));
         dir.write("topology.yaml", SITES);
         let spec = load(&config).unwrap_or_else(|errors| panic!("expected valid, got\n{errors}"));

@@ -239,15 +239,18 @@ mod tests {
     #[tokio::test]
     async fn the_socket_appears_under_its_name_already_private() {
         use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
-        let dir = std::env::temp_dir().join(format!("vnfp-control-bind-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let tmp = tempfile::Builder::new()
+            .prefix("vnfp-control-bind-")
+            .tempdir()
+            .expect("dir");
+        let dir = tmp.path();
         let path = dir.join("vnfpool.sock");
         // A stale socket of a dead daemon is replaced.
         drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
         let watch = inotify::init(CreateFlags::NONBLOCK).expect("inotify");
         inotify::add_watch(
             &watch,
-            &dir,
+            dir,
             WatchFlags::CREATE | WatchFlags::ATTRIB | WatchFlags::MOVED_TO | WatchFlags::DELETE,
         )
         .expect("watch");
@@ -260,7 +263,7 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("socket").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(
-            std::fs::read_dir(&dir).expect("dir").count(),
+            std::fs::read_dir(dir).expect("dir").count(),
             1,
             "nothing left beside the socket"
         );
@@ -269,13 +272,17 @@ mod tests {
         let (accepted, connected) = tokio::join!(listener.accept(), client);
         accepted.expect("accepted");
         connected.expect("connected");
-        std::fs::remove_dir_all(&dir).expect("clean up");
+        tmp.close().expect("clean up");
     }
 
     #[tokio::test]
     async fn a_request_reaches_the_controller_and_its_answer_the_client() {
-        let dir = std::env::temp_dir().join(format!("vnfp-control-{}", std::process::id()));
-        let path = dir.join("vnfpool.sock");
+        let tmp = tempfile::Builder::new()
+            .prefix("vnfp-control-")
+            .tempdir()
+            .expect("dir");
+        // A directory that does not exist yet: `bind` makes it.
+        let path = tmp.path().join("run").join("vnfpool.sock");
         let listener = bind(&path).expect("bind");
         let mode = std::fs::metadata(&path).expect("socket").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -311,13 +318,17 @@ mod tests {
         );
         controller.await.expect("controller");
         server.abort();
-        std::fs::remove_dir_all(&dir).expect("cleanup");
+        tmp.close().expect("cleanup");
     }
 
     #[tokio::test]
     async fn a_malformed_request_gets_an_error_not_a_hang() {
-        let dir = std::env::temp_dir().join(format!("vnfp-control-bad-{}", std::process::id()));
-        let path = dir.join("vnfpool.sock");
+        let tmp = tempfile::Builder::new()
+            .prefix("vnfp-control-bad-")
+            .tempdir()
+            .expect("dir");
+        // A directory that does not exist yet: `bind` makes it.
+        let path = tmp.path().join("run").join("vnfpool.sock");
         let listener = bind(&path).expect("bind");
         let (tx, _rx) = mpsc::channel(1);
         let server = tokio::spawn(serve(listener, tx, views()));
@@ -334,6 +345,6 @@ mod tests {
             "{answer:?}"
         );
         server.abort();
-        std::fs::remove_dir_all(&dir).expect("cleanup");
+        tmp.close().expect("cleanup");
     }
 }

@@ -97,25 +97,15 @@ impl Probers for RecordingProbers {
 }
 
 /// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
     fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "vnfp-controller-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let dir = tempfile::Builder::new()
+            .prefix("vnfp-controller-")
+            .tempdir()
+            .expect("scratch dir");
         Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -166,7 +156,7 @@ fn cluster_link(
 
 /// The daemon section and `pools` (YAML, indented under `pools:`), with an API when `api`.
 fn yaml(scratch: &Scratch, pools: &str, api: bool) -> String {
-    let d = scratch.0.display();
+    let d = scratch.0.path().display();
     let api = if api {
         format!(
             "api:\n  listen: 127.0.0.1:9443\n  heartbeat_listen: 127.0.0.1:9444\n  cert: {d}/c.pem\n  key: {d}/k.pem\n  client_ca: {d}/ca.pem\n  clients:\n    - {{ subject: \"CN=e\", role: element }}\n    - {{ subject: \"CN=g\", role: element, pools: [dns], names: \"g-*\", prefixes: [10.0.0.64/26], max_elements: 2 }}\n"
@@ -236,7 +226,7 @@ impl Harness {
     )]
     async fn start_node(pools: &str, api: bool, node: Option<&str>) -> (Self, ClusterOutputs) {
         let scratch = Scratch::new();
-        let config = scratch.0.join("pools.yaml");
+        let config = scratch.0.path().join("pools.yaml");
         std::fs::write(&config, yaml(&scratch, pools, api)).expect("config");
         // The API's certificates are read only when the API starts, which these tests do not.
         let file_spec = config::load(&config).expect("valid configuration");

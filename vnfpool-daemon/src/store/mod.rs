@@ -202,29 +202,35 @@ pub fn encode<T: Serialize>(state: &T) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            let p = std::env::temp_dir().join(format!("vnfp-store-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            Self(p)
-        }
+    /// A state directory that does not exist yet (`Store::open` makes it, as the daemon's first
+    /// start does), in a fresh temporary directory removed, with it, when dropped.
+    struct StateDir {
+        path: PathBuf,
+        /// Held for its drop, which removes it and the state directory in it.
+        _tmp: tempfile::TempDir,
     }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
+    impl StateDir {
+        fn new(tag: &str) -> Self {
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!("vnfp-store-{tag}-"))
+                .tempdir()
+                .expect("a temporary directory");
+            Self {
+                path: tmp.path().join("state"),
+                _tmp: tmp,
+            }
         }
     }
 
     #[test]
     fn saves_and_loads_and_nothing_before_the_first_save() {
-        let dir = TempDir::new("roundtrip");
-        let store = Store::open(&dir.0).expect("open");
+        let dir = StateDir::new("roundtrip");
+        let store = Store::open(&dir.path).expect("open");
         assert_eq!(store.load::<Vec<u32>>().expect("load"), None);
         store.save(&vec![1u32, 2, 3]).expect("save");
         store.save(&vec![4u32]).expect("save again");
         assert_eq!(store.load::<Vec<u32>>().expect("load"), Some(vec![4]));
-        let names: Vec<_> = fs::read_dir(&dir.0)
+        let names: Vec<_> = fs::read_dir(&dir.path)
             .expect("dir")
             .map(|e| e.expect("entry").file_name())
             .collect();
@@ -237,11 +243,11 @@ mod tests {
 
     #[test]
     fn a_leftover_temporary_file_from_a_crash_is_ignored_and_replaced() {
-        let dir = TempDir::new("crash");
-        let store = Store::open(&dir.0).expect("open");
+        let dir = StateDir::new("crash");
+        let store = Store::open(&dir.path).expect("open");
         store.save(&"good").expect("save");
         // A crash between writing the temporary file and the rename leaves it behind, torn.
-        fs::write(dir.0.join(format!(".{STATE_FILE}.tmp")), b"{\"tor").expect("torn temp");
+        fs::write(dir.path.join(format!(".{STATE_FILE}.tmp")), b"{\"tor").expect("torn temp");
         assert_eq!(store.load::<String>().expect("load").as_deref(), Some("good"));
         store.save(&"next").expect("save over the leftover");
         assert_eq!(store.load::<String>().expect("load").as_deref(), Some("next"));
@@ -250,11 +256,11 @@ mod tests {
     #[test]
     fn a_temporary_name_planted_as_a_link_is_replaced_not_followed() {
         use std::os::unix::fs::symlink;
-        let dir = TempDir::new("planted");
-        let store = Store::open(&dir.0).expect("open");
-        let victim = dir.0.join("victim");
+        let dir = StateDir::new("planted");
+        let store = Store::open(&dir.path).expect("open");
+        let victim = dir.path.join("victim");
         fs::write(&victim, b"precious").expect("victim");
-        symlink(&victim, dir.0.join(format!(".{STATE_FILE}.tmp"))).expect("link");
+        symlink(&victim, dir.path.join(format!(".{STATE_FILE}.tmp"))).expect("link");
         store.save(&"state").expect("save");
         assert_eq!(
             fs::read(&victim).expect("victim"),
@@ -267,19 +273,19 @@ mod tests {
     #[test]
     fn a_state_directory_others_may_write_is_refused() {
         use std::os::unix::fs::PermissionsExt as _;
-        let dir = TempDir::new("open-mode");
-        fs::create_dir_all(&dir.0).expect("dir");
-        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).expect("chmod");
-        let err = Store::open(&dir.0).expect_err("refused");
+        let dir = StateDir::new("open-mode");
+        fs::create_dir_all(&dir.path).expect("dir");
+        fs::set_permissions(&dir.path, fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = Store::open(&dir.path).expect_err("refused");
         assert!(err.to_string().contains("mode 777"), "{err}");
-        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o755)).expect("chmod");
-        Store::open(&dir.0).expect("only its owner writes it");
+        fs::set_permissions(&dir.path, fs::Permissions::from_mode(0o755)).expect("chmod");
+        Store::open(&dir.path).expect("only its owner writes it");
     }
 
     #[test]
     fn an_unreadable_document_moves_aside_whole() {
-        let dir = TempDir::new("aside");
-        let store = Store::open(&dir.0).expect("open");
+        let dir = StateDir::new("aside");
+        let store = Store::open(&dir.path).expect("open");
         fs::write(store.path(), b"not json").expect("write");
         let aside = store.move_aside().expect("moved");
         assert_eq!(fs::read(&aside).expect("kept"), b"not json");
@@ -288,8 +294,8 @@ mod tests {
 
     #[test]
     fn a_corrupt_document_is_an_error_not_a_silent_fresh_start() {
-        let dir = TempDir::new("corrupt");
-        let store = Store::open(&dir.0).expect("open");
+        let dir = StateDir::new("corrupt");
+        let store = Store::open(&dir.path).expect("open");
         fs::write(store.path(), b"not json").expect("write");
         assert!(matches!(store.load::<String>(), Err(StoreError::Decode { .. })));
     }
