@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use promql_parser::parser::Expr;
 use serde_json::Value;
 use vnfpool_common::stats::{Counters, Reason};
 use vnfpool_daemon::metrics::{ElementSample, Metrics};
@@ -36,8 +37,6 @@ const FUNCTIONS: [&str; 18] = [
     "vector",
     "time",
 ];
-const GROUPING: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
-const KEYWORDS: [&str; 5] = ["and", "or", "unless", "bool", "offset"];
 
 #[derive(Debug, PartialEq)]
 struct Metric {
@@ -47,7 +46,7 @@ struct Metric {
 
 /// docs/operations.md's metrics table: one entry per name (`…_bytes_total` after a name stands
 /// for that name with its last two words replaced).
-fn readme_metrics() -> BTreeMap<String, Metric> {
+fn documented_metrics() -> BTreeMap<String, Metric> {
     let mut lines = OPERATIONS
         .lines()
         .skip_while(|l| !l.starts_with("| metric | type | labels |"))
@@ -99,114 +98,76 @@ struct Uses {
     grouping: Vec<String>,
 }
 
-/// A small `PromQL` scanner: enough to tell metric names from functions, keywords and labels.
-fn scan(expr: &str) -> Uses {
-    let b: Vec<char> = expr.chars().collect();
+/// What `expr` uses, parsed by `promql-parser` (the grammar of Prometheus itself: a misspelt
+/// function or a stray brace is a parse error). Grafana's interval variables (`$__rate_interval`
+/// and the like) stand in for durations, so a duration takes their place before parsing;
+/// `$pool` only appears inside strings, which the parser takes as they are.
+fn scan(expr: &str) -> Result<Uses, String> {
+    let mut text = String::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("$__") {
+        text.push_str(&rest[..at]);
+        let name_end = rest[at + 3..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(rest.len(), |n| at + 3 + n);
+        text.push_str("5m");
+        rest = &rest[name_end..];
+    }
+    text.push_str(rest);
+    let parsed = promql_parser::parser::parse(&text)?;
     let mut uses = Uses::default();
-    let mut i = 0;
-    let ident = |i: &mut usize| {
-        let start = *i;
-        while *i < b.len() && (b[*i].is_ascii_alphanumeric() || b[*i] == '_' || b[*i] == ':') {
-            *i += 1;
-        }
-        b[start..*i].iter().collect::<String>()
+    walk(&parsed, &mut uses);
+    Ok(uses)
+}
+
+fn walk(expr: &Expr, uses: &mut Uses) {
+    let selector = |vs: &promql_parser::parser::VectorSelector, uses: &mut Uses| {
+        let labels = vs
+            .matchers
+            .matchers
+            .iter()
+            .chain(vs.matchers.or_matchers.iter().flatten())
+            .map(|m| m.name.clone())
+            .filter(|name| name != "__name__")
+            .collect();
+        uses.selectors.push((vs.name.clone().unwrap_or_default(), labels));
     };
-    let skip_space = |i: &mut usize| {
-        while *i < b.len() && b[*i].is_whitespace() {
-            *i += 1;
-        }
-    };
-    let skip_string = |i: &mut usize| {
-        let quote = b[*i];
-        *i += 1;
-        while *i < b.len() && b[*i] != quote {
-            *i += if b[*i] == '\\' { 2 } else { 1 };
-        }
-        *i += 1;
-    };
-    while i < b.len() {
-        let c = b[i];
-        if c == '"' || c == '\'' || c == '`' {
-            skip_string(&mut i);
-        } else if c == '[' {
-            while i < b.len() && b[i] != ']' {
-                i += 1;
+    match expr {
+        Expr::Aggregate(a) => {
+            uses.functions.push(a.op.to_string());
+            if let Some(m) = &a.modifier {
+                uses.grouping.extend(m.labels().labels.iter().cloned());
             }
-        } else if c == '$' {
-            // A dashboard variable outside a string or a range: only $__range-like names.
-            i += 1;
-            ident(&mut i);
-        } else if c.is_ascii_digit() || c == '.' {
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == '.') {
-                i += 1;
+            if let Some(param) = &a.param {
+                walk(param, uses);
             }
-        } else if c == '{' {
-            uses.selectors.push((String::new(), matchers(&b, &mut i)));
-        } else if c.is_ascii_alphabetic() || c == '_' {
-            let word = ident(&mut i);
-            skip_space(&mut i);
-            let next = b.get(i).copied();
-            if GROUPING.contains(&word.as_str()) {
-                if next == Some('(') {
-                    let end = i + b[i..].iter().position(|&c| c == ')').expect("closing )");
-                    let list: String = b[i + 1..end].iter().collect();
-                    uses.grouping.extend(
-                        list.split(',')
-                            .map(str::trim)
-                            .filter(|l| !l.is_empty())
-                            .map(str::to_owned),
-                    );
-                    i = end + 1;
+            walk(&a.expr, uses);
+        }
+        Expr::Binary(b) => {
+            if let Some(m) = &b.modifier {
+                if let Some(matching) = &m.matching {
+                    uses.grouping.extend(matching.labels().labels.iter().cloned());
                 }
-            } else if KEYWORDS.contains(&word.as_str()) {
-                // A binary operator or modifier: nothing to check.
-            } else if next == Some('(') || ["by", "without"].iter().any(|g| follows(&b[i..], g)) {
-                // A call, or an aggregation with its grouping first: `sum by (pool) (…)`.
-                uses.functions.push(word);
-            } else if next == Some('{') {
-                let labels = matchers(&b, &mut i);
-                uses.selectors.push((word, labels));
-            } else {
-                uses.selectors.push((word, Vec::new()));
+                if let Some(labels) = m.card.labels() {
+                    uses.grouping.extend(labels.labels.iter().cloned());
+                }
             }
-        } else {
-            i += 1;
+            walk(&b.lhs, uses);
+            walk(&b.rhs, uses);
         }
-    }
-    uses
-}
-
-/// Whether `rest` starts with the word `word`.
-fn follows(rest: &[char], word: &str) -> bool {
-    let n = word.len();
-    rest.len() > n
-        && rest[..n].iter().copied().eq(word.chars())
-        && !(rest[n].is_ascii_alphanumeric() || rest[n] == '_')
-}
-
-/// The label names of the matchers in the `{…}` at `b[*i]`; leaves `*i` past the `}`.
-fn matchers(b: &[char], i: &mut usize) -> Vec<String> {
-    let mut labels = Vec::new();
-    let mut name = String::new();
-    *i += 1;
-    while *i < b.len() && b[*i] != '}' {
-        let c = b[*i];
-        if c == '"' || c == '\'' || c == '`' {
-            *i += 1;
-            while *i < b.len() && b[*i] != c {
-                *i += if b[*i] == '\\' { 2 } else { 1 };
+        Expr::Call(c) => {
+            uses.functions.push(c.func.name.to_owned());
+            for arg in &c.args.args {
+                walk(arg, uses);
             }
-        } else if c.is_ascii_alphanumeric() || c == '_' {
-            name.push(c);
-        } else if matches!(c, '=' | '!') && !name.is_empty() {
-            labels.push(std::mem::take(&mut name));
-        } else if !c.is_whitespace() {
-            name.clear();
         }
-        *i += 1;
+        Expr::Unary(u) => walk(&u.expr, uses),
+        Expr::Paren(p) => walk(&p.expr, uses),
+        Expr::Subquery(q) => walk(&q.expr, uses),
+        Expr::VectorSelector(vs) => selector(vs, uses),
+        Expr::MatrixSelector(ms) => selector(&ms.vs, uses),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
     }
-    *i += 1;
-    labels
 }
 
 /// The metric a series name belongs to: a histogram's `_bucket`, `_sum` and `_count` series
@@ -224,7 +185,10 @@ fn metric_of<'a>(series: &str, metrics: &'a BTreeMap<String, Metric>) -> Option<
 
 /// Everything wrong with one query, as messages naming `place`.
 fn check(place: &str, expr: &str, legend: Option<&str>, metrics: &BTreeMap<String, Metric>) -> Vec<String> {
-    let uses = scan(expr);
+    let uses = match scan(expr) {
+        Ok(uses) => uses,
+        Err(e) => return vec![format!("{place}: not PromQL ({e}): {expr:?}")],
+    };
     let mut errors = Vec::new();
     let mut available: BTreeSet<&str> = TARGET_LABELS.into_iter().collect();
     for f in &uses.functions {
@@ -319,8 +283,8 @@ fn queries(d: &Value) -> Vec<(String, String, Option<String>)> {
 }
 
 #[test]
-fn every_query_uses_only_metrics_and_labels_the_readme_lists() {
-    let metrics = readme_metrics();
+fn every_query_uses_only_metrics_and_labels_the_docs_list() {
+    let metrics = documented_metrics();
     let d = dashboard();
     let queries = queries(&d);
     assert!(queries.len() >= 20, "{} queries", queries.len());
@@ -331,9 +295,10 @@ fn every_query_uses_only_metrics_and_labels_the_readme_lists() {
             errors.push(format!("{place}: empty expr"));
         }
         errors.extend(check(place, expr, legend.as_deref(), &metrics));
+        // A query that does not parse is an error above already.
+        let selectors = scan(expr).map(|uses| uses.selectors).unwrap_or_default();
         used.extend(
-            scan(expr)
-                .selectors
+            selectors
                 .iter()
                 .filter_map(|(s, _)| metric_of(s, &metrics).map(|(name, ..)| name.to_owned())),
         );
@@ -366,7 +331,7 @@ fn every_query_uses_only_metrics_and_labels_the_readme_lists() {
 
 #[test]
 fn the_pool_variable_and_the_datasource_are_templated() {
-    let metrics = readme_metrics();
+    let metrics = documented_metrics();
     let d = dashboard();
     let vars = d["templating"]["list"].as_array().expect("templating");
     let ds = vars
@@ -412,8 +377,8 @@ fn the_pool_variable_and_the_datasource_are_templated() {
 }
 
 #[test]
-fn the_scanner_catches_drift() {
-    let metrics = readme_metrics();
+fn the_check_catches_drift() {
+    let metrics = documented_metrics();
     let errors = |expr: &str| check("t", expr, None, &metrics);
     assert!(
         errors(r#"histogram_quantile(0.99, sum by (le, pool) (rate(vnfpool_failover_switch_seconds_bucket{pool=~"$pool"}[$__rate_interval])))"#)
@@ -457,11 +422,21 @@ fn the_scanner_catches_drift() {
         "a legend label"
     );
     assert!(errors(r#"vnfpool_element_role{pool=~"$pool", state="a{b}"} == 1"#).is_empty());
+    assert_eq!(
+        errors(r#"sum by (pool) (vnfpool_failovers_total{pool=~"$pool"}"#).len(),
+        1,
+        "an unclosed parenthesis"
+    );
+    assert_eq!(
+        errors("vnfpool_pool_active_weight * on (elment) group_left vnfpool_pool_active_elements").len(),
+        1,
+        "a matching label"
+    );
 }
 
 /// The table of docs/operations.md is the daemon's exposition: the same names, types and labels.
 #[test]
-fn the_readme_lists_what_the_daemon_exposes() {
+fn the_docs_list_what_the_daemon_exposes() {
     let m = Metrics::new(1024);
     m.probe("web", "e1", true, std::time::Duration::from_millis(2));
     m.failover(
@@ -526,7 +501,7 @@ fn the_readme_lists_what_the_daemon_exposes() {
         entry.labels.extend(labels);
     }
     assert_eq!(
-        readme_metrics(),
+        documented_metrics(),
         exposed,
         "docs/operations.md's metrics table against the exposition:\n{text}"
     );
