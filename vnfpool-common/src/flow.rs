@@ -502,6 +502,18 @@ mod tests {
         b
     }
 
+    /// An IPv4 client's TCP flow to port 443 of pool 3.
+    fn web_flow() -> FlowKey {
+        FlowKey {
+            src: crate::addr::from_v4([10, 0, 0, 2]),
+            sport_be: 40000u16.to_be(),
+            dport_be: 443u16.to_be(),
+            pool: 3,
+            proto: 6,
+            _pad: 0,
+        }
+    }
+
     #[test]
     fn the_flow_hash_is_siphash_1_3_of_the_flows_input_under_the_secret() {
         use core::hash::Hasher as _;
@@ -515,14 +527,7 @@ mod tests {
                 proto: 17,
                 _pad: 0,
             },
-            FlowKey {
-                src: crate::addr::from_v4([10, 0, 0, 2]),
-                sport_be: 40000u16.to_be(),
-                dport_be: 443u16.to_be(),
-                pool: 3,
-                proto: 6,
-                _pad: 0,
-            },
+            web_flow(),
         ];
         for secret in [
             [0, 0],
@@ -540,14 +545,7 @@ mod tests {
 
     #[test]
     fn an_ipv4_flows_input_is_its_11_bytes_and_an_ipv6_flows_its_23() {
-        let v4 = FlowKey {
-            src: crate::addr::from_v4([10, 0, 0, 2]),
-            sport_be: 40000u16.to_be(),
-            dport_be: 443u16.to_be(),
-            pool: 3,
-            proto: 6,
-            _pad: 0,
-        };
+        let v4 = web_flow();
         let (b, n) = hash_input(&v4);
         assert_eq!(&b[..n], &[10, 0, 0, 2, 0x9c, 0x40, 0x01, 0xbb, 3, 0, 6]);
         let v6 = FlowKey {
