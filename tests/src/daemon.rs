@@ -266,6 +266,27 @@ impl Daemon {
         }
     }
 
+    /// Polls the daemon's log until `logged` holds (every 5 ms), or panics with it after
+    /// `timeout`; panics at once if the daemon exits.
+    #[expect(clippy::disallowed_methods, reason = "polls a real process in real time")]
+    pub fn wait_logged(&mut self, what: &str, timeout: Duration, logged: impl Fn(&str) -> bool) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "the daemon exited ({status}) while waiting for: {what}\n{}",
+                    self.log_text()
+                );
+            }
+            let log = self.log_text();
+            if logged(&log) {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "not logged within {timeout:?}: {what}\n{log}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The daemon's log so far.
     #[must_use]
     pub fn log_text(&self) -> String {

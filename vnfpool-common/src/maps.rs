@@ -46,6 +46,18 @@ pub const POOL_STATS: &str = "VNF_POOL_STATS";
 /// [`crate::stats::Reason`]. Written by the program.
 pub const REASON_STATS: &str = "VNF_REASONS";
 
+/// The drop log (`--xdp-log`), aya-log's `RINGBUF` of log records: written by the program, read
+/// by the daemon into its own log. Not pinned: each loaded program has its own, found by the
+/// program's id. [`XDP_LOG_SIZE`] bytes with the log on, [`XDP_LOG_OFF_SIZE`] with it off.
+pub const XDP_LOG: &str = "AYA_LOGS";
+/// Bytes of [`XDP_LOG`] with the log on (aya-log's default).
+pub const XDP_LOG_SIZE: u32 = 128 << 10;
+/// Bytes of [`XDP_LOG`] with the log off: one page, the least a ring buffer can have (the
+/// program has the map, but the verifier removed the code that writes it).
+pub const XDP_LOG_OFF_SIZE: u32 = 4096;
+/// The log level the program reads from `.rodata` (aya-log's `AYA_LOG_LEVEL`).
+pub const XDP_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
+
 /// Every map of the program, in the order `docs/architecture.md`'s map table documents them.
 pub const ALL: &[&str] = &[
     VIPS,

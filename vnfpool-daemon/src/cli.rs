@@ -40,6 +40,12 @@ pub enum Command {
         /// start from probes; without this flag the daemon refuses to start over it.
         #[arg(long)]
         move_aside_bad_state: bool,
+        /// Loads the XDP program with its drop log on: the 1st, 2nd, 4th, 8th… packet of each
+        /// drop or exception reason on each CPU is logged (target `vnfpool::xdp`, level info).
+        /// Takes effect when the program is attached: a restart that adopts a running program
+        /// reads that program's log, on only if it was loaded with this flag.
+        #[arg(long)]
+        xdp_log: bool,
     },
     /// Runs beside an element: registers it into a pool over the API, sends its heartbeats,
     /// deregisters it on SIGTERM or SIGINT.

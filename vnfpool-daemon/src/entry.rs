@@ -35,6 +35,7 @@ pub fn main() -> ExitCode {
         Command::Daemon {
             config,
             move_aside_bad_state,
+            xdp_log,
         } => {
             // Load and validate before touching BPF or binding anything.
             let spec = match config::load(&config) {
@@ -46,7 +47,14 @@ pub fn main() -> ExitCode {
             };
             drop_ambient_capabilities();
             raise_descriptor_limit();
-            run_daemon(config, spec, move_aside_bad_state)
+            run_daemon(
+                config,
+                spec,
+                crate::app::Options {
+                    move_aside_bad_state,
+                    xdp_log,
+                },
+            )
         }
         Command::Agent { config } => crate::agent::main(&config),
         Command::Status { json, socket } => client(&socket, &Request::Status, json),
@@ -139,7 +147,7 @@ fn raise_descriptor_limit() {
 fn run_daemon(
     config: std::path::PathBuf,
     spec: crate::model::spec::Spec,
-    move_aside_bad_state: bool,
+    options: crate::app::Options,
 ) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -148,7 +156,7 @@ fn run_daemon(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::app::run(config, spec, move_aside_bad_state)) {
+    match runtime.block_on(crate::app::run(config, spec, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is_config() => {
             eprintln!("vnfpool: {:#}", anyhow::Error::from(e));

@@ -20,6 +20,7 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
+use aya_log_ebpf::info;
 use parse::{IPPROTO_TCP, Packet, Parsed, Stop, TCP_ACK, TCP_SYN, Tuple};
 use vnfpool_common::{
     addr::Addr,
@@ -98,7 +99,7 @@ pub fn vnfpool(ctx: XdpContext) -> u32 {
         // Fail open: what we cannot parse is not provably for a VIP, so the kernel decides.
         Err(Stop::NotOurs) => xdp_action::XDP_PASS,
         Err(Stop::Malformed) => {
-            count(&VNF_REASONS, Reason::Malformed as u32, &pkt);
+            count(Reason::Malformed, &pkt);
             xdp_action::XDP_PASS
         }
     }
@@ -244,7 +245,7 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
         Way::Hit(way, old) => store(bucket, way, flow::with_hand(entry, flow::hand(old))),
         // A new entry only for a flow's first packet, and within the flood guard.
         Way::Empty(_) | Way::Full if !may_record(t, now, ctl) => {
-            count(&VNF_REASONS, Reason::FlowNotRecorded as u32, pkt);
+            count(Reason::FlowNotRecorded, pkt);
             return action;
         }
         Way::Empty(way) => store(bucket, way, entry),
@@ -309,7 +310,7 @@ fn emit(pkt: &Packet, hash: u64, pool: u32, idx: u32) {
             slot.write(event);
             slot.submit(BPF_RB_NO_WAKEUP as u64);
         }
-        None => count(&VNF_REASONS, Reason::FlowEventLost as u32, pkt),
+        None => count(Reason::FlowEventLost, pkt),
     }
 }
 
@@ -441,7 +442,7 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
         if let Some(e) = element_at(pool, slot, idx)
             && e.keeps_flows()
         {
-            count(&VNF_REASONS, Reason::IcmpForwarded as u32, pkt);
+            count(Reason::IcmpForwarded, pkt);
             return forward(ctx, pkt, pool, idx, e);
         }
     }
@@ -450,18 +451,33 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
 
 #[inline(always)]
 fn drop(pkt: &Packet, reason: Reason) -> u32 {
-    count(&VNF_REASONS, reason as u32, pkt);
+    count(reason, pkt);
     xdp_action::XDP_DROP
 }
 
+/// Counts a packet under `reason` in `VNF_REASONS`. With the drop log on (the loader's
+/// `--xdp-log`), the 1st, 2nd, 4th, 8th… packet of each reason on each CPU is also logged
+/// (aya-log, read by the daemon into its log). Off, the log level in `.rodata` is 0: the
+/// verifier knows the branch is never taken and removes the log code from the loaded program.
 #[inline(always)]
-fn count<const N: usize>(map: &PerCpuArray<Counters, N>, idx: u32, pkt: &Packet) {
-    if let Some(c) = map.get_ptr_mut(idx) {
-        // SAFETY: per-CPU slot, and XDP does not preempt itself on a CPU.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += pkt.len() as u64;
-        }
+fn count(reason: Reason, pkt: &Packet) {
+    let Some(c) = VNF_REASONS.get_ptr_mut(reason as u32) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, and XDP does not preempt itself on a CPU.
+    let n = unsafe {
+        (*c).packets += 1;
+        (*c).bytes += pkt.len() as u64;
+        (*c).packets
+    };
+    if n & (n - 1) == 0 {
+        info!(
+            (),
+            "{} (packet {} of this reason on this CPU, {} bytes)",
+            reason.name(),
+            n,
+            pkt.len() as u64
+        );
     }
 }
 

@@ -59,9 +59,18 @@ const HEARTBEAT_QUEUE: usize = 4096;
 /// # Errors
 /// When the configuration cannot be carried out (see [`AppError::is_config`]) or a system call
 /// the daemon cannot do without fails at start-up.
-pub async fn run(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool) -> Result<(), AppError> {
-    let built = build(config_path, file_spec, move_aside_bad_state).await?;
+pub async fn run(config_path: PathBuf, file_spec: Spec, options: Options) -> Result<(), AppError> {
+    let built = build(config_path, file_spec, options).await?;
     drain(spawn(built).await?).await
+}
+
+/// The daemon's command-line switches (`vnfpool daemon --help`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Move an unreadable state file aside instead of refusing to start.
+    pub move_aside_bad_state: bool,
+    /// Load the XDP program with its drop log on, and read it into the log.
+    pub xdp_log: bool,
 }
 
 /// What [`build`] makes and [`spawn`] starts.
@@ -85,7 +94,7 @@ struct Built {
 
 /// Everything up to the first input: the saved state, the resolved elements, the data plane
 /// loaded or adopted and attached, and the controller.
-async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool) -> Result<Built, AppError> {
+async fn build(config_path: PathBuf, file_spec: Spec, options: Options) -> Result<Built, AppError> {
     let epoch = Instant::now();
     let failover = Failover::start()?;
     let metrics_listener = metrics::bind(file_spec.daemon.metrics)
@@ -99,7 +108,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         .transpose()?
         .map(api::Tls::new);
     let store = Store::open(&file_spec.daemon.state_dir)?;
-    let persisted = load_state(&store, move_aside_bad_state)?;
+    let persisted = load_state(&store, options.move_aside_bad_state)?;
     let spec = crate::controller::merged(&file_spec, &persisted.added);
     let net = Arc::new(NetResolver);
     let known = reconcile::known_resolutions(&[], &spec);
@@ -110,10 +119,11 @@ async fn build(config_path: PathBuf, file_spec: Spec, move_aside_bad_state: bool
         pin_dir: Some(spec.daemon.pin_dir.clone()),
         flow_table_size: spec.daemon.flow_table_size,
         flow_hash_key: flow_hash_key(&spec, &persisted)?,
+        xdp_log: options.xdp_log,
         ..LoadOptions::default()
     };
     let mut dp = AyaDataplane::load(&opts)?;
-    attach(&mut dp, &spec.daemon)?;
+    attach(&mut dp, &spec.daemon, options.xdp_log)?;
     let down = links_down(&resolved).await;
     let adopted = dp.adopted();
     let now = epoch.elapsed();
@@ -201,8 +211,8 @@ fn renewal(tls: api::Tls) -> crate::controller::work::Renewal {
 }
 
 /// Attaches the program to every interface of `daemon.interfaces`, or adopts its pinned
-/// attachment there.
-fn attach(dp: &mut AyaDataplane, daemon: &crate::model::spec::DaemonSpec) -> Result<(), AppError> {
+/// attachment there; with `xdp_log`, reads the drop log of every program attached.
+fn attach(dp: &mut AyaDataplane, daemon: &crate::model::spec::DaemonSpec, xdp_log: bool) -> Result<(), AppError> {
     for interface in &daemon.interfaces {
         match dp.attach(interface, daemon.xdp_mode)? {
             None => info!(%interface, "adopted the pinned XDP attachment"),
@@ -214,7 +224,27 @@ fn attach(dp: &mut AyaDataplane, daemon: &crate::model::spec::DaemonSpec) -> Res
             }
         }
     }
+    if xdp_log {
+        read_xdp_log(dp);
+    }
     Ok(())
+}
+
+/// Reads the drop log of every program attached into the log. A program adopted from an earlier
+/// run logs only if that run loaded it with `--xdp-log`; reading stays best effort (the log is
+/// a debugging aid, the data plane does not depend on it).
+fn read_xdp_log(dp: &AyaDataplane) {
+    if dp.adopted() {
+        warn!(
+            "--xdp-log: the XDP program attached by an earlier run is kept; its drop log is on only if that run had --xdp-log (detach it and remove the pins to load this one)"
+        );
+    }
+    for id in dp.attached_programs() {
+        match crate::dataplane::xdp_log::spawn(id) {
+            Ok(_) => info!(program = id, "reading the XDP drop log"),
+            Err(e) => warn!("--xdp-log: {}", crate::telemetry::error_chain(&e)),
+        }
+    }
 }
 
 /// The flow hash's key: a cluster's nodes hash flows alike (their key comes from the cluster's

@@ -153,6 +153,10 @@ pub struct LoadOptions {
     /// The flood guard (`FlowCtl::new_flows_per_unit`: flows one CPU records per stamp unit;
     /// 0: no guard). `None`: [`flow::default_guard`] of the table for this host's CPUs.
     pub new_flows_per_unit: Option<u32>,
+    /// The drop log: the program logs the 1st, 2nd, 4th… packet of each reason per CPU
+    /// ([`maps::XDP_LOG`]). Off, the verifier removes the log code (its level is 0 in the
+    /// program's frozen `.rodata`).
+    pub xdp_log: bool,
 }
 
 /// The flow hash's secret key ([`flow::hash64`]) for [`AyaDataplane::load`].
@@ -206,6 +210,7 @@ impl Default for LoadOptions {
             ring_chunks: maps::DEFAULT_RING_CHUNKS,
             flow_hash_key: FlowHashKey::random(),
             new_flows_per_unit: None,
+            xdp_log: false,
         }
     }
 }
@@ -249,6 +254,8 @@ pub struct AyaDataplane {
     /// The egress interfaces each pool's elements are behind: a `VNF_TX_PORTS` entry stays
     /// while a pool uses it, and goes with the last one.
     tx_users: HashMap<u32, BTreeSet<u32>>,
+    /// Ids of the programs attached by `attach` (this one's, or an adopted link's).
+    attached: BTreeSet<u32>,
     clock: fn() -> std::time::Instant,
 }
 
@@ -270,6 +277,14 @@ impl AyaDataplane {
         loader
             .map_max_entries(maps::FLOWS, flow_buckets)
             .map_max_entries(maps::RING, opts.ring_chunks);
+        let (log_level, log_bytes) = if opts.xdp_log {
+            (aya_log::Level::Info as u8, maps::XDP_LOG_SIZE)
+        } else {
+            (0u8, maps::XDP_LOG_OFF_SIZE)
+        };
+        loader
+            .override_global(maps::XDP_LOG_LEVEL, &log_level, true)
+            .map_max_entries(maps::XDP_LOG, log_bytes);
         let pins: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => maps::ALL.iter().map(|name| (*name, dir.join(name))).collect(),
             None => Vec::new(),
@@ -343,6 +358,7 @@ impl AyaDataplane {
             retirer: Retirer::new(),
             switched: HashMap::new(),
             tx_users: HashMap::new(),
+            attached: BTreeSet::new(),
             clock: std::time::Instant::now,
         };
         if adopted {
@@ -420,10 +436,15 @@ impl AyaDataplane {
         if let Some(path) = &link_pin
             && path.exists()
         {
-            aya::programs::links::PinnedLink::from_pin(path).map_err(|e| DataplaneError::Link {
+            let link = aya::programs::links::PinnedLink::from_pin(path).map_err(|e| DataplaneError::Link {
                 interface: interface.to_owned(),
                 what: e.to_string(),
             })?;
+            let info = FdLink::from(link).info().map_err(|e| DataplaneError::Link {
+                interface: interface.to_owned(),
+                what: e.to_string(),
+            })?;
+            self.attached.insert(info.program_id());
             return Ok(None);
         }
         let prog: &mut Xdp = program(&mut self.ebpf)?;
@@ -443,6 +464,9 @@ impl AyaDataplane {
         for &(m, name) in attempts {
             match prog.attach(interface, m) {
                 Ok(id) => {
+                    if let Ok(info) = prog.info() {
+                        self.attached.insert(info.id());
+                    }
                     if let Some(path) = &link_pin {
                         let link = prog.take_link(id).map_err(|source| DataplaneError::Attach {
                             interface: interface.to_owned(),
@@ -469,6 +493,12 @@ impl AyaDataplane {
             mode,
             source,
         })
+    }
+
+    /// Ids of the programs `attach` attached or found attached (see [`crate::dataplane::xdp_log`]).
+    #[must_use]
+    pub fn attached_programs(&self) -> Vec<u32> {
+        self.attached.iter().copied().collect()
     }
 
     /// The loaded object, to attach or test-run the program.

@@ -22,6 +22,7 @@ pub mod flows;
 mod mmap;
 #[cfg(any(test, feature = "test-util"))]
 pub mod recording;
+pub mod xdp_log;
 
 use std::{collections::BTreeMap, sync::Arc};
 
