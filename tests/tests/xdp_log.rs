@@ -27,7 +27,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_vnfpool-under-test");
 fn malformed() -> Vec<u8> {
     let src: IpAddr = "10.0.0.1".parse().expect("address");
     let dst: IpAddr = "10.0.0.2".parse().expect("address");
-    let mut frame = Frame::new(src, dst, L4::Tcp { sport: 40000, dport: 80 }).build();
+    let mut frame = Frame::new(
+        src,
+        dst,
+        L4::Tcp {
+            sport: 40000,
+            dport: 80,
+        },
+    )
+    .build();
     // IPv4 total length (after the 14-byte Ethernet header): 20 of IP + 12 of TCP.
     frame[16..18].copy_from_slice(&32u16.to_be_bytes());
     frame
@@ -144,7 +152,10 @@ fn off_the_verifier_has_removed_the_log_code_and_nothing_is_logged() {
     for _ in 0..8 {
         off.run(&frame);
     }
-    assert_eq!(per_cpu_packets(&mut off, Reason::Malformed).iter().sum::<u64>(), 8);
+    assert_eq!(
+        per_cpu_packets(&mut off, Reason::Malformed).iter().sum::<u64>(),
+        8
+    );
     assert_eq!(drain_log(off_id), Vec::<String>::new());
 }
 
@@ -155,7 +166,11 @@ fn on_the_first_packets_of_a_reason_per_cpu_are_logged() {
     let frame = malformed();
     for _ in 0..20 {
         let run = h.run(&frame);
-        assert_eq!(verdict_name(run.verdict), "XDP_PASS", "a malformed frame goes to the kernel");
+        assert_eq!(
+            verdict_name(run.verdict),
+            "XDP_PASS",
+            "a malformed frame goes to the kernel"
+        );
     }
     let counts = per_cpu_packets(&mut h, Reason::Malformed);
     assert_eq!(counts.iter().sum::<u64>(), 20);
@@ -177,7 +192,10 @@ fn on_the_first_packets_of_a_reason_per_cpu_are_logged() {
     let mut got = drain_log(id);
     want.sort();
     got.sort();
-    assert_eq!(got, want, "the drop log for 20 malformed frames, CPU counts {counts:?}");
+    assert_eq!(
+        got, want,
+        "the drop log for 20 malformed frames, CPU counts {counts:?}"
+    );
 }
 
 /// The daemon with `--xdp-log` reads the log of the program it attached into its own: a UDP
@@ -205,7 +223,9 @@ fn the_daemon_with_xdp_log_logs_the_fragments_the_program_drops() {
             .send_to(&[0u8; 3000], (vip, UDP_PORT))
             .expect("a datagram the kernel sends in fragments");
     });
-    daemon.wait_logged("a drop log record of the fragments", Duration::from_secs(5), |log| {
-        log.contains("vnfpool::xdp") && log.contains("fragment (packet 1 of this reason on this CPU")
-    });
+    daemon.wait_logged(
+        "a drop log record of the fragments",
+        Duration::from_secs(5),
+        |log| log.contains("vnfpool::xdp") && log.contains("fragment (packet 1 of this reason on this CPU"),
+    );
 }

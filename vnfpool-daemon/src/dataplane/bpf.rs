@@ -436,10 +436,11 @@ impl AyaDataplane {
         if let Some(path) = &link_pin
             && path.exists()
         {
-            let link = aya::programs::links::PinnedLink::from_pin(path).map_err(|e| DataplaneError::Link {
-                interface: interface.to_owned(),
-                what: e.to_string(),
-            })?;
+            let link =
+                aya::programs::links::PinnedLink::from_pin(path).map_err(|e| DataplaneError::Link {
+                    interface: interface.to_owned(),
+                    what: e.to_string(),
+                })?;
             let info = FdLink::from(link).info().map_err(|e| DataplaneError::Link {
                 interface: interface.to_owned(),
                 what: e.to_string(),

@@ -65,8 +65,13 @@ pub fn spawn(program: u32) -> Result<JoinHandle<()>, XdpLogError> {
         .map_err(|source| XdpLogError::Open { program, source })?;
     // SAFETY: the logger owns the ring's descriptor (an `OwnedFd` in its map) and neither
     // closes nor replaces it while the `AsyncFd` holds the logger.
-    let mut ring = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
-        .map_err(|source| XdpLogError::Poll { program, source: source.into() })?;
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }.map_err(|source| {
+            XdpLogError::Poll {
+                program,
+                source: source.into(),
+            }
+        })?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok(mut ready) = ring.readable_mut().await else {
@@ -119,7 +124,10 @@ mod tests {
                 .with_ansi(false),
         );
         with_default(subscriber, || {
-            for (level, text) in [(log::Level::Info, "malformed (packet 1)"), (log::Level::Warn, "w")] {
+            for (level, text) in [
+                (log::Level::Info, "malformed (packet 1)"),
+                (log::Level::Warn, "w"),
+            ] {
                 ToTracing.log(
                     &log::Record::builder()
                         .level(level)
