@@ -282,7 +282,10 @@ impl Daemon {
             if logged(&log) {
                 return;
             }
-            assert!(start.elapsed() < timeout, "not logged within {timeout:?}: {what}\n{log}");
+            assert!(
+                start.elapsed() < timeout,
+                "not logged within {timeout:?}: {what}\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }

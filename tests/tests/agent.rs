@@ -12,7 +12,7 @@ use std::{
 };
 
 use vnfpool_daemon::{
-    api::ElementAdded,
+    api::{ElementAdded, RegistrationInfo},
     control::Status,
     heartbeat::{self, Key},
 };
@@ -81,6 +81,21 @@ fn e3_agent(lab: &Lab, places: &Places, parties: &Parties) -> Agent {
         "dns",
         "\"priority\": 300",
     )
+}
+
+/// Registers lab element 2 as e3 with the `agent-e3` certificate, as its agent would; the
+/// registration the daemon answers (201) with.
+fn register_e3(lab: &Lab, parties: &Parties) -> RegistrationInfo {
+    let (status, body) = parties.call(
+        lab,
+        "agent-e3",
+        "PUT",
+        "/v1/pools/dns/elements/e3",
+        &element_body(lab, 2, "\"priority\": 300"),
+    );
+    assert_eq!(status, 201, "{body}");
+    let added: ElementAdded = serde_json::from_str(&body).expect("answer");
+    added.registration.expect("a registration")
 }
 
 /// Client sockets for `n` new flows to the pool.
@@ -226,6 +241,36 @@ fn registrations_and_keys_survive_a_restart_and_the_next_heartbeat_is_accepted()
     );
 }
 
+/// A registration (and a deregistration) is answered once the state that holds it is on disk:
+/// a daemon killed the instant after the answer restarts with it. Before, the answer
+/// went out while the state file was still being written, so a crash then lost a registration
+/// the agent believed it had (its heartbeats were refused as unknown from then on).
+#[test]
+fn what_the_api_answers_is_on_disk_before_the_answer() {
+    let (places, parties) = (Places::new(), Parties::new());
+    let (lab, daemon) = running(&places, &parties, &[]);
+    let state = places.scratch.path.join("state").join("state.json");
+    for round in 0..5 {
+        let key = register_e3(&lab, &parties).key;
+        // Read at once, as a restart after a crash here would.
+        let saved = std::fs::read_to_string(&state).expect("state file");
+        assert!(
+            saved.contains(&key),
+            "round {round}: a registration answered but not in {}",
+            state.display()
+        );
+        let (status, body) = parties.call(&lab, "agent-e3", "DELETE", "/v1/pools/dns/elements/e3", "");
+        assert_eq!(status, 200, "{body}");
+        let saved = std::fs::read_to_string(&state).expect("state file");
+        assert!(
+            !saved.contains(&key),
+            "round {round}: a deregistration answered but its registration still in {}",
+            state.display()
+        );
+    }
+    drop(daemon);
+}
+
 /// Sends `datagram` to the daemon's heartbeat listener from the host namespace.
 fn send(lab: &Lab, datagram: &[u8]) {
     let datagram = datagram.to_vec();
@@ -240,16 +285,7 @@ fn forged_replayed_and_unregistered_heartbeats_are_counted_and_change_nothing() 
     let (places, parties) = (Places::new(), Parties::new());
     let (lab, mut daemon) = running(&places, &parties, &[]);
     // The test registers e3 itself, to hold its key.
-    let (status, body) = parties.call(
-        &lab,
-        "agent-e3",
-        "PUT",
-        "/v1/pools/dns/elements/e3",
-        &element_body(&lab, 2, "\"priority\": 300"),
-    );
-    assert_eq!(status, 201, "{body}");
-    let added: ElementAdded = serde_json::from_str(&body).expect("answer");
-    let registration = added.registration.expect("a registration");
+    let registration = register_e3(&lab, &parties);
     let key = Key::from_hex(&registration.key).expect("key");
     let id = registration.id;
     let now = || heartbeat::unix_ns(SystemTime::now());

@@ -23,10 +23,12 @@ use vnfpool_daemon::{
     controller::{
         commands::{AddElement, Command, Refusal, RemoveElement, SetRedundancy},
         snapshot::{Snapshot, Views},
+        work::Saver,
     },
     dataplane::recording::RecordingDataplane,
     events,
     model::spec::{ApiClient, ApiSpec, Grant},
+    store::Store,
 };
 use vnfpool_tests::{daemon::Scratch, pki::Ca};
 
@@ -172,6 +174,7 @@ async fn start(headers_timeout: Duration) -> Api {
         ],
         heartbeat_listen: "127.0.0.1:0".parse().expect("addr"),
         heartbeat_clock_skew: vnfpool_daemon::heartbeat::DEFAULT_SKEW,
+        mptcp: true,
         issuers: vec![(Role::Sce, "CN=vnfpool test clients".to_owned())],
     };
     let tls = vnfpool_daemon::api::Tls::from(tls_config(&spec).expect("TLS config"));
@@ -195,6 +198,7 @@ async fn start(headers_timeout: Duration) -> Api {
         flow_sync: None,
     };
     let events = EventLog::new();
+    let (saver, _writer) = Saver::spawn(Store::open(&dir.path.join("state")).expect("state directory"));
     let clients: HashMap<String, Role> = spec.clients.iter().map(|c| (c.subject.clone(), c.role)).collect();
     let state = ApiState {
         commands,
@@ -202,6 +206,8 @@ async fn start(headers_timeout: Duration) -> Api {
         views,
         streams: vnfpool_daemon::api::EventStreams::default(),
         issuers: Arc::new(spec.issuers.clone()),
+        // The stand-in controller saves nothing, so changes are answered at once.
+        saved: saver.saved(),
     };
     let timeouts = Timeouts {
         handshake: Duration::from_secs(2),

@@ -63,6 +63,13 @@ pub struct AgentConfig {
     pub element: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub heartbeat_to: Option<SocketAddr>,
+    /// Talk to the API over MPTCP where the kernel offers it (plain TCP otherwise); default on.
+    #[serde(default = "on")]
+    pub mptcp: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 impl AgentConfig {
@@ -123,13 +130,15 @@ pub fn main(config_path: &Path) -> ExitCode {
     runtime.block_on(run(config))
 }
 
-async fn run(config: AgentConfig) -> ExitCode {
+/// The API client of `config`: its CA, certificate and key read, MPTCP as it says.
+fn client(config: &AgentConfig) -> Result<Client, String> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-    let client = match (read(&config.ca), read(&config.cert), read(&config.key)) {
-        (Ok(ca), Ok(cert), Ok(key)) => Client::new(config.api, &ca, Some((&cert, &key))),
-        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => Err(e),
-    };
-    let client = match client {
+    let (ca, cert, key) = (read(&config.ca)?, read(&config.cert)?, read(&config.key)?);
+    Client::new(config.api, &ca, Some((&cert, &key))).map(|c| c.with_mptcp(config.mptcp))
+}
+
+async fn run(config: AgentConfig) -> ExitCode {
+    let client = match client(&config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vnfpool agent: {e}");

@@ -28,6 +28,7 @@ pub mod local;
 pub mod manual;
 pub mod metrics;
 pub mod model;
+pub mod mptcp;
 pub mod registry;
 pub mod resolve;
 pub mod store;

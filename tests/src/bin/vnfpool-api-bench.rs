@@ -373,6 +373,8 @@ fn baseline_server(args: &[String]) {
         clients: Vec::new(),
         heartbeat_listen: "127.0.0.1:0".parse().expect("an address"),
         heartbeat_clock_skew: vnfpool_daemon::heartbeat::DEFAULT_SKEW,
+        // The baseline listens with plain TCP (below).
+        mptcp: false,
         issuers: Vec::new(),
     };
     let tls = api::tls_config(&spec).expect("the TLS configuration");

@@ -19,6 +19,8 @@ use tokio_rustls::{TlsConnector, client::TlsStream};
 pub struct Client {
     addr: SocketAddr,
     config: Arc<ClientConfig>,
+    /// Connect over MPTCP where the kernel offers it ([`crate::mptcp`]); on by default.
+    mptcp: bool,
 }
 
 /// One server-sent event.
@@ -67,7 +69,14 @@ impl Client {
         Ok(Self {
             addr,
             config: Arc::new(config),
+            mptcp: true,
         })
+    }
+
+    /// The same client, connecting over MPTCP (where the kernel offers it) or not.
+    #[must_use]
+    pub fn with_mptcp(self, mptcp: bool) -> Self {
+        Self { mptcp, ..self }
     }
 
     /// A TLS connection to the API.
@@ -75,7 +84,7 @@ impl Client {
     /// # Errors
     /// When the connection or the handshake fails.
     pub async fn connect(&self) -> std::io::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(self.addr).await?;
+        let tcp = crate::mptcp::connect(self.addr, self.mptcp).await?;
         let name = ServerName::IpAddress(self.addr.ip().into());
         TlsConnector::from(Arc::clone(&self.config))
             .connect(name, tcp)

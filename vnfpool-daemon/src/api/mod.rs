@@ -311,6 +311,9 @@ pub struct ApiState {
     pub streams: EventStreams,
     /// Roles pinned to one issuer (`api.issuers`).
     pub issuers: Arc<Vec<(Role, String)>>,
+    /// Whether the pool state is on disk: a change is answered once it is, so that what an
+    /// answer announces (a registration and its key, a level, a drain) survives a crash.
+    pub saved: crate::controller::work::Saved,
 }
 
 /// The role of a client certificate whose subject maps to `role`: none when `role` is pinned
@@ -383,19 +386,7 @@ pub async fn serve(
     let mut evicted = 0u64;
     loop {
         let ((tcp, addr), permit) = gate.accept(|| listener.accept()).await;
-        pending.retain(|handshake| !handshake.is_closed());
-        if pending.len() >= PENDING_HANDSHAKES
-            && let Some(oldest) = pending.pop_front()
-        {
-            let _ = oldest.send(());
-            evicted += 1;
-            if evicted.is_power_of_two() {
-                info!(
-                    evicted,
-                    "API: {PENDING_HANDSHAKES} TLS handshakes under way; the oldest ended for a new one"
-                );
-            }
-        }
+        make_room(&mut pending, &mut evicted);
         let (evict, evicted_rx) = oneshot::channel();
         pending.push_back(evict);
         let mut renewed = tls.0.renewed.subscribe();
@@ -406,6 +397,7 @@ pub async fn serve(
             Arc::clone(&served),
             Arc::clone(&issuers),
         );
+        let transport = crate::mptcp::of(&tcp);
         tokio::spawn(async move {
             let _permit = permit;
             let handshake = tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp));
@@ -437,6 +429,7 @@ pub async fn serve(
                 role: pinned_role(clients.get(&subject).copied(), issuer.as_deref(), &issuers),
                 subject,
             };
+            debug!(%addr, subject = %peer.subject, transport = transport.name(), "API: connection");
             let service = hyper_util::service::TowerToHyperService::new(app.layer(Extension(peer)));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -506,12 +499,42 @@ fn allow(peer: &Peer, allowed: &[Role]) -> Result<Role, ApiError> {
     }
 }
 
+/// Forgets the handshakes that ended and, with [`PENDING_HANDSHAKES`] still under way, ends the
+/// oldest for a new one (counted in `evicted`, logged at powers of two).
+fn make_room(pending: &mut std::collections::VecDeque<oneshot::Sender<()>>, evicted: &mut u64) {
+    pending.retain(|handshake| !handshake.is_closed());
+    if pending.len() >= PENDING_HANDSHAKES
+        && let Some(oldest) = pending.pop_front()
+    {
+        let _ = oldest.send(());
+        *evicted += 1;
+        if evicted.is_power_of_two() {
+            info!(
+                evicted = *evicted,
+                "API: {PENDING_HANDSHAKES} TLS handshakes under way; the oldest ended for a new one"
+            );
+        }
+    }
+}
+
 /// Sends a command to the controller and waits for its answer; a refusal becomes the HTTP
 /// status that says why.
 async fn ask<T>(state: &ApiState, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
     commands::ask(&state.commands, command)
         .await
         .map_err(|why| refused(&why))
+}
+
+/// [`ask`] for a change: answered once the state that holds it is on disk (503 when it could
+/// not be written: the change holds until the daemon stops, but would not survive a crash).
+async fn ask_saved<T>(state: &ApiState, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+    let answer = ask(state, command).await?;
+    state
+        .saved
+        .wait()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(answer)
 }
 
 fn refused(why: &Refusal) -> ApiError {
@@ -597,7 +620,7 @@ async fn drain(
     allow(&peer, &[Role::Operator])?;
     let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     let deadline = body.deadline_ms.map(Duration::from_millis);
-    ask(&state, |reply| Command::Drain {
+    ask_saved(&state, |reply| Command::Drain {
         pool,
         element,
         deadline,
@@ -669,7 +692,7 @@ async fn add_element(
         Role::Element => (crate::model::spec::Origin::Agent, Some(peer.subject)),
         _ => (crate::model::spec::Origin::Operator, None),
     };
-    let added = ask(&state, |reply| {
+    let added = ask_saved(&state, |reply| {
         Command::AddElement(AddElement {
             pool,
             element,
@@ -700,7 +723,7 @@ async fn remove_element(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let role = allow(&peer, &[Role::Operator, Role::Element])?;
     let subject = (role == Role::Element).then_some(peer.subject);
-    ask(&state, |reply| {
+    ask_saved(&state, |reply| {
         Command::RemoveElement(RemoveElement {
             pool,
             element,
@@ -727,7 +750,7 @@ async fn set_redundancy(
     allow(&peer, &[Role::Sce, Role::Operator])?;
     let Json(body) = body.map_err(|e| ApiError(e.status(), e.body_text()))?;
     let active = body.active;
-    ask(&state, |reply| {
+    ask_saved(&state, |reply| {
         Command::SetRedundancy(SetRedundancy { pool, active, reply })
     })
     .await
@@ -744,7 +767,7 @@ async fn undrain(
     UrlPath((pool, element)): UrlPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     allow(&peer, &[Role::Operator])?;
-    ask(&state, |reply| Command::Undrain { pool, element, reply })
+    ask_saved(&state, |reply| Command::Undrain { pool, element, reply })
         .await
         .map(|m| message(&m))
 }

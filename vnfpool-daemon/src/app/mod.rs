@@ -61,7 +61,7 @@ const HEARTBEAT_QUEUE: usize = 4096;
 /// the daemon cannot do without fails at start-up.
 pub async fn run(config_path: PathBuf, file_spec: Spec, options: Options) -> Result<(), AppError> {
     let built = build(config_path, file_spec, options).await?;
-    drain(spawn(built).await?).await
+    drain(spawn(built)?).await
 }
 
 /// The daemon's command-line switches (`vnfpool daemon --help`).
@@ -90,6 +90,8 @@ struct Built {
     spec: Spec,
     epoch: Instant,
     api_tls: Option<api::Tls>,
+    /// Whether the pool state is on disk (the API answers changes once it is).
+    saved: crate::controller::work::Saved,
 }
 
 /// Everything up to the first input: the saved state, the resolved elements, the data plane
@@ -142,6 +144,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, options: Options) -> Resul
     )));
     let (probes_tx, probes) = mpsc::channel(1024);
     let (saver, writer) = Saver::spawn(store);
+    let on_disk = saver.saved();
     let (events, metrics, readiness) = (
         EventLog::new(),
         Metrics::new(spec.daemon.flow_table_size),
@@ -192,6 +195,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, options: Options) -> Resul
         spec,
         epoch,
         api_tls,
+        saved: on_disk,
     })
 }
 
@@ -212,7 +216,11 @@ fn renewal(tls: api::Tls) -> crate::controller::work::Renewal {
 
 /// Attaches the program to every interface of `daemon.interfaces`, or adopts its pinned
 /// attachment there; with `xdp_log`, reads the drop log of every program attached.
-fn attach(dp: &mut AyaDataplane, daemon: &crate::model::spec::DaemonSpec, xdp_log: bool) -> Result<(), AppError> {
+fn attach(
+    dp: &mut AyaDataplane,
+    daemon: &crate::model::spec::DaemonSpec,
+    xdp_log: bool,
+) -> Result<(), AppError> {
     for interface in &daemon.interfaces {
         match dp.attach(interface, daemon.xdp_mode)? {
             None => info!(%interface, "adopted the pinned XDP attachment"),
@@ -227,6 +235,39 @@ fn attach(dp: &mut AyaDataplane, daemon: &crate::model::spec::DaemonSpec, xdp_lo
     if xdp_log {
         read_xdp_log(dp);
     }
+    Ok(())
+}
+
+/// Binds the API's listener (MPTCP where asked for and offered, else TCP) and serves it.
+fn serve_api(
+    api_spec: &crate::model::spec::ApiSpec,
+    tls: api::Tls,
+    state: api::ApiState,
+) -> Result<(), AppError> {
+    let (listener, transport) = crate::mptcp::listen(api_spec.listen, api_spec.mptcp)
+        .map_err(io("binding the API listener (api.listen)"))?;
+    if api_spec.mptcp && transport == crate::mptcp::Transport::Tcp {
+        warn!(
+            "api.mptcp: this kernel offers no MPTCP (net.mptcp.enabled = 0, or built without it); the API listens on TCP"
+        );
+    }
+    let clients: std::collections::HashMap<String, api::Role> = api_spec
+        .clients
+        .iter()
+        .map(|c| (c.subject.clone(), c.role))
+        .collect();
+    info!(
+        listen = %api_spec.listen,
+        transport = transport.name(),
+        "API listening (HTTPS, client certificates required)"
+    );
+    tokio::spawn(api::serve(
+        listener,
+        tls,
+        clients,
+        state,
+        api::Timeouts::default(),
+    ));
     Ok(())
 }
 
@@ -306,7 +347,7 @@ fn watch_local_addresses(b: &Built) -> tokio::sync::watch::Receiver<BTreeSet<IpA
 
 /// Starts the tasks around the controller: heartbeat receiver, link watcher, control socket,
 /// metrics listener, API, and SIGHUP.
-async fn spawn(b: Built) -> Result<Running, AppError> {
+fn spawn(b: Built) -> Result<Running, AppError> {
     let (heartbeats_tx, heartbeats) = mpsc::channel(HEARTBEAT_QUEUE);
     if let Some(api_spec) = &b.spec.api {
         let socket = heartbeat::udp::bind(api_spec.heartbeat_listen)
@@ -337,33 +378,24 @@ async fn spawn(b: Built) -> Result<Running, AppError> {
     let scrape: metrics::Scrape = Arc::new(move |m: &Metrics| views.scrape(m));
     tokio::spawn(metrics::serve(b.metrics_listener, b.metrics, b.readiness, scrape));
     if let Some(api_spec) = &b.spec.api {
-        let tls = b.api_tls.expect("read at build when the API is configured");
-        let listener = tokio::net::TcpListener::bind(api_spec.listen)
-            .await
-            .map_err(io("binding the API listener (api.listen)"))?;
-        let clients: std::collections::HashMap<String, api::Role> = api_spec
-            .clients
-            .iter()
-            .map(|c| (c.subject.clone(), c.role))
-            .collect();
         let state = api::ApiState {
             commands: commands_tx.clone(),
             events: b.events,
             views: b.views.clone(),
             streams: api::EventStreams::default(),
             issuers: Arc::new(api_spec.issuers.clone()),
+            saved: b.saved.clone(),
         };
-        info!(listen = %api_spec.listen, "API listening (HTTPS, client certificates required)");
-        tokio::spawn(api::serve(
-            listener,
-            tls,
-            clients,
-            state,
-            api::Timeouts::default(),
-        ));
+        let tls = b.api_tls.expect("read at build when the API is configured");
+        serve_api(api_spec, tls, state)?;
     }
     let snapshots = b.views.snapshot.clone();
-    tokio::spawn(control::serve(listener, commands_tx.clone(), b.views));
+    tokio::spawn(control::serve(
+        listener,
+        commands_tx.clone(),
+        b.views,
+        b.saved.clone(),
+    ));
     let mut sighup = signal(SignalKind::hangup()).map_err(io("installing signal handlers"))?;
     tokio::spawn(async move {
         while sighup.recv().await.is_some() {

@@ -73,6 +73,7 @@ pub(crate) struct RawApi {
     pub heartbeat_listen: Option<Spanned<String>>,
     pub heartbeat_clock_skew: Option<Spanned<String>>,
     pub issuers: Option<Spanned<Vec<Spanned<RawApiIssuer>>>>,
+    pub mptcp: Option<Spanned<bool>>,
 }
 
 /// One entry of `api.issuers:`.

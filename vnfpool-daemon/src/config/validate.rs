@@ -371,6 +371,7 @@ impl Checker<'_> {
             clients,
             heartbeat_listen: heartbeat_listen?,
             heartbeat_clock_skew: heartbeat_clock_skew?,
+            mptcp: raw.mptcp.as_ref().is_none_or(|m| m.value),
         })
     }
 

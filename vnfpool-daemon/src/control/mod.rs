@@ -115,21 +115,31 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serves connections until the process ends.
-pub async fn serve(listener: UnixListener, commands: mpsc::Sender<Command>, views: Views) {
+pub async fn serve(
+    listener: UnixListener,
+    commands: mpsc::Sender<Command>,
+    views: Views,
+    saved: crate::controller::work::Saved,
+) {
     let mut gate = crate::listen::Gate::new("control", crate::listen::CONTROL_CONNECTIONS);
     loop {
         let ((stream, _), permit) = gate.accept(|| listener.accept()).await;
-        let (commands, views) = (commands.clone(), views.clone());
+        let (commands, views, saved) = (commands.clone(), views.clone(), saved.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = handle(stream, commands, views).await {
+            if let Err(e) = handle(stream, commands, views, saved).await {
                 tracing::debug!(error = %e, "control connection");
             }
         });
     }
 }
 
-async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>, views: Views) -> std::io::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    commands: mpsc::Sender<Command>,
+    views: Views,
+    saved: crate::controller::work::Saved,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let n = BufReader::new(read.take(MAX_REQUEST as u64))
@@ -157,6 +167,15 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>, views: View
             ok(commands::ask(&commands, |reply| Command::Undrain { pool, element, reply }).await)
         }
         Ok(Request::Reload) => ok(commands::ask(&commands, |reply| Command::Reload { reply }).await),
+    };
+    // A change is answered once the state that holds it is on disk (it survives a crash).
+    let answer = match answer {
+        Ok(Response::Ok { message }) => saved
+            .wait()
+            .await
+            .map(|()| Response::Ok { message })
+            .map_err(|e| e.to_string()),
+        other => other,
     };
     let response = answer.unwrap_or_else(|message| Response::Error { message });
     let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
@@ -275,6 +294,13 @@ mod tests {
         tmp.close().expect("clean up");
     }
 
+    /// What the control socket waits on for a change: the stand-in controllers here save
+    /// nothing, so answers go out at once.
+    fn nothing_saved(dir: &std::path::Path) -> crate::controller::work::Saved {
+        let store = crate::store::Store::open(&dir.join("state")).expect("state directory");
+        crate::controller::work::Saver::spawn(store).0.saved()
+    }
+
     #[tokio::test]
     async fn a_request_reaches_the_controller_and_its_answer_the_client() {
         let tmp = tempfile::Builder::new()
@@ -287,7 +313,7 @@ mod tests {
         let mode = std::fs::metadata(&path).expect("socket").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let (tx, mut rx) = mpsc::channel(1);
-        let server = tokio::spawn(serve(listener, tx, views()));
+        let server = tokio::spawn(serve(listener, tx, views(), nothing_saved(tmp.path())));
         let controller = tokio::spawn(async move {
             let Some(Command::Drain {
                 pool,
@@ -331,7 +357,7 @@ mod tests {
         let path = tmp.path().join("run").join("vnfpool.sock");
         let listener = bind(&path).expect("bind");
         let (tx, _rx) = mpsc::channel(1);
-        let server = tokio::spawn(serve(listener, tx, views()));
+        let server = tokio::spawn(serve(listener, tx, views(), nothing_saved(tmp.path())));
         let mut stream = UnixStream::connect(&path).await.expect("connect");
         stream
             .write_all(b"{\"request\":\"explode\"}\n")

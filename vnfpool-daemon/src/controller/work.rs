@@ -8,7 +8,10 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use tokio::{
@@ -260,34 +263,108 @@ impl Drop for TaskProbers {
 
 /// Hands state documents to a writer task: the controller encodes (microseconds) and goes on;
 /// the task writes, syncs and renames (milliseconds). Saves made while one is written coalesce
-/// into the newest.
-pub struct Saver(watch::Sender<Option<Arc<Vec<u8>>>>);
+/// into the newest. Each save is numbered; [`Saved`] tells when a save and those before it are
+/// on disk, so that an answer can wait for what it announces to survive a crash.
+pub struct Saver {
+    documents: watch::Sender<Option<(u64, Arc<Vec<u8>>)>>,
+    /// The number of the newest save queued.
+    queued: Arc<AtomicU64>,
+    written: watch::Receiver<Written>,
+}
+
+/// The newest save the writer finished, and whether it reached the disk.
+#[derive(Debug, Clone, Copy, Default)]
+struct Written {
+    number: u64,
+    ok: bool,
+}
+
+/// Waits for the saves queued so far to be written (see [`Saver`]).
+#[derive(Clone)]
+pub struct Saved {
+    queued: Arc<AtomicU64>,
+    written: watch::Receiver<Written>,
+}
+
+/// Why a change was not known to be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum NotSaved {
+    /// The writer failed to write it (its error is logged).
+    #[error("the pool state could not be written to disk (see the daemon's log)")]
+    Failed,
+    /// The writer is gone (the daemon is stopping).
+    #[error("the daemon is stopping; the pool state may not have been written")]
+    Stopping,
+}
 
 impl Saver {
     /// A saver and its writer task, which ends after writing the last document once the saver
     /// is dropped.
     #[must_use]
     pub fn spawn(store: Store) -> (Self, JoinHandle<()>) {
-        let (tx, mut rx) = watch::channel::<Option<Arc<Vec<u8>>>>(None);
+        let (tx, mut rx) = watch::channel::<Option<(u64, Arc<Vec<u8>>)>>(None);
+        let (written_tx, written) = watch::channel(Written::default());
         let writer = tokio::spawn(async move {
             while rx.changed().await.is_ok() {
-                let Some(bytes) = rx.borrow_and_update().clone() else {
+                let Some((number, bytes)) = rx.borrow_and_update().clone() else {
                     continue;
                 };
                 let store = store.clone();
-                let written = tokio::task::spawn_blocking(move || store.save_bytes(&bytes)).await;
-                match written {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => error!(error = %e, "pool state not saved"),
-                    Err(e) => error!(error = %e, "pool state writer failed"),
-                }
+                let result = tokio::task::spawn_blocking(move || store.save_bytes(&bytes)).await;
+                let ok = match result {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        error!(error = %e, "pool state not saved");
+                        false
+                    }
+                    Err(e) => {
+                        error!(error = %e, "pool state writer failed");
+                        false
+                    }
+                };
+                written_tx.send_replace(Written { number, ok });
             }
         });
-        (Self(tx), writer)
+        let saver = Self {
+            documents: tx,
+            queued: Arc::new(AtomicU64::new(0)),
+            written,
+        };
+        (saver, writer)
     }
 
     /// Queues `document` to be written.
     pub fn save(&self, document: Vec<u8>) {
-        self.0.send_replace(Some(Arc::new(document)));
+        let number = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        self.documents.send_replace(Some((number, Arc::new(document))));
+    }
+
+    /// A handle that waits for the saves queued so far.
+    #[must_use]
+    pub fn saved(&self) -> Saved {
+        Saved {
+            queued: Arc::clone(&self.queued),
+            written: self.written.clone(),
+        }
+    }
+}
+
+impl Saved {
+    /// Waits until every save queued before this call is on disk (a later one written covers
+    /// an earlier one: each document is the whole state).
+    ///
+    /// # Errors
+    /// When the write that covers them failed, or the writer is gone.
+    pub async fn wait(&self) -> Result<(), NotSaved> {
+        let want = self.queued.load(Ordering::Acquire);
+        if want == 0 {
+            return Ok(());
+        }
+        let mut written = self.written.clone();
+        let done = written
+            .wait_for(|w| w.number >= want)
+            .await
+            .map_err(|_| NotSaved::Stopping)?;
+        if done.ok { Ok(()) } else { Err(NotSaved::Failed) }
     }
 }

@@ -82,6 +82,9 @@ pub struct ApiSpec {
     /// stamped at most this after the daemon's clock, and at most the pool's miss limit plus
     /// this before it.
     pub heartbeat_clock_skew: std::time::Duration,
+    /// Whether the listener offers MPTCP (where the kernel has it; plain TCP clients are
+    /// served all the same): `crate::mptcp`.
+    pub mptcp: bool,
 }
 
 /// One client of the API.
