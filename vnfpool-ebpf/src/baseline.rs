@@ -3,7 +3,13 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    Global, bindings::xdp_action, helpers::generated::bpf_redirect, macros::xdp, programs::XdpContext,
+};
+
+/// The interface `baseline_redirect` sends every frame to; written by the loader.
+#[unsafe(no_mangle)]
+static REDIRECT_IFINDEX: Global<u32> = Global::new(0);
 
 /// Passes every frame: the floor for traffic vnfpool passes.
 #[xdp]
@@ -15,6 +21,14 @@ pub fn baseline_pass(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn baseline_tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
+}
+
+/// Redirects every frame to `REDIRECT_IFINDEX`: the floor for traffic vnfpool redirects to an
+/// element (the forwarding-rate benchmark, through real interfaces).
+#[xdp]
+pub fn baseline_redirect(_ctx: XdpContext) -> u32 {
+    // SAFETY: a helper call with plain integer arguments.
+    unsafe { bpf_redirect(REDIRECT_IFINDEX.load(), 0) as u32 }
 }
 
 #[cfg(not(test))]

@@ -171,6 +171,14 @@ fn bench(cargo_bin: &str) -> Result<()> {
             "-p",
             "vnfpool-tests",
             "--bin",
+            "vnfpool-rate-bench",
+        ],
+        &[
+            "run",
+            "--release",
+            "-p",
+            "vnfpool-tests",
+            "--bin",
             "vnfpool-failover-bench",
         ],
         &[
