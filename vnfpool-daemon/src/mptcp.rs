@@ -27,7 +27,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// `mptcp` or `tcp`, as logs and metrics name it.
+    /// `mptcp` or `tcp`, as the log names it.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {

@@ -397,7 +397,6 @@ pub async fn serve(
             Arc::clone(&served),
             Arc::clone(&issuers),
         );
-        let transport = crate::mptcp::of(&tcp);
         tokio::spawn(async move {
             let _permit = permit;
             let handshake = tokio::time::timeout(timeouts.handshake, acceptor.accept(tcp));
@@ -429,7 +428,13 @@ pub async fn serve(
                 role: pinned_role(clients.get(&subject).copied(), issuer.as_deref(), &issuers),
                 subject,
             };
-            debug!(%addr, subject = %peer.subject, transport = transport.name(), "API: connection");
+            // The transport is looked up (a getsockopt) only when the event is enabled.
+            debug!(
+                %addr,
+                subject = %peer.subject,
+                transport = crate::mptcp::of(tls.get_ref().0).name(),
+                "API: connection"
+            );
             let service = hyper_util::service::TowerToHyperService::new(app.layer(Extension(peer)));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
