@@ -242,8 +242,20 @@ impl Daemon {
 
     /// Polls the status until `ready` holds (every 5 ms), or panics with the daemon's log
     /// after `timeout`; panics at once if the daemon exits.
-    #[expect(clippy::disallowed_methods, reason = "polls a real process in real time")]
     pub fn wait_until(&mut self, what: &str, timeout: Duration, ready: impl Fn(&Status) -> bool) -> Status {
+        self.poll(what, timeout, |d| d.status().filter(|s| ready(s)))
+    }
+
+    /// Polls the daemon's log until `logged` holds (every 5 ms), or panics with it after
+    /// `timeout`; panics at once if the daemon exits.
+    pub fn wait_logged(&mut self, what: &str, timeout: Duration, logged: impl Fn(&str) -> bool) {
+        self.poll(what, timeout, |d| logged(&d.log_text()).then_some(()));
+    }
+
+    /// Asks `probe` every 5 ms until it answers, or panics with the daemon's log after
+    /// `timeout` (waiting for `what`); panics at once if the daemon exits.
+    #[expect(clippy::disallowed_methods, reason = "polls a real process in real time")]
+    fn poll<T>(&mut self, what: &str, timeout: Duration, probe: impl Fn(&Self) -> Option<T>) -> T {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -252,39 +264,13 @@ impl Daemon {
                     self.log_text()
                 );
             }
-            if let Some(s) = self.status()
-                && ready(&s)
-            {
-                return s;
+            if let Some(answer) = probe(self) {
+                return answer;
             }
             assert!(
                 start.elapsed() < timeout,
                 "not within {timeout:?}: {what}\n{}",
                 self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Polls the daemon's log until `logged` holds (every 5 ms), or panics with it after
-    /// `timeout`; panics at once if the daemon exits.
-    #[expect(clippy::disallowed_methods, reason = "polls a real process in real time")]
-    pub fn wait_logged(&mut self, what: &str, timeout: Duration, logged: impl Fn(&str) -> bool) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "the daemon exited ({status}) while waiting for: {what}\n{}",
-                    self.log_text()
-                );
-            }
-            let log = self.log_text();
-            if logged(&log) {
-                return;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "not logged within {timeout:?}: {what}\n{log}"
             );
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -65,8 +65,7 @@ impl Harness {
     /// A second handle on the loaded program, sharing its maps (no pin needed).
     #[must_use]
     pub fn program(&mut self) -> Xdp {
-        let info = self.prog().info().expect("program info");
-        Xdp::from_program_info(info, maps::PROGRAM.into(), XdpAttachType::Interface).expect("program handle")
+        handle(self.dp.ebpf_mut(), maps::PROGRAM).expect("program handle")
     }
 
     /// A second handle on the same loaded program (pinned into `pins`), for a thread that
@@ -97,6 +96,24 @@ impl Default for Harness {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A second handle on the loaded XDP program `name` of `ebpf`, sharing its maps, so that
+/// several programs of one object can be run while it stays borrowed.
+///
+/// # Errors
+/// When `ebpf` has no loaded XDP program of that name.
+pub fn handle(ebpf: &aya::Ebpf, name: &'static str) -> anyhow::Result<Xdp> {
+    use anyhow::Context as _;
+    let prog: &Xdp = ebpf
+        .program(name)
+        .with_context(|| format!("no program {name}"))?
+        .try_into()?;
+    Ok(Xdp::from_program_info(
+        prog.info()?,
+        name.into(),
+        XdpAttachType::Interface,
+    )?)
 }
 
 /// Runs `prog` once on `frame`.

@@ -5,7 +5,6 @@
 use std::{
     net::{IpAddr, UdpSocket},
     path::Path,
-    process::Command,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -18,6 +17,7 @@ use vnfpool_tests::{
     daemon::{Daemon, Places, role},
     harness::{Harness, verdict_name},
     lab::{Lab, TCP_PORT, UDP_PORT},
+    netns::command,
     packet::{Frame, L4},
 };
 
@@ -62,16 +62,11 @@ fn log_map_id(h: &mut Harness) -> u32 {
 
 /// The program as the kernel runs it (after the verifier), one instruction a line.
 fn translated(id: u32) -> Vec<String> {
-    let out = Command::new("bpftool")
-        .args(["--json", "prog", "dump", "xlated", "id", &id.to_string()])
-        .output()
-        .expect("run bpftool (installed by scripts/setup.sh)");
-    assert!(
-        out.status.success(),
-        "bpftool prog dump xlated: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = command(
+        "bpftool",
+        &["--json", "prog", "dump", "xlated", "id", &id.to_string()],
     );
-    let insns: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    let insns: Vec<serde_json::Value> = serde_json::from_str(&out).expect("bpftool JSON");
     insns
         .iter()
         .filter_map(|i| i["disasm"].as_str().map(str::to_owned))

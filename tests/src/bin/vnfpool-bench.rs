@@ -22,7 +22,7 @@ use vnfpool_daemon::{
     model::maglev::{self, Backend},
 };
 use vnfpool_tests::{
-    harness::Harness,
+    harness::{Harness, handle},
     packet::{Frame, HOST_MAC, L4},
 };
 
@@ -54,18 +54,9 @@ fn main() -> Result<()> {
         let p: &mut Xdp = base.program_mut(name).context("floor program")?.try_into()?;
         p.load()?;
     }
-    let floor = |base: &Ebpf, name: &'static str| -> Result<Xdp> {
-        // A second handle on the loaded floor program, so both can be borrowed at once.
-        let p: &Xdp = base.program(name).context("floor program")?.try_into()?;
-        let info = p.info()?;
-        Ok(Xdp::from_program_info(
-            info,
-            name.into(),
-            aya_obj::programs::XdpAttachType::Interface,
-        )?)
-    };
-    let pass = floor(&base, "baseline_pass")?;
-    let tx = floor(&base, "baseline_tx")?;
+    // Second handles on the loaded floor programs, so both can be borrowed at once.
+    let pass = handle(&base, "baseline_pass")?;
+    let tx = handle(&base, "baseline_tx")?;
 
     // The flood guard is checked on every new flow but never reached: the new-flow rows
     // measure flows that are recorded, and the full table is filled faster than it allows.

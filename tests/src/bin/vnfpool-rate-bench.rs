@@ -29,6 +29,7 @@ use vnfpool_daemon::{
     model::maglev::{self, Backend},
 };
 use vnfpool_tests::{
+    harness::handle,
     lab::Lab,
     netns::Netns,
     packet::{Frame, L4},
@@ -84,15 +85,10 @@ fn main() -> Result<()> {
         let p: &mut Xdp = base.program_mut(name).context("floor program")?.try_into()?;
         p.load()?;
     }
-    let floor = |name: &'static str| -> Result<Xdp> {
-        let p: &Xdp = base.program(name).context("floor program")?.try_into()?;
-        Ok(Xdp::from_program_info(
-            p.info()?,
-            name.into(),
-            aya_obj::programs::XdpAttachType::Interface,
-        )?)
-    };
-    let (pass, redirect) = (floor("baseline_pass")?, floor("baseline_redirect")?);
+    let (pass, redirect) = (
+        handle(&base, "baseline_pass")?,
+        handle(&base, "baseline_redirect")?,
+    );
 
     let cases = cases(&lab);
     let ingress = lab.ingress.ifindex;
@@ -186,18 +182,7 @@ fn provision(lab: &Lab) -> Result<(AyaDataplane, Xdp)> {
         dp.add_vip(pool, vip, port, proto)?;
         dp.apply(pool, &mapping)?;
     }
-    let vnf = {
-        let p: &mut Xdp = dp
-            .ebpf_mut()
-            .program_mut(maps::PROGRAM)
-            .context("program")?
-            .try_into()?;
-        Xdp::from_program_info(
-            p.info()?,
-            maps::PROGRAM.into(),
-            aya_obj::programs::XdpAttachType::Interface,
-        )?
-    };
+    let vnf = handle(dp.ebpf_mut(), maps::PROGRAM)?;
     Ok((dp, vnf))
 }
 
