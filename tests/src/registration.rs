@@ -164,6 +164,22 @@ impl Agent {
         pool: &str,
         more: &str,
     ) -> Self {
+        Self::start_with(binary, lab, i, places, parties, pool, more, "")
+    }
+
+    /// [`Self::start`] with `yaml` (top-level keys, one per line) added to `agent.yaml`.
+    #[must_use]
+    #[expect(clippy::too_many_arguments, reason = "start's, and the agent.yaml lines")]
+    pub fn start_with(
+        binary: &Path,
+        lab: &Lab,
+        i: usize,
+        places: &Places,
+        parties: &Parties,
+        pool: &str,
+        more: &str,
+        yaml: &str,
+    ) -> Self {
         let e = &lab.elements[i];
         let dir = places.scratch.path.join(format!("agent-{}", e.name));
         std::fs::create_dir_all(&dir).expect("agent dir");
@@ -185,7 +201,7 @@ impl Agent {
         let config = write(
             "agent.yaml",
             &format!(
-                "api: {}:{API_PORT}\nca: {}\ncert: {}\nkey: {}\npool: {pool}\nelement: {}\n",
+                "api: {}:{API_PORT}\nca: {}\ncert: {}\nkey: {}\npool: {pool}\nelement: {}\n{yaml}",
                 gateway(e.addr),
                 ca.display(),
                 cert.display(),

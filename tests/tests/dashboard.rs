@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use promql_parser::parser::Expr;
 use serde_json::Value;
 use vnfpool_common::stats::{Counters, Reason};
-use vnfpool_daemon::metrics::{ElementSample, Metrics};
+use vnfpool_daemon::{
+    controller::snapshot::PathStatus,
+    metrics::{ElementSample, Metrics},
+};
 
 const OPERATIONS: &str = include_str!("../../docs/operations.md");
 const DASHBOARD: &str = include_str!("../../packaging/grafana/vnfpool.json");
@@ -459,6 +462,10 @@ fn the_docs_list_what_the_daemon_exposes() {
             health: "up",
             weight: 1,
             counters: c,
+            paths: &[PathStatus {
+                address: "10.1.0.2".to_owned(),
+                up: true,
+            }],
         }],
     );
     m.sample_reasons(&Reason::ALL.map(|r| (r, c)));

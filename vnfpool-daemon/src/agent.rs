@@ -18,10 +18,18 @@
 //!   weight: 2
 //! heartbeat_to: 10.0.0.1:9471     # where heartbeats go; default: the address the daemon
 //!                                 #   gives, else the API's, with the port the daemon gives
+//! paths:                          # optional: send every heartbeat over each of these
+//!   - from: 10.1.0.14             #   a source address of this host, or an interface (its
+//!     to: 10.1.0.1:9471           #   first address of the element's family; heartbeats
+//!   - from: eth2                  #   leave through it); `to` defaults to heartbeat_to's
+//!     to: 10.2.0.1:9471
 //! ```
 //!
 //! Heartbeats leave from the element's address when it is one of this host's: the daemon's
-//! data plane drops datagrams to its heartbeat port from any other source.
+//! data plane drops datagrams to its heartbeat port from any other source. With `paths`, they
+//! leave from each path's address instead, and the registration names those addresses
+//! (`heartbeat_paths`): the daemon follows each path, and fails the element only when every
+//! path is silent.
 //!
 //! Registration is retried (1 s apart) while the daemon cannot be reached; a refusal (a 4xx
 //! answer) ends the agent with its message and exit status 2. Heartbeats go every interval the
@@ -40,7 +48,10 @@ use tracing::{error, info, warn};
 
 use crate::{
     api::{ElementAdded, client::Client},
-    heartbeat::{Key, udp::Sender},
+    heartbeat::{
+        Key,
+        udp::{Sender, path_socket},
+    },
 };
 
 /// Exit status of a bad configuration or a refused registration.
@@ -66,6 +77,29 @@ pub struct AgentConfig {
     /// Talk to the API over MPTCP where the kernel offers it (plain TCP otherwise); default on.
     #[serde(default = "on")]
     pub mptcp: bool,
+    /// Heartbeat paths; none: one, from the element's address.
+    #[serde(default)]
+    pub paths: Vec<PathConfig>,
+}
+
+/// One heartbeat path of `agent.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    /// A source address of this host, or an interface name.
+    pub from: String,
+    /// Where this path's heartbeats go; default: where the others go.
+    #[serde(default)]
+    pub to: Option<SocketAddr>,
+}
+
+/// A path resolved: its source address, and the interface it is held to when it was named by
+/// interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HeartbeatPath {
+    from: IpAddr,
+    device: Option<String>,
+    to: Option<SocketAddr>,
 }
 
 fn on() -> bool {
@@ -80,11 +114,65 @@ impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let config: Self = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if config.element.contains_key("heartbeat_paths") {
+            return Err(format!(
+                "{}: element.heartbeat_paths: set by the agent from `paths`; list the paths there",
+                path.display()
+            ));
+        }
+        if config.paths.len() > crate::heartbeat::MAX_PATHS {
+            return Err(format!(
+                "{}: paths: {} paths; at most {}",
+                path.display(),
+                config.paths.len(),
+                crate::heartbeat::MAX_PATHS
+            ));
+        }
         match config.element.get("name") {
             Some(serde_json::Value::String(_)) => Ok(config),
             Some(_) => Err(format!("{}: element.name: expected a string", path.display())),
             None => Err(format!("{}: element.name: required", path.display())),
         }
+    }
+
+    /// The configured paths with their source addresses: an interface's is its first address
+    /// of the element's family.
+    fn resolve_paths(&self) -> Result<Vec<HeartbeatPath>, String> {
+        let v4 = self.address().is_none_or(|a| a.is_ipv4());
+        let mut interfaces: Option<Vec<(String, IpAddr)>> = None;
+        let mut paths: Vec<HeartbeatPath> = Vec::with_capacity(self.paths.len());
+        for (i, p) in self.paths.iter().enumerate() {
+            let path = if let Ok(from) = p.from.parse::<IpAddr>() {
+                HeartbeatPath {
+                    from,
+                    device: None,
+                    to: p.to,
+                }
+            } else {
+                let list = interfaces.get_or_insert_with(local_addresses);
+                let from = list
+                    .iter()
+                    .find(|(name, ip)| *name == p.from && ip.is_ipv4() == v4)
+                    .map(|&(_, ip)| ip)
+                    .ok_or_else(|| {
+                        format!(
+                            "paths[{i}].from: `{}` is neither an address nor an interface with an {} address",
+                            p.from,
+                            if v4 { "IPv4" } else { "IPv6" }
+                        )
+                    })?;
+                HeartbeatPath {
+                    from,
+                    device: Some(p.from.clone()),
+                    to: p.to,
+                }
+            };
+            if paths.iter().any(|q| q.from == path.from) {
+                return Err(format!("paths[{i}].from: {} is another path's address", path.from));
+            }
+            paths.push(path);
+        }
+        Ok(paths)
     }
 
     fn name(&self) -> &str {
@@ -99,10 +187,16 @@ impl AgentConfig {
         self.element.get("address")?.as_str()?.parse().ok()
     }
 
-    /// The registration path and body.
-    fn request(&self) -> (String, String) {
+    /// The registration path and body: the element, with its heartbeat paths' addresses.
+    fn request(&self, paths: &[HeartbeatPath]) -> (String, String) {
         let mut body = self.element.clone();
         body.remove("name");
+        if !paths.is_empty() {
+            body.insert(
+                "heartbeat_paths".to_owned(),
+                paths.iter().map(|p| p.from.to_string()).collect(),
+            );
+        }
         (
             format!("/v1/pools/{}/elements/{}", self.pool, self.name()),
             serde_json::Value::Object(body).to_string(),
@@ -151,7 +245,14 @@ async fn run(config: AgentConfig) -> ExitCode {
         eprintln!("vnfpool agent: installing signal handlers failed");
         return ExitCode::FAILURE;
     };
-    let (path, body) = config.request();
+    let paths = match config.resolve_paths() {
+        Ok(paths) => paths,
+        Err(e) => {
+            eprintln!("vnfpool agent: {e}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    let (path, body) = config.request(&paths);
     let added = match register(&client, &path, &body, &mut sigterm, &mut sigint).await {
         Ok(added) => added,
         Err(code) => return code,
@@ -178,7 +279,7 @@ async fn run(config: AgentConfig) -> ExitCode {
         SocketAddr::new(ip, registration.heartbeat_port)
     });
     let interval = Duration::from_micros(registration.interval_us.max(1));
-    let mut sender = match Sender::connect_from(config.address(), target, registration.id, &key).await {
+    let mut sender = match sender(&config, &paths, target, registration.id, &key).await {
         Ok(s) => s,
         Err(e) => {
             error!(error = %e, %target, "heartbeat socket");
@@ -193,22 +294,28 @@ async fn run(config: AgentConfig) -> ExitCode {
         heartbeat_to = %target,
         interval_us = registration.interval_us,
         misses = registration.misses,
+        paths = paths.len(),
         "registered"
     );
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failures = 0u64;
+    let mut failures = vec![0u64; paths.len().max(1)];
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = ticks.tick() => {
                 // An ICMP error about an earlier heartbeat (nobody listening for a moment, as
-                // while the daemon restarts) surfaces here; the next heartbeat may go through.
-                if let Err(e) = sender.send(SystemTime::now()).await {
-                    failures += 1;
-                    if failures.is_power_of_two() {
-                        warn!(error = %e, failures, "heartbeat not sent");
+                // while the daemon restarts) or a lost route surfaces here; the next
+                // heartbeat may go through.
+                let (_, results) = sender.send_each(SystemTime::now()).await;
+                for ((result, failures), i) in results.into_iter().zip(&mut failures).zip(0..) {
+                    if let Err(e) = result {
+                        *failures += 1;
+                        if failures.is_power_of_two() {
+                            let from = paths.get(i).map(|p| p.from.to_string());
+                            warn!(error = %e, failures = *failures, path = from.as_deref().unwrap_or("the element's address"), "heartbeat not sent");
+                        }
                     }
                 }
             }
@@ -232,6 +339,42 @@ async fn run(config: AgentConfig) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The heartbeat sender: one socket per path, or one from the element's address.
+async fn sender(
+    config: &AgentConfig,
+    paths: &[HeartbeatPath],
+    target: SocketAddr,
+    id: u64,
+    key: &Key,
+) -> std::io::Result<Sender> {
+    if paths.is_empty() {
+        return Sender::connect_from(config.address(), target, id, key).await;
+    }
+    let mut sockets = Vec::with_capacity(paths.len());
+    for p in paths {
+        sockets.push(path_socket(Some(p.from), p.device.as_deref(), p.to.unwrap_or(target)).await?);
+    }
+    Ok(Sender::over(sockets, id, key))
+}
+
+/// Every address of this host's interfaces, with the interface's name.
+fn local_addresses() -> Vec<(String, IpAddr)> {
+    let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addresses
+        .filter_map(|a| {
+            let address = a.address?;
+            let ip = if let Some(v4) = address.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else {
+                IpAddr::V6(address.as_sockaddr_in6()?.ip())
+            };
+            Some((a.interface_name, ip))
+        })
+        .collect()
 }
 
 /// Registers until the daemon answers: the registration, or the exit status to end with
@@ -285,7 +428,7 @@ mod tests {
         )
         .expect("write");
         let config = AgentConfig::load(&path).expect("valid");
-        let (path_, body) = config.request();
+        let (path_, body) = config.request(&config.resolve_paths().expect("no paths"));
         assert_eq!(path_, "/v1/pools/web/elements/e4");
         let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         assert_eq!(body, serde_json::json!({ "address": "10.10.1.14", "weight": 2 }));
@@ -297,6 +440,53 @@ mod tests {
         .expect("write");
         let e = AgentConfig::load(&path).expect_err("no name");
         assert!(e.ends_with("element.name: required"), "{e}");
+        // Paths: by address or by interface (lo's 127.0.0.1), in the registration.
+        std::fs::write(
+            &path,
+            "api: 10.0.0.1:9443\nca: /ca.pem\ncert: /a.pem\nkey: /a.key\npool: web\nelement: { name: e4, address: 10.10.1.14 }\npaths: [{ from: 10.1.0.14, to: 10.1.0.1:9471 }, { from: lo }]\n",
+        )
+        .expect("write");
+        let config = AgentConfig::load(&path).expect("valid");
+        let paths = config.resolve_paths().expect("resolved");
+        assert_eq!(
+            paths,
+            [
+                HeartbeatPath {
+                    from: "10.1.0.14".parse().expect("ip"),
+                    device: None,
+                    to: Some("10.1.0.1:9471".parse().expect("addr")),
+                },
+                HeartbeatPath {
+                    from: "127.0.0.1".parse().expect("ip"),
+                    device: Some("lo".to_owned()),
+                    to: None,
+                }
+            ]
+        );
+        let body: serde_json::Value = serde_json::from_str(&config.request(&paths).1).expect("JSON");
+        assert_eq!(
+            body,
+            serde_json::json!({ "address": "10.10.1.14", "heartbeat_paths": ["10.1.0.14", "127.0.0.1"] })
+        );
+        for (paths, error) in [
+            ("[{ from: no-such-if0 }]", "paths[0].from: `no-such-if0` is neither an address nor an interface with an IPv4 address"),
+            ("[{ from: 127.0.0.1 }, { from: lo }]", "paths[1].from: 127.0.0.1 is another path's address"),
+        ] {
+            std::fs::write(
+                &path,
+                format!("api: 10.0.0.1:9443\nca: /ca.pem\ncert: /a.pem\nkey: /a.key\npool: web\nelement: {{ name: e4, address: 10.10.1.14 }}\npaths: {paths}\n"),
+            )
+            .expect("write");
+            let config = AgentConfig::load(&path).expect("valid");
+            assert_eq!(config.resolve_paths().expect_err(paths), error);
+        }
+        std::fs::write(
+            &path,
+            "api: 10.0.0.1:9443\nca: /ca.pem\ncert: /a.pem\nkey: /a.key\npool: web\nelement: { name: e4, address: 10.10.1.14, heartbeat_paths: [10.1.0.14] }\n",
+        )
+        .expect("write");
+        let e = AgentConfig::load(&path).expect_err("paths in the element");
+        assert!(e.ends_with("element.heartbeat_paths: set by the agent from `paths`; list the paths there"), "{e}");
         std::fs::write(&path, "api: nowhere\n").expect("write");
         let e = AgentConfig::load(&path).expect_err("bad address");
         assert!(

@@ -244,6 +244,14 @@ pub fn render_status(status: &crate::control::Status) -> String {
                 let _ = writeln!(out, "  backup of {}: {backup}{flag}", e.name);
             }
         }
+        for e in p.elements.iter().filter(|e| !e.paths.is_empty()) {
+            let paths: Vec<String> = e
+                .paths
+                .iter()
+                .map(|path| format!("{} {}", path.address, if path.up { "up" } else { "DOWN" }))
+                .collect();
+            let _ = writeln!(out, "  heartbeat paths of {}: {}", e.name, paths.join(", "));
+        }
         if p.policy_violations > 0 {
             let _ = writeln!(out, "  policy violations since start: {}", p.policy_violations);
         }
@@ -272,9 +280,14 @@ pub fn render_status(status: &crate::control::Status) -> String {
             .filter(|&&kind| h.rejected(kind) > 0)
             .map(|&kind| format!("{} {}", kind.name(), h.rejected(kind)))
             .collect();
+        let copies = if h.duplicate > 0 {
+            format!(", {} copies over other paths", h.duplicate)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "heartbeats: {} accepted, {} rejected{}",
+            "heartbeats: {} accepted{copies}, {} rejected{}",
             h.accepted,
             h.rejected_total(),
             if rejected.is_empty() {
@@ -365,6 +378,15 @@ mod tests {
         assert_eq!(
             render_status(&status),
             "heartbeats: 12 accepted, 3 rejected (bad_mac 2, old_sequence 1)\n"
+        );
+        status.heartbeats = Some(crate::heartbeat::Counters {
+            accepted: 12,
+            duplicate: 11,
+            ..crate::heartbeat::Counters::default()
+        });
+        assert_eq!(
+            render_status(&status),
+            "heartbeats: 12 accepted, 11 copies over other paths, 0 rejected\n"
         );
     }
 

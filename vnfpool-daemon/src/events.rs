@@ -22,7 +22,8 @@ pub const WINDOW: usize = 4096;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub id: u64,
-    /// `pool` (state or capacity changed), `policy_violation`, `failover` (operator only).
+    /// `pool` (state or capacity changed), `policy_violation`, `failover`, `path_down` and
+    /// `path_up` (these three operator only).
     pub kind: &'static str,
     /// What the `sce` role sees; `None`: the event is not for it.
     pub sce: Option<serde_json::Value>,
@@ -146,6 +147,17 @@ impl EventLog {
                 shared,
             })
             .unwrap_or_default(),
+        );
+    }
+
+    /// A heartbeat path of an element went silent (`path_down`) or came back (`path_up`),
+    /// for operators only; the element itself stays up while another path delivers.
+    pub fn heartbeat_path(&self, pool: &str, element: &str, path: &str, up: bool) {
+        let kind = if up { "path_up" } else { "path_down" };
+        self.push(
+            kind,
+            None,
+            serde_json::json!({ "pool": pool, "element": element, "path": path }),
         );
     }
 

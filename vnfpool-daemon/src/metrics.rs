@@ -64,6 +64,13 @@ struct ProbeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    pool: String,
+    element: String,
+    path: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     pool: String,
     reason: String,
@@ -150,6 +157,7 @@ pub struct Metrics {
     changes_resolving: Gauge,
     flow_capacity: Gauge,
     heartbeats: Family<ResultLabels, Counter>,
+    heartbeat_path_up: Family<PathLabels, Gauge>,
     /// Cluster nodes only (`cluster:`): series appear once the node has a cluster status.
     cluster_connected: Family<NodeLabels, Gauge>,
     cluster_members: Family<NodeLabels, Gauge>,
@@ -169,6 +177,8 @@ pub struct ElementSample<'a> {
     pub health: &'a str,
     pub weight: u32,
     pub counters: Counters,
+    /// Its heartbeat paths (a self-registered element that registered some): address, up.
+    pub paths: &'a [crate::controller::snapshot::PathStatus],
 }
 
 /// Every role and health value, so that each element has one series per value (1 for the
@@ -222,6 +232,7 @@ impl Metrics {
             changes_resolving: Gauge::default(),
             flow_capacity: Gauge::default(),
             heartbeats: Family::default(),
+            heartbeat_path_up: Family::default(),
             cluster_connected: Family::default(),
             cluster_members: Family::default(),
             cluster_leader: Family::default(),
@@ -363,6 +374,11 @@ impl Metrics {
             self.heartbeats.clone(),
         );
         r.register(
+            "vnfpool_heartbeat_path_up",
+            "1 while a self-registered element's heartbeat path delivers within the miss limit, 0 once it went silent",
+            self.heartbeat_path_up.clone(),
+        );
+        r.register(
             "vnfpool_pool_active_elements",
             "Elements taking new flows",
             self.actives.clone(),
@@ -452,6 +468,7 @@ impl Metrics {
         self.health.clear();
         self.element_packets.clear();
         self.element_bytes.clear();
+        self.heartbeat_path_up.clear();
     }
 
     /// Copies one pool's current state in, for a scrape.
@@ -477,6 +494,14 @@ impl Metrics {
                 self.health
                     .get_or_create(&labels)
                     .set(i64::from(e.health == health));
+            }
+            for path in e.paths {
+                let labels = PathLabels {
+                    pool: pool_name.to_owned(),
+                    element: e.name.to_owned(),
+                    path: path.address.clone(),
+                };
+                self.heartbeat_path_up.get_or_create(&labels).set(i64::from(path.up));
             }
             store(
                 &self.element_packets.get_or_create(&element(pool_name, e.name)),
@@ -529,6 +554,10 @@ impl Metrics {
         store(
             &self.heartbeats.get_or_create(&labels("accepted")),
             counters.accepted,
+        );
+        store(
+            &self.heartbeats.get_or_create(&labels("duplicate")),
+            counters.duplicate,
         );
         for kind in crate::heartbeat::Rejected::ALL {
             store(
@@ -806,6 +835,7 @@ mod tests {
                     packets: 5,
                     bytes: 500,
                 },
+                paths: &[],
             }],
         );
         m.sample_reasons(&[(

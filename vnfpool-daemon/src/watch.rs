@@ -739,6 +739,7 @@ mod tests {
             bytes: packets * 100,
             backup: backup.map(Into::into),
             policy_violation: false,
+            paths: Vec::new(),
         }
     }
 

@@ -243,10 +243,11 @@ fn blast(signers: &[Signer], sockets: &[StdUdpSocket; 2], target: &AtomicUsize, 
 async fn count_only(socket: UdpSocket, received: Arc<AtomicU64>) -> std::io::Result<()> {
     let mut bufs = [[0_u8; BUF]; BATCH];
     let mut lens = [0_usize; BATCH];
+    let mut from = [None; BATCH];
     loop {
         socket.readable().await?;
         match socket.try_io(tokio::io::Interest::READABLE, || {
-            receive_many(&socket, &mut bufs, &mut lens)
+            receive_many(&socket, &mut bufs, &mut lens, &mut from)
         }) {
             Ok(n) => {
                 black_box(&bufs[..n]);

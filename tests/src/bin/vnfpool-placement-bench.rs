@@ -75,6 +75,7 @@ fn pool() -> PoolSpec {
                 site: Some(site(s)),
                 mac: None,
                 interface: None,
+                heartbeat_paths: Vec::new(),
                 origin: vnfpool_daemon::model::spec::Origin::File,
             }
         })

@@ -662,6 +662,10 @@ pub struct ElementBody {
     pub mac: Option<String>,
     /// The egress interface, when not to be resolved from the routing table. Operators only.
     pub interface: Option<String>,
+    /// Registrations only: the source addresses the element sends each heartbeat from, one
+    /// per path (1..=8, the element address's family). The daemon follows each path and fails
+    /// the element only when all are silent.
+    pub heartbeat_paths: Option<Vec<String>>,
 }
 
 /// A redundancy request.

@@ -604,6 +604,7 @@ site-c: {}
                 site: None,
                 mac: None,
                 interface: None,
+                heartbeat_paths: Vec::new(),
                 origin: crate::model::spec::Origin::File,
             })
             .collect()
@@ -1436,6 +1437,12 @@ site-c: {}
                 base("name: e1,", "name: e1, interface: a-very-long-interface,"),
                 "10:32",
                 "is not a valid interface name",
+            ),
+            (
+                "heartbeat paths of a probed element",
+                base("name: e1,", "name: e1, heartbeat_paths: [10.9.0.1],"),
+                "10:38",
+                "heartbeat_paths of an element that does not register itself",
             ),
         ];
         let mut failures = Vec::new();

@@ -179,7 +179,7 @@ pub(super) fn element(
     if origin == Origin::Agent {
         check.registered(&raw.value, pool.registration);
     }
-    match check.element(&raw, Some(pool.vip)) {
+    match check.element(&raw, Some(pool.vip), origin) {
         Some(spec) if check.errors.is_empty() => {
             let priority = if origin == Origin::Agent && raw.value.priority.is_none() {
                 spec.priority.min(pool.registration.max_priority)
@@ -1222,7 +1222,7 @@ impl Checker<'_> {
                     "a unique element name within the pool",
                 );
             }
-            match self.element(element, vip) {
+            match self.element(element, vip, Origin::File) {
                 Some(spec) => {
                     if let Some(address) = &element.value.address {
                         ok &= self.unique(
@@ -1241,7 +1241,7 @@ impl Checker<'_> {
         ok.then_some(elements)
     }
 
-    fn element(&mut self, raw: &Spanned<RawElement>, vip: Option<IpAddr>) -> Option<ElementSpec> {
+    fn element(&mut self, raw: &Spanned<RawElement>, vip: Option<IpAddr>, origin: Origin) -> Option<ElementSpec> {
         let at = raw.referenced;
         let raw = &raw.value;
         let name = self.required(raw.name.as_ref(), at, "this element", "name");
@@ -1278,6 +1278,10 @@ impl Checker<'_> {
             Some(interface) => self.ifname(interface).then(|| Some(interface.value.clone())),
             None => Some(None),
         };
+        let heartbeat_paths = match &raw.heartbeat_paths {
+            Some(paths) => self.heartbeat_paths(paths, address, origin),
+            None => Some(Vec::new()),
+        };
         if !name_ok {
             return None;
         }
@@ -1291,8 +1295,59 @@ impl Checker<'_> {
             site: site?,
             mac: mac?,
             interface: interface?,
+            heartbeat_paths: heartbeat_paths?,
             origin: Origin::File,
         })
+    }
+
+    /// A self-registered element's `heartbeat_paths`: distinct addresses of its address's
+    /// family, at most [`heartbeat::MAX_PATHS`](crate::heartbeat::MAX_PATHS). Others send no
+    /// heartbeats.
+    fn heartbeat_paths(
+        &mut self,
+        raw: &Spanned<Vec<Spanned<String>>>,
+        address: Option<IpAddr>,
+        origin: Origin,
+    ) -> Option<Vec<IpAddr>> {
+        use crate::heartbeat::MAX_PATHS;
+        if origin != Origin::Agent {
+            self.invalid(
+                raw.referenced,
+                "heartbeat_paths of an element that does not register itself".to_owned(),
+                "no heartbeat_paths: they are for elements that send heartbeats (`vnfpool agent` sets them from its `paths`)",
+            );
+            return None;
+        }
+        if raw.value.is_empty() || raw.value.len() > MAX_PATHS {
+            self.invalid(
+                raw.referenced,
+                format!("{} heartbeat paths", raw.value.len()),
+                format!("1..={MAX_PATHS} addresses"),
+            );
+            return None;
+        }
+        let mut paths = Vec::with_capacity(raw.value.len());
+        let mut ok = true;
+        for path in &raw.value {
+            let Some(ip) = self.address(path, "heartbeat path") else {
+                ok = false;
+                continue;
+            };
+            if address.is_some_and(|a| a.is_ipv4() != ip.is_ipv4()) {
+                self.invalid(
+                    path.referenced,
+                    format!("heartbeat path {ip} is not of the element address's family"),
+                    "an address of the same family as the element's",
+                );
+                ok = false;
+            } else if paths.contains(&ip) {
+                self.invalid(path.referenced, format!("heartbeat path {ip} twice"), "each path once");
+                ok = false;
+            } else {
+                paths.push(ip);
+            }
+        }
+        ok.then_some(paths)
     }
 
     /// What only a self-registered element is held to: the daemon finds its MAC and

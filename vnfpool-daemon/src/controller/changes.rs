@@ -446,26 +446,35 @@ impl<D: Dataplane> Controller<D> {
     pub(super) fn sync_verifier(&mut self) {
         let now = self.now();
         let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut running: std::collections::HashMap<u64, (&Key, std::time::Duration)> =
+        let mut running: std::collections::HashMap<u64, (&Key, std::time::Duration, &[std::net::IpAddr])> =
             std::collections::HashMap::new();
         for (pool, added) in &self.added.pools {
-            let miss_limit = self.pool_named(pool).map_or_else(
+            let p = self.pool_named(pool);
+            let miss_limit = p.map_or_else(
                 || crate::model::spec::HeartbeatSpec::DEFAULT.miss_limit(),
                 |p| self.pools[p].spec.heartbeat.miss_limit(),
             );
-            for agent in added.elements.iter().filter_map(|e| e.agent.as_ref()) {
-                running.insert(agent.id, (&agent.key, miss_limit));
+            for (name, agent) in added
+                .elements
+                .iter()
+                .filter_map(|e| e.agent.as_ref().map(|a| (&e.name, a)))
+            {
+                let paths = p
+                    .and_then(|p| self.pools[p].spec.elements.iter().find(|e| e.name == *name))
+                    .map_or(&[][..], |e| &e.heartbeat_paths[..]);
+                running.insert(agent.id, (&agent.key, miss_limit, paths));
             }
         }
         let gone: Vec<u64> = verifier.ids().filter(|id| !running.contains_key(id)).collect();
         for id in gone {
             verifier.remove(id);
         }
-        for (&id, &(key, miss_limit)) in &running {
+        for (&id, &(key, miss_limit, paths)) in &running {
             if !verifier.contains(id) {
                 verifier.register(id, key.clone(), now);
             }
             verifier.set_miss_limit(id, miss_limit);
+            verifier.set_paths(id, paths, now);
         }
         drop(verifier);
         self.sync_guard();
@@ -478,9 +487,16 @@ impl<D: Dataplane> Controller<D> {
         let guard = HeartbeatGuard::new(
             self.spec.api.as_ref().map(|api| api.heartbeat_listen),
             &self.local_addresses,
-            self.agents
-                .values()
-                .map(|&(p, e)| self.pools[p].spec.elements[e].address),
+            self.agents.values().flat_map(|&(p, e)| {
+                let element = &self.pools[p].spec.elements[e];
+                // An element that names its paths sends from those; its own address may be
+                // one of them.
+                if element.heartbeat_paths.is_empty() {
+                    std::slice::from_ref(&element.address).iter().copied()
+                } else {
+                    element.heartbeat_paths.iter().copied()
+                }
+            }),
         );
         if self.guard.as_ref() == Some(&guard) {
             return;

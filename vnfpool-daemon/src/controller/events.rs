@@ -19,12 +19,12 @@ use super::{
     Controller,
     persist::Persisted,
     reconcile::Switched,
-    snapshot::{FailoverStatus, PoolView, Snapshot, pool_status, summary},
+    snapshot::{FailoverStatus, PathStatus, PoolView, Snapshot, pool_status, summary},
 };
 use crate::{
     dataplane::{self, Applied, Dataplane, DataplaneError, PoolPlan, Vip},
     health::{ElementRef, ProbeReport, ProbeTarget, link::LinkEvent},
-    heartbeat::{Liveness, udp::HeartbeatEvent},
+    heartbeat::{Liveness, PathChange, udp::HeartbeatEvent},
     model::{
         failover::{Effect, Event, FailoverRecord, PoolState},
         health::{Health, Now},
@@ -54,6 +54,9 @@ impl<D: Dataplane> Controller<D> {
         let Some(&(p, e)) = self.agents.get(&event.id) else {
             return;
         };
+        if let Some(path) = event.path_up {
+            self.path_changed(p, e, PathChange { path, up: true });
+        }
         let miss = self.pools[p].spec.heartbeat.miss_limit();
         self.misses
             .watch(event.id, event.received + miss + Duration::from_micros(1));
@@ -69,11 +72,16 @@ impl<D: Dataplane> Controller<D> {
                 continue;
             };
             let miss = self.pools[p].spec.heartbeat.miss_limit();
-            let liveness = self
-                .verifier
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .liveness(id, miss, now);
+            let (liveness, (paths_down, next_path)) = {
+                let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
+                (verifier.liveness(id, miss, now), verifier.judge_paths(id, miss, now))
+            };
+            for change in paths_down {
+                self.path_changed(p, e, change);
+            }
+            if let Some(next) = next_path {
+                self.misses.watch(id, next);
+            }
             match liveness {
                 Some(Liveness::Live { last }) => {
                     self.misses.watch(id, last + miss + Duration::from_micros(1));
@@ -94,6 +102,20 @@ impl<D: Dataplane> Controller<D> {
                 None | Some(Liveness::Failed { .. }) => {}
             }
         }
+    }
+
+    /// A heartbeat path of element `e` of pool `p` went silent or came back: logged,
+    /// published to operators, shown in the status and the metrics.
+    fn path_changed(&mut self, p: usize, e: usize, change: PathChange) {
+        let (pool, element) = (&self.pools[p].spec.name, &self.pools[p].spec.elements[e].name);
+        let path = change.path.to_string();
+        if change.up {
+            info!(%pool, %element, %path, "heartbeat path up");
+        } else {
+            warn!(%pool, %element, %path, "heartbeat path down: silent for longer than the miss limit");
+        }
+        self.events.heartbeat_path(pool, element, &path, change.up);
+        self.dirty = true;
     }
 
     /// Follows the running pools' self-registered elements: their positions, and a judgement
@@ -479,7 +501,7 @@ impl<D: Dataplane> Controller<D> {
                 std::borrow::Cow::Owned(state)
             })
             .collect();
-        let pools: Vec<PoolView> = self
+        let mut pools: Vec<PoolView> = self
             .pools
             .iter()
             .zip(&shown)
@@ -504,6 +526,21 @@ impl<D: Dataplane> Controller<D> {
                 ),
             })
             .collect();
+        {
+            let verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
+            for (&id, &(p, e)) in &self.agents {
+                if let Some(status) = pools[p].status.elements.get_mut(e) {
+                    status.paths = verifier
+                        .paths(id)
+                        .into_iter()
+                        .map(|c| PathStatus {
+                            address: c.path.to_string(),
+                            up: c.up,
+                        })
+                        .collect();
+                }
+            }
+        }
         let summaries: Vec<_> = self
             .pools
             .iter()

@@ -170,6 +170,18 @@ pub struct ElementStatus {
     /// For an active: its backup shares a risk with it.
     #[serde(default)]
     pub policy_violation: bool,
+    /// A self-registered element's heartbeat paths, when it registered some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathStatus>,
+}
+
+/// One heartbeat path of an element.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathStatus {
+    /// The source address heartbeats come from over this path.
+    pub address: String,
+    /// Whether a heartbeat came over it within the miss limit.
+    pub up: bool,
 }
 
 /// One failover.
@@ -243,6 +255,7 @@ pub fn pool_status(
                 bytes: 0,
                 backup: backup.map(crate::model::placement::Backup::explain),
                 policy_violation: backup.is_some_and(crate::model::placement::Backup::is_violation),
+                paths: Vec::new(),
             }
         })
         .collect();
@@ -352,6 +365,7 @@ impl Views {
                     health: &e.health,
                     weight,
                     counters: pool_counters.element(slot),
+                    paths: &e.paths,
                 })
                 .collect();
             metrics.sample_pool(&view.status.name, pool_counters.vip, &samples);

@@ -432,6 +432,7 @@ impl Harness {
                 id,
                 seq,
                 received: mono,
+                path_up: None,
             })
             .await
             .expect("controller running");

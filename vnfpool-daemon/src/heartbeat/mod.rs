@@ -12,6 +12,16 @@
 //! Everything here is pure: instants come in as parameters ([`Clocks`]), never from a clock.
 //! [`udp`] holds the receiver task and the sender.
 //!
+//! # Paths
+//!
+//! An element may send every heartbeat over several paths, one per source address it
+//! registered (`heartbeat_paths`). The first copy of a sequence number to arrive counts for the
+//! element; a later copy over another path is a [`Accepted::duplicate`], not a replay: it
+//! refreshes its path only. Each path keeps its own last sequence number, so the same copy
+//! again over the same path, or an older sequence, is still refused ([`Rejected::OldSequence`]).
+//! The element is silent only when every path is; [`Verifier::judge_paths`] tells which paths
+//! went silent while another still delivers.
+//!
 //! # Wire format (version 1)
 //!
 //! One UDP datagram of exactly [`LEN`] = 57 bytes; integers are big-endian (network order).
@@ -29,7 +39,7 @@
 
 pub mod udp;
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{collections::HashMap, fmt, net::IpAddr, time::Duration};
 
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde::{Deserialize, Serialize};
@@ -255,6 +265,25 @@ pub struct Accepted {
     pub seq: u64,
     /// The sender's timestamp, nanoseconds since the Unix epoch.
     pub timestamp: u64,
+    /// A copy of a heartbeat already accepted over another path: it refreshed its own path
+    /// only, not the element.
+    pub duplicate: bool,
+    /// The path it came over, when that path had been judged silent: it is up again.
+    pub path_up: Option<IpAddr>,
+}
+
+/// Most heartbeat paths an element may register.
+pub const MAX_PATHS: usize = 8;
+
+/// Sequence numbers remembered per element, so that a copy arriving over a slower path is
+/// known as one: at a heartbeat every millisecond, 16 ms of difference between two paths.
+const SEEN: usize = 16;
+
+/// A path whose state changed, as [`Verifier::judge_paths`] or an accepted heartbeat tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathChange {
+    pub path: IpAddr,
+    pub up: bool,
 }
 
 /// Why a datagram was not accepted as a heartbeat. Each kind is counted in [`Counters`].
@@ -304,6 +333,9 @@ impl Rejected {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     pub accepted: u64,
+    /// Copies of accepted heartbeats that came over another path (not rejections).
+    #[serde(default)]
+    pub duplicate: u64,
     pub malformed: u64,
     pub bad_version: u64,
     pub unknown_element: u64,
@@ -332,9 +364,10 @@ impl Counters {
         Rejected::ALL.iter().map(|&kind| self.rejected(kind)).sum()
     }
 
-    fn count(&mut self, result: Result<(), Rejected>) {
+    fn count(&mut self, result: Result<bool, Rejected>) {
         let counter = match result {
-            Ok(()) => &mut self.accepted,
+            Ok(false) => &mut self.accepted,
+            Ok(true) => &mut self.duplicate,
             Err(Rejected::Malformed) => &mut self.malformed,
             Err(Rejected::BadVersion) => &mut self.bad_version,
             Err(Rejected::UnknownElement) => &mut self.unknown_element,
@@ -372,6 +405,32 @@ pub struct Registration {
     pub last_seq: Option<u64>,
 }
 
+/// One heartbeat path of an element: a source address it registered.
+#[derive(Debug, Clone, Copy)]
+struct Path {
+    addr: IpAddr,
+    /// The last sequence number this path delivered.
+    last_seq: Option<u64>,
+    /// When it last delivered one.
+    heard: Option<Now>,
+    /// When the path was added: the origin of silence before its first heartbeat.
+    since: Now,
+    /// Whether it was up when last judged or heard.
+    up: bool,
+}
+
+impl Path {
+    fn new(addr: IpAddr, now: Now) -> Self {
+        Self {
+            addr,
+            last_seq: None,
+            heard: None,
+            since: now,
+            up: true,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Element {
     key: Key,
@@ -386,6 +445,11 @@ struct Element {
     since: Now,
     /// The element's miss limit, in ns ([`Verifier::set_miss_limit`]; 0 until told).
     miss_limit_ns: u64,
+    /// Its registered paths; none: one path, not followed.
+    paths: Vec<Path>,
+    /// The last [`SEEN`] accepted sequence numbers (a ring).
+    seen: [Option<u64>; SEEN],
+    next_seen: usize,
 }
 
 impl Element {
@@ -397,7 +461,15 @@ impl Element {
             heard: None,
             since: now,
             miss_limit_ns: 0,
+            paths: Vec::new(),
+            seen: [None; SEEN],
+            next_seen: 0,
         }
+    }
+
+    fn remember(&mut self, seq: u64) {
+        self.seen[self.next_seen] = Some(seq);
+        self.next_seen = (self.next_seen + 1) % SEEN;
     }
 }
 
@@ -478,6 +550,67 @@ impl Verifier {
             .is_some()
     }
 
+    /// Sets the heartbeat paths of `id` (source addresses; at most [`MAX_PATHS`] are kept): a
+    /// path it had keeps its state, a new one counts its silence from `now`. Returns whether
+    /// `id` is registered.
+    pub fn set_paths(&mut self, id: ElementId, paths: &[IpAddr], now: Now) -> bool {
+        let Some(element) = self.elements.get_mut(&id) else {
+            return false;
+        };
+        if element.paths.iter().map(|p| p.addr).eq(paths.iter().copied()) {
+            return true;
+        }
+        let old = std::mem::take(&mut element.paths);
+        element.paths = paths
+            .iter()
+            .take(MAX_PATHS)
+            .map(|&addr| {
+                old.iter()
+                    .find(|p| p.addr == addr)
+                    .copied()
+                    .unwrap_or_else(|| Path::new(addr, now))
+            })
+            .collect();
+        true
+    }
+
+    /// The paths of `id`, each with whether it is up as last judged or heard (empty when it
+    /// registered none).
+    #[must_use]
+    pub fn paths(&self, id: ElementId) -> Vec<PathChange> {
+        self.elements.get(&id).map_or_else(Vec::new, |e| {
+            e.paths
+                .iter()
+                .map(|p| PathChange { path: p.addr, up: p.up })
+                .collect()
+        })
+    }
+
+    /// Judges the paths of `id` at `now`: each up path silent for strictly longer than
+    /// `miss_limit` goes down (and is returned). Also returns when the next up path would go
+    /// silent, for the caller to judge again then.
+    pub fn judge_paths(&mut self, id: ElementId, miss_limit: Duration, now: Now) -> (Vec<PathChange>, Option<Now>) {
+        let Some(element) = self.elements.get_mut(&id) else {
+            return (Vec::new(), None);
+        };
+        let mut down = Vec::new();
+        let mut next: Option<Now> = None;
+        for path in element.paths.iter_mut().filter(|p| p.up) {
+            let origin = path.heard.unwrap_or(path.since);
+            if now.saturating_sub(origin) > miss_limit {
+                path.up = false;
+                down.push(PathChange {
+                    path: path.addr,
+                    up: false,
+                });
+            } else {
+                let due = origin + miss_limit + Duration::from_micros(1);
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        (down, next)
+    }
+
     /// Registers `id` with `key` at `now`; returns whether it was registered before. A new
     /// registration (a new key) starts a new sequence: the first heartbeat may carry any
     /// number, and heartbeats signed with an earlier key no longer verify.
@@ -528,12 +661,19 @@ impl Verifier {
     /// Checks, in order: length, version, element, MAC (in constant time), sequence, window.
     /// Nothing is recorded for a rejected datagram. This does not allocate.
     pub fn verify(&mut self, bytes: &[u8], now: Clocks) -> Result<Accepted, Rejected> {
-        let result = self.check(bytes, now);
-        self.counters.count(result.map(|_| ()));
+        self.verify_from(bytes, None, now)
+    }
+
+    /// [`Verifier::verify`] of a datagram from `from`: when that is one of the element's
+    /// paths, a copy of a recently accepted heartbeat that this path has not delivered yet is
+    /// a [`Accepted::duplicate`] and refreshes the path (see the module's "Paths").
+    pub fn verify_from(&mut self, bytes: &[u8], from: Option<IpAddr>, now: Clocks) -> Result<Accepted, Rejected> {
+        let result = self.check(bytes, from, now);
+        self.counters.count(result.map(|a| a.duplicate));
         result
     }
 
-    fn check(&mut self, bytes: &[u8], now: Clocks) -> Result<Accepted, Rejected> {
+    fn check(&mut self, bytes: &[u8], from: Option<IpAddr>, now: Clocks) -> Result<Accepted, Rejected> {
         let (bytes, fields) = parse(bytes)?;
         let element = self
             .elements
@@ -545,8 +685,15 @@ impl Verifier {
             .chain_update(&bytes[..SIGNED])
             .verify_slice(&bytes[SIGNED..])
             .map_err(|_| Rejected::BadMac)?;
-        if element.last_seq.is_some_and(|last| fields.seq <= last) {
-            return Err(Rejected::OldSequence);
+        let path = from.and_then(|ip| element.paths.iter().position(|p| p.addr == ip));
+        let duplicate = element.last_seq.is_some_and(|last| fields.seq <= last);
+        if duplicate {
+            // A copy over another path of one accepted lately; the same path delivering it
+            // again, or anything older, is a replay.
+            let new_on_path = path.is_some_and(|i| element.paths[i].last_seq.is_none_or(|l| fields.seq > l));
+            if !(new_on_path && element.seen.contains(&Some(fields.seq))) {
+                return Err(Rejected::OldSequence);
+            }
         }
         let earliest = now
             .wall
@@ -555,12 +702,26 @@ impl Verifier {
         if !(earliest..=latest).contains(&fields.timestamp) {
             return Err(Rejected::OutsideWindow);
         }
-        element.last_seq = Some(fields.seq);
-        element.heard = Some(now.mono);
+        if !duplicate {
+            element.last_seq = Some(fields.seq);
+            element.heard = Some(now.mono);
+            element.remember(fields.seq);
+        }
+        let mut path_up = None;
+        if let Some(path) = path.map(|i| &mut element.paths[i]) {
+            path.last_seq = Some(fields.seq);
+            path.heard = Some(now.mono);
+            if !path.up {
+                path.up = true;
+                path_up = Some(path.addr);
+            }
+        }
         Ok(Accepted {
             id: fields.id,
             seq: fields.seq,
             timestamp: fields.timestamp,
+            duplicate,
+            path_up,
         })
     }
 
@@ -670,7 +831,9 @@ mod tests {
             Ok(Accepted {
                 id: 1,
                 seq: 5,
-                timestamp: T0 + 10 * MS
+                timestamp: T0 + 10 * MS,
+                duplicate: false,
+                path_up: None,
             })
         );
         assert_eq!(v.last_seq(1), Some(5));
@@ -898,6 +1061,104 @@ mod tests {
         );
         assert_eq!(v.ids().collect::<Vec<_>>(), [2]);
         assert_eq!(v.len(), 1);
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("address")
+    }
+
+    #[test]
+    fn a_copy_over_another_path_refreshes_that_path_and_is_no_replay() {
+        let (a, b, stranger) = (ip("10.1.0.2"), ip("10.2.0.2"), ip("10.3.0.2"));
+        let mut v = verifier();
+        assert!(v.set_paths(1, &[a, b], ms(0)));
+        let hb = encode(1, 10, T0 + 10 * MS, &key(1));
+        let first = v.verify_from(&hb, Some(a), at(10)).expect("first copy");
+        assert!(!first.duplicate);
+        let copy = v.verify_from(&hb, Some(b), at(11)).expect("copy over b");
+        assert!(copy.duplicate);
+        // The element was heard at the first copy; the copy refreshed path b only.
+        assert_eq!(
+            v.liveness(1, ms(30), ms(20)),
+            Some(Liveness::Live { last: ms(10) })
+        );
+        // The same copy again over either path, or from an address that is no path, is a
+        // replay.
+        for from in [Some(a), Some(b), Some(stranger), None] {
+            assert_eq!(
+                v.verify_from(&hb, from, at(12)).map(|_| ()),
+                Err(Rejected::OldSequence),
+                "{from:?}"
+            );
+        }
+        // Path b lags by two heartbeats: its copies still count for it, in order.
+        for seq in 11..=13 {
+            let t = T0 + seq * MS;
+            assert!(!v.verify_from(&encode(1, seq, t, &key(1)), Some(a), at(seq)).expect("a").duplicate);
+        }
+        assert!(v.verify_from(&encode(1, 11, T0 + 11 * MS, &key(1)), Some(b), at(14)).expect("b lags").duplicate);
+        // ...but never older than what b delivered, and never a sequence nobody accepted.
+        assert_eq!(
+            v.verify_from(&encode(1, 10, T0 + 10 * MS, &key(1)), Some(b), at(14)).map(|_| ()),
+            Err(Rejected::OldSequence)
+        );
+        assert_eq!(
+            v.verify_from(&encode(1, 12, T0 + 12 * MS, &key(9)), Some(b), at(14)).map(|_| ()),
+            Err(Rejected::BadMac)
+        );
+        let mut never_sent = v.clone();
+        assert!(never_sent.verify_from(&encode(1, 20, T0 + 20 * MS, &key(1)), Some(a), at(20)).is_ok());
+        assert_eq!(
+            never_sent.verify_from(&encode(1, 19, T0 + 19 * MS, &key(1)), Some(b), at(20)).map(|_| ()),
+            Err(Rejected::OldSequence),
+            "19 was never accepted: a delayed heartbeat, not a copy"
+        );
+        assert_eq!(
+            v.counters(),
+            Counters {
+                accepted: 4,
+                duplicate: 2,
+                old_sequence: 5,
+                bad_mac: 1,
+                ..Counters::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_silent_path_goes_down_while_the_element_lives_and_comes_back_with_its_next_copy() {
+        let (a, b) = (ip("10.1.0.2"), ip("10.2.0.2"));
+        let mut v = verifier();
+        v.set_paths(1, &[a, b], ms(0));
+        let limit = ms(30);
+        // Both deliver at 10 ms; then only a, every 10 ms.
+        for (seq, t) in [(1, 10), (2, 20), (3, 30), (4, 40)] {
+            let hb = encode(1, seq, T0 + t * MS, &key(1));
+            v.verify_from(&hb, Some(a), at(t)).expect("a");
+            if t == 10 {
+                v.verify_from(&hb, Some(b), at(t)).expect("b");
+            }
+        }
+        assert_eq!(v.judge_paths(1, limit, ms(40)), (vec![], Some(ms(40) + Duration::from_micros(1))));
+        let (down, next) = v.judge_paths(1, limit, ms(41));
+        assert_eq!(down, [PathChange { path: b, up: false }]);
+        assert_eq!(next, Some(ms(70) + Duration::from_micros(1)), "a's silence is judged next");
+        assert!(matches!(v.liveness(1, limit, ms(41)), Some(Liveness::Live { .. })));
+        assert_eq!(v.paths(1), [PathChange { path: a, up: true }, PathChange { path: b, up: false }]);
+        // Judged again, a path already down is not reported twice.
+        assert_eq!(v.judge_paths(1, limit, ms(45)).0, []);
+        // b's next copy brings it back.
+        let hb = encode(1, 5, T0 + 50 * MS, &key(1));
+        assert_eq!(v.verify_from(&hb, Some(a), at(50)).expect("a").path_up, None);
+        assert_eq!(v.verify_from(&hb, Some(b), at(50)).expect("b").path_up, Some(b));
+        // Paths set again keep their state; a new one counts from then.
+        let c = ip("10.3.0.2");
+        v.set_paths(1, &[b, c], ms(60));
+        assert_eq!(v.paths(1), [PathChange { path: b, up: true }, PathChange { path: c, up: true }]);
+        let (down, _) = v.judge_paths(1, limit, ms(85));
+        assert_eq!(down, [PathChange { path: b, up: false }], "c was added at 60 ms");
+        // An element with no paths has nothing to judge.
+        assert_eq!(v.judge_paths(2, limit, ms(1_000)), (vec![], None));
     }
 
     #[test]

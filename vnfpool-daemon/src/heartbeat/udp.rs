@@ -25,7 +25,7 @@ use std::{
     time::SystemTime,
 };
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, recvmmsg};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 use tokio::{
     io::Interest,
     net::UdpSocket,
@@ -41,14 +41,17 @@ pub const BATCH: usize = 64;
 /// as malformed.
 pub const BUF: usize = LEN + 1;
 
-/// An accepted heartbeat.
+/// An accepted heartbeat: the first copy of a sequence number, or a copy over another path
+/// that brought that path back up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeartbeatEvent {
     pub id: ElementId,
     pub seq: u64,
     /// When its batch was read from the socket, since the receiver's epoch; also what the
-    /// verifier recorded as the element's last heartbeat.
+    /// verifier recorded as the element's (or the path's) last heartbeat.
     pub received: Now,
+    /// The path it came over, when that path had been judged silent.
+    pub path_up: Option<IpAddr>,
 }
 
 /// What the receiver counts besides the verifier's [`super::Counters`].
@@ -119,17 +122,19 @@ impl Receiver {
     pub async fn serve(&self, events: &mpsc::Sender<HeartbeatEvent>) -> io::Result<()> {
         let mut bufs = [[0_u8; BUF]; BATCH];
         let mut lens = [0_usize; BATCH];
+        let mut from = [None; BATCH];
         let mut accepted = [HeartbeatEvent {
             id: 0,
             seq: 0,
             received: Now::ZERO,
+            path_up: None,
         }; BATCH];
         loop {
             tokio::select! {
                 () = events.closed() => return Ok(()),
                 ready = self.socket.readable() => ready?,
             }
-            let n = self.receive_batch(&mut bufs, &mut lens)?;
+            let n = self.receive_batch(&mut bufs, &mut lens, &mut from)?;
             if n == 0 {
                 continue;
             }
@@ -140,12 +145,15 @@ impl Receiver {
             let mut count = 0;
             {
                 let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
-                for (buf, &len) in bufs.iter().zip(&lens[..n]) {
-                    if let Ok(a) = verifier.verify(&buf[..len], clocks) {
+                for ((buf, &len), &from) in bufs.iter().zip(&lens[..n]).zip(&from) {
+                    if let Ok(a) = verifier.verify_from(&buf[..len], from, clocks)
+                        && (!a.duplicate || a.path_up.is_some())
+                    {
                         accepted[count] = HeartbeatEvent {
                             id: a.id,
                             seq: a.seq,
                             received: clocks.mono,
+                            path_up: a.path_up,
                         };
                         count += 1;
                     }
@@ -165,11 +173,16 @@ impl Receiver {
 
     /// Reads what the socket holds, up to a full `bufs`, with one `recvmmsg`; returns how many
     /// datagrams (0 when there were none).
-    fn receive_batch(&self, bufs: &mut [[u8; BUF]; BATCH], lens: &mut [usize; BATCH]) -> io::Result<usize> {
+    fn receive_batch(
+        &self,
+        bufs: &mut [[u8; BUF]; BATCH],
+        lens: &mut [usize; BATCH],
+        from: &mut [Option<IpAddr>; BATCH],
+    ) -> io::Result<usize> {
         loop {
             match self
                 .socket
-                .try_io(Interest::READABLE, || receive_many(&self.socket, bufs, lens))
+                .try_io(Interest::READABLE, || receive_many(&self.socket, bufs, lens, from))
             {
                 Ok(n) => {
                     self.stats.datagrams.fetch_add(n as u64, Ordering::Relaxed);
@@ -193,8 +206,9 @@ impl Receiver {
 }
 
 /// One `recvmmsg` into `bufs` without waiting; each datagram's length (cut to its buffer) in
-/// `lens`. `WouldBlock` when the socket holds none. Call it within [`UdpSocket::try_io`], so
-/// that the socket's readiness is cleared when it is empty.
+/// `lens` and its source address in `from` (an IPv4-mapped IPv6 one as IPv4). `WouldBlock`
+/// when the socket holds none. Call it within [`UdpSocket::try_io`], so that the socket's
+/// readiness is cleared when it is empty.
 ///
 /// # Errors
 /// The system call's.
@@ -202,9 +216,10 @@ pub fn receive_many(
     socket: &UdpSocket,
     bufs: &mut [[u8; BUF]; BATCH],
     lens: &mut [usize; BATCH],
+    from: &mut [Option<IpAddr>; BATCH],
 ) -> io::Result<usize> {
     use std::os::fd::AsRawFd as _;
-    let mut headers = MultiHeaders::<()>::preallocate(BATCH, None);
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut slices = bufs.each_mut().map(|buf| [io::IoSliceMut::new(buf)]);
     let received = recvmmsg(
         socket.as_raw_fd(),
@@ -215,11 +230,20 @@ pub fn receive_many(
     )
     .map_err(io::Error::from)?;
     let mut n = 0;
-    for (message, len) in received.zip(lens.iter_mut()) {
+    for ((message, len), from) in received.zip(lens.iter_mut()).zip(from.iter_mut()) {
         *len = message.bytes;
+        *from = message.address.as_ref().and_then(source_ip);
         n += 1;
     }
     Ok(n)
+}
+
+fn source_ip(address: &SockaddrStorage) -> Option<IpAddr> {
+    if let Some(v4) = address.as_sockaddr_in() {
+        return Some(IpAddr::V4(v4.ip()));
+    }
+    let v6 = address.as_sockaddr_in6()?.ip();
+    Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
 }
 
 /// First pause before a receiver that failed is started again; it doubles with each failure
@@ -274,7 +298,8 @@ where
     }
 }
 
-/// The sending end, run by a registered element.
+/// The sending end, run by a registered element: every heartbeat goes out over each of its
+/// sockets, one per path.
 ///
 /// Sequence numbers: each heartbeat carries the greater of the previous one plus one and its
 /// own timestamp. They are strictly increasing, and an element that restarts with the same key
@@ -282,7 +307,7 @@ where
 /// gone back.
 #[derive(Debug)]
 pub struct Sender {
-    socket: UdpSocket,
+    sockets: Vec<UdpSocket>,
     signer: Signer,
     seq: u64,
 }
@@ -291,8 +316,14 @@ impl Sender {
     /// A sender on a socket already connected to the receiver.
     #[must_use]
     pub fn new(socket: UdpSocket, id: ElementId, key: &Key) -> Self {
+        Self::over(vec![socket], id, key)
+    }
+
+    /// A sender over several paths: `sockets` already connected, each sends every heartbeat.
+    #[must_use]
+    pub fn over(sockets: Vec<UdpSocket>, id: ElementId, key: &Key) -> Self {
         Self {
-            socket,
+            sockets,
             signer: Signer::new(id, key),
             seq: 0,
         }
@@ -303,34 +334,15 @@ impl Sender {
         Self::connect_from(None, receiver, id, key).await
     }
 
-    /// A sender as [`Self::connect`] makes, whose heartbeats leave from `from` when this host
-    /// has that address: the daemon's data plane lets heartbeats through from the addresses
-    /// elements registered only (an element whose route to the daemon leaves from another of
-    /// its addresses would otherwise be refused). Without it, or when it is not local, the
-    /// route chooses.
+    /// A sender as [`Self::connect`] makes, whose heartbeats leave from `from` (see
+    /// [`path_socket`]).
     pub async fn connect_from(
         from: Option<IpAddr>,
         receiver: SocketAddr,
         id: ElementId,
         key: &Key,
     ) -> io::Result<Self> {
-        let any: IpAddr = match receiver {
-            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-        };
-        let socket = match from.filter(|ip| ip.is_ipv4() == receiver.is_ipv4()) {
-            Some(ip) => match UdpSocket::bind((ip, 0)).await {
-                Ok(socket) => socket,
-                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
-                    tracing::warn!(address = %ip, "not an address of this host; heartbeats leave from the address the route chooses, which the daemon may refuse");
-                    UdpSocket::bind((any, 0)).await?
-                }
-                Err(e) => return Err(e),
-            },
-            None => UdpSocket::bind((any, 0)).await?,
-        };
-        socket.connect(receiver).await?;
-        Ok(Self::new(socket, id, key))
+        Ok(Self::new(path_socket(from, None, receiver).await?, id, key))
     }
 
     /// The sequence number of the last heartbeat (0 before the first).
@@ -346,16 +358,71 @@ impl Sender {
         self.signer.sign(self.seq, timestamp)
     }
 
-    /// Sends the next heartbeat, stamped `now`; returns its sequence number.
+    /// Sends the next heartbeat, stamped `now`, over every path; returns its sequence number
+    /// and what each path's send did, in the order of the sockets.
+    ///
+    /// A path's error: on a connected socket, an ICMP error about an earlier heartbeat (nobody
+    /// listening) comes back as `ConnectionRefused`, a lost route as `NetworkUnreachable`; the
+    /// next heartbeat may go through.
+    pub async fn send_each(&mut self, now: SystemTime) -> (u64, Vec<io::Result<()>>) {
+        let heartbeat = self.next_heartbeat(now);
+        let mut results = Vec::with_capacity(self.sockets.len());
+        for socket in &self.sockets {
+            results.push(socket.send(&heartbeat).await.map(drop));
+        }
+        (self.seq, results)
+    }
+
+    /// [`Self::send_each`], when one path is enough: its sequence number once some path sent
+    /// it.
     ///
     /// # Errors
-    /// The socket's: on a connected socket, an ICMP error about an earlier heartbeat (nobody
-    /// listening) comes back here as `ConnectionRefused`; the next heartbeat may go through.
+    /// The first path's error when no path sent it.
     pub async fn send(&mut self, now: SystemTime) -> io::Result<u64> {
-        let heartbeat = self.next_heartbeat(now);
-        self.socket.send(&heartbeat).await?;
-        Ok(self.seq)
+        let (seq, results) = self.send_each(now).await;
+        let mut first = None;
+        for result in results {
+            match result {
+                Ok(()) => return Ok(seq),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| io::Error::other("a sender without a path")))
     }
+}
+
+/// A UDP socket connected to `receiver` whose datagrams leave from `from` when this host has
+/// that address (the daemon's data plane lets heartbeats through from the addresses elements
+/// registered only; without it, or when it is not local, the route chooses), through
+/// `device` when given (`SO_BINDTODEVICE`: the path stays on that interface whatever the
+/// routing table prefers).
+///
+/// # Errors
+/// Binding or connecting failed, or the device is unknown.
+pub async fn path_socket(from: Option<IpAddr>, device: Option<&str>, receiver: SocketAddr) -> io::Result<UdpSocket> {
+    let any: IpAddr = match receiver {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = match from.filter(|ip| ip.is_ipv4() == receiver.is_ipv4()) {
+        Some(ip) => match UdpSocket::bind((ip, 0)).await {
+            Ok(socket) => socket,
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+                tracing::warn!(address = %ip, "not an address of this host; heartbeats leave from the address the route chooses, which the daemon may refuse");
+                UdpSocket::bind((any, 0)).await?
+            }
+            Err(e) => return Err(e),
+        },
+        None => UdpSocket::bind((any, 0)).await?,
+    };
+    if let Some(device) = device {
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::BindToDevice, &std::ffi::OsString::from(device))
+            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("binding to {device}: {e}")))?;
+    }
+    socket.connect(receiver).await?;
+    Ok(socket)
 }
 
 /// Receive buffer of the heartbeat socket: room for tens of thousands of heartbeats while the

@@ -368,6 +368,9 @@ pub struct ElementSpec {
     pub mac: Option<[u8; 6]>,
     /// The egress interface, when not to be resolved from the routing table.
     pub interface: Option<String>,
+    /// A self-registered element's heartbeat paths: the source addresses it sends each
+    /// heartbeat from, followed one by one. Empty: one path, not followed.
+    pub heartbeat_paths: Vec<IpAddr>,
     /// The configuration file, an operator, or the element's own registration.
     pub origin: Origin,
 }

@@ -44,6 +44,7 @@ pub(crate) fn pool(redundancy: RedundancySpec, elements: &[(&str, u32, u32)]) ->
                 site: None,
                 mac: None,
                 interface: None,
+                heartbeat_paths: Vec::new(),
                 origin: crate::model::spec::Origin::File,
             })
             .collect(),
