@@ -113,5 +113,12 @@ fn model(
     if ts + miss + skew < wall || ts > wall + skew {
         return Err(Rejected::OutsideWindow);
     }
-    Ok(Accepted { id, seq, timestamp })
+    // Datagrams come without a source address here: no path, so never a copy over one.
+    Ok(Accepted {
+        id,
+        seq,
+        timestamp,
+        duplicate: false,
+        path_up: None,
+    })
 }

@@ -50,7 +50,7 @@ use crate::{
     api::{ElementAdded, client::Client},
     heartbeat::{
         Key,
-        udp::{Sender, path_socket},
+        udp::{Sender, ip_of, path_socket},
     },
 };
 
@@ -365,15 +365,7 @@ fn local_addresses() -> Vec<(String, IpAddr)> {
         return Vec::new();
     };
     addresses
-        .filter_map(|a| {
-            let address = a.address?;
-            let ip = if let Some(v4) = address.as_sockaddr_in() {
-                IpAddr::V4(v4.ip())
-            } else {
-                IpAddr::V6(address.as_sockaddr_in6()?.ip())
-            };
-            Some((a.interface_name, ip))
-        })
+        .filter_map(|a| Some((a.interface_name, ip_of(a.address.as_ref()?)?)))
         .collect()
 }
 

@@ -79,14 +79,9 @@ impl<D: Dataplane> Controller<D> {
             for change in paths_down {
                 self.path_changed(p, e, change);
             }
-            if let Some(next) = next_path {
-                self.misses.watch(id, next);
-            }
-            match liveness {
-                Some(Liveness::Live { last }) => {
-                    self.misses.watch(id, last + miss + Duration::from_micros(1));
-                }
-                Some(Liveness::Pending) => self.misses.watch(id, now + miss),
+            let next_element = match liveness {
+                Some(Liveness::Live { last }) => Some(last + miss + Duration::from_micros(1)),
+                Some(Liveness::Pending) => Some(now + miss),
                 Some(Liveness::Failed { silent_since })
                     if self.pools[p].state.elements()[e].health() != Health::Down =>
                 {
@@ -98,8 +93,15 @@ impl<D: Dataplane> Controller<D> {
                         },
                         now,
                     );
+                    None
                 }
-                None | Some(Liveness::Failed { .. }) => {}
+                None | Some(Liveness::Failed { .. }) => None,
+            };
+            // One judgement per element is queued: the earlier of its own silence and its
+            // paths' (a first copy from an address that is no path refreshes the element
+            // alone, so either may come first).
+            if let Some(at) = next_element.into_iter().chain(next_path).min() {
+                self.misses.watch(id, at);
             }
         }
     }
@@ -386,6 +388,7 @@ impl<D: Dataplane> Controller<D> {
         );
         self.metrics
             .failover(&record.pool, record.reason.name(), record.detection, switch);
+        let at = SystemTime::now();
         self.events.failover(&serde_json::json!({
             "pool": record.pool,
             "element": record.element,
@@ -393,13 +396,10 @@ impl<D: Dataplane> Controller<D> {
             "replaced_by": record.replaced_by,
             "detection_ms": record.detection.as_secs_f64() * 1e3,
             "switch_us": switch.as_secs_f64() * 1e6,
+            "decided_at": humantime::format_rfc3339_nanos(at.checked_sub(switch).unwrap_or(at)).to_string(),
         }));
         let pool = &mut self.pools[p];
-        pool.recent.push_back(Switched {
-            record,
-            switch,
-            at: SystemTime::now(),
-        });
+        pool.recent.push_back(Switched { record, switch, at });
         while pool.recent.len() > STATUS_HISTORY {
             pool.recent.pop_front();
         }

@@ -232,13 +232,16 @@ pub fn receive_many(
     let mut n = 0;
     for ((message, len), from) in received.zip(lens.iter_mut()).zip(from.iter_mut()) {
         *len = message.bytes;
-        *from = message.address.as_ref().and_then(source_ip);
+        *from = message.address.as_ref().and_then(ip_of);
         n += 1;
     }
     Ok(n)
 }
 
-fn source_ip(address: &SockaddrStorage) -> Option<IpAddr> {
+/// The IP address of a socket address (an IPv4-mapped IPv6 one as IPv4); `None` for other
+/// families.
+#[must_use]
+pub fn ip_of(address: &SockaddrStorage) -> Option<IpAddr> {
     if let Some(v4) = address.as_sockaddr_in() {
         return Some(IpAddr::V4(v4.ip()));
     }
