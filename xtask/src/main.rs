@@ -221,6 +221,14 @@ fn bench(cargo_bin: &str) -> Result<()> {
             "--bin",
             "vnfpool-api-bench",
         ],
+        &[
+            "run",
+            "--release",
+            "-p",
+            "vnfpool-tests",
+            "--bin",
+            "vnfpool-control-bench",
+        ],
     ];
     for args in steps {
         cargo(cargo_bin, args)?;
