@@ -1047,6 +1047,39 @@ async fn a_registered_element_lives_by_its_heartbeats_and_fails_when_they_stop()
     h.stop().await;
 }
 
+/// An element that deregisters and registers again under the same name is up with the first
+/// heartbeat of its new registration, as the first time.
+#[tokio::test(start_paused = true)]
+async fn an_element_registered_again_is_up_with_its_new_registrations_first_heartbeat() {
+    let h = Harness::started_with(
+        "{ model: active-standby, preempt: true }",
+        &["active", "standby", "standby"],
+        true,
+    )
+    .await;
+    for round in 0..3 {
+        let registration = register(&h, "a1", "10.0.0.31")
+            .await
+            .expect("registered")
+            .registration
+            .expect("a heartbeat key");
+        let key = Key::from_hex(&registration.key).expect("key");
+        h.beat(registration.id, &key, 1).await;
+        h.until(&format!("a1 up, round {round}"), |s| {
+            s.pools[0]
+                .status
+                .elements
+                .iter()
+                .any(|e| e.name == "a1" && e.health == "up")
+        })
+        .await;
+        deregister_as(&h, "CN=e", "dns", "a1")
+            .await
+            .expect("deregistered");
+    }
+    h.stop().await;
+}
+
 /// The data plane lets datagrams reach the heartbeat listener only from the addresses of
 /// running self-registered elements, as registrations come and go (issue 14, item 3).
 #[tokio::test(start_paused = true)]
