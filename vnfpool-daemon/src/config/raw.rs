@@ -687,6 +687,28 @@ mod tests {
         );
     }
 
+    /// The reference exists once: `examples/pools.yaml` points at it, and holds no commented
+    /// copy of it (one had drifted, giving 64 pools where the build has 128).
+    #[test]
+    fn the_example_file_points_at_the_reference_and_holds_no_copy_of_it() {
+        let text = repository("examples/pools.yaml");
+        let top = keys::<RawConfig>();
+        let copied: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                line.strip_prefix('#').is_some_and(|comment| {
+                    let comment = comment.trim_start();
+                    top.iter().any(|key| comment.starts_with(&format!("{key}:")))
+                })
+            })
+            .collect();
+        assert!(
+            copied.is_empty(),
+            "examples/pools.yaml repeats the reference in comments ({copied:?}); point at docs/configuration.md instead"
+        );
+        assert!(text.contains("docs/configuration.md"), "examples/pools.yaml names the reference");
+    }
+
     /// Every YAML example of a configuration file or an `agent.yaml` in README.md, in
     /// `docs/*.md` and in `examples/pools.yaml` uses only keys the reference documents, at
     /// their place (`config::tests::example_file` validates the example as `vnfpool validate`
