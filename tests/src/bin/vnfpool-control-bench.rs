@@ -4,9 +4,9 @@
 //! waiting on addresses that never resolve, 200 scrapes and 10 reloads a second). Run through
 //! `cargo xtask bench`; figures go to BENCHMARKS.md.
 //!
-//! - heartbeat sent → liveness updated: a heartbeat of a registered element, sent from the
-//!   element's namespace, until `vnfpool status` counts it accepted. The status is asked again
-//!   and again over the control socket; its round trip, reported beside, is the resolution.
+//! - heartbeat sent → liveness updated: a heartbeat of a registered element gone silent, sent
+//!   from its namespace, until the SCE's event stream receives the `pool` event that counts
+//!   it active again: the heartbeat verified, the decision, the mapping switched, the event.
 //! - failure decided → event delivered: e1's link goes down (a failover decided at once, in both
 //!   pools) and an
 //!   operator's event stream receives the `failover` event: from its `decided_at` to its
@@ -22,13 +22,16 @@
 use std::{
     net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
-    sync::mpsc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
 use vnfpool_daemon::{
     api::{ElementAdded, client::Client},
-    control::{self, Request, Response, Status},
     heartbeat::{self, Key},
 };
 use vnfpool_tests::{
@@ -137,14 +140,6 @@ impl Rig {
     }
 }
 
-/// The status over the control socket, on `rt`.
-fn status(rt: &tokio::runtime::Runtime, socket: &Path) -> Status {
-    match rt.block_on(control::request(socket, &Request::Status)) {
-        Ok(Response::Status(s)) => s,
-        other => panic!("status: {other:?}"),
-    }
-}
-
 /// Registers lab element 2 as e3 into `dns` as `client`; its id and key.
 async fn register(client: &Client, body: &str) -> (u64, Key) {
     let (status, text) = client
@@ -165,35 +160,77 @@ async fn deregister(client: &Client) {
     assert!(status.is_success(), "{text}");
 }
 
-/// Heartbeat sent → counted accepted; also the status round trip (the resolution).
-fn heartbeat_row(rig: &mut Rig) -> (Vec<Duration>, Vec<Duration>) {
+/// The id of the newest event the daemon keeps, as an operator's stream starts with them.
+fn newest_event(rig: &Rig) -> u64 {
+    let client = rig.client("ops");
+    rig.lab.host.run(move || {
+        let events = runtime()
+            .block_on(client().follow(None, STEP, |events| !events.is_empty()))
+            .expect("the kept events");
+        events.iter().filter_map(|e| e.id.parse().ok()).max().unwrap_or(0)
+    })
+}
+
+/// A heartbeat of a silent element → the SCE's `pool` event that counts it active again: the
+/// heartbeat verified, the element up, the mapping switched, the event on its way. e3 is
+/// registered into the active-active `dns` and left silent between samples, so that each
+/// heartbeat brings it back.
+fn heartbeat_row(rig: &mut Rig) -> Vec<Duration> {
     let body = element_body(&rig.lab, 2, "");
     let client = rig.client("agent-e3");
     let (id, key) = rig.lab.host.run(move || runtime().block_on(register(&client(), &body)));
-    let (rt, socket) = (runtime(), rig.socket());
-    let accepted = |rt: &tokio::runtime::Runtime| {
-        status(rt, &socket).heartbeats.expect("heartbeat counters").accepted
-    };
-    let (mut latencies, mut round_trips) = (Vec::new(), Vec::new());
+    let after = newest_event(rig);
+    let client = rig.client("orchestrator");
+    let (ready_tx, ready) = mpsc::channel();
+    let (arrived_tx, arrived) = mpsc::channel();
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = Arc::clone(&done);
+    let follower = rig.lab.host.spawn("pool event follower", move |_| {
+        let (rt, client) = (runtime(), client());
+        let (mut read, mut actives) = (0, None);
+        let mut ready_tx = Some(ready_tx);
+        let _ = rt.block_on(client.follow(Some(after), Duration::from_secs(120), |events| {
+            if let Some(tx) = ready_tx.take() {
+                let _ = tx.send(());
+            }
+            let now = Instant::now();
+            // The events that count e3 active again: dns going to three actives from fewer (the
+            // load's registrations raise pool events of their own).
+            for now_actives in events[read..].iter().filter(|e| e.kind == "pool").filter_map(|e| dns_actives(&e.data)) {
+                if actives != Some(3) && now_actives == 3 {
+                    let _ = arrived_tx.send(now);
+                }
+                actives = Some(now_actives);
+            }
+            read = events.len();
+            finished.load(Ordering::Relaxed)
+        }));
+    });
+    ready.recv_timeout(STEP).expect("the event stream open");
+    let mut latencies = Vec::new();
     for seq in 1..=SAMPLES as u64 {
-        let before = accepted(&rt);
+        rig.daemon.wait_until("e3 silent", STEP, |s| {
+            role(s, "dns", "e3").is_some_and(|r| r != "active")
+        });
+        while arrived.try_recv().is_ok() {}
         let sent = Instant::now();
         rig.heartbeat(id, &key, seq);
-        loop {
-            let asked = Instant::now();
-            let now = accepted(&rt);
-            round_trips.push(asked.elapsed());
-            if now > before {
-                latencies.push(sent.elapsed());
-                break;
-            }
-            assert!(sent.elapsed() < STEP, "heartbeat {seq} never counted");
-        }
+        let back = arrived.recv_timeout(STEP).expect("the pool event counting e3 again");
+        latencies.push(back.duration_since(sent));
     }
+    // The deregistration's pool event lets the follower see that it is done.
+    done.store(true, Ordering::Relaxed);
     let client = rig.client("agent-e3");
     rig.lab.host.run(move || runtime().block_on(deregister(&client())));
+    drop(follower);
     rig.daemon.wait_until("e3 gone", STEP, |s| role(s, "dns", "e3").is_none());
-    (latencies, round_trips)
+    latencies
+}
+
+/// The actives an SCE's `pool` event gives `dns`, if it is about `dns`.
+fn dns_actives(data: &str) -> Option<u64> {
+    let summary: serde_json::Value = serde_json::from_str(data).ok()?;
+    (summary["name"] == "dns").then(|| summary["capacity"]["actives"].as_u64())?
 }
 
 /// Failure decided → the operator's event stream has it.
@@ -326,21 +363,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Every row, in one condition: (name, samples), and the status round trips.
-fn rows(rig: &mut Rig) -> (Vec<(&'static str, Vec<Duration>)>, Vec<Duration>) {
+/// Every row, in one condition: (name, samples).
+fn rows(rig: &mut Rig) -> Vec<(&'static str, Vec<Duration>)> {
     let registration = registration_row(rig);
     let redundancy = redundancy_row(rig);
     let events = event_row(rig);
-    let (heartbeats, round_trips) = heartbeat_row(rig);
-    (
-        vec![
-            ("heartbeat sent → liveness updated (counted in the status)", heartbeats),
-            ("failure decided → event delivered to an SSE client", events),
-            ("registration request → the element's first flow steered", registration),
-            ("SCE redundancy request → applied (answered)", redundancy),
-        ],
-        round_trips,
-    )
+    let heartbeats = heartbeat_row(rig);
+    vec![
+        ("heartbeat of a silent element → liveness updated, seen in the SCE's pool event", heartbeats),
+        ("failure decided → event delivered to an SSE client", events),
+        ("registration request → the element's first flow steered", registration),
+        ("SCE redundancy request → applied (answered)", redundancy),
+    ]
 }
 
 fn main() {
@@ -349,10 +383,10 @@ fn main() {
         "control-message latency: the real daemon in the lab, heartbeats every {INTERVAL_MS} ms, {SAMPLES} samples of each message, idle and under control-plane load\n"
     );
     let mut rig = Rig::new(&daemon_bin);
-    let (idle, mut idle_rtt) = rows(&mut rig);
+    let idle = rows(&mut rig);
     let load = Load::start(&rig.lab, &rig.parties, &rig.socket());
     load.wait_until_on(&rig.lab);
-    let (loaded, mut loaded_rtt) = rows(&mut rig);
+    let loaded = rows(&mut rig);
     let summary = load.counts.summary();
     drop(load);
     println!("| control message | idle p50 | idle p99 | under load p50 | under load p99 |");
@@ -367,10 +401,5 @@ fn main() {
             ms(quantile(&mut l, 0.99)),
         );
     }
-    println!(
-        "\nresolution of the first row: a status round trip over the control socket, p50 {:.3} ms idle, {:.3} ms under load",
-        ms(quantile(&mut idle_rtt, 0.5)),
-        ms(quantile(&mut loaded_rtt, 0.5)),
-    );
-    println!("load during the second run: {summary}");
+    println!("\nload during the second run: {summary}");
 }
