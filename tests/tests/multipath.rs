@@ -11,8 +11,8 @@ use vnfpool_tests::{
     daemon::{Daemon, Places, role},
     lab::{Lab, TCP_PORT, UDP_PORT},
     netns::VethPair,
-    scrape::metrics,
     registration::{API_PORT, Agent, HEARTBEAT_PORT, Parties, gateway},
+    scrape::metrics,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_vnfpool-under-test");
@@ -54,8 +54,10 @@ fn one_lost_path_is_an_event_and_no_failover_and_both_lost_fail_the_element_with
     let lab = Lab::new(3);
     let e3 = &lab.elements[2];
     let b = VethPair::new(&e3.netns, &lab.host);
-    e3.netns.ip(&["addr", "add", &format!("{B_ELEMENT}/24"), "dev", &b.a.name]);
-    lab.host.ip(&["addr", "add", &format!("{B_HOST}/24"), "dev", &b.b.name]);
+    e3.netns
+        .ip(&["addr", "add", &format!("{B_ELEMENT}/24"), "dev", &b.a.name]);
+    lab.host
+        .ip(&["addr", "add", &format!("{B_HOST}/24"), "dev", &b.b.name]);
     let text = format!(
         "{}{}pools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n    ring_size: 251\n    redundancy: {{ model: active-standby, preempt: true }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }}\n    heartbeat: {{ interval: {INTERVAL_MS}ms, misses: {MISSES} }}\n    budget: {{ detect: {DETECT_MS}ms, switch: {SWITCH_MS}ms }}\n    registration: {{ max_priority: 300 }}\n{}",
         places.daemon_section(&lab),
@@ -97,7 +99,12 @@ fn one_lost_path_is_an_event_and_no_failover_and_both_lost_fail_the_element_with
     e3.netns.ip(&["link", "set", "dev", &b.a.name, "down"]);
     let b_down = vec![(a_element.clone(), true), (B_ELEMENT.to_owned(), false)];
     let status = daemon.wait_until("path B down", Duration::from_secs(5), |s| paths(s) == b_down);
-    assert_eq!(role(&status, "dns", "e3"), Some("active"), "{}", daemon.log_text());
+    assert_eq!(
+        role(&status, "dns", "e3"),
+        Some("active"),
+        "{}",
+        daemon.log_text()
+    );
     // A few miss times more: still no failover.
     let since = std::time::Instant::now();
     while since.elapsed() < Duration::from_millis(INTERVAL_MS * u64::from(MISSES) * 4) {
@@ -107,12 +114,15 @@ fn one_lost_path_is_an_event_and_no_failover_and_both_lost_fail_the_element_with
         std::thread::sleep(Duration::from_millis(INTERVAL_MS));
     }
     let samples = metrics(&lab.host);
-    let series = |path: &str| format!("vnfpool_heartbeat_path_up{{pool=\"dns\",element=\"e3\",path=\"{path}\"}}");
+    let series =
+        |path: &str| format!("vnfpool_heartbeat_path_up{{pool=\"dns\",element=\"e3\",path=\"{path}\"}}");
     assert_eq!(samples.get(&series(B_ELEMENT)), Some(&0.0), "{samples:#?}");
     assert_eq!(samples.get(&series(&a_element)), Some(&1.0), "{samples:#?}");
     let text = render_status(&daemon.status().expect("status"));
     assert!(
-        text.contains(&format!("heartbeat paths of e3: {a_element} up, {B_ELEMENT} DOWN")),
+        text.contains(&format!(
+            "heartbeat paths of e3: {a_element} up, {B_ELEMENT} DOWN"
+        )),
         "{text}"
     );
 
@@ -155,7 +165,8 @@ fn one_lost_path_is_an_event_and_no_failover_and_both_lost_fail_the_element_with
     // fails the element at once, as `LinkDown`): e3's host no longer routes to the host's
     // address on it.
     e3.netns.ip(&["link", "set", "dev", &b.a.name, "down"]);
-    e3.netns.ip(&["route", "add", "prohibit", &format!("{}/32", gateway(e3.addr))]);
+    e3.netns
+        .ip(&["route", "add", "prohibit", &format!("{}/32", gateway(e3.addr))]);
     let status = daemon.wait_until("e1 active again", Duration::from_secs(5), |s| {
         role(s, "dns", "e1") == Some("active") && failovers_of(s, "e3") == 1
     });

@@ -168,7 +168,10 @@ impl AgentConfig {
                 }
             };
             if paths.iter().any(|q| q.from == path.from) {
-                return Err(format!("paths[{i}].from: {} is another path's address", path.from));
+                return Err(format!(
+                    "paths[{i}].from: {} is another path's address",
+                    path.from
+                ));
             }
             paths.push(path);
         }
@@ -461,8 +464,14 @@ mod tests {
             serde_json::json!({ "address": "10.10.1.14", "heartbeat_paths": ["10.1.0.14", "127.0.0.1"] })
         );
         for (paths, error) in [
-            ("[{ from: no-such-if0 }]", "paths[0].from: `no-such-if0` is neither an address nor an interface with an IPv4 address"),
-            ("[{ from: 127.0.0.1 }, { from: lo }]", "paths[1].from: 127.0.0.1 is another path's address"),
+            (
+                "[{ from: no-such-if0 }]",
+                "paths[0].from: `no-such-if0` is neither an address nor an interface with an IPv4 address",
+            ),
+            (
+                "[{ from: 127.0.0.1 }, { from: lo }]",
+                "paths[1].from: 127.0.0.1 is another path's address",
+            ),
         ] {
             std::fs::write(
                 &path,
@@ -478,7 +487,10 @@ mod tests {
         )
         .expect("write");
         let e = AgentConfig::load(&path).expect_err("paths in the element");
-        assert!(e.ends_with("element.heartbeat_paths: set by the agent from `paths`; list the paths there"), "{e}");
+        assert!(
+            e.ends_with("element.heartbeat_paths: set by the agent from `paths`; list the paths there"),
+            "{e}"
+        );
         std::fs::write(&path, "api: nowhere\n").expect("write");
         let e = AgentConfig::load(&path).expect_err("bad address");
         assert!(

@@ -501,7 +501,9 @@ impl Metrics {
                     element: e.name.to_owned(),
                     path: path.address.clone(),
                 };
-                self.heartbeat_path_up.get_or_create(&labels).set(i64::from(path.up));
+                self.heartbeat_path_up
+                    .get_or_create(&labels)
+                    .set(i64::from(path.up));
             }
             store(
                 &self.element_packets.get_or_create(&element(pool_name, e.name)),

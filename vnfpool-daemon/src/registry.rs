@@ -355,15 +355,35 @@ mod tests {
         let file = spec_of(pool(AS_PREEMPT, &[("e1", 100, 1)]));
         let pool = &file.pools[0];
         let agent = |body| check(pool, &element("e9", body));
-        let e9 = agent(serde_json::json!({ "address": "198.51.100.9", "heartbeat_paths": ["10.1.0.9", "10.2.0.9"] }))
-            .expect("two paths");
-        assert_eq!(e9.heartbeat_paths, ["10.1.0.9".parse::<std::net::IpAddr>().expect("ip"), "10.2.0.9".parse().expect("ip")]);
+        let e9 = agent(
+            serde_json::json!({ "address": "198.51.100.9", "heartbeat_paths": ["10.1.0.9", "10.2.0.9"] }),
+        )
+        .expect("two paths");
+        assert_eq!(
+            e9.heartbeat_paths,
+            [
+                "10.1.0.9".parse::<std::net::IpAddr>().expect("ip"),
+                "10.2.0.9".parse().expect("ip")
+            ]
+        );
         for (paths, why) in [
             (serde_json::json!([]), "0 heartbeat paths"),
-            (serde_json::json!(["10.1.0.9", "10.1.0.9"]), "heartbeat path 10.1.0.9 twice"),
-            (serde_json::json!(["2001:db8::9"]), "not of the element address's family"),
-            (serde_json::json!(["nowhere"]), "heartbeat path `nowhere` is not an IP address"),
-            (serde_json::json!((1..=9).map(|i| format!("10.1.0.{i}")).collect::<Vec<_>>()), "9 heartbeat paths"),
+            (
+                serde_json::json!(["10.1.0.9", "10.1.0.9"]),
+                "heartbeat path 10.1.0.9 twice",
+            ),
+            (
+                serde_json::json!(["2001:db8::9"]),
+                "not of the element address's family",
+            ),
+            (
+                serde_json::json!(["nowhere"]),
+                "heartbeat path `nowhere` is not an IP address",
+            ),
+            (
+                serde_json::json!((1..=9).map(|i| format!("10.1.0.{i}")).collect::<Vec<_>>()),
+                "9 heartbeat paths",
+            ),
         ] {
             let e = agent(serde_json::json!({ "address": "198.51.100.9", "heartbeat_paths": paths }))
                 .expect_err(why);
@@ -372,10 +392,16 @@ mod tests {
         // An operator's element is probed: it has no heartbeats to send over paths.
         let operator = AddedElement {
             origin: Origin::Operator,
-            ..element("e8", serde_json::json!({ "address": "198.51.100.8", "heartbeat_paths": ["10.1.0.8"] }))
+            ..element(
+                "e8",
+                serde_json::json!({ "address": "198.51.100.8", "heartbeat_paths": ["10.1.0.8"] }),
+            )
         };
         let e = check(pool, &operator).expect_err("an operator's element");
-        assert!(e.contains("heartbeat_paths of an element that does not register itself"), "{e}");
+        assert!(
+            e.contains("heartbeat_paths of an element that does not register itself"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -126,9 +126,10 @@ impl Rig {
     }
 
     fn wait_active(&mut self, pool: &str, element: &str) {
-        self.daemon.wait_until(&format!("{element} active in {pool}"), STEP, |s| {
-            role(s, pool, element) == Some("active")
-        });
+        self.daemon
+            .wait_until(&format!("{element} active in {pool}"), STEP, |s| {
+                role(s, pool, element) == Some("active")
+            });
     }
 
     /// e3's heartbeat with sequence number `seq`, stamped now.
@@ -178,7 +179,10 @@ fn newest_event(rig: &Rig) -> u64 {
 fn heartbeat_row(rig: &mut Rig) -> Vec<Duration> {
     let body = element_body(&rig.lab, 2, "");
     let client = rig.client("agent-e3");
-    let (id, key) = rig.lab.host.run(move || runtime().block_on(register(&client(), &body)));
+    let (id, key) = rig
+        .lab
+        .host
+        .run(move || runtime().block_on(register(&client(), &body)));
     let after = newest_event(rig);
     let client = rig.client("orchestrator");
     let (ready_tx, ready) = mpsc::channel();
@@ -196,7 +200,11 @@ fn heartbeat_row(rig: &mut Rig) -> Vec<Duration> {
             let now = Instant::now();
             // The events that count e3 active again: dns going to three actives from fewer (the
             // load's registrations raise pool events of their own).
-            for now_actives in events[read..].iter().filter(|e| e.kind == "pool").filter_map(|e| dns_actives(&e.data)) {
+            for now_actives in events[read..]
+                .iter()
+                .filter(|e| e.kind == "pool")
+                .filter_map(|e| dns_actives(&e.data))
+            {
                 if actives != Some(3) && now_actives == 3 {
                     let _ = arrived_tx.send(now);
                 }
@@ -215,15 +223,20 @@ fn heartbeat_row(rig: &mut Rig) -> Vec<Duration> {
         while arrived.try_recv().is_ok() {}
         let sent = Instant::now();
         rig.heartbeat(id, &key, seq);
-        let back = arrived.recv_timeout(STEP).expect("the pool event counting e3 again");
+        let back = arrived
+            .recv_timeout(STEP)
+            .expect("the pool event counting e3 again");
         latencies.push(back.duration_since(sent));
     }
     // The deregistration's pool event lets the follower see that it is done.
     done.store(true, Ordering::Relaxed);
     let client = rig.client("agent-e3");
-    rig.lab.host.run(move || runtime().block_on(deregister(&client())));
+    rig.lab
+        .host
+        .run(move || runtime().block_on(deregister(&client())));
     drop(follower);
-    rig.daemon.wait_until("e3 gone", STEP, |s| role(s, "dns", "e3").is_none());
+    rig.daemon
+        .wait_until("e3 gone", STEP, |s| role(s, "dns", "e3").is_none());
     latencies
 }
 
@@ -326,8 +339,11 @@ fn registration_row(rig: &mut Rig) -> Vec<Duration> {
             }
         }
         let client = rig.client("agent-e3");
-        rig.lab.host.run(move || runtime().block_on(deregister(&client())));
-        rig.daemon.wait_until("e3 gone", STEP, |s| role(s, "dns", "e3").is_none());
+        rig.lab
+            .host
+            .run(move || runtime().block_on(deregister(&client())));
+        rig.daemon
+            .wait_until("e3 gone", STEP, |s| role(s, "dns", "e3").is_none());
     }
     latencies
 }
@@ -370,9 +386,15 @@ fn rows(rig: &mut Rig) -> Vec<(&'static str, Vec<Duration>)> {
     let events = event_row(rig);
     let heartbeats = heartbeat_row(rig);
     vec![
-        ("heartbeat of a silent element → liveness updated, seen in the SCE's pool event", heartbeats),
+        (
+            "heartbeat of a silent element → liveness updated, seen in the SCE's pool event",
+            heartbeats,
+        ),
         ("failure decided → event delivered to an SSE client", events),
-        ("registration request → the element's first flow steered", registration),
+        (
+            "registration request → the element's first flow steered",
+            registration,
+        ),
         ("SCE redundancy request → applied (answered)", redundancy),
     ]
 }

@@ -636,7 +636,10 @@ mod tests {
         let (file, agent) = reference();
         let mut missing = listed(&accepted(&file_tables()).difference(&file).cloned().collect());
         // An agent's element is documented with the file's elements.
-        let agent_own: Vec<_> = agent_tables().into_iter().filter(|(at, _)| *at != "element").collect();
+        let agent_own: Vec<_> = agent_tables()
+            .into_iter()
+            .filter(|(at, _)| *at != "element")
+            .collect();
         let agent_top: BTreeSet<_> = accepted(&agent_own);
         missing.extend(
             listed(&agent_top.difference(&agent).cloned().collect())
@@ -706,7 +709,10 @@ mod tests {
             copied.is_empty(),
             "examples/pools.yaml repeats the reference in comments ({copied:?}); point at docs/configuration.md instead"
         );
-        assert!(text.contains("docs/configuration.md"), "examples/pools.yaml names the reference");
+        assert!(
+            text.contains("docs/configuration.md"),
+            "examples/pools.yaml names the reference"
+        );
     }
 
     /// Every YAML example of a configuration file or an `agent.yaml` in README.md, in

@@ -1241,7 +1241,12 @@ impl Checker<'_> {
         ok.then_some(elements)
     }
 
-    fn element(&mut self, raw: &Spanned<RawElement>, vip: Option<IpAddr>, origin: Origin) -> Option<ElementSpec> {
+    fn element(
+        &mut self,
+        raw: &Spanned<RawElement>,
+        vip: Option<IpAddr>,
+        origin: Origin,
+    ) -> Option<ElementSpec> {
         let at = raw.referenced;
         let raw = &raw.value;
         let name = self.required(raw.name.as_ref(), at, "this element", "name");
@@ -1341,7 +1346,11 @@ impl Checker<'_> {
                 );
                 ok = false;
             } else if paths.contains(&ip) {
-                self.invalid(path.referenced, format!("heartbeat path {ip} twice"), "each path once");
+                self.invalid(
+                    path.referenced,
+                    format!("heartbeat path {ip} twice"),
+                    "each path once",
+                );
                 ok = false;
             } else {
                 paths.push(ip);

@@ -74,7 +74,10 @@ impl<D: Dataplane> Controller<D> {
             let miss = self.pools[p].spec.heartbeat.miss_limit();
             let (liveness, (paths_down, next_path)) = {
                 let mut verifier = self.verifier.lock().unwrap_or_else(PoisonError::into_inner);
-                (verifier.liveness(id, miss, now), verifier.judge_paths(id, miss, now))
+                (
+                    verifier.liveness(id, miss, now),
+                    verifier.judge_paths(id, miss, now),
+                )
             };
             for change in paths_down {
                 self.path_changed(p, e, change);

@@ -581,7 +581,10 @@ impl Verifier {
         self.elements.get(&id).map_or_else(Vec::new, |e| {
             e.paths
                 .iter()
-                .map(|p| PathChange { path: p.addr, up: p.up })
+                .map(|p| PathChange {
+                    path: p.addr,
+                    up: p.up,
+                })
                 .collect()
         })
     }
@@ -589,7 +592,12 @@ impl Verifier {
     /// Judges the paths of `id` at `now`: each up path silent for strictly longer than
     /// `miss_limit` goes down (and is returned). Also returns when the next up path would go
     /// silent, for the caller to judge again then.
-    pub fn judge_paths(&mut self, id: ElementId, miss_limit: Duration, now: Now) -> (Vec<PathChange>, Option<Now>) {
+    pub fn judge_paths(
+        &mut self,
+        id: ElementId,
+        miss_limit: Duration,
+        now: Now,
+    ) -> (Vec<PathChange>, Option<Now>) {
         let Some(element) = self.elements.get_mut(&id) else {
             return (Vec::new(), None);
         };
@@ -667,7 +675,12 @@ impl Verifier {
     /// [`Verifier::verify`] of a datagram from `from`: when that is one of the element's
     /// paths, a copy of a recently accepted heartbeat that this path has not delivered yet is
     /// a [`Accepted::duplicate`] and refreshes the path (see the module's "Paths").
-    pub fn verify_from(&mut self, bytes: &[u8], from: Option<IpAddr>, now: Clocks) -> Result<Accepted, Rejected> {
+    pub fn verify_from(
+        &mut self,
+        bytes: &[u8],
+        from: Option<IpAddr>,
+        now: Clocks,
+    ) -> Result<Accepted, Rejected> {
         let result = self.check(bytes, from, now);
         self.counters.count(result.map(|a| a.duplicate));
         result
@@ -1094,22 +1107,38 @@ mod tests {
         // Path b lags by two heartbeats: its copies still count for it, in order.
         for seq in 11..=13 {
             let t = T0 + seq * MS;
-            assert!(!v.verify_from(&encode(1, seq, t, &key(1)), Some(a), at(seq)).expect("a").duplicate);
+            assert!(
+                !v.verify_from(&encode(1, seq, t, &key(1)), Some(a), at(seq))
+                    .expect("a")
+                    .duplicate
+            );
         }
-        assert!(v.verify_from(&encode(1, 11, T0 + 11 * MS, &key(1)), Some(b), at(14)).expect("b lags").duplicate);
+        assert!(
+            v.verify_from(&encode(1, 11, T0 + 11 * MS, &key(1)), Some(b), at(14))
+                .expect("b lags")
+                .duplicate
+        );
         // ...but never older than what b delivered, and never a sequence nobody accepted.
         assert_eq!(
-            v.verify_from(&encode(1, 10, T0 + 10 * MS, &key(1)), Some(b), at(14)).map(|_| ()),
+            v.verify_from(&encode(1, 10, T0 + 10 * MS, &key(1)), Some(b), at(14))
+                .map(|_| ()),
             Err(Rejected::OldSequence)
         );
         assert_eq!(
-            v.verify_from(&encode(1, 12, T0 + 12 * MS, &key(9)), Some(b), at(14)).map(|_| ()),
+            v.verify_from(&encode(1, 12, T0 + 12 * MS, &key(9)), Some(b), at(14))
+                .map(|_| ()),
             Err(Rejected::BadMac)
         );
         let mut never_sent = v.clone();
-        assert!(never_sent.verify_from(&encode(1, 20, T0 + 20 * MS, &key(1)), Some(a), at(20)).is_ok());
+        assert!(
+            never_sent
+                .verify_from(&encode(1, 20, T0 + 20 * MS, &key(1)), Some(a), at(20))
+                .is_ok()
+        );
         assert_eq!(
-            never_sent.verify_from(&encode(1, 19, T0 + 19 * MS, &key(1)), Some(b), at(20)).map(|_| ()),
+            never_sent
+                .verify_from(&encode(1, 19, T0 + 19 * MS, &key(1)), Some(b), at(20))
+                .map(|_| ()),
             Err(Rejected::OldSequence),
             "19 was never accepted: a delayed heartbeat, not a copy"
         );
@@ -1139,12 +1168,28 @@ mod tests {
                 v.verify_from(&hb, Some(b), at(t)).expect("b");
             }
         }
-        assert_eq!(v.judge_paths(1, limit, ms(40)), (vec![], Some(ms(40) + Duration::from_micros(1))));
+        assert_eq!(
+            v.judge_paths(1, limit, ms(40)),
+            (vec![], Some(ms(40) + Duration::from_micros(1)))
+        );
         let (down, next) = v.judge_paths(1, limit, ms(41));
         assert_eq!(down, [PathChange { path: b, up: false }]);
-        assert_eq!(next, Some(ms(70) + Duration::from_micros(1)), "a's silence is judged next");
-        assert!(matches!(v.liveness(1, limit, ms(41)), Some(Liveness::Live { .. })));
-        assert_eq!(v.paths(1), [PathChange { path: a, up: true }, PathChange { path: b, up: false }]);
+        assert_eq!(
+            next,
+            Some(ms(70) + Duration::from_micros(1)),
+            "a's silence is judged next"
+        );
+        assert!(matches!(
+            v.liveness(1, limit, ms(41)),
+            Some(Liveness::Live { .. })
+        ));
+        assert_eq!(
+            v.paths(1),
+            [
+                PathChange { path: a, up: true },
+                PathChange { path: b, up: false }
+            ]
+        );
         // Judged again, a path already down is not reported twice.
         assert_eq!(v.judge_paths(1, limit, ms(45)).0, []);
         // b's next copy brings it back.
@@ -1154,7 +1199,10 @@ mod tests {
         // Paths set again keep their state; a new one counts from then.
         let c = ip("10.3.0.2");
         v.set_paths(1, &[b, c], ms(60));
-        assert_eq!(v.paths(1), [PathChange { path: b, up: true }, PathChange { path: c, up: true }]);
+        assert_eq!(
+            v.paths(1),
+            [PathChange { path: b, up: true }, PathChange { path: c, up: true }]
+        );
         let (down, _) = v.judge_paths(1, limit, ms(85));
         assert_eq!(down, [PathChange { path: b, up: false }], "c was added at 60 ms");
         // An element with no paths has nothing to judge.

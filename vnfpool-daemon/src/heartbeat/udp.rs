@@ -180,10 +180,9 @@ impl Receiver {
         from: &mut [Option<IpAddr>; BATCH],
     ) -> io::Result<usize> {
         loop {
-            match self
-                .socket
-                .try_io(Interest::READABLE, || receive_many(&self.socket, bufs, lens, from))
-            {
+            match self.socket.try_io(Interest::READABLE, || {
+                receive_many(&self.socket, bufs, lens, from)
+            }) {
                 Ok(n) => {
                     self.stats.datagrams.fetch_add(n as u64, Ordering::Relaxed);
                     return Ok(n);
@@ -404,7 +403,11 @@ impl Sender {
 ///
 /// # Errors
 /// Binding or connecting failed, or the device is unknown.
-pub async fn path_socket(from: Option<IpAddr>, device: Option<&str>, receiver: SocketAddr) -> io::Result<UdpSocket> {
+pub async fn path_socket(
+    from: Option<IpAddr>,
+    device: Option<&str>,
+    receiver: SocketAddr,
+) -> io::Result<UdpSocket> {
     let any: IpAddr = match receiver {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
@@ -421,8 +424,12 @@ pub async fn path_socket(from: Option<IpAddr>, device: Option<&str>, receiver: S
         None => UdpSocket::bind((any, 0)).await?,
     };
     if let Some(device) = device {
-        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::BindToDevice, &std::ffi::OsString::from(device))
-            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("binding to {device}: {e}")))?;
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::BindToDevice,
+            &std::ffi::OsString::from(device),
+        )
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("binding to {device}: {e}")))?;
     }
     socket.connect(receiver).await?;
     Ok(socket)
