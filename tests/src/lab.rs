@@ -257,7 +257,8 @@ impl Lab {
             state,
             dst_mac: e.link.mac,
             src_mac: e.host_link.mac,
-            _pad: [0; 4],
+            encap: 0,
+            _pad: [0; 3],
         }
     }
 

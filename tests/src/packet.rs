@@ -183,3 +183,69 @@ pub fn hex(b: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// How a tunnel wraps an IP packet, for building the frames the data plane sends to tunnelled
+/// elements (and that the element side's decapsulation takes in).
+#[derive(Clone, Copy, Debug)]
+pub enum Encap {
+    /// IPv4-in-IPv4 (protocol 4) or IPv6-in-IPv6 (next header 41).
+    Ipip,
+    /// GUE variant 1: the inner packet directly in UDP, without a checksum.
+    Gue { sport: u16, dport: u16 },
+}
+
+/// The outer IP header of a tunnel from `src` to `dst`.
+#[derive(Clone, Copy, Debug)]
+pub struct Outer {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub encap: Encap,
+    /// IPv6 only: the flow label (20 bits).
+    pub flow_label: u32,
+}
+
+/// A frame from `src_mac` to `dst_mac` carrying the IP packet `inner` through `outer`: outer
+/// IPv4 with IHL 5, DF, identification 0 and TTL 64; outer IPv6 with traffic class 0 and hop
+/// limit 64.
+#[must_use]
+pub fn encapsulated(dst_mac: [u8; 6], src_mac: [u8; 6], outer: &Outer, inner: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    let proto = match outer.encap {
+        Encap::Ipip if outer.src.is_ipv4() => 4,
+        Encap::Ipip => 41,
+        Encap::Gue { sport, dport } => {
+            payload.extend_from_slice(&sport.to_be_bytes());
+            payload.extend_from_slice(&dport.to_be_bytes());
+            payload.extend_from_slice(&((8 + inner.len()) as u16).to_be_bytes());
+            payload.extend_from_slice(&[0, 0]);
+            17
+        }
+    };
+    payload.extend_from_slice(inner);
+    let mut f = dst_mac.to_vec();
+    f.extend_from_slice(&src_mac);
+    match (outer.src, outer.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&[0x08, 0x00]);
+            let mut h = vec![0x45, 0];
+            h.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+            h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+            h.extend_from_slice(&s.octets());
+            h.extend_from_slice(&d.octets());
+            let sum = checksum(&h);
+            h[10..12].copy_from_slice(&sum.to_be_bytes());
+            f.extend_from_slice(&h);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&[0x86, 0xdd]);
+            f.extend_from_slice(&((6 << 28) | (outer.flow_label & 0xf_ffff)).to_be_bytes());
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        _ => panic!("mixed address families in a tunnel"),
+    }
+    f.extend_from_slice(&payload);
+    f
+}

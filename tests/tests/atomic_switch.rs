@@ -34,11 +34,13 @@ fn mapping(t: u32) -> Mapping {
         state: STATE_UP,
         dst_mac: [2, tag, tag, tag, tag, i],
         src_mac: HOST_MAC,
-        _pad: [0; 4],
+        encap: 0,
+        _pad: [0; 3],
     };
     Mapping {
         ring: vec![(t % 2) as u16; maps::DEFAULT_RING_SIZE as usize],
         elements: vec![e(0), e(1)],
+        tunnels: Vec::new(),
     }
 }
 

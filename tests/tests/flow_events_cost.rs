@@ -35,13 +35,15 @@ fn node() -> Harness {
         state: STATE_UP,
         dst_mac: [2, 0, 0, 0, 0, 9],
         src_mac: HOST_MAC,
-        _pad: [0; 4],
+        encap: 0,
+        _pad: [0; 3],
     };
     h.dp.apply(
         0,
         &Mapping {
             ring: vec![0; 251],
             elements: vec![e],
+            tunnels: Vec::new(),
         },
     )
     .expect("apply");

@@ -52,13 +52,15 @@ fn node(to: u16) -> Harness {
         state: STATE_UP,
         dst_mac: mac(n),
         src_mac: HOST_MAC,
-        _pad: [0; 4],
+        encap: 0,
+        _pad: [0; 3],
     };
     h.dp.apply(
         0,
         &Mapping {
             ring: vec![to; 251],
             elements: vec![element(0), element(1)],
+            tunnels: Vec::new(),
         },
     )
     .expect("apply");

@@ -111,13 +111,15 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
         state: STATE_UP,
         dst_mac: [2, 0, 0, 0, 0, 1],
         src_mac: [2, 0, 0, 0, 0, 2],
-        _pad: [0; 4],
+        encap: 0,
+        _pad: [0; 3],
     };
     dp.apply(
         0,
         &Mapping {
             ring: vec![0; 251],
             elements: vec![e],
+            tunnels: Vec::new(),
         },
     )
     .expect("apply");

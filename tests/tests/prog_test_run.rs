@@ -55,7 +55,8 @@ fn element(n: u8, state: u32) -> Element {
         state,
         dst_mac: mac(n),
         src_mac: HOST_MAC,
-        _pad: [0; 4],
+        encap: 0,
+        _pad: [0; 3],
     }
 }
 
@@ -69,6 +70,7 @@ fn map_all_to(h: &mut Harness, pool: u32, to: u16, elements: Vec<Element>) {
     let m = Mapping {
         ring: all_to(to),
         elements,
+        tunnels: Vec::new(),
     };
     h.dp.apply(pool, &m).expect("apply");
 }
@@ -829,6 +831,7 @@ fn pool_without_usable_element_drops_and_counts() {
         &Mapping {
             ring: vec![],
             elements: vec![element(0, STATE_DOWN)],
+            tunnels: Vec::new(),
         },
     )
     .expect("apply");
@@ -934,6 +937,7 @@ fn program_picks_the_position_the_flow_hash_names() {
         &Mapping {
             ring: table.clone(),
             elements,
+            tunnels: Vec::new(),
         },
     )
     .expect("apply");
@@ -991,6 +995,7 @@ fn weights_are_respected_over_100k_flows() {
         &Mapping {
             ring: maglev(&weights, maps::DEFAULT_RING_SIZE),
             elements,
+            tunnels: Vec::new(),
         },
     )
     .expect("apply");
@@ -1026,6 +1031,7 @@ fn removing_one_of_n_moves_only_its_flows() {
         &Mapping {
             ring: before.clone(),
             elements: elements.clone(),
+            tunnels: Vec::new(),
         },
     )
     .expect("apply");
@@ -1046,6 +1052,7 @@ fn removing_one_of_n_moves_only_its_flows() {
         &Mapping {
             ring: after,
             elements,
+            tunnels: Vec::new(),
         },
     )
     .expect("apply");

@@ -40,6 +40,7 @@ fn mapping(lab: &Lab, states: &[u32]) -> Mapping {
             .enumerate()
             .map(|(i, &s)| lab.element_entry(i, s))
             .collect(),
+        tunnels: Vec::new(),
     }
 }
 
@@ -194,6 +195,7 @@ fn a_flow_table_packed_another_way_is_refused_untouched() {
 #[test]
 fn egress_interfaces_leave_the_tx_map_with_the_last_pool_that_used_them() {
     use std::collections::BTreeSet;
+
     use vnfpool_daemon::dataplane::{Dataplane as _, PoolPlan};
     let lab = Lab::new(3);
     let pins = PinDir::new();

@@ -11,7 +11,10 @@ use std::{
 
 use aya::maps::{Map, PerCpuArray};
 use aya_log::EbpfLogger;
-use vnfpool_common::{maps, stats::Counters, stats::Reason};
+use vnfpool_common::{
+    maps,
+    stats::{Counters, Reason},
+};
 use vnfpool_daemon::dataplane::LoadOptions;
 use vnfpool_tests::{
     daemon::{Daemon, Places, role},

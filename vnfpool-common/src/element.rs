@@ -24,8 +24,14 @@ pub struct Element {
     pub dst_mac: [u8; 6],
     /// Source MAC written into the frame: the egress interface's.
     pub src_mac: [u8; 6],
+    /// How the frame reaches the element: [`crate::tunnel::ENCAP_NONE`] (L2 direct server
+    /// return: `dst_mac` is the element's) or a tunnel ([`crate::tunnel::ENCAP_IPIP`],
+    /// [`crate::tunnel::ENCAP_GUE`]: `dst_mac` is the next hop's, the outer headers come from
+    /// the element's entry in `VNF_TUNNELS`). A byte that was padding before tunnels existed,
+    /// so an element table pinned by an older build reads as L2 DSR.
+    pub encap: u8,
     /// Always 0.
-    pub _pad: [u8; 4],
+    pub _pad: [u8; 3],
 }
 abi_type!(Element, 24);
 

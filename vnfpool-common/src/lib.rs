@@ -39,6 +39,7 @@ pub mod maps;
 pub mod pool;
 pub mod ring;
 pub mod stats;
+pub mod tunnel;
 pub mod vip;
 
 /// Declares that a map type is plain old data for aya, with its size checked at compile time.

@@ -17,6 +17,9 @@ pub const HB_PEERS: &str = "VNF_HB_PEERS";
 pub const POOLS: &str = "VNF_POOLS";
 /// Per pool, slot and element, mmap-able `ARRAY` of [`crate::element::Element`]. Written by the daemon.
 pub const ELEMS: &str = "VNF_ELEMS";
+/// Outer headers of tunnelled elements, mmap-able `ARRAY` of [`crate::tunnel::Tunnel`] at the
+/// element's index in [`ELEMS`]. Written by the daemon with the element table.
+pub const TUNNELS: &str = "VNF_TUNNELS";
 /// Maglev tables of every pool and slot, mmap-able `ARRAY` of [`crate::ring::RingChunk`]. Written by the daemon.
 pub const RING: &str = "VNF_RING";
 /// Flow affinity, mmap-able `ARRAY` of [`crate::flow::FlowBucket`] (8-way set-associative), so
@@ -65,6 +68,7 @@ pub const ALL: &[&str] = &[
     HB_PEERS,
     POOLS,
     ELEMS,
+    TUNNELS,
     RING,
     FLOWS,
     FLOW_CTL,

@@ -96,10 +96,19 @@ pub enum Reason {
     /// A datagram to the heartbeat listener from a source that is not a self-registered
     /// element's address: dropped (see [`crate::vip::FLAG_HEARTBEAT`]).
     HeartbeatRefused = 8,
+    /// A VIP packet for an element reached through a tunnel whose encapsulated form would be
+    /// larger than the path to the element carries: not forwarded; the client is answered
+    /// with ICMP "fragmentation needed" or ICMPv6 "packet too big" (see
+    /// [`crate::tunnel::Tunnel::mtu`]).
+    TooBig = 9,
+    /// A VIP packet that could not be encapsulated: the frame lacked headroom for the outer
+    /// headers (a driver that reserves less than `XDP_PACKET_HEADROOM`), or the element's
+    /// tunnel entry is missing. Dropped.
+    EncapFailed = 10,
 }
 
 /// Reasons there are.
-pub const REASONS: u32 = 9;
+pub const REASONS: u32 = 11;
 /// Entries of `VNF_REASONS`: room for reasons to come, so that adding one does not change the
 /// map's layout (which would make a restarted daemon refuse the pinned maps).
 pub const REASON_ENTRIES: u32 = 16;
@@ -117,6 +126,8 @@ impl Reason {
         Reason::FlowEventLost,
         Reason::FlowNotRecorded,
         Reason::HeartbeatRefused,
+        Reason::TooBig,
+        Reason::EncapFailed,
     ];
 
     /// Stable name for metrics and `vnfpool status`.
@@ -132,6 +143,8 @@ impl Reason {
             Reason::FlowEventLost => "flow_event_lost",
             Reason::FlowNotRecorded => "flow_not_recorded",
             Reason::HeartbeatRefused => "heartbeat_refused",
+            Reason::TooBig => "too_big",
+            Reason::EncapFailed => "encap_failed",
         }
     }
 }

@@ -532,12 +532,14 @@ impl Metrics {
         for &(reason, c) in counters {
             let action = match reason {
                 Reason::Malformed => "pass",
+                Reason::TooBig => "answer",
                 Reason::IcmpForwarded | Reason::FlowEventLost | Reason::FlowNotRecorded => "forward",
                 Reason::NoElement
                 | Reason::Fragment
                 | Reason::IcmpNoFlow
                 | Reason::NoTxPort
-                | Reason::HeartbeatRefused => "drop",
+                | Reason::HeartbeatRefused
+                | Reason::EncapFailed => "drop",
             };
             let labels = DataplaneReasonLabels {
                 reason: reason.name().to_owned(),

@@ -9,7 +9,11 @@
 //! A connection that carries MPTCP survives the loss of one path while another is up, as far as
 //! the kernel's path manager has subflows on it (`ip mptcp endpoint`, docs/api.md).
 
-use std::{io, net::SocketAddr, os::fd::AsFd, os::fd::OwnedFd};
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsFd, OwnedFd},
+};
 
 use rustix::{
     io::Errno,

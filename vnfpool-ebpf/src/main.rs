@@ -16,20 +16,24 @@ mod parse;
 use aya_ebpf::{
     bindings::{BPF_RB_NO_WAKEUP, xdp_action},
     btf_maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
-    helpers::bpf_jiffies64,
+    helpers::{
+        bpf_jiffies64,
+        generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    },
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use aya_log_ebpf::info;
-use parse::{IPPROTO_TCP, Packet, Parsed, Stop, TCP_ACK, TCP_SYN, Tuple};
+use parse::{ETH_HLEN, IPPROTO_TCP, Packet, Parsed, Stop, TCP_ACK, TCP_SYN, Tuple};
 use vnfpool_common::{
-    addr::Addr,
+    addr::{self, Addr},
     element::{self, Element, STATE_UP},
     flow::{self, FlowBucket, FlowCtl, FlowEvent, FlowGuard, FlowKey, Way},
     maps,
     pool::Pool,
     ring::{self, RingChunk},
     stats::{Counters, PoolCounters, REASON_ENTRIES, Reason},
+    tunnel::{self, ENCAP_GUE, ENCAP_NONE, Tunnel},
     vip::{self, VipKey, VipMeta},
 };
 
@@ -53,6 +57,10 @@ static VNF_POOLS: Array<Pool, { maps::MAX_POOLS as usize }, { maps::BPF_F_MMAPAB
 /// Owner: daemon (spare slot only). (pool*2+slot)*MAX_ELEMENTS+element → where to send. mmap-able, pinned.
 #[btf_map]
 static VNF_ELEMS: Array<Element, { maps::ELEM_ENTRIES as usize }, { maps::BPF_F_MMAPABLE }> = Array::new();
+/// Owner: daemon (spare slot only). At an element's index in VNF_ELEMS: the outer headers of an
+/// element reached through a tunnel. mmap-able, pinned.
+#[btf_map]
+static VNF_TUNNELS: Array<Tunnel, { maps::ELEM_ENTRIES as usize }, { maps::BPF_F_MMAPABLE }> = Array::new();
 /// Owner: daemon (spare slot only). Arena of all Maglev tables, 4 positions per entry. mmap-able, pinned.
 #[btf_map]
 static VNF_RING: Array<RingChunk, { maps::DEFAULT_RING_CHUNKS as usize }, { maps::BPF_F_MMAPABLE }> =
@@ -224,7 +232,7 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
             if flow::entry_stamp(entry) != cached {
                 store(bucket, way, flow::restamp(entry, cached));
             }
-            return forward(ctx, pkt, pool, idx, e);
+            return forward(ctx, pkt, t, pool, slot, idx, e, h as u32);
         }
     }
 
@@ -237,7 +245,7 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
         // two current stamps).
         unsafe { core::ptr::write_volatile(&raw mut (*ctl).stamp, now as u32) };
     }
-    let action = forward(ctx, pkt, pool, idx, e);
+    let action = forward(ctx, pkt, t, pool, slot, idx, e, h as u32);
     let entry = flow::entry(fp, now, idx);
     match found {
         // A flow re-picked keeps its way (and way 0 its hand): no other flow loses its
@@ -369,9 +377,24 @@ fn element_at(pool: u32, slot: u32, idx: u32) -> Option<&'static Element> {
     VNF_ELEMS.get(element::elem_index(pool, slot, idx))
 }
 
-/// Rewrites the MACs and sends the frame to `e`.
+/// Sends the frame to `e`: rewrites its MACs, or encapsulates it for a tunnelled element.
+/// `t` is the packet's tuple (its IP header's place and length), `hash` the flow's hash (the
+/// outer headers' entropy).
 #[inline(always)]
-fn forward(ctx: &XdpContext, pkt: &Packet, pool: u32, idx: u32, e: &Element) -> u32 {
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined; each argument is a register the caller already holds"
+)]
+fn forward(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    t: &Tuple,
+    pool: u32,
+    slot: u32,
+    idx: u32,
+    e: &Element,
+    hash: u32,
+) -> u32 {
     let Ok(eth) = pkt.ptr::<[u32; 3]>(0) else {
         return xdp_action::XDP_PASS;
     };
@@ -384,11 +407,22 @@ fn forward(ctx: &XdpContext, pkt: &Packet, pool: u32, idx: u32, e: &Element) -> 
             Err(_) => return drop(pkt, Reason::NoTxPort),
         }
     };
-    // SAFETY: `ptr` proved the 12 MAC bytes are inside the frame; the frame starts 4-aligned
-    // (after XDP_PACKET_HEADROOM), and the MACs sit 4-aligned in `Element` (offset 8).
-    unsafe { eth.write(e.macs()) };
+    let bytes = pkt.len() as u64;
+    if e.encap == ENCAP_NONE {
+        // SAFETY: `ptr` proved the 12 MAC bytes are inside the frame; the frame starts 4-aligned
+        // (after XDP_PACKET_HEADROOM), and the MACs sit 4-aligned in `Element` (offset 8).
+        unsafe { eth.write(e.macs()) };
+    } else {
+        match encapsulate(ctx, t, pool, slot, idx, e, hash) {
+            Ok(()) => {}
+            Err(Refused::TooBig(fits)) => {
+                count(Reason::TooBig, pkt);
+                return too_big(ctx, pkt, t, fits);
+            }
+            Err(Refused::Failed) => return drop(pkt, Reason::EncapFailed),
+        }
+    }
     if let Some(c) = VNF_POOL_STATS.get_ptr_mut(pool) {
-        let bytes = pkt.len() as u64;
         // verifier: masked to the element table's size, the array's length.
         let idx = (idx & (maps::MAX_ELEMENTS - 1)) as usize;
         // SAFETY: per-CPU value, and XDP does not preempt itself on a CPU.
@@ -400,6 +434,275 @@ fn forward(ctx: &XdpContext, pkt: &Packet, pool: u32, idx: u32, e: &Element) -> 
         }
     }
     action
+}
+
+/// Why a packet was not encapsulated.
+enum Refused {
+    /// Its encapsulated form would exceed the path's MTU; the largest inner packet that fits.
+    TooBig(u16),
+    /// No headroom, or no tunnel entry.
+    Failed,
+}
+
+/// Puts the outer headers of element `idx`'s tunnel in front of the packet's IP header `t`:
+/// a new Ethernet header to the next hop, the outer IP header from this node to the element,
+/// and for GUE a UDP header (see `vnfpool_common::tunnel`). On error the caller drops the frame.
+#[inline(always)]
+fn encapsulate(
+    ctx: &XdpContext,
+    t: &Tuple,
+    pool: u32,
+    slot: u32,
+    idx: u32,
+    e: &Element,
+    hash: u32,
+) -> Result<(), Refused> {
+    let Some(tun) = VNF_TUNNELS.get(element::elem_index(pool, slot, idx)) else {
+        return Err(Refused::Failed);
+    };
+    let v4 = addr::is_v4(&t.dst);
+    let hdr = tunnel::overhead(e.encap, v4);
+    let inner = t.ip_len as usize;
+    if inner + hdr > tun.mtu as usize {
+        return Err(Refused::TooBig((tun.mtu as usize).saturating_sub(hdr) as u16));
+    }
+    // The inner IP packet stays where it is; the head moves back so that the Ethernet header
+    // and the outer headers end right before it (a VLAN tag of the arriving frame is dropped
+    // with its Ethernet header). The frame start stays 4-aligned: every header length here
+    // is a multiple of 4, and so is the way from the old start to the IP header, less 14.
+    let grow = (ETH_HLEN + hdr) as i32 - i32::from(t.l3);
+    // SAFETY: the helper only moves `data` within the frame's headroom, or fails.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
+        return Err(Refused::Failed);
+    }
+    let pkt = Packet::new(ctx);
+    let gue = e.encap == ENCAP_GUE;
+    // The outer header, from the Ethernet type on (offset 12), in 16-bit words: the frame start
+    // is 4-aligned, so these stores are aligned and no word straddles a cache line.
+    let be = u16::to_be;
+    let words = |w: u32| {
+        let b = w.to_ne_bytes();
+        (u16::from_ne_bytes([b[0], b[1]]), u16::from_ne_bytes([b[2], b[3]]))
+    };
+    let udp_at;
+    if v4 {
+        let total = (inner + hdr) as u16;
+        let proto = if gue {
+            tunnel::IPPROTO_UDP
+        } else {
+            tunnel::IPPROTO_IPIP
+        };
+        let (s0, s1) = words(tun.src[3]);
+        let (d0, d1) = words(tun.dst[3]);
+        let header = [
+            be(0x0800),
+            be(0x4500),
+            be(total),
+            0,
+            be(tunnel::IPV4_DF),
+            be(u16::from(tunnel::OUTER_TTL) << 8 | u16::from(proto)),
+            be(tunnel::ipv4_checksum(tun.csum_base, total)),
+            s0,
+            s1,
+            d0,
+            d1,
+        ];
+        let Ok(p) = pkt.ptr::<[u16; 11]>(12) else {
+            return Err(Refused::Failed);
+        };
+        // SAFETY: `ptr` proved the 22 bytes are inside the frame; 2-aligned (see above).
+        unsafe { p.write(header) };
+        udp_at = ETH_HLEN + tunnel::IPV4_HLEN;
+    } else {
+        let payload = (inner + hdr - tunnel::IPV6_HLEN) as u16;
+        let next = if gue {
+            tunnel::IPPROTO_UDP
+        } else {
+            tunnel::IPPROTO_IPV6
+        };
+        let (f0, f1) = words(tunnel::ipv6_first_word(hash).to_be());
+        let (s0, s1) = words(tun.src[0]);
+        let (s2, s3) = words(tun.src[1]);
+        let (s4, s5) = words(tun.src[2]);
+        let (s6, s7) = words(tun.src[3]);
+        let (d0, d1) = words(tun.dst[0]);
+        let (d2, d3) = words(tun.dst[1]);
+        let (d4, d5) = words(tun.dst[2]);
+        let (d6, d7) = words(tun.dst[3]);
+        let header = [
+            be(0x86dd),
+            f0,
+            f1,
+            be(payload),
+            be(u16::from(next) << 8 | u16::from(tunnel::OUTER_TTL)),
+            s0,
+            s1,
+            s2,
+            s3,
+            s4,
+            s5,
+            s6,
+            s7,
+            d0,
+            d1,
+            d2,
+            d3,
+            d4,
+            d5,
+            d6,
+            d7,
+        ];
+        let Ok(p) = pkt.ptr::<[u16; 21]>(12) else {
+            return Err(Refused::Failed);
+        };
+        // SAFETY: as above, 42 bytes.
+        unsafe { p.write(header) };
+        udp_at = ETH_HLEN + tunnel::IPV6_HLEN;
+    }
+    if gue {
+        let udp = [
+            be(tunnel::entropy_port(hash)),
+            tun.port_be,
+            be((inner + tunnel::UDP_HLEN) as u16),
+            // No checksum: allowed for IPv4, and for IPv6 in tunnels (RFC 6935); the inner
+            // packet carries its own.
+            0,
+        ];
+        let Ok(p) = pkt.ptr::<[u16; 4]>(udp_at) else {
+            return Err(Refused::Failed);
+        };
+        // SAFETY: as above, 8 bytes.
+        unsafe { p.write(udp) };
+    }
+    let Ok(eth) = pkt.ptr::<[u32; 3]>(0) else {
+        return Err(Refused::Failed);
+    };
+    // SAFETY: as in `forward`.
+    unsafe { eth.write(e.macs()) };
+    Ok(())
+}
+
+/// Answers a packet too big for its element's tunnel, as a router on the way would: ICMP
+/// "fragmentation needed" (type 3, code 4) or ICMPv6 "packet too big" with `fits`, the largest
+/// packet that fits, back to the client from the VIP, out of the interface it came in on (its
+/// VLAN tags kept). The answer quotes the packet's IP header and the first 8 bytes after it,
+/// which is what the client's stack needs to find the socket. An IPv4 packet with options is
+/// dropped unanswered (a 20-byte header is all the fixed-size quote holds).
+#[inline(always)]
+fn too_big(ctx: &XdpContext, pkt: &Packet, t: &Tuple, fits: u16) -> u32 {
+    let l3 = t.l3 as usize;
+    let Ok(macs) = pkt.load::<[u16; 6]>(0) else {
+        return xdp_action::XDP_DROP;
+    };
+    let eth = [macs[3], macs[4], macs[5], macs[0], macs[1], macs[2]];
+    let be = u16::to_be;
+    let answer_len = if addr::is_v4(&t.dst) {
+        let Ok(quote) = pkt.load::<[u16; 14]>(l3) else {
+            return xdp_action::XDP_DROP;
+        };
+        // Version 4, a 20-byte header: the first byte of the quote.
+        if quote[0] & be(0xff00) != be(0x4500) {
+            return xdp_action::XDP_DROP;
+        }
+        // From the VIP (the packet's destination) to the client.
+        let (s, d) = ([quote[6], quote[7]], [quote[8], quote[9]]);
+        let mut ip = [
+            be(0x4500),
+            be(20 + 8 + 28),
+            0,
+            0,
+            be(u16::from(tunnel::OUTER_TTL) << 8 | 1),
+            0,
+            d[0],
+            d[1],
+            s[0],
+            s[1],
+        ];
+        ip[5] = checksum(0, &ip);
+        let mut icmp = [0u16; 18];
+        icmp[0] = be(3 << 8 | 4);
+        icmp[3] = be(fits);
+        let mut i = 0;
+        while i < 14 {
+            icmp[4 + i] = quote[i];
+            i += 1;
+        }
+        icmp[1] = checksum(0, &icmp);
+        let Ok(p) = pkt.ptr::<([u16; 10], [u16; 18])>(l3) else {
+            return xdp_action::XDP_DROP;
+        };
+        // SAFETY: `ptr` proved the 56 bytes are inside the frame (the packet was larger than
+        // the tunnel's MTU); 2-aligned stores.
+        unsafe { p.write((ip, icmp)) };
+        l3 + 56
+    } else {
+        let Ok(quote) = pkt.load::<[u16; 24]>(l3) else {
+            return xdp_action::XDP_DROP;
+        };
+        let fits = u32::from(fits).max(1280);
+        let mut ip = [0u16; 20];
+        ip[0] = be(0x6000);
+        ip[2] = be(8 + 48);
+        ip[3] = be(58 << 8 | u16::from(tunnel::OUTER_TTL));
+        let mut i = 0;
+        while i < 8 {
+            // From the VIP (the packet's destination) to the client.
+            ip[4 + i] = quote[12 + i];
+            ip[12 + i] = quote[4 + i];
+            i += 1;
+        }
+        let mut icmp = [0u16; 28];
+        icmp[0] = be(2 << 8);
+        icmp[2] = be((fits >> 16) as u16);
+        icmp[3] = be(fits as u16);
+        let mut i = 0;
+        while i < 24 {
+            icmp[4 + i] = quote[i];
+            i += 1;
+        }
+        // The pseudo-header: both addresses, the ICMPv6 length and next header 58.
+        let pseudo = checksum_sum(checksum_sum(0, &ip[4..20]), &[be(8 + 48), be(58)]);
+        icmp[1] = checksum(pseudo, &icmp);
+        let Ok(p) = pkt.ptr::<([u16; 20], [u16; 28])>(l3) else {
+            return xdp_action::XDP_DROP;
+        };
+        // SAFETY: `ptr` proved the 96 bytes are inside the frame (the packet was larger than
+        // the tunnel's MTU, at least 1,280 bytes); 2-aligned stores.
+        unsafe { p.write((ip, icmp)) };
+        l3 + 96
+    };
+    let Ok(p) = pkt.ptr::<[u16; 6]>(0) else {
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: as above; the Ethernet addresses, swapped.
+    unsafe { p.write(eth) };
+    // SAFETY: shrinks the frame to the answer; the helper checks the bounds.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, answer_len as i32 - pkt.len() as i32) } != 0 {
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_TX
+}
+
+/// `acc` plus the 16-bit words of `words`, as read from memory (the ones'-complement sum does
+/// not depend on byte order, RFC 1071).
+#[inline(always)]
+fn checksum_sum(acc: u32, words: &[u16]) -> u32 {
+    let mut sum = acc;
+    let mut i = 0;
+    while i < words.len() {
+        sum += u32::from(words[i]);
+        i += 1;
+    }
+    sum
+}
+
+/// The Internet checksum of `words` after `acc`, to be stored as it is (memory order).
+#[inline(always)]
+fn checksum(acc: u32, words: &[u16]) -> u16 {
+    let mut sum = checksum_sum(acc, words);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
 }
 
 /// An IP fragment: dropped when its destination address is a VIP's, passed otherwise.
@@ -443,7 +746,7 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
             && e.keeps_flows()
         {
             count(Reason::IcmpForwarded, pkt);
-            return forward(ctx, pkt, pool, idx, e);
+            return forward(ctx, pkt, quoted, pool, slot, idx, e, h as u32);
         }
     }
     drop(pkt, Reason::IcmpNoFlow)

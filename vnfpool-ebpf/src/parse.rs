@@ -129,6 +129,10 @@ pub struct Tuple {
     pub proto: u8,
     /// TCP flags (byte 13 of the header); 0 for anything else.
     pub tcp_flags: u8,
+    /// Offset of the (outer, for an ICMP error) IP header in the frame.
+    pub l3: u16,
+    /// Length of that IP packet, header included (the frame may be longer: Ethernet padding).
+    pub ip_len: u16,
 }
 
 /// TCP SYN and ACK flags.
@@ -196,6 +200,8 @@ fn ipv4(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
                 dport_be: 0,
                 proto,
                 tcp_flags: 0,
+                l3: l3 as u16,
+                ip_len: (ip_end - l3) as u16,
             }))
         } else {
             Err(Stop::NotOurs)
@@ -211,9 +217,11 @@ fn ipv4(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
                 dport_be,
                 proto,
                 tcp_flags,
+                l3: l3 as u16,
+                ip_len: (ip_end - l3) as u16,
             }))
         }
-        IPPROTO_ICMP => icmp4_error(pkt, l4, ip_end),
+        IPPROTO_ICMP => icmp4_error(pkt, l3, l4, ip_end),
         _ => Err(Stop::NotOurs),
     }
 }
@@ -275,6 +283,8 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
                         dport_be: 0,
                         proto,
                         tcp_flags: 0,
+                        l3: l3 as u16,
+                        ip_len: (ip_end - l3) as u16,
                     }))
                 } else {
                     Err(Stop::NotOurs)
@@ -293,9 +303,11 @@ fn ipv6(pkt: &Packet, l3: usize) -> Result<Parsed, Stop> {
                 dport_be,
                 proto: next,
                 tcp_flags,
+                l3: l3 as u16,
+                ip_len: (ip_end - l3) as u16,
             }))
         }
-        IPPROTO_ICMPV6 => icmp6_error(pkt, l4, ip_end),
+        IPPROTO_ICMPV6 => icmp6_error(pkt, l3, l4, ip_end),
         _ => Err(Stop::NotOurs),
     }
 }
@@ -342,7 +354,7 @@ fn ports(pkt: &Packet, l4: usize, ip_end: usize, proto: u8) -> Result<(u16, u16,
 
 /// ICMPv4 destination unreachable (3), time exceeded (11), parameter problem (12).
 #[inline(always)]
-fn icmp4_error(pkt: &Packet, l4: usize, ip_end: usize) -> Result<Parsed, Stop> {
+fn icmp4_error(pkt: &Packet, l3: usize, l4: usize, ip_end: usize) -> Result<Parsed, Stop> {
     let ty = pkt.load::<[u8; 2]>(l4)?[0];
     if ty != 3 && ty != 11 && ty != 12 {
         return Err(Stop::NotOurs);
@@ -368,12 +380,14 @@ fn icmp4_error(pkt: &Packet, l4: usize, ip_end: usize) -> Result<Parsed, Stop> {
         dport_be: p[1],
         proto,
         tcp_flags: 0,
+        l3: l3 as u16,
+        ip_len: (ip_end - l3) as u16,
     }))
 }
 
 /// ICMPv6 destination unreachable (1), packet too big (2), time exceeded (3), parameter problem (4).
 #[inline(always)]
-fn icmp6_error(pkt: &Packet, l4: usize, ip_end: usize) -> Result<Parsed, Stop> {
+fn icmp6_error(pkt: &Packet, l3: usize, l4: usize, ip_end: usize) -> Result<Parsed, Stop> {
     let ty = pkt.load::<[u8; 2]>(l4)?[0];
     if !(1..=4).contains(&ty) {
         return Err(Stop::NotOurs);
@@ -397,5 +411,7 @@ fn icmp6_error(pkt: &Packet, l4: usize, ip_end: usize) -> Result<Parsed, Stop> {
         dport_be: p[1],
         proto,
         tcp_flags: 0,
+        l3: l3 as u16,
+        ip_len: (ip_end - l3) as u16,
     }))
 }

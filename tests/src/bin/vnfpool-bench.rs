@@ -321,11 +321,19 @@ fn provision(h: &mut Harness, pool: u32, vip: IpAddr) -> Result<()> {
             state: STATE_UP,
             dst_mac: [2, 0, 0, 0, 0xe0, n],
             src_mac: HOST_MAC,
-            _pad: [0; 4],
+            encap: 0,
+            _pad: [0; 3],
         })
         .collect();
     let ring = maglev::build(&backends(3), maps::DEFAULT_RING_SIZE)?;
-    h.dp.apply(pool, &Mapping { ring, elements })?;
+    h.dp.apply(
+        pool,
+        &Mapping {
+            ring,
+            elements,
+            tunnels: Vec::new(),
+        },
+    )?;
     Ok(())
 }
 
@@ -347,7 +355,8 @@ fn switch_costs(h: &mut Harness) -> Result<(Duration, Duration, Duration, Durati
             state: STATE_UP,
             dst_mac: [2, 0, 0, 0, 0xe1, n],
             src_mac: HOST_MAC,
-            _pad: [0; 4],
+            encap: 0,
+            _pad: [0; 3],
         })
         .collect();
     for i in 0..SAMPLES {
@@ -358,7 +367,14 @@ fn switch_costs(h: &mut Harness) -> Result<(Duration, Duration, Duration, Durati
         build.push(t.elapsed());
         let mut elements = elements.clone();
         elements[i % 100].state = vnfpool_common::element::STATE_DOWN;
-        let applied = h.dp.apply(2, &Mapping { ring, elements })?;
+        let applied = h.dp.apply(
+            2,
+            &Mapping {
+                ring,
+                elements,
+                tunnels: Vec::new(),
+            },
+        )?;
         prepare.push(applied.prepare);
         switch.push(applied.switch);
         grace.push(applied.grace);

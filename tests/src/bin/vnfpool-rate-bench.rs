@@ -177,6 +177,7 @@ fn provision(lab: &Lab) -> Result<(AyaDataplane, Xdp)> {
             maps::DEFAULT_RING_SIZE,
         )?,
         elements: vec![lab.element_entry(0, STATE_UP)],
+        tunnels: Vec::new(),
     };
     for (pool, port, proto) in [(0, UDP_PORT, PROTO_UDP), (1, TCP_PORT, PROTO_TCP)] {
         dp.add_vip(pool, vip, port, proto)?;

@@ -575,5 +575,9 @@ fn to_dataplane(m: Mapping, slots: &[u32]) -> dataplane::Mapping {
         .into_iter()
         .map(|pos| slots[usize::from(pos)] as u16)
         .collect();
-    dataplane::Mapping { ring, elements }
+    dataplane::Mapping {
+        ring,
+        elements,
+        tunnels: Vec::new(),
+    }
 }

@@ -20,6 +20,7 @@ use vnfpool_common::{
     pool::{Pool, PoolSel, SlotMeta},
     ring::{self, RingChunk},
     stats::{Counters, PoolCounters},
+    tunnel::Tunnel,
     vip::{self, VipKey, VipMeta},
 };
 
@@ -231,6 +232,7 @@ pub struct AyaDataplane {
     flow_hash_key: HashKey,
     pools: MappedArray<Pool>,
     elems: MappedArray<Element>,
+    tunnels: MappedArray<Tunnel>,
     ring: MappedArray<RingChunk>,
     regions: HashMap<u32, Region>,
     next_chunk: u32,
@@ -337,6 +339,7 @@ impl AyaDataplane {
         let flow_hash_key = shape.hash_key;
         let pools = mapped(&mut ebpf, maps::POOLS, maps::MAX_POOLS)?;
         let elems = mapped(&mut ebpf, maps::ELEMS, maps::ELEM_ENTRIES)?;
+        let tunnels = mapped(&mut ebpf, maps::TUNNELS, maps::ELEM_ENTRIES)?;
         let ring = mapped(&mut ebpf, maps::RING, opts.ring_chunks)?;
         let mut dp = Self {
             ebpf,
@@ -346,6 +349,7 @@ impl AyaDataplane {
             flow_hash_key,
             pools,
             elems,
+            tunnels,
             ring,
             regions: HashMap::new(),
             next_chunk: 0,
@@ -923,6 +927,8 @@ impl AyaDataplane {
         let first = vnfpool_common::element::elem_index(pool, spare, 0);
         let old = entry.slots[spare as usize];
         let count = u32::try_from(mapping.elements.len()).expect("validated");
+        // Tunnels before the elements that name them (both before the switch in any case).
+        self.tunnels.write_all(first, &mapping.tunnels);
         self.elems.write_all(first, &mapping.elements);
         // Clear entries the previous occupant of this slot had beyond the new count.
         for i in count..old.elements.min(maps::MAX_ELEMENTS) {
@@ -1074,6 +1080,22 @@ fn validate(pool: u32, m: &Mapping) -> Result<()> {
             "{} elements, at most {}",
             m.elements.len(),
             maps::MAX_ELEMENTS
+        ));
+    }
+    if !m.tunnels.is_empty() && m.tunnels.len() != m.elements.len() {
+        return invalid(format!(
+            "{} tunnel entries for {} elements",
+            m.tunnels.len(),
+            m.elements.len()
+        ));
+    }
+    if let Some(i) = m
+        .elements
+        .iter()
+        .position(|e| e.encap != vnfpool_common::tunnel::ENCAP_NONE && m.tunnels.is_empty())
+    {
+        return invalid(format!(
+            "element {i} is reached through a tunnel the mapping lacks"
         ));
     }
     if u32::try_from(m.ring.len()).is_err() {
@@ -1255,6 +1277,10 @@ pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u
         (
             maps::ELEMS,
             (u32s, size(size_of::<Element>()), maps::ELEM_ENTRIES),
+        ),
+        (
+            maps::TUNNELS,
+            (u32s, size(size_of::<Tunnel>()), maps::ELEM_ENTRIES),
         ),
         (maps::RING, (u32s, size(size_of::<RingChunk>()), ring_chunks)),
         (maps::FLOWS, (u32s, size(size_of::<FlowBucket>()), flow_buckets)),

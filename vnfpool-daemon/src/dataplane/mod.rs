@@ -50,6 +50,9 @@ pub struct Mapping {
     pub ring: Vec<u16>,
     /// Element table, by element index.
     pub elements: Vec<vnfpool_common::element::Element>,
+    /// Tunnel table, by element index: empty when no element is reached through a tunnel,
+    /// else one entry per element (read only for elements whose `encap` names a tunnel).
+    pub tunnels: Vec<vnfpool_common::tunnel::Tunnel>,
 }
 
 /// One address, port and protocol routed to a pool.

@@ -12,7 +12,10 @@
 )]
 
 use aya_log::EbpfLogger;
-use tokio::{io::Interest, io::unix::AsyncFd, task::JoinHandle};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    task::JoinHandle,
+};
 
 /// Hands aya-log's records (the `log` crate's) to `tracing`, at their own level.
 #[derive(Debug, Clone, Copy, Default)]

@@ -126,7 +126,8 @@ pub fn plan_roles(spec: &PoolSpec, roles: &[Role], resolved: &[Resolved]) -> Res
             state: role.dataplane_state(),
             dst_mac: r.dst_mac,
             src_mac: r.src_mac,
-            _pad: [0; 4],
+            encap: 0,
+            _pad: [0; 3],
         })
         .collect();
     Ok(Mapping { ring, elements })
