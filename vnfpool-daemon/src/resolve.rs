@@ -3,7 +3,10 @@
 //! neighbour tables over rtnetlink.
 //!
 //! L2 DSR rewrites only the destination MAC, so an element must be on-link: an address whose route
-//! goes through a gateway is an error, not the gateway's MAC.
+//! goes through a gateway is an error, not the gateway's MAC. A pool that reaches its elements
+//! through a tunnel resolves them *routed*: the destination MAC is the next hop's (the route's
+//! gateway, or the element itself when on-link), and the resolution also gives the outer
+//! source address (the route's preferred source) and the path MTU.
 //!
 //! Like every netlink call, this works in the network namespace of the calling thread.
 
@@ -46,6 +49,17 @@ pub struct Resolved {
     pub dst_mac: [u8; 6],
     /// The egress interface's own MAC.
     pub src_mac: [u8; 6],
+    /// Routed resolutions only: the tunnel's path.
+    pub path: Option<RoutePath>,
+}
+
+/// What a tunnel toward an element needs from the routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutePath {
+    /// This host's address toward the element: the route's preferred source.
+    pub source: IpAddr,
+    /// The largest IP packet the route carries: its `mtu` metric, else the egress interface's.
+    pub mtu: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +81,11 @@ pub enum ResolveError {
          return needs the element on a directly connected network"
     )]
     NotOnLink { address: IpAddr, gateway: IpAddr },
+    #[error(
+        "the route to {address} gives no source address of this host (add one to the egress \
+         interface, or a `src` to the route)"
+    )]
+    NoSource { address: IpAddr },
     #[error("{address} routes as {route_type}, not unicast (is it an address of this host?)")]
     NotUnicast { address: IpAddr, route_type: String },
     #[error("no interface named {name:?}")]
@@ -94,8 +113,13 @@ pub type Result<T, E = ResolveError> = std::result::Result<T, E>;
 /// # Errors
 ///
 /// See [`resolve_within`].
-pub async fn resolve(address: IpAddr, interface: Option<&str>, mac: Option<[u8; 6]>) -> Result<Resolved> {
-    resolve_within(address, interface, mac, DEFAULT_TIMEOUT).await
+pub async fn resolve(
+    address: IpAddr,
+    interface: Option<&str>,
+    mac: Option<[u8; 6]>,
+    routed: bool,
+) -> Result<Resolved> {
+    resolve_within(address, interface, mac, routed, DEFAULT_TIMEOUT).await
 }
 
 /// Resolves where frames for the element at `address` go.
@@ -106,9 +130,13 @@ pub async fn resolve(address: IpAddr, interface: Option<&str>, mac: Option<[u8; 
 /// discard port, sent from a socket bound to the interface, makes the kernel resolve it (ARP or
 /// neighbour discovery), and the table is read again every 20 ms until `timeout`.
 ///
+/// `routed` (a tunnelled pool): the route is always looked up, a gateway is allowed and its MAC
+/// is the destination's, and [`Resolved::path`] gives the route's source address and MTU.
+///
 /// # Errors
 ///
-/// [`ResolveError::NoRoute`], [`ResolveError::NotOnLink`] (route through a gateway) or
+/// [`ResolveError::NoRoute`], [`ResolveError::NotOnLink`] (route through a gateway, unless
+/// `routed`), [`ResolveError::NoSource`] (`routed` without a source address) or
 /// [`ResolveError::NotUnicast`] (e.g. an address of this host) from the route lookup;
 /// [`ResolveError::NoInterface`], [`ResolveError::NoLinkAddress`];
 /// [`ResolveError::Unresolved`] when the MAC is still unknown after `timeout`; socket and netlink
@@ -117,18 +145,32 @@ pub async fn resolve_within(
     address: IpAddr,
     interface: Option<&str>,
     mac: Option<[u8; 6]>,
+    routed: bool,
     timeout: Duration,
 ) -> Result<Resolved> {
     let netlink = |op| move |source| ResolveError::Netlink { op, source };
     let session = Session::open().map_err(|source| ResolveError::Socket { source })?;
 
+    let route = if routed || interface.is_none() {
+        Some(route_to(&session, address).await?)
+    } else {
+        None
+    };
+    if let Some(Route {
+        gateway: Some(gateway),
+        ..
+    }) = route
+        && !routed
+    {
+        return Err(ResolveError::NotOnLink { address, gateway });
+    }
     let link = if let Some(name) = interface {
         let link = session.link_by_name(name).await.map_err(netlink("link lookup"))?;
         link.ok_or_else(|| ResolveError::NoInterface {
             name: name.to_owned(),
         })?
     } else {
-        let ifindex = egress(&session, address).await?;
+        let ifindex = route.map_or(0, |r| r.oif);
         let link = session
             .link_by_index(ifindex)
             .await
@@ -144,20 +186,50 @@ pub async fn resolve_within(
     let src_mac = mac_of(&link).ok_or_else(|| ResolveError::NoLinkAddress {
         interface: interface.clone(),
     })?;
+    // Frames go to the next hop: the gateway when the route has one (routed only), else the
+    // element itself.
+    let next_hop = route.and_then(|r| r.gateway).unwrap_or(address);
     let dst_mac = match mac {
         Some(mac) => mac,
-        None => neighbour(&session, address, ifindex, &interface, timeout).await?,
+        None => neighbour(&session, next_hop, ifindex, &interface, timeout).await?,
+    };
+    let path = match route {
+        Some(r) if routed => Some(RoutePath {
+            source: r.source.ok_or(ResolveError::NoSource { address })?,
+            mtu: r.mtu.or_else(|| mtu_of(&link)).unwrap_or(1500),
+        }),
+        _ => None,
     };
     Ok(Resolved {
         ifindex,
         interface,
         dst_mac,
         src_mac,
+        path,
     })
 }
 
-/// The output interface of the kernel's route to `address` (`ip route get`).
-async fn egress(session: &Session, address: IpAddr) -> Result<u32> {
+/// The interface's MTU.
+fn mtu_of(link: &rtnetlink::packet_route::link::LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|attribute| match attribute {
+        rtnetlink::packet_route::link::LinkAttribute::Mtu(mtu) => Some(*mtu),
+        _ => None,
+    })
+}
+
+/// The kernel's route to an address, as far as resolution needs it.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    oif: u32,
+    gateway: Option<IpAddr>,
+    /// The preferred source address (`src`).
+    source: Option<IpAddr>,
+    /// The route's `mtu` metric, if it has one.
+    mtu: Option<u32>,
+}
+
+/// The kernel's route to `address` (`ip route get`).
+async fn route_to(session: &Session, address: IpAddr) -> Result<Route> {
     let query = match address {
         IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(v4, 32)
@@ -193,26 +265,35 @@ async fn egress(session: &Session, address: IpAddr) -> Result<u32> {
         let route_type = format!("{:?}", route.header.kind).to_lowercase();
         return Err(ResolveError::NotUnicast { address, route_type });
     }
-    let mut oif = None;
+    let (mut oif, mut gateway, mut source, mut mtu) = (None, None, None, None);
     for attribute in &route.attributes {
-        let gateway = match attribute {
-            RouteAttribute::Oif(index) => {
-                oif = Some(*index);
-                None
+        match attribute {
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) | RouteAttribute::Via(RouteVia::Inet(g)) => {
+                gateway = Some(IpAddr::V4(*g));
             }
-            RouteAttribute::Gateway(RouteAddress::Inet(gateway))
-            | RouteAttribute::Via(RouteVia::Inet(gateway)) => Some(IpAddr::V4(*gateway)),
-            RouteAttribute::Gateway(RouteAddress::Inet6(gateway))
-            | RouteAttribute::Via(RouteVia::Inet6(gateway)) => Some(IpAddr::V6(*gateway)),
-            _ => None,
-        };
-        if let Some(gateway) = gateway {
-            return Err(ResolveError::NotOnLink { address, gateway });
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) | RouteAttribute::Via(RouteVia::Inet6(g)) => {
+                gateway = Some(IpAddr::V6(*g));
+            }
+            RouteAttribute::PrefSource(RouteAddress::Inet(a)) => source = Some(IpAddr::V4(*a)),
+            RouteAttribute::PrefSource(RouteAddress::Inet6(a)) => source = Some(IpAddr::V6(*a)),
+            RouteAttribute::Metrics(metrics) => {
+                mtu = metrics.iter().find_map(|m| match m {
+                    rtnetlink::packet_route::route::RouteMetric::Mtu(mtu) if *mtu > 0 => Some(*mtu),
+                    _ => None,
+                });
+            }
+            _ => {}
         }
     }
-    oif.ok_or(ResolveError::NoRoute {
-        address,
-        source: None,
+    Ok(Route {
+        oif: oif.ok_or(ResolveError::NoRoute {
+            address,
+            source: None,
+        })?,
+        gateway,
+        source,
+        mtu,
     })
 }
 
@@ -447,7 +528,7 @@ mod tests {
         lab.host.run(|| async {
             lab.ipv6_ready().await;
             for element in ["10.77.0.2", "fd00:77::2"] {
-                let resolved = resolve(addr(element), None, None)
+                let resolved = resolve(addr(element), None, None, false)
                     .await
                     .expect("resolving the element");
 
@@ -470,7 +551,7 @@ mod tests {
         let lab = lab();
         lab.host.run(|| async {
             let given = [0x02, 0, 0, 0, 0, 0x99];
-            let resolved = resolve(addr("10.77.0.2"), Some(&lab.host_if), Some(given))
+            let resolved = resolve(addr("10.77.0.2"), Some(&lab.host_if), Some(given), false)
                 .await
                 .expect("resolving");
             assert_eq!(
@@ -481,7 +562,7 @@ mod tests {
             // An interface without a route to the address still resolves it (on-link by fiat).
             lab.host
                 .ip(&["route", "del", "10.77.0.0/24", "dev", &lab.host_if]);
-            let resolved = resolve(addr("10.77.0.2"), Some(&lab.host_if), None)
+            let resolved = resolve(addr("10.77.0.2"), Some(&lab.host_if), None, false)
                 .await
                 .expect("resolving");
             assert_eq!(resolved.dst_mac, ELEMENT_MAC);
@@ -493,7 +574,7 @@ mod tests {
         let lab = lab();
         let error = lab
             .host
-            .run(|| resolve(addr("10.78.0.9"), None, None))
+            .run(|| resolve(addr("10.78.0.9"), None, None, false))
             .expect_err("behind a gateway");
         assert!(
             matches!(error, ResolveError::NotOnLink { address, gateway }
@@ -503,22 +584,73 @@ mod tests {
     }
 
     #[test]
+    fn a_routed_element_resolves_to_its_next_hop_with_the_routes_source_and_mtu() {
+        let lab = lab();
+        lab.host.run(|| async {
+            // Behind the gateway 10.77.0.2: its MAC, the interface's address and MTU.
+            let r = resolve(addr("10.78.0.9"), None, None, true)
+                .await
+                .expect("routed");
+            assert_eq!(
+                (r.interface.as_str(), r.dst_mac),
+                (lab.host_if.as_str(), ELEMENT_MAC)
+            );
+            assert_eq!(
+                r.path,
+                Some(RoutePath {
+                    source: addr("10.77.0.1"),
+                    mtu: 1500
+                })
+            );
+            // A route's own `mtu` and `src` win over the interface's.
+            lab.host.ip(&["addr", "add", "10.77.0.5/24", "dev", &lab.host_if]);
+            lab.host.ip(&[
+                "route",
+                "replace",
+                "10.78.0.0/24",
+                "via",
+                "10.77.0.2",
+                "src",
+                "10.77.0.5",
+                "mtu",
+                "1400",
+            ]);
+            let r = resolve(addr("10.78.0.9"), None, None, true)
+                .await
+                .expect("routed");
+            assert_eq!(
+                r.path,
+                Some(RoutePath {
+                    source: addr("10.77.0.5"),
+                    mtu: 1400
+                })
+            );
+            // On-link, routed: the element's own MAC.
+            let r = resolve(addr("10.77.0.2"), None, None, true)
+                .await
+                .expect("routed, on-link");
+            assert_eq!(r.dst_mac, ELEMENT_MAC);
+            assert_eq!(r.path.map(|p| p.source), Some(addr("10.77.0.1")));
+        });
+    }
+
+    #[test]
     fn unrouted_local_and_unknown_targets_are_errors() {
         let lab = lab();
         lab.host.run(|| async {
-            let error = resolve(addr("198.51.100.7"), None, None).await.expect_err("no default route");
+            let error = resolve(addr("198.51.100.7"), None, None, false).await.expect_err("no default route");
             assert!(
                 matches!(&error, ResolveError::NoRoute { address, source: Some(_) } if *address == addr("198.51.100.7")),
                 "{error:?}"
             );
 
-            let error = resolve(addr("10.77.0.1"), None, None).await.expect_err("an address of this host");
+            let error = resolve(addr("10.77.0.1"), None, None, false).await.expect_err("an address of this host");
             assert!(matches!(&error, ResolveError::NotUnicast { route_type, .. } if route_type == "local"), "{error:?}");
 
-            let error = resolve(addr("10.77.0.2"), Some("vnfp-nonexist"), None).await.expect_err("no interface");
+            let error = resolve(addr("10.77.0.2"), Some("vnfp-nonexist"), None, false).await.expect_err("no interface");
             assert!(matches!(&error, ResolveError::NoInterface { name } if name == "vnfp-nonexist"), "{error:?}");
 
-            let error = resolve(addr("10.77.0.2"), Some("lo"), None).await.expect_err("lo has no MAC");
+            let error = resolve(addr("10.77.0.2"), Some("lo"), None, false).await.expect_err("lo has no MAC");
             assert!(matches!(&error, ResolveError::NoLinkAddress { interface } if interface == "lo"), "{error:?}");
         });
     }
@@ -530,7 +662,7 @@ mod tests {
             let timeout = Duration::from_millis(300);
             let start = Instant::now();
 
-            let error = resolve_within(addr("10.77.0.99"), None, None, timeout)
+            let error = resolve_within(addr("10.77.0.99"), None, None, false, timeout)
                 .await
                 .expect_err("nobody there");
 

@@ -99,6 +99,7 @@ fn pool() -> PoolSpec {
         placement,
         heartbeat: vnfpool_daemon::model::spec::HeartbeatSpec::DEFAULT,
         registration: vnfpool_daemon::model::spec::RegistrationSpec::DEFAULT,
+        forwarding: vnfpool_daemon::model::spec::Forwarding::L2Dsr,
     }
 }
 

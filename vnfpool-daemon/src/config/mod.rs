@@ -655,6 +655,7 @@ site-c: {}
                 placement: std::sync::Arc::default(),
                 heartbeat: crate::model::spec::HeartbeatSpec::DEFAULT,
                 registration: crate::model::spec::RegistrationSpec::DEFAULT,
+                forwarding: crate::model::spec::Forwarding::L2Dsr,
             }],
             placement: std::sync::Arc::default(),
             api: None,
@@ -1096,6 +1097,39 @@ site-c: {}
                 base("    protocol: tcp\n", "    protocol: tcp\n    ring_size: 7\n"),
                 "7:16",
                 "ring size 7 is below the minimum of 251",
+            ),
+            (
+                "gue without its port",
+                base("    protocol: tcp\n", "    protocol: tcp\n    forwarding: gue\n"),
+                "7:17",
+                "forwarding: gue without `gue_port`; expected `gue_port: N`",
+            ),
+            (
+                "gue_port in another mode",
+                base(
+                    "    protocol: tcp\n",
+                    "    protocol: tcp\n    forwarding: ipip\n    gue_port: 6080\n",
+                ),
+                "8:15",
+                "gue_port without `forwarding: gue`",
+            ),
+            (
+                "gue_port 0",
+                base(
+                    "    protocol: tcp\n",
+                    "    protocol: tcp\n    forwarding: gue\n    gue_port: 0\n",
+                ),
+                "8:15",
+                "gue_port 0 is out of range; expected 1..=65535",
+            ),
+            (
+                "unknown forwarding mode",
+                base(
+                    "    protocol: tcp\n",
+                    "    protocol: tcp\n    forwarding: vxlan\n",
+                ),
+                "7:17",
+                "unknown value `vxlan`; expected one of l2-dsr, ipip, gue",
             ),
             (
                 "n+m active > elements",

@@ -149,6 +149,18 @@ pub(crate) struct RawPool {
     pub budget: Option<Spanned<RawBudget>>,
     pub heartbeat: Option<Spanned<RawHeartbeat>>,
     pub registration: Option<Spanned<RawRegistration>>,
+    pub forwarding: Option<Spanned<RawForwarding>>,
+    pub gue_port: Option<Spanned<i64>>,
+}
+
+/// `forwarding:` of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawForwarding {
+    #[serde(rename = "l2-dsr")]
+    L2Dsr,
+    Ipip,
+    Gue,
 }
 
 /// `registration:` of a pool.

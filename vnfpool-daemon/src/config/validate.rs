@@ -20,8 +20,8 @@ use super::{
     ConfigError, Position, from_yaml,
     raw::{
         CostMap, CostRow, DomainMap, Entries, Mapping, RawBudget, RawCheck, RawCluster, RawConfig, RawDaemon,
-        RawElement, RawEtcd, RawHealth, RawHeartbeat, RawModel, RawPlacement, RawPool, RawProtocol,
-        RawRedundancy, RawRegistration, RawTopology, RawXdpMode, Text, WeightMap,
+        RawElement, RawEtcd, RawForwarding, RawHealth, RawHeartbeat, RawModel, RawPlacement, RawPool,
+        RawProtocol, RawRedundancy, RawRegistration, RawTopology, RawXdpMode, Text, WeightMap,
     },
     sanitize,
 };
@@ -29,8 +29,8 @@ use crate::model::{
     maglev,
     spec::{
         ApiClient, ApiRole, ApiSpec, Budget, CheckSpec, ClusterSpec, DaemonSpec, ElementSpec, EtcdSpec,
-        EtcdTls, FlowSyncSpec, Grant, HealthSpec, HeartbeatSpec, Origin, PlacementSpec, PoolSpec, Protocol,
-        RedundancySpec, RegistrationSpec, Spec, XdpMode,
+        EtcdTls, FlowSyncSpec, Forwarding, Grant, HealthSpec, HeartbeatSpec, Origin, PlacementSpec, PoolSpec,
+        Protocol, RedundancySpec, RegistrationSpec, Spec, XdpMode,
     },
 };
 
@@ -861,6 +861,7 @@ impl Checker<'_> {
             Some(registration) => self.registration(registration),
             None => Some(RegistrationSpec::DEFAULT),
         };
+        let forwarding = self.forwarding(raw.forwarding.as_ref(), raw.gue_port.as_ref(), at);
         if !name_ok {
             return None;
         }
@@ -877,7 +878,43 @@ impl Checker<'_> {
             placement: Arc::clone(&self.placement),
             heartbeat: heartbeat?,
             registration: registration?,
+            forwarding: forwarding?,
         })
+    }
+
+    /// `forwarding:` and `gue_port:` of the pool at `at`: the port is required with `gue` and
+    /// refused with any other mode.
+    fn forwarding(
+        &mut self,
+        mode: Option<&Spanned<RawForwarding>>,
+        gue_port: Option<&Spanned<i64>>,
+        at: Location,
+    ) -> Option<Forwarding> {
+        let (mode, mode_at) = mode.map_or((RawForwarding::L2Dsr, at), |m| (m.value, m.referenced));
+        match (mode, gue_port) {
+            (RawForwarding::Gue, Some(port)) => {
+                let port = self.int::<u16>(port, "gue_port", 1, i64::from(u16::MAX))?;
+                Some(Forwarding::Gue { port })
+            }
+            (RawForwarding::Gue, None) => {
+                self.invalid(
+                    mode_at,
+                    "forwarding: gue without `gue_port`",
+                    "`gue_port: N`, the UDP port the elements decapsulate on",
+                );
+                None
+            }
+            (_, Some(port)) => {
+                self.invalid(
+                    port.referenced,
+                    "gue_port without `forwarding: gue`",
+                    "no gue_port, or `forwarding: gue`",
+                );
+                None
+            }
+            (RawForwarding::L2Dsr, None) => Some(Forwarding::L2Dsr),
+            (RawForwarding::Ipip, None) => Some(Forwarding::Ipip),
+        }
     }
 
     fn ports(&mut self, raw: &Spanned<Vec<Spanned<i64>>>) -> Option<Vec<u16>> {

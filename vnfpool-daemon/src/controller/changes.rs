@@ -300,7 +300,7 @@ impl<D: Dataplane> Controller<D> {
         for (pool, known) in pending.spec.pools.iter().zip(&mut known) {
             for (e, known) in pool.elements.iter().zip(known) {
                 if known.is_none() {
-                    let address = (e.address, e.interface.clone(), e.mac);
+                    let address = work::address_of(pool, e);
                     match self.resolutions.get(&address) {
                         Some((r, _)) => *known = Some(*r),
                         None => missing.push(address),

@@ -570,6 +570,13 @@ fn to_dataplane(m: Mapping, slots: &[u32]) -> dataplane::Mapping {
     for (e, &slot) in m.elements.into_iter().zip(slots) {
         elements[slot as usize] = e;
     }
+    let mut tunnels = Vec::new();
+    if !m.tunnels.is_empty() {
+        tunnels = vec![vnfpool_common::tunnel::Tunnel::default(); len];
+        for (t, &slot) in m.tunnels.into_iter().zip(slots) {
+            tunnels[slot as usize] = t;
+        }
+    }
     let ring = m
         .ring
         .into_iter()
@@ -578,6 +585,6 @@ fn to_dataplane(m: Mapping, slots: &[u32]) -> dataplane::Mapping {
     dataplane::Mapping {
         ring,
         elements,
-        tunnels: Vec::new(),
+        tunnels,
     }
 }

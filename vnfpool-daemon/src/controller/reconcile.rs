@@ -166,7 +166,8 @@ impl PoolRt {
 }
 
 /// What each element of `spec` resolved to when it runs already with the same address,
-/// interface and MAC (`None`: to be resolved).
+/// interface and MAC, in a pool that reaches it the same way, through a tunnel or not (`None`:
+/// to be resolved).
 #[must_use]
 pub fn known_resolutions(running: &[PoolRt], spec: &Spec) -> Vec<Vec<Option<Resolved>>> {
     spec.pools
@@ -176,18 +177,19 @@ pub fn known_resolutions(running: &[PoolRt], spec: &Spec) -> Vec<Vec<Option<Reso
             pool.elements
                 .iter()
                 .map(|e| {
-                    old.and_then(|p| {
-                        p.spec
-                            .elements
-                            .iter()
-                            .position(|o| {
-                                o.name == e.name
-                                    && o.address == e.address
-                                    && o.interface == e.interface
-                                    && o.mac == e.mac
-                            })
-                            .map(|i| p.resolved[i])
-                    })
+                    old.filter(|p| p.spec.forwarding.tunnelled() == pool.forwarding.tunnelled())
+                        .and_then(|p| {
+                            p.spec
+                                .elements
+                                .iter()
+                                .position(|o| {
+                                    o.name == e.name
+                                        && o.address == e.address
+                                        && o.interface == e.interface
+                                        && o.mac == e.mac
+                                })
+                                .map(|i| p.resolved[i])
+                        })
                 })
                 .collect()
         })

@@ -57,6 +57,7 @@ impl Resolver for FakeResolver {
         address: IpAddr,
         interface: Option<String>,
         _mac: Option<[u8; 6]>,
+        routed: bool,
     ) -> BoxFuture<Result<Resolved, ResolveError>> {
         let fails = self.unresolvable.lock().expect("lock").contains(&address);
         let slow = self.slow;
@@ -73,10 +74,24 @@ impl Resolver for FakeResolver {
                 IpAddr::V4(a) => a.octets()[3],
                 IpAddr::V6(a) => a.octets()[15],
             };
+            // Routed: behind one router, whose MAC every element gets.
+            let path = routed.then(|| crate::model::plan::TunnelPath {
+                source: if address.is_ipv4() {
+                    IpAddr::from([192, 0, 2, 1])
+                } else {
+                    "2001:db8::1".parse().expect("address")
+                },
+                mtu: 1500,
+            });
             Ok(Resolved {
                 ifindex: 7,
-                dst_mac: [2, 0, 0, 0, 0, last],
+                dst_mac: if routed {
+                    [2, 0, 0, 0, 0xfe, 1]
+                } else {
+                    [2, 0, 0, 0, 0, last]
+                },
                 src_mac: [2, 0, 0, 0, 0, 1],
+                path,
             })
         })
     }

@@ -31,13 +31,15 @@ use crate::{
 /// A boxed future, for the traits below.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Finds where packets for an element go (egress interface, MACs).
+/// Finds where packets for an element go (egress interface, MACs; for a tunnelled pool,
+/// `routed`, the next hop's MAC and the tunnel's path).
 pub trait Resolver: Send + Sync + 'static {
     fn resolve(
         &self,
         address: IpAddr,
         interface: Option<String>,
         mac: Option<[u8; 6]>,
+        routed: bool,
     ) -> BoxFuture<Result<Resolved, ResolveError>>;
 }
 
@@ -51,35 +53,47 @@ impl Resolver for NetResolver {
         address: IpAddr,
         interface: Option<String>,
         mac: Option<[u8; 6]>,
+        routed: bool,
     ) -> BoxFuture<Result<Resolved, ResolveError>> {
         Box::pin(async move {
-            let r = resolve::resolve(address, interface.as_deref(), mac).await?;
+            let r = resolve::resolve(address, interface.as_deref(), mac, routed).await?;
             Ok(Resolved {
                 ifindex: r.ifindex,
                 dst_mac: r.dst_mac,
                 src_mac: r.src_mac,
+                path: r.path.map(|p| crate::model::plan::TunnelPath {
+                    source: p.source,
+                    mtu: p.mtu,
+                }),
             })
         })
     }
 }
 
-/// An element that cannot be reached the way L2 direct server return needs.
+/// An element that cannot be reached the way its pool's forwarding needs.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{at}pool {pool}, element {element} ({address}): {source}; expected an element on a directly connected network"
-)]
+#[error("{at}pool {pool}, element {element} ({address}): {source}; expected {expected}")]
 pub struct ResolveFailure {
     /// `file:line:column: ` of the element's address, when known.
     pub at: String,
     pub pool: String,
     pub element: String,
     pub address: IpAddr,
+    /// What the pool's forwarding needs of the element.
+    pub expected: &'static str,
     #[source]
     pub source: Box<ResolveError>,
 }
 
-/// What resolution takes: an element's address, interface and MAC as configured.
-pub type Address = (IpAddr, Option<String>, Option<[u8; 6]>);
+/// What resolution takes: an element's address, interface and MAC as configured, and whether
+/// its pool reaches it through a tunnel (routed).
+pub type Address = (IpAddr, Option<String>, Option<[u8; 6]>, bool);
+
+/// The [`Address`] of element `e` of `pool`.
+#[must_use]
+pub fn address_of(pool: &crate::model::spec::PoolSpec, e: &crate::model::spec::ElementSpec) -> Address {
+    (e.address, e.interface.clone(), e.mac, pool.forwarding.tunnelled())
+}
 
 /// Resolves `addresses`, all at once. On failure the error names the first element of `spec`
 /// with that address; the configuration file is read only then, to place it.
@@ -90,7 +104,7 @@ pub async fn resolve_addresses(
     config_path: PathBuf,
 ) -> Result<Vec<(Address, Resolved)>, ResolveFailure> {
     let jobs = addresses.into_iter().map(|address| {
-        let r = resolver.resolve(address.0, address.1.clone(), address.2);
+        let r = resolver.resolve(address.0, address.1.clone(), address.2, address.3);
         async move { (address, r.await) }
     });
     let mut out = Vec::new();
@@ -107,6 +121,11 @@ pub async fn resolve_addresses(
                     })
                     .unwrap_or_default();
                 return Err(ResolveFailure {
+                    expected: if address.3 {
+                        "an element the routing table reaches from an address of this host"
+                    } else {
+                        "an element on a directly connected network"
+                    },
                     at: std::fs::read_to_string(&config_path)
                         .ok()
                         .and_then(|text| config::element_address_position(&text, &pool, &element))
@@ -130,10 +149,7 @@ pub async fn resolve_missing(
     known: Vec<Vec<Option<Resolved>>>,
     config_path: PathBuf,
 ) -> Result<Vec<Vec<Resolved>>, ResolveFailure> {
-    let wanted = |p: usize, e: usize| {
-        let element = &spec.pools[p].elements[e];
-        (element.address, element.interface.clone(), element.mac)
-    };
+    let wanted = |p: usize, e: usize| address_of(&spec.pools[p], &spec.pools[p].elements[e]);
     let mut missing = Vec::new();
     for (p, pool) in known.iter().enumerate() {
         for (e, known) in pool.iter().enumerate() {

@@ -214,7 +214,11 @@ mod tests {
 
     #[tokio::test]
     async fn closed_port_fails_fast() {
-        let port = responder(Some(200)).await.port;
+        // Bound but not listening: the port stays this test's (a port closed by dropping its
+        // listener may be bound again by a test running beside it), and a connect is refused.
+        let closed = tokio::net::TcpSocket::new_v4().expect("socket");
+        closed.bind((LOCALHOST, 0).into()).expect("binding");
+        let port = closed.local_addr().expect("address").port();
         let start = Instant::now();
 
         let outcome = check(&http(port, 200), LOCALHOST, "e1", TIMEOUT).await;

@@ -1526,6 +1526,7 @@ mod tests {
                 ifindex: 2,
                 dst_mac: [2, 0, 0, 0, 0, i as u8],
                 src_mac: [2, 0, 0, 0, 1, 0],
+                path: None,
             })
             .collect()
     }

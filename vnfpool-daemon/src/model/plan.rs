@@ -1,17 +1,19 @@
 //! From roles to the values the data plane holds: the Maglev table and the element table.
 
-use std::fmt;
+use std::{fmt, net::IpAddr};
 
 use vnfpool_common::{
+    addr,
     element::{Element, STATE_ABSENT, STATE_DOWN, STATE_DRAINING, STATE_UP},
     maps::MAX_ELEMENTS,
+    tunnel::{self, Tunnel},
 };
 
 use super::{
     failover::PoolState,
     maglev::{self, Backend, RingError},
     roles::Role,
-    spec::PoolSpec,
+    spec::{Forwarding, PoolSpec},
 };
 
 /// Where packets for one element go, as resolved by the controller (routes, neighbours).
@@ -23,6 +25,17 @@ pub struct Resolved {
     pub dst_mac: [u8; 6],
     /// The egress interface's MAC.
     pub src_mac: [u8; 6],
+    /// Resolved for a tunnelled pool: the tunnel's path (`dst_mac` is then the next hop's).
+    pub path: Option<TunnelPath>,
+}
+
+/// The route a tunnel toward an element takes, as far as its outer headers need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelPath {
+    /// This host's address toward the element: the outer source.
+    pub source: std::net::IpAddr,
+    /// The largest outer IP packet the path carries.
+    pub mtu: u32,
 }
 
 /// One complete mapping of a pool, as the data plane takes it in one switch.
@@ -33,6 +46,8 @@ pub struct Mapping {
     pub ring: Vec<u16>,
     /// Element table, indexed like `PoolSpec::elements`.
     pub elements: Vec<Element>,
+    /// Tunnel table, indexed like `elements`; empty for an L2 DSR pool.
+    pub tunnels: Vec<Tunnel>,
 }
 
 /// Why a mapping cannot be planned.
@@ -126,11 +141,54 @@ pub fn plan_roles(spec: &PoolSpec, roles: &[Role], resolved: &[Resolved]) -> Res
             state: role.dataplane_state(),
             dst_mac: r.dst_mac,
             src_mac: r.src_mac,
-            encap: 0,
+            encap: spec.forwarding.encap(),
             _pad: [0; 3],
         })
         .collect();
-    Ok(Mapping { ring, elements })
+    let tunnels = if spec.forwarding.tunnelled() {
+        spec.elements
+            .iter()
+            .zip(resolved)
+            .map(|(e, r)| tunnel(spec.forwarding, e.address, r.path))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Mapping {
+        ring,
+        elements,
+        tunnels,
+    })
+}
+
+/// The outer headers toward the element at `address` in a pool forwarding by `forwarding`,
+/// over `path` (none yet: an entry no packet reads, as the element's egress is unknown too).
+#[must_use]
+pub fn tunnel(forwarding: Forwarding, address: IpAddr, path: Option<TunnelPath>) -> Tunnel {
+    let Some(path) = path else {
+        return Tunnel::default();
+    };
+    let csum_base = match (path.source, address) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let proto = match forwarding {
+                Forwarding::Gue { .. } => tunnel::IPPROTO_UDP,
+                _ => tunnel::IPPROTO_IPIP,
+            };
+            tunnel::ipv4_base_sum(s.octets(), d.octets(), proto)
+        }
+        _ => 0,
+    };
+    Tunnel {
+        dst: addr::from_ip(address),
+        src: addr::from_ip(path.source),
+        csum_base,
+        mtu: u16::try_from(path.mtu).unwrap_or(u16::MAX),
+        port_be: match forwarding {
+            Forwarding::Gue { port } => port.to_be(),
+            _ => 0,
+        },
+        _pad: [0; 24],
+    }
 }
 
 /// An element whose data-plane state changed (`STATE_ABSENT` when it did not exist).
@@ -225,6 +283,8 @@ pub fn diff(old: &Mapping, new: &Mapping) -> MappingDiff {
 mod tests {
     use std::time::Duration;
 
+    use vnfpool_common::tunnel::ENCAP_NONE;
+
     use super::*;
     use crate::model::{
         failover::Event,
@@ -238,6 +298,7 @@ mod tests {
                 ifindex: 10 + i as u32,
                 dst_mac: [2, 0, 0, 0, 0, i as u8],
                 src_mac: [2, 0, 0, 0, 1, 0],
+                path: None,
             })
             .collect()
     }
@@ -291,12 +352,69 @@ mod tests {
         let m = plan(&spec, &state, &res).expect("plan");
         assert_eq!(states(&m), [STATE_UP, STATE_DRAINING, STATE_DOWN, STATE_DOWN]);
         assert_eq!(m.ring, vec![0; MIN_RING_SIZE as usize]);
+        assert!(m.tunnels.is_empty(), "an L2 DSR pool has no tunnels");
         for (e, r) in m.elements.iter().zip(&res) {
             assert_eq!(
-                (e.ifindex, e.dst_mac, e.src_mac, e._pad),
-                (r.ifindex, r.dst_mac, r.src_mac, [0; 4])
+                (e.ifindex, e.dst_mac, e.src_mac, e.encap, e._pad),
+                (r.ifindex, r.dst_mac, r.src_mac, ENCAP_NONE, [0; 3])
             );
         }
+    }
+
+    #[test]
+    fn a_tunnelled_pool_plans_each_elements_outer_headers() {
+        let mut spec = pool(AS_PREEMPT, &[("a", 200, 1), ("b", 100, 1)]);
+        let path = TunnelPath {
+            source: IpAddr::from([192, 0, 2, 1]),
+            mtu: 9000,
+        };
+        let res: Vec<Resolved> = resolved(2)
+            .into_iter()
+            .map(|r| Resolved {
+                path: Some(path),
+                ..r
+            })
+            .collect();
+        for (forwarding, encap, proto, port) in [
+            (Forwarding::Ipip, tunnel::ENCAP_IPIP, tunnel::IPPROTO_IPIP, 0),
+            (
+                Forwarding::Gue { port: 6080 },
+                tunnel::ENCAP_GUE,
+                tunnel::IPPROTO_UDP,
+                6080u16.to_be(),
+            ),
+        ] {
+            spec.forwarding = forwarding;
+            let m = plan_roles(&spec, &[Role::Active, Role::Standby], &res).expect("plan");
+            assert!(m.elements.iter().all(|e| e.encap == encap), "{forwarding:?}");
+            assert_eq!(m.tunnels.len(), 2);
+            for (t, e) in m.tunnels.iter().zip(&spec.elements) {
+                let IpAddr::V4(element) = e.address else {
+                    panic!("the test pool is IPv4")
+                };
+                assert_eq!(
+                    *t,
+                    Tunnel {
+                        dst: addr::from_ip(e.address),
+                        src: addr::from_ip(path.source),
+                        csum_base: tunnel::ipv4_base_sum([192, 0, 2, 1], element.octets(), proto),
+                        mtu: 9000,
+                        port_be: port,
+                        _pad: [0; 24],
+                    }
+                );
+            }
+        }
+        // A path too wide for the entry is capped; no path yet, an empty entry.
+        let wide = TunnelPath { mtu: 70_000, ..path };
+        assert_eq!(
+            tunnel(Forwarding::Ipip, spec.elements[0].address, Some(wide)).mtu,
+            u16::MAX
+        );
+        assert_eq!(
+            tunnel(Forwarding::Ipip, spec.elements[0].address, None),
+            Tunnel::default()
+        );
     }
 
     #[test]

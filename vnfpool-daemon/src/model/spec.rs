@@ -228,6 +228,49 @@ pub struct PoolSpec {
     pub heartbeat: HeartbeatSpec,
     /// Caps on what a self-registered element may ask for.
     pub registration: RegistrationSpec,
+    /// How packets reach the elements.
+    pub forwarding: Forwarding,
+}
+
+/// `forwarding:` of a pool: how the data plane sends a VIP packet to an element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Forwarding {
+    /// L2 direct server return: the element shares an L2 segment with this host; only the
+    /// frame's MACs change.
+    #[default]
+    L2Dsr,
+    /// IPv4-in-IPv4 or IPv6-in-IPv6 to the element's address, through the routing table.
+    Ipip,
+    /// The inner packet in UDP to the element's `port` (GUE variant 1).
+    Gue { port: u16 },
+}
+
+impl Forwarding {
+    /// The element table's `encap` value for this mode.
+    #[must_use]
+    pub const fn encap(self) -> u8 {
+        match self {
+            Self::L2Dsr => vnfpool_common::tunnel::ENCAP_NONE,
+            Self::Ipip => vnfpool_common::tunnel::ENCAP_IPIP,
+            Self::Gue { .. } => vnfpool_common::tunnel::ENCAP_GUE,
+        }
+    }
+
+    /// Whether elements are reached through a tunnel (and so may be on other subnets).
+    #[must_use]
+    pub const fn tunnelled(self) -> bool {
+        !matches!(self, Self::L2Dsr)
+    }
+
+    /// The name the configuration uses.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::L2Dsr => "l2-dsr",
+            Self::Ipip => "ipip",
+            Self::Gue { .. } => "gue",
+        }
+    }
 }
 
 /// `registration:` of a pool: the most priority and weight a self-registered element may

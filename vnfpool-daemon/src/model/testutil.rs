@@ -53,6 +53,7 @@ pub(crate) fn pool(redundancy: RedundancySpec, elements: &[(&str, u32, u32)]) ->
         placement: std::sync::Arc::default(),
         heartbeat: crate::model::spec::HeartbeatSpec::DEFAULT,
         registration: crate::model::spec::RegistrationSpec::DEFAULT,
+        forwarding: crate::model::spec::Forwarding::L2Dsr,
     }
 }
 
