@@ -11,6 +11,7 @@ pub mod bird;
 pub mod cluster_lab;
 pub mod daemon;
 pub mod demo;
+pub mod encap;
 pub mod etcd;
 pub mod flood;
 pub mod harness;

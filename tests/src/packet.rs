@@ -155,7 +155,9 @@ pub fn ip_packet(fr: &Frame) -> Vec<u8> {
     }
 }
 
-fn checksum(b: &[u8]) -> u16 {
+/// The Internet checksum (RFC 1071) of `b`, as a header field holds it.
+#[must_use]
+pub fn checksum(b: &[u8]) -> u16 {
     let mut sum = 0u32;
     for c in b.chunks(2) {
         sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));

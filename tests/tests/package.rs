@@ -76,10 +76,11 @@ fn build_package(dir: &Path) -> PathBuf {
 }
 
 /// Every subcommand of `vnfpool`, for the manual pages expected.
-const SUBCOMMANDS: [&str; 10] = [
+const SUBCOMMANDS: [&str; 11] = [
     "agent",
     "completions",
     "daemon",
+    "decap",
     "drain",
     "man",
     "reload",

@@ -33,6 +33,7 @@
 )]
 
 pub mod addr;
+pub mod decap;
 pub mod element;
 pub mod flow;
 pub mod maps;

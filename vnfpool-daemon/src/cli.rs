@@ -1,7 +1,7 @@
-//! Command line (clap): `vnfpool daemon | agent | validate | status | watch | drain | undrain | reload |
-//! completions | man`.
+//! Command line (clap): `vnfpool daemon | agent | decap | validate | status | watch | drain | undrain |
+//! reload | completions | man`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -53,6 +53,47 @@ pub enum Command {
         /// Agent configuration file (YAML).
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// On an element host: strips the encapsulation (IPv4 in IPv4, IPv6 in IPv6, GUE) around
+    /// VIP packets that a load balancer sends to an element on another subnet.
+    ///
+    /// Attaches an XDP program to IFACE (natively when the driver can, generically otherwise; the
+    /// output says which) and pins it with its maps under `PIN_DIR/IFACE/`, so it stays after the
+    /// command exits. An encapsulated packet whose inner destination is a --vip leaves the
+    /// program as its inner packet behind the same Ethernet header; everything else passes
+    /// untouched. The VIPs must also be addresses of the host (e.g. on `lo`). Run again on the
+    /// same interface to replace the VIPs and GUE ports without detaching; `--detach` removes
+    /// the program and its pins. Counters: `bpftool map dump pinned PIN_DIR/IFACE/VNFD_STATS`
+    /// (decapsulated, not for us, malformed). Exits 1 on failure.
+    Decap {
+        /// Interface the encapsulated packets arrive on.
+        #[arg(long, value_name = "IFACE")]
+        interface: String,
+        /// A VIP of this element, IPv4 or IPv6 (repeat for several): encapsulated packets to it
+        /// are stripped. Required unless --detach.
+        #[arg(
+            long = "vip",
+            value_name = "ADDR",
+            value_parser = crate::decap::parse_vip,
+            required_unless_present = "detach",
+            conflicts_with = "detach"
+        )]
+        vips: Vec<IpAddr>,
+        /// UDP destination port of GUE (variant 1) packets to strip (repeat for several, at
+        /// most 8). Without it, GUE packets are not stripped.
+        #[arg(
+            long = "gue-port",
+            value_name = "PORT",
+            value_parser = crate::decap::parse_gue_port,
+            conflicts_with = "detach"
+        )]
+        gue_ports: Vec<u16>,
+        /// Detaches the program from IFACE and removes its pins; fails when none is attached.
+        #[arg(long)]
+        detach: bool,
+        /// Directory on a bpffs under which each interface's pins go (`PIN_DIR/IFACE/`).
+        #[arg(long, value_name = "PIN_DIR", default_value = vnfpool_common::decap::PIN_ROOT)]
+        pin_dir: PathBuf,
     },
     /// Checks a configuration file and exits: 0 when valid, 2 with every error otherwise.
     Validate {
@@ -156,6 +197,43 @@ mod tests {
                 );
             }
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decap_needs_a_vip_unless_it_detaches() {
+        let err = Cli::try_parse_from(["vnfpool", "decap", "--interface", "eth0"]).expect_err("no --vip");
+        assert!(err.to_string().contains("--vip <ADDR>"), "{err}");
+        let cli =
+            Cli::try_parse_from(["vnfpool", "decap", "--interface", "eth0", "--detach"]).expect("parses");
+        assert!(matches!(cli.command, Command::Decap { detach: true, ref vips, .. } if vips.is_empty()));
+        let cli = Cli::try_parse_from([
+            "vnfpool",
+            "decap",
+            "--interface",
+            "eth0",
+            "--vip",
+            "10.0.0.1",
+            "--vip",
+            "2001:db8::1",
+            "--gue-port",
+            "6080",
+        ])
+        .expect("parses");
+        assert!(
+            matches!(cli.command, Command::Decap { ref vips, ref gue_ports, ref pin_dir, detach: false, .. }
+                if vips.len() == 2 && gue_ports == &[6080] && pin_dir.as_os_str() == vnfpool_common::decap::PIN_ROOT),
+            "{:?}",
+            cli.command
+        );
+        for bad in [
+            &["--vip", "224.0.0.1"][..],
+            &["--vip", "10.0.0.1", "--gue-port", "0"],
+            &["--vip", "10.0.0.1", "--detach"],
+        ] {
+            let mut argv = vec!["vnfpool", "decap", "--interface", "eth0"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
         }
     }
 

@@ -57,6 +57,19 @@ pub fn main() -> ExitCode {
             )
         }
         Command::Agent { config } => crate::agent::main(&config),
+        Command::Decap {
+            interface,
+            vips,
+            gue_ports,
+            detach,
+            pin_dir,
+        } => crate::decap::main(&crate::decap::DecapArgs {
+            interface,
+            vips,
+            gue_ports,
+            detach,
+            pin_dir,
+        }),
         Command::Status { json, socket } => client(&socket, &Request::Status, json),
         Command::Watch { socket, interval } => crate::watch::run(socket, interval),
         Command::Completions { shell } => print(|out| {

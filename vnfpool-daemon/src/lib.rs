@@ -18,6 +18,7 @@ pub mod config;
 pub mod control;
 pub mod controller;
 pub mod dataplane;
+pub mod decap;
 pub mod entry;
 pub mod events;
 pub mod flowsync;

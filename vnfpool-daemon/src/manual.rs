@@ -104,6 +104,7 @@ mod tests {
         let names = subcommands();
         for expected in [
             "daemon",
+            "decap",
             "validate",
             "status",
             "watch",

@@ -42,6 +42,8 @@ fn only_the_aya_data_plane_uses_aya() {
     let allowed = [
         "dataplane/bpf.rs",
         "dataplane/counters.rs",
+        // The element-side decapsulation program of `vnfpool decap`.
+        "dataplane/decap.rs",
         "dataplane/flows.rs",
         "dataplane/mmap.rs",
         // The program's drop log (aya-log's ring), read by program id.

@@ -18,6 +18,7 @@
 
 mod bpf;
 mod counters;
+pub mod decap;
 pub mod flows;
 mod mmap;
 #[cfg(any(test, feature = "test-util"))]

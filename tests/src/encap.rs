@@ -1,0 +1,149 @@
+//! Encapsulated packets as a vnfpool load balancer sends them to an element on another subnet
+//! (issue #16), built byte by byte, and the per-packet cost of the element's decapsulation
+//! program (`vnfpool decap`) against a bare `XDP_PASS`.
+//!
+//! Outer IPv4: IHL 5, DF, id 0, TTL 64, checksum computed; outer IPv6: hop limit 64, the flow
+//! label given; GUE (variant 1): UDP to the GUE port with checksum 0, the inner packet as its
+//! payload.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+
+use crate::packet::checksum;
+
+/// `IPPROTO_IPIP`: IPv4 in IPv4.
+pub const PROTO_IPIP: u8 = 4;
+/// `IPPROTO_IPV6`: IPv6 in IPv6.
+pub const PROTO_IPV6: u8 = 41;
+/// `IPPROTO_UDP`: GUE.
+pub const PROTO_UDP: u8 = 17;
+
+/// An outer IPv4 header carrying `payload` with protocol `proto`, followed by `payload`.
+#[must_use]
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(20 + payload.len()).expect("fits an IPv4 packet");
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0x40, 0]); // id 0, DF
+    h.extend_from_slice(&[64, proto, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let sum = checksum(&h);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// An outer IPv6 header with next header `next` and `flow_label` (20 bits), then `payload`.
+#[must_use]
+pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, flow_label: u32, payload: &[u8]) -> Vec<u8> {
+    let first = (6u32 << 28) | (flow_label & 0xF_FFFF);
+    let mut h = first.to_be_bytes().to_vec();
+    let len = u16::try_from(payload.len()).expect("fits an IPv6 payload");
+    h.extend_from_slice(&len.to_be_bytes());
+    h.extend_from_slice(&[next, 64]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// A UDP header (checksum 0, as the load balancer sends GUE), then `payload`.
+#[must_use]
+pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(8 + payload.len()).expect("fits a datagram");
+    let mut h = Vec::with_capacity(8 + payload.len());
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&len.to_be_bytes());
+    h.extend_from_slice(&[0, 0]);
+    h.extend_from_slice(payload);
+    h
+}
+
+/// An Ethernet frame: MACs, `ethertype`, `payload`.
+#[must_use]
+pub fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Per-packet cost of a program on one frame, as the kernel times it.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    /// The program under test.
+    pub program: Duration,
+    /// The bare `XDP_PASS` floor on the same frame, measured interleaved with it.
+    pub floor: Duration,
+}
+
+/// Median per-run time of `prog` and of `floor` over `calls` calls of one run each, taken
+/// alternately (so that both see the same caches and clock).
+///
+/// One run per call, not `repeat`: a repeated run does not restore the frame, so after the
+/// first run a decapsulation program would see the inner packet. A single run's time includes
+/// the kernel's timer reads, which the floor pays too: compare the two, not the absolute.
+///
+/// # Errors
+/// When a test run fails.
+pub fn cost(
+    prog: &Xdp,
+    floor: &Xdp,
+    frame: &[u8],
+    calls: usize,
+) -> Result<Cost, aya::programs::ProgramError> {
+    let mut a = Vec::with_capacity(calls);
+    let mut b = Vec::with_capacity(calls);
+    let mut out = vec![0u8; frame.len() + 64];
+    for _ in 0..calls {
+        for (p, v) in [(prog, &mut a), (floor, &mut b)] {
+            let opts = TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            };
+            v.push(p.test_run(opts)?.duration);
+        }
+    }
+    a.sort_unstable();
+    b.sort_unstable();
+    Ok(Cost {
+        program: a[a.len() / 2],
+        floor: b[b.len() / 2],
+    })
+}
+
+/// Median per-run time of `prog` over `samples` calls of `repeat` runs of `frame`, for frames
+/// the program does not change (every run takes the same path).
+///
+/// # Errors
+/// When a test run fails.
+pub fn cost_repeated(
+    prog: &Xdp,
+    frame: &[u8],
+    repeat: u32,
+    samples: usize,
+) -> Result<Duration, aya::programs::ProgramError> {
+    let mut v = Vec::with_capacity(samples);
+    let mut out = vec![0u8; frame.len() + 64];
+    for _ in 0..samples {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        };
+        v.push(prog.test_run(opts)?.duration);
+    }
+    v.sort_unstable();
+    Ok(v[v.len() / 2])
+}
