@@ -7,7 +7,7 @@
 //! payload.
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
@@ -74,6 +74,46 @@ pub fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> V
     f.extend_from_slice(&ethertype.to_be_bytes());
     f.extend_from_slice(payload);
     f
+}
+
+/// How a tunnel wraps an IP packet.
+#[derive(Clone, Copy, Debug)]
+pub enum Encap {
+    /// IPv4-in-IPv4 (protocol 4) or IPv6-in-IPv6 (next header 41).
+    Ipip,
+    /// GUE variant 1: the inner packet directly in UDP, without a checksum.
+    Gue { sport: u16, dport: u16 },
+}
+
+/// The outer IP header of a tunnel from `src` to `dst`.
+#[derive(Clone, Copy, Debug)]
+pub struct Outer {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub encap: Encap,
+    /// IPv6 only: the flow label (20 bits).
+    pub flow_label: u32,
+}
+
+/// The frame from `src_mac` to `dst_mac` that carries the IP packet `inner` through `outer`,
+/// as the load balancer sends it.
+#[must_use]
+pub fn encapsulated(dst_mac: [u8; 6], src_mac: [u8; 6], outer: &Outer, inner: &[u8]) -> Vec<u8> {
+    let (proto, payload) = match outer.encap {
+        Encap::Ipip if outer.src.is_ipv4() => (PROTO_IPIP, inner.to_vec()),
+        Encap::Ipip => (PROTO_IPV6, inner.to_vec()),
+        Encap::Gue { sport, dport } => (PROTO_UDP, udp(sport, dport, inner)),
+    };
+    match (outer.src, outer.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ethernet(dst_mac, src_mac, 0x0800, &ipv4(s, d, proto, &payload)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ethernet(
+            dst_mac,
+            src_mac,
+            0x86dd,
+            &ipv6(s, d, proto, outer.flow_label, &payload),
+        ),
+        _ => panic!("mixed address families in a tunnel"),
+    }
 }
 
 /// Per-packet cost of a program on one frame, as the kernel times it.

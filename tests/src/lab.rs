@@ -11,6 +11,17 @@
 //! Every element holds the VIP `10.200.X.100/32` on `lo` and answers on it: TCP `TCP_PORT`
 //! answers each line with `"<name>\n"`, UDP `UDP_PORT` each datagram with `"<name>"`. Replies
 //! go straight back through the host's routing (direct server return), never through XDP.
+//!
+//! [`Lab::routed`] puts the elements on other subnets, behind a router, for tunnelled pools:
+//!
+//! ```text
+//!  client ── host (XDP) ── 10.199.X.0/24 ── router ─┬─ 10.202.X.0/24 ── e1
+//!                                                   ├─ 10.203.X.0/24 ── e2
+//!                                                   └─ …
+//! ```
+//!
+//! There every element strips the tunnel with `vnfpool decap` on its link, and the host sends
+//! every element's frames to the router.
 #![expect(
     clippy::missing_panics_doc,
     reason = "test helpers fail by panicking with context (STYLE rule 15), every one of them"
@@ -20,6 +31,7 @@ use std::{
     io::{self, ErrorKind, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::fd::AsFd as _,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU16, Ordering},
         mpsc,
@@ -33,8 +45,17 @@ use rustix::{
     process::{Resource, Rlimit, getrlimit, setrlimit},
 };
 use socket2::{Domain, Protocol, Socket, Type};
-use vnfpool_common::element::Element;
-use vnfpool_daemon::{dataplane::AyaDataplane, model::spec::XdpMode as SpecXdpMode};
+use vnfpool_common::{
+    element::Element,
+    tunnel::{self, Tunnel},
+};
+use vnfpool_daemon::{
+    dataplane::AyaDataplane,
+    model::{
+        plan::{self, TunnelPath},
+        spec::{Forwarding, XdpMode as SpecXdpMode},
+    },
+};
 
 use crate::netns::{Background, Link, Netns, Stop, VethPair};
 
@@ -52,6 +73,80 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_ELEMENTS: usize = 50;
 /// First client source port a lab uses (outside the default ephemeral range).
 const FIRST_CLIENT_PORT: u16 = 20_000;
+/// The UDP port the elements of a routed lab decapsulate GUE on.
+pub const GUE_PORT: u16 = 6080;
+
+/// How the host reaches a lab's elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Each element on a link of its own to the host: L2 direct server return.
+    OnLink,
+    /// Behind a router, through a tunnel of this mode (`vnfpool_common::tunnel::ENCAP_*`).
+    Tunnel(u8),
+}
+
+/// The router of a routed lab.
+#[derive(Debug)]
+pub struct Router {
+    /// Its namespace.
+    pub netns: Netns,
+    /// The host's end of the host–router link: every element's egress.
+    pub host_link: Link,
+    /// The router's end of that link: every element's next hop.
+    pub link: Link,
+    /// The host's address on that link: the tunnels' outer source.
+    pub host_addr: Ipv4Addr,
+}
+
+/// `vnfpool decap` attached to an element's link; detached, and its pins removed, on drop.
+#[derive(Debug)]
+struct Decap {
+    binary: PathBuf,
+    netns: String,
+    interface: String,
+}
+
+impl Decap {
+    #[track_caller]
+    fn attach(binary: &Path, netns: &Netns, interface: &str, vip: Ipv4Addr) -> Self {
+        // The guard first: a half-done attach is undone too.
+        let guard = Self {
+            binary: binary.to_owned(),
+            netns: netns.name().to_owned(),
+            interface: interface.to_owned(),
+        };
+        let vip = vip.to_string();
+        let port = GUE_PORT.to_string();
+        let out = guard.run(&["--interface", interface, "--vip", &vip, "--gue-port", &port]);
+        assert!(
+            out.status.success(),
+            "vnfpool decap on {interface}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        guard
+    }
+
+    /// `vnfpool decap <args>` in the element's network namespace only (`nsenter`, not `ip netns
+    /// exec`, whose fresh `/sys` would hide the bpffs the pins go to).
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(&self.binary)
+            .arg("decap")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.binary.display()))
+    }
+}
+
+impl Drop for Decap {
+    fn drop(&mut self) {
+        // Best effort: a detach that fails (nothing attached any more) still leaves no pins.
+        let interface = self.interface.clone();
+        let _ = self.run(&["--interface", &interface, "--detach"]);
+        let _ = std::fs::remove_dir_all(Path::new(vnfpool_common::decap::PIN_ROOT).join(&self.interface));
+    }
+}
 
 /// One pool element of a [`Lab`].
 #[derive(Debug)]
@@ -87,7 +182,10 @@ pub struct Lab {
     // element namespaces), then links, then namespaces. `servers[i]` are element i's; empty
     // while stopped.
     servers: Vec<Vec<Background>>,
+    _decaps: Vec<Decap>,
     _links: Vec<VethPair>,
+    /// The router of a routed lab, before the namespaces it links.
+    pub router: Option<Router>,
     /// The client's namespace.
     pub client: Netns,
     /// The vnfpool host's namespace.
@@ -105,13 +203,29 @@ pub struct Lab {
     /// Next client source port: the client binds its ports itself, so that which flow lands
     /// where (a function of the 5-tuple) is the same in every run.
     next_port: AtomicU16,
+    /// How the host reaches the elements.
+    pub reach: Reach,
 }
 
 impl Lab {
-    /// Builds a lab with `n` elements, their services listening when it returns.
+    /// Builds a lab with `n` elements on links of their own to the host, their services
+    /// listening when it returns.
     #[track_caller]
     #[must_use]
     pub fn new(n: usize) -> Self {
+        Self::build(n, None)
+    }
+
+    /// Builds a lab with `n` elements behind a router, reached through tunnels of mode `encap`;
+    /// each element decapsulates with `binary decap` (the `vnfpool` binary) on its link.
+    #[track_caller]
+    #[must_use]
+    pub fn routed(n: usize, encap: u8, binary: &Path) -> Self {
+        Self::build(n, Some((encap, binary)))
+    }
+
+    #[track_caller]
+    fn build(n: usize, routed: Option<(u8, &Path)>) -> Self {
         assert!(
             (1..=MAX_ELEMENTS).contains(&n),
             "a lab has 1..={MAX_ELEMENTS} elements, not {n}"
@@ -130,8 +244,9 @@ impl Lab {
         // (locals drop in reverse order: servers, links, namespaces).
         let client = Netns::new();
         let host = Netns::new();
+        let router_ns = routed.map(|_| Netns::new());
         let element_ns: Vec<Netns> = (0..n).map(|_| Netns::new()).collect();
-        for ns in [&client, &host].into_iter().chain(&element_ns) {
+        for ns in [&client, &host].into_iter().chain(&router_ns).chain(&element_ns) {
             // Before any link exists, so that every interface inherits it: replies leave the
             // elements from the VIP, an address the host has no route to.
             ns.sysctl("net.ipv4.conf.all.rp_filter", "0");
@@ -167,14 +282,49 @@ impl Lab {
         // the frame, nothing finishes them and the element drops it (shared/TOOLCHAIN.md).
         client.exec("ethtool", &["-K", &client_link.name, "tx", "off"]);
 
+        // The router: one link to the host, the elements' links on its side.
+        let router = router_ns.map(|netns| {
+            let host_addr = Ipv4Addr::new(10, 199, x, 1);
+            let router_addr = Ipv4Addr::new(10, 199, x, 2);
+            links.push(VethPair::new(&netns, &host));
+            let pair = links.last().expect("just pushed");
+            let (link, host_link) = (pair.a.clone(), pair.b.clone());
+            host.ip(&["addr", "add", &format!("{host_addr}/24"), "dev", &host_link.name]);
+            netns.ip(&["addr", "add", &format!("{router_addr}/24"), "dev", &link.name]);
+            netns.ip(&["route", "add", &client_net, "via", &host_addr.to_string()]);
+            netns.sysctl("net.ipv4.ip_forward", "1");
+            // Frames the host XDP_REDIRECTs into its end arrive here only with NAPI (see below).
+            netns.exec("ethtool", &["-K", &link.name, "gro", "on"]);
+            Router {
+                netns,
+                host_link,
+                link,
+                host_addr,
+            }
+        });
+
         let mut elements = Vec::with_capacity(n);
         for (i, netns) in element_ns.into_iter().enumerate() {
             let octet = 202 + i as u8;
             let addr = Ipv4Addr::new(10, octet, x, 2);
             let gateway = Ipv4Addr::new(10, octet, x, 1);
-            links.push(VethPair::new(&netns, &host));
-            let (link, host_link) = (links[i + 1].a.clone(), links[i + 1].b.clone());
-            host.ip(&["addr", "add", &format!("{gateway}/24"), "dev", &host_link.name]);
+            // On-link: the element's link goes to the host; routed: to the router.
+            let peer = router.as_ref().map_or(&host, |r| &r.netns);
+            links.push(VethPair::new(&netns, peer));
+            let pair = links.last().expect("just pushed");
+            let (link, host_link) = (pair.a.clone(), pair.b.clone());
+            peer.ip(&["addr", "add", &format!("{gateway}/24"), "dev", &host_link.name]);
+            if let Some(r) = &router {
+                host.ip(&[
+                    "route",
+                    "add",
+                    &format!("10.{octet}.{x}.0/24"),
+                    "via",
+                    &Ipv4Addr::new(10, 199, x, 2).to_string(),
+                    "dev",
+                    &r.host_link.name,
+                ]);
+            }
             netns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &link.name]);
             netns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
             netns.ip(&["route", "add", &client_net, "via", &gateway.to_string()]);
@@ -191,10 +341,19 @@ impl Lab {
         }
 
         let servers = elements.iter().map(|e| start_services(e, vip)).collect();
+        let decaps = match routed {
+            Some((_, binary)) => elements
+                .iter()
+                .map(|e| Decap::attach(binary, &e.netns, &e.link.name, vip))
+                .collect(),
+            None => Vec::new(),
+        };
 
         Self {
             servers,
+            _decaps: decaps,
             _links: links,
+            router,
             client,
             host,
             elements,
@@ -203,6 +362,7 @@ impl Lab {
             client_link,
             ingress,
             next_port: AtomicU16::new(FIRST_CLIENT_PORT),
+            reach: routed.map_or(Reach::OnLink, |(encap, _)| Reach::Tunnel(encap)),
         }
     }
 
@@ -237,7 +397,10 @@ impl Lab {
     #[track_caller]
     pub fn attach(&self, dp: &mut AyaDataplane) {
         let ingress = self.ingress.name.as_str();
-        let egress: Vec<u32> = self.elements.iter().map(|e| e.host_link.ifindex).collect();
+        let egress: Vec<u32> = match &self.router {
+            Some(r) => vec![r.host_link.ifindex],
+            None => self.elements.iter().map(|e| e.host_link.ifindex).collect(),
+        };
         self.host.run(|| {
             dp.attach(ingress, SpecXdpMode::Native)
                 .unwrap_or_else(|e| panic!("attaching natively to {ingress}: {e}"));
@@ -252,14 +415,58 @@ impl Lab {
     #[must_use]
     pub fn element_entry(&self, i: usize, state: u32) -> Element {
         let e = &self.elements[i];
-        Element {
-            ifindex: e.host_link.ifindex,
-            state,
-            dst_mac: e.link.mac,
-            src_mac: e.host_link.mac,
-            encap: 0,
-            _pad: [0; 3],
+        match (&self.router, self.reach) {
+            (Some(r), Reach::Tunnel(encap)) => Element {
+                ifindex: r.host_link.ifindex,
+                state,
+                dst_mac: r.link.mac,
+                src_mac: r.host_link.mac,
+                encap,
+                _pad: [0; 3],
+            },
+            _ => Element {
+                ifindex: e.host_link.ifindex,
+                state,
+                dst_mac: e.link.mac,
+                src_mac: e.host_link.mac,
+                encap: 0,
+                _pad: [0; 3],
+            },
         }
+    }
+
+    /// Packets element `i`'s `vnfpool decap` has stripped so far (0 on-link).
+    #[must_use]
+    pub fn decapsulated(&self, i: usize) -> u64 {
+        if self.router.is_none() {
+            return 0;
+        }
+        let root = Path::new(vnfpool_common::decap::PIN_ROOT);
+        let interface = &self.elements[i].link.name;
+        let counters = vnfpool_daemon::dataplane::decap::pinned_counters(root, interface)
+            .unwrap_or_else(|e| panic!("reading the decap counters of {interface}: {e}"));
+        counters[vnfpool_common::decap::Counter::Decapsulated as usize].packets
+    }
+
+    /// The tunnel table of a mapping with every element (empty on-link).
+    #[must_use]
+    pub fn tunnel_entries(&self) -> Vec<Tunnel> {
+        let (Some(r), Reach::Tunnel(encap)) = (&self.router, self.reach) else {
+            return Vec::new();
+        };
+        let forwarding = if encap == tunnel::ENCAP_GUE {
+            Forwarding::Gue { port: GUE_PORT }
+        } else {
+            Forwarding::Ipip
+        };
+        let path = TunnelPath {
+            source: r.host_addr.into(),
+            mtu: 1500,
+        };
+        self.elements
+            .iter()
+            .map(|e| plan::tunnel(forwarding, e.addr.into(), Some(path)))
+            .collect()
     }
 
     /// Runs `f` inside the client namespace (sockets made there may be used from anywhere).

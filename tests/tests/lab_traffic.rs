@@ -1,11 +1,16 @@
 //! Real traffic through the program attached natively to a veth: a client, the vnfpool host and
 //! three elements in namespaces of their own (see `vnfpool_tests::lab`). Needs root; the CI
 //! kernel has everything used here, so nothing is skipped.
+//!
+//! Each test runs twice more with the elements on other subnets behind a router, reached
+//! through IPIP and GUE tunnels (`Lab::routed`): the same spread, affinity, failure and drain
+//! checks hold there.
 
 use std::{
     collections::{BTreeMap, HashSet},
     io::{self, ErrorKind},
     net::{IpAddr, TcpStream},
+    path::Path,
 };
 
 use vnfpool_common::{
@@ -13,6 +18,7 @@ use vnfpool_common::{
     element::{STATE_DOWN, STATE_DRAINING, STATE_UP},
     flow::{self, FlowKey},
     ring,
+    tunnel::{ENCAP_GUE, ENCAP_IPIP},
     vip::{PROTO_TCP, PROTO_UDP},
 };
 use vnfpool_daemon::{
@@ -66,6 +72,7 @@ fn mapping(lab: &Lab, states: [u32; 3]) -> Mapping {
             .enumerate()
             .map(|(i, &s)| lab.element_entry(i, s))
             .collect(),
+        tunnels: lab.tunnel_entries(),
     }
 }
 
@@ -208,9 +215,27 @@ fn loaded(lab: &Lab) -> AyaDataplane {
     dp
 }
 
+/// The `vnfpool` binary, for the elements' `vnfpool decap`.
+const BIN: &str = env!("CARGO_BIN_EXE_vnfpool-under-test");
+
 #[test]
 fn tcp_spread_affinity_down_and_drain() {
-    let lab = Lab::new(WEIGHTS.len());
+    tcp_spread_affinity_down_and_drain_in(&Lab::new(WEIGHTS.len()));
+}
+
+/// The same through IPIP tunnels to elements behind a router, which decapsulate in XDP.
+#[test]
+fn tcp_through_ipip_tunnels_to_another_subnet() {
+    tcp_spread_affinity_down_and_drain_in(&Lab::routed(WEIGHTS.len(), ENCAP_IPIP, Path::new(BIN)));
+}
+
+/// The same through GUE tunnels.
+#[test]
+fn tcp_through_gue_tunnels_to_another_subnet() {
+    tcp_spread_affinity_down_and_drain_in(&Lab::routed(WEIGHTS.len(), ENCAP_GUE, Path::new(BIN)));
+}
+
+fn tcp_spread_affinity_down_and_drain_in(lab: &Lab) {
     // Dropped before the lab: the program is detached before its namespaces go.
     let mut dp = loaded(&lab);
     let vip = IpAddr::V4(lab.vip);
@@ -238,6 +263,17 @@ fn tcp_spread_affinity_down_and_drain() {
         );
     }
     assert_kept(&lab, conns.iter_mut(), "all up, asked again");
+    if lab.router.is_some() {
+        // Every element's packets came through its tunnel: its decapsulation counted them.
+        for (i, &n) in spread.iter().enumerate() {
+            let stripped = lab.decapsulated(i);
+            assert!(
+                n == 0 || stripped >= 2 * n as u64,
+                "e{} answered {n} connections but decapsulated {stripped} packets",
+                i + 1
+            );
+        }
+    }
 
     // e1 down: e2's and e3's flows stay; e1's are re-picked, so the element that now gets
     // them resets them (it has no such connection); new flows never go to e1.
@@ -285,7 +321,20 @@ fn tcp_spread_affinity_down_and_drain() {
 
 #[test]
 fn udp_spread_and_affinity() {
-    let lab = Lab::new(WEIGHTS.len());
+    udp_spread_and_affinity_in(&Lab::new(WEIGHTS.len()));
+}
+
+#[test]
+fn udp_through_ipip_tunnels_to_another_subnet() {
+    udp_spread_and_affinity_in(&Lab::routed(WEIGHTS.len(), ENCAP_IPIP, Path::new(BIN)));
+}
+
+#[test]
+fn udp_through_gue_tunnels_to_another_subnet() {
+    udp_spread_and_affinity_in(&Lab::routed(WEIGHTS.len(), ENCAP_GUE, Path::new(BIN)));
+}
+
+fn udp_spread_and_affinity_in(lab: &Lab) {
     let mut dp = loaded(&lab);
     dp.add_vip(POOL_UDP, addr::from_ip(IpAddr::V4(lab.vip)), UDP_PORT, PROTO_UDP)
         .expect("add_vip");

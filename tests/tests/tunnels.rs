@@ -17,8 +17,9 @@ use vnfpool_common::{
 };
 use vnfpool_daemon::dataplane::Mapping;
 use vnfpool_tests::{
+    encap::{Encap, Outer, encapsulated},
     harness::{Harness, verdict_name},
-    packet::{Encap, Frame, HOST_MAC, L4, Outer, encapsulated, hex, ip_packet},
+    packet::{Frame, HOST_MAC, L4, checksum, hex, ip_packet},
 };
 
 const XDP_DROP: u32 = 1;
@@ -230,18 +231,6 @@ fn a_packet_whose_encapsulation_exceeds_the_path_mtu_is_not_forwarded() {
     }
 }
 
-/// The Internet checksum of `b` (RFC 1071).
-fn internet_checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = b
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// The answer to a packet too big for the tunnel: `frame`'s MACs swapped (its VLAN tags kept),
 /// then ICMP "fragmentation needed" / ICMPv6 "packet too big" from the VIP to the client with
 /// `fits`, quoting the packet's first 28 (IPv4) or 48 (IPv6) bytes.
@@ -255,12 +244,12 @@ fn too_big_answer(f: &Family, frame: &[u8], l3: usize, fits: u16) -> Vec<u8> {
             let mut icmp = vec![3, 4, 0, 0, 0, 0];
             icmp.extend_from_slice(&fits.to_be_bytes());
             icmp.extend_from_slice(&frame[l3..l3 + 28]);
-            let sum = internet_checksum(&icmp);
+            let sum = checksum(&icmp);
             icmp[2..4].copy_from_slice(&sum.to_be_bytes());
             let mut h = vec![0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0];
             h.extend_from_slice(&vip.octets());
             h.extend_from_slice(&client.octets());
-            let sum = internet_checksum(&h);
+            let sum = checksum(&h);
             h[10..12].copy_from_slice(&sum.to_be_bytes());
             out.extend_from_slice(&h);
             out.extend_from_slice(&icmp);
@@ -274,7 +263,7 @@ fn too_big_answer(f: &Family, frame: &[u8], l3: usize, fits: u16) -> Vec<u8> {
             pseudo.extend_from_slice(&56u32.to_be_bytes());
             pseudo.extend_from_slice(&[0, 0, 0, 58]);
             pseudo.extend_from_slice(&icmp);
-            let sum = internet_checksum(&pseudo);
+            let sum = checksum(&pseudo);
             icmp[2..4].copy_from_slice(&sum.to_be_bytes());
             out.extend_from_slice(&[0x60, 0, 0, 0, 0, 56, 58, 64]);
             out.extend_from_slice(&vip.octets());
