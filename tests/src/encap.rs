@@ -83,6 +83,14 @@ pub enum Encap {
     Ipip,
     /// GUE variant 1: the inner packet directly in UDP, without a checksum.
     Gue { sport: u16, dport: u16 },
+    /// VXLAN: UDP to 4789 (no checksum), the VXLAN header with `vni`, then the inner packet
+    /// behind an Ethernet header from `inner_src` to `inner_dst`.
+    Vxlan {
+        sport: u16,
+        vni: u32,
+        inner_dst: [u8; 6],
+        inner_src: [u8; 6],
+    },
 }
 
 /// The outer IP header of a tunnel from `src` to `dst`.
@@ -103,6 +111,18 @@ pub fn encapsulated(dst_mac: [u8; 6], src_mac: [u8; 6], outer: &Outer, inner: &[
         Encap::Ipip if outer.src.is_ipv4() => (PROTO_IPIP, inner.to_vec()),
         Encap::Ipip => (PROTO_IPV6, inner.to_vec()),
         Encap::Gue { sport, dport } => (PROTO_UDP, udp(sport, dport, inner)),
+        Encap::Vxlan {
+            sport,
+            vni,
+            inner_dst,
+            inner_src,
+        } => {
+            let ethertype = if outer.src.is_ipv4() { 0x0800 } else { 0x86dd };
+            let mut vxlan = vec![0x08, 0, 0, 0];
+            vxlan.extend_from_slice(&(vni << 8).to_be_bytes());
+            vxlan.extend_from_slice(&ethernet(inner_dst, inner_src, ethertype, inner));
+            (PROTO_UDP, udp(sport, 4789, &vxlan))
+        }
     };
     match (outer.src, outer.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => ethernet(dst_mac, src_mac, 0x0800, &ipv4(s, d, proto, &payload)),

@@ -20,8 +20,9 @@
 //!                                                   └─ …
 //! ```
 //!
-//! There every element strips the tunnel with `vnfpool decap` on its link, and the host sends
-//! every element's frames to the router.
+//! There every element strips the tunnel with `vnfpool decap` on its link (IPIP, GUE) or takes
+//! it with a kernel VXLAN device `vx0` (VXLAN, VNI [`VNI`]), and the host sends every element's
+//! frames to the router.
 #![expect(
     clippy::missing_panics_doc,
     reason = "test helpers fail by panicking with context (STYLE rule 15), every one of them"
@@ -75,6 +76,10 @@ pub const MAX_ELEMENTS: usize = 50;
 const FIRST_CLIENT_PORT: u16 = 20_000;
 /// The UDP port the elements of a routed lab decapsulate GUE on.
 pub const GUE_PORT: u16 = 6080;
+/// The VXLAN network identifier of a routed lab's VXLAN pools.
+pub const VNI: u32 = 4242;
+/// Name of the VXLAN device of each element of a routed VXLAN lab.
+const VXLAN_DEVICE: &str = "vx0";
 
 /// How the host reaches a lab's elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,18 +166,25 @@ pub struct LabElement {
     pub link: Link,
     /// Its address on the link (the host's end is `.1` of the same /24).
     pub addr: Ipv4Addr,
+    /// The MAC of its VXLAN device, in a routed VXLAN lab.
+    pub vxlan_mac: Option<[u8; 6]>,
 }
 
 impl LabElement {
     /// Its MAC as configuration files write it (`aa:bb:cc:dd:ee:ff`).
     #[must_use]
     pub fn mac_text(&self) -> String {
-        let m = self.link.mac;
-        format!(
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        text_of(self.link.mac)
     }
+}
+
+/// A MAC as configuration files and `ip` write it (`aa:bb:cc:dd:ee:ff`).
+#[must_use]
+pub fn text_of(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 /// Client, vnfpool host and elements in namespaces of their own; see the module docs.
@@ -328,25 +340,59 @@ impl Lab {
             netns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &link.name]);
             netns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
             netns.ip(&["route", "add", &client_net, "via", &gateway.to_string()]);
+            if router.is_some() {
+                // The host's probes come from its address on the router link.
+                netns.ip(&[
+                    "route",
+                    "add",
+                    &format!("10.199.{x}.0/24"),
+                    "via",
+                    &gateway.to_string(),
+                ]);
+            }
             // Frames XDP_REDIRECTed into the host's end arrive only if this end has NAPI:
             // GRO on gives it that (shared/TOOLCHAIN.md).
             netns.exec("ethtool", &["-K", &link.name, "gro", "on"]);
+            let vxlan_mac = (routed.map(|(encap, _)| encap) == Some(tunnel::ENCAP_VXLAN)).then(|| {
+                let mac = [0x02, 0, 0, 0, 0x7e, 1 + i as u8];
+                let (vni, mac_text) = (VNI.to_string(), text_of(mac));
+                netns.ip(&[
+                    "link",
+                    "add",
+                    VXLAN_DEVICE,
+                    "address",
+                    &mac_text,
+                    "type",
+                    "vxlan",
+                    "id",
+                    &vni,
+                    "dstport",
+                    "4789",
+                    "local",
+                    &addr.to_string(),
+                    "dev",
+                    &link.name,
+                ]);
+                netns.ip(&["link", "set", VXLAN_DEVICE, "up"]);
+                mac
+            });
             elements.push(LabElement {
                 name: format!("e{}", i + 1),
                 netns,
                 host_link,
                 link,
                 addr,
+                vxlan_mac,
             });
         }
 
         let servers = elements.iter().map(|e| start_services(e, vip)).collect();
         let decaps = match routed {
-            Some((_, binary)) => elements
+            Some((encap, binary)) if encap != tunnel::ENCAP_VXLAN => elements
                 .iter()
                 .map(|e| Decap::attach(binary, &e.netns, &e.link.name, vip))
                 .collect(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
 
         Self {
@@ -435,11 +481,21 @@ impl Lab {
         }
     }
 
-    /// Packets element `i`'s `vnfpool decap` has stripped so far (0 on-link).
+    /// Packets element `i`'s `vnfpool decap` (VXLAN: its VXLAN device) has taken out of their
+    /// tunnel so far (0 on-link).
     #[must_use]
     pub fn decapsulated(&self, i: usize) -> u64 {
         if self.router.is_none() {
             return 0;
+        }
+        if self.reach == Reach::Tunnel(tunnel::ENCAP_VXLAN) {
+            let out = self.elements[i]
+                .netns
+                .ip_output(&["-j", "-s", "link", "show", VXLAN_DEVICE]);
+            let stats: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
+            return stats[0]["stats64"]["rx"]["packets"]
+                .as_u64()
+                .expect("the device's received packets");
         }
         let root = Path::new(vnfpool_common::decap::PIN_ROOT);
         let interface = &self.elements[i].link.name;
@@ -454,10 +510,10 @@ impl Lab {
         let (Some(r), Reach::Tunnel(encap)) = (&self.router, self.reach) else {
             return Vec::new();
         };
-        let forwarding = if encap == tunnel::ENCAP_GUE {
-            Forwarding::Gue { port: GUE_PORT }
-        } else {
-            Forwarding::Ipip
+        let forwarding = match encap {
+            tunnel::ENCAP_GUE => Forwarding::Gue { port: GUE_PORT },
+            tunnel::ENCAP_VXLAN => Forwarding::Vxlan { vni: VNI },
+            _ => Forwarding::Ipip,
         };
         let path = TunnelPath {
             source: r.host_addr.into(),
@@ -465,7 +521,7 @@ impl Lab {
         };
         self.elements
             .iter()
-            .map(|e| plan::tunnel(forwarding, e.addr.into(), Some(path)))
+            .map(|e| plan::tunnel(forwarding, e.addr.into(), e.vxlan_mac, Some(path)))
             .collect()
     }
 

@@ -10,9 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use vnfpool_common::tunnel::{ENCAP_GUE, ENCAP_IPIP, ENCAP_VXLAN};
 use vnfpool_tests::{
     daemon::{Daemon, Places, role},
-    lab::{Lab, TCP_PORT, UDP_PORT},
+    lab::{Lab, TCP_PORT, UDP_PORT, text_of},
     service::ServiceProc,
     traffic::{around, around_away, exchange, gap_away, gap_within, owners, probe_until},
 };
@@ -23,16 +24,24 @@ const FALL: u64 = 3;
 
 /// A UDP pool on the lab's VIP, active-standby by priority (e1 > e2 > e3), probed over TCP.
 fn config(lab: &Lab, places: &Places, preempt: bool) -> String {
+    pool(lab, places, preempt, "", &Places::elements(lab, &[300, 200, 100]))
+}
+
+/// [`config`] with `more` pool keys and these `elements`.
+fn pool(lab: &Lab, places: &Places, preempt: bool, more: &str, elements: &str) -> String {
     format!(
-        "{}pools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n    redundancy: {{ model: active-standby, preempt: {preempt} }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: {INTERVAL_MS}ms, timeout: 50ms, rise: 2, fall: {FALL} }}\n{}",
+        "{}pools:\n  - name: dns\n    vip: {}\n    ports: [{UDP_PORT}]\n    protocol: udp\n{more}    redundancy: {{ model: active-standby, preempt: {preempt} }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: {INTERVAL_MS}ms, timeout: 50ms, rise: 2, fall: {FALL} }}\n{elements}",
         places.daemon_section(lab),
         lab.vip,
-        Places::elements(lab, &[300, 200, 100]),
     )
 }
 
 fn ready(lab: &Lab, places: &Places) -> (Daemon, UdpSocket, Vec<(Instant, String)>) {
-    std::fs::write(places.config(), config(lab, places, true)).expect("config");
+    ready_with(lab, places, &config(lab, places, true))
+}
+
+fn ready_with(lab: &Lab, places: &Places, config: &str) -> (Daemon, UdpSocket, Vec<(Instant, String)>) {
+    std::fs::write(places.config(), config).expect("config");
     let mut daemon = Daemon::start(std::path::Path::new(BIN), lab, places);
     daemon.wait_until("e1 active, e2 and e3 standby", Duration::from_secs(10), |s| {
         role(s, "dns", "e1") == Some("active")
@@ -82,6 +91,43 @@ fn failover_when_the_active_service_stops() {
         "the flow stays on e2 while it drains: {} answers",
         after.len()
     );
+}
+
+/// The same failover with the elements on other subnets behind a router, reached through IPIP
+/// and GUE tunnels: the daemon finds each element's next hop (the router's MAC), this host's
+/// source address and the path's MTU in the routing table, as nothing in the file names them.
+#[test]
+fn failover_through_tunnels_to_elements_on_another_subnet() {
+    for (encap, keys) in [
+        (ENCAP_IPIP, "    forwarding: ipip\n"),
+        (ENCAP_GUE, "    forwarding: gue\n    gue_port: 6080\n"),
+        (ENCAP_VXLAN, "    forwarding: vxlan\n    vxlan_vni: 4242\n"),
+    ] {
+        let mut lab = Lab::routed(3, encap, Path::new(BIN));
+        let places = Places::new();
+        let mut elements = String::from("    elements:\n");
+        for (e, priority) in lab.elements.iter().zip([300, 200, 100]) {
+            let vxlan = e
+                .vxlan_mac
+                .map(|m| format!(", vxlan_mac: \"{}\"", text_of(m)))
+                .unwrap_or_default();
+            elements += &format!(
+                "      - {{ name: {}, address: {}, priority: {priority}{vxlan} }}\n",
+                e.name, e.addr
+            );
+        }
+        let (mut daemon, sock, _) = ready_with(&lab, &places, &pool(&lab, &places, true, keys, &elements));
+        let answers = around(&sock, "e2", || lab.stop_services(0));
+        gap_within(&answers, "e1", "e2", bound(), keys.trim(), || daemon.log_text());
+        daemon.wait_until("e2 active", Duration::from_secs(2), |s| {
+            role(s, "dns", "e2") == Some("active")
+        });
+        assert!(
+            lab.decapsulated(1) > 0,
+            "{}: e2's packets came through its tunnel",
+            keys.trim()
+        );
+    }
 }
 
 #[test]

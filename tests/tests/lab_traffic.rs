@@ -2,9 +2,9 @@
 //! three elements in namespaces of their own (see `vnfpool_tests::lab`). Needs root; the CI
 //! kernel has everything used here, so nothing is skipped.
 //!
-//! Each test runs twice more with the elements on other subnets behind a router, reached
-//! through IPIP and GUE tunnels (`Lab::routed`): the same spread, affinity, failure and drain
-//! checks hold there.
+//! Each test runs three times more with the elements on other subnets behind a router, reached
+//! through IPIP, GUE and VXLAN tunnels (`Lab::routed`): the same spread, affinity, failure and
+//! drain checks hold there.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -18,7 +18,7 @@ use vnfpool_common::{
     element::{STATE_DOWN, STATE_DRAINING, STATE_UP},
     flow::{self, FlowKey},
     ring,
-    tunnel::{ENCAP_GUE, ENCAP_IPIP},
+    tunnel::{ENCAP_GUE, ENCAP_IPIP, ENCAP_VXLAN},
     vip::{PROTO_TCP, PROTO_UDP},
 };
 use vnfpool_daemon::{
@@ -235,6 +235,12 @@ fn tcp_through_gue_tunnels_to_another_subnet() {
     tcp_spread_affinity_down_and_drain_in(&Lab::routed(WEIGHTS.len(), ENCAP_GUE, Path::new(BIN)));
 }
 
+/// The same through VXLAN, into each element's kernel VXLAN device.
+#[test]
+fn tcp_through_vxlan_to_another_subnet() {
+    tcp_spread_affinity_down_and_drain_in(&Lab::routed(WEIGHTS.len(), ENCAP_VXLAN, Path::new(BIN)));
+}
+
 fn tcp_spread_affinity_down_and_drain_in(lab: &Lab) {
     // Dropped before the lab: the program is detached before its namespaces go.
     let mut dp = loaded(&lab);
@@ -332,6 +338,11 @@ fn udp_through_ipip_tunnels_to_another_subnet() {
 #[test]
 fn udp_through_gue_tunnels_to_another_subnet() {
     udp_spread_and_affinity_in(&Lab::routed(WEIGHTS.len(), ENCAP_GUE, Path::new(BIN)));
+}
+
+#[test]
+fn udp_through_vxlan_to_another_subnet() {
+    udp_spread_and_affinity_in(&Lab::routed(WEIGHTS.len(), ENCAP_VXLAN, Path::new(BIN)));
 }
 
 fn udp_spread_and_affinity_in(lab: &Lab) {

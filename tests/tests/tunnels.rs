@@ -12,7 +12,7 @@ use vnfpool_common::{
     flow::{self, FlowKey},
     maps,
     stats::Reason,
-    tunnel::{self, ENCAP_GUE, ENCAP_IPIP, Tunnel},
+    tunnel::{self, ENCAP_GUE, ENCAP_IPIP, ENCAP_VXLAN, Tunnel},
     vip::{PROTO_TCP, PROTO_UDP},
 };
 use vnfpool_daemon::dataplane::Mapping;
@@ -27,6 +27,9 @@ const XDP_TX: u32 = 3;
 const LOOPBACK: u32 = 1;
 const RING: usize = 251;
 const GUE_PORT: u16 = 6080;
+const VNI: u32 = 0x00ab_cdef;
+/// The MAC of the elements' VXLAN device.
+const VXLAN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x7e, 0x01];
 
 /// The next hop toward the elements (a router on the way).
 const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xfe, 0x01];
@@ -57,11 +60,13 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
 }
 
+/// The tunnel entry toward `f`'s element, written out field by field (not by the daemon's
+/// planner, which a fixture should check rather than trust).
 fn tunnel_to(f: &Family, encap: u8, mtu: u16) -> Tunnel {
     let (src, dst) = (ip(f.node), ip(f.element));
     let csum_base = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let proto = if encap == ENCAP_GUE {
+            let proto = if tunnel::over_udp(encap) {
                 tunnel::IPPROTO_UDP
             } else {
                 tunnel::IPPROTO_IPIP
@@ -70,13 +75,20 @@ fn tunnel_to(f: &Family, encap: u8, mtu: u16) -> Tunnel {
         }
         _ => 0,
     };
+    let vxlan = encap == ENCAP_VXLAN;
     Tunnel {
         dst: addr::from_ip(dst),
         src: addr::from_ip(src),
         csum_base,
         mtu,
-        port_be: if encap == ENCAP_GUE { GUE_PORT.to_be() } else { 0 },
-        _pad: [0; 24],
+        port_be: match encap {
+            ENCAP_GUE => GUE_PORT.to_be(),
+            ENCAP_VXLAN => 4789u16.to_be(),
+            _ => 0,
+        },
+        vni_be: if vxlan { (VNI << 8).to_be() } else { 0 },
+        inner_mac: if vxlan { VXLAN_MAC } else { [0; 6] },
+        _pad: [0; 14],
     }
 }
 
@@ -129,13 +141,18 @@ fn flow_hash(h: &Harness, fr: &Frame, proto: u8, sport: u16, dport: u16) -> u32 
 /// What the program should send for `fr`: the inner IP packet as it arrived, behind the
 /// tunnel's headers, to the router.
 fn expected(f: &Family, encap: u8, hash: u32, fr: &Frame) -> Vec<u8> {
-    let encap = if encap == ENCAP_GUE {
-        Encap::Gue {
+    let encap = match encap {
+        ENCAP_GUE => Encap::Gue {
             sport: tunnel::entropy_port(hash),
             dport: GUE_PORT,
-        }
-    } else {
-        Encap::Ipip
+        },
+        ENCAP_VXLAN => Encap::Vxlan {
+            sport: tunnel::entropy_port(hash),
+            vni: VNI,
+            inner_dst: VXLAN_MAC,
+            inner_src: HOST_MAC,
+        },
+        _ => Encap::Ipip,
     };
     let outer = Outer {
         src: ip(f.node),
@@ -161,7 +178,7 @@ fn assert_frame(what: &str, verdict: u32, got: &[u8], want_verdict: u32, want: &
 #[test]
 fn every_mode_and_family_sends_the_inner_packet_behind_the_tunnels_headers() {
     for (family, f) in [("IPv4", &V4), ("IPv6", &V6)] {
-        for (mode, encap) in [("ipip", ENCAP_IPIP), ("gue", ENCAP_GUE)] {
+        for (mode, encap) in [("ipip", ENCAP_IPIP), ("gue", ENCAP_GUE), ("vxlan", ENCAP_VXLAN)] {
             for (proto, port) in [(PROTO_TCP, 8080), (PROTO_UDP, 5353)] {
                 let mut h = Harness::new();
                 provision(&mut h, f, proto, port, encap, 1500);
@@ -188,20 +205,22 @@ fn every_mode_and_family_sends_the_inner_packet_behind_the_tunnels_headers() {
 #[test]
 fn a_vlan_tag_stays_behind_and_the_outer_frame_is_untagged() {
     for f in [&V4, &V6] {
-        let mut h = Harness::new();
-        provision(&mut h, f, PROTO_TCP, 8080, ENCAP_IPIP, 1500);
-        let mut fr = frame(f, PROTO_TCP, 40000, 8080);
-        fr.vlans = vec![7, 100];
-        let want = expected(f, ENCAP_IPIP, flow_hash(&h, &fr, PROTO_TCP, 40000, 8080), &fr);
-        let r = h.run(&fr.build());
-        assert_frame("QinQ-tagged", r.verdict, &r.frame, XDP_TX, &want);
+        for encap in [ENCAP_IPIP, ENCAP_VXLAN] {
+            let mut h = Harness::new();
+            provision(&mut h, f, PROTO_TCP, 8080, encap, 1500);
+            let mut fr = frame(f, PROTO_TCP, 40000, 8080);
+            fr.vlans = vec![7, 100];
+            let want = expected(f, encap, flow_hash(&h, &fr, PROTO_TCP, 40000, 8080), &fr);
+            let r = h.run(&fr.build());
+            assert_frame("QinQ-tagged", r.verdict, &r.frame, XDP_TX, &want);
+        }
     }
 }
 
 #[test]
 fn a_packet_whose_encapsulation_exceeds_the_path_mtu_is_not_forwarded() {
     for f in [&V4, &V6] {
-        for encap in [ENCAP_IPIP, ENCAP_GUE] {
+        for encap in [ENCAP_IPIP, ENCAP_GUE, ENCAP_VXLAN] {
             let mut h = Harness::new();
             let fr = frame(f, PROTO_UDP, 40000, 5353);
             let inner = ip_packet(&fr).len();
@@ -278,7 +297,7 @@ fn too_big_answer(f: &Family, frame: &[u8], l3: usize, fits: u16) -> Vec<u8> {
 #[test]
 fn a_packet_too_big_for_the_tunnel_is_answered_with_icmp_from_the_vip() {
     for (family, f, mtu) in [("IPv4", &V4, 1400u16), ("IPv6", &V6, 1480)] {
-        for (mode, encap) in [("ipip", ENCAP_IPIP), ("gue", ENCAP_GUE)] {
+        for (mode, encap) in [("ipip", ENCAP_IPIP), ("gue", ENCAP_GUE), ("vxlan", ENCAP_VXLAN)] {
             for vlans in [vec![], vec![42]] {
                 let mut h = Harness::new();
                 provision(&mut h, f, PROTO_TCP, 8080, encap, mtu);

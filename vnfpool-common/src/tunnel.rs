@@ -6,7 +6,10 @@
 //! - [`ENCAP_IPIP`]: IPv4-in-IPv4 (protocol 4) for an IPv4 VIP, IPv6-in-IPv6 (next header 41)
 //!   for an IPv6 VIP;
 //! - [`ENCAP_GUE`]: the same inner packet in UDP to a configured port, GUE variant 1 (no GUE
-//!   header: the payload's first nibble, 4 or 6, is the inner IP version).
+//!   header: the payload's first nibble, 4 or 6, is the inner IP version);
+//! - [`ENCAP_VXLAN`]: UDP to port 4789, a VXLAN header with the pool's VNI, then the inner
+//!   packet behind an Ethernet header to the element's VXLAN device (RFC 7348), so that the
+//!   element's kernel takes it with its own `vxlan` device.
 //!
 //! The outer destination is the element's address; the outer source is this node's address
 //! toward the element (the route's preferred source), so that ICMP errors from the path —
@@ -25,6 +28,17 @@ pub const ENCAP_NONE: u8 = 0;
 pub const ENCAP_IPIP: u8 = 1;
 /// GUE variant 1: the inner IP packet directly in UDP.
 pub const ENCAP_GUE: u8 = 2;
+/// VXLAN: UDP, a VXLAN header, an inner Ethernet header, the inner IP packet.
+pub const ENCAP_VXLAN: u8 = 3;
+
+/// The IANA VXLAN port.
+pub const VXLAN_PORT: u16 = 4789;
+/// VXLAN header length.
+pub const VXLAN_HLEN: usize = 8;
+/// The VXLAN header's first word: the "VNI present" flag (RFC 7348), host order.
+pub const VXLAN_FLAGS: u32 = 0x0800_0000;
+/// Ethernet header length (the inner one of VXLAN).
+pub const ETH_HLEN: usize = 14;
 
 /// IP protocol number of IPv4-in-IP (RFC 2003).
 pub const IPPROTO_IPIP: u8 = 4;
@@ -45,12 +59,24 @@ pub const UDP_HLEN: usize = 8;
 /// way; what would need it is answered with ICMP at the load balancer instead.
 pub const IPV4_DF: u16 = 0x4000;
 
-/// Bytes a mode adds in front of the inner IP packet (outer IP, and UDP for GUE).
+/// Bytes a mode adds in front of the inner IP packet (outer IP; UDP for GUE; UDP, VXLAN and
+/// the inner Ethernet header for VXLAN).
 #[inline(always)]
 #[must_use]
 pub const fn overhead(encap: u8, v4: bool) -> usize {
     let ip = if v4 { IPV4_HLEN } else { IPV6_HLEN };
-    if encap == ENCAP_GUE { ip + UDP_HLEN } else { ip }
+    match encap {
+        ENCAP_GUE => ip + UDP_HLEN,
+        ENCAP_VXLAN => ip + UDP_HLEN + VXLAN_HLEN + ETH_HLEN,
+        _ => ip,
+    }
+}
+
+/// Whether a mode's outer header is UDP.
+#[inline(always)]
+#[must_use]
+pub const fn over_udp(encap: u8) -> bool {
+    encap == ENCAP_GUE || encap == ENCAP_VXLAN
 }
 
 /// Value of `VNF_TUNNELS`, at the element's index in `VNF_ELEMS`: the outer headers of a
@@ -71,10 +97,14 @@ pub struct Tunnel {
     /// whose encapsulated form would be larger is answered with ICMP instead
     /// ([`crate::stats::Reason::TooBig`]).
     pub mtu: u16,
-    /// GUE: the outer UDP destination port, network order. Otherwise 0.
+    /// GUE, VXLAN: the outer UDP destination port, network order. Otherwise 0.
     pub port_be: u16,
-    /// Always 0: room for the modes to come (a VXLAN VNI and inner MAC).
-    pub _pad: [u8; 24],
+    /// VXLAN: the header's second word, the VNI shifted left by 8, network order. Otherwise 0.
+    pub vni_be: u32,
+    /// VXLAN: the inner destination MAC, the element's VXLAN device's. Otherwise 0.
+    pub inner_mac: [u8; 6],
+    /// Always 0.
+    pub _pad: [u8; 14],
 }
 abi_type!(Tunnel, 64);
 
@@ -175,5 +205,7 @@ mod tests {
         assert_eq!(overhead(ENCAP_IPIP, false), 40);
         assert_eq!(overhead(ENCAP_GUE, true), 28);
         assert_eq!(overhead(ENCAP_GUE, false), 48);
+        assert_eq!(overhead(ENCAP_VXLAN, true), 50);
+        assert_eq!(overhead(ENCAP_VXLAN, false), 70);
     }
 }

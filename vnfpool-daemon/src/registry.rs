@@ -165,6 +165,9 @@ pub fn check(pool: &PoolSpec, element: &AddedElement) -> Result<crate::model::sp
         Path::new("element"),
     )
     .map_err(|e| e.to_string())?;
+    if let Some(why) = pool.forwarding.lacks(&spec) {
+        return Err(why);
+    }
     if pool.elements.iter().any(|e| e.name == spec.name) {
         return Err(format!("the pool already has an element called {}", spec.name));
     }
@@ -302,6 +305,23 @@ mod tests {
             body,
             agent: None,
         }
+    }
+
+    #[test]
+    fn an_element_added_to_a_vxlan_pool_needs_its_devices_mac() {
+        let mut vxlan = pool(AS_PREEMPT, &[("e1", 100, 1)]);
+        vxlan.forwarding = crate::model::spec::Forwarding::Vxlan { vni: 7 };
+        let without = element("e9", serde_json::json!({ "address": "198.51.100.9" }));
+        let why = check(&vxlan, &without).expect_err("no vxlan_mac");
+        assert!(why.contains("e9 has no vxlan_mac"), "{why}");
+        let with = element(
+            "e9",
+            serde_json::json!({ "address": "198.51.100.9", "vxlan_mac": "02:00:00:00:7e:09" }),
+        );
+        assert_eq!(
+            check(&vxlan, &with).expect("with its MAC").vxlan_mac,
+            Some([2, 0, 0, 0, 0x7e, 9])
+        );
     }
 
     #[test]

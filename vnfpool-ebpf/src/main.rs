@@ -33,7 +33,7 @@ use vnfpool_common::{
     pool::Pool,
     ring::{self, RingChunk},
     stats::{Counters, PoolCounters, REASON_ENTRIES, Reason},
-    tunnel::{self, ENCAP_GUE, ENCAP_NONE, Tunnel},
+    tunnel::{self, ENCAP_NONE, ENCAP_VXLAN, Tunnel},
     vip::{self, VipKey, VipMeta},
 };
 
@@ -476,7 +476,7 @@ fn encapsulate(
         return Err(Refused::Failed);
     }
     let pkt = Packet::new(ctx);
-    let gue = e.encap == ENCAP_GUE;
+    let udp = tunnel::over_udp(e.encap);
     // The outer header, from the Ethernet type on (offset 12), in 16-bit words: the frame start
     // is 4-aligned, so these stores are aligned and no word straddles a cache line.
     let be = u16::to_be;
@@ -487,7 +487,7 @@ fn encapsulate(
     let udp_at;
     if v4 {
         let total = (inner + hdr) as u16;
-        let proto = if gue {
+        let proto = if udp {
             tunnel::IPPROTO_UDP
         } else {
             tunnel::IPPROTO_IPIP
@@ -515,7 +515,7 @@ fn encapsulate(
         udp_at = ETH_HLEN + tunnel::IPV4_HLEN;
     } else {
         let payload = (inner + hdr - tunnel::IPV6_HLEN) as u16;
-        let next = if gue {
+        let next = if udp {
             tunnel::IPPROTO_UDP
         } else {
             tunnel::IPPROTO_IPV6
@@ -559,11 +559,11 @@ fn encapsulate(
         unsafe { p.write(header) };
         udp_at = ETH_HLEN + tunnel::IPV6_HLEN;
     }
-    if gue {
-        let udp = [
+    if udp {
+        let header = [
             be(tunnel::entropy_port(hash)),
             tun.port_be,
-            be((inner + tunnel::UDP_HLEN) as u16),
+            be((inner + hdr - (udp_at - ETH_HLEN)) as u16),
             // No checksum: allowed for IPv4, and for IPv6 in tunnels (RFC 6935); the inner
             // packet carries its own.
             0,
@@ -572,7 +572,33 @@ fn encapsulate(
             return Err(Refused::Failed);
         };
         // SAFETY: as above, 8 bytes.
-        unsafe { p.write(udp) };
+        unsafe { p.write(header) };
+    }
+    if e.encap == ENCAP_VXLAN {
+        // The VXLAN header, then the inner Ethernet header: to the element's VXLAN device, from
+        // this host's egress interface, of the inner packet's family.
+        let (v0, v1) = words(tunnel::VXLAN_FLAGS.to_be());
+        let (n0, n1) = words(tun.vni_be);
+        let m = tun.inner_mac;
+        let s = e.src_mac;
+        let header = [
+            v0,
+            v1,
+            n0,
+            n1,
+            u16::from_ne_bytes([m[0], m[1]]),
+            u16::from_ne_bytes([m[2], m[3]]),
+            u16::from_ne_bytes([m[4], m[5]]),
+            u16::from_ne_bytes([s[0], s[1]]),
+            u16::from_ne_bytes([s[2], s[3]]),
+            u16::from_ne_bytes([s[4], s[5]]),
+            be(if v4 { 0x0800 } else { 0x86dd }),
+        ];
+        let Ok(p) = pkt.ptr::<[u16; 11]>(udp_at + tunnel::UDP_HLEN) else {
+            return Err(Refused::Failed);
+        };
+        // SAFETY: as above, 22 bytes.
+        unsafe { p.write(header) };
     }
     let Ok(eth) = pkt.ptr::<[u32; 3]>(0) else {
         return Err(Refused::Failed);

@@ -15,11 +15,11 @@ use vnfpool_common::{
     addr,
     element::{Element, STATE_UP},
     maps,
-    tunnel::{ENCAP_GUE, ENCAP_IPIP},
+    tunnel::{ENCAP_GUE, ENCAP_IPIP, ENCAP_VXLAN},
     vip::PROTO_TCP,
 };
 use vnfpool_daemon::{
-    dataplane::{BASELINE_OBJECT, LoadOptions, Mapping},
+    dataplane::{BASELINE_OBJECT, LoadOptions, Mapping, decap::DecapProgram},
     model::{
         maglev::{self, Backend},
         plan::{self, TunnelPath},
@@ -27,6 +27,7 @@ use vnfpool_daemon::{
     },
 };
 use vnfpool_tests::{
+    encap::{Encap, Outer, encapsulated},
     harness::{Harness, handle},
     packet::{Frame, HOST_MAC, L4},
 };
@@ -292,7 +293,8 @@ fn main() -> Result<()> {
         iqm[3] - iqm[0]
     );
 
-    encapsulated(h.program(), &tx, &opts, vip4, vip6, est4_above, est6_above)?;
+    tunnelled_rows(h.program(), &tx, &opts, vip4, vip6, est4_above, est6_above)?;
+    decapsulation(&pass, vip4, vip6)?;
 
     println!("\nmapping switch, 65537-position Maglev table, 100 elements (median of {SAMPLES})\n");
     let (build, prepare, switch, grace) = switch_costs(&mut h)?;
@@ -345,12 +347,12 @@ fn flows(vip: IpAddr, first: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The cost of encapsulated forwarding (IPIP, GUE; IPv4 and IPv6), one run per call, set
+/// The cost of encapsulated forwarding (IPIP, GUE, VXLAN; IPv4 and IPv6), one run per call, set
 /// against L2 DSR's in the same rounds. Established flows: L2 DSR's figure above the floor from
 /// the repeated runs (`est4_above`, `est6_above`) plus the mode's extra cost per call over L2
 /// DSR (a repeated run cannot measure a mode: each run would grow the frame by the outer headers
 /// again). New flows: one run per call above the floor, as in the main table.
-fn encapsulated(
+fn tunnelled_rows(
     l2: Xdp,
     tx: &Xdp,
     opts: &LoadOptions,
@@ -363,6 +365,7 @@ fn encapsulated(
         ("L2 DSR", None),
         ("IPIP", Some(ENCAP_IPIP)),
         ("GUE", Some(ENCAP_GUE)),
+        ("VXLAN", Some(ENCAP_VXLAN)),
     ];
     let mut harnesses = Vec::new();
     for (_, encap) in &modes[1..] {
@@ -448,6 +451,92 @@ fn encapsulated(
     Ok(())
 }
 
+/// The element side's `vnfpool decap` against a bare `XDP_PASS` on the same frames: stripping
+/// one run per call (a repeated run would find the frame stripped already), frames it only
+/// looks at in repeated runs.
+fn decapsulation(pass: &Xdp, vip4: IpAddr, vip6: IpAddr) -> Result<()> {
+    const CALLS: usize = 20_000;
+    let mut p = DecapProgram::load(None).context("loading vnfpool-decap")?;
+    p.configure(&vnfpool_daemon::decap::config(&[vip4, vip6], &[6080]))?;
+    let prog = handle(p.ebpf_mut(), vnfpool_common::decap::PROGRAM)?;
+    let inner = |vip: IpAddr, client: &str| -> Result<Vec<u8>> {
+        let fr = Frame::new(
+            client.parse()?,
+            vip,
+            L4::Udp {
+                sport: 40000,
+                dport: 5353,
+            },
+        );
+        Ok(vnfpool_tests::packet::ip_packet(&fr))
+    };
+    let tunnel = |src: &str, dst: &str, encap: Encap| -> Result<Outer> {
+        Ok(Outer {
+            src: src.parse()?,
+            dst: dst.parse()?,
+            encap,
+            flow_label: 0x12345,
+        })
+    };
+    let gue = Encap::Gue {
+        sport: 50000,
+        dport: 6080,
+    };
+    let ipip4 = encapsulated(
+        HOST_MAC,
+        [2, 0, 0, 0, 0xfe, 1],
+        &tunnel("192.0.2.1", "198.51.100.7", Encap::Ipip)?,
+        &inner(vip4, "10.0.0.2")?,
+    );
+    let gue6 = encapsulated(
+        HOST_MAC,
+        [2, 0, 0, 0, 0xfe, 1],
+        &tunnel("2001:db8::1", "2001:db8:100::7", gue)?,
+        &inner(vip6, "fd00:1::2")?,
+    );
+    let plain = Frame::new(
+        "10.0.0.2".parse()?,
+        vip4,
+        L4::Udp {
+            sport: 40000,
+            dport: 5353,
+        },
+    )
+    .build();
+    println!("\nElement-side decapsulation (vnfpool decap) against a bare XDP_PASS on the same frames:\n");
+    println!("| frame | method | floor ns | decap ns | above floor | target |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let mut all_ok = true;
+    for (name, frame) in [
+        ("IPIP, IPv4, to the VIP: stripped", &ipip4),
+        ("GUE, IPv6, to the VIP: stripped", &gue6),
+    ] {
+        let c = vnfpool_tests::encap::cost(&prog, pass, frame, CALLS)?;
+        let (floor, ns) = (c.floor.as_nanos() as f64, c.program.as_nanos() as f64);
+        let ok = ns - floor <= 30.0;
+        all_ok &= ok;
+        println!(
+            "| {name} | 1 run/call, median of {CALLS} | {floor:.1} | {ns:.1} | {:.1} | 30 {} |",
+            ns - floor,
+            if ok { "ok" } else { "MISSED" }
+        );
+    }
+    let (floor, ns) = (median_repeat(pass, &plain)?, median_repeat(&prog, &plain)?);
+    println!(
+        "| UDP, not encapsulated: passed | {REPEAT} runs/call, median of {SAMPLES} | {floor:.1} | {ns:.1} | {:.1} | |",
+        ns - floor
+    );
+    println!(
+        "\n{}",
+        if all_ok {
+            "decapsulation targets met"
+        } else {
+            "SOME DECAPSULATION TARGETS MISSED"
+        }
+    );
+    Ok(())
+}
+
 /// Pool `pool` on `vip:8080/tcp` with three elements behind a router, reached through `encap`.
 fn provision_tunnelled(h: &mut Harness, pool: u32, vip: IpAddr, encap: u8) -> Result<()> {
     h.dp.add_vip(pool, addr::from_ip(vip), 8080, PROTO_TCP)?;
@@ -466,10 +555,10 @@ fn provision_tunnelled(h: &mut Harness, pool: u32, vip: IpAddr, encap: u8) -> Re
             ))
         }),
     };
-    let forwarding = if encap == ENCAP_GUE {
-        Forwarding::Gue { port: 6080 }
-    } else {
-        Forwarding::Ipip
+    let forwarding = match encap {
+        ENCAP_GUE => Forwarding::Gue { port: 6080 },
+        ENCAP_VXLAN => Forwarding::Vxlan { vni: 4242 },
+        _ => Forwarding::Ipip,
     };
     let path = TunnelPath {
         source: node,
@@ -486,7 +575,14 @@ fn provision_tunnelled(h: &mut Harness, pool: u32, vip: IpAddr, encap: u8) -> Re
         })
         .collect();
     let tunnels = (0..3u8)
-        .map(|n| plan::tunnel(forwarding, element(n + 7), Some(path)))
+        .map(|n| {
+            plan::tunnel(
+                forwarding,
+                element(n + 7),
+                Some([2, 0, 0, 0, 0x7e, n]),
+                Some(path),
+            )
+        })
         .collect();
     let ring = maglev::build(&backends(3), maps::DEFAULT_RING_SIZE)?;
     h.dp.apply(

@@ -76,6 +76,7 @@ fn pool() -> PoolSpec {
                 mac: None,
                 interface: None,
                 heartbeat_paths: Vec::new(),
+                vxlan_mac: None,
                 origin: vnfpool_daemon::model::spec::Origin::File,
             }
         })

@@ -666,6 +666,9 @@ pub struct ElementBody {
     /// per path (1..=8, the element address's family). The daemon follows each path and fails
     /// the element only when all are silent.
     pub heartbeat_paths: Option<Vec<String>>,
+    /// Pools with `forwarding: vxlan` only, required there: the MAC of the element's VXLAN
+    /// device, where the inner frames go. A registration may name its own.
+    pub vxlan_mac: Option<String>,
 }
 
 /// A redundancy request.

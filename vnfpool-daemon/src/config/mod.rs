@@ -605,6 +605,7 @@ site-c: {}
                 mac: None,
                 interface: None,
                 heartbeat_paths: Vec::new(),
+                vxlan_mac: None,
                 origin: crate::model::spec::Origin::File,
             })
             .collect()
@@ -1123,13 +1124,50 @@ site-c: {}
                 "gue_port 0 is out of range; expected 1..=65535",
             ),
             (
-                "unknown forwarding mode",
+                "vxlan without its VNI",
                 base(
                     "    protocol: tcp\n",
                     "    protocol: tcp\n    forwarding: vxlan\n",
                 ),
                 "7:17",
-                "unknown value `vxlan`; expected one of l2-dsr, ipip, gue",
+                "forwarding: vxlan without `vxlan_vni`",
+            ),
+            (
+                "vxlan VNI out of range",
+                base(
+                    "    protocol: tcp\n",
+                    "    protocol: tcp\n    forwarding: vxlan\n    vxlan_vni: 16777216\n",
+                ),
+                "8:16",
+                "vxlan_vni 16777216 is out of range; expected 1..=16777215",
+            ),
+            (
+                "vxlan_vni in another mode",
+                base("    protocol: tcp\n", "    protocol: tcp\n    vxlan_vni: 7\n"),
+                "7:16",
+                "vxlan_vni without `forwarding: vxlan`",
+            ),
+            (
+                "vxlan element without its device's MAC",
+                edit(
+                    &base(
+                        "    protocol: tcp\n",
+                        "    protocol: tcp\n    forwarding: vxlan\n    vxlan_vni: 7\n",
+                    ),
+                    "name: e2,",
+                    "name: e2, vxlan_mac: \"02:00:00:00:7e:02\",",
+                ),
+                "12:9",
+                "element e1 has no vxlan_mac, which forwarding: vxlan needs",
+            ),
+            (
+                "unknown forwarding mode",
+                base(
+                    "    protocol: tcp\n",
+                    "    protocol: tcp\n    forwarding: geneve\n",
+                ),
+                "7:17",
+                "unknown value `geneve`; expected one of l2-dsr, ipip, gue, vxlan",
             ),
             (
                 "n+m active > elements",

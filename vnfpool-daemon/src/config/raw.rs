@@ -151,6 +151,7 @@ pub(crate) struct RawPool {
     pub registration: Option<Spanned<RawRegistration>>,
     pub forwarding: Option<Spanned<RawForwarding>>,
     pub gue_port: Option<Spanned<i64>>,
+    pub vxlan_vni: Option<Spanned<i64>>,
 }
 
 /// `forwarding:` of a pool.
@@ -161,6 +162,7 @@ pub(crate) enum RawForwarding {
     L2Dsr,
     Ipip,
     Gue,
+    Vxlan,
 }
 
 /// `registration:` of a pool.
@@ -255,6 +257,7 @@ pub(crate) struct RawElement {
     pub mac: Option<Spanned<String>>,
     pub interface: Option<Spanned<String>>,
     pub heartbeat_paths: Option<Spanned<Vec<Spanned<String>>>>,
+    pub vxlan_mac: Option<Spanned<String>>,
 }
 
 // Values that may have the wrong shape (a list where a mapping belongs, a number where text

@@ -861,7 +861,18 @@ impl Checker<'_> {
             Some(registration) => self.registration(registration),
             None => Some(RegistrationSpec::DEFAULT),
         };
-        let forwarding = self.forwarding(raw.forwarding.as_ref(), raw.gue_port.as_ref(), at);
+        let forwarding = self.forwarding(raw, at);
+        if let (Some(forwarding), Some(specs), Some(raw_elements)) = (forwarding, &element_specs, elements) {
+            for (spec, raw) in specs.iter().zip(&raw_elements.value) {
+                if let Some(why) = forwarding.lacks(spec) {
+                    self.invalid(
+                        raw.referenced,
+                        why,
+                        "`vxlan_mac: \"aa:bb:cc:dd:ee:ff\"` on each element",
+                    );
+                }
+            }
+        }
         if !name_ok {
             return None;
         }
@@ -882,39 +893,69 @@ impl Checker<'_> {
         })
     }
 
-    /// `forwarding:` and `gue_port:` of the pool at `at`: the port is required with `gue` and
-    /// refused with any other mode.
-    fn forwarding(
-        &mut self,
-        mode: Option<&Spanned<RawForwarding>>,
-        gue_port: Option<&Spanned<i64>>,
-        at: Location,
-    ) -> Option<Forwarding> {
-        let (mode, mode_at) = mode.map_or((RawForwarding::L2Dsr, at), |m| (m.value, m.referenced));
-        match (mode, gue_port) {
-            (RawForwarding::Gue, Some(port)) => {
-                let port = self.int::<u16>(port, "gue_port", 1, i64::from(u16::MAX))?;
-                Some(Forwarding::Gue { port })
-            }
-            (RawForwarding::Gue, None) => {
+    /// `forwarding:` of the pool `raw` at `at`, with `gue_port:` (required with `gue`, refused
+    /// otherwise) and `vxlan_vni:` (required with `vxlan`, refused otherwise).
+    fn forwarding(&mut self, raw: &RawPool, at: Location) -> Option<Forwarding> {
+        let (mode, mode_at) = raw
+            .forwarding
+            .as_ref()
+            .map_or((RawForwarding::L2Dsr, at), |m| (m.value, m.referenced));
+        let mut ok = true;
+        for (key, value, owner) in [
+            ("gue_port", &raw.gue_port, RawForwarding::Gue),
+            ("vxlan_vni", &raw.vxlan_vni, RawForwarding::Vxlan),
+        ] {
+            if let Some(value) = value
+                && mode != owner
+            {
+                let owner = if owner == RawForwarding::Gue {
+                    "gue"
+                } else {
+                    "vxlan"
+                };
                 self.invalid(
-                    mode_at,
-                    "forwarding: gue without `gue_port`",
-                    "`gue_port: N`, the UDP port the elements decapsulate on",
+                    value.referenced,
+                    format!("{key} without `forwarding: {owner}`"),
+                    format!("no {key}, or `forwarding: {owner}`"),
                 );
-                None
+                ok = false;
             }
-            (_, Some(port)) => {
-                self.invalid(
-                    port.referenced,
-                    "gue_port without `forwarding: gue`",
-                    "no gue_port, or `forwarding: gue`",
-                );
-                None
-            }
-            (RawForwarding::L2Dsr, None) => Some(Forwarding::L2Dsr),
-            (RawForwarding::Ipip, None) => Some(Forwarding::Ipip),
         }
+        let missing = |this: &mut Self, key: &str, mode: &str, what: &str| {
+            this.invalid(
+                mode_at,
+                format!("forwarding: {mode} without `{key}`"),
+                format!("`{key}: N`, {what}"),
+            );
+        };
+        let forwarding = match mode {
+            RawForwarding::L2Dsr => Forwarding::L2Dsr,
+            RawForwarding::Ipip => Forwarding::Ipip,
+            RawForwarding::Gue => {
+                let Some(port) = &raw.gue_port else {
+                    missing(
+                        self,
+                        "gue_port",
+                        "gue",
+                        "the UDP port the elements decapsulate on",
+                    );
+                    return None;
+                };
+                Forwarding::Gue {
+                    port: self.int::<u16>(port, "gue_port", 1, i64::from(u16::MAX))?,
+                }
+            }
+            RawForwarding::Vxlan => {
+                let Some(vni) = &raw.vxlan_vni else {
+                    missing(self, "vxlan_vni", "vxlan", "the pool's VXLAN network identifier");
+                    return None;
+                };
+                Forwarding::Vxlan {
+                    vni: self.int::<u32>(vni, "vxlan_vni", 1, (1 << 24) - 1)?,
+                }
+            }
+        };
+        ok.then_some(forwarding)
     }
 
     fn ports(&mut self, raw: &Spanned<Vec<Spanned<i64>>>) -> Option<Vec<u16>> {
@@ -1324,6 +1365,10 @@ impl Checker<'_> {
             Some(paths) => self.heartbeat_paths(paths, address, origin),
             None => Some(Vec::new()),
         };
+        let vxlan_mac = match &raw.vxlan_mac {
+            Some(mac) => self.mac(mac).map(Some),
+            None => Some(None),
+        };
         if !name_ok {
             return None;
         }
@@ -1338,6 +1383,7 @@ impl Checker<'_> {
             mac: mac?,
             interface: interface?,
             heartbeat_paths: heartbeat_paths?,
+            vxlan_mac: vxlan_mac?,
             origin: Origin::File,
         })
     }

@@ -149,7 +149,7 @@ pub fn plan_roles(spec: &PoolSpec, roles: &[Role], resolved: &[Resolved]) -> Res
         spec.elements
             .iter()
             .zip(resolved)
-            .map(|(e, r)| tunnel(spec.forwarding, e.address, r.path))
+            .map(|(e, r)| tunnel(spec.forwarding, e.address, e.vxlan_mac, r.path))
             .collect()
     } else {
         Vec::new()
@@ -161,18 +161,25 @@ pub fn plan_roles(spec: &PoolSpec, roles: &[Role], resolved: &[Resolved]) -> Res
     })
 }
 
-/// The outer headers toward the element at `address` in a pool forwarding by `forwarding`,
-/// over `path` (none yet: an entry no packet reads, as the element's egress is unknown too).
+/// The outer headers toward the element at `address` (VXLAN: whose VXLAN device has
+/// `vxlan_mac`) in a pool forwarding by `forwarding`, over `path` (none yet: an entry no packet
+/// reads, as the element's egress is unknown too).
 #[must_use]
-pub fn tunnel(forwarding: Forwarding, address: IpAddr, path: Option<TunnelPath>) -> Tunnel {
+pub fn tunnel(
+    forwarding: Forwarding,
+    address: IpAddr,
+    vxlan_mac: Option<[u8; 6]>,
+    path: Option<TunnelPath>,
+) -> Tunnel {
     let Some(path) = path else {
         return Tunnel::default();
     };
     let csum_base = match (path.source, address) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let proto = match forwarding {
-                Forwarding::Gue { .. } => tunnel::IPPROTO_UDP,
-                _ => tunnel::IPPROTO_IPIP,
+            let proto = if tunnel::over_udp(forwarding.encap()) {
+                tunnel::IPPROTO_UDP
+            } else {
+                tunnel::IPPROTO_IPIP
             };
             tunnel::ipv4_base_sum(s.octets(), d.octets(), proto)
         }
@@ -185,9 +192,15 @@ pub fn tunnel(forwarding: Forwarding, address: IpAddr, path: Option<TunnelPath>)
         mtu: u16::try_from(path.mtu).unwrap_or(u16::MAX),
         port_be: match forwarding {
             Forwarding::Gue { port } => port.to_be(),
+            Forwarding::Vxlan { .. } => tunnel::VXLAN_PORT.to_be(),
             _ => 0,
         },
-        _pad: [0; 24],
+        vni_be: match forwarding {
+            Forwarding::Vxlan { vni } => (vni << 8).to_be(),
+            _ => 0,
+        },
+        inner_mac: vxlan_mac.unwrap_or_default(),
+        _pad: [0; 14],
     }
 }
 
@@ -400,20 +413,27 @@ mod tests {
                         csum_base: tunnel::ipv4_base_sum([192, 0, 2, 1], element.octets(), proto),
                         mtu: 9000,
                         port_be: port,
-                        _pad: [0; 24],
+                        ..Tunnel::default()
                     }
                 );
             }
         }
         // A path too wide for the entry is capped; no path yet, an empty entry.
         let wide = TunnelPath { mtu: 70_000, ..path };
-        assert_eq!(
-            tunnel(Forwarding::Ipip, spec.elements[0].address, Some(wide)).mtu,
-            u16::MAX
+        let address = spec.elements[0].address;
+        assert_eq!(tunnel(Forwarding::Ipip, address, None, Some(wide)).mtu, u16::MAX);
+        assert_eq!(tunnel(Forwarding::Ipip, address, None, None), Tunnel::default());
+        // VXLAN: port 4789, the VNI in the header's second word, the element's device MAC.
+        let mac = [2, 0, 0, 0, 0x7e, 1];
+        let t = tunnel(
+            Forwarding::Vxlan { vni: 0x00ab_cdef },
+            address,
+            Some(mac),
+            Some(path),
         );
         assert_eq!(
-            tunnel(Forwarding::Ipip, spec.elements[0].address, None),
-            Tunnel::default()
+            (t.port_be, t.vni_be, t.inner_mac),
+            (4789u16.to_be(), 0xabcd_ef00u32.to_be(), mac)
         );
     }
 

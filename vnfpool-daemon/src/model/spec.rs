@@ -243,6 +243,9 @@ pub enum Forwarding {
     Ipip,
     /// The inner packet in UDP to the element's `port` (GUE variant 1).
     Gue { port: u16 },
+    /// VXLAN to UDP port 4789 with this VNI; the inner frame goes to each element's
+    /// `vxlan_mac`.
+    Vxlan { vni: u32 },
 }
 
 impl Forwarding {
@@ -253,6 +256,7 @@ impl Forwarding {
             Self::L2Dsr => vnfpool_common::tunnel::ENCAP_NONE,
             Self::Ipip => vnfpool_common::tunnel::ENCAP_IPIP,
             Self::Gue { .. } => vnfpool_common::tunnel::ENCAP_GUE,
+            Self::Vxlan { .. } => vnfpool_common::tunnel::ENCAP_VXLAN,
         }
     }
 
@@ -269,7 +273,20 @@ impl Forwarding {
             Self::L2Dsr => "l2-dsr",
             Self::Ipip => "ipip",
             Self::Gue { .. } => "gue",
+            Self::Vxlan { .. } => "vxlan",
         }
+    }
+
+    /// What this mode needs of an element that it lacks, in words (`vxlan` needs each
+    /// element's `vxlan_mac`).
+    #[must_use]
+    pub fn lacks(self, element: &ElementSpec) -> Option<String> {
+        (matches!(self, Self::Vxlan { .. }) && element.vxlan_mac.is_none()).then(|| {
+            format!(
+                "element {} has no vxlan_mac, which forwarding: vxlan needs (the MAC of the element's VXLAN device)",
+                element.name
+            )
+        })
     }
 }
 
@@ -414,6 +431,9 @@ pub struct ElementSpec {
     /// A self-registered element's heartbeat paths: the source addresses it sends each
     /// heartbeat from, followed one by one. Empty: one path, not followed.
     pub heartbeat_paths: Vec<IpAddr>,
+    /// Pools with `forwarding: vxlan`: the MAC of the element's VXLAN device, the inner frame's
+    /// destination.
+    pub vxlan_mac: Option<[u8; 6]>,
     /// The configuration file, an operator, or the element's own registration.
     pub origin: Origin,
 }

@@ -45,6 +45,7 @@ pub(crate) fn pool(redundancy: RedundancySpec, elements: &[(&str, u32, u32)]) ->
                 mac: None,
                 interface: None,
                 heartbeat_paths: Vec::new(),
+                vxlan_mac: None,
                 origin: crate::model::spec::Origin::File,
             })
             .collect(),
