@@ -103,6 +103,31 @@ pub struct Router {
     pub host_addr: Ipv4Addr,
 }
 
+impl Router {
+    /// Links `netns` to `host` on `10.199.x.0/24` (the host `.1`, the router `.2`; the pair
+    /// goes to `links`) and routes the client network `client_net` back through the host.
+    fn new(netns: Netns, host: &Netns, x: u8, client_net: &str, links: &mut Vec<VethPair>) -> Self {
+        let host_addr = Ipv4Addr::new(10, 199, x, 1);
+        let router_addr = Ipv4Addr::new(10, 199, x, 2);
+        links.push(VethPair::new(&netns, host));
+        let pair = links.last().expect("just pushed");
+        let (link, host_link) = (pair.a.clone(), pair.b.clone());
+        host.ip(&["addr", "add", &format!("{host_addr}/24"), "dev", &host_link.name]);
+        netns.ip(&["addr", "add", &format!("{router_addr}/24"), "dev", &link.name]);
+        netns.ip(&["route", "add", client_net, "via", &host_addr.to_string()]);
+        netns.sysctl("net.ipv4.ip_forward", "1");
+        // Frames the host XDP_REDIRECTs into its end arrive here only with NAPI: GRO on gives
+        // it that (shared/TOOLCHAIN.md).
+        netns.exec("ethtool", &["-K", &link.name, "gro", "on"]);
+        Self {
+            netns,
+            host_link,
+            link,
+            host_addr,
+        }
+    }
+}
+
 /// `vnfpool decap` attached to an element's link; detached, and its pins removed, on drop.
 #[derive(Debug)]
 struct Decap {
@@ -237,7 +262,11 @@ impl Lab {
     }
 
     #[track_caller]
-    fn build(n: usize, routed: Option<(u8, &Path)>) -> Self {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the lab's set-up in order; every guard stays a local until the end (see below)"
+    )]
+    fn build(n: usize, tunnelled: Option<(u8, &Path)>) -> Self {
         assert!(
             (1..=MAX_ELEMENTS).contains(&n),
             "a lab has 1..={MAX_ELEMENTS} elements, not {n}"
@@ -256,7 +285,7 @@ impl Lab {
         // (locals drop in reverse order: servers, links, namespaces).
         let client = Netns::new();
         let host = Netns::new();
-        let router_ns = routed.map(|_| Netns::new());
+        let router_ns = tunnelled.map(|_| Netns::new());
         let element_ns: Vec<Netns> = (0..n).map(|_| Netns::new()).collect();
         for ns in [&client, &host].into_iter().chain(&router_ns).chain(&element_ns) {
             // Before any link exists, so that every interface inherits it: replies leave the
@@ -295,25 +324,7 @@ impl Lab {
         client.exec("ethtool", &["-K", &client_link.name, "tx", "off"]);
 
         // The router: one link to the host, the elements' links on its side.
-        let router = router_ns.map(|netns| {
-            let host_addr = Ipv4Addr::new(10, 199, x, 1);
-            let router_addr = Ipv4Addr::new(10, 199, x, 2);
-            links.push(VethPair::new(&netns, &host));
-            let pair = links.last().expect("just pushed");
-            let (link, host_link) = (pair.a.clone(), pair.b.clone());
-            host.ip(&["addr", "add", &format!("{host_addr}/24"), "dev", &host_link.name]);
-            netns.ip(&["addr", "add", &format!("{router_addr}/24"), "dev", &link.name]);
-            netns.ip(&["route", "add", &client_net, "via", &host_addr.to_string()]);
-            netns.sysctl("net.ipv4.ip_forward", "1");
-            // Frames the host XDP_REDIRECTs into its end arrive here only with NAPI (see below).
-            netns.exec("ethtool", &["-K", &link.name, "gro", "on"]);
-            Router {
-                netns,
-                host_link,
-                link,
-                host_addr,
-            }
-        });
+        let router = router_ns.map(|netns| Router::new(netns, &host, x, &client_net, &mut links));
 
         let mut elements = Vec::with_capacity(n);
         for (i, netns) in element_ns.into_iter().enumerate() {
@@ -353,7 +364,7 @@ impl Lab {
             // Frames XDP_REDIRECTed into the host's end arrive only if this end has NAPI:
             // GRO on gives it that (shared/TOOLCHAIN.md).
             netns.exec("ethtool", &["-K", &link.name, "gro", "on"]);
-            let vxlan_mac = (routed.map(|(encap, _)| encap) == Some(tunnel::ENCAP_VXLAN)).then(|| {
+            let vxlan_mac = (tunnelled.map(|(encap, _)| encap) == Some(tunnel::ENCAP_VXLAN)).then(|| {
                 let mac = [0x02, 0, 0, 0, 0x7e, 1 + i as u8];
                 let (vni, mac_text) = (VNI.to_string(), text_of(mac));
                 netns.ip(&[
@@ -387,7 +398,7 @@ impl Lab {
         }
 
         let servers = elements.iter().map(|e| start_services(e, vip)).collect();
-        let decaps = match routed {
+        let decaps = match tunnelled {
             Some((encap, binary)) if encap != tunnel::ENCAP_VXLAN => elements
                 .iter()
                 .map(|e| Decap::attach(binary, &e.netns, &e.link.name, vip))
@@ -408,7 +419,7 @@ impl Lab {
             client_link,
             ingress,
             next_port: AtomicU16::new(FIRST_CLIENT_PORT),
-            reach: routed.map_or(Reach::OnLink, |(encap, _)| Reach::Tunnel(encap)),
+            reach: tunnelled.map_or(Reach::OnLink, |(encap, _)| Reach::Tunnel(encap)),
         }
     }
 

@@ -4,6 +4,7 @@
 //! interval x fall + 50 ms.
 
 use std::{
+    fmt::Write as _,
     net::UdpSocket,
     path::Path,
     process::Command,
@@ -111,10 +112,12 @@ fn failover_through_tunnels_to_elements_on_another_subnet() {
                 .vxlan_mac
                 .map(|m| format!(", vxlan_mac: \"{}\"", text_of(m)))
                 .unwrap_or_default();
-            elements += &format!(
-                "      - {{ name: {}, address: {}, priority: {priority}{vxlan} }}\n",
+            writeln!(
+                elements,
+                "      - {{ name: {}, address: {}, priority: {priority}{vxlan} }}",
                 e.name, e.addr
-            );
+            )
+            .expect("writing to a String");
         }
         let (mut daemon, sock, _) = ready_with(&lab, &places, &pool(&lab, &places, true, keys, &elements));
         let answers = around(&sock, "e2", || lab.stop_services(0));

@@ -243,19 +243,19 @@ fn tcp_through_vxlan_to_another_subnet() {
 
 fn tcp_spread_affinity_down_and_drain_in(lab: &Lab) {
     // Dropped before the lab: the program is detached before its namespaces go.
-    let mut dp = loaded(&lab);
+    let mut dp = loaded(lab);
     let vip = IpAddr::V4(lab.vip);
     dp.add_vip(POOL_TCP, addr::from_ip(vip), TCP_PORT, PROTO_TCP)
         .expect("add_vip");
     let mut ports = Ports::default();
 
     // All up: the spread follows the weights, every flow stays where it landed.
-    let all_up = mapping(&lab, [STATE_UP; 3]);
+    let all_up = mapping(lab, [STATE_UP; 3]);
     dp.apply(POOL_TCP, &all_up).expect("apply: all up");
-    let mut conns = open(&lab, &mut ports, TCP_FLOWS, &all_up.ring, "all up");
+    let mut conns = open(lab, &mut ports, TCP_FLOWS, &all_up.ring, "all up");
     let spread = counts(3, conns.iter().map(|c| c.element));
     show(
-        &lab,
+        lab,
         &format!("{TCP_FLOWS} TCP flows, weights {WEIGHTS:?}:"),
         &spread,
     );
@@ -268,7 +268,7 @@ fn tcp_spread_affinity_down_and_drain_in(lab: &Lab) {
             i + 1
         );
     }
-    assert_kept(&lab, conns.iter_mut(), "all up, asked again");
+    assert_kept(lab, conns.iter_mut(), "all up, asked again");
     if lab.router.is_some() {
         // Every element's packets came through its tunnel: its decapsulation counted them.
         for (i, &n) in spread.iter().enumerate() {
@@ -283,10 +283,10 @@ fn tcp_spread_affinity_down_and_drain_in(lab: &Lab) {
 
     // e1 down: e2's and e3's flows stay; e1's are re-picked, so the element that now gets
     // them resets them (it has no such connection); new flows never go to e1.
-    let e1_down = mapping(&lab, [STATE_DOWN, STATE_UP, STATE_UP]);
+    let e1_down = mapping(lab, [STATE_DOWN, STATE_UP, STATE_UP]);
     dp.apply(POOL_TCP, &e1_down).expect("apply: e1 down");
     let (mut of_e1, mut rest): (Vec<Conn>, Vec<Conn>) = conns.into_iter().partition(|c| c.element == 0);
-    assert_kept(&lab, rest.iter_mut(), "e1 down, flows of e2 and e3");
+    assert_kept(lab, rest.iter_mut(), "e1 down, flows of e2 and e3");
     let answers = lab::ask_all(of_e1.iter_mut().map(|c| &mut c.stream));
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for (c, answer) in of_e1.iter().zip(&answers) {
@@ -304,24 +304,24 @@ fn tcp_spread_affinity_down_and_drain_in(lab: &Lab) {
     }
     println!("e1 down, its {} flows: {outcomes:?}", of_e1.len());
     drop(of_e1);
-    let mut new_down = open(&lab, &mut ports, NEW_FLOWS, &e1_down.ring, "e1 down, new");
+    let mut new_down = open(lab, &mut ports, NEW_FLOWS, &e1_down.ring, "e1 down, new");
     let spread = counts(3, new_down.iter().map(|c| c.element));
-    show(&lab, &format!("e1 down, {NEW_FLOWS} new flows:"), &spread);
+    show(lab, &format!("e1 down, {NEW_FLOWS} new flows:"), &spread);
     assert_eq!(spread[0], 0, "new flows went to e1 while it is down");
 
     // e1 up again, e2 draining: e2 keeps its flows and gets no new ones.
-    let e2_draining = mapping(&lab, [STATE_UP, STATE_DRAINING, STATE_UP]);
+    let e2_draining = mapping(lab, [STATE_UP, STATE_DRAINING, STATE_UP]);
     dp.apply(POOL_TCP, &e2_draining).expect("apply: e2 draining");
     assert_kept(
-        &lab,
+        lab,
         rest.iter_mut().chain(&mut new_down),
         "e2 draining, existing flows",
     );
     let kept = counts(3, rest.iter().chain(&new_down).map(|c| c.element));
-    show(&lab, "e2 draining, existing flows still answered:", &kept);
-    let new_drain = open(&lab, &mut ports, NEW_FLOWS, &e2_draining.ring, "e2 draining, new");
+    show(lab, "e2 draining, existing flows still answered:", &kept);
+    let new_drain = open(lab, &mut ports, NEW_FLOWS, &e2_draining.ring, "e2 draining, new");
     let spread = counts(3, new_drain.iter().map(|c| c.element));
-    show(&lab, &format!("e2 draining, {NEW_FLOWS} new flows:"), &spread);
+    show(lab, &format!("e2 draining, {NEW_FLOWS} new flows:"), &spread);
     assert_eq!(spread[1], 0, "new flows went to e2 while it drains");
 }
 
@@ -346,10 +346,10 @@ fn udp_through_vxlan_to_another_subnet() {
 }
 
 fn udp_spread_and_affinity_in(lab: &Lab) {
-    let mut dp = loaded(&lab);
+    let mut dp = loaded(lab);
     dp.add_vip(POOL_UDP, addr::from_ip(IpAddr::V4(lab.vip)), UDP_PORT, PROTO_UDP)
         .expect("add_vip");
-    let all_up = mapping(&lab, [STATE_UP; 3]);
+    let all_up = mapping(lab, [STATE_UP; 3]);
     dp.apply(POOL_UDP, &all_up).expect("apply: all up");
 
     let socks = lab.udp_sockets(UDP_SOCKETS, UDP_PORT);
@@ -361,7 +361,7 @@ fn udp_spread_and_affinity_in(lab: &Lab) {
         let answers: Vec<usize> = (0..UDP_ROUNDS)
             .map(|round| {
                 element_of(
-                    &lab,
+                    lab,
                     &lab::ask_udp(s),
                     &format!("UDP socket {i} (port {port}) round {round}"),
                 )
@@ -371,7 +371,7 @@ fn udp_spread_and_affinity_in(lab: &Lab) {
             answers.iter().all(|&e| e == answers[0]),
             "UDP socket {i} (port {port}) was answered by {answers:?} (element indices)"
         );
-        let want = predicted(&lab, &all_up.ring, POOL_UDP, PROTO_UDP, UDP_PORT, port);
+        let want = predicted(lab, &all_up.ring, POOL_UDP, PROTO_UDP, UDP_PORT, port);
         assert_eq!(
             answers[0],
             want,
@@ -383,7 +383,7 @@ fn udp_spread_and_affinity_in(lab: &Lab) {
     }
     let spread = counts(3, first);
     show(
-        &lab,
+        lab,
         &format!("{UDP_SOCKETS} UDP sockets x {UDP_ROUNDS}, weights {WEIGHTS:?}:"),
         &spread,
     );

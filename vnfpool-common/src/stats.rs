@@ -98,7 +98,7 @@ pub enum Reason {
     HeartbeatRefused = 8,
     /// A VIP packet for an element reached through a tunnel whose encapsulated form would be
     /// larger than the path to the element carries: not forwarded; the client is answered
-    /// with ICMP "fragmentation needed" or ICMPv6 "packet too big" (see
+    /// with ICMP "fragmentation needed" or `ICMPv6` "packet too big" (see
     /// [`crate::tunnel::Tunnel::mtu`]).
     TooBig = 9,
     /// A VIP packet that could not be encapsulated: the frame lacked headroom for the outer

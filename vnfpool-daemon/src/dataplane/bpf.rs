@@ -265,6 +265,10 @@ impl AyaDataplane {
     /// Loads the embedded program (it is not attached anywhere yet). With a pin directory whose
     /// maps are already pinned, adopts them after checking their layout: nothing in them is
     /// cleared, so a running data plane keeps forwarding.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one sequence of load steps, each depending on the one before"
+    )]
     pub fn load(opts: &LoadOptions) -> Result<Self> {
         let flow_buckets = flow::buckets(opts.flow_table_size);
         let mut adopted = false;
