@@ -329,3 +329,48 @@ fn a_packet_too_big_for_the_tunnel_is_answered_with_icmp_from_the_vip() {
         }
     }
 }
+
+#[test]
+fn an_icmp_error_too_big_for_the_tunnel_is_dropped_not_answered() {
+    for (f, router, ty) in [(&V4, "10.0.0.1", 3u8), (&V6, "fd00:1::1", 1)] {
+        let mut h = Harness::new();
+        // Room for the client's SYN, not for an ICMP error quoting the element's answer.
+        let syn = frame(f, PROTO_TCP, 40000, 8080);
+        let v4 = f.vip.contains('.');
+        let mtu = (ip_packet(&syn).len() + tunnel::overhead(ENCAP_IPIP, v4)) as u16;
+        provision(&mut h, f, PROTO_TCP, 8080, ENCAP_IPIP, mtu);
+        let want = expected(f, ENCAP_IPIP, flow_hash(&h, &syn, PROTO_TCP, 40000, 8080), &syn);
+        let r = h.run(&syn.build());
+        assert_frame("the SYN", r.verdict, &r.frame, XDP_TX, &want);
+
+        let quoted = ip_packet(&Frame::new(
+            ip(f.vip),
+            ip(f.client),
+            L4::Tcp {
+                sport: 8080,
+                dport: 40000,
+            },
+        ));
+        let error = Frame::new(
+            ip(router),
+            ip(f.vip),
+            L4::IcmpError {
+                ty,
+                inner: quoted[..quoted.len().min(if v4 { 28 } else { 48 })].to_vec(),
+            },
+        )
+        .build();
+        let r = h.run(&error);
+        assert_frame(
+            "an ICMP error too big for the tunnel",
+            r.verdict,
+            &r.frame,
+            XDP_DROP,
+            &error,
+        );
+        let too_big =
+            h.dp.counters(maps::REASON_STATS, Reason::TooBig as u32)
+                .expect("reasons");
+        assert_eq!(too_big.packets, 1, "counted too_big");
+    }
+}

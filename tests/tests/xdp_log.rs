@@ -157,6 +157,31 @@ fn off_the_verifier_has_removed_the_log_code_and_nothing_is_logged() {
     assert_eq!(drain_log(off_id), Vec::<String>::new());
 }
 
+/// The verifier walks each place that may log once per path that reaches it, so the program
+/// with its log on is the one near the verifier's limit of a million instructions; a change
+/// that adds paths must leave room (one that did not was found only by the tests that load it).
+#[test]
+fn with_the_log_on_the_verifier_has_room_to_spare() {
+    const LIMIT: u32 = 1_000_000;
+    for xdp_log in [false, true] {
+        let mut h = harness(xdp_log);
+        let verified = h
+            .program()
+            .info()
+            .expect("program info")
+            .verified_instruction_count()
+            .expect("the kernel reports verified instructions (Linux >= 5.16)");
+        println!(
+            "drop log {}: {verified} instructions verified",
+            if xdp_log { "on" } else { "off" }
+        );
+        assert!(
+            verified < LIMIT * 3 / 4,
+            "drop log {xdp_log}: the verifier walked {verified} instructions, more than 3/4 of its limit"
+        );
+    }
+}
+
 #[test]
 fn on_the_first_packets_of_a_reason_per_cpu_are_logged() {
     let mut h = harness(true);

@@ -107,7 +107,7 @@ pub fn vnfpool(ctx: XdpContext) -> u32 {
         // Fail open: what we cannot parse is not provably for a VIP, so the kernel decides.
         Err(Stop::NotOurs) => xdp_action::XDP_PASS,
         Err(Stop::Malformed) => {
-            count(Reason::Malformed, &pkt);
+            count(Reason::Malformed, pkt.len());
             xdp_action::XDP_PASS
         }
     }
@@ -222,6 +222,7 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
 
     // SAFETY: `bucket` points at a value of the array, valid for the whole run.
     let found = unsafe { (*bucket).find(fp) };
+    let mut held = None;
     if let Way::Hit(way, entry) = found {
         let idx = flow::entry_element(entry);
         if let Some(e) = element_at(pool, slot, idx)
@@ -232,20 +233,29 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
             if flow::entry_stamp(entry) != cached {
                 store(bucket, way, flow::restamp(entry, cached));
             }
-            return forward(ctx, pkt, t, pool, slot, idx, e, h as u32);
+            held = Some((idx, e));
         }
     }
-
-    let Some((idx, e)) = picked else {
-        return drop(pkt, Reason::NoElement);
+    // verifier: one `forward` for held and new flows alike. Each inlined copy of it (its
+    // tunnels, its ICMP answers) is verified once per path that reaches it; two copies took
+    // the program with its drop log on past the verifier's million instructions.
+    let (idx, e) = match (held, picked) {
+        (Some(held), _) => held,
+        (None, Some(picked)) => picked,
+        (None, None) => return drop(pkt, Reason::NoElement),
     };
+    // The frame's length before `forward` (a tunnel makes the frame's pointers stale).
+    let len = pkt.len();
+    let action = forward(ctx, pkt, t, pool, slot, idx, e, h as u32);
+    if held.is_some() {
+        return action;
+    }
     let now = flow::stamp(jiffies());
     if now != cached {
         // SAFETY: as above; an aligned 4-byte store (a race between CPUs leaves one of
         // two current stamps).
         unsafe { core::ptr::write_volatile(&raw mut (*ctl).stamp, now as u32) };
     }
-    let action = forward(ctx, pkt, t, pool, slot, idx, e, h as u32);
     let entry = flow::entry(fp, now, idx);
     match found {
         // A flow re-picked keeps its way (and way 0 its hand): no other flow loses its
@@ -253,7 +263,7 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
         Way::Hit(way, old) => store(bucket, way, flow::with_hand(entry, flow::hand(old))),
         // A new entry only for a flow's first packet, and within the flood guard.
         Way::Empty(_) | Way::Full if !may_record(t, now, ctl) => {
-            count(Reason::FlowNotRecorded, pkt);
+            count(Reason::FlowNotRecorded, len);
             return action;
         }
         Way::Empty(way) => store(bucket, way, entry),
@@ -271,7 +281,7 @@ fn steer(ctx: &XdpContext, pkt: &Packet, t: &Tuple) -> u32 {
     }
     // SAFETY: as above; an aligned 4-byte load of a line already read.
     if unsafe { (*ctl).events } != 0 {
-        emit(pkt, h, pool, idx);
+        emit(len, h, pool, idx);
     }
     action
 }
@@ -300,7 +310,7 @@ fn may_record(t: &Tuple, now: u64, ctl: *const FlowCtl) -> bool {
 /// Hands the flow just recorded to the daemon, for peer nodes. A full ring loses the event,
 /// counted; the packet goes on all the same.
 #[inline(always)]
-fn emit(pkt: &Packet, hash: u64, pool: u32, idx: u32) {
+fn emit(len: usize, hash: u64, pool: u32, idx: u32) {
     let event = FlowEvent {
         hash,
         pool: pool as u16,
@@ -318,7 +328,7 @@ fn emit(pkt: &Packet, hash: u64, pool: u32, idx: u32) {
             slot.write(event);
             slot.submit(BPF_RB_NO_WAKEUP as u64);
         }
-        None => count(Reason::FlowEventLost, pkt),
+        None => count(Reason::FlowEventLost, len),
     }
 }
 
@@ -413,13 +423,15 @@ fn forward(
         // (after XDP_PACKET_HEADROOM), and the MACs sit 4-aligned in `Element` (offset 8).
         unsafe { eth.write(e.macs()) };
     } else {
-        match encapsulate(ctx, t, pool, slot, idx, e, hash) {
-            Ok(()) => {}
-            Err(Refused::TooBig(fits)) => {
-                count(Reason::TooBig, pkt);
-                return too_big(ctx, pkt, t, fits);
+        let done = encapsulate(ctx, t, element::elem_index(pool, slot, idx), e, hash);
+        if done != ENCAPSULATED {
+            // Counted, not logged: see `tally`.
+            if done & TOO_BIG == 0 {
+                tally(Reason::EncapFailed, bytes);
+                return xdp_action::XDP_DROP;
             }
-            Err(Refused::Failed) => return drop(pkt, Reason::EncapFailed),
+            tally(Reason::TooBig, bytes);
+            return too_big(ctx, pkt, t, done as u16);
         }
     }
     if let Some(c) = VNF_POOL_STATS.get_ptr_mut(pool) {
@@ -436,35 +448,35 @@ fn forward(
     action
 }
 
-/// Why a packet was not encapsulated.
-enum Refused {
-    /// Its encapsulated form would exceed the path's MTU; the largest inner packet that fits.
-    TooBig(u16),
-    /// No headroom, or no tunnel entry.
-    Failed,
-}
+/// What `encapsulate` answers: the frame is ready to go.
+const ENCAPSULATED: u32 = 0;
+/// What `encapsulate` answers: the encapsulated form would exceed the path's MTU; the low 16
+/// bits are the largest inner packet that fits.
+const TOO_BIG: u32 = 1 << 16;
+/// What `encapsulate` answers: no headroom, or no tunnel entry.
+const ENCAP_FAILED: u32 = 2 << 16;
 
 /// Puts the outer headers of element `idx`'s tunnel in front of the packet's IP header `t`:
 /// a new Ethernet header to the next hop, the outer IP header from this node to the element,
-/// and for GUE a UDP header (see `vnfpool_common::tunnel`). On error the caller drops the frame.
-#[inline(always)]
-fn encapsulate(
-    ctx: &XdpContext,
-    t: &Tuple,
-    pool: u32,
-    slot: u32,
-    idx: u32,
-    e: &Element,
-    hash: u32,
-) -> Result<(), Refused> {
-    let Some(tun) = VNF_TUNNELS.get(element::elem_index(pool, slot, idx)) else {
-        return Err(Refused::Failed);
+/// and for GUE and VXLAN a UDP header (VXLAN: then its header and the inner Ethernet header; see
+/// `vnfpool_common::tunnel`). `index` is the element's in `VNF_ELEMS`. Answers
+/// [`ENCAPSULATED`], [`TOO_BIG`] with what fits, or [`ENCAP_FAILED`] (the caller drops the
+/// frame).
+///
+/// verifier: a function of its own, not inlined. Its paths (family, UDP, VXLAN) join again at
+/// its return with a handful of answers, so the verifier checks what follows a forward once
+/// per answer rather than once per path; inlined, they took the program with its drop log on
+/// past the verifier's million instructions. Five arguments, the most a BPF call has.
+#[inline(never)]
+fn encapsulate(ctx: &XdpContext, t: &Tuple, index: u32, e: &Element, hash: u32) -> u32 {
+    let Some(tun) = VNF_TUNNELS.get(index) else {
+        return ENCAP_FAILED;
     };
     let v4 = addr::is_v4(&t.dst);
     let hdr = tunnel::overhead(e.encap, v4);
     let inner = t.ip_len as usize;
     if inner + hdr > tun.mtu as usize {
-        return Err(Refused::TooBig((tun.mtu as usize).saturating_sub(hdr) as u16));
+        return TOO_BIG | u32::from((tun.mtu as usize).saturating_sub(hdr) as u16);
     }
     // The inner IP packet stays where it is; the head moves back so that the Ethernet header
     // and the outer headers end right before it (a VLAN tag of the arriving frame is dropped
@@ -473,7 +485,7 @@ fn encapsulate(
     let grow = (ETH_HLEN + hdr) as i32 - i32::from(t.l3);
     // SAFETY: the helper only moves `data` within the frame's headroom, or fails.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
-        return Err(Refused::Failed);
+        return ENCAP_FAILED;
     }
     let pkt = Packet::new(ctx);
     let udp = tunnel::over_udp(e.encap);
@@ -508,7 +520,7 @@ fn encapsulate(
             d1,
         ];
         let Ok(p) = pkt.ptr::<[u16; 11]>(12) else {
-            return Err(Refused::Failed);
+            return ENCAP_FAILED;
         };
         // SAFETY: `ptr` proved the 22 bytes are inside the frame; 2-aligned (see above).
         unsafe { p.write(header) };
@@ -553,7 +565,7 @@ fn encapsulate(
             d7,
         ];
         let Ok(p) = pkt.ptr::<[u16; 21]>(12) else {
-            return Err(Refused::Failed);
+            return ENCAP_FAILED;
         };
         // SAFETY: as above, 42 bytes.
         unsafe { p.write(header) };
@@ -569,7 +581,7 @@ fn encapsulate(
             0,
         ];
         let Ok(p) = pkt.ptr::<[u16; 4]>(udp_at) else {
-            return Err(Refused::Failed);
+            return ENCAP_FAILED;
         };
         // SAFETY: as above, 8 bytes.
         unsafe { p.write(header) };
@@ -595,17 +607,17 @@ fn encapsulate(
             be(if v4 { 0x0800 } else { 0x86dd }),
         ];
         let Ok(p) = pkt.ptr::<[u16; 11]>(udp_at + tunnel::UDP_HLEN) else {
-            return Err(Refused::Failed);
+            return ENCAP_FAILED;
         };
         // SAFETY: as above, 22 bytes.
         unsafe { p.write(header) };
     }
     let Ok(eth) = pkt.ptr::<[u32; 3]>(0) else {
-        return Err(Refused::Failed);
+        return ENCAP_FAILED;
     };
     // SAFETY: as in `forward`.
     unsafe { eth.write(e.macs()) };
-    Ok(())
+    ENCAPSULATED
 }
 
 /// Answers a packet too big for its element's tunnel, as a router on the way would: ICMP
@@ -613,10 +625,16 @@ fn encapsulate(
 /// packet that fits, back to the client from the VIP, out of the interface it came in on (its
 /// VLAN tags kept). The answer quotes the packet's IP header and the first 8 bytes after it,
 /// which is what the client's stack needs to find the socket. An IPv4 packet with options is
-/// dropped unanswered (a 20-byte header is all the fixed-size quote holds).
-#[inline(always)]
+/// dropped unanswered (a 20-byte header is all the fixed-size quote holds), and so is an ICMP
+/// error too big for the tunnel: no ICMP error answers another (RFC 1122 3.2.2).
+///
+/// verifier: not inlined, as `encapsulate`.
+#[inline(never)]
 fn too_big(ctx: &XdpContext, pkt: &Packet, t: &Tuple, fits: u16) -> u32 {
-    let l3 = t.l3 as usize;
+    // verifier: bounded, as a value read back from the caller's stack is any u16 here, and a
+    // packet offset that may reach 64 KiB earns no readable range. The parser puts the IP
+    // header at 14, 18 or 22 (two VLAN tags at most), which the mask keeps as it is.
+    let l3 = usize::from(t.l3) & 31;
     let Ok(macs) = pkt.load::<[u16; 6]>(0) else {
         return xdp_action::XDP_DROP;
     };
@@ -626,8 +644,8 @@ fn too_big(ctx: &XdpContext, pkt: &Packet, t: &Tuple, fits: u16) -> u32 {
         let Ok(quote) = pkt.load::<[u16; 14]>(l3) else {
             return xdp_action::XDP_DROP;
         };
-        // Version 4, a 20-byte header: the first byte of the quote.
-        if quote[0] & be(0xff00) != be(0x4500) {
+        // Version 4, a 20-byte header: the first byte of the quote; not ICMP: the tenth.
+        if quote[0] & be(0xff00) != be(0x4500) || quote[4] & be(0x00ff) == be(1) {
             return xdp_action::XDP_DROP;
         }
         // From the VIP (the packet's destination) to the client.
@@ -665,6 +683,10 @@ fn too_big(ctx: &XdpContext, pkt: &Packet, t: &Tuple, fits: u16) -> u32 {
         let Ok(quote) = pkt.load::<[u16; 24]>(l3) else {
             return xdp_action::XDP_DROP;
         };
+        // Not ICMPv6 (next header 58, the seventh byte).
+        if quote[3] & be(0xff00) == be(58 << 8) {
+            return xdp_action::XDP_DROP;
+        }
         let fits = u32::from(fits).max(1280);
         let mut ip = [0u16; 20];
         ip[0] = be(0x6000);
@@ -771,7 +793,7 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
         if let Some(e) = element_at(pool, slot, idx)
             && e.keeps_flows()
         {
-            count(Reason::IcmpForwarded, pkt);
+            count(Reason::IcmpForwarded, pkt.len());
             return forward(ctx, pkt, quoted, pool, slot, idx, e, h as u32);
         }
     }
@@ -780,7 +802,7 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, quoted: &Tuple) -> u32 {
 
 #[inline(always)]
 fn drop(pkt: &Packet, reason: Reason) -> u32 {
-    count(reason, pkt);
+    count(reason, pkt.len());
     xdp_action::XDP_DROP
 }
 
@@ -788,19 +810,35 @@ fn drop(pkt: &Packet, reason: Reason) -> u32 {
 /// `--xdp-log`), the 1st, 2nd, 4th, 8th… packet of each reason on each CPU is also logged
 /// (aya-log, read by the daemon into its log). Off, the log level in `.rodata` is 0: the
 /// verifier knows the branch is never taken and removes the log code from the loaded program.
+///
+/// verifier: the frame's length `len`, not the frame: after a tunnel's headers went in front,
+/// the frame's pointers on the stack are stale, and a count reading them would keep the
+/// verifier from seeing that a tunnelled and an L2 packet leave `forward` in the same state.
 #[inline(always)]
-fn count(reason: Reason, pkt: &Packet) {
+fn count(reason: Reason, len: usize) {
+    let n = tally(reason, len as u64);
+    if n != 0 && n & (n - 1) == 0 {
+        log_reason(reason, n, len as u64);
+    }
+}
+
+/// Counts a packet of `bytes` under `reason` in `VNF_REASONS`, without the drop log; the
+/// reason's packets so far on this CPU (0 if the map could not be read).
+///
+/// verifier: the tunnels' reasons (`too_big`, `encap_failed`) are counted so. With the drop
+/// log on, every place that may log is checked once per path that reaches it, and two more in
+/// `forward`, which most paths reach, took the program past the verifier's million
+/// instructions.
+#[inline(always)]
+fn tally(reason: Reason, bytes: u64) -> u64 {
     let Some(c) = VNF_REASONS.get_ptr_mut(reason as u32) else {
-        return;
+        return 0;
     };
     // SAFETY: per-CPU slot, and XDP does not preempt itself on a CPU.
-    let n = unsafe {
+    unsafe {
         (*c).packets += 1;
-        (*c).bytes += pkt.len() as u64;
+        (*c).bytes += bytes;
         (*c).packets
-    };
-    if n & (n - 1) == 0 {
-        log_reason(reason, n, pkt.len() as u64);
     }
 }
 

@@ -1300,21 +1300,28 @@ pub fn layout(flow_buckets: u32, ring_chunks: u32) -> Vec<(&'static str, (u32, u
     ]
 }
 
+/// The layout (key size, value size, entries) of the map pinned at `path`; `None` when nothing
+/// is pinned there.
+pub(super) fn pinned_layout(path: &Path) -> std::io::Result<Option<(u32, u32, u32)>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    let info = aya::maps::MapInfo::from_pin(path).map_err(std::io::Error::other)?;
+    Ok(Some((info.key_size(), info.value_size(), info.max_entries())))
+}
+
 /// Checks the maps already pinned in `dir` against `expected`; whether any was pinned.
 fn check_pins(dir: &Path, expected: &[(&'static str, (u32, u32, u32))]) -> Result<bool> {
     let mut any = false;
     for &(name, want) in expected {
         let path = dir.join(name);
-        match std::fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+        let found = match pinned_layout(&path) {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
             Err(source) => return Err(DataplaneError::Pin { path, source }),
-            Ok(_) => {}
-        }
-        let info = aya::maps::MapInfo::from_pin(&path).map_err(|e| DataplaneError::Pin {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        let found = (info.key_size(), info.value_size(), info.max_entries());
+        };
         if found != want {
             return Err(DataplaneError::PinMismatch {
                 path,

@@ -283,14 +283,11 @@ pub fn layout() -> [(&'static str, (u32, u32, u32)); 3] {
 pub fn check_pins(dir: &Path) -> Result<()> {
     for (name, expected) in layout() {
         let path = dir.join(name);
-        if !path.exists() {
-            continue;
-        }
-        let info = aya::maps::MapInfo::from_pin(&path).map_err(|e| DecapError::Pin {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        let found = (info.key_size(), info.value_size(), info.max_entries());
+        let found = match super::bpf::pinned_layout(&path) {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            Err(source) => return Err(DecapError::Pin { path, source }),
+        };
         if found != expected {
             return Err(DecapError::PinMismatch {
                 path,
