@@ -456,7 +456,7 @@ const TOO_BIG: u32 = 1 << 16;
 /// What `encapsulate` answers: no headroom, or no tunnel entry.
 const ENCAP_FAILED: u32 = 2 << 16;
 
-/// Puts the outer headers of element `idx`'s tunnel in front of the packet's IP header `t`:
+/// Puts the outer headers of element `e`'s tunnel in front of the packet's IP header `t`:
 /// a new Ethernet header to the next hop, the outer IP header from this node to the element,
 /// and for GUE and VXLAN a UDP header (VXLAN: then its header and the inner Ethernet header; see
 /// `vnfpool_common::tunnel`). `index` is the element's in `VNF_ELEMS`. Answers
