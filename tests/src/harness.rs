@@ -56,6 +56,15 @@ impl Harness {
             .expect("xdp")
     }
 
+    /// Packets counted so far under `reason` in `VNF_REASONS`, all CPUs together.
+    #[must_use]
+    pub fn reason_packets(&self, reason: vnfpool_common::stats::Reason) -> u64 {
+        self.dp
+            .counters(maps::REASON_STATS, reason as u32)
+            .expect("reading VNF_REASONS")
+            .packets
+    }
+
     /// Runs the program once on `frame`.
     #[track_caller]
     pub fn run(&mut self, frame: &[u8]) -> Run {

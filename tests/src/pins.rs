@@ -35,6 +35,26 @@ impl PinDir {
     }
 }
 
+/// `bpftool map dump pinned <path>`: its output (fields by name, from the map's BTF).
+///
+/// # Panics
+/// When bpftool cannot run or fails.
+#[must_use]
+pub fn bpftool_dump(path: &Path) -> String {
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "dump", "pinned"])
+        .arg(path)
+        .output()
+        .expect("run bpftool (installed by scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "bpftool map dump {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 impl Default for PinDir {
     fn default() -> Self {
         Self::new()

@@ -25,7 +25,7 @@ use vnfpool_tests::{
     lab,
     netns::{Netns, VethPair},
     packet::{Frame, L4, checksum, hex, ip_packet},
-    pins::PinDir,
+    pins::{PinDir, bpftool_dump},
 };
 
 const XDP_PASS: u32 = 2;
@@ -617,19 +617,7 @@ fn the_objects_maps_match_the_abi_crate_and_dump_with_field_names() {
         (decap::GUE_PORTS, "ports", "6080,0,0"),
         (decap::STATS, "packets", "\"packets\": 1"),
     ] {
-        let path = pins.path().join(name);
-        let out = Command::new("bpftool")
-            .args(["map", "dump", "pinned"])
-            .arg(&path)
-            .output()
-            .expect("run bpftool (installed by scripts/setup.sh)");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "bpftool map dump {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = bpftool_dump(&pins.path().join(name));
         let squeezed: String = text.chars().filter(|c| !c.is_whitespace() || *c == ' ').collect();
         let squeezed = squeezed.replace(", ", ",");
         assert!(
@@ -834,13 +822,8 @@ fn vnfpool_decap_delivers_ipip_to_the_vip_until_detached() {
         .recv_from(&mut buf)
         .expect("a reply after the rewrite");
     assert_eq!(&buf[..n], b"e1");
-    let dump = Command::new("bpftool")
-        .args(["map", "dump", "pinned"])
-        .arg(dir.join(decap::VIPS))
-        .output()
-        .expect("bpftool");
     assert_eq!(
-        String::from_utf8_lossy(&dump.stdout).matches("\"addr\"").count(),
+        bpftool_dump(&dir.join(decap::VIPS)).matches("\"addr\"").count(),
         2,
         "both VIPs in {}",
         decap::VIPS

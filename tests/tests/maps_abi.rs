@@ -1,7 +1,7 @@
 //! The built object against `vnfpool_common::maps`: names, key and value sizes, capacities,
 //! pins, and BTF field names as bpftool prints them.
 
-use std::{collections::BTreeSet, net::IpAddr, process::Command};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use aya::maps::MapInfo;
 use vnfpool_common::{
@@ -15,7 +15,7 @@ use vnfpool_common::{
     vip::{PROTO_TCP, VipKey, VipMeta},
 };
 use vnfpool_daemon::dataplane::{AyaDataplane, LoadOptions, Mapping};
-use vnfpool_tests::pins::PinDir;
+use vnfpool_tests::pins::{PinDir, bpftool_dump};
 
 /// (name, key size, value size, max entries) of every map, from the ABI crate.
 fn expected() -> Vec<(&'static str, usize, usize, u32)> {
@@ -133,19 +133,7 @@ fn object_maps_match_the_abi_crate_and_are_pinned_with_btf() {
         (maps::POOL_STATS, "elements"),
         (maps::FLOW_CTL, "bucket_mask"),
     ] {
-        let path = pins.path().join(name);
-        let out = Command::new("bpftool")
-            .args(["map", "dump", "pinned"])
-            .arg(&path)
-            .output()
-            .expect("run bpftool (installed by scripts/setup.sh)");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "bpftool map dump {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = bpftool_dump(&pins.path().join(name));
         assert!(
             text.contains(&format!("\"{field}\"")),
             "{name}: bpftool shows no field {field}:\n{}",

@@ -176,7 +176,7 @@ fn check(h: &mut Harness, c: &Case) -> Run {
         Want::Malformed => Some(Reason::Malformed),
         Want::Pass | Want::Tx(_) => None,
     };
-    let before = counted.map_or(0, |reason| reason_packets(h, reason));
+    let before = counted.map_or(0, |reason| h.reason_packets(reason));
     let r = h.run(&c.frame);
     let (verdict, frame) = match c.want {
         Want::Pass | Want::Malformed => (XDP_PASS, c.frame.clone()),
@@ -195,7 +195,7 @@ fn check(h: &mut Harness, c: &Case) -> Run {
     );
     if let Some(reason) = counted {
         assert_eq!(
-            reason_packets(h, reason),
+            h.reason_packets(reason),
             before + 1,
             "{}: counted under {}",
             c.what,
@@ -203,12 +203,6 @@ fn check(h: &mut Harness, c: &Case) -> Run {
         );
     }
     r
-}
-
-fn reason_packets(h: &Harness, reason: Reason) -> u64 {
-    h.dp.counters(maps::REASON_STATS, reason as u32)
-        .expect("read reasons")
-        .packets
 }
 
 #[test]
@@ -522,7 +516,7 @@ const SYN_ACK: u8 = 0x12;
 fn tcp_flows_are_recorded_on_their_syn_only() {
     let mut h = Harness::new();
     provision(&mut h);
-    let before = reason_packets(&h, Reason::FlowNotRecorded);
+    let before = h.reason_packets(Reason::FlowNotRecorded);
     for (what, frame) in [
         ("ACK", with_tcp_flags(tcp4(6000).build(), false, ACK)),
         ("SYN+ACK", with_tcp_flags(tcp4(6001).build(), false, SYN_ACK)),
@@ -530,7 +524,7 @@ fn tcp_flows_are_recorded_on_their_syn_only() {
     ] {
         check(&mut h, &case(what, frame, Want::Tx(0)));
     }
-    assert_eq!(reason_packets(&h, Reason::FlowNotRecorded), before + 3);
+    assert_eq!(h.reason_packets(Reason::FlowNotRecorded), before + 3);
     assert_eq!(
         h.dp.flow(&tcp4_key(6000)).expect("lookup"),
         None,
@@ -591,7 +585,7 @@ fn a_syn_flood_does_not_push_established_flows_out() {
     }
     // New flows now go to element 1: an established flow still on element 0 kept its entry.
     map_all_to(&mut h, 0, 1, vec![element(0, STATE_UP), element(1, STATE_UP)]);
-    let not_recorded = reason_packets(&h, Reason::FlowNotRecorded);
+    let not_recorded = h.reason_packets(Reason::FlowNotRecorded);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let started = std::time::Instant::now();
     for _ in 0..FLOOD {
@@ -603,7 +597,7 @@ fn a_syn_flood_does_not_push_established_flows_out() {
         f.src = IpAddr::from(((x as u32) | 0x0100_0000).to_be_bytes());
         assert_eq!(h.run(&f.build()).verdict, XDP_TX);
     }
-    let refused = reason_packets(&h, Reason::FlowNotRecorded) - not_recorded;
+    let refused = h.reason_packets(Reason::FlowNotRecorded) - not_recorded;
     let kept = (0..ESTABLISHED)
         .filter(|&i| {
             let r = h.run(&with_tcp_flags(client(i), false, ACK));
@@ -727,7 +721,7 @@ fn icmp_errors_follow_their_flow() {
     for pool in [0, 2] {
         map_all_to(&mut h, pool, 1, vec![element(0, STATE_UP), element(1, STATE_UP)]);
     }
-    let forwarded = reason_packets(&h, Reason::IcmpForwarded);
+    let forwarded = h.reason_packets(Reason::IcmpForwarded);
     check(
         &mut h,
         &case(
@@ -744,7 +738,7 @@ fn icmp_errors_follow_their_flow() {
             Want::Tx(0),
         ),
     );
-    assert_eq!(reason_packets(&h, Reason::IcmpForwarded), forwarded + 2);
+    assert_eq!(h.reason_packets(Reason::IcmpForwarded), forwarded + 2);
     check(
         &mut h,
         &case(
@@ -1311,11 +1305,11 @@ fn a_full_event_ring_counts_and_still_forwards() {
         let r = h.run(&flow(i));
         assert_eq!(r.verdict, XDP_TX, "flow {i}");
     }
-    assert_eq!(reason_packets(&h, Reason::FlowEventLost), 0, "{room} events fit");
+    assert_eq!(h.reason_packets(Reason::FlowEventLost), 0, "{room} events fit");
     let r = h.run(&flow(room));
     assert_eq!(r.verdict, XDP_TX, "the packet is forwarded all the same");
     assert_eq!(
-        reason_packets(&h, Reason::FlowEventLost),
+        h.reason_packets(Reason::FlowEventLost),
         1,
         "the lost event is counted"
     );

@@ -1,7 +1,7 @@
-//! Encapsulated forwarding through BPF_PROG_TEST_RUN: for each mode and family, the exact frame
+//! Encapsulated forwarding through `BPF_PROG_TEST_RUN`: for each mode and family, the exact frame
 //! the program sends to an element on another subnet (`vnfpool_common::tunnel`).
 //!
-//! BPF_PROG_TEST_RUN runs the program as if the frame arrived on the loopback device
+//! `BPF_PROG_TEST_RUN` runs the program as if the frame arrived on the loopback device
 //! (ifindex 1), so an element whose egress is ifindex 1 gets `XDP_TX`.
 
 use std::net::IpAddr;
@@ -10,7 +10,6 @@ use vnfpool_common::{
     addr,
     element::{Element, STATE_UP},
     flow::{self, FlowKey},
-    maps,
     stats::Reason,
     tunnel::{self, ENCAP_GUE, ENCAP_IPIP, ENCAP_VXLAN, Tunnel},
     vip::{PROTO_TCP, PROTO_UDP},
@@ -227,19 +226,15 @@ fn a_packet_whose_encapsulation_exceeds_the_path_mtu_is_not_forwarded() {
             let v4 = f.vip.contains('.');
             let fits = (inner + tunnel::overhead(encap, v4)) as u16;
             provision(&mut h, f, PROTO_UDP, 5353, encap, fits - 1);
-            let before =
-                h.dp.counters(maps::REASON_STATS, Reason::TooBig as u32)
-                    .expect("reasons");
+            let before = h.reason_packets(Reason::TooBig);
             let r = h.run(&fr.build());
             assert_eq!(
                 verdict_name(r.verdict),
                 verdict_name(XDP_DROP),
                 "one byte over the MTU"
             );
-            let after =
-                h.dp.counters(maps::REASON_STATS, Reason::TooBig as u32)
-                    .expect("reasons");
-            assert_eq!(after.packets, before.packets + 1, "counted too_big");
+            let after = h.reason_packets(Reason::TooBig);
+            assert_eq!(after, before + 1, "counted too_big");
 
             // Exactly at the MTU it goes.
             provision(&mut h, f, PROTO_UDP, 5353, encap, fits);
@@ -251,7 +246,7 @@ fn a_packet_whose_encapsulation_exceeds_the_path_mtu_is_not_forwarded() {
 }
 
 /// The answer to a packet too big for the tunnel: `frame`'s MACs swapped (its VLAN tags kept),
-/// then ICMP "fragmentation needed" / ICMPv6 "packet too big" from the VIP to the client with
+/// then ICMP "fragmentation needed" / `ICMPv6` "packet too big" from the VIP to the client with
 /// `fits`, quoting the packet's first 28 (IPv4) or 48 (IPv6) bytes.
 fn too_big_answer(f: &Family, frame: &[u8], l3: usize, fits: u16) -> Vec<u8> {
     let mut out = frame[6..12].to_vec();
@@ -316,10 +311,8 @@ fn a_packet_too_big_for_the_tunnel_is_answered_with_icmp_from_the_vip() {
                     XDP_TX,
                     &want,
                 );
-                let too_big =
-                    h.dp.counters(maps::REASON_STATS, Reason::TooBig as u32)
-                        .expect("reasons");
-                assert_eq!(too_big.packets, 1, "{family} {mode}: counted too_big");
+                let too_big = h.reason_packets(Reason::TooBig);
+                assert_eq!(too_big, 1, "{family} {mode}: counted too_big");
                 assert_eq!(
                     h.dp.pool_counters(0).expect("pool counters").vip.packets,
                     0,
@@ -368,9 +361,7 @@ fn an_icmp_error_too_big_for_the_tunnel_is_dropped_not_answered() {
             XDP_DROP,
             &error,
         );
-        let too_big =
-            h.dp.counters(maps::REASON_STATS, Reason::TooBig as u32)
-                .expect("reasons");
-        assert_eq!(too_big.packets, 1, "counted too_big");
+        let too_big = h.reason_packets(Reason::TooBig);
+        assert_eq!(too_big, 1, "counted too_big");
     }
 }

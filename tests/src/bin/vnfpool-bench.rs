@@ -15,7 +15,7 @@ use vnfpool_common::{
     addr,
     element::{Element, STATE_UP},
     maps,
-    tunnel::{ENCAP_GUE, ENCAP_IPIP, ENCAP_VXLAN},
+    tunnel::{ENCAP_GUE, ENCAP_IPIP, ENCAP_NONE, ENCAP_VXLAN},
     vip::PROTO_TCP,
 };
 use vnfpool_daemon::{
@@ -73,8 +73,8 @@ fn main() -> Result<()> {
     let mut h = Harness::with(&opts);
     let mut full = Harness::with(&opts);
     for h in [&mut h, &mut full] {
-        provision(h, 0, vip4)?;
-        provision(h, 1, vip6)?;
+        provision(h, 0, vip4, ENCAP_NONE)?;
+        provision(h, 1, vip6, ENCAP_NONE)?;
     }
     let vnf = h.program();
     let vnf_full = full.program();
@@ -361,23 +361,18 @@ fn tunnelled_rows(
     est6_above: f64,
 ) -> Result<()> {
     let modes = [
-        ("L2 DSR", None),
-        ("IPIP", Some(ENCAP_IPIP)),
-        ("GUE", Some(ENCAP_GUE)),
-        ("VXLAN", Some(ENCAP_VXLAN)),
+        ("L2 DSR", ENCAP_NONE),
+        ("IPIP", ENCAP_IPIP),
+        ("GUE", ENCAP_GUE),
+        ("VXLAN", ENCAP_VXLAN),
     ];
     // Fresh harnesses for every mode, L2 DSR's too: the same flows in every table, so that the
     // modes differ by their forwarding only (the main table's harness holds far more flows).
     let mut harnesses = Vec::new();
     for (_, encap) in &modes {
         let mut h = Harness::with(opts);
-        if let Some(encap) = encap {
-            provision_tunnelled(&mut h, 0, vip4, *encap)?;
-            provision_tunnelled(&mut h, 1, vip6, *encap)?;
-        } else {
-            provision(&mut h, 0, vip4)?;
-            provision(&mut h, 1, vip6)?;
-        }
+        provision(&mut h, 0, vip4, *encap)?;
+        provision(&mut h, 1, vip6, *encap)?;
         harnesses.push(h);
     }
     let progs: Vec<Xdp> = harnesses.iter_mut().map(Harness::program).collect();
@@ -541,53 +536,63 @@ fn decapsulation(pass: &Xdp, vip4: IpAddr, vip6: IpAddr) -> Result<()> {
     Ok(())
 }
 
-/// Pool `pool` on `vip:8080/tcp` with three elements behind a router, reached through `encap`.
-fn provision_tunnelled(h: &mut Harness, pool: u32, vip: IpAddr, encap: u8) -> Result<()> {
+/// Pool `pool` on `vip:8080/tcp` with three elements: on-link for [`ENCAP_NONE`], else behind a
+/// router, reached through `encap`.
+fn provision(h: &mut Harness, pool: u32, vip: IpAddr, encap: u8) -> Result<()> {
     h.dp.add_vip(pool, addr::from_ip(vip), 8080, PROTO_TCP)?;
-    let (node, element): (IpAddr, fn(u8) -> IpAddr) = match vip {
-        IpAddr::V4(_) => ("192.0.2.1".parse()?, |n| IpAddr::from([198, 51, 100, n])),
-        IpAddr::V6(_) => ("2001:db8::1".parse()?, |n| {
-            IpAddr::V6(std::net::Ipv6Addr::new(
-                0x2001,
-                0xdb8,
-                0x100,
-                0,
-                0,
-                0,
-                0,
-                u16::from(n),
-            ))
-        }),
-    };
-    let forwarding = match encap {
-        ENCAP_GUE => Forwarding::Gue { port: 6080 },
-        ENCAP_VXLAN => Forwarding::Vxlan { vni: 4242 },
-        _ => Forwarding::Ipip,
-    };
-    let path = TunnelPath {
-        source: node,
-        mtu: 1500,
-    };
     let elements: Vec<Element> = (0..3u8)
-        .map(|_| Element {
+        .map(|n| Element {
             ifindex: 1,
             state: STATE_UP,
-            dst_mac: [2, 0, 0, 0, 0xfe, 1],
+            // The element's MAC on-link, the router's through a tunnel.
+            dst_mac: if encap == ENCAP_NONE {
+                [2, 0, 0, 0, 0xe0, n]
+            } else {
+                [2, 0, 0, 0, 0xfe, 1]
+            },
             src_mac: HOST_MAC,
             encap,
             _pad: [0; 3],
         })
         .collect();
-    let tunnels = (0..3u8)
-        .map(|n| {
-            plan::tunnel(
-                forwarding,
-                element(n + 7),
-                Some([2, 0, 0, 0, 0x7e, n]),
-                Some(path),
-            )
-        })
-        .collect();
+    let tunnels = if encap == ENCAP_NONE {
+        Vec::new()
+    } else {
+        let (node, element): (IpAddr, fn(u8) -> IpAddr) = match vip {
+            IpAddr::V4(_) => ("192.0.2.1".parse()?, |n| IpAddr::from([198, 51, 100, n])),
+            IpAddr::V6(_) => ("2001:db8::1".parse()?, |n| {
+                IpAddr::V6(std::net::Ipv6Addr::new(
+                    0x2001,
+                    0xdb8,
+                    0x100,
+                    0,
+                    0,
+                    0,
+                    0,
+                    u16::from(n),
+                ))
+            }),
+        };
+        let forwarding = match encap {
+            ENCAP_GUE => Forwarding::Gue { port: 6080 },
+            ENCAP_VXLAN => Forwarding::Vxlan { vni: 4242 },
+            _ => Forwarding::Ipip,
+        };
+        let path = TunnelPath {
+            source: node,
+            mtu: 1500,
+        };
+        (0..3u8)
+            .map(|n| {
+                plan::tunnel(
+                    forwarding,
+                    element(n + 7),
+                    Some([2, 0, 0, 0, 0x7e, n]),
+                    Some(path),
+                )
+            })
+            .collect()
+    };
     let ring = maglev::build(&backends(3), maps::DEFAULT_RING_SIZE)?;
     h.dp.apply(
         pool,
@@ -595,30 +600,6 @@ fn provision_tunnelled(h: &mut Harness, pool: u32, vip: IpAddr, encap: u8) -> Re
             ring,
             elements,
             tunnels,
-        },
-    )?;
-    Ok(())
-}
-
-fn provision(h: &mut Harness, pool: u32, vip: IpAddr) -> Result<()> {
-    h.dp.add_vip(pool, addr::from_ip(vip), 8080, PROTO_TCP)?;
-    let elements: Vec<Element> = (0..3u8)
-        .map(|n| Element {
-            ifindex: 1,
-            state: STATE_UP,
-            dst_mac: [2, 0, 0, 0, 0xe0, n],
-            src_mac: HOST_MAC,
-            encap: 0,
-            _pad: [0; 3],
-        })
-        .collect();
-    let ring = maglev::build(&backends(3), maps::DEFAULT_RING_SIZE)?;
-    h.dp.apply(
-        pool,
-        &Mapping {
-            ring,
-            elements,
-            tunnels: Vec::new(),
         },
     )?;
     Ok(())

@@ -11,7 +11,6 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 use vnfpool_common::{
     addr,
-    element::Element,
     vip::{PROTO_TCP, PROTO_UDP},
 };
 
@@ -563,20 +562,26 @@ impl<D: Dataplane> Controller<D> {
     }
 }
 
+/// `items`, indexed by position in the pool, placed at their data-plane indices `slots` in a
+/// table of `len` (default values where no element is).
+fn by_slot<T: Default + Clone>(items: Vec<T>, slots: &[u32], len: usize) -> Vec<T> {
+    let mut table = vec![T::default(); len];
+    for (item, &slot) in items.into_iter().zip(slots) {
+        table[slot as usize] = item;
+    }
+    table
+}
+
 /// The plan's mapping (indexed by position in the pool) in data-plane element indices.
 fn to_dataplane(m: Mapping, slots: &[u32]) -> dataplane::Mapping {
     let len = slots.iter().max().map_or(0, |&m| m as usize + 1);
-    let mut elements = vec![Element::default(); len];
-    for (e, &slot) in m.elements.into_iter().zip(slots) {
-        elements[slot as usize] = e;
-    }
-    let mut tunnels = Vec::new();
-    if !m.tunnels.is_empty() {
-        tunnels = vec![vnfpool_common::tunnel::Tunnel::default(); len];
-        for (t, &slot) in m.tunnels.into_iter().zip(slots) {
-            tunnels[slot as usize] = t;
-        }
-    }
+    let elements = by_slot(m.elements, slots, len);
+    // An L2 DSR pool has no tunnel table at all.
+    let tunnels = if m.tunnels.is_empty() {
+        Vec::new()
+    } else {
+        by_slot(m.tunnels, slots, len)
+    };
     let ring = m
         .ring
         .into_iter()
