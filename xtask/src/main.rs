@@ -187,6 +187,14 @@ fn bench(cargo_bin: &str) -> Result<()> {
             "-p",
             "vnfpool-tests",
             "--bin",
+            "vnfpool-probe-bench",
+        ],
+        &[
+            "run",
+            "--release",
+            "-p",
+            "vnfpool-tests",
+            "--bin",
             "vnfpool-placement-bench",
         ],
         &[

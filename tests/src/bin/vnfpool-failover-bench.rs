@@ -1,8 +1,8 @@
 //! Failover as a client sees it, with the real daemon in the lab: the gap in answers to a UDP
 //! request sent every millisecond, over repeated failovers of each kind (service stop, idle and
 //! under control-plane load, link down, freeze of a probed element; link down and freeze of the host of an element that
-//! registered itself and sends heartbeats every 3 ms), the requests lost on fail-back and on drain, and the daemon's CPU and memory
-//! while it probes 100 elements every 10 ms. Run through `cargo xtask bench` (release build);
+//! registered itself and sends heartbeats every 3 ms), and the requests lost on fail-back and on
+//! drain (what probing costs is `vnfpool-probe-bench`'s). Run through `cargo xtask bench` (release build);
 //! figures go to BENCHMARKS.md. Every gap is also written to `failover-gaps.csv` and plotted in
 //! `failover-gaps.svg`, in the repository's `docs/` or in the directory given as the only
 //! argument.
@@ -11,13 +11,13 @@ use std::{
     fmt::Write as _,
     net::UdpSocket,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use vnfpool_daemon::control::{Request, Response};
 use vnfpool_tests::{
     daemon::{Daemon, Places, role},
-    lab::{Lab, TCP_PORT},
+    lab::Lab,
     load::Load,
     plot::{Reference, Strip, write_failover_gaps_svg},
     registration::{Agent, Parties},
@@ -226,68 +226,6 @@ fn drain_lost(daemon_bin: &Path, service_bin: &Path) -> usize {
     sent - got.values().sum::<usize>()
 }
 
-/// CPU (share of one core) and resident memory of a daemon probing 100 elements every 10 ms.
-fn daemon_cost(daemon_bin: &Path) -> (f64, u64) {
-    let lab = Lab::new(1);
-    let places = Places::new();
-    let e = &lab.elements[0];
-    let mut elements = String::from("    elements:\n");
-    let m = e.link.mac;
-    let mac = format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        m[0], m[1], m[2], m[3], m[4], m[5]
-    );
-    let base = e.addr.octets();
-    for i in 0..100u8 {
-        let addr = std::net::Ipv4Addr::new(base[0], base[1], base[2], 10 + i);
-        if i > 0 {
-            e.netns
-                .ip(&["addr", "add", &format!("{addr}/24"), "dev", &e.link.name]);
-        }
-        let addr = if i == 0 { e.addr } else { addr };
-        elements += &format!(
-            "      - {{ name: m{i}, address: {addr}, interface: {}, mac: \"{mac}\" }}\n",
-            e.host_link.name
-        );
-    }
-    let yaml = format!(
-        "{}pools:\n  - name: many\n    vip: {}\n    ports: [{TCP_PORT}]\n    protocol: tcp\n    redundancy: {{ model: active-active }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: 10ms, timeout: 50ms, rise: 2, fall: 3 }}\n{elements}",
-        places.daemon_section(&lab),
-        lab.vip
-    );
-    std::fs::write(places.config(), yaml).expect("config");
-    let mut daemon = Daemon::start(daemon_bin, &lab, &places);
-    daemon.wait_until("100 elements up", Duration::from_secs(20), |s| {
-        s.pools[0].elements.iter().filter(|e| e.role == "active").count() == 100
-    });
-    let pid = daemon.pid();
-    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
-    // Measure a fixed window of steady state (the daemon, not the test, is being timed).
-    daemon.wait_until("10 s of steady state", Duration::from_secs(30), |_| {
-        t0.elapsed() >= Duration::from_secs(10)
-    });
-    let ticks = cpu_ticks(pid) - c0;
-    let per_sec = 100.0; // USER_HZ on Linux
-    let cpu = ticks as f64 / per_sec / t0.elapsed().as_secs_f64();
-    (cpu, rss_kib(pid))
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = after.split(' ').collect();
-    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -405,11 +343,5 @@ fn main() {
     println!(
         "\nrequests lost while the active is drained (1 s of traffic): {}",
         drain_lost(&daemon_bin, &service_bin)
-    );
-    let (cpu, rss) = daemon_cost(&daemon_bin);
-    println!(
-        "\ndaemon probing 100 elements every 10 ms (TCP checks): {:.1}% of one core, {:.1} MiB resident",
-        cpu * 100.0,
-        rss as f64 / 1024.0
     );
 }

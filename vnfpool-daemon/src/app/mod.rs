@@ -157,7 +157,7 @@ async fn build(config_path: PathBuf, file_spec: Spec, options: Options) -> Resul
         cluster: joined.link,
         dataplane: dp,
         resolver: net,
-        probers: Box::new(TaskProbers::new(probes_tx, failover.handle().clone())),
+        probers: Box::new(TaskProbers::new(probes_tx, failover.probes().clone())),
         saver,
         metrics: metrics.clone(),
         events: events.clone(),

@@ -258,6 +258,9 @@ impl<D: Dataplane> Controller<D> {
         timer: Option<PreciseTimer>,
     ) {
         tokio::pin!(shutdown);
+        // Probe reports are taken as many as are waiting at a time: one turn of this loop for a
+        // pool's worth of reports that arrive together.
+        let mut reports = Vec::with_capacity(PROBE_BATCH);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -266,7 +269,11 @@ impl<D: Dataplane> Controller<D> {
                 () = sleep_until(timer.as_ref(), deadline) => self.tick(),
                 Some(event) = inputs.links.recv() => self.link_event(&event),
                 Some(event) = inputs.heartbeats.recv() => self.heartbeat(event),
-                Some(report) = inputs.probes.recv() => self.probe(&report),
+                1.. = inputs.probes.recv_many(&mut reports, PROBE_BATCH) => {
+                    for report in reports.drain(..) {
+                        self.probe(&report);
+                    }
+                }
                 Some(input) = inputs.cluster.recv() => self.cluster_input(input),
                 Ok(()) = inputs.local_addresses.changed() => {
                     self.local_addresses.clone_from(&inputs.local_addresses.borrow_and_update());
@@ -287,6 +294,9 @@ impl<D: Dataplane> Controller<D> {
         self.save();
     }
 }
+
+/// The most probe reports the controller takes in one turn.
+const PROBE_BATCH: usize = 64;
 
 async fn sleep_until(timer: Option<&PreciseTimer>, deadline: Option<Instant>) {
     match (deadline, timer) {

@@ -1,7 +1,8 @@
 //! The probe schedule: one task per element, probes started on a fixed clock.
 //!
 //! Each element's task starts a probe every `interval` (`tokio::time::interval`, missed ticks
-//! skipped) and keeps at most one probe in flight. A probe runs concurrently with the clock, so a
+//! skipped) and keeps at most one probe in flight. The elements of a pool are spread over the
+//! interval: the k-th of n starts its clock k/n of an interval after the others' start. A probe runs concurrently with the clock, so a
 //! slow probe does not shift the next start.
 //!
 //! **A tick that finds the previous probe still running is reported as a failure**
@@ -27,7 +28,7 @@
 //! ends the run of failures, and its smoothed latency grows to the new level within a few
 //! probes. Until an element has answered once, only ticks count.
 
-use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{
     sync::{mpsc, watch},
@@ -40,6 +41,8 @@ use crate::model::spec::{CheckSpec, ElementSpec, HealthSpec};
 
 /// `tokio::time::interval` panics on a zero period; config validation already requires 1 ms.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
+/// The probes of a pool start in groups this far apart (see [`phases`]).
+pub const PHASE_STEP: Duration = Duration::from_millis(1);
 /// A probe is late after this many times the element's smoothed latency…
 pub const LATE_FACTOR: u32 = 4;
 /// …and never before this long.
@@ -110,15 +113,46 @@ fn spawn_with(
     shutdown: &watch::Receiver<bool>,
     probe: &Arc<ProbeFn>,
 ) -> Vec<JoinHandle<()>> {
+    let start = Instant::now();
+    let phases = phases(&targets);
     targets
         .into_iter()
-        .map(|target| {
+        .zip(phases)
+        .map(|(target, phase)| {
             tokio::spawn(run(
                 Arc::new(target),
+                start + phase,
                 Arc::clone(probe),
                 tx.clone(),
                 shutdown.clone(),
             ))
+        })
+        .collect()
+}
+
+/// When each target's first probe starts, after the probers start: the elements of a pool
+/// spread evenly over its interval, in groups [`PHASE_STEP`] apart (the k-th of n in group
+/// ⌊k·g/n⌋ of g = interval / step, at most n), so that a pool's probes and their reports do not
+/// all come at the same instant, while those of a group still share the wake-ups of the
+/// runtime and the controller.
+fn phases(targets: &[ProbeTarget]) -> Vec<Duration> {
+    let mut per_pool: HashMap<u32, u32> = HashMap::new();
+    for t in targets {
+        *per_pool.entry(t.element.pool).or_default() += 1;
+    }
+    let mut seen: HashMap<u32, u32> = HashMap::new();
+    targets
+        .iter()
+        .map(|t| {
+            let n = per_pool[&t.element.pool];
+            let groups = u32::try_from(t.interval.as_nanos() / PHASE_STEP.as_nanos())
+                .unwrap_or(u32::MAX)
+                .clamp(1, n);
+            let k = seen.entry(t.element.pool).or_default();
+            let group =
+                u32::try_from(u64::from(*k) * u64::from(groups) / u64::from(n)).expect("below groups");
+            *k += 1;
+            t.interval * group / groups
         })
         .collect()
 }
@@ -152,11 +186,12 @@ async fn until_late(late: Option<(Instant, Duration)>) -> Duration {
 
 async fn run(
     target: Arc<ProbeTarget>,
+    first: Instant,
     probe: Arc<ProbeFn>,
     tx: mpsc::Sender<ProbeReport>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut ticker = time::interval(target.interval.max(MIN_INTERVAL));
+    let mut ticker = time::interval_at(first, target.interval.max(MIN_INTERVAL));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut in_flight: Option<InFlight> = None;
     // Smoothed latency of successful probes (an EWMA with weight 1/8, as TCP's SRTT).
@@ -323,6 +358,88 @@ mod tests {
         let expected: Vec<_> = (0..10).map(|k| (k * 10, true, 3)).collect();
         assert_eq!(reports, expected);
         probers.stop().await;
+    }
+
+    #[test]
+    fn a_pools_probes_start_in_groups_a_millisecond_apart() {
+        let pool = |n: u32, interval: Duration| -> Vec<ProbeTarget> {
+            (0..n)
+                .map(|slot| ProbeTarget {
+                    element: ElementRef {
+                        pool: 1,
+                        slot,
+                        generation: 1,
+                    },
+                    ..target(interval, interval, CheckSpec::Tcp { port: 1 })
+                })
+                .collect()
+        };
+        let groups = |targets: &[ProbeTarget]| {
+            let mut count = std::collections::BTreeMap::new();
+            for phase in phases(targets) {
+                *count.entry(phase.as_micros()).or_insert(0) += 1;
+            }
+            count.into_iter().collect::<Vec<_>>()
+        };
+        // 100 elements every 10 ms: ten groups of ten, 1 ms apart.
+        let expected: Vec<(u128, i32)> = (0..10).map(|g| (g * 1000, 10)).collect();
+        assert_eq!(groups(&pool(100, 10 * MS)), expected);
+        // Fewer elements than milliseconds: each alone, evenly spread.
+        assert_eq!(
+            groups(&pool(4, 100 * MS)),
+            [(0, 1), (25_000, 1), (50_000, 1), (75_000, 1)]
+        );
+        // An interval of 1 ms: one group.
+        assert_eq!(groups(&pool(5, MS)), [(0, 5)]);
+        // 1,000 elements every 100 ms: a hundred groups of ten.
+        let phases = groups(&pool(1000, 100 * MS));
+        assert_eq!(phases.len(), 100);
+        assert!(phases.iter().all(|&(_, n)| n == 10), "{phases:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_elements_of_a_pool_are_spread_over_the_interval() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let (stop, shutdown) = watch::channel(false);
+        let start = Instant::now();
+        // Four elements of pool 3 and one of pool 4, every 20 ms (the runtime's timer counts
+        // whole milliseconds).
+        let targets: Vec<ProbeTarget> = (0..5)
+            .map(|slot| ProbeTarget {
+                element: ElementRef {
+                    pool: if slot < 4 { 3 } else { 4 },
+                    slot,
+                    generation: 1,
+                },
+                ..target(20 * MS, 5 * MS, CheckSpec::Tcp { port: 1 })
+            })
+            .collect();
+        let tasks = spawn_with(targets, &tx, &shutdown, &fake(&[1]));
+        let mut starts = Vec::new();
+        for _ in 0..10 {
+            let report = rx.recv().await.expect("a report");
+            starts.push((report.element.slot, (report.at - start).as_micros()));
+        }
+        starts.sort_unstable();
+        assert_eq!(
+            starts,
+            [
+                (0, 0),
+                (0, 20_000),
+                (1, 5_000),
+                (1, 25_000),
+                (2, 10_000),
+                (2, 30_000),
+                (3, 15_000),
+                (3, 35_000),
+                (4, 0),
+                (4, 20_000)
+            ]
+        );
+        stop.send(true).expect("the probers listen");
+        for task in tasks {
+            task.await.expect("the prober did not panic");
+        }
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

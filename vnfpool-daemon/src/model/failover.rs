@@ -262,7 +262,25 @@ pub struct PoolState {
     /// The [`Self::candidates`] `backups` were chosen from; `None` until the first placement.
     #[serde(default)]
     placed: Option<(Vec<usize>, Vec<usize>)>,
+    /// Whether the roles are what the last full step decided, with nothing changed since but
+    /// the clock: then an observation that changes no health changes no role either, until
+    /// the next deadline ([`Self::step`]'s fast path). Not persisted, not compared.
+    #[serde(skip)]
+    decided: Decided,
 }
+
+/// [`PoolState::decided`]: a cache's validity, equal whatever its value, so that two states
+/// compare by what they hold.
+#[derive(Debug, Clone, Copy, Default)]
+struct Decided(bool);
+
+impl PartialEq for Decided {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Decided {}
 
 impl PoolState {
     /// A fresh state for `spec`: every element unknown and out, until probes decide.
@@ -275,6 +293,7 @@ impl PoolState {
             carrying: false,
             backups: Vec::new(),
             placed: None,
+            decided: Decided(false),
         }
     }
 
@@ -319,6 +338,7 @@ impl PoolState {
     /// carry flows, replaced actives drain for the fail-back period and lost roles are failovers.
     pub fn mark_carrying(&mut self) {
         self.carrying = true;
+        self.decided = Decided(false);
     }
 
     /// Whether [`Self::mark_carrying`] was called (for this state or the one it was restored from).
@@ -361,6 +381,7 @@ impl PoolState {
         if same {
             return false;
         }
+        self.decided = Decided(false);
         let mut old: HashMap<String, ElementState> =
             self.elements.drain(..).map(|e| (e.name.clone(), e)).collect();
         self.elements = spec
@@ -376,6 +397,7 @@ impl PoolState {
     /// For a restore after a restart: `from` is the save time plus the wall-clock time elapsed
     /// since, `to` the current `now`.
     pub fn rebase(&mut self, from: Now, to: Now) {
+        self.decided = Decided(false);
         for e in &mut self.elements {
             e.health.rebase(from, to);
             if let Admin::Draining { until } = &mut e.admin {
@@ -397,6 +419,7 @@ impl PoolState {
         }
         self.placed = None;
         self.carrying = true;
+        self.decided = Decided(false);
     }
 
     /// Applies `event` at `now` and decides the roles again.
@@ -422,7 +445,6 @@ impl PoolState {
             });
         }
 
-        let before = self.roles();
         let mut persist = false;
         let mut change: Option<(usize, HealthChange)> = None;
         match event {
@@ -465,8 +487,21 @@ impl PoolState {
             Event::Tick => {}
         }
         persist |= change.is_some();
+        // The fast path of the many probes and heartbeats that change nothing: the roles were
+        // decided on the same views (health unchanged, no drain or fail-back deadline passed),
+        // so deciding again would give the same roles, backups and effects: none.
+        if !persist
+            && self.decided.0
+            && matches!(event, Event::Probe { .. } | Event::Heartbeat { .. })
+            && self.next_deadline().is_none_or(|d| d > now)
+        {
+            return Ok(Vec::new());
+        }
 
+        // The event itself changes health and drains, never roles.
+        let before = self.roles();
         self.reassign(spec, now);
+        self.decided = Decided(true);
         let after = self.roles();
         // Placement is decided again when the actives or the candidates change, and on ticks
         // (which follow reloads): not on every probe.
@@ -851,6 +886,33 @@ mod tests {
         sim.rise(2, &[1]);
         assert_eq!(sim.roles(), "A S");
         assert!(sim.state.is_settled());
+    }
+
+    #[test]
+    fn a_probe_that_changes_no_health_decides_nothing_until_a_deadline_passes() {
+        let mut sim = Sim::new(AS_PREEMPT, PAIR);
+        sim.rise(0, &[0, 1]);
+        assert!(sim.state.decided.0, "a full step decided the roles");
+        assert_eq!(sim.at(secs(5), Event::Probe { element: 0, ok: true }), []);
+        assert!(sim.state.decided.0);
+        sim.at(
+            secs(6),
+            Event::Drain {
+                element: 0,
+                deadline: secs(10),
+            },
+        );
+        assert_eq!(sim.roles(), "R A");
+        assert_eq!(sim.at(secs(7), Event::Probe { element: 0, ok: true }), []);
+        assert_eq!(sim.roles(), "R A");
+        // Past the deadline (its tick not yet sent), a probe that changes no health still ends
+        // the drain.
+        let effects = sim.at(secs(16), Event::Probe { element: 1, ok: true });
+        assert!(effects.contains(&Effect::Remap), "{effects:?}");
+        assert_eq!(sim.roles(), "O A");
+        // A restored or reconciled state decides in full first.
+        sim.state.rebase(secs(16), secs(16));
+        assert!(!sim.state.decided.0);
     }
 
     #[test]
@@ -1550,6 +1612,38 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The fast path (an observation that changes no health decides nothing) gives the
+        /// same states and effects as deciding again after every event.
+        #[test]
+        fn the_fast_path_decides_as_a_full_step_would(
+            redundancy in redundancy(),
+            elements in prop::collection::vec((0u32..3, 1u32..4), 1..=5),
+            rise in 1u32..4,
+            fall in 1u32..4,
+            failback_ms in prop_oneof![Just(0u64), 1u64..5_000],
+            events in prop::collection::vec(event(), 0..80),
+        ) {
+            let named: Vec<(&str, u32, u32)> =
+                elements.iter().zip(NAMES).map(|(&(p, w), name)| (name, p, w)).collect();
+            let mut spec = pool(redundancy, &named);
+            spec.health.rise = rise;
+            spec.health.fall = fall;
+            let mut fast = PoolState::new(&spec).with_failback_drain(Duration::from_millis(failback_ms));
+            fast.mark_carrying();
+            let mut full = fast.clone();
+            let mut now = Duration::ZERO;
+            for raw in events {
+                now += Duration::from_millis(raw.0);
+                let event = make_event(raw, named.len());
+                full.decided = Decided(false);
+                let by_fast = fast.step(&spec, event, now).expect("step");
+                let by_full = full.step(&spec, event, now).expect("step");
+                prop_assert_eq!(&by_fast, &by_full, "{:?}", event);
+                prop_assert_eq!(&fast, &full, "{:?}", event);
+                prop_assert_eq!(fast.backups(), full.backups());
+            }
+        }
 
         #[test]
         fn any_event_sequence_keeps_the_invariants(
