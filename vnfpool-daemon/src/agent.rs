@@ -52,6 +52,7 @@ use crate::{
         Key,
         udp::{Sender, ip_of, path_socket},
     },
+    timer::PreciseTimer,
 };
 
 /// Exit status of a bad configuration or a refused registration.
@@ -300,14 +301,34 @@ async fn run(config: AgentConfig) -> ExitCode {
         paths = paths.len(),
         "registered"
     );
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A timerfd, not the runtime's millisecond timer: at a 1 ms interval and a miss limit of 3,
+    // rounding every tick up to the next millisecond would leave the daemon no margin.
+    let timer = match PreciseTimer::new() {
+        Ok(t) => t,
+        Err(e) => {
+            error!(error = %e, "creating the heartbeat timer (timerfd)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut next = std::time::Instant::now();
     let mut failures = vec![0u64; paths.len().max(1)];
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
-            _ = ticks.tick() => {
+            slept = timer.sleep_until(next) => {
+                if let Err(e) = slept {
+                    // Never seen; the runtime's timer still paces the heartbeats.
+                    warn!(error = %e, "heartbeat timer failed");
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                // On the schedule; a tick late by more than an interval sends one heartbeat, not
+                // a burst, and the schedule starts again from it.
+                let now = std::time::Instant::now();
+                next += interval;
+                if next < now {
+                    next = now + interval;
+                }
                 // An ICMP error about an earlier heartbeat (nobody listening for a moment, as
                 // while the daemon restarts) or a lost route surfaces here; the next
                 // heartbeat may go through.

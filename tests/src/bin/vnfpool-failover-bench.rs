@@ -36,6 +36,7 @@ const HEARTBEAT_MS: u64 = 3;
 const MISSES: u64 = 3;
 /// The target for the median gap when a self-registered element's host fails.
 const AGENT_TARGET_MS: f64 = 12.0;
+
 /// keepalived (VRRP version 3, 10 ms advertisements) in the same kind of lab (BENCHMARKS.md).
 const KEEPALIVED_MS: f64 = 41.0;
 
@@ -95,7 +96,7 @@ fn config(lab: &Lab, places: &Places, check: &str) -> String {
 /// heartbeats every [`HEARTBEAT_MS`], [`MISSES`] allowed; e2 and e3 probed over TCP as usual.
 fn agent_config(lab: &Lab, places: &Places, parties: &Parties) -> String {
     format!(
-        "{}{}pools:\n  - name: dns\n    vip: {}\n    ports: [{PORT}]\n    protocol: udp\n    redundancy: {{ model: active-standby, preempt: true }}\n    health: {{ check: tcp, port: {PORT}, interval: {INTERVAL_MS}ms, timeout: 50ms, rise: 2, fall: {FALL} }}\n    heartbeat: {{ interval: {HEARTBEAT_MS}ms, misses: {MISSES} }}\n{}",
+        "{}{}pools:\n  - name: dns\n    vip: {}\n    ports: [{PORT}]\n    protocol: udp\n    redundancy: {{ model: active-standby, preempt: true }}\n    health: {{ check: tcp, port: {PORT}, interval: {INTERVAL_MS}ms, timeout: 50ms, rise: 2, fall: {FALL} }}\n    heartbeat: {{ interval: {HEARTBEAT_MS}ms, misses: {MISSES} }}\n    registration: {{ max_priority: 300 }}\n{}",
         places.daemon_section(lab),
         parties.api_section(lab, places),
         lab.vip,
@@ -145,9 +146,11 @@ fn rounds(kind: Kind, daemon_bin: &Path, service_bin: &Path) -> Vec<Round> {
     };
     std::fs::write(places.config(), text).expect("config");
     let mut daemon = Daemon::start(daemon_bin, &lab, &places);
-    let agent = kind
-        .is_agent()
-        .then(|| Agent::start(daemon_bin, &lab, 0, &places, &parties, "dns", "\"priority\": 300"));
+    let agent = kind.is_agent().then(|| {
+        let mut agent = Agent::start(daemon_bin, &lab, 0, &places, &parties, "dns", "\"priority\": 300");
+        agent.wait_registered(Duration::from_secs(10));
+        agent
+    });
     let link = lab.elements[0].host_link.name.clone();
     let mut out = Vec::new();
     for _ in 0..ROUNDS {

@@ -2,7 +2,7 @@
 //!
 //! Each element's task starts a probe every `interval` (`tokio::time::interval`, missed ticks
 //! skipped) and keeps at most one probe in flight. The elements of a pool are spread over the
-//! interval: the k-th of n starts its clock k/n of an interval after the others' start. A probe runs concurrently with the clock, so a
+//! interval in groups (see [`phases`]); every element's first probe goes at once. A probe runs concurrently with the clock, so a
 //! slow probe does not shift the next start.
 //!
 //! **A tick that finds the previous probe still running is reported as a failure**
@@ -130,7 +130,8 @@ fn spawn_with(
         .collect()
 }
 
-/// When each target's first probe starts, after the probers start: the elements of a pool
+/// When each target's probe clock starts, after the probers start (a first probe goes at once
+/// before it, see [`run`]): the elements of a pool
 /// spread evenly over its interval, in groups [`PHASE_STEP`] apart (the k-th of n in group
 /// ⌊k·g/n⌋ of g = interval / step, at most n), so that a pool's probes and their reports do not
 /// all come at the same instant, while those of a group still share the wake-ups of the
@@ -193,7 +194,14 @@ async fn run(
 ) {
     let mut ticker = time::interval_at(first, target.interval.max(MIN_INTERVAL));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut in_flight: Option<InFlight> = None;
+    // The first probe of every element goes at once, whatever its phase: the first round
+    // decides every element's health as early as before the spread.
+    let now = Instant::now();
+    let mut in_flight: Option<InFlight> = (first > now).then(|| InFlight {
+        probe: probe(Arc::clone(&target)),
+        started: now,
+        late_at: None,
+    });
     // Smoothed latency of successful probes (an EWMA with weight 1/8, as TCP's SRTT).
     let mut srtt: Option<Duration> = None;
     loop {
@@ -424,14 +432,15 @@ mod tests {
         assert_eq!(
             starts,
             [
+                // Every first probe at once, then each on its phase.
                 (0, 0),
                 (0, 20_000),
+                (1, 0),
                 (1, 5_000),
-                (1, 25_000),
+                (2, 0),
                 (2, 10_000),
-                (2, 30_000),
+                (3, 0),
                 (3, 15_000),
-                (3, 35_000),
                 (4, 0),
                 (4, 20_000)
             ]
