@@ -2,8 +2,8 @@
 //!
 //! Each element's task starts a probe every `interval` (`tokio::time::interval`, missed ticks
 //! skipped) and keeps at most one probe in flight. The elements of a pool are spread over the
-//! interval in groups (see [`phases`]); every element's first probe goes at once. A probe runs concurrently with the clock, so a
-//! slow probe does not shift the next start.
+//! interval in groups (see [`phases`]); every element's first probe goes at once. A probe runs
+//! concurrently with the clock, so a slow probe does not shift the next start.
 //!
 //! **A tick that finds the previous probe still running is reported as a failure**
 //! ([`ProbeError::Overrun`], `at` = that tick), and no second probe is started. The previous
@@ -131,11 +131,10 @@ fn spawn_with(
 }
 
 /// When each target's probe clock starts, after the probers start (a first probe goes at once
-/// before it, see [`run`]): the elements of a pool
-/// spread evenly over its interval, in groups [`PHASE_STEP`] apart (the k-th of n in group
-/// ⌊k·g/n⌋ of g = interval / step, at most n), so that a pool's probes and their reports do not
-/// all come at the same instant, while those of a group still share the wake-ups of the
-/// runtime and the controller.
+/// before it, see [`run`]): the elements of a pool spread evenly over its interval, in groups
+/// [`PHASE_STEP`] apart (the k-th of n in group ⌊k·g/n⌋ of g = interval / step, at most n), so
+/// that a pool's probes and their reports do not all come at the same instant, while those of
+/// a group still share the wake-ups of the runtime and the controller.
 fn phases(targets: &[ProbeTarget]) -> Vec<Duration> {
     let mut per_pool: HashMap<u32, u32> = HashMap::new();
     for t in targets {
