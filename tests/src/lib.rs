@@ -9,6 +9,7 @@
 
 pub mod bird;
 pub mod cluster_lab;
+pub mod cpu;
 pub mod daemon;
 pub mod demo;
 pub mod encap;

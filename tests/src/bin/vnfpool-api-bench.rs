@@ -64,8 +64,6 @@ const RUN: Duration = Duration::from_secs(1);
 /// Clients sending at once, each making a new connection per request.
 const FRESH_CLIENTS: usize = 4;
 const FRESH_RUNS: usize = 5;
-/// The unit of the CPU times in `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux).
-const TICK: Duration = Duration::from_millis(10);
 /// How every pool summary starts in the compact JSON the daemon writes.
 const POOL_MARK: &[u8] = br#"{"name":""#;
 
@@ -117,15 +115,6 @@ async fn first_body(client: &Client) -> String {
     assert!(pools.iter().all(|p| p.state == PoolHealth::Up), "{body}");
     assert_eq!(check(status, body.as_bytes()), Ok(()));
     body
-}
-
-/// CPU time (user and system, every thread) of process `pid` so far.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = after.split(' ').collect();
-    let ticks = f[11].parse::<u32>().expect("utime") + f[12].parse::<u32>().expect("stime");
-    TICK * ticks
 }
 
 // === the load ===
@@ -216,7 +205,7 @@ impl Samples {
 /// One run: every connection sends requests, one after another, for `RUN`. A connection stops
 /// at its first error (its connection may be gone); the errors fail the benchmark later.
 async fn run(conns: Vec<Conn>, pid: u32, samples: &mut Samples) -> Vec<Conn> {
-    let cpu = cpu_time(pid);
+    let cpu = vnfpool_tests::cpu::of_process(pid);
     let start = Instant::now();
     let end = start + RUN;
     let mut tasks = JoinSet::new();
@@ -245,7 +234,10 @@ async fn run(conns: Vec<Conn>, pid: u32, samples: &mut Samples) -> Vec<Conn> {
         samples.latencies.extend(latencies);
         samples.errors.extend(error);
     }
-    let (elapsed, cpu) = (start.elapsed(), cpu_time(pid).saturating_sub(cpu));
+    let (elapsed, cpu) = (
+        start.elapsed(),
+        vnfpool_tests::cpu::of_process(pid).saturating_sub(cpu),
+    );
     let requests = u32::try_from(requests).expect("fewer than 2^32 requests");
     samples.rates.push(f64::from(requests) / elapsed.as_secs_f64());
     samples.cpu_per_request.push(cpu / requests.max(1));

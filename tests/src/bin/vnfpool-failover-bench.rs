@@ -2,8 +2,8 @@
 //! request sent every millisecond, over repeated failovers of each kind (service stop, idle and
 //! under control-plane load, link down, freeze of a probed element; link down and freeze of the host of an element that
 //! registered itself and sends heartbeats every 3 ms), and the requests lost on fail-back and on
-//! drain (what probing costs is `vnfpool-probe-bench`'s). Run through `cargo xtask bench` (release build);
-//! figures go to BENCHMARKS.md. Every gap is also written to `failover-gaps.csv` and plotted in
+//! drain (what probing costs is `vnfpool-probe-bench`'s). Run through `cargo xtask bench`
+//! (release build); figures go to BENCHMARKS.md. Every gap is also written to `failover-gaps.csv` and plotted in
 //! `failover-gaps.svg`, in the repository's `docs/` or in the directory given as the only
 //! argument.
 
@@ -36,7 +36,6 @@ const HEARTBEAT_MS: u64 = 3;
 const MISSES: u64 = 3;
 /// The target for the median gap when a self-registered element's host fails.
 const AGENT_TARGET_MS: f64 = 12.0;
-
 /// keepalived (VRRP version 3, 10 ms advertisements) in the same kind of lab (BENCHMARKS.md).
 const KEEPALIVED_MS: f64 = 41.0;
 

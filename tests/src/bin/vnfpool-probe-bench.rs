@@ -3,10 +3,11 @@
 //! window of steady state is the figure, with its resident memory. Same-run baseline: the same
 //! number of bare TCP connects to the same addresses, from a minimal loop on one thread
 //! (non-blocking connects, poll(2) for the handshakes, a reset to close, as the daemon's probe
-//! does), timed by that thread's CPU clock. Run through `cargo xtask bench` (release build);
+//! does), its CPU time counted as the daemon's is (`vnfpool_tests::cpu`). Run through `cargo xtask bench` (release build);
 //! figures go to BENCHMARKS.md.
 
 use std::{
+    fmt::Write as _,
     net::{Ipv4Addr, SocketAddr},
     path::Path,
     time::{Duration, Instant},
@@ -14,8 +15,10 @@ use std::{
 
 use socket2::{Domain, Protocol, Socket, Type};
 use vnfpool_tests::{
+    cpu,
     daemon::{Daemon, Places},
     lab::{Lab, TCP_PORT},
+    plot::median,
 };
 
 /// How long each measurement window lasts.
@@ -98,11 +101,13 @@ fn measure(daemon_bin: &Path, count: usize, interval: Duration) -> Row {
     let addrs = addresses(&lab, count);
     let mut elements = String::from("    elements:\n");
     for (i, addr) in addrs.iter().enumerate() {
-        elements += &format!(
-            "      - {{ name: m{i}, address: {addr}, interface: {}, mac: \"{}\" }}\n",
+        writeln!(
+            elements,
+            "      - {{ name: m{i}, address: {addr}, interface: {}, mac: \"{}\" }}",
             e.host_link.name,
             e.mac_text()
-        );
+        )
+        .expect("writing to a String");
     }
     let yaml = format!(
         "{}pools:\n  - name: many\n    vip: {}\n    ports: [{TCP_PORT}]\n    protocol: tcp\n    redundancy: {{ model: active-active }}\n    health: {{ check: tcp, port: {TCP_PORT}, interval: {}ms, timeout: {}ms, rise: 2, fall: 3 }}\n{elements}",
@@ -118,13 +123,14 @@ fn measure(daemon_bin: &Path, count: usize, interval: Duration) -> Row {
         .map(|_| lab.host.run(|| bare_connects(&targets, interval, WINDOW)))
         .collect();
     let mut daemon = Daemon::start(daemon_bin, &lab, &places);
-    daemon.wait_until(&format!("{count} elements up"), Duration::from_secs(30), |s| {
+    let all_up = |s: &vnfpool_daemon::control::Status| {
         s.pools[0].elements.iter().filter(|e| e.role == "active").count() == count
-    });
+    };
+    daemon.wait_until(&format!("{count} elements up"), Duration::from_secs(30), all_up);
     let pid = daemon.pid();
     let mut daemon_shares = Vec::new();
     for _ in 0..RUNS {
-        let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+        let (t0, c0) = (Instant::now(), cpu::of_process(pid));
         // A window of steady state with nothing asked of the daemon: a status request reads
         // every counter of the data plane, and polling for one would be measured too.
         #[expect(
@@ -132,32 +138,24 @@ fn measure(daemon_bin: &Path, count: usize, interval: Duration) -> Row {
             reason = "a measurement window, not a wait for readiness"
         )]
         std::thread::sleep(WINDOW);
-        let ticks = cpu_ticks(pid) - c0;
-        daemon_shares.push(ticks as f64 / 100.0 / t0.elapsed().as_secs_f64()); // USER_HZ
+        daemon_shares
+            .push(cpu::of_process(pid).saturating_sub(c0).as_secs_f64() / t0.elapsed().as_secs_f64());
     }
-    let rss_kib = rss_kib(pid);
+    let rss_kib = cpu::resident_kib(pid);
     // Still running, every element still up: the window measured probing, not failing over.
-    daemon.wait_until("every element still up", Duration::from_secs(5), |s| {
-        s.pools[0].elements.iter().filter(|e| e.role == "active").count() == count
-    });
+    daemon.wait_until("every element still up", Duration::from_secs(5), all_up);
     let _ = daemon.terminate(Duration::from_secs(10));
     Row {
-        daemon: median(daemon_shares),
-        bare: median(bare_shares),
+        daemon: median(&daemon_shares).expect("windows"),
+        bare: median(&bare_shares).expect("windows"),
         rss_kib,
     }
 }
 
 /// Connects to every target once per `interval` for `window`, on this thread only, and returns
-/// the thread's CPU time as a share of the wall time (counted as the daemon's is, in ticks of
-/// `/proc`, so that both include the kernel's work done on their behalf alike).
+/// the thread's CPU time as a share of the wall time.
 fn bare_connects(targets: &[SocketAddr], interval: Duration, window: Duration) -> f64 {
-    let stat = format!(
-        "/proc/self/task/{}/stat",
-        rustix::thread::gettid().as_raw_nonzero()
-    );
-    let cpu = || ticks_of(&stat);
-    let (t0, c0) = (Instant::now(), cpu());
+    let (t0, c0) = (Instant::now(), cpu::of_this_thread());
     let mut next = t0;
     while t0.elapsed() < window {
         let sockets: Vec<Socket> = targets
@@ -180,11 +178,11 @@ fn bare_connects(targets: &[SocketAddr], interval: Duration, window: Duration) -
                 .collect();
             rustix::event::poll(&mut fds, None).expect("poll");
             let done: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
-            let mut i = 0;
-            pending.retain(|_| {
-                i += 1;
-                !done[i - 1]
-            });
+            pending = pending
+                .into_iter()
+                .zip(done)
+                .filter_map(|(s, done)| (!done).then_some(s))
+                .collect();
         }
         for s in &sockets {
             assert!(
@@ -196,34 +194,9 @@ fn bare_connects(targets: &[SocketAddr], interval: Duration, window: Duration) -
         drop(sockets);
         next += interval;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            #[expect(clippy::disallowed_methods, reason = "paces the load, waits for nothing")]
             std::thread::sleep(wait);
         }
     }
-    (cpu() - c0) as f64 / 100.0 / t0.elapsed().as_secs_f64() // USER_HZ
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    ticks_of(&format!("/proc/{pid}/stat"))
-}
-
-/// User and system time in a `stat` file of `/proc`, in ticks.
-fn ticks_of(path: &str) -> u64 {
-    let stat = std::fs::read_to_string(path).expect("stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = after.split(' ').collect();
-    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    cpu::of_this_thread().saturating_sub(c0).as_secs_f64() / t0.elapsed().as_secs_f64()
 }

@@ -1610,6 +1610,30 @@ mod tests {
         )
     }
 
+    /// The pool of a generated case: elements (priority, weight) named from [`NAMES`], each on
+    /// the host of `hosts` at its position (shared hosts make backups differ from the next by
+    /// priority: stand-ins happen).
+    fn generated_pool(
+        redundancy: RedundancySpec,
+        elements: &[(u32, u32)],
+        rise: u32,
+        fall: u32,
+        hosts: &[u8],
+    ) -> PoolSpec {
+        let named: Vec<(&str, u32, u32)> = elements
+            .iter()
+            .zip(NAMES)
+            .map(|(&(p, w), name)| (name, p, w))
+            .collect();
+        let mut spec = pool(redundancy, &named);
+        for (e, host) in spec.elements.iter_mut().zip(hosts) {
+            e.failure_domains = [("host".to_owned(), format!("h{host}"))].into();
+        }
+        spec.health.rise = rise;
+        spec.health.fall = fall;
+        spec
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -1623,19 +1647,16 @@ mod tests {
             fall in 1u32..4,
             failback_ms in prop_oneof![Just(0u64), 1u64..5_000],
             events in prop::collection::vec(event(), 0..80),
+            hosts in prop::collection::vec(0u8..3, 5),
         ) {
-            let named: Vec<(&str, u32, u32)> =
-                elements.iter().zip(NAMES).map(|(&(p, w), name)| (name, p, w)).collect();
-            let mut spec = pool(redundancy, &named);
-            spec.health.rise = rise;
-            spec.health.fall = fall;
+            let spec = generated_pool(redundancy, &elements, rise, fall, &hosts);
             let mut fast = PoolState::new(&spec).with_failback_drain(Duration::from_millis(failback_ms));
             fast.mark_carrying();
             let mut full = fast.clone();
             let mut now = Duration::ZERO;
             for raw in events {
                 now += Duration::from_millis(raw.0);
-                let event = make_event(raw, named.len());
+                let event = make_event(raw, elements.len());
                 full.decided = Decided(false);
                 let by_fast = fast.step(&spec, event, now).expect("step");
                 let by_full = full.step(&spec, event, now).expect("step");
@@ -1655,16 +1676,8 @@ mod tests {
             events in prop::collection::vec(event(), 0..80),
             hosts in prop::collection::vec(0u8..3, 5),
         ) {
-            let named: Vec<(&str, u32, u32)> =
-                elements.iter().zip(NAMES).map(|(&(p, w), name)| (name, p, w)).collect();
-            let mut spec = pool(redundancy, &named);
-            // Shared hosts make backups differ from the next by priority: stand-ins happen.
-            for (e, host) in spec.elements.iter_mut().zip(&hosts) {
-                e.failure_domains = [("host".to_owned(), format!("h{host}"))].into();
-            }
-            spec.health.rise = rise;
-            spec.health.fall = fall;
-            let n = named.len();
+            let spec = generated_pool(redundancy, &elements, rise, fall, &hosts);
+            let n = elements.len();
             let resolved = resolved(n);
             let mut state = PoolState::new(&spec).with_failback_drain(Duration::from_millis(failback_ms));
             state.mark_carrying();
